@@ -1,0 +1,36 @@
+# The front door. Newcomers need two commands: `make testbed` and `make test`.
+SHELL := /bin/bash
+export TSS2_LOG ?= all+NONE
+export CARGO_TERM_COLOR ?= never
+
+.PHONY: help deps testbed test bench fmt lint build clean
+
+help:
+	@echo "make testbed  - start swtpm TPMs, real daemons and nginx; run the scenarios step by step"
+	@echo "make test     - every lane: fmt, clippy, unit, TPM on swtpm, end to end"
+	@echo "make bench    - measure the performance targets against raw TPM and openssl on this machine"
+
+deps:
+	@ci/install-deps.sh
+
+build: deps
+	cargo build --workspace --bins --locked
+
+testbed: deps
+	cargo build --workspace --bins --locked
+	cargo run -q -p testbed --bin testbed --locked
+
+test: deps
+	ci/test.sh
+
+bench: deps
+	ci/bench.sh
+
+fmt:
+	cargo fmt --all
+
+lint:
+	cargo clippy --workspace --all-targets --locked -- -D warnings
+
+clean:
+	cargo clean

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# make bench: release builds, then the benchmark program (figures and ratios, no assertions on time).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build --release --locked --workspace --bins
+cargo build --release --locked -p tpm --example sign_bench
+cargo build --release --locked -p crypto --example verify_bench
+exec target/release/bench

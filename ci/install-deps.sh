@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs the system packages the build and the test lanes need, when they are missing.
+# As root: apt-get. Otherwise: a message naming the packages, and exit 1.
+set -euo pipefail
+
+PKGS=(swtpm swtpm-tools tpm2-tools libtss2-dev pkg-config nginx openssl python3-jwt python3-cryptography)
+if [[ "${WITH_GO:-0}" == 1 ]]; then
+  PKGS+=(golang-1.19-go golang-github-hashicorp-go-plugin-dev golang-google-grpc-dev golang-github-golang-protobuf-1-5-dev
+         golang-golang-x-net-dev golang-github-hashicorp-yamux-dev golang-github-hashicorp-go-hclog-dev golang-github-oklog-run-dev)
+fi
+
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+[[ ${#missing[@]} -eq 0 ]] && exit 0
+
+if [[ $(id -u) -ne 0 ]]; then
+  echo "missing system packages: ${missing[*]}" >&2
+  echo "install them with: sudo apt-get install -y ${missing[*]}" >&2
+  exit 1
+fi
+echo "installing system packages: ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+# The nginx package starts a system nginx on port 80; the tests run their own instances and need nothing of it.
+if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet nginx 2>/dev/null; then
+  systemctl stop nginx || true
+fi

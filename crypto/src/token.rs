@@ -1,0 +1,340 @@
+//! The token format: compact JWS with header `{"alg":"RS256","typ":"JWT"}` (or ES256) and claims
+//! `{"spiffetb":"<bundle>"|"jwt":"<inner token>","iss":..,"exp":..,"nbf":..,"iat":..}`, byte-compatible with
+//! the Go original (golang-jwt v5: field order as above, integer NumericDates, Go's HTML-safe string escaping).
+//!
+//! Invariant: a layer is accepted only after its signature verified with a key whose type matches the header's
+//! `alg`, and its `exp` (required), `nbf`, `iat` and lifetime passed; claims are parsed only after the
+//! signature verified.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use base64::Engine;
+use serde::de::{Deserializer, IgnoredAny};
+use serde::Deserialize;
+use sha2::Digest;
+
+use crate::error::{TokenError, VerifyError, VerifyErrorKind as K};
+use crate::keys::VerifyingKey;
+use crate::{Alg, Limits};
+
+/// What a layer carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Payload {
+    /// Claim `spiffetb`: the bundle text (PEM or SPIFFE JSON).
+    Bundle(String),
+    /// Claim `jwt`: the previous compact token, wrapped by a co-signer.
+    Token(String),
+}
+
+impl Payload {
+    /// The claim name carrying this payload.
+    pub fn claim(&self) -> &'static str {
+        match self {
+            Payload::Bundle(_) => "spiffetb",
+            Payload::Token(_) => "jwt",
+        }
+    }
+}
+
+/// One layer's claims.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claims {
+    /// The payload.
+    pub payload: Payload,
+    /// Issuer (omitted from the JSON when empty, as Go does).
+    pub iss: String,
+    /// Issued at, unix seconds.
+    pub iat: u64,
+    /// Not before, unix seconds.
+    pub nbf: u64,
+    /// Expires, unix seconds.
+    pub exp: u64,
+}
+
+/// Writes `s` as a JSON string the way Go's encoding/json does (HTML-safe: `<`, `>`, `&`, U+2028, U+2029
+/// escaped).
+fn go_json_string(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
+            '<' | '>' | '&' | '\u{2028}' | '\u{2029}' => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+/// The claims JSON exactly as golang-jwt marshals them.
+pub fn claims_json(claims: &Claims) -> String {
+    let (name, value) = match &claims.payload {
+        Payload::Bundle(b) => ("spiffetb", b),
+        Payload::Token(t) => ("jwt", t),
+    };
+    let mut out = String::with_capacity(value.len() + 128);
+    out.push_str("{\"");
+    out.push_str(name);
+    out.push_str("\":");
+    go_json_string(&mut out, value);
+    if !claims.iss.is_empty() {
+        out.push_str(",\"iss\":");
+        go_json_string(&mut out, &claims.iss);
+    }
+    out.push_str(&format!(",\"exp\":{},\"nbf\":{},\"iat\":{}}}", claims.exp, claims.nbf, claims.iat));
+    out
+}
+
+/// The header JSON golang-jwt writes (map keys sorted: alg, typ).
+pub fn header_json(alg: Alg) -> String {
+    format!("{{\"alg\":\"{}\",\"typ\":\"JWT\"}}", alg.as_str())
+}
+
+/// An unsigned token: its signing input, ready for a signature over its SHA-256 digest.
+#[derive(Debug, Clone)]
+pub struct TokenBuilder {
+    alg: Alg,
+    signing_input: String,
+}
+
+impl TokenBuilder {
+    /// Builds the signing input `b64url(header).b64url(claims)`.
+    pub fn new(alg: Alg, claims: &Claims) -> TokenBuilder {
+        let header = B64.encode(header_json(alg));
+        let body = B64.encode(claims_json(claims));
+        TokenBuilder { alg, signing_input: format!("{header}.{body}") }
+    }
+
+    /// The signing input.
+    pub fn signing_input(&self) -> &str {
+        &self.signing_input
+    }
+
+    /// SHA-256 of the signing input: what the TPM signs.
+    pub fn digest(&self) -> [u8; 32] {
+        sha2::Sha256::digest(self.signing_input.as_bytes()).into()
+    }
+
+    /// Appends the signature (RS256: 256 bytes for RSA-2048, up to 1024; ES256: 64 bytes `r || s`).
+    pub fn finish(self, signature: &[u8]) -> Result<String, TokenError> {
+        let ok = match self.alg {
+            Alg::Rs256 => (256..=1024).contains(&signature.len()),
+            Alg::Es256 => signature.len() == 64,
+        };
+        if !ok {
+            let want = if self.alg == Alg::Es256 { 64 } else { 256 };
+            return Err(TokenError::SignatureLength { alg: self.alg, want, got: signature.len() });
+        }
+        Ok(format!("{}.{}", self.signing_input, B64.encode(signature)))
+    }
+}
+
+#[derive(Deserialize)]
+struct Header {
+    alg: String,
+    typ: Option<String>,
+    crit: Option<IgnoredAny>,
+    jku: Option<IgnoredAny>,
+    jwk: Option<IgnoredAny>,
+    x5u: Option<IgnoredAny>,
+    x5c: Option<IgnoredAny>,
+}
+
+/// A NumericDate: a JSON number of seconds (integer or float, as golang-jwt accepts).
+#[derive(Debug, Clone, Copy)]
+struct NumericDate(Option<u64>);
+
+impl<'de> Deserialize<'de> for NumericDate {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = serde_json::Number::deserialize(d)?;
+        if let Some(u) = v.as_u64() {
+            return Ok(NumericDate(Some(u)));
+        }
+        match v.as_f64() {
+            Some(f) if f.is_finite() && f >= 0.0 && f < 1e15 => Ok(NumericDate(Some(f as u64))),
+            Some(_) | None => Ok(NumericDate(None)),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct RawClaims {
+    spiffetb: Option<String>,
+    jwt: Option<String>,
+    iss: Option<String>,
+    exp: Option<NumericDate>,
+    nbf: Option<NumericDate>,
+    iat: Option<NumericDate>,
+}
+
+/// The parts of a compact token, decoded but not verified.
+struct Parts<'t> {
+    alg: Alg,
+    signing_input: &'t str,
+    claims_b64: &'t str,
+    signature: Vec<u8>,
+}
+
+fn fail(kind: K) -> VerifyError {
+    VerifyError { layer: 0, kind }
+}
+
+fn split<'t>(token: &'t str, limits: &Limits) -> Result<Parts<'t>, VerifyError> {
+    if token.is_empty() {
+        return Err(fail(K::Empty));
+    }
+    if token.len() > limits.max_token_len {
+        return Err(fail(K::TooLarge(limits.max_token_len)));
+    }
+    let mut it = token.split('.');
+    let (Some(h), Some(c), Some(s), None) = (it.next(), it.next(), it.next(), it.next()) else {
+        return Err(fail(K::Malformed));
+    };
+    if h.is_empty() || c.is_empty() {
+        return Err(fail(K::Malformed));
+    }
+    let header_bytes = B64.decode(h).map_err(|_| fail(K::Base64("header")))?;
+    let header: Header =
+        serde_json::from_slice(&header_bytes).map_err(|e| fail(K::Json { part: "header", reason: e.to_string() }))?;
+    for (name, present) in [
+        ("crit", header.crit.is_some()),
+        ("jku", header.jku.is_some()),
+        ("jwk", header.jwk.is_some()),
+        ("x5u", header.x5u.is_some()),
+        ("x5c", header.x5c.is_some()),
+    ] {
+        if present {
+            return Err(fail(K::ForbiddenHeader(name)));
+        }
+    }
+    if header.alg.eq_ignore_ascii_case("none") {
+        return Err(fail(K::AlgNone));
+    }
+    let alg = Alg::from_name(&header.alg).ok_or_else(|| fail(K::AlgNotAllowed(header.alg.clone())))?;
+    if let Some(typ) = header.typ {
+        if !typ.eq_ignore_ascii_case("JWT") {
+            return Err(fail(K::WrongType(typ)));
+        }
+    }
+    let signature = B64.decode(s).map_err(|_| fail(K::Base64("signature")))?;
+    Ok(Parts { alg, signing_input: &token[..h.len() + 1 + c.len()], claims_b64: c, signature })
+}
+
+fn parse_claims(claims_b64: &str) -> Result<RawClaims, VerifyError> {
+    let bytes = B64.decode(claims_b64).map_err(|_| fail(K::Base64("claims")))?;
+    serde_json::from_slice(&bytes).map_err(|e| fail(K::Json { part: "claims", reason: e.to_string() }))
+}
+
+fn time(v: Option<NumericDate>, name: &'static str) -> Result<Option<u64>, VerifyError> {
+    match v {
+        None => Ok(None),
+        Some(NumericDate(Some(t))) => Ok(Some(t)),
+        Some(NumericDate(None)) => Err(fail(K::BadTime(name))),
+    }
+}
+
+fn check_claims(raw: RawClaims, now: u64, limits: &Limits) -> Result<Claims, VerifyError> {
+    let exp = time(raw.exp, "exp")?.ok_or_else(|| fail(K::MissingExp))?;
+    let iat = time(raw.iat, "iat")?.ok_or_else(|| fail(K::MissingIat))?;
+    let nbf = time(raw.nbf, "nbf")?;
+    let leeway = limits.leeway_secs;
+    if now > exp.saturating_add(leeway) {
+        return Err(fail(K::Expired { exp, now }));
+    }
+    if let Some(nbf) = nbf {
+        if nbf > now.saturating_add(leeway) {
+            return Err(fail(K::NotYetValid { nbf, now }));
+        }
+    }
+    if iat > now.saturating_add(leeway) {
+        return Err(fail(K::IssuedInFuture { iat, now }));
+    }
+    let lifetime = i128::from(exp) - i128::from(iat);
+    if lifetime <= 0 || lifetime > i128::from(limits.max_lifetime_secs) {
+        return Err(fail(K::LifetimeTooLong { secs: lifetime, max: limits.max_lifetime_secs }));
+    }
+    let payload = match (raw.spiffetb, raw.jwt) {
+        (Some(b), None) => Payload::Bundle(b),
+        (None, Some(t)) => Payload::Token(t),
+        _ => return Err(fail(K::WrongPayloadKind { expected: "exactly one of spiffetb or jwt" })),
+    };
+    Ok(Claims { payload, iss: raw.iss.unwrap_or_default(), iat, nbf: nbf.unwrap_or(iat), exp })
+}
+
+/// A layer that verified: which key signed it, and its claims.
+#[derive(Debug, Clone)]
+pub struct VerifiedLayer<'k> {
+    /// The key that verified the signature.
+    pub key: &'k VerifyingKey,
+    /// The layer's claims.
+    pub claims: Claims,
+}
+
+/// Verifies the outermost layer of `token` with whichever of `keys` signed it (only keys whose type matches
+/// the header's `alg` are tried), then checks its time claims against `now`.
+pub fn verify_layer<'k>(
+    token: &str,
+    keys: &[&'k VerifyingKey],
+    now: u64,
+    limits: &Limits,
+) -> Result<VerifiedLayer<'k>, VerifyError> {
+    let parts = split(token, limits)?;
+    let candidates: Vec<&'k VerifyingKey> = keys.iter().copied().filter(|k| k.alg() == parts.alg).collect();
+    if candidates.is_empty() {
+        let first =
+            keys.first().ok_or_else(|| fail(K::BadSignature { expected: "(no key)".into(), backup_tried: false }))?;
+        return Err(fail(K::AlgMismatch { header: parts.alg, key: first.name().to_owned(), key_alg: first.alg() }));
+    }
+    let key = candidates.into_iter().find(|k| k.verify(parts.signing_input.as_bytes(), &parts.signature)).ok_or_else(
+        || {
+            let expected = keys.first().map(|k| k.name().to_owned()).unwrap_or_default();
+            fail(K::BadSignature { expected, backup_tried: keys.len() > 1 })
+        },
+    )?;
+    let claims = check_claims(parse_claims(parts.claims_b64)?, now, limits)?;
+    Ok(VerifiedLayer { key, claims })
+}
+
+/// True when the outermost signature of `token` verifies with `key` (no time checks). For diagnosing a
+/// failure only.
+pub fn signed_by(token: &str, key: &VerifyingKey, limits: &Limits) -> bool {
+    split(token, limits)
+        .map(|p| p.alg == key.alg() && key.verify(p.signing_input.as_bytes(), &p.signature))
+        .unwrap_or(false)
+}
+
+/// What [`inspect`] learns from a token without verifying it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Inspected {
+    /// The header's algorithm.
+    pub alg: Alg,
+    /// The payload claim's name (`spiffetb` or `jwt`).
+    pub payload: &'static str,
+    /// The `exp` claim.
+    pub exp: u64,
+}
+
+/// Checks that `token` is a well-formed token of this format (header, an allowed `alg`, claims with `exp`,
+/// `iat` and exactly one payload) WITHOUT verifying its signature or times. Used to refuse obviously wrong
+/// input early and to make sure an error body is never taken for a token.
+pub fn inspect(token: &str) -> Result<Inspected, VerifyError> {
+    let limits = Limits::default();
+    let parts = split(token, &limits)?;
+    if parts.signature.is_empty() {
+        return Err(fail(K::Malformed));
+    }
+    let raw = parse_claims(parts.claims_b64)?;
+    let exp = time(raw.exp, "exp")?.ok_or_else(|| fail(K::MissingExp))?;
+    time(raw.iat, "iat")?.ok_or_else(|| fail(K::MissingIat))?;
+    let payload = match (&raw.spiffetb, &raw.jwt) {
+        (Some(_), None) => "spiffetb",
+        (None, Some(_)) => "jwt",
+        _ => return Err(fail(K::WrongPayloadKind { expected: "exactly one of spiffetb or jwt" })),
+    };
+    Ok(Inspected { alg: parts.alg, payload, exp })
+}

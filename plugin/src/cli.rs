@@ -1,0 +1,64 @@
+//! CLI mode: `spire-server-attestor-tpm-sign SOCKET [URL...] < bundle.pem`.
+//!
+//! Invariant: the token is published only after every signature in the chain was obtained; any failure
+//! publishes nothing and exits non-zero with the failing step named.
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use services::common::client::{ClientError, HttpUrl};
+use services::signer_client::{SignerClient, SignerClientError};
+
+/// Largest bundle read from standard input.
+pub const MAX_BUNDLE: usize = 1 << 20;
+
+/// Why the CLI failed; each variant names the step.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// Wrong arguments.
+    #[error("usage: spire-server-attestor-tpm-sign SOCKET [URL...] < bundle.pem")]
+    Usage,
+    /// A co-signer URL is not usable.
+    #[error("co-signer URL: {0}")]
+    Url(ClientError),
+    /// Standard input could not be read, or was too large or empty.
+    #[error("reading the bundle from standard input: {0}")]
+    Input(String),
+    /// Building the client failed.
+    #[error("client set-up: {0}")]
+    Client(ClientError),
+    /// Signing failed at some step; nothing was published.
+    #[error("signing failed, nothing published: {0}")]
+    Sign(SignerClientError),
+    /// Publishing failed.
+    #[error("publishing failed: {0}")]
+    Publish(SignerClientError),
+}
+
+/// Signs `bundle` through signer-unix at `socket` and each co-signer in order, then publishes it.
+/// Returns the published token.
+pub async fn sign_and_publish(client: &SignerClient, bundle: &[u8], cosigners: &[HttpUrl]) -> Result<String, CliError> {
+    let token = client.sign_chain(bundle, cosigners).await.map_err(CliError::Sign)?;
+    client.publish(&token).await.map_err(CliError::Publish)?;
+    Ok(token)
+}
+
+/// Runs the CLI with `args` (without the program name); returns the token to print.
+pub async fn run(args: &[String], stdin: &mut impl Read, timeout: Duration) -> Result<String, CliError> {
+    let (socket, urls) = args.split_first().ok_or(CliError::Usage)?;
+    if socket.starts_with('-') {
+        return Err(CliError::Usage);
+    }
+    let cosigners = urls.iter().map(|u| HttpUrl::parse(u)).collect::<Result<Vec<_>, _>>().map_err(CliError::Url)?;
+    let mut bundle = Vec::new();
+    stdin.take(MAX_BUNDLE as u64 + 1).read_to_end(&mut bundle).map_err(|e| CliError::Input(e.to_string()))?;
+    if bundle.len() > MAX_BUNDLE {
+        return Err(CliError::Input(format!("larger than {MAX_BUNDLE} bytes")));
+    }
+    if bundle.iter().all(u8::is_ascii_whitespace) {
+        return Err(CliError::Input("empty".into()));
+    }
+    let client = SignerClient::new(&PathBuf::from(socket), timeout).map_err(CliError::Client)?;
+    sign_and_publish(&client, &bundle, &cosigners).await
+}

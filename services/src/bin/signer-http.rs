@@ -1,0 +1,19 @@
+//! `spire-server-attestor-tpm-signer-http CONFIG`: the network co-signer.
+
+use std::path::PathBuf;
+
+use anyhow::bail;
+use services::common::{http::shutdown_signal, logging};
+use services::signer_http::{self, SignerHttpConfig};
+
+fn main() -> anyhow::Result<()> {
+    logging::init();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let [config] = args.as_slice() else {
+        bail!("usage: spire-server-attestor-tpm-signer-http CONFIG");
+    };
+    let cfg = SignerHttpConfig::load(&PathBuf::from(config))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    runtime.block_on(signer_http::run(cfg, shutdown_signal()))?;
+    Ok(())
+}

@@ -1,0 +1,87 @@
+//! `spire-server-attestor-tpm-signer-unix CONFIG` runs the daemon;
+//! `spire-server-attestor-tpm-signer-unix provision [--tpm-device DEV] [--handle H] [--key-type T] [--out FILE]`
+//! creates (or finds) the signing key and prints its public key.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use services::common::{http::shutdown_signal, logging};
+use services::signer_unix::{self, SignerUnixConfig};
+
+const USAGE: &str = "usage: spire-server-attestor-tpm-signer-unix CONFIG\n       \
+    spire-server-attestor-tpm-signer-unix provision [--tpm-device DEV] [--handle 0x81008006] \
+    [--key-type rsa2048|ecc-p256] [--out FILE]";
+
+fn main() -> anyhow::Result<()> {
+    logging::quiet_tss_logging();
+    logging::init();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("provision") => provision(&args[1..]),
+        Some("-h" | "--help") | None => {
+            eprintln!("{USAGE}");
+            std::process::exit(if args.is_empty() { 2 } else { 0 })
+        }
+        Some(config) if args.len() == 1 => serve(PathBuf::from(config)),
+        Some(_) => bail!("{USAGE}"),
+    }
+}
+
+fn serve(path: PathBuf) -> anyhow::Result<()> {
+    let cfg = SignerUnixConfig::load(&path)?;
+    let device = match &cfg.tpm_device {
+        Some(d) => d.clone(),
+        None => tpm::TpmDevice::autodetect()?,
+    };
+    if device.is_software() {
+        tracing::warn!(tpm = %device, "tpm-device is a software TPM (swtpm): for tests only");
+    }
+    let tpm = tpm::Tpm::open(&device).with_context(|| format!("opening TPM {device}"))?;
+    let key = tpm.signing_key(cfg.handle).with_context(|| format!("opening signing key {}", cfg.handle))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(signer_unix::run(cfg, Arc::new(key), shutdown_signal()))?;
+    Ok(())
+}
+
+fn provision(args: &[String]) -> anyhow::Result<()> {
+    let mut device = None;
+    let mut handle = tpm::PersistentHandle::DEFAULT_SIGNING;
+    let mut key_type = tpm::KeyType::Rsa2048;
+    let mut out = None;
+    let mut it = args.iter();
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().with_context(|| format!("{flag} needs a value\n{USAGE}"));
+        match flag.as_str() {
+            "--tpm-device" => device = Some(value()?.parse::<tpm::TpmDevice>().context("--tpm-device")?),
+            "--handle" => handle = value()?.parse().context("--handle")?,
+            "--key-type" => key_type = value()?.parse().context("--key-type")?,
+            "--out" => out = Some(PathBuf::from(value()?)),
+            other => bail!("unknown argument {other:?}\n{USAGE}"),
+        }
+    }
+    let device = match device {
+        Some(d) => d,
+        None => tpm::TpmDevice::autodetect()?,
+    };
+    let done = tpm::provision::provision(&device, handle, key_type)
+        .with_context(|| format!("provisioning {key_type} key at {handle} on {device}"))?;
+    let pem = done.public.to_pem();
+    match out {
+        Some(path) => {
+            let tmp = path.with_extension("tmp");
+            services::common::fsutil::write_atomic(&path, &tmp, pem.as_bytes(), 0o644)
+                .with_context(|| format!("writing {}", path.display()))?;
+            eprintln!(
+                "{:?}: {key_type} signing key at {handle}; public key written to {}",
+                done.outcome,
+                path.display()
+            );
+        }
+        None => {
+            eprintln!("{:?}: {key_type} signing key at {handle}", done.outcome);
+            print!("{pem}");
+        }
+    }
+    Ok(())
+}

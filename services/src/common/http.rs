@@ -1,0 +1,234 @@
+//! The HTTP/1.1 server side every daemon uses: bounded bodies, timeouts, graceful shutdown, plain-text errors.
+//!
+//! Invariants: a request body is never read past its limit; every error response carries a one-line reason;
+//! a slow client cannot hold a connection open past the header and body timeouts; at most
+//! `max_connections` connections are served at once (further ones wait in the kernel backlog).
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{header, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::Semaphore;
+
+use super::uds::{self, PeerCred, PeerPolicy};
+
+/// The response type of every handler.
+pub type Reply = Response<Full<Bytes>>;
+/// The request type of every handler.
+pub type Request = http::Request<Incoming>;
+
+/// Bounds on what one client may cost the server.
+#[derive(Debug, Clone, Copy)]
+pub struct ServerLimits {
+    /// Time allowed to send the request head.
+    pub header_timeout: Duration,
+    /// Time allowed to send the whole body.
+    pub body_timeout: Duration,
+    /// Largest body accepted, in bytes.
+    pub max_body: usize,
+    /// Connections served at once.
+    pub max_connections: usize,
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        ServerLimits {
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(10),
+            max_body: 1 << 20,
+            max_connections: 256,
+        }
+    }
+}
+
+/// A plain-text response: `reason` plus a newline. Used for every error and for small successes.
+pub fn text(status: StatusCode, reason: impl Into<String>) -> Reply {
+    let mut body = reason.into();
+    body.push('\n');
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/plain; charset=utf-8"));
+    resp
+}
+
+/// A 200 response carrying `body` with the given content type.
+pub fn ok(content_type: &'static str, body: impl Into<Bytes>) -> Reply {
+    let mut resp = Response::new(Full::new(body.into()));
+    resp.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static(content_type));
+    resp
+}
+
+/// Why a request body could not be read; each maps to one status.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    /// Larger than the limit.
+    #[error("request body larger than {0} bytes")]
+    TooLarge(usize),
+    /// Not finished within the body timeout.
+    #[error("request body not received within {0:?}")]
+    Timeout(Duration),
+    /// The connection failed while reading.
+    #[error("request body could not be read")]
+    Read,
+}
+
+impl BodyError {
+    /// The HTTP response for this error.
+    pub fn reply(&self) -> Reply {
+        let status = match self {
+            BodyError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            BodyError::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
+            BodyError::Read => StatusCode::BAD_REQUEST,
+        };
+        text(status, self.to_string())
+    }
+}
+
+/// Reads a whole request body, refusing more than `limits.max_body` bytes or more than `limits.body_timeout`.
+pub async fn read_body(req: Request, limits: &ServerLimits) -> Result<(http::request::Parts, Bytes), BodyError> {
+    let (parts, body) = req.into_parts();
+    if let Some(len) = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok()) {
+        if len > limits.max_body as u64 {
+            return Err(BodyError::TooLarge(limits.max_body));
+        }
+    }
+    let collect = Limited::new(body, limits.max_body).collect();
+    match tokio::time::timeout(limits.body_timeout, collect).await {
+        Err(_) => Err(BodyError::Timeout(limits.body_timeout)),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(BodyError::TooLarge(limits.max_body)),
+        Ok(Err(_)) => Err(BodyError::Read),
+        Ok(Ok(collected)) => Ok((parts, collected.to_bytes())),
+    }
+}
+
+/// Serves HTTP/1.1 on a unix socket until `shutdown` resolves, then lets in-flight requests finish
+/// (bounded by `drain`). Peers outside `policy` get 403 on every request.
+pub async fn serve_unix<H, Fut>(
+    listener: tokio::net::UnixListener,
+    policy: PeerPolicy,
+    limits: ServerLimits,
+    handler: H,
+    shutdown: impl Future<Output = ()>,
+) where
+    H: Fn(Request, PeerCred) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Reply> + Send + 'static,
+{
+    let graceful = GracefulShutdown::new();
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    tokio::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            _ = &mut shutdown => break,
+            p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+        };
+        let stream = tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let peer = match uds::peer_cred(&stream) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read peer credentials; dropping connection");
+                continue;
+            }
+        };
+        let allowed = policy.allows(&peer);
+        if !allowed {
+            tracing::warn!(peer_uid = peer.uid, peer_gid = peer.gid, peer_pid = ?peer.pid, "peer not in allowed-uids/allowed-gids");
+        }
+        let handler = handler.clone();
+        let service = service_fn(move |req: Request| {
+            let handler = handler.clone();
+            async move {
+                if !allowed {
+                    return Ok::<_, Infallible>(text(
+                        StatusCode::FORBIDDEN,
+                        format!("uid {} / gid {} is not allowed on this socket", peer.uid, peer.gid),
+                    ));
+                }
+                Ok(handler(req, peer).await)
+            }
+        });
+        spawn_connection(stream, service, &limits, &graceful, permit);
+    }
+    drop(listener);
+    if tokio::time::timeout(Duration::from_secs(10), graceful.shutdown()).await.is_err() {
+        tracing::warn!("connections still open after 10 s of shutdown; closing them");
+    }
+}
+
+/// Serves one connection to completion under a graceful-shutdown watcher, releasing `permit` when done.
+pub async fn serve_watched<S, Svc>(
+    io: S,
+    service: Svc,
+    limits: &ServerLimits,
+    watcher: hyper_util::server::graceful::Watcher,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    Svc: hyper::service::Service<Request, Response = Reply, Error = Infallible> + Send + 'static,
+    Svc::Future: Send + 'static,
+{
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .keep_alive(true)
+        .serve_connection(TokioIo::new(io), service);
+    if let Err(e) = watcher.watch(conn).await {
+        tracing::debug!(error = %e, "connection ended with an error");
+    }
+    drop(permit);
+}
+
+/// Serves one connection with the given service under `graceful`, releasing `permit` when done.
+pub fn spawn_connection<S, Svc>(
+    io: S,
+    service: Svc,
+    limits: &ServerLimits,
+    graceful: &GracefulShutdown,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    Svc: hyper::service::Service<Request, Response = Reply, Error = Infallible> + Send + 'static,
+    Svc::Future: Send + 'static,
+{
+    let watcher = graceful.watcher();
+    let limits = *limits;
+    tokio::spawn(async move { serve_watched(io, service, &limits, watcher, permit).await });
+}
+
+/// Resolves when SIGTERM or SIGINT arrives.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    match (term, int) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM received; shutting down"),
+                _ = int.recv() => tracing::info!("SIGINT received; shutting down"),
+            }
+        }
+        _ => {
+            tracing::error!("cannot install signal handlers; Ctrl-C only");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

@@ -1,0 +1,143 @@
+//! Unix sockets: binding with stale-file handling and a file mode, and peer credentials.
+//!
+//! Invariant: we never delete a path that is not a socket, and never steal a socket a live process is
+//! serving on; a stale socket file left by a crash is replaced.
+
+use std::io;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use tokio::net::{UnixListener, UnixStream};
+
+/// Why a unix socket could not be bound.
+#[derive(Debug, thiserror::Error)]
+pub enum BindError {
+    /// The path exists and is not a socket; we refuse to remove it.
+    #[error("{path}: exists and is not a socket; refusing to replace it")]
+    NotASocket {
+        /// The socket path.
+        path: PathBuf,
+    },
+    /// Another process is accepting connections on the socket.
+    #[error("{path}: another process is already serving on this socket")]
+    InUse {
+        /// The socket path.
+        path: PathBuf,
+    },
+    /// An I/O step failed.
+    #[error("{path}: {op}: {source}")]
+    Io {
+        /// The socket path.
+        path: PathBuf,
+        /// What we were doing.
+        op: &'static str,
+        /// The I/O error.
+        source: io::Error,
+    },
+}
+
+/// Binds a unix socket at `path` with permission bits `mode`, replacing a stale socket file.
+///
+/// The parent directory is created (mode 0755) when missing, as the upstream systemd units do with
+/// `ExecStartPre=mkdir -p`.
+pub async fn bind(path: &Path, mode: u32) -> Result<UnixListener, BindError> {
+    let io_err = |op| move |source| BindError::Io { path: path.to_owned(), op, source };
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        if !parent.exists() {
+            std::fs::create_dir_all(parent).map_err(io_err("create parent directory"))?;
+            std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o755))
+                .map_err(io_err("chmod parent directory"))?;
+        }
+    }
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => match UnixStream::connect(path).await {
+            Ok(_) => return Err(BindError::InUse { path: path.to_owned() }),
+            Err(_) => std::fs::remove_file(path).map_err(io_err("remove stale socket"))?,
+        },
+        Ok(_) => return Err(BindError::NotASocket { path: path.to_owned() }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io_err("stat")(e)),
+    }
+    let listener = UnixListener::bind(path).map_err(io_err("bind"))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(io_err("chmod socket"))?;
+    Ok(listener)
+}
+
+/// Who is on the other end of a unix socket connection (SO_PEERCRED).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerCred {
+    /// Effective user id.
+    pub uid: u32,
+    /// Effective group id.
+    pub gid: u32,
+    /// Process id, when the kernel reports one.
+    pub pid: Option<i32>,
+}
+
+/// Reads the peer's credentials.
+pub fn peer_cred(stream: &UnixStream) -> io::Result<PeerCred> {
+    let cred = stream.peer_cred()?;
+    Ok(PeerCred { uid: cred.uid(), gid: cred.gid(), pid: cred.pid() })
+}
+
+/// Which peers may use a socket beyond what the file mode allows. Empty lists mean "anyone who can connect".
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PeerPolicy {
+    /// Allowed user ids.
+    pub uids: Vec<u32>,
+    /// Allowed group ids.
+    pub gids: Vec<u32>,
+}
+
+impl PeerPolicy {
+    /// True when the peer is allowed: no lists configured, or its uid or gid is listed.
+    pub fn allows(&self, peer: &PeerCred) -> bool {
+        (self.uids.is_empty() && self.gids.is_empty()) || self.uids.contains(&peer.uid) || self.gids.contains(&peer.gid)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn replaces_stale_socket_and_refuses_live_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("run/s.sock");
+        let first = bind(&path, 0o660).await.unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o660);
+        // Live: refused.
+        assert!(matches!(bind(&path, 0o660).await, Err(BindError::InUse { .. })));
+        drop(first);
+        // Stale (listener gone, file left): replaced.
+        assert!(path.exists());
+        let _second = bind(&path, 0o600).await.unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+    }
+
+    #[tokio::test]
+    async fn never_removes_a_regular_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("not-a-socket");
+        std::fs::write(&path, b"keep me").unwrap();
+        assert!(matches!(bind(&path, 0o660).await, Err(BindError::NotASocket { .. })));
+        assert_eq!(std::fs::read(&path).unwrap(), b"keep me");
+    }
+
+    #[test]
+    fn peer_policy_table() {
+        let me = PeerCred { uid: 1000, gid: 100, pid: None };
+        let cases = [
+            (PeerPolicy::default(), true),
+            (PeerPolicy { uids: vec![1000], gids: vec![] }, true),
+            (PeerPolicy { uids: vec![0], gids: vec![] }, false),
+            (PeerPolicy { uids: vec![], gids: vec![100] }, true),
+            (PeerPolicy { uids: vec![0], gids: vec![5] }, false),
+        ];
+        for (policy, want) in cases {
+            assert_eq!(policy.allows(&me), want, "{policy:?}");
+        }
+    }
+}

@@ -1,0 +1,129 @@
+//! Client side of the signing chain: signer-unix's socket API and co-signer (signer-http) URLs.
+//!
+//! Invariant: nothing but a well-formed token ever leaves these functions as a token. A non-200 status, an
+//! empty body, or a body that is not a compact JWS is an error carrying the peer's reason, so an error body
+//! can never be published as a token (the Go original's defect).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, StatusCode};
+
+use crate::common::client::{ClientError, ClientOptions, HttpClient, HttpUrl};
+
+/// Why a sign, co-sign or publish call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SignerClientError {
+    /// Transport failure (connect, timeout, TLS, oversized reply).
+    #[error(transparent)]
+    Transport(#[from] ClientError),
+    /// The peer answered with an error status.
+    #[error("{peer} answered {status}: {reason}")]
+    Status {
+        /// Who answered.
+        peer: String,
+        /// The status.
+        status: StatusCode,
+        /// The first line of its body.
+        reason: String,
+    },
+    /// The peer answered 200 but not with a token.
+    #[error("{peer} answered 200 without a token: {why}")]
+    NotAToken {
+        /// Who answered.
+        peer: String,
+        /// What was wrong.
+        why: String,
+    },
+}
+
+/// Talks to signer-unix over its unix socket, and to co-signers over HTTP(S).
+#[derive(Debug, Clone)]
+pub struct SignerClient {
+    socket: PathBuf,
+    http: HttpClient,
+}
+
+fn reason(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let line = text.lines().next().unwrap_or("").trim();
+    let mut line: String = line.chars().take(200).collect();
+    if line.is_empty() {
+        line = "(no reason given)".into();
+    }
+    line
+}
+
+impl SignerClient {
+    /// A client for the signer-unix socket at `socket`; every call is bounded by `timeout`.
+    pub fn new(socket: &Path, timeout: Duration) -> Result<SignerClient, ClientError> {
+        Self::with_options(socket, ClientOptions { timeout, ..ClientOptions::default() })
+    }
+
+    /// A client with explicit options (timeout, body cap, CA file for https co-signers).
+    pub fn with_options(socket: &Path, opts: ClientOptions) -> Result<SignerClient, ClientError> {
+        Ok(SignerClient { socket: socket.to_owned(), http: HttpClient::new(opts)? })
+    }
+
+    async fn post_for_token(
+        &self,
+        url: &HttpUrl,
+        content_type: &'static str,
+        body: Bytes,
+    ) -> Result<String, SignerClientError> {
+        let headers = [(header::CONTENT_TYPE, HeaderValue::from_static(content_type))];
+        let resp = self.http.send(Method::POST, url, &headers, body).await?;
+        let peer = url.to_string();
+        if resp.status != StatusCode::OK {
+            return Err(SignerClientError::Status { peer, status: resp.status, reason: reason(&resp.body) });
+        }
+        let text = std::str::from_utf8(&resp.body)
+            .map_err(|_| SignerClientError::NotAToken { peer: peer.clone(), why: "body is not UTF-8".into() })?
+            .trim();
+        crypto::token::inspect(text).map_err(|e| SignerClientError::NotAToken { peer, why: e.to_string() })?;
+        Ok(text.to_owned())
+    }
+
+    /// Has signer-unix sign a bundle (PEM or SPIFFE JSON); returns the token.
+    pub async fn sign_bundle(&self, bundle: &[u8]) -> Result<String, SignerClientError> {
+        let url = HttpUrl::unix(&self.socket, "/sign");
+        self.post_for_token(&url, "application/x-pem-file", Bytes::copy_from_slice(bundle)).await
+    }
+
+    /// Has signer-unix wrap `token` with its own signature (claim `jwt`).
+    pub async fn sign_token(&self, token: &str) -> Result<String, SignerClientError> {
+        let url = HttpUrl::unix(&self.socket, "/sign");
+        self.post_for_token(&url, "application/jwt", Bytes::copy_from_slice(token.as_bytes())).await
+    }
+
+    /// Has the co-signer at `url` (signer-http) add its signature to `token`.
+    pub async fn cosign(&self, url: &HttpUrl, token: &str) -> Result<String, SignerClientError> {
+        self.post_for_token(url, "application/jwt", Bytes::copy_from_slice(token.as_bytes())).await
+    }
+
+    /// Has signer-unix publish `token` for the web server.
+    pub async fn publish(&self, token: &str) -> Result<(), SignerClientError> {
+        let url = HttpUrl::unix(&self.socket, "/publish");
+        let headers = [(header::CONTENT_TYPE, HeaderValue::from_static("application/jwt"))];
+        let resp = self.http.send(Method::POST, &url, &headers, Bytes::copy_from_slice(token.as_bytes())).await?;
+        if resp.status != StatusCode::OK {
+            return Err(SignerClientError::Status {
+                peer: url.to_string(),
+                status: resp.status,
+                reason: reason(&resp.body),
+            });
+        }
+        Ok(())
+    }
+
+    /// Signs `bundle` locally, then has each co-signer in `cosigners` add its signature, in order.
+    /// Publishes nothing.
+    pub async fn sign_chain(&self, bundle: &[u8], cosigners: &[HttpUrl]) -> Result<String, SignerClientError> {
+        let mut token = self.sign_bundle(bundle).await?;
+        for url in cosigners {
+            token = self.cosign(url, &token).await?;
+        }
+        Ok(token)
+    }
+}

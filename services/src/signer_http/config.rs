@@ -1,0 +1,187 @@
+//! signer-http configuration: the upstream keys (`socket`, `keydir`, `primary`, `backup`, `listen-addr`,
+//! `allowed-addrs`) plus ours (`tls-cert`, `tls-key`, `max-body`, `max-concurrent`, `resolve-interval`,
+//! `timeout`, `max-lifetime`), decoded once into typed values.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::allow::AllowEntry;
+use crate::common::config::{self, ConfigError};
+use crate::common::duration::GoDuration;
+use crate::signer_unix::DEFAULT_SOCKET;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct Raw {
+    socket: Option<PathBuf>,
+    keydir: Option<PathBuf>,
+    primary: Option<String>,
+    backup: Option<String>,
+    listen_addr: Option<String>,
+    #[serde(default)]
+    allowed_addrs: Vec<String>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    max_body: Option<usize>,
+    max_concurrent: Option<usize>,
+    resolve_interval: Option<GoDuration>,
+    timeout: Option<GoDuration>,
+    max_lifetime: Option<GoDuration>,
+}
+
+/// TLS files for the listener.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// Certificate chain (PEM).
+    pub cert: PathBuf,
+    /// Private key (PEM).
+    pub key: PathBuf,
+}
+
+/// A validated signer-http configuration.
+#[derive(Debug, Clone)]
+pub struct SignerHttpConfig {
+    /// signer-unix's socket.
+    pub socket: PathBuf,
+    /// The key whose signature a request must carry.
+    pub primary: crypto::keys::VerifyingKey,
+    /// The key accepted in place of the primary (logged as a warning).
+    pub backup: Option<crypto::keys::VerifyingKey>,
+    /// Where to listen.
+    pub listen: Vec<SocketAddr>,
+    /// Allowed peers.
+    pub allowed: Vec<AllowEntry>,
+    /// TLS, when configured.
+    pub tls: Option<TlsFiles>,
+    /// Largest request body.
+    pub max_body: usize,
+    /// Signature verifications at once; more get 503.
+    pub max_concurrent: usize,
+    /// How often host names in `allowed-addrs` are re-resolved.
+    pub resolve_interval: Duration,
+    /// Deadline for the call to signer-unix.
+    pub timeout: Duration,
+    /// Verification limits for incoming tokens.
+    pub limits: crypto::Limits,
+}
+
+/// Parses `listen-addr` in Go's forms: `:8181` (every address, IPv6 and IPv4), `127.0.0.1:8181`, `[::1]:8181`.
+pub fn parse_listen(s: &str) -> Option<Vec<SocketAddr>> {
+    if let Some(port) = s.strip_prefix(':') {
+        let port: u16 = port.parse().ok()?;
+        return Some(vec![SocketAddr::from(([0u16; 8], port)), SocketAddr::from(([0u8; 4], port))]);
+    }
+    s.parse::<SocketAddr>().ok().map(|a| vec![a])
+}
+
+impl SignerHttpConfig {
+    /// Loads and validates the config file at `path`.
+    pub fn load(path: &Path) -> Result<SignerHttpConfig, ConfigError> {
+        let raw: Raw = config::load_yaml(path)?;
+        Self::from_raw(path, raw)
+    }
+
+    /// Parses config text as if read from `path`.
+    pub fn parse(path: &Path, text: &str) -> Result<SignerHttpConfig, ConfigError> {
+        let raw: Raw = config::parse_yaml(path, text)?;
+        Self::from_raw(path, raw)
+    }
+
+    fn from_raw(path: &Path, raw: Raw) -> Result<SignerHttpConfig, ConfigError> {
+        let bad = |key: &str, reason: String| ConfigError::invalid(path, key, reason);
+        let keydir = config::relative_to_config(path, &raw.keydir.unwrap_or_else(|| PathBuf::from("keys")));
+        let load_key = |key: &str, name: &str| -> Result<crypto::keys::VerifyingKey, ConfigError> {
+            if name.contains('/') {
+                return Err(bad(key, format!("{name:?} must be a file name inside keydir")));
+            }
+            let file = keydir.join(name);
+            let pem = std::fs::read(&file).map_err(|e| bad(key, format!("{}: {e}", file.display())))?;
+            crypto::keys::VerifyingKey::from_pem(name, &pem).map_err(|e| bad(key, e.to_string()))
+        };
+        let primary = match raw.primary.as_deref() {
+            Some(name) if !name.is_empty() => load_key("primary", name)?,
+            _ => return Err(bad("primary", "required: the key whose signature requests must carry".into())),
+        };
+        let backup = match raw.backup.as_deref() {
+            Some(name) if !name.is_empty() => Some(load_key("backup", name)?),
+            _ => None,
+        };
+        if backup.as_ref().is_some_and(|b| b.fingerprint() == primary.fingerprint()) {
+            return Err(bad("backup", "is the same key as primary".into()));
+        }
+        let listen_raw = raw.listen_addr.unwrap_or_else(|| ":8181".into());
+        let listen = parse_listen(&listen_raw)
+            .ok_or_else(|| bad("listen-addr", format!("{listen_raw:?} is not ':PORT', 'IP:PORT' or '[IPv6]:PORT'")))?;
+        if raw.allowed_addrs.is_empty() {
+            return Err(bad("allowed-addrs", "required: list the SPIRE servers that may ask for co-signatures".into()));
+        }
+        let mut allowed = Vec::with_capacity(raw.allowed_addrs.len());
+        for (i, entry) in raw.allowed_addrs.iter().enumerate() {
+            allowed.push(
+                entry
+                    .parse()
+                    .map_err(|e: super::allow::AllowError| bad(&format!("allowed-addrs[{i}]"), e.to_string()))?,
+            );
+        }
+        let tls = match (raw.tls_cert, raw.tls_key) {
+            (None, None) => None,
+            (Some(cert), Some(key)) => Some(TlsFiles {
+                cert: config::relative_to_config(path, &cert),
+                key: config::relative_to_config(path, &key),
+            }),
+            (Some(_), None) => return Err(bad("tls-key", "required when tls-cert is set".into())),
+            (None, Some(_)) => return Err(bad("tls-cert", "required when tls-key is set".into())),
+        };
+        let max_body = raw.max_body.unwrap_or(1 << 20);
+        if !(1024..=(16 << 20)).contains(&max_body) {
+            return Err(bad("max-body", format!("{max_body} is outside 1024..=16777216")));
+        }
+        let max_concurrent = raw.max_concurrent.unwrap_or(8);
+        if !(1..=1024).contains(&max_concurrent) {
+            return Err(bad("max-concurrent", format!("{max_concurrent} is outside 1..=1024")));
+        }
+        let resolve_interval = raw.resolve_interval.map(|d| d.0).unwrap_or(Duration::from_secs(60));
+        if resolve_interval < Duration::from_secs(1) {
+            return Err(bad("resolve-interval", "must be at least 1s".into()));
+        }
+        let timeout = raw.timeout.map(|d| d.0).unwrap_or(Duration::from_secs(30));
+        if timeout < Duration::from_millis(100) {
+            return Err(bad("timeout", "must be at least 100ms".into()));
+        }
+        let mut limits = crypto::Limits::default();
+        if let Some(l) = raw.max_lifetime {
+            limits.max_lifetime_secs = l.0.as_secs();
+        }
+        Ok(SignerHttpConfig {
+            socket: raw.socket.unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET)),
+            primary,
+            backup,
+            listen,
+            allowed,
+            tls,
+            max_body,
+            max_concurrent,
+            resolve_interval,
+            timeout,
+            limits,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listen_forms() {
+        assert_eq!(parse_listen(":8181").map(|v| v.len()), Some(2));
+        assert_eq!(parse_listen("127.0.0.1:8181"), Some(vec!["127.0.0.1:8181".parse().unwrap()]));
+        assert_eq!(parse_listen("[::1]:8181"), Some(vec!["[::1]:8181".parse().unwrap()]));
+        for bad in ["8181", ":", ":99999", "host:8181", ""] {
+            assert_eq!(parse_listen(bad), None, "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,249 @@
+//! signer-http request handling and `run`: TCP (optionally TLS) listeners, the allow-list check per connection,
+//! bounded verification, and forwarding to signer-unix.
+//!
+//! Order of checks for `POST /sign`: peer address (before any byte of the body is read) -> body size ->
+//! outermost signature with `primary` or `backup` (pinned algorithm, `exp` required) -> signer-unix wraps it.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use http::{header, Method, StatusCode};
+use hyper::service::service_fn;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+use super::allow::AllowList;
+use super::config::{SignerHttpConfig, TlsFiles};
+use crate::common::http::{self as server, Reply, Request, ServerLimits};
+use crate::signer_client::{SignerClient, SignerClientError};
+
+/// Why signer-http could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// No listener could be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: String,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// TLS files unusable.
+    #[error("TLS: {0}")]
+    Tls(String),
+    /// The signer-unix client could not be built.
+    #[error("signer-unix client: {0}")]
+    Client(#[from] crate::common::client::ClientError),
+}
+
+struct State {
+    cfg: SignerHttpConfig,
+    client: SignerClient,
+    verify_slots: Semaphore,
+    limits: ServerLimits,
+}
+
+fn load_tls(files: &TlsFiles) -> Result<tokio_rustls::TlsAcceptor, RunError> {
+    use rustls_pki_types::pem::PemObject;
+    let certs = rustls_pki_types::CertificateDer::pem_file_iter(&files.cert)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| RunError::Tls(format!("{}: {e}", files.cert.display())))?;
+    let key = rustls_pki_types::PrivateKeyDer::from_pem_file(&files.key)
+        .map_err(|e| RunError::Tls(format!("{}: {e}", files.key.display())))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| RunError::Tls(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| RunError::Tls(e.to_string()))?;
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+/// Binds every listen address that can be bound (`:PORT` means IPv6 and IPv4; one family missing is fine).
+async fn bind_all(addrs: &[SocketAddr]) -> Result<Vec<TcpListener>, RunError> {
+    let mut listeners = Vec::new();
+    let mut last_err = None;
+    for addr in addrs {
+        let socket = if addr.is_ipv6() { tokio::net::TcpSocket::new_v6() } else { tokio::net::TcpSocket::new_v4() };
+        let bound = socket.and_then(|s| {
+            s.set_reuseaddr(true)?;
+            s.bind(*addr)?;
+            s.listen(1024)
+        });
+        match bound {
+            Ok(l) => listeners.push(l),
+            // `[::]:P` already covers IPv4 on a dual-stack host, so the `0.0.0.0:P` twin may be busy: fine.
+            Err(e) => last_err = Some((addr.to_string(), e)),
+        }
+    }
+    if listeners.is_empty() {
+        let (addr, source) = last_err.unwrap_or_else(|| ("(none)".into(), std::io::Error::other("no address")));
+        return Err(RunError::Listen { addr, source });
+    }
+    Ok(listeners)
+}
+
+/// Runs signer-http until `shutdown` resolves.
+pub async fn run(cfg: SignerHttpConfig, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
+    let tls = cfg.tls.as_ref().map(load_tls).transpose()?;
+    let client = SignerClient::new(&cfg.socket, cfg.timeout)?;
+    let allow = AllowList::new(cfg.allowed.clone());
+    allow.resolve().await;
+    let listeners = bind_all(&cfg.listen).await?;
+    let limits = ServerLimits { max_body: cfg.max_body, ..ServerLimits::default() };
+    for l in &listeners {
+        tracing::info!(addr = %l.local_addr().map(|a| a.to_string()).unwrap_or_default(), tls = tls.is_some(), "signer-http listening");
+    }
+    let state = Arc::new(State { verify_slots: Semaphore::new(cfg.max_concurrent), cfg, client, limits });
+    let resolver = {
+        let allow = allow.clone();
+        let every = state.cfg.resolve_interval;
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                allow.resolve().await;
+            }
+        })
+    };
+    let graceful = GracefulShutdown::new();
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    let mut acceptors = Vec::new();
+    for l in listeners {
+        let tx = tx.clone();
+        acceptors.push(tokio::spawn(async move {
+            loop {
+                match l.accept().await {
+                    Ok(conn) => {
+                        if tx.send(conn).await.is_err() {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+            }
+        }));
+    }
+    drop(tx);
+    let mut rx = rx;
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = &mut shutdown => break,
+            c = rx.recv() => match c { Some(c) => c, None => break },
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            tracing::warn!(%peer, "too many connections; dropping one");
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let allowed = allow.allows(peer.ip());
+        if !allowed {
+            tracing::warn!(peer = %peer.ip(), "peer not in allowed-addrs; refusing before reading its request");
+        }
+        let state = state.clone();
+        let service = service_fn(move |req: Request| {
+            let state = state.clone();
+            async move { Ok::<_, Infallible>(state.handle(req, peer.ip(), allowed).await) }
+        });
+        match &tls {
+            None => server::spawn_connection(stream, service, &limits, &graceful, permit),
+            Some(acceptor) => {
+                let acceptor = acceptor.clone();
+                let graceful_conn = graceful.watcher();
+                tokio::spawn(async move {
+                    match tokio::time::timeout(limits.header_timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(tls_stream)) => {
+                            server::serve_watched(tls_stream, service, &limits, graceful_conn, permit).await
+                        }
+                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                    }
+                });
+            }
+        }
+    }
+    for a in acceptors {
+        a.abort();
+    }
+    resolver.abort();
+    if tokio::time::timeout(Duration::from_secs(10), graceful.shutdown()).await.is_err() {
+        tracing::warn!("connections still open after 10 s of shutdown; closing them");
+    }
+    tracing::info!("signer-http stopped");
+    Ok(())
+}
+
+impl State {
+    async fn handle(&self, req: Request, peer: IpAddr, allowed: bool) -> Reply {
+        if !allowed {
+            return server::text(StatusCode::FORBIDDEN, format!("{peer} is not in allowed-addrs"));
+        }
+        let path = req.uri().path().to_owned();
+        match (req.method().clone(), path.as_str()) {
+            (Method::POST, "/sign") => self.sign(req, peer).await,
+            (_, "/sign") => {
+                let mut r = server::text(StatusCode::METHOD_NOT_ALLOWED, "use POST");
+                r.headers_mut().insert(header::ALLOW, header::HeaderValue::from_static("POST"));
+                r
+            }
+            _ => server::text(StatusCode::NOT_FOUND, format!("no such endpoint {path:?}; use /sign")),
+        }
+    }
+
+    async fn sign(&self, req: Request, peer: IpAddr) -> Reply {
+        let (_, body) = match server::read_body(req, &self.limits).await {
+            Ok(b) => b,
+            Err(e) => return e.reply(),
+        };
+        let Ok(text) = std::str::from_utf8(&body) else {
+            return server::text(StatusCode::BAD_REQUEST, "body is not UTF-8");
+        };
+        let token = text.trim();
+        let Ok(_slot) = self.verify_slots.try_acquire() else {
+            return server::text(StatusCode::SERVICE_UNAVAILABLE, "too many verifications in progress; retry");
+        };
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let mut keys = vec![&self.cfg.primary];
+        if let Some(b) = &self.cfg.backup {
+            keys.push(b);
+        }
+        let layer = match crypto::token::verify_layer(token, &keys, now, &self.cfg.limits) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(%peer, error = %e, "refusing to co-sign");
+                return server::text(StatusCode::BAD_REQUEST, format!("token refused: {e}"));
+            }
+        };
+        if self.cfg.backup.as_ref().is_some_and(|b| std::ptr::eq(layer.key, b)) {
+            tracing::warn!(%peer, key = layer.key.name(), "co-signing a token signed by the BACKUP key");
+        }
+        drop(_slot);
+        match self.client.sign_token(token).await {
+            Ok(wrapped) => {
+                tracing::info!(%peer, signer = layer.key.name(), bytes = wrapped.len(), "co-signed");
+                server::ok("application/jwt", wrapped)
+            }
+            Err(e) => {
+                tracing::error!(%peer, error = %e, "signer-unix failed");
+                let status = match &e {
+                    SignerClientError::Status { status, .. } if *status == StatusCode::SERVICE_UNAVAILABLE => {
+                        StatusCode::SERVICE_UNAVAILABLE
+                    }
+                    _ => StatusCode::BAD_GATEWAY,
+                };
+                server::text(status, format!("local signer failed: {e}"))
+            }
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! The verifier daemon (in progress).

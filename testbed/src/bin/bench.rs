@@ -1,0 +1,160 @@
+//! `make bench`: the performance targets, measured on this machine against its own baselines (raw TPM sign on
+//! the same swtpm, `openssl speed`). Prints figures and ratios; asserts nothing about time.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use bytes::Bytes;
+use testbed::load::{self, RequestSpec};
+use testbed::nginx::Nginx;
+use testbed::process::{bin_path, Daemon, Ready};
+use testbed::single::{provision, sign_cli, start_signer, VERIFIER};
+use testbed::swtpm::Swtpm;
+
+fn ms(d: Duration) -> String {
+    format!("{:.3} ms", d.as_secs_f64() * 1e3)
+}
+
+fn run(cmd: &mut Command) -> anyhow::Result<String> {
+    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
+    if !out.status.success() {
+        bail!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// openssl's RSA-2048 and P-256 verify times, in microseconds.
+fn openssl_verify_us() -> anyhow::Result<(f64, f64)> {
+    let text = run(Command::new("openssl")
+        .args(["speed", "-seconds", "2", "rsa2048", "ecdsap256"])
+        .stderr(std::process::Stdio::null()))?;
+    let rate = |prefix: &str| -> anyhow::Result<f64> {
+        let line =
+            text.lines().find(|l| l.trim_start().starts_with(prefix)).with_context(|| format!("no {prefix} line"))?;
+        let per_s: f64 = line.split_whitespace().last().context("empty line")?.parse()?;
+        Ok(1e6 / per_s)
+    };
+    Ok((rate("rsa 2048 bits")?, rate("256 bits ecdsa (nistp256)")?))
+}
+
+/// Pulls `name <number> us` style figures out of an example's output.
+fn figure(text: &str, line_has: &str, after: &str) -> Option<f64> {
+    let line = text.lines().find(|l| l.contains(line_has))?;
+    let rest = &line[line.find(after)? + after.len()..];
+    rest.split_whitespace().next()?.trim_end_matches(',').parse().ok()
+}
+
+fn main() -> anyhow::Result<()> {
+    let examples = bin_path("spire-server-attestor-tpm-signer-unix")?.parent().context("bin dir")?.join("examples");
+    println!("== verification cost per signature (target: <= 2x openssl speed verify on this machine)");
+    let (ossl_rsa, ossl_ec) = openssl_verify_us()?;
+    let verify = run(&mut Command::new(examples.join("verify_bench")))?;
+    print!("{verify}");
+    println!("openssl speed: rsa2048 verify {ossl_rsa:.1} us, ecdsap256 verify {ossl_ec:.1} us");
+    for (tag, base) in [("rs256", ossl_rsa), ("es256", ossl_ec)] {
+        if let Some(us) = figure(&verify, &format!("verify {tag}"), ":") {
+            println!("ratio {tag}: {:.2}x openssl (target <= 2x)", us / base);
+        }
+    }
+
+    let tmp = tempfile::tempdir()?;
+    let dir = tmp.path();
+    let tpm = Swtpm::start()?;
+    provision(&tpm, "rsa2048", &dir.join("key.pem"))?;
+    println!("\n== TPM sign through the trait vs raw tss-esapi, same swtpm (target: overhead <= 5 %)");
+    let sign =
+        run(Command::new(examples.join("sign_bench")).args([tpm.device().to_string().as_str(), "0x81008006", "300"]))?;
+    print!("{sign}");
+    let raw_p50_ms = figure(&sign, "raw", "raw p50").context("sign_bench printed no raw p50")?;
+
+    println!(
+        "\n== signer-unix POST /sign vs raw TPM sign (targets: p50 <= 1.15x raw; 16 clients >= 0.9x raw serial rate)"
+    );
+    let webroot = dir.join("www");
+    std::fs::create_dir_all(&webroot)?;
+    let (signer, socket) = start_signer(dir, "signer", &tpm, &webroot, "10m")?;
+    let ca = testbed::pki::spire_ca(dir, "example.org", "ca")?;
+    let spec = RequestSpec {
+        method: http::Method::POST,
+        path: "/sign".into(),
+        content_type: Some("application/x-pem-file"),
+        body: Bytes::from(ca.clone()),
+    };
+    load::run(&socket, 1, 20, &spec)?; // warm-up
+    let serial = load::run(&socket, 1, 300, &spec)?;
+    let p50 = serial.percentile(50.0);
+    println!(
+        "POST /sign serial x{}: p50 {} p99 {}; raw TPM sign p50 {raw_p50_ms:.3} ms; ratio {:.3}x (target <= 1.15x)",
+        serial.requests,
+        ms(p50),
+        ms(serial.percentile(99.0)),
+        p50.as_secs_f64() * 1e3 / raw_p50_ms
+    );
+    let conc = load::run(&socket, 16, 800, &spec)?;
+    let raw_rate = 1e3 / raw_p50_ms;
+    println!(
+        "POST /sign 16 clients x{}: {:.0} signs/s, p50 {} p99 {}; raw serial rate {raw_rate:.0}/s; ratio {:.3}x (target >= 0.9x)",
+        conc.requests, conc.rate(), ms(conc.percentile(50.0)), ms(conc.percentile(99.0)), conc.rate() / raw_rate
+    );
+    sign_cli(&socket, &[], &ca)?;
+    drop(signer);
+
+    println!("\n== verifier cached GET /trustbundle, 32 concurrent clients (targets: p99 < 1 ms; RSS <= 10 MiB after 100,000 requests)");
+    std::fs::create_dir_all(dir.join("keys"))?;
+    std::fs::copy(dir.join("key.pem"), dir.join("keys/primary.pem"))?;
+    let nginx = Nginx::start(&webroot)?;
+    let vsock = dir.join("verifier.sock");
+    let vconf = dir.join("verifier.conf");
+    std::fs::write(
+        &vconf,
+        format!(
+            "keydir: keys\nsocket: {}\nstate-dir: {}\nrefresh: 1m\nkeyset:\n  main:\n    url: {}\n    chain:\n    - primary.pem\n",
+            vsock.display(),
+            dir.join("state").display(),
+            nginx.url("/spiffetrustbundle.token")
+        ),
+    )?;
+    let verifier = Daemon::spawn(
+        VERIFIER,
+        &[&vconf.display().to_string(), "-l"],
+        &[],
+        &dir.join("verifier.log"),
+        Ready::UnixSocket(vsock.clone()),
+    )?;
+    let path = testbed::agent::bootstrap_path("main");
+    wait_ok(&vsock, &path)?;
+    let spec = RequestSpec { method: http::Method::GET, path, content_type: None, body: Bytes::new() };
+    let pid = verifier.pid().context("verifier pid")?;
+    let (rss0, _) = load::rss_kib(pid)?;
+    load::run(&vsock, 32, 2_000, &spec)?; // warm-up
+    let res = load::run(&vsock, 32, 100_000, &spec)?;
+    let (rss, hwm) = load::rss_kib(pid)?;
+    println!(
+        "GET x{} over 32 keep-alive connections: {:.0} req/s, p50 {} p99 {} max {} (target p99 < 1 ms)",
+        res.requests,
+        res.rate(),
+        ms(res.percentile(50.0)),
+        ms(res.percentile(99.0)),
+        ms(res.percentile(100.0))
+    );
+    println!(
+        "verifier RSS: {:.1} MiB at start, {:.1} MiB after 102,000 requests, peak {:.1} MiB (target <= 10 MiB)",
+        rss0 as f64 / 1024.0,
+        rss as f64 / 1024.0,
+        hwm as f64 / 1024.0
+    );
+    Ok(())
+}
+
+fn wait_ok(socket: &Path, path: &str) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if testbed::agent::get(socket, path).map(|r| r.status == 200).unwrap_or(false) {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    bail!("verifier never served the bundle")
+}

@@ -1,0 +1,12 @@
+//! Dev-only harnesses: real swtpm processes, real nginx, the project's real binaries.
+//!
+//! Everything here starts processes it owns, waits for readiness instead of sleeping, and kills exactly the
+//! processes it started (by PID) when dropped. Nothing here is linked into a shipped binary.
+
+pub mod agent;
+pub mod load;
+pub mod nginx;
+pub mod pki;
+pub mod process;
+pub mod single;
+pub mod swtpm;

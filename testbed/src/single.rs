@@ -1,0 +1,249 @@
+//! The single-server scenario (issue: one SPIRE server, primary + backup TPM), end to end with the real
+//! binaries, two swtpm TPMs and nginx. Used by the end-to-end test and by `make testbed`, so what a developer
+//! watches is exactly what CI asserts.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure};
+
+use crate::agent;
+use crate::nginx::Nginx;
+use crate::pki;
+use crate::process::{run_bin, Daemon, Ready};
+use crate::swtpm::Swtpm;
+
+/// Binary names, as installed.
+pub const SIGNER_UNIX: &str = "spire-server-attestor-tpm-signer-unix";
+/// The verifier binary.
+pub const VERIFIER: &str = "spire-server-attestor-tpm-verifier";
+/// The sign CLI / plugin binary.
+pub const SIGN: &str = "spire-server-attestor-tpm-sign";
+
+/// Prints (or records) one step of a scenario.
+pub type Report<'a> = &'a mut dyn FnMut(&str);
+
+/// Provisions a signing key on `tpm` with the real `signer-unix provision` command; returns the PEM path.
+pub fn provision(tpm: &Swtpm, key_type: &str, out: &Path) -> anyhow::Result<PathBuf> {
+    let (code, _stdout, stderr) = run_bin(
+        SIGNER_UNIX,
+        &[
+            "provision",
+            "--tpm-device",
+            &tpm.device().to_string(),
+            "--key-type",
+            key_type,
+            "--out",
+            &out.display().to_string(),
+        ],
+        b"",
+    )?;
+    ensure!(code == 0, "provision failed ({code}): {stderr}");
+    Ok(out.to_owned())
+}
+
+/// Starts signer-unix on `tpm`, publishing into `webroot`, with token lifetime `duration` (Go syntax).
+pub fn start_signer(
+    dir: &Path,
+    name: &str,
+    tpm: &Swtpm,
+    webroot: &Path,
+    duration: &str,
+) -> anyhow::Result<(Daemon, PathBuf)> {
+    let socket = dir.join(format!("{name}.sock"));
+    let config = dir.join(format!("{name}.conf"));
+    std::fs::write(
+        &config,
+        format!(
+            "socket: {}\ntpm-address: 0x81008006\ntpm-device: \"{}\"\nduration: {duration}\ndir: {}\nissuer: {name}\nsocket-mode: \"0600\"\n",
+            socket.display(),
+            tpm.device(),
+            webroot.display()
+        ),
+    )?;
+    let log = dir.join(format!("{name}.log"));
+    let daemon =
+        Daemon::spawn(SIGNER_UNIX, &[&config.display().to_string()], &[], &log, Ready::UnixSocket(socket.clone()))?;
+    Ok((daemon, socket))
+}
+
+/// Runs the sign CLI: signs `bundle` through `socket` (and co-signers), publishes it; returns the token.
+pub fn sign_cli(socket: &Path, cosigners: &[&str], bundle: &str) -> anyhow::Result<String> {
+    let mut args = vec![socket.display().to_string()];
+    args.extend(cosigners.iter().map(|s| s.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (code, stdout, stderr) = run_bin(SIGN, &args, bundle.as_bytes())?;
+    ensure!(code == 0, "sign CLI failed ({code}): {stderr}");
+    Ok(stdout.trim().to_owned())
+}
+
+/// Polls the verifier as the agent would until `want` holds for the response (20 s at most).
+pub fn wait_for(
+    socket: &Path,
+    instance: &str,
+    what: &str,
+    want: impl Fn(&agent::AgentResponse) -> bool,
+) -> anyhow::Result<agent::AgentResponse> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let resp = agent::get(socket, &agent::bootstrap_path(instance))?;
+        if want(&resp) {
+            return Ok(resp);
+        }
+        if Instant::now() > deadline {
+            bail!("waited 20 s for {what}; last answer {} {:?}", resp.status, resp.body);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Makes a token signed by a key nobody trusts (an RSA key made with openssl), carrying `bundle`.
+pub fn rogue_token(dir: &Path, bundle: &str) -> anyhow::Result<String> {
+    let key = dir.join("rogue.key");
+    if !key.exists() {
+        let out = std::process::Command::new("openssl")
+            .args(["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out"])
+            .arg(&key)
+            .output()?;
+        ensure!(out.status.success(), "openssl genpkey failed");
+    }
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
+    let claims = crypto::token::Claims {
+        payload: crypto::token::Payload::Bundle(bundle.to_owned()),
+        iss: "rogue".into(),
+        iat: now + 1,
+        nbf: now,
+        exp: now + 600,
+    };
+    let builder = crypto::token::TokenBuilder::new(crypto::Alg::Rs256, &claims);
+    let input = dir.join("rogue.input");
+    std::fs::write(&input, builder.signing_input())?;
+    let out =
+        std::process::Command::new("openssl").args(["dgst", "-sha256", "-sign"]).arg(&key).arg(&input).output()?;
+    ensure!(out.status.success(), "openssl dgst failed");
+    Ok(builder.finish(&out.stdout)?)
+}
+
+fn write_verifier_config(dir: &Path, socket: &Path, url: &str) -> anyhow::Result<PathBuf> {
+    let config = dir.join("verifier.conf");
+    std::fs::write(
+        &config,
+        format!(
+            "keydir: keys\nsocket: {}\nstate-dir: {}\nrefresh: 1s\nkeyset:\n  main:\n    url: {url}\n    backup: backup.pem\n    chain:\n    - primary.pem\n",
+            socket.display(),
+            dir.join("state").display()
+        ),
+    )?;
+    Ok(config)
+}
+
+/// Starts the verifier in listen mode with the config at `config`.
+pub fn start_verifier(dir: &Path, config: &Path, socket: &Path) -> anyhow::Result<Daemon> {
+    Daemon::spawn(
+        VERIFIER,
+        &[&config.display().to_string(), "-l"],
+        &[],
+        &dir.join("verifier.log"),
+        Ready::UnixSocket(socket.to_owned()),
+    )
+}
+
+/// Runs the whole single-server scenario, reporting each step. Fails on the first step that does not hold.
+pub fn run(report: Report<'_>) -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let dir = tmp.path();
+    let keys = dir.join("keys");
+    let webroot = dir.join("www");
+    std::fs::create_dir_all(&keys)?;
+    std::fs::create_dir_all(&webroot)?;
+
+    report("Start two software TPMs (swtpm): the SPIRE server's primary TPM, and an offline backup TPM.");
+    let mut primary_tpm = Swtpm::start()?;
+    let backup_tpm = Swtpm::start()?;
+    report(&format!("  primary: {}   backup: {}", primary_tpm.device(), backup_tpm.device()));
+
+    report("Provision a signing key in each TPM (signer-unix provision) and copy both public keys to the node.");
+    provision(&primary_tpm, "rsa2048", &keys.join("primary.pem"))?;
+    provision(&backup_tpm, "ecc-p256", &keys.join("backup.pem"))?;
+    report("  keys/primary.pem (RSA-2048, RS256), keys/backup.pem (ECC P-256, ES256)");
+
+    report("Start nginx serving the publish directory, and signer-unix on the primary TPM.");
+    let mut nginx = Nginx::start(&webroot)?;
+    let (mut primary_signer, primary_socket) = start_signer(dir, "signer-primary", &primary_tpm, &webroot, "10m")?;
+
+    report("The SPIRE server's bundle (a CA with a SPIFFE URI SAN) is signed by the TPM and published (sign CLI).");
+    let ca1 = pki::spire_ca(dir, "example.org", "ca1")?;
+    let t1 = sign_cli(&primary_socket, &[], &ca1)?;
+    ensure!(
+        std::fs::read_to_string(webroot.join("spiffetrustbundle.token"))?.trim() == t1,
+        "published file is not the token"
+    );
+    report(&format!(
+        "  published spiffetrustbundle.token ({} bytes), served at {}",
+        t1.len(),
+        nginx.url("/spiffetrustbundle.token")
+    ));
+
+    report("Start the verifier on the node, and bootstrap a SPIRE agent through its unix socket.");
+    let vsock = dir.join("verifier.sock");
+    let vconf = write_verifier_config(dir, &vsock, &nginx.url("/spiffetrustbundle.token"))?;
+    let mut verifier = start_verifier(dir, &vconf, &vsock)?;
+    let resp = wait_for(&vsock, "main", "the first bundle", |r| r.status == 200)?;
+    ensure!(resp.body.trim() == ca1.trim(), "agent got a different bundle: {:?}", resp.body);
+    ensure!(agent::accept_pem(&resp.body)? == 1, "agent should see one CA");
+    report("  agent: 200, one CA certificate, accepted as SPIRE's agent would (trust_bundle_url + trust_bundle_unix_socket)");
+
+    report("A token signed by an unknown key is placed in the web root: the verifier rejects it.");
+    let rogue = rogue_token(dir, &pki::spire_ca(dir, "evil.org", "evil")?)?;
+    std::fs::write(webroot.join("spiffetrustbundle.token"), &rogue)?;
+    std::thread::sleep(Duration::from_millis(2500));
+    let resp = agent::get(&vsock, &agent::bootstrap_path("main"))?;
+    ensure!(resp.status == 200 && resp.body.trim() == ca1.trim(), "rogue token changed what is served: {resp:?}");
+    ensure!(verifier.log().contains("rogue") || verifier.log().contains("signature"), "no rejection logged");
+    report("  still serving the good bundle; the rejection is in the verifier's log");
+
+    report("The CA rotates: the server signs and publishes a bundle with the old and new CA.");
+    std::thread::sleep(Duration::from_millis(1100)); // iat has one-second resolution
+    let ca2 = pki::spire_ca(dir, "example.org", "ca2")?;
+    let rotated = format!("{}{}", ca1.trim_end(), format!("\n{ca2}"));
+    let t2 = sign_cli(&primary_socket, &[], &rotated)?;
+    wait_for(&vsock, "main", "the rotated bundle", |r| r.status == 200 && r.body.contains(ca2.trim()))?;
+    report("  agent now gets 2 CA certificates");
+
+    report(
+        "Rollback: the older token is put back in the web root. The verifier refuses to go back, even after a restart.",
+    );
+    std::fs::write(webroot.join("spiffetrustbundle.token"), &t1)?;
+    std::thread::sleep(Duration::from_millis(2500));
+    let resp = agent::get(&vsock, &agent::bootstrap_path("main"))?;
+    ensure!(resp.status == 200 && resp.body.contains(ca2.trim()), "rollback accepted: {resp:?}");
+    ensure!(verifier.stop()?, "verifier did not stop cleanly on SIGTERM");
+    let mut verifier = start_verifier(dir, &vconf, &vsock)?;
+    std::thread::sleep(Duration::from_millis(2500));
+    let resp = agent::get(&vsock, &agent::bootstrap_path("main"))?;
+    ensure!(resp.status == 200 && resp.body.contains(ca2.trim()), "rollback accepted after restart: {resp:?}");
+    std::fs::write(webroot.join("spiffetrustbundle.token"), &t2)?;
+    report("  still serving the rotated bundle after the restart (the rollback floor is kept in the state directory)");
+
+    report("The primary TPM is lost. A new signer-unix starts on the backup TPM; nothing changes on the node.");
+    primary_signer.stop()?;
+    primary_tpm.stop()?;
+    let (_backup_signer, backup_socket) = start_signer(dir, "signer-backup", &backup_tpm, &webroot, "6s")?;
+    std::thread::sleep(Duration::from_millis(1100));
+    let ca3 = pki::spire_ca(dir, "example.org", "ca3")?;
+    sign_cli(&backup_socket, &[], &ca3)?;
+    wait_for(&vsock, "main", "the bundle signed by the backup TPM", |r| {
+        r.status == 200 && r.body.trim() == ca3.trim()
+    })?;
+    report("  agent: 200 with the new bundle, verified with the backup key standing in for the primary (6 s token)");
+
+    report("nginx goes down: the verifier keeps serving the cached bundle until the token expires, then refuses.");
+    nginx.stop();
+    let resp = agent::get(&vsock, &agent::bootstrap_path("main"))?;
+    ensure!(resp.status == 200 && resp.body.trim() == ca3.trim(), "cache not served while nginx is down: {resp:?}");
+    report("  nginx down: 200 from the cache");
+    let resp = wait_for(&vsock, "main", "expiry", |r| r.status == 503)?;
+    report(&format!("  after the token's exp: 503 ({})", resp.body.trim()));
+    drop(verifier);
+    Ok(())
+}

@@ -1,0 +1,164 @@
+//! A private swtpm per test: a fresh state directory, a free port pair (the swtpm TCTI requires the control
+//! port to be the command port + 1), readiness checked with a real TPM command, killed by PID on drop, and
+//! restartable on the same state (keys survive).
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+
+/// TPM2_GetRandom(8): a command any started TPM answers.
+const GET_RANDOM: [u8; 12] = [0x80, 0x01, 0, 0, 0, 0x0c, 0, 0, 0x01, 0x7b, 0, 0x08];
+
+/// A running (or stopped) swtpm owned by the caller.
+#[derive(Debug)]
+pub struct Swtpm {
+    child: Option<Child>,
+    port: u16,
+    state: tempfile::TempDir,
+}
+
+/// Two consecutive free ports on 127.0.0.1 (P, P+1).
+fn free_port_pair() -> anyhow::Result<u16> {
+    for _ in 0..200 {
+        let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let port = l.local_addr()?.port();
+        if port < u16::MAX && std::net::TcpListener::bind(("127.0.0.1", port + 1)).is_ok() {
+            return Ok(port);
+        }
+    }
+    bail!("no free port pair found")
+}
+
+fn answers(port: u16) -> bool {
+    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else { return false };
+    let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+    if s.write_all(&GET_RANDOM).is_err() {
+        return false;
+    }
+    let mut head = [0u8; 10];
+    s.read_exact(&mut head).is_ok() && head[6..10] == [0, 0, 0, 0]
+}
+
+impl Swtpm {
+    /// Starts a blank swtpm.
+    pub fn start() -> anyhow::Result<Swtpm> {
+        let state = tempfile::tempdir()?;
+        let mut tpm = Swtpm { child: None, port: 0, state };
+        let mut last = None;
+        for _ in 0..10 {
+            tpm.port = free_port_pair()?;
+            match tpm.spawn() {
+                Ok(()) => return Ok(tpm),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| anyhow::anyhow!("swtpm did not start")))
+    }
+
+    fn spawn(&mut self) -> anyhow::Result<()> {
+        let dir = self.state.path();
+        let log = dir.join("log");
+        let child = Command::new("swtpm")
+            .args(["socket", "--tpm2"])
+            .args(["--server", &format!("type=tcp,port={}", self.port)])
+            .args(["--ctrl", &format!("type=tcp,port={}", self.port + 1)])
+            .args(["--tpmstate", &format!("dir={}", dir.display())])
+            .args(["--flags", "not-need-init,startup-clear"])
+            .args(["--log", &format!("file={},level=1", log.display())])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("stderr"))?)
+            .spawn()
+            .context("starting swtpm (make test installs it: apt-get install swtpm swtpm-tools)")?;
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(child) = self.child.as_mut() {
+                if let Some(status) = child.try_wait()? {
+                    self.child = None;
+                    let err = std::fs::read_to_string(dir.join("stderr")).unwrap_or_default();
+                    bail!("swtpm exited ({status}): {err}");
+                }
+            }
+            if answers(self.port) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                self.kill();
+                bail!("swtpm on port {} not answering after 10 s", self.port);
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// The TPM as the project's config and CLI name it.
+    pub fn device(&self) -> tpm::TpmDevice {
+        tpm::TpmDevice::Swtpm { host: "127.0.0.1".into(), port: self.port }
+    }
+
+    /// The TCTI string for tpm2-tools (`TPM2TOOLS_TCTI`).
+    pub fn tcti(&self) -> String {
+        format!("swtpm:host=127.0.0.1,port={}", self.port)
+    }
+
+    /// The state directory.
+    pub fn state_dir(&self) -> &Path {
+        self.state.path()
+    }
+
+    /// The swtpm log.
+    pub fn log_path(&self) -> PathBuf {
+        self.state.path().join("log")
+    }
+
+    /// Stops the TPM (the process exits; the state stays).
+    pub fn stop(&mut self) -> anyhow::Result<()> {
+        self.kill();
+        Ok(())
+    }
+
+    /// Starts the TPM again on the same state and ports (retrying while the ports are released).
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        self.kill();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match self.spawn() {
+                Ok(()) => return Ok(()),
+                Err(e) if Instant::now() > deadline => return Err(e),
+                Err(_) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+    }
+
+    /// Runs a tpm2-tools command against this TPM; returns stdout, or an error with stderr.
+    pub fn tpm2(&self, tool: &str, args: &[&str], cwd: &Path) -> anyhow::Result<String> {
+        let out = Command::new(tool)
+            .args(args)
+            .current_dir(cwd)
+            .env("TPM2TOOLS_TCTI", self.tcti())
+            .env("TSS2_LOG", "all+NONE")
+            .output()
+            .with_context(|| format!("running {tool}"))?;
+        if !out.status.success() {
+            bail!("{tool} {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+}
+
+impl Drop for Swtpm {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

@@ -1,0 +1,191 @@
+//! signer-unix as shipped (the real binary on swtpm): the sign CLI, bad-input tables for the socket API and
+//! the config, peer checks, and the "nothing published on failure" rule.
+
+use std::path::Path;
+
+use testbed::agent::{send, send_raw};
+use testbed::pki;
+use testbed::process::run_bin;
+use testbed::single::{provision, rogue_token, sign_cli, start_signer, SIGN, SIGNER_UNIX};
+use testbed::swtpm::Swtpm;
+
+struct Fixture {
+    _tmp: tempfile::TempDir,
+    _tpm: Swtpm,
+    _signer: testbed::process::Daemon,
+    socket: std::path::PathBuf,
+    webroot: std::path::PathBuf,
+    dir: std::path::PathBuf,
+    ca: String,
+}
+
+fn fixture(key_type: &str) -> Fixture {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_owned();
+    let webroot = dir.join("www");
+    std::fs::create_dir_all(&webroot).unwrap();
+    let tpm = Swtpm::start().unwrap();
+    provision(&tpm, key_type, &dir.join("key.pem")).unwrap();
+    let (signer, socket) = start_signer(&dir, "signer", &tpm, &webroot, "10m").unwrap();
+    let ca = pki::spire_ca(&dir, "example.org", "ca").unwrap();
+    Fixture { _tmp: tmp, _tpm: tpm, _signer: signer, socket, webroot, dir, ca }
+}
+
+fn published(f: &Fixture) -> Option<String> {
+    std::fs::read_to_string(f.webroot.join("spiffetrustbundle.token")).ok()
+}
+
+#[test]
+fn sign_cli_publishes_a_token_our_verifier_and_jsonwebtoken_accept() {
+    for key_type in ["rsa2048", "ecc-p256"] {
+        let f = fixture(key_type);
+        let token = sign_cli(&f.socket, &[], &f.ca).unwrap();
+        assert_eq!(published(&f).unwrap(), token, "{key_type}: published file differs from printed token");
+        let pem = std::fs::read(f.dir.join("key.pem")).unwrap();
+        let key = crypto::keys::VerifyingKey::from_pem("key.pem", &pem).unwrap();
+        let policy = crypto::policy::Policy::new(vec![key], None, crypto::Limits::default()).unwrap();
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+        let verified = policy.verify(&token, now).unwrap();
+        assert_eq!(verified.bundle.certificates().len(), 1);
+        // An independent JWT implementation agrees.
+        let (alg, dk) = if key_type == "rsa2048" {
+            (jsonwebtoken::Algorithm::RS256, jsonwebtoken::DecodingKey::from_rsa_pem(&pem).unwrap())
+        } else {
+            (jsonwebtoken::Algorithm::ES256, jsonwebtoken::DecodingKey::from_ec_pem(&pem).unwrap())
+        };
+        let mut v = jsonwebtoken::Validation::new(alg);
+        v.set_issuer(&["signer"]);
+        v.set_required_spec_claims(&["exp", "iss"]);
+        let data = jsonwebtoken::decode::<serde_json::Value>(&token, &dk, &v).unwrap();
+        assert_eq!(data.claims["spiffetb"].as_str().unwrap(), f.ca);
+    }
+}
+
+#[test]
+fn socket_api_bad_input_table() {
+    let f = fixture("ecc-p256");
+    let good = sign_cli(&f.socket, &[], &f.ca).unwrap();
+    let rogue = rogue_token(&f.dir, &f.ca).unwrap();
+    let jwt = [("Content-Type", "application/jwt")];
+    let tampered = good.replacen('.', ".e", 1);
+    let oversized_head =
+        b"POST /sign HTTP/1.1\r\nHost: x\r\nContent-Length: 2097152\r\nConnection: close\r\n\r\n".to_vec();
+    // (case, method, path, headers, body, expected status)
+    let cases: Vec<(&str, &str, &str, &[(&str, &str)], &[u8], u16)> = vec![
+        ("garbage body", "POST", "/sign", &[], b"hello, sign me", 400),
+        ("empty body", "POST", "/sign", &[], b"", 400),
+        (
+            "PEM that is not a certificate",
+            "POST",
+            "/sign",
+            &[],
+            b"-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n",
+            400,
+        ),
+        ("non-UTF-8 body", "POST", "/sign", &[], &[0xff, 0xfe, 0x00], 400),
+        ("application/jwt with garbage", "POST", "/sign", &jwt, b"a.b", 400),
+        ("application/jwt with a bundle", "POST", "/sign", &jwt, f.ca.as_bytes(), 400),
+        ("wrong method on /sign", "GET", "/sign", &[], b"", 405),
+        ("wrong method on /publish", "PUT", "/publish", &[], b"x", 405),
+        ("unknown path", "POST", "/nope", &[], b"x", 404),
+        ("publish garbage", "POST", "/publish", &[], b"not a token", 422),
+        ("publish a bundle", "POST", "/publish", &[], f.ca.as_bytes(), 422),
+        ("publish a token signed by another key", "POST", "/publish", &[], rogue.as_bytes(), 422),
+        ("publish a tampered token", "POST", "/publish", &[], tampered.as_bytes(), 422),
+    ];
+    for (case, method, path, headers, body, want) in cases {
+        let resp = send(&f.socket, method, path, headers, body).unwrap();
+        assert_eq!(resp.status, want, "{case}: body {:?}", resp.body);
+        assert!(!resp.body.trim().is_empty(), "{case}: error without a reason");
+        assert_eq!(published(&f).unwrap(), good, "{case}: the published token changed");
+    }
+    let resp = send_raw(&f.socket, &oversized_head).unwrap();
+    assert_eq!(resp.status, 413, "oversized body: {:?}", resp.body);
+    // Co-signing a token (application/jwt) works and publishing our own token works.
+    let wrapped = send(&f.socket, "POST", "/sign", &jwt, good.as_bytes()).unwrap();
+    assert_eq!(wrapped.status, 200, "{:?}", wrapped.body);
+    let resp = send(&f.socket, "POST", "/publish", &[], wrapped.body.as_bytes()).unwrap();
+    assert_eq!(resp.status, 200, "{:?}", resp.body);
+    assert_eq!(published(&f).unwrap(), wrapped.body.trim());
+}
+
+#[test]
+fn sign_cli_failures_publish_nothing() {
+    let f = fixture("rsa2048");
+    let cases: Vec<(&str, Vec<String>, Vec<u8>)> = vec![
+        ("no arguments", vec![], f.ca.clone().into_bytes()),
+        ("socket missing", vec![f.dir.join("nope.sock").display().to_string()], f.ca.clone().into_bytes()),
+        ("empty stdin", vec![f.socket.display().to_string()], vec![]),
+        ("not a bundle", vec![f.socket.display().to_string()], b"hello".to_vec()),
+        ("bad co-signer URL", vec![f.socket.display().to_string(), "ftp://x/sign".into()], f.ca.clone().into_bytes()),
+        // A co-signer that is down: signing locally works, co-signing fails, nothing is published.
+        (
+            "co-signer down",
+            vec![f.socket.display().to_string(), "http://127.0.0.1:9/sign".into()],
+            f.ca.clone().into_bytes(),
+        ),
+    ];
+    for (case, args, stdin) in cases {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (code, stdout, stderr) = run_bin(SIGN, &args, &stdin).unwrap();
+        assert_ne!(code, 0, "{case}: exit 0");
+        assert!(stdout.is_empty(), "{case}: printed {stdout:?}");
+        assert!(!stderr.trim().is_empty(), "{case}: no message");
+        assert!(published(&f).is_none(), "{case}: something was published");
+    }
+}
+
+#[test]
+fn peers_outside_the_allow_list_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tpm = Swtpm::start().unwrap();
+    provision(&tpm, "ecc-p256", &tmp.path().join("key.pem")).unwrap();
+    let socket = tmp.path().join("s.sock");
+    let config = tmp.path().join("c.conf");
+    std::fs::write(
+        &config,
+        format!(
+            "socket: {}\ntpm-device: \"{}\"\ndir: {}\nallowed-uids: [4242]\n",
+            socket.display(),
+            tpm.device(),
+            tmp.path().display()
+        ),
+    )
+    .unwrap();
+    let _d = testbed::process::Daemon::spawn(
+        SIGNER_UNIX,
+        &[&config.display().to_string()],
+        &[],
+        &tmp.path().join("log"),
+        testbed::process::Ready::UnixSocket(socket.clone()),
+    )
+    .unwrap();
+    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&socket).unwrap().permissions()) & 0o777;
+    assert_eq!(mode, 0o660, "default socket mode");
+    let ca = pki::spire_ca(tmp.path(), "example.org", "ca").unwrap();
+    let resp = send(&socket, "POST", "/sign", &[], ca.as_bytes()).unwrap();
+    assert_eq!(resp.status, 403, "{:?}", resp.body);
+}
+
+#[test]
+fn config_errors_name_the_key_and_exit_non_zero() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cases = [
+        ("unknown key", "dir: /tmp\nbogus: 1\n", "bogus"),
+        ("bad handle", "dir: /tmp\ntpm-address: 0x1234\n", "tpm-address"),
+        ("bad duration", "dir: /tmp\nduration: soon\n", "duration"),
+        ("no dir", "duration: 10m\n", "dir"),
+        ("swtpm path form", "dir: /tmp\ntpm-device: \"swtpm:path=/x\"\n", "tpm-device"),
+        ("world-writable socket", "dir: /tmp\nsocket-mode: \"0666\"\n", "socket-mode"),
+    ];
+    for (case, text, key) in cases {
+        let path = tmp.path().join("c.conf");
+        std::fs::write(&path, text).unwrap();
+        let (code, _out, err) = run_bin(SIGNER_UNIX, &[&path.display().to_string()], b"").unwrap();
+        assert_ne!(code, 0, "{case}");
+        assert!(err.contains(key), "{case}: {err:?} does not name {key}");
+    }
+    let (code, _out, err) = run_bin(SIGNER_UNIX, &[Path::new("/nonexistent.conf").to_str().unwrap()], b"").unwrap();
+    assert_ne!(code, 0);
+    assert!(err.contains("/nonexistent.conf"), "{err}");
+}

@@ -1,0 +1,11 @@
+//! End to end, single server: real binaries, two swtpm, nginx; the same scenario `make testbed` prints.
+
+#[test]
+fn single_server_primary_backup_scenario() {
+    let mut steps = Vec::new();
+    let result = testbed::single::run(&mut |s: &str| steps.push(s.to_owned()));
+    if let Err(e) = result {
+        panic!("scenario failed: {e:#}\nsteps:\n{}", steps.join("\n"));
+    }
+    assert!(steps.iter().any(|s| s.contains("503")), "expiry step did not run");
+}

@@ -1,0 +1,103 @@
+//! The tpm crate's one error type. Transient failures (the TPM is unreachable or asked us to retry) are told
+//! apart from permanent ones (wrong handle, wrong key, refused command) by [`TpmError::is_transient`].
+
+use crate::handle::PersistentHandle;
+
+/// What went wrong talking to the TPM.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TpmError {
+    /// A handle string that is not a persistent handle.
+    #[error("{input:?} is not a persistent handle (0x81000000..0x81FFFFFF, written as 0x81008006)")]
+    BadHandle {
+        /// The input.
+        input: String,
+    },
+    /// A device string we do not accept.
+    #[error("tpm device {input:?}: {reason}")]
+    BadDevice {
+        /// The input.
+        input: String,
+        /// Why.
+        reason: &'static str,
+    },
+    /// A key type name we do not know.
+    #[error("key type {input:?}: use rsa2048 or ecc-p256")]
+    BadKeyType {
+        /// The input.
+        input: String,
+    },
+    /// No TPM device to autodetect.
+    #[error("no TPM found: neither /dev/tpmrm0 nor /dev/tpm0 exists (set tpm-device)")]
+    NoDevice,
+    /// The TPM could not be reached (connection refused, device gone, TPM restarting).
+    #[error("TPM {device} unavailable during {op}: {source}")]
+    Unavailable {
+        /// The device.
+        device: String,
+        /// The operation.
+        op: &'static str,
+        /// The TSS error.
+        source: tss_esapi::Error,
+    },
+    /// The TPM kept answering TPM_RC_RETRY / YIELDED / TESTING.
+    #[error("TPM {device} busy during {op} (still asking to retry after {attempts} attempts)")]
+    Busy {
+        /// The device.
+        device: String,
+        /// The operation.
+        op: &'static str,
+        /// Attempts made.
+        attempts: u32,
+    },
+    /// The TPM refused a command.
+    #[error("TPM {device}: {op} failed: {source}")]
+    Command {
+        /// The device.
+        device: String,
+        /// The operation.
+        op: &'static str,
+        /// The TSS error.
+        source: tss_esapi::Error,
+    },
+    /// Nothing at the handle.
+    #[error("no object at persistent handle {handle} on TPM {device}")]
+    HandleNotFound {
+        /// The handle.
+        handle: PersistentHandle,
+        /// The device.
+        device: String,
+    },
+    /// An object we will not sign with (or, for provisioning, will not overwrite) is at the handle.
+    #[error("persistent handle {handle}: {found}")]
+    WrongKey {
+        /// The handle.
+        handle: PersistentHandle,
+        /// What is there and why it does not fit.
+        found: String,
+    },
+    /// After a reconnect the handle holds a different key than the one whose public key callers were given.
+    #[error("persistent handle {handle} now holds a different key than at start-up; refusing to sign")]
+    KeyChanged {
+        /// The handle.
+        handle: PersistentHandle,
+    },
+    /// The TPM returned a signature of an unexpected form.
+    #[error("TPM returned an unexpected signature for {handle}: {reason}")]
+    BadSignature {
+        /// The handle.
+        handle: PersistentHandle,
+        /// Why.
+        reason: &'static str,
+    },
+    /// Software key failure (mock only).
+    #[error("software key: {0}")]
+    Software(&'static str),
+}
+
+impl TpmError {
+    /// True when trying again later may succeed (the TPM was unreachable or busy).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, TpmError::Unavailable { .. } | TpmError::Busy { .. })
+    }
+}

@@ -1,0 +1,334 @@
+//! The TPM owner: one tss-esapi context behind a mutex, used by every operation of the crate. The same code
+//! serves swtpm and `/dev/tpmrm0`; only the TCTI differs.
+//!
+//! Invariants: TPM commands are strictly serialized; a command that fails at the connection level drops the
+//! context, reconnects once and is retried; `TPM_RC_RETRY`/`YIELDED`/`TESTING` are retried with a short
+//! backoff; after any reconnect a key's public area is re-read and must be the key callers were given.
+
+use std::collections::HashMap;
+use std::convert::TryFrom;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tss_esapi::constants::response_code::{Tss2ResponseCode, Tss2ResponseCodeKind};
+use tss_esapi::constants::tss::{TPM2_RH_NULL, TPM2_ST_HASHCHECK};
+use tss_esapi::handles::{KeyHandle, PersistentTpmHandle, TpmHandle};
+use tss_esapi::interface_types::algorithm::HashingAlgorithm;
+use tss_esapi::interface_types::ecc::EccCurve;
+use tss_esapi::interface_types::key_bits::RsaKeyBits;
+use tss_esapi::interface_types::session_handles::AuthSession;
+use tss_esapi::structures::{
+    Digest, EccScheme, HashScheme, HashcheckTicket, Public, RsaScheme, Signature, SignatureScheme,
+};
+use tss_esapi::tss2_esys::TPMT_TK_HASHCHECK;
+use tss_esapi::Context;
+
+use crate::device::TpmDevice;
+use crate::error::TpmError;
+use crate::handle::PersistentHandle;
+use crate::key::{KeyType, PublicKey};
+use crate::KeySigner;
+
+const RETRIES: u32 = 8;
+
+/// One live connection and the ESYS handles resolved on it (valid only for this connection).
+pub(crate) struct Conn {
+    pub(crate) ctx: Context,
+    keys: HashMap<u32, KeyHandle>,
+}
+
+/// Why an operation inside [`Tpm::with_context`] failed.
+pub(crate) enum OpError {
+    /// A TSS/TPM error: classified by the owner (retry, reconnect, or give up).
+    Tss(tss_esapi::Error),
+    /// A decided, final error.
+    Final(TpmError),
+}
+
+impl From<tss_esapi::Error> for OpError {
+    fn from(e: tss_esapi::Error) -> Self {
+        OpError::Tss(e)
+    }
+}
+
+enum Class {
+    Retry,
+    Tpm,
+    Connection,
+}
+
+fn classify(e: &tss_esapi::Error) -> Class {
+    match e {
+        tss_esapi::Error::WrapperError(_) => Class::Tpm,
+        tss_esapi::Error::Tss2Error(rc) => match (rc, rc.kind()) {
+            (_, Some(Tss2ResponseCodeKind::Retry | Tss2ResponseCodeKind::Yielded | Tss2ResponseCodeKind::Testing)) => {
+                Class::Retry
+            }
+            // Format-one codes name a handle, session or parameter: the TPM itself answered.
+            (Tss2ResponseCode::FormatOne(_), _) => Class::Tpm,
+            // Format-zero codes include TCTI and ESAPI layer failures (connection refused, I/O error), which
+            // tss-esapi 7.7 does not let us tell apart from TPM codes: reconnecting once decides.
+            _ => Class::Connection,
+        },
+    }
+}
+
+pub(crate) fn is_handle_error(e: &tss_esapi::Error) -> bool {
+    matches!(e, tss_esapi::Error::Tss2Error(rc) if rc.kind() == Some(Tss2ResponseCodeKind::Handle))
+}
+
+struct Shared {
+    device: TpmDevice,
+    conn: Mutex<Option<Conn>>,
+}
+
+/// The owner of one TPM. Cheap to clone; every clone shares the one serialized connection.
+#[derive(Clone)]
+pub struct Tpm(Arc<Shared>);
+
+impl std::fmt::Debug for Tpm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tpm").field("device", &self.0.device).finish()
+    }
+}
+
+impl Tpm {
+    /// Connects to the TPM at `device`.
+    pub fn open(device: &TpmDevice) -> Result<Tpm, TpmError> {
+        let tpm = Tpm(Arc::new(Shared { device: device.clone(), conn: Mutex::new(None) }));
+        tpm.with_context("connect", |_| Ok(()))?;
+        Ok(tpm)
+    }
+
+    /// The device this owner talks to.
+    pub fn device(&self) -> &TpmDevice {
+        &self.0.device
+    }
+
+    fn connect(&self) -> Result<Conn, TpmError> {
+        let tcti = self.0.device.tcti()?;
+        let ctx = Context::new(tcti).map_err(|source| TpmError::Unavailable {
+            device: self.0.device.to_string(),
+            op: "connect",
+            source,
+        })?;
+        Ok(Conn { ctx, keys: HashMap::new() })
+    }
+
+    /// Runs `f` on the connection: serialized, retried on TPM_RC_RETRY, reconnected once on a connection-level
+    /// failure. `f` may run more than once, so it must be safe to repeat.
+    pub(crate) fn with_context<R>(
+        &self,
+        op: &'static str,
+        mut f: impl FnMut(&mut Conn) -> Result<R, OpError>,
+    ) -> Result<R, TpmError> {
+        let device = self.0.device.to_string();
+        let mut guard = self.0.conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut reconnected = false;
+        let mut retries = 0;
+        loop {
+            let conn = match guard.as_mut() {
+                Some(c) => c,
+                None => {
+                    *guard = Some(self.connect()?);
+                    reconnected = true;
+                    match guard.as_mut() {
+                        Some(c) => c,
+                        None => continue,
+                    }
+                }
+            };
+            let err = match f(conn) {
+                Ok(r) => return Ok(r),
+                Err(OpError::Final(e)) => return Err(e),
+                Err(OpError::Tss(e)) => e,
+            };
+            match classify(&err) {
+                Class::Retry if retries < RETRIES => {
+                    retries += 1;
+                    std::thread::sleep(Duration::from_millis(5 << retries.min(6)));
+                }
+                Class::Retry => return Err(TpmError::Busy { device, op, attempts: retries + 1 }),
+                Class::Tpm => return Err(TpmError::Command { device, op, source: err }),
+                Class::Connection if !reconnected => {
+                    tracing::warn!(tpm = %device, op, error = %err, "TPM command failed; reconnecting once");
+                    *guard = None;
+                }
+                Class::Connection => return Err(TpmError::Unavailable { device, op, source: err }),
+            }
+        }
+    }
+
+    /// Opens the signing key at `handle`: checks it is a key we can sign with and reads its public key.
+    pub fn signing_key(&self, handle: PersistentHandle) -> Result<TpmKey, TpmError> {
+        let public = self.with_context("read signing key", |conn| {
+            let (_, public) = resolve(conn, handle, &self.0.device)?;
+            check_signing_key(handle, &public).map_err(OpError::Final)
+        })?;
+        Ok(TpmKey { tpm: self.clone(), handle, public })
+    }
+}
+
+/// Resolves `handle` on this connection (cached), returning the ESYS key handle and the public area.
+pub(crate) fn resolve(
+    conn: &mut Conn,
+    handle: PersistentHandle,
+    device: &TpmDevice,
+) -> Result<(KeyHandle, Public), OpError> {
+    let tpm_handle = PersistentTpmHandle::new(handle.value()).map_err(OpError::Tss)?;
+    let key = match conn.keys.get(&handle.value()) {
+        Some(k) => *k,
+        None => {
+            let obj = conn.ctx.tr_from_tpm_public(TpmHandle::Persistent(tpm_handle)).map_err(|e| {
+                if is_handle_error(&e) {
+                    OpError::Final(TpmError::HandleNotFound { handle, device: device.to_string() })
+                } else {
+                    OpError::Tss(e)
+                }
+            })?;
+            let key = KeyHandle::from(obj);
+            conn.keys.insert(handle.value(), key);
+            key
+        }
+    };
+    let (public, _, _) = conn.ctx.read_public(key)?;
+    Ok((key, public))
+}
+
+/// SubjectPublicKeyInfo DER of a TPM public area.
+pub(crate) fn spki_der(public: &Public) -> Result<Vec<u8>, String> {
+    let spki = picky_asn1_x509::SubjectPublicKeyInfo::try_from(public.clone()).map_err(|e| e.to_string())?;
+    picky_asn1_der::to_vec(&spki).map_err(|e| e.to_string())
+}
+
+/// Checks that `public` is a signing key this project signs with, and exports it.
+pub(crate) fn check_signing_key(handle: PersistentHandle, public: &Public) -> Result<PublicKey, TpmError> {
+    let wrong = |found: String| TpmError::WrongKey { handle, found };
+    let sha256 = HashScheme::new(HashingAlgorithm::Sha256);
+    let attrs = public.object_attributes();
+    if !attrs.sign_encrypt() || attrs.decrypt() || attrs.restricted() {
+        return Err(wrong(format!(
+            "not an unrestricted signing key (sign={}, decrypt={}, restricted={})",
+            attrs.sign_encrypt(),
+            attrs.decrypt(),
+            attrs.restricted()
+        )));
+    }
+    let key_type = match public {
+        Public::Rsa { parameters, .. } => {
+            if parameters.key_bits() != RsaKeyBits::Rsa2048 {
+                return Err(wrong(format!("RSA key of {:?}; only RSA-2048 is supported", parameters.key_bits())));
+            }
+            let e = parameters.exponent().value();
+            if e != 0 && e != 65537 {
+                return Err(wrong(format!("RSA exponent {e}; only 65537 is supported")));
+            }
+            match parameters.rsa_scheme() {
+                RsaScheme::RsaSsa(h) if h == sha256 => {}
+                RsaScheme::Null => {}
+                other => return Err(wrong(format!("RSA scheme {other:?}; only RSASSA-SHA256 (or null) signs RS256"))),
+            }
+            KeyType::Rsa2048
+        }
+        Public::Ecc { parameters, .. } => {
+            if parameters.ecc_curve() != EccCurve::NistP256 {
+                return Err(wrong(format!("ECC curve {:?}; only NIST P-256 is supported", parameters.ecc_curve())));
+            }
+            match parameters.ecc_scheme() {
+                EccScheme::EcDsa(h) if h == sha256 => {}
+                EccScheme::Null => {}
+                other => return Err(wrong(format!("ECC scheme {other:?}; only ECDSA-SHA256 (or null) signs ES256"))),
+            }
+            KeyType::EccP256
+        }
+        _ => return Err(wrong("neither an RSA nor an ECC key".into())),
+    };
+    let der = spki_der(public).map_err(|e| wrong(format!("public key not exportable: {e}")))?;
+    Ok(PublicKey::new(key_type, der))
+}
+
+fn null_ticket() -> Result<HashcheckTicket, tss_esapi::Error> {
+    // An unrestricted signing key accepts the NULL hashcheck ticket (TPM 2.0 Part 3, 20.2 TPM2_Sign).
+    HashcheckTicket::try_from(TPMT_TK_HASHCHECK {
+        tag: TPM2_ST_HASHCHECK,
+        hierarchy: TPM2_RH_NULL,
+        digest: Default::default(),
+    })
+}
+
+/// A signing key at a persistent handle, opened through its [`Tpm`] owner.
+#[derive(Clone)]
+pub struct TpmKey {
+    tpm: Tpm,
+    handle: PersistentHandle,
+    public: PublicKey,
+}
+
+impl std::fmt::Debug for TpmKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TpmKey")
+            .field("device", &self.tpm.0.device)
+            .field("handle", &self.handle)
+            .field("key_type", &self.public.key_type())
+            .finish()
+    }
+}
+
+impl TpmKey {
+    /// The key's handle.
+    pub fn handle(&self) -> PersistentHandle {
+        self.handle
+    }
+}
+
+impl KeySigner for TpmKey {
+    fn key_type(&self) -> KeyType {
+        self.public.key_type()
+    }
+
+    fn public_key(&self) -> &PublicKey {
+        &self.public
+    }
+
+    fn sign_digest(&self, digest: &[u8; 32]) -> Result<Vec<u8>, TpmError> {
+        let handle = self.handle;
+        let scheme = match self.public.key_type() {
+            KeyType::Rsa2048 => SignatureScheme::RsaSsa { hash_scheme: HashScheme::new(HashingAlgorithm::Sha256) },
+            KeyType::EccP256 => SignatureScheme::EcDsa { hash_scheme: HashScheme::new(HashingAlgorithm::Sha256) },
+        };
+        let signature = self.tpm.with_context("sign", |conn| {
+            let key = match conn.keys.get(&handle.value()) {
+                Some(k) => *k,
+                None => {
+                    // First use on this connection (start-up, or after a reconnect): make sure it is still our key.
+                    let (key, public) = resolve(conn, handle, &self.tpm.0.device)?;
+                    let now = check_signing_key(handle, &public).map_err(OpError::Final)?;
+                    if now != self.public {
+                        conn.keys.remove(&handle.value());
+                        return Err(OpError::Final(TpmError::KeyChanged { handle }));
+                    }
+                    key
+                }
+            };
+            let digest = Digest::try_from(digest.to_vec())?;
+            let ticket = null_ticket()?;
+            Ok(conn
+                .ctx
+                .execute_with_session(Some(AuthSession::Password), |ctx| ctx.sign(key, digest, scheme, ticket))?)
+        })?;
+        match (self.public.key_type(), signature) {
+            (KeyType::Rsa2048, Signature::RsaSsa(s)) => Ok(s.signature().value().to_vec()),
+            (KeyType::EccP256, Signature::EcDsa(s)) => {
+                let (r, sv) = (s.signature_r().value(), s.signature_s().value());
+                if r.len() > 32 || sv.len() > 32 {
+                    return Err(TpmError::BadSignature { handle, reason: "ECDSA component longer than 32 bytes" });
+                }
+                let mut out = vec![0u8; 64];
+                out[32 - r.len()..32].copy_from_slice(r);
+                out[64 - sv.len()..].copy_from_slice(sv);
+                Ok(out)
+            }
+            _ => Err(TpmError::BadSignature { handle, reason: "signature of another scheme than the key's" }),
+        }
+    }
+}

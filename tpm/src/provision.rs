@@ -1,0 +1,211 @@
+//! Provisioning a signing key at a persistent handle, idempotently.
+//!
+//! On a blank TPM: the storage primary key (SRK) is created at 0x81000001 with the template tpm2-tools'
+//! `tpm2_createprimary -C o -g sha256 -G rsa2048:aes128cfb` uses, a signing key is created under it, loaded and
+//! persisted at the handle. Invariants: an existing signing key of the requested type is kept; nothing at a
+//! handle is ever overwritten; every transient object is flushed on every path (swtpm has no resource
+//! manager and only three object slots).
+
+use tss_esapi::attributes::ObjectAttributesBuilder;
+use tss_esapi::handles::{KeyHandle, ObjectHandle, PersistentTpmHandle};
+use tss_esapi::interface_types::algorithm::{HashingAlgorithm, PublicAlgorithm};
+use tss_esapi::interface_types::dynamic_handles::Persistent;
+use tss_esapi::interface_types::ecc::EccCurve;
+use tss_esapi::interface_types::key_bits::RsaKeyBits;
+use tss_esapi::interface_types::resource_handles::{Hierarchy, Provision};
+use tss_esapi::interface_types::session_handles::AuthSession;
+use tss_esapi::structures::{
+    EccPoint, EccScheme, HashScheme, Public, PublicBuilder, PublicEccParametersBuilder, PublicKeyRsa,
+    PublicRsaParametersBuilder, RsaExponent, RsaScheme, SymmetricDefinitionObject,
+};
+
+use crate::device::TpmDevice;
+use crate::error::TpmError;
+use crate::esapi::{check_signing_key, resolve, Conn, OpError, Tpm};
+use crate::handle::PersistentHandle;
+use crate::key::{KeyType, PublicKey};
+
+/// What provisioning did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// A new key was created and persisted.
+    Created,
+    /// A suitable key was already there and was kept.
+    Existing,
+}
+
+/// The result of [`provision`].
+#[derive(Debug, Clone)]
+pub struct Provisioned {
+    /// Created or kept.
+    pub outcome: Outcome,
+    /// The key's public half.
+    pub public: PublicKey,
+}
+
+/// The SRK template of `tpm2_createprimary -C o -g sha256 -G rsa2048:aes128cfb`.
+pub(crate) fn srk_template() -> Result<Public, tss_esapi::Error> {
+    let attrs = ObjectAttributesBuilder::new()
+        .with_fixed_tpm(true)
+        .with_fixed_parent(true)
+        .with_sensitive_data_origin(true)
+        .with_user_with_auth(true)
+        .with_restricted(true)
+        .with_decrypt(true)
+        .build()?;
+    let params = PublicRsaParametersBuilder::new_restricted_decryption_key(
+        SymmetricDefinitionObject::AES_128_CFB,
+        RsaKeyBits::Rsa2048,
+        RsaExponent::default(),
+    )
+    .build()?;
+    PublicBuilder::new()
+        .with_public_algorithm(PublicAlgorithm::Rsa)
+        .with_name_hashing_algorithm(HashingAlgorithm::Sha256)
+        .with_object_attributes(attrs)
+        .with_rsa_parameters(params)
+        .with_rsa_unique_identifier(PublicKeyRsa::default())
+        .build()
+}
+
+fn signing_template(key_type: KeyType) -> Result<Public, tss_esapi::Error> {
+    let attrs = ObjectAttributesBuilder::new()
+        .with_fixed_tpm(true)
+        .with_fixed_parent(true)
+        .with_sensitive_data_origin(true)
+        .with_user_with_auth(true)
+        .with_sign_encrypt(true)
+        .build()?;
+    let sha256 = HashScheme::new(HashingAlgorithm::Sha256);
+    let builder =
+        PublicBuilder::new().with_name_hashing_algorithm(HashingAlgorithm::Sha256).with_object_attributes(attrs);
+    match key_type {
+        KeyType::Rsa2048 => builder
+            .with_public_algorithm(PublicAlgorithm::Rsa)
+            .with_rsa_parameters(
+                PublicRsaParametersBuilder::new_unrestricted_signing_key(
+                    RsaScheme::RsaSsa(sha256),
+                    RsaKeyBits::Rsa2048,
+                    RsaExponent::default(),
+                )
+                .build()?,
+            )
+            .with_rsa_unique_identifier(PublicKeyRsa::default())
+            .build(),
+        KeyType::EccP256 => builder
+            .with_public_algorithm(PublicAlgorithm::Ecc)
+            .with_ecc_parameters(
+                PublicEccParametersBuilder::new_unrestricted_signing_key(EccScheme::EcDsa(sha256), EccCurve::NistP256)
+                    .build()?,
+            )
+            .with_ecc_unique_identifier(EccPoint::default())
+            .build(),
+    }
+}
+
+fn persistent(handle: PersistentHandle) -> Result<Persistent, tss_esapi::Error> {
+    Ok(Persistent::Persistent(PersistentTpmHandle::new(handle.value())?))
+}
+
+/// Looks at `handle`: `None` when empty.
+fn probe(
+    conn: &mut Conn,
+    handle: PersistentHandle,
+    device: &TpmDevice,
+) -> Result<Option<(KeyHandle, Public)>, OpError> {
+    match resolve(conn, handle, device) {
+        Ok(found) => Ok(Some(found)),
+        Err(OpError::Final(TpmError::HandleNotFound { .. })) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Runs `f` with a transient object, flushing it afterwards whatever `f` returned.
+fn with_transient<R>(
+    conn: &mut Conn,
+    object: KeyHandle,
+    f: impl FnOnce(&mut Conn) -> Result<R, OpError>,
+) -> Result<R, OpError> {
+    let result = f(conn);
+    let flushed = conn.ctx.flush_context(ObjectHandle::from(object));
+    match (result, flushed) {
+        (Ok(r), Ok(())) => Ok(r),
+        (Ok(_), Err(e)) => Err(OpError::Tss(e)),
+        (Err(e), _) => Err(e),
+    }
+}
+
+fn ensure_srk(conn: &mut Conn, device: &TpmDevice) -> Result<KeyHandle, OpError> {
+    let srk = PersistentHandle::SRK;
+    if let Some((key, public)) = probe(conn, srk, device)? {
+        let a = public.object_attributes();
+        if !(a.restricted() && a.decrypt() && !a.sign_encrypt()) {
+            return Err(OpError::Final(TpmError::WrongKey {
+                handle: srk,
+                found: "not a storage key (restricted decrypt); refusing to create the signing key under it".into(),
+            }));
+        }
+        return Ok(key);
+    }
+    tracing::info!(tpm = %device, handle = %srk, "creating the storage primary key");
+    let template = srk_template()?;
+    let primary = conn.ctx.execute_with_session(Some(AuthSession::Password), |ctx| {
+        ctx.create_primary(Hierarchy::Owner, template, None, None, None, None)
+    })?;
+    with_transient(conn, primary.key_handle, |conn| {
+        conn.ctx.execute_with_session(Some(AuthSession::Password), |ctx| {
+            ctx.evict_control(Provision::Owner, ObjectHandle::from(primary.key_handle), persistent(srk)?)
+        })?;
+        Ok(())
+    })?;
+    // The persistent copy is resolved fresh.
+    probe(conn, srk, device)?
+        .map(|(k, _)| k)
+        .ok_or(OpError::Final(TpmError::HandleNotFound { handle: srk, device: device.to_string() }))
+}
+
+/// Creates (or finds) a `key_type` signing key at `handle` on the TPM at `device`.
+pub fn provision(device: &TpmDevice, handle: PersistentHandle, key_type: KeyType) -> Result<Provisioned, TpmError> {
+    if handle == PersistentHandle::SRK {
+        return Err(TpmError::WrongKey { handle, found: "reserved for the storage primary key".into() });
+    }
+    let tpm = Tpm::open(device)?;
+    let dev = device.clone();
+    tpm.with_context("provision", |conn| {
+        if let Some((_, public)) = probe(conn, handle, &dev)? {
+            let existing = check_signing_key(handle, &public).map_err(|e| match e {
+                TpmError::WrongKey { found, .. } => OpError::Final(TpmError::WrongKey {
+                    handle,
+                    found: format!("{found}; it is left untouched (choose another --handle)"),
+                }),
+                other => OpError::Final(other),
+            })?;
+            if existing.key_type() != key_type {
+                return Err(OpError::Final(TpmError::WrongKey {
+                    handle,
+                    found: format!("holds a {} signing key, not {key_type}; it is left untouched", existing.key_type()),
+                }));
+            }
+            return Ok(Provisioned { outcome: Outcome::Existing, public: existing });
+        }
+        let srk = ensure_srk(conn, &dev)?;
+        tracing::info!(tpm = %dev, %handle, %key_type, "creating the signing key");
+        let template = signing_template(key_type)?;
+        let created = conn.ctx.execute_with_session(Some(AuthSession::Password), |ctx| {
+            ctx.create(srk, template, None, None, None, None)
+        })?;
+        let loaded = conn.ctx.execute_with_session(Some(AuthSession::Password), |ctx| {
+            ctx.load(srk, created.out_private.clone(), created.out_public.clone())
+        })?;
+        with_transient(conn, loaded, |conn| {
+            conn.ctx.execute_with_session(Some(AuthSession::Password), |ctx| {
+                ctx.evict_control(Provision::Owner, ObjectHandle::from(loaded), persistent(handle)?)
+            })?;
+            Ok(())
+        })?;
+        let (_, public) = probe(conn, handle, &dev)?
+            .ok_or(OpError::Final(TpmError::HandleNotFound { handle, device: dev.to_string() }))?;
+        let public = check_signing_key(handle, &public).map_err(OpError::Final)?;
+        Ok(Provisioned { outcome: Outcome::Created, public })
+    })
+}
