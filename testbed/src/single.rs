@@ -218,7 +218,7 @@ pub fn run(report: Report<'_>) -> anyhow::Result<()> {
     let resp = agent::get(&vsock, &agent::bootstrap_path("main"))?;
     ensure!(resp.status == 200 && resp.body.contains(ca2.trim()), "rollback accepted: {resp:?}");
     ensure!(verifier.stop()?, "verifier did not stop cleanly on SIGTERM");
-    let mut verifier = start_verifier(dir, &vconf, &vsock)?;
+    let verifier = start_verifier(dir, &vconf, &vsock)?;
     std::thread::sleep(Duration::from_millis(2500));
     let resp = agent::get(&vsock, &agent::bootstrap_path("main"))?;
     ensure!(resp.status == 200 && resp.body.contains(ca2.trim()), "rollback accepted after restart: {resp:?}");

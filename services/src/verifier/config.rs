@@ -1,0 +1,204 @@
+//! verifier configuration: the upstream keys (`keydir`, `socket`, `keyset.NAME.{url, backup, chain}`) plus
+//! ours (`keyset.NAME.mirrors`, `state-dir`, `refresh`, `ca-file`, `socket-mode`, `max-lifetime`, `timeout`,
+//! `max-token-size`), decoded once into typed values: parsed keys, policies and sources.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::common::client::HttpUrl;
+use crate::common::config::{self, ConfigError};
+use crate::common::duration::GoDuration;
+
+/// The socket path the upstream units and SPIRE agent configs use.
+pub const DEFAULT_SOCKET: &str = "/var/run/spire/server-attestor-tpm/verifier.sock";
+/// Where last-known-good tokens and rollback floors are kept.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/spire/server-attestor-tpm/verifier";
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct Raw {
+    keydir: Option<PathBuf>,
+    socket: Option<PathBuf>,
+    keyset: Option<BTreeMap<String, RawKeyset>>,
+    state_dir: Option<PathBuf>,
+    refresh: Option<GoDuration>,
+    ca_file: Option<PathBuf>,
+    socket_mode: Option<String>,
+    max_lifetime: Option<GoDuration>,
+    timeout: Option<GoDuration>,
+    max_token_size: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawKeyset {
+    url: Option<String>,
+    #[serde(default)]
+    mirrors: Vec<String>,
+    backup: Option<String>,
+    #[serde(default)]
+    chain: Vec<String>,
+}
+
+/// Where a keyset's token can be fetched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// http:// or https://
+    Http(HttpUrl),
+    /// file:///path, or an absolute path (upstream compatibility).
+    File(PathBuf),
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Source::Http(u) => write!(f, "{u}"),
+            Source::File(p) => write!(f, "file://{}", p.display()),
+        }
+    }
+}
+
+/// Parses a source URL: `http://`, `https://`, `file:///abs`, or an absolute path.
+pub fn parse_source(url: &str) -> Result<Source, String> {
+    if let Some(path) = url.strip_prefix("file://") {
+        if !path.starts_with('/') {
+            return Err("file URLs must be absolute (file:///path)".into());
+        }
+        return Ok(Source::File(PathBuf::from(path)));
+    }
+    if url.starts_with('/') {
+        return Ok(Source::File(PathBuf::from(url)));
+    }
+    HttpUrl::parse(url).map(Source::Http).map_err(|e| e.to_string())
+}
+
+/// One keyset: where to fetch, and the policy a token must pass.
+#[derive(Debug, Clone)]
+pub struct KeysetConfig {
+    /// `url` first, then `mirrors`, tried in order.
+    pub sources: Vec<Source>,
+    /// The chain and backup keys.
+    pub policy: crypto::policy::Policy,
+}
+
+/// A validated verifier configuration.
+#[derive(Debug, Clone)]
+pub struct VerifierConfig {
+    /// Listen socket.
+    pub socket: PathBuf,
+    /// Socket file mode.
+    pub socket_mode: u32,
+    /// Persistent state directory.
+    pub state_dir: PathBuf,
+    /// Background refresh interval (also the age after which a GET triggers a refresh).
+    pub refresh: Duration,
+    /// Per-fetch deadline.
+    pub timeout: Duration,
+    /// Largest token accepted from a source.
+    pub max_token_size: usize,
+    /// CA bundle for https sources.
+    pub ca_file: Option<PathBuf>,
+    /// The keysets by name.
+    pub keysets: BTreeMap<String, KeysetConfig>,
+}
+
+impl VerifierConfig {
+    /// Loads and validates the config at `path`.
+    pub fn load(path: &Path) -> Result<VerifierConfig, ConfigError> {
+        let raw: Raw = config::load_yaml(path)?;
+        Self::from_raw(path, raw)
+    }
+
+    /// Parses config text as if read from `path` (key files are read relative to it).
+    pub fn parse(path: &Path, text: &str) -> Result<VerifierConfig, ConfigError> {
+        let raw: Raw = config::parse_yaml(path, text)?;
+        Self::from_raw(path, raw)
+    }
+
+    fn from_raw(path: &Path, raw: Raw) -> Result<VerifierConfig, ConfigError> {
+        let bad = |key: &str, reason: String| ConfigError::invalid(path, key, reason);
+        let keydir = config::relative_to_config(path, &raw.keydir.unwrap_or_else(|| PathBuf::from("keys")));
+        let max_token_size = raw.max_token_size.unwrap_or(1 << 20);
+        if !(1024..=(16 << 20)).contains(&max_token_size) {
+            return Err(bad("max-token-size", format!("{max_token_size} is outside 1024..=16777216")));
+        }
+        let mut limits = crypto::Limits { max_token_len: max_token_size, ..crypto::Limits::default() };
+        if let Some(l) = raw.max_lifetime {
+            if l.0 < Duration::from_secs(1) {
+                return Err(bad("max-lifetime", "must be at least 1s".into()));
+            }
+            limits.max_lifetime_secs = l.0.as_secs();
+        }
+        let mut loaded: BTreeMap<String, crypto::keys::VerifyingKey> = BTreeMap::new();
+        let mut load_key = |key: &str, name: &str| -> Result<crypto::keys::VerifyingKey, ConfigError> {
+            if let Some(k) = loaded.get(name) {
+                return Ok(k.clone());
+            }
+            if name.is_empty() || name.contains('/') {
+                return Err(bad(key, format!("{name:?} must be a file name inside keydir {}", keydir.display())));
+            }
+            let file = keydir.join(name);
+            let pem = std::fs::read(&file).map_err(|e| bad(key, format!("{}: {e}", file.display())))?;
+            let k = crypto::keys::VerifyingKey::from_pem(name, &pem).map_err(|e| bad(key, e.to_string()))?;
+            loaded.insert(name.to_owned(), k.clone());
+            Ok(k)
+        };
+        let raw_sets = raw.keyset.unwrap_or_default();
+        if raw_sets.is_empty() {
+            return Err(bad("keyset", "at least one keyset is required".into()));
+        }
+        let mut keysets = BTreeMap::new();
+        for (name, ks) in raw_sets {
+            let at = |k: &str| format!("keyset.{name}.{k}");
+            if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+                return Err(bad(&format!("keyset.{name}"), "names may use letters, digits, - and _".into()));
+            }
+            let url = ks.url.filter(|u| !u.is_empty()).ok_or_else(|| bad(&at("url"), "required".into()))?;
+            let mut sources = vec![parse_source(&url).map_err(|e| bad(&at("url"), e))?];
+            for (i, m) in ks.mirrors.iter().enumerate() {
+                sources.push(parse_source(m).map_err(|e| bad(&format!("keyset.{name}.mirrors[{i}]"), e))?);
+            }
+            if ks.chain.is_empty() {
+                return Err(bad(&at("chain"), "needs at least one key".into()));
+            }
+            let mut chain = Vec::with_capacity(ks.chain.len());
+            for (i, k) in ks.chain.iter().enumerate() {
+                chain.push(load_key(&format!("keyset.{name}.chain[{i}]"), k)?);
+            }
+            let backup = match ks.backup.as_deref() {
+                Some(b) if !b.is_empty() => Some(load_key(&at("backup"), b)?),
+                _ => None,
+            };
+            let policy =
+                crypto::policy::Policy::new(chain, backup, limits).map_err(|e| bad(&at("chain"), e.to_string()))?;
+            keysets.insert(name, KeysetConfig { sources, policy });
+        }
+        let socket_mode = match raw.socket_mode.as_deref() {
+            None => 0o660,
+            Some(s) => {
+                config::parse_mode(s).ok_or_else(|| bad("socket-mode", format!("{s:?} is not an octal mode")))?
+            }
+        };
+        let refresh = raw.refresh.map(|d| d.0).unwrap_or(Duration::from_secs(60));
+        if refresh < Duration::from_millis(100) {
+            return Err(bad("refresh", "must be at least 100ms".into()));
+        }
+        let timeout = raw.timeout.map(|d| d.0).unwrap_or(Duration::from_secs(10));
+        if timeout < Duration::from_millis(100) {
+            return Err(bad("timeout", "must be at least 100ms".into()));
+        }
+        Ok(VerifierConfig {
+            socket: raw.socket.unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET)),
+            socket_mode,
+            state_dir: raw.state_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)),
+            refresh,
+            timeout,
+            max_token_size,
+            ca_file: raw.ca_file.map(|f| config::relative_to_config(path, &f)),
+            keysets,
+        })
+    }
+}

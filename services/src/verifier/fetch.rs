@@ -1,0 +1,101 @@
+//! Fetching a token from one source: http(s) with conditional GET, or a local file. Bounded by the client's
+//! timeout and size cap; any status but 200 (and 304 when validators were sent) is a failure of that source.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, StatusCode};
+
+use super::config::Source;
+use crate::common::client::{ClientError, HttpClient};
+
+/// Cache validators a source gave with its last accepted token.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Validators {
+    /// `ETag`.
+    pub etag: Option<HeaderValue>,
+    /// `Last-Modified`.
+    pub last_modified: Option<HeaderValue>,
+}
+
+/// What a source answered.
+#[derive(Debug)]
+pub enum Fetched {
+    /// 304: the token we hold is still current.
+    NotModified,
+    /// A token (not yet verified) and the validators that came with it.
+    Token(String, Validators),
+}
+
+/// Why a source failed.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    /// Transport failure.
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    /// A status other than 200/304.
+    #[error("HTTP status {0}")]
+    Status(StatusCode),
+    /// The file could not be read.
+    #[error("{path}: {source}")]
+    File {
+        /// The file.
+        path: String,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// Larger than the cap.
+    #[error("token larger than {0} bytes")]
+    TooLarge(usize),
+    /// Not UTF-8.
+    #[error("body is not UTF-8")]
+    NotText,
+}
+
+/// Fetches from `source`, sending `validators` as If-None-Match / If-Modified-Since when given.
+pub async fn fetch(
+    client: &HttpClient,
+    source: &Source,
+    validators: Option<&Validators>,
+    max_size: usize,
+    timeout: Duration,
+) -> Result<Fetched, FetchError> {
+    match source {
+        Source::File(path) => {
+            let read = tokio::time::timeout(timeout, tokio::fs::read(path)).await.map_err(|_| FetchError::File {
+                path: path.display().to_string(),
+                source: std::io::Error::new(std::io::ErrorKind::TimedOut, "read timed out"),
+            })?;
+            let bytes = read.map_err(|source| FetchError::File { path: path.display().to_string(), source })?;
+            if bytes.len() > max_size {
+                return Err(FetchError::TooLarge(max_size));
+            }
+            let text = String::from_utf8(bytes).map_err(|_| FetchError::NotText)?;
+            Ok(Fetched::Token(text, Validators::default()))
+        }
+        Source::Http(url) => {
+            let mut headers = Vec::new();
+            if let Some(v) = validators {
+                if let Some(etag) = &v.etag {
+                    headers.push((header::IF_NONE_MATCH, etag.clone()));
+                }
+                if let Some(lm) = &v.last_modified {
+                    headers.push((header::IF_MODIFIED_SINCE, lm.clone()));
+                }
+            }
+            let resp = client.send(Method::GET, url, &headers, Bytes::new()).await?;
+            match resp.status {
+                StatusCode::NOT_MODIFIED if validators.is_some() => Ok(Fetched::NotModified),
+                StatusCode::OK => {
+                    let text = String::from_utf8(resp.body.to_vec()).map_err(|_| FetchError::NotText)?;
+                    let v = Validators {
+                        etag: resp.headers.get(header::ETAG).cloned(),
+                        last_modified: resp.headers.get(header::LAST_MODIFIED).cloned(),
+                    };
+                    Ok(Fetched::Token(text, v))
+                }
+                other => Err(FetchError::Status(other)),
+            }
+        }
+    }
+}

@@ -1,0 +1,234 @@
+//! One keyset's live state: the last-known-good token (pre-rendered for serving), the rollback floor, the
+//! per-source cache validators, and the single-flight refresh.
+//!
+//! Invariants: only a token that passed the policy and is not older (innermost `iat`) than the newest one
+//! accepted is ever stored or served; the floor only grows and is persisted with the token; a stored state is
+//! re-verified on load and ignored if it does not verify.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use super::config::KeysetConfig;
+use super::fetch::{fetch, Fetched, Validators};
+use crate::common::client::HttpClient;
+use crate::common::fsutil;
+
+/// Unix seconds now.
+pub fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// A verified bundle, rendered once for serving.
+#[derive(Debug)]
+pub struct Served {
+    /// PEM body.
+    pub pem: Bytes,
+    /// SPIFFE bundle JSON body.
+    pub json: Bytes,
+    /// Good until (unix seconds).
+    pub expires_at: u64,
+    /// Innermost `iat`.
+    pub signed_at: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Stored {
+    token: String,
+    signed_at: u64,
+    accepted_at: u64,
+}
+
+/// Live state of one keyset.
+#[derive(Debug)]
+pub struct Keyset {
+    name: String,
+    cfg: KeysetConfig,
+    state_file: PathBuf,
+    current: RwLock<Option<Arc<Served>>>,
+    floor: AtomicU64,
+    /// When a source last confirmed or replaced the token (ms since `epoch`).
+    contacted_ms: AtomicU64,
+    epoch: Instant,
+    validators: Mutex<HashMap<usize, Validators>>,
+    refreshing: tokio::sync::Mutex<()>,
+}
+
+impl Keyset {
+    /// Creates the keyset and loads its persisted state from `state_dir` (an unusable state is logged and
+    /// ignored).
+    pub fn new(name: &str, cfg: KeysetConfig, state_dir: &Path) -> Keyset {
+        let ks = Keyset {
+            name: name.to_owned(),
+            cfg,
+            state_file: state_dir.join(format!("{name}.json")),
+            current: RwLock::new(None),
+            floor: AtomicU64::new(0),
+            contacted_ms: AtomicU64::new(0),
+            epoch: Instant::now(),
+            validators: Mutex::new(HashMap::new()),
+            refreshing: tokio::sync::Mutex::new(()),
+        };
+        ks.load();
+        ks
+    }
+
+    fn load(&self) {
+        let text = match std::fs::read_to_string(&self.state_file) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+            Err(e) => {
+                tracing::error!(keyset = %self.name, file = %self.state_file.display(), error = %e, "cannot read state; ignoring it");
+                return;
+            }
+        };
+        let stored: Stored = match serde_json::from_str(&text) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(keyset = %self.name, file = %self.state_file.display(), error = %e, "corrupt state file; ignoring it");
+                return;
+            }
+        };
+        // The token must have verified when it was accepted, and carry the recorded signing time.
+        match self.cfg.policy.verify(&stored.token, stored.accepted_at) {
+            Ok(v) if v.signed_at == stored.signed_at => {}
+            Ok(_) => {
+                tracing::error!(keyset = %self.name, "state file's signing time does not match its token; ignoring it");
+                return;
+            }
+            Err(e) => {
+                tracing::error!(keyset = %self.name, error = %e, "state file's token does not verify; ignoring it");
+                return;
+            }
+        }
+        self.floor.store(stored.signed_at, Ordering::SeqCst);
+        match self.cfg.policy.verify(&stored.token, now()) {
+            Ok(v) => {
+                tracing::info!(keyset = %self.name, signed_at = v.signed_at, exp = v.expires_at, "serving the stored bundle until a source confirms it");
+                self.install(&v);
+            }
+            Err(e) => {
+                tracing::info!(keyset = %self.name, reason = %e, signed_at = stored.signed_at, "stored token no longer valid; kept only as the rollback floor")
+            }
+        }
+    }
+
+    fn install(&self, v: &crypto::policy::Verified) {
+        let served = Served {
+            pem: Bytes::from(v.bundle.to_pem()),
+            json: Bytes::from(v.bundle.to_spiffe_json()),
+            expires_at: v.expires_at,
+            signed_at: v.signed_at,
+        };
+        if let Ok(mut cur) = self.current.write() {
+            *cur = Some(Arc::new(served));
+        }
+    }
+
+    /// The bundle to serve now, if a valid one is held.
+    pub fn serving(&self, now: u64) -> Option<Arc<Served>> {
+        let cur = self.current.read().ok()?.clone()?;
+        (now <= cur.expires_at).then_some(cur)
+    }
+
+    /// The newest signing time accepted (the rollback floor).
+    pub fn floor(&self) -> u64 {
+        self.floor.load(Ordering::SeqCst)
+    }
+
+    /// True when no source confirmed the token within `age`.
+    pub fn stale(&self, age: Duration) -> bool {
+        let last = self.contacted_ms.load(Ordering::Relaxed);
+        last == 0 || self.epoch.elapsed().as_millis() as u64 > last + age.as_millis() as u64
+    }
+
+    fn touch(&self) {
+        self.contacted_ms.store((self.epoch.elapsed().as_millis() as u64).max(1), Ordering::Relaxed);
+    }
+
+    /// Refreshes unless a refresh is already running (then returns at once).
+    pub async fn refresh_if_idle(&self, client: &HttpClient, max_size: usize, timeout: Duration) {
+        if let Ok(_guard) = self.refreshing.try_lock() {
+            self.refresh_locked(client, max_size, timeout).await;
+        }
+    }
+
+    /// Refreshes, waiting for a running refresh instead of starting a second one.
+    pub async fn refresh(&self, client: &HttpClient, max_size: usize, timeout: Duration) {
+        let _guard = self.refreshing.lock().await;
+        if !self.stale(Duration::from_millis(200)) {
+            return; // Someone else just refreshed.
+        }
+        self.refresh_locked(client, max_size, timeout).await;
+    }
+
+    async fn refresh_locked(&self, client: &HttpClient, max_size: usize, timeout: Duration) {
+        let holding = self.serving(now()).is_some();
+        for (i, source) in self.cfg.sources.iter().enumerate() {
+            let validators = if holding { self.validators.lock().ok().and_then(|v| v.get(&i).cloned()) } else { None };
+            let fetched = fetch(client, source, validators.as_ref(), max_size, timeout).await;
+            let (token, new_validators) = match fetched {
+                Ok(Fetched::NotModified) => {
+                    tracing::debug!(keyset = %self.name, %source, "not modified");
+                    self.touch();
+                    return;
+                }
+                Ok(Fetched::Token(t, v)) => (t, v),
+                Err(e) => {
+                    tracing::warn!(keyset = %self.name, %source, error = %e, "source failed; trying the next");
+                    continue;
+                }
+            };
+            let now = now();
+            let verified = match self.cfg.policy.verify(&token, now) {
+                Ok(v) => v,
+                Err(e) => {
+                    tracing::warn!(keyset = %self.name, %source, error = %e, "token rejected; trying the next source");
+                    continue;
+                }
+            };
+            let floor = self.floor();
+            if verified.signed_at < floor {
+                tracing::warn!(keyset = %self.name, %source, signed_at = verified.signed_at, newest = floor, "rollback: token older than one already accepted; rejected");
+                continue;
+            }
+            let changed = self.serving(now).map(|s| s.signed_at) != Some(verified.signed_at);
+            self.floor.store(verified.signed_at, Ordering::SeqCst);
+            self.install(&verified);
+            self.touch();
+            if let Ok(mut v) = self.validators.lock() {
+                v.insert(i, new_validators);
+            }
+            if verified.used_backup {
+                tracing::warn!(keyset = %self.name, %source, "token verified with the BACKUP key standing in for a chain key");
+            }
+            if changed {
+                tracing::info!(keyset = %self.name, %source, signed_at = verified.signed_at, exp = verified.expires_at, certs = verified.bundle.certificates().len(), "accepted a new bundle");
+            }
+            self.persist(&token, verified.signed_at, now);
+            return;
+        }
+        match self.serving(now()) {
+            Some(s) => {
+                tracing::warn!(keyset = %self.name, exp = s.expires_at, "every source failed; serving the cached bundle until it expires")
+            }
+            None => {
+                tracing::error!(keyset = %self.name, "every source failed and no valid cached bundle: agents get 503")
+            }
+        }
+    }
+
+    fn persist(&self, token: &str, signed_at: u64, accepted_at: u64) {
+        let stored = Stored { token: token.to_owned(), signed_at, accepted_at };
+        let Ok(data) = serde_json::to_vec(&stored) else { return };
+        let tmp = self.state_file.with_extension("json.tmp");
+        if let Err(e) = fsutil::write_atomic(&self.state_file, &tmp, &data, 0o600) {
+            tracing::error!(keyset = %self.name, file = %self.state_file.display(), error = %e, "cannot persist state; rollback floor will not survive a restart");
+        }
+    }
+}

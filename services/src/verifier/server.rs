@@ -1,0 +1,229 @@
+//! The verifier's listen mode: `GET /trustbundle?instance=NAME[&format=pem|spiffe]` on a unix socket, served
+//! from the keyset's pre-rendered last-known-good bundle; background refresh per keyset.
+//!
+//! Invariant: a 200 always carries a bundle that verified under the keyset's policy and whose token has not
+//! expired at the time of the request.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{header, Method, StatusCode};
+
+use super::config::VerifierConfig;
+use super::keyset::{now, Keyset};
+use crate::common::client::{ClientError, ClientOptions, HttpClient};
+use crate::common::http::{self as server, Reply, Request, ServerLimits};
+use crate::common::uds::{self, PeerCred, PeerPolicy};
+
+/// Why the verifier could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The socket could not be bound.
+    #[error(transparent)]
+    Bind(#[from] uds::BindError),
+    /// The HTTP client could not be built (CA file).
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    /// The state directory could not be created.
+    #[error("state directory {path}: {source}")]
+    StateDir {
+        /// The directory.
+        path: std::path::PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+/// Shared state of a running verifier.
+#[derive(Debug)]
+pub struct Verifier {
+    keysets: BTreeMap<String, Arc<Keyset>>,
+    client: HttpClient,
+    refresh: Duration,
+    timeout: Duration,
+    max_token_size: usize,
+}
+
+/// Decodes `%XX` and `+` in a query component.
+fn decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                match u8::from_str_radix(std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("zz"), 16) {
+                    Ok(b) => {
+                        out.push(b);
+                        i += 2;
+                    }
+                    Err(_) => out.push(b'%'),
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The query's key/value pairs, decoded.
+pub fn query_pairs(query: &str) -> Vec<(String, String)> {
+    query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| match p.split_once('=') {
+            Some((k, v)) => (decode(k), decode(v)),
+            None => (decode(p), String::new()),
+        })
+        .collect()
+}
+
+impl Verifier {
+    /// Builds the keysets (loading persisted state) and the client.
+    pub fn new(cfg: &VerifierConfig) -> Result<Verifier, RunError> {
+        std::fs::create_dir_all(&cfg.state_dir)
+            .and_then(|()| {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&cfg.state_dir, std::fs::Permissions::from_mode(0o700))
+            })
+            .map_err(|source| RunError::StateDir { path: cfg.state_dir.clone(), source })?;
+        let client = HttpClient::new(ClientOptions {
+            timeout: cfg.timeout,
+            max_body: cfg.max_token_size,
+            ca_file: cfg.ca_file.clone(),
+        })?;
+        let keysets = cfg
+            .keysets
+            .iter()
+            .map(|(name, ks)| (name.clone(), Arc::new(Keyset::new(name, ks.clone(), &cfg.state_dir))))
+            .collect();
+        Ok(Verifier { keysets, client, refresh: cfg.refresh, timeout: cfg.timeout, max_token_size: cfg.max_token_size })
+    }
+
+    /// Answers one request.
+    pub async fn handle(self: &Arc<Self>, req: Request) -> Reply {
+        let path = req.uri().path();
+        if path != "/trustbundle" && path != "/trustbundle/" {
+            return server::text(
+                StatusCode::NOT_FOUND,
+                format!("no such endpoint {path:?}; use /trustbundle?instance=NAME"),
+            );
+        }
+        if req.method() != Method::GET && req.method() != Method::HEAD {
+            let mut r = server::text(StatusCode::METHOD_NOT_ALLOWED, "use GET");
+            r.headers_mut().insert(header::ALLOW, header::HeaderValue::from_static("GET, HEAD"));
+            return r;
+        }
+        let pairs = query_pairs(req.uri().query().unwrap_or(""));
+        let get = |k: &str| pairs.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str());
+        let Some(instance) = get("instance").filter(|i| !i.is_empty()) else {
+            return server::text(StatusCode::BAD_REQUEST, "query parameter instance is required");
+        };
+        let spiffe = match get("format") {
+            None | Some("pem") => false,
+            Some("spiffe") => true,
+            Some(other) => {
+                return server::text(StatusCode::BAD_REQUEST, format!("format {other:?}: use pem or spiffe"))
+            }
+        };
+        let Some(ks) = self.keysets.get(instance) else {
+            return server::text(StatusCode::NOT_FOUND, format!("unknown instance {instance:?}"));
+        };
+        if let Some(mode) = get("spire-attest-mode") {
+            tracing::info!(
+                instance,
+                mode,
+                attempts = get("spire-connection-attempts").unwrap_or(""),
+                start = get("spire-attest-start-time").unwrap_or(""),
+                server = get("spire-server-address").unwrap_or(""),
+                port = get("spire-server-port").unwrap_or(""),
+                trust_domain = get("spiffe-trust-domain").unwrap_or(""),
+                "SPIRE agent (re)bootstrap request"
+            );
+        }
+        let served = match ks.serving(now()) {
+            Some(s) => {
+                if ks.stale(self.refresh) {
+                    let (me, ks) = (self.clone(), ks.clone());
+                    tokio::spawn(async move { ks.refresh_if_idle(&me.client, me.max_token_size, me.timeout).await });
+                }
+                s
+            }
+            None => {
+                ks.refresh(&self.client, self.max_token_size, self.timeout).await;
+                match ks.serving(now()) {
+                    Some(s) => s,
+                    None => return server::text(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        format!(
+                            "no valid bundle for {instance:?}: no source has a token that verifies and has not expired"
+                        ),
+                    ),
+                }
+            }
+        };
+        if spiffe {
+            server::ok("application/json", served.json.clone())
+        } else {
+            server::ok("application/x-pem-file", served.pem.clone())
+        }
+    }
+
+    fn spawn_refreshers(self: &Arc<Self>) -> Vec<tokio::task::JoinHandle<()>> {
+        self.keysets
+            .values()
+            .map(|ks| {
+                let (me, ks) = (self.clone(), ks.clone());
+                tokio::spawn(async move {
+                    let mut tick = tokio::time::interval(me.refresh);
+                    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                    loop {
+                        tick.tick().await;
+                        ks.refresh_if_idle(&me.client, me.max_token_size, me.timeout).await;
+                    }
+                })
+            })
+            .collect()
+    }
+}
+
+/// Runs listen mode until `shutdown` resolves.
+pub async fn run(cfg: VerifierConfig, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
+    let verifier = Arc::new(Verifier::new(&cfg)?);
+    let listener = uds::bind(&cfg.socket, cfg.socket_mode).await?;
+    let refreshers = verifier.spawn_refreshers();
+    tracing::info!(socket = %cfg.socket.display(), keysets = ?verifier.keysets.keys().collect::<Vec<_>>(), "verifier ready");
+    let limits = ServerLimits { max_body: 4096, ..ServerLimits::default() };
+    let handler = move |req: Request, _peer: PeerCred| {
+        let verifier = verifier.clone();
+        async move { verifier.handle(req).await }
+    };
+    server::serve_unix(listener, PeerPolicy::default(), limits, handler, shutdown).await;
+    for r in refreshers {
+        r.abort();
+    }
+    tracing::info!("verifier stopped");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_table() {
+        let q =
+            query_pairs("instance=main&spire-attest-start-time=2026-08-22T10%3A00%3A00Z&x&format=spiffe&a=b+c&bad=%zz");
+        let get = |k: &str| q.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone());
+        assert_eq!(get("instance").as_deref(), Some("main"));
+        assert_eq!(get("spire-attest-start-time").as_deref(), Some("2026-08-22T10:00:00Z"));
+        assert_eq!(get("x").as_deref(), Some(""));
+        assert_eq!(get("a").as_deref(), Some("b c"));
+        assert_eq!(get("bad").as_deref(), Some("%zz"));
+        assert!(query_pairs("").is_empty());
+    }
+}
