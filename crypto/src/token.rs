@@ -156,7 +156,7 @@ impl<'de> Deserialize<'de> for NumericDate {
             return Ok(NumericDate(Some(u)));
         }
         match v.as_f64() {
-            Some(f) if f.is_finite() && f >= 0.0 && f < 1e15 => Ok(NumericDate(Some(f as u64))),
+            Some(f) if (0.0..1e15).contains(&f) => Ok(NumericDate(Some(f as u64))),
             Some(_) | None => Ok(NumericDate(None)),
         }
     }

@@ -205,7 +205,7 @@ pub fn run(report: Report<'_>) -> anyhow::Result<()> {
     report("The CA rotates: the server signs and publishes a bundle with the old and new CA.");
     std::thread::sleep(Duration::from_millis(1100)); // iat has one-second resolution
     let ca2 = pki::spire_ca(dir, "example.org", "ca2")?;
-    let rotated = format!("{}{}", ca1.trim_end(), format!("\n{ca2}"));
+    let rotated = format!("{}\n{ca2}", ca1.trim_end());
     let t2 = sign_cli(&primary_socket, &[], &rotated)?;
     wait_for(&vsock, "main", "the rotated bundle", |r| r.status == 200 && r.body.contains(ca2.trim()))?;
     report("  agent now gets 2 CA certificates");

@@ -1,6 +1,9 @@
 //! signer-unix as shipped (the real binary on swtpm): the sign CLI, bad-input tables for the socket API and
 //! the config, peer checks, and the "nothing published on failure" rule.
 
+// Test code: a failed step should stop the test with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::path::Path;
 
 use testbed::agent::{send, send_raw};
@@ -71,7 +74,8 @@ fn socket_api_bad_input_table() {
     let oversized_head =
         b"POST /sign HTTP/1.1\r\nHost: x\r\nContent-Length: 2097152\r\nConnection: close\r\n\r\n".to_vec();
     // (case, method, path, headers, body, expected status)
-    let cases: Vec<(&str, &str, &str, &[(&str, &str)], &[u8], u16)> = vec![
+    type Case<'a> = (&'a str, &'a str, &'a str, &'a [(&'a str, &'a str)], &'a [u8], u16);
+    let cases: Vec<Case> = vec![
         ("garbage body", "POST", "/sign", &[], b"hello, sign me", 400),
         ("empty body", "POST", "/sign", &[], b"", 400),
         (

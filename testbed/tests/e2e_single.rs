@@ -1,5 +1,8 @@
 //! End to end, single server: real binaries, two swtpm, nginx; the same scenario `make testbed` prints.
 
+// Test code: a failed step should stop the test with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 #[test]
 fn single_server_primary_backup_scenario() {
     let mut steps = Vec::new();

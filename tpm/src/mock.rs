@@ -30,6 +30,7 @@ impl fmt::Debug for SoftwareKey {
 
 impl SoftwareKey {
     /// A fresh random key.
+    #[allow(clippy::panic, reason = "test fixture: without a key the calling test cannot run at all")]
     pub fn generate(key_type: KeyType) -> SoftwareKey {
         let mut rng = rand_core::OsRng;
         let (secret, der) = match key_type {

@@ -157,12 +157,14 @@ impl Verifier {
                 ks.refresh(&self.client, self.max_token_size, self.timeout).await;
                 match ks.serving(now()) {
                     Some(s) => s,
-                    None => return server::text(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        format!(
+                    None => {
+                        return server::text(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            format!(
                             "no valid bundle for {instance:?}: no source has a token that verifies and has not expired"
                         ),
-                    ),
+                        )
+                    }
                 }
             }
         };
