@@ -1,0 +1,250 @@
+//! The verification policy: positive and negative tables, each negative case with its own error kind.
+
+// Test code: a failed step should stop the test with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use base64::Engine;
+use common::*;
+use crypto::policy::Policy;
+use crypto::token::Payload;
+use crypto::{Limits, VerifyErrorKind as K};
+
+fn policy(chain: &[&TestKey], backup: Option<&TestKey>) -> Policy {
+    Policy::new(chain.iter().map(|k| k.verifying()).collect(), backup.map(|b| b.verifying()), Limits::default())
+        .unwrap()
+}
+
+#[test]
+fn positive_table() {
+    let (a, b, c, d) = (TestKey::load("rsa-a"), TestKey::load("rsa-b"), TestKey::load("rsa-c"), TestKey::load("ec-d"));
+    let bundle = ca();
+    let t_a = a.bundle_token(&bundle);
+    let t_d = d.bundle_token(&bundle);
+    let t_ab = b.wrap(&t_a);
+    let t_abd = d.wrap(&t_ab);
+    let t_cb = b.wrap(&c.bundle_token(&bundle)); // backup c stands in for innermost a
+    let t_ac = c.wrap(&t_a); // backup c stands in for outermost b
+    let t_acd = d.wrap(&c.wrap(&t_a)); // backup c stands in for the middle key
+    let t_c = c.bundle_token(&bundle);
+    let cases: Vec<(&str, Policy, &str, bool)> = vec![
+        ("single RSA key", policy(&[&a], None), &t_a, false),
+        ("single P-256 key", policy(&[&d], None), &t_d, false),
+        ("chain of 2", policy(&[&a, &b], None), &t_ab, false),
+        ("chain of 3, mixed key types", policy(&[&a, &b, &d], None), &t_abd, false),
+        ("chain of 2 with backup configured, unused", policy(&[&a, &b], Some(&c)), &t_ab, false),
+        ("backup for the innermost layer", policy(&[&a, &b], Some(&c)), &t_cb, true),
+        ("backup for the outermost layer", policy(&[&a, &b], Some(&c)), &t_ac, true),
+        ("backup for a middle layer", policy(&[&a, &b, &d], Some(&c)), &t_acd, true),
+        ("backup for the only layer", policy(&[&a], Some(&c)), &t_c, true),
+    ];
+    for (case, p, token, backup) in cases {
+        let v = p.verify(token, NOW).unwrap_or_else(|e| panic!("{case}: {e}"));
+        assert_eq!(v.used_backup, backup, "{case}");
+        assert_eq!(v.bundle.certificates().len(), 1, "{case}");
+        assert_eq!(v.signed_at, NOW, "{case}");
+        assert_eq!(v.expires_at, NOW + 600, "{case}");
+        assert_eq!(v.layers.len(), p.chain().len(), "{case}");
+    }
+}
+
+#[test]
+fn leeway_edges() {
+    let a = TestKey::load("rsa-a");
+    let p = policy(&[&a], None);
+    let t = a.bundle_token(&ca()); // exp = NOW + 600
+    assert!(p.verify(&t, NOW + 600 + 5).is_ok(), "exp + leeway passes");
+    assert!(matches!(p.verify(&t, NOW + 600 + 6).unwrap_err().kind, K::Expired { .. }));
+    assert!(p.verify(&t, NOW - 5).is_ok(), "iat - leeway passes");
+    assert!(matches!(p.verify(&t, NOW - 6).unwrap_err().kind, K::IssuedInFuture { .. } | K::NotYetValid { .. }));
+}
+
+fn kind_name(k: &K) -> &'static str {
+    match k {
+        K::Empty => "Empty",
+        K::TooLarge(_) => "TooLarge",
+        K::Malformed => "Malformed",
+        K::Base64(_) => "Base64",
+        K::Json { .. } => "Json",
+        K::AlgNone => "AlgNone",
+        K::AlgNotAllowed(_) => "AlgNotAllowed",
+        K::AlgMismatch { .. } => "AlgMismatch",
+        K::ForbiddenHeader(_) => "ForbiddenHeader",
+        K::WrongType(_) => "WrongType",
+        K::BadSignature { .. } => "BadSignature",
+        K::WrongOrder { .. } => "WrongOrder",
+        K::BackupAlreadyUsed => "BackupAlreadyUsed",
+        K::MissingExp => "MissingExp",
+        K::MissingIat => "MissingIat",
+        K::Expired { .. } => "Expired",
+        K::NotYetValid { .. } => "NotYetValid",
+        K::IssuedInFuture { .. } => "IssuedInFuture",
+        K::LifetimeTooLong { .. } => "LifetimeTooLong",
+        K::BadTime(_) => "BadTime",
+        K::WrongPayloadKind { .. } => "WrongPayloadKind",
+        K::TooFewLayers(_) => "TooFewLayers",
+        K::TooManyLayers(_) => "TooManyLayers",
+        K::NotABundle(_) => "NotABundle",
+        _ => "other",
+    }
+}
+
+#[test]
+fn negative_table() {
+    let (a, b, c, d) = (TestKey::load("rsa-a"), TestKey::load("rsa-b"), TestKey::load("rsa-c"), TestKey::load("ec-d"));
+    let bundle = ca();
+    let good = a.bundle_token(&bundle);
+    let parts: Vec<&str> = good.split('.').collect();
+    let tampered_payload = {
+        let claims = claims_json("spiffetb", &data("ca-rsa.pem"), NOW, Some(NOW + 600));
+        format!("{}.{}.{}", parts[0], B64.encode(claims), parts[2])
+    };
+    let tampered_sig = {
+        let mut sig = B64.decode(parts[2]).unwrap();
+        sig[7] ^= 1;
+        format!("{}.{}.{}", parts[0], parts[1], B64.encode(sig))
+    };
+    let claims = claims_json("spiffetb", &bundle, NOW, Some(NOW + 600));
+    let alg_none = format!("{}.{}.", B64.encode(r#"{"alg":"none","typ":"JWT"}"#), B64.encode(&claims));
+    let hs256 = {
+        use ring::hmac;
+        let input = format!("{}.{}", B64.encode(r#"{"alg":"HS256","typ":"JWT"}"#), B64.encode(&claims));
+        let key = hmac::Key::new(hmac::HMAC_SHA256, a.pem.as_bytes());
+        format!("{input}.{}", B64.encode(hmac::sign(&key, input.as_bytes()).as_ref()))
+    };
+    // An ES256-signed token relabelled RS256, checked against the EC key.
+    let rs_on_ec = {
+        let t = d.bundle_token(&bundle);
+        let p: Vec<&str> = t.split('.').collect();
+        format!("{}.{}.{}", B64.encode(r#"{"alg":"RS256","typ":"JWT"}"#), p[1], p[2])
+    };
+    let es_on_rsa = {
+        let p: Vec<&str> = good.split('.').collect();
+        format!("{}.{}.{}", B64.encode(r#"{"alg":"ES256","typ":"JWT"}"#), p[1], p[2])
+    };
+    let rs = r#"{"alg":"RS256","typ":"JWT"}"#;
+    let t_ab = b.wrap(&a.bundle_token(&bundle));
+    let t_cc = c.wrap(&c.bundle_token(&bundle));
+    let unknown_outer = c.wrap(&a.bundle_token(&bundle));
+    let big = format!("{}.{}.{}", "a".repeat(600_000), "b".repeat(600_000), "c");
+    let leaf_only = a.bundle_token(&data("leaf.pem"));
+    let jku = a.raw_token(r#"{"alg":"RS256","typ":"JWT","jku":"https://evil/keys"}"#, &claims);
+    let x5u = a.raw_token(r#"{"alg":"RS256","typ":"JWT","x5u":"https://evil/cert"}"#, &claims);
+
+    let one = policy(&[&a], None);
+    let one_ec = policy(&[&d], None);
+    let two = policy(&[&a, &b], None);
+    let two_backup = policy(&[&a, &b], Some(&c));
+    let ba = policy(&[&b, &a], None);
+    let cab = policy(&[&c, &a, &b], None);
+    let two_backup_ec = policy(&[&a, &b], Some(&d));
+    let only_b = policy(&[&b], None);
+    let cases: Vec<(&str, &Policy, String, &str)> = vec![
+        ("empty input", &one, String::new(), "Empty"),
+        ("garbage", &one, "garbage".into(), "Malformed"),
+        ("two dots only", &one, "..".into(), "Malformed"),
+        ("four parts", &one, format!("{good}.x"), "Malformed"),
+        ("header not base64url", &one, format!("!!.{}.{}", parts[1], parts[2]), "Base64"),
+        ("header not JSON", &one, format!("{}.{}.{}", B64.encode("nope"), parts[1], parts[2]), "Json"),
+        ("tampered payload", &one, tampered_payload, "BadSignature"),
+        ("tampered signature", &one, tampered_sig, "BadSignature"),
+        ("wrong key", &only_b, good.clone(), "BadSignature"),
+        ("alg none", &one, alg_none, "AlgNone"),
+        ("HS256 with the public key as secret", &one, hs256, "AlgNotAllowed"),
+        ("RS256 header on an EC key", &one_ec, rs_on_ec, "AlgMismatch"),
+        ("ES256 header on an RSA key", &one, es_on_rsa, "AlgMismatch"),
+        ("jku header", &one, jku, "ForbiddenHeader"),
+        ("x5u header", &one, x5u, "ForbiddenHeader"),
+        ("typ not JWT", &one, a.raw_token(r#"{"alg":"RS256","typ":"JOSE+JSON"}"#, &claims), "WrongType"),
+        ("expired", &one, a.token_at(Payload::Bundle(bundle.clone()), NOW - 700, 600), "Expired"),
+        (
+            "not yet valid (nbf future)",
+            &one,
+            a.raw_token(
+                rs,
+                &format!(
+                    "{{\"spiffetb\":{},\"exp\":{},\"nbf\":{},\"iat\":{NOW}}}",
+                    serde_json::to_string(&bundle).unwrap(),
+                    NOW + 900,
+                    NOW + 60
+                ),
+            ),
+            "NotYetValid",
+        ),
+        (
+            "iat in the future",
+            &one,
+            a.raw_token(
+                rs,
+                &format!(
+                    "{{\"spiffetb\":{},\"exp\":{},\"iat\":{}}}",
+                    serde_json::to_string(&bundle).unwrap(),
+                    NOW + 600,
+                    NOW + 60
+                ),
+            ),
+            "IssuedInFuture",
+        ),
+        ("no exp", &one, a.raw_token(rs, &claims_json("spiffetb", &bundle, NOW, None)), "MissingExp"),
+        (
+            "exp not a number",
+            &one,
+            a.raw_token(rs, &format!("{{\"spiffetb\":\"x\",\"exp\":\"soon\",\"iat\":{NOW}}}")),
+            "Json",
+        ),
+        ("lifetime too long", &one, a.token_at(Payload::Bundle(bundle.clone()), NOW, 90_000), "LifetimeTooLong"),
+        ("chain layers in the wrong order", &ba, t_ab.clone(), "WrongOrder"),
+        ("backup used for two layers", &two_backup, t_cc, "BackupAlreadyUsed"),
+        ("outer layer by an unknown key while a backup is configured", &two_backup_ec, unknown_outer, "BadSignature"),
+        ("too few layers", &cab, t_ab.clone(), "TooFewLayers"),
+        ("too many layers", &only_b, t_ab.clone(), "TooManyLayers"),
+        ("innermost carries jwt", &one, a.token_at(Payload::Token("x.y.z".into()), NOW, 600), "TooManyLayers"),
+        ("outer carries spiffetb", &two, b.bundle_token(&bundle), "TooFewLayers"),
+        (
+            "both payload claims",
+            &one,
+            a.raw_token(rs, &format!("{{\"spiffetb\":\"x\",\"jwt\":\"y\",\"exp\":{},\"iat\":{NOW}}}", NOW + 60)),
+            "WrongPayloadKind",
+        ),
+        ("payload that is not a bundle", &one, a.bundle_token("hello, I am not a bundle"), "NotABundle"),
+        ("bundle without a CA", &one, leaf_only, "NotABundle"),
+        ("oversized token", &one, big, "TooLarge"),
+    ];
+    let mut seen = std::collections::HashSet::new();
+    for (case, p, token, want) in cases {
+        let err = match p.verify(&token, NOW) {
+            Ok(_) => panic!("{case}: accepted"),
+            Err(e) => e,
+        };
+        assert_eq!(kind_name(&err.kind), want, "{case}: got {err}");
+        assert!(!err.to_string().contains(&a.pem), "{case}: key material in the error");
+        seen.insert(want);
+    }
+    assert!(seen.len() >= 20, "the table exercises {} distinct error kinds", seen.len());
+}
+
+#[test]
+fn the_go_originals_bypass_is_closed() {
+    // anchors.md §1.1: with a backup configured, the Go verifier let an outer layer through unverified when
+    // neither the chain key nor the backup verified it. Holding only the inner key must not satisfy [a, b].
+    let (a, b, c) = (TestKey::load("rsa-a"), TestKey::load("rsa-b"), TestKey::load("rsa-c"));
+    let attacker_outer = a.wrap(&a.bundle_token(&ca())); // attacker re-wraps with the inner key
+    let err = policy(&[&a, &b], Some(&c)).verify(&attacker_outer, NOW).unwrap_err();
+    assert_eq!(err.layer, 0);
+    assert!(matches!(err.kind, K::WrongOrder { .. } | K::BadSignature { .. }), "{err}");
+    // And an expired outer layer is refused even though its signature is fine.
+    let expired_outer = b.token_at(Payload::Token(a.bundle_token(&ca())), NOW - 700, 600);
+    let err = policy(&[&a, &b], Some(&c)).verify(&expired_outer, NOW).unwrap_err();
+    assert!(matches!(err.kind, K::Expired { .. }), "{err}");
+}
+
+#[test]
+fn policy_construction_errors() {
+    let (a, c) = (TestKey::load("rsa-a"), TestKey::load("rsa-c"));
+    assert!(Policy::new(vec![], None, Limits::default()).is_err());
+    assert!(Policy::new(vec![a.verifying(), a.verifying()], None, Limits::default()).is_err());
+    assert!(Policy::new(vec![a.verifying()], Some(a.verifying()), Limits::default()).is_err());
+    assert!(Policy::new(vec![c.verifying(); 9], None, Limits::default()).is_err());
+}
