@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::convert::TryFrom;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tss_esapi::constants::response_code::{Tss2ResponseCode, Tss2ResponseCodeKind};
 use tss_esapi::constants::tss::{TPM2_RH_NULL, TPM2_ST_HASHCHECK};
@@ -165,7 +165,13 @@ impl Tpm {
             let (_, public) = resolve(conn, handle, &self.0.device)?;
             check_signing_key(handle, &public).map_err(OpError::Final)
         })?;
-        Ok(TpmKey { tpm: self.clone(), handle, public })
+        Ok(TpmKey {
+            tpm: self.clone(),
+            handle,
+            public,
+            recheck: DEFAULT_RECHECK,
+            checked: Arc::new(Mutex::new(Some(Instant::now()))),
+        })
     }
 }
 
@@ -256,12 +262,19 @@ fn null_ticket() -> Result<HashcheckTicket, tss_esapi::Error> {
     })
 }
 
+/// How often a key's public area is re-read to make sure the handle still holds the same key. The swtpm TCTI
+/// opens a connection per command, so a TPM replaced behind the same address is not seen as a reconnect; an
+/// operator can also evict and re-create a key at the handle while we run.
+pub const DEFAULT_RECHECK: Duration = Duration::from_secs(5);
+
 /// A signing key at a persistent handle, opened through its [`Tpm`] owner.
 #[derive(Clone)]
 pub struct TpmKey {
     tpm: Tpm,
     handle: PersistentHandle,
     public: PublicKey,
+    recheck: Duration,
+    checked: Arc<Mutex<Option<Instant>>>,
 }
 
 impl std::fmt::Debug for TpmKey {
@@ -278,6 +291,25 @@ impl TpmKey {
     /// The key's handle.
     pub fn handle(&self) -> PersistentHandle {
         self.handle
+    }
+
+    /// Sets how often the key's identity is re-checked before signing (`Duration::ZERO`: before every sign).
+    pub fn with_recheck_interval(mut self, every: Duration) -> TpmKey {
+        self.recheck = every;
+        self
+    }
+
+    fn due_for_check(&self) -> bool {
+        match self.checked.lock().map(|c| *c) {
+            Ok(Some(at)) => at.elapsed() >= self.recheck,
+            _ => true,
+        }
+    }
+
+    fn mark_checked(&self) {
+        if let Ok(mut c) = self.checked.lock() {
+            *c = Some(Instant::now());
+        }
     }
 }
 
@@ -298,15 +330,18 @@ impl KeySigner for TpmKey {
         };
         let signature = self.tpm.with_context("sign", |conn| {
             let key = match conn.keys.get(&handle.value()) {
-                Some(k) => *k,
-                None => {
-                    // First use on this connection (start-up, or after a reconnect): make sure it is still our key.
+                Some(k) if !self.due_for_check() => *k,
+                _ => {
+                    // First use on this connection, or time to re-check: make sure it is still our key.
+                    conn.keys.remove(&handle.value());
                     let (key, public) = resolve(conn, handle, &self.tpm.0.device)?;
-                    let now = check_signing_key(handle, &public).map_err(OpError::Final)?;
+                    let now = check_signing_key(handle, &public)
+                        .map_err(|_| OpError::Final(TpmError::KeyChanged { handle }))?;
                     if now != self.public {
                         conn.keys.remove(&handle.value());
                         return Err(OpError::Final(TpmError::KeyChanged { handle }));
                     }
+                    self.mark_checked();
                     key
                 }
             };

@@ -22,7 +22,7 @@ pub mod provision;
 
 pub use device::TpmDevice;
 pub use error::TpmError;
-pub use esapi::{Tpm, TpmKey};
+pub use esapi::{Tpm, TpmKey, DEFAULT_RECHECK};
 pub use handle::PersistentHandle;
 pub use key::{KeyType, PublicKey};
 
