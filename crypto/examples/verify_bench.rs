@@ -16,6 +16,7 @@ fn data(name: &str) -> String {
     std::fs::read_to_string(format!("{}/tests/data/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
 }
 
+#[allow(clippy::large_enum_variant, reason = "two keys in a benchmark")]
 enum Key {
     Rsa(rsa::RsaPrivateKey),
     Ec(p256::ecdsa::SigningKey),
