@@ -6,7 +6,15 @@ use anyhow::bail;
 use services::common::{http::shutdown_signal, logging};
 use services::signer_http::{self, SignerHttpConfig};
 
-fn main() -> anyhow::Result<()> {
+fn main() {
+    if let Err(e) = run() {
+        // One line with the whole cause chain; no backtrace for an operator's config mistake.
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> anyhow::Result<()> {
     logging::init();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [config] = args.as_slice() else {

@@ -13,7 +13,15 @@ const USAGE: &str = "usage: spire-server-attestor-tpm-signer-unix CONFIG\n      
     spire-server-attestor-tpm-signer-unix provision [--tpm-device DEV] [--handle 0x81008006] \
     [--key-type rsa2048|ecc-p256] [--out FILE]";
 
-fn main() -> anyhow::Result<()> {
+fn main() {
+    if let Err(e) = run() {
+        // One line with the whole cause chain; no backtrace for an operator's config mistake.
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> anyhow::Result<()> {
     logging::quiet_tss_logging();
     logging::init();
     let args: Vec<String> = std::env::args().skip(1).collect();

@@ -9,7 +9,15 @@ use services::verifier::{self, VerifierConfig};
 
 const USAGE: &str = "usage: spire-server-attestor-tpm-verifier CONFIG -l | CONFIG KEYSET [URL]";
 
-fn main() -> anyhow::Result<()> {
+fn main() {
+    if let Err(e) = run() {
+        // One line with the whole cause chain; no backtrace for an operator's config mistake.
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> anyhow::Result<()> {
     logging::init();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (config, mode, url) = match args.as_slice() {

@@ -95,6 +95,50 @@ pub fn parse_yaml<T: DeserializeOwned>(path: &Path, raw: &str) -> Result<T, Conf
     serde_yaml_ng::from_str(&expanded).map_err(|source| ConfigError::Parse { path: path.to_owned(), source })
 }
 
+/// Any YAML scalar, kept as text, so a value of the wrong form (`duration: 10`) is reported by our own
+/// validation, which names the key, instead of by the decoder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scalar(pub String);
+
+impl<'de> serde::Deserialize<'de> for Scalar {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Scalar;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a scalar")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_owned()))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_string()))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_string()))
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_string()))
+            }
+            fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_string()))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// Parses the optional Go-style duration at `key`, with an error naming the key.
+pub fn duration(path: &Path, key: &str, value: Option<&Scalar>) -> Result<Option<std::time::Duration>, ConfigError> {
+    value
+        .map(|Scalar(v)| {
+            v.parse::<super::duration::GoDuration>()
+                .map(|d| d.0)
+                .map_err(|e| ConfigError::invalid(path, key, e.to_string()))
+        })
+        .transpose()
+}
+
 /// Resolves `dir` relative to the directory holding the config file, as upstream `keydir` does.
 pub fn relative_to_config(config: &Path, dir: &Path) -> PathBuf {
     if dir.is_absolute() {

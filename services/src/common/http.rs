@@ -27,6 +27,9 @@ pub type Reply = Response<Full<Bytes>>;
 /// The request type of every handler.
 pub type Request = http::Request<Incoming>;
 
+/// Largest request head (request line and headers) read into memory; a larger one gets 431.
+pub const MAX_HEAD: usize = 64 * 1024;
+
 /// Bounds on what one client may cost the server.
 #[derive(Debug, Clone, Copy)]
 pub struct ServerLimits {
@@ -189,6 +192,8 @@ pub async fn serve_watched<S, Svc>(
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout)
+        .max_buf_size(MAX_HEAD)
+        .max_header_size(MAX_HEAD)
         .keep_alive(true)
         .serve_connection(TokioIo::new(io), service);
     if let Err(e) = watcher.watch(conn).await {

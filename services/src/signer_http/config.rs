@@ -10,7 +10,6 @@ use serde::Deserialize;
 
 use super::allow::AllowEntry;
 use crate::common::config::{self, ConfigError};
-use crate::common::duration::GoDuration;
 use crate::signer_unix::DEFAULT_SOCKET;
 
 #[derive(Debug, Deserialize)]
@@ -27,9 +26,9 @@ struct Raw {
     tls_key: Option<PathBuf>,
     max_body: Option<usize>,
     max_concurrent: Option<usize>,
-    resolve_interval: Option<GoDuration>,
-    timeout: Option<GoDuration>,
-    max_lifetime: Option<GoDuration>,
+    resolve_interval: Option<config::Scalar>,
+    timeout: Option<config::Scalar>,
+    max_lifetime: Option<config::Scalar>,
 }
 
 /// TLS files for the listener.
@@ -143,17 +142,18 @@ impl SignerHttpConfig {
         if !(1..=1024).contains(&max_concurrent) {
             return Err(bad("max-concurrent", format!("{max_concurrent} is outside 1..=1024")));
         }
-        let resolve_interval = raw.resolve_interval.map(|d| d.0).unwrap_or(Duration::from_secs(60));
+        let resolve_interval = config::duration(path, "resolve-interval", raw.resolve_interval.as_ref())?
+            .unwrap_or(Duration::from_secs(60));
         if resolve_interval < Duration::from_secs(1) {
             return Err(bad("resolve-interval", "must be at least 1s".into()));
         }
-        let timeout = raw.timeout.map(|d| d.0).unwrap_or(Duration::from_secs(30));
+        let timeout = config::duration(path, "timeout", raw.timeout.as_ref())?.unwrap_or(Duration::from_secs(30));
         if timeout < Duration::from_millis(100) {
             return Err(bad("timeout", "must be at least 100ms".into()));
         }
         let mut limits = crypto::Limits::default();
-        if let Some(l) = raw.max_lifetime {
-            limits.max_lifetime_secs = l.0.as_secs();
+        if let Some(l) = config::duration(path, "max-lifetime", raw.max_lifetime.as_ref())? {
+            limits.max_lifetime_secs = l.as_secs().max(1);
         }
         Ok(SignerHttpConfig {
             socket: raw.socket.unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET)),

@@ -21,7 +21,7 @@ struct Raw {
     socket: Option<PathBuf>,
     tpm_address: Option<String>,
     tpm_device: Option<String>,
-    duration: Option<GoDuration>,
+    duration: Option<config::Scalar>,
     issuer: Option<String>,
     dir: Option<PathBuf>,
     filename: Option<String>,
@@ -90,7 +90,7 @@ impl SignerUnixConfig {
             None | Some("") => None,
             Some(s) => Some(s.parse().map_err(|e: tpm::TpmError| bad("tpm-device", e.to_string()))?),
         };
-        let duration = raw.duration.map(|d| d.0).unwrap_or(Duration::from_secs(600));
+        let duration = config::duration(path, "duration", raw.duration.as_ref())?.unwrap_or(Duration::from_secs(600));
         if duration < Duration::from_secs(1) {
             return Err(bad("duration", format!("{} is too short (minimum 1s)", GoDuration(duration))));
         }

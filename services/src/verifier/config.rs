@@ -10,7 +10,6 @@ use serde::Deserialize;
 
 use crate::common::client::HttpUrl;
 use crate::common::config::{self, ConfigError};
-use crate::common::duration::GoDuration;
 
 /// The socket path the upstream units and SPIRE agent configs use.
 pub const DEFAULT_SOCKET: &str = "/var/run/spire/server-attestor-tpm/verifier.sock";
@@ -24,11 +23,11 @@ struct Raw {
     socket: Option<PathBuf>,
     keyset: Option<BTreeMap<String, RawKeyset>>,
     state_dir: Option<PathBuf>,
-    refresh: Option<GoDuration>,
+    refresh: Option<config::Scalar>,
     ca_file: Option<PathBuf>,
     socket_mode: Option<String>,
-    max_lifetime: Option<GoDuration>,
-    timeout: Option<GoDuration>,
+    max_lifetime: Option<config::Scalar>,
+    timeout: Option<config::Scalar>,
     max_token_size: Option<usize>,
 }
 
@@ -126,11 +125,11 @@ impl VerifierConfig {
             return Err(bad("max-token-size", format!("{max_token_size} is outside 1024..=16777216")));
         }
         let mut limits = crypto::Limits { max_token_len: max_token_size, ..crypto::Limits::default() };
-        if let Some(l) = raw.max_lifetime {
-            if l.0 < Duration::from_secs(1) {
+        if let Some(l) = config::duration(path, "max-lifetime", raw.max_lifetime.as_ref())? {
+            if l < Duration::from_secs(1) {
                 return Err(bad("max-lifetime", "must be at least 1s".into()));
             }
-            limits.max_lifetime_secs = l.0.as_secs();
+            limits.max_lifetime_secs = l.as_secs();
         }
         let mut loaded: BTreeMap<String, crypto::keys::VerifyingKey> = BTreeMap::new();
         let mut load_key = |key: &str, name: &str| -> Result<crypto::keys::VerifyingKey, ConfigError> {
@@ -182,11 +181,11 @@ impl VerifierConfig {
                 config::parse_mode(s).ok_or_else(|| bad("socket-mode", format!("{s:?} is not an octal mode")))?
             }
         };
-        let refresh = raw.refresh.map(|d| d.0).unwrap_or(Duration::from_secs(60));
+        let refresh = config::duration(path, "refresh", raw.refresh.as_ref())?.unwrap_or(Duration::from_secs(60));
         if refresh < Duration::from_millis(100) {
             return Err(bad("refresh", "must be at least 100ms".into()));
         }
-        let timeout = raw.timeout.map(|d| d.0).unwrap_or(Duration::from_secs(10));
+        let timeout = config::duration(path, "timeout", raw.timeout.as_ref())?.unwrap_or(Duration::from_secs(10));
         if timeout < Duration::from_millis(100) {
             return Err(bad("timeout", "must be at least 100ms".into()));
         }

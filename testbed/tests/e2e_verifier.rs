@@ -1,0 +1,320 @@
+//! The verifier as shipped (real binary) behind a real nginx, with tokens signed on swtpm: bad-input tables
+//! for its socket, misbehaving upstreams, state-file damage, config errors, and one-shot mode.
+
+// Test code: a failed step should stop the test with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use testbed::agent::{self, bootstrap_path, send_raw};
+use testbed::nginx::Nginx;
+use testbed::pki;
+use testbed::process::{run_bin, Daemon, Ready};
+use testbed::single::{provision, sign_cli, start_signer, VERIFIER};
+use testbed::swtpm::Swtpm;
+
+struct Fixture {
+    tmp: tempfile::TempDir,
+    _tpm: Swtpm,
+    _signer: Daemon,
+    nginx: Nginx,
+    good: String,
+    ca: String,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        std::fs::create_dir_all(dir.join("keys")).unwrap();
+        std::fs::create_dir_all(dir.join("www")).unwrap();
+        let tpm = Swtpm::start().unwrap();
+        provision(&tpm, "ecc-p256", &dir.join("keys/primary.pem")).unwrap();
+        let (signer, socket) = start_signer(dir, "signer", &tpm, &dir.join("www"), "10m").unwrap();
+        let ca = pki::spire_ca(dir, "example.org", "ca").unwrap();
+        let good = sign_cli(&socket, &[], &ca).unwrap();
+        let nginx = Nginx::start(&dir.join("www")).unwrap();
+        Fixture { tmp, _tpm: tpm, _signer: signer, nginx, good, ca }
+    }
+
+    fn dir(&self) -> &Path {
+        self.tmp.path()
+    }
+
+    fn config(&self, name: &str, keyset: &str) -> PathBuf {
+        let path = self.dir().join(format!("{name}.conf"));
+        std::fs::write(
+            &path,
+            format!(
+                "keydir: keys\nsocket: {}\nstate-dir: {}\nrefresh: 300ms\ntimeout: 1s\nkeyset:\n{keyset}",
+                self.dir().join(format!("{name}.sock")).display(),
+                self.dir().join(format!("{name}-state")).display()
+            ),
+        )
+        .unwrap();
+        path
+    }
+
+    fn main_keyset(&self, url: &str, mirrors: &[&str]) -> String {
+        let mirrors: String = mirrors.iter().map(|m| format!("      - {m}\n")).collect();
+        let mirrors = if mirrors.is_empty() { String::new() } else { format!("    mirrors:\n{mirrors}") };
+        format!("  main:\n    url: {url}\n{mirrors}    chain:\n    - primary.pem\n")
+    }
+
+    fn start(&self, name: &str, config: &Path) -> (Daemon, PathBuf) {
+        let socket = self.dir().join(format!("{name}.sock"));
+        let d = Daemon::spawn(
+            VERIFIER,
+            &[&config.display().to_string(), "-l"],
+            &[("RUST_LOG", "debug")],
+            &self.dir().join(format!("{name}.log")),
+            Ready::UnixSocket(socket.clone()),
+        )
+        .unwrap();
+        (d, socket)
+    }
+
+    fn token_url(&self) -> String {
+        self.nginx.url("/spiffetrustbundle.token")
+    }
+}
+
+/// Waits until `log` holds `needle` at least `count` times (20 s at most).
+fn wait_log(d: &Daemon, needle: &str, count: usize) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while d.log().matches(needle).count() < count {
+        assert!(Instant::now() < deadline, "waited for {count}x {needle:?}; log:\n{}", d.log_tail());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn get(socket: &Path, path: &str) -> agent::AgentResponse {
+    agent::get(socket, path).unwrap()
+}
+
+#[test]
+fn socket_bad_input_table() {
+    let f = Fixture::new();
+    let (_v, s) = f.start("v", &f.config("v", &f.main_keyset(&f.token_url(), &[])));
+    let ok = get(&s, &bootstrap_path("main"));
+    assert_eq!(ok.status, 200, "{ok:?}");
+    assert_eq!(ok.body, f.ca);
+    let cases = [
+        ("GET", "/trustbundle", 400),
+        ("GET", "/trustbundle?instance=", 400),
+        ("GET", "/trustbundle?instance=nope", 404),
+        ("GET", "/trustbundle?instance=main&format=xml", 400),
+        ("POST", "/trustbundle?instance=main", 405),
+        ("DELETE", "/trustbundle?instance=main", 405),
+        ("GET", "/", 404),
+        ("GET", "/spiffetrustbundle.token", 404),
+        ("GET", "/trustbundle/?instance=main", 200),
+        ("GET", "/trustbundle?instance=main&format=pem", 200),
+    ];
+    for (method, path, want) in cases {
+        let r = agent::request(&s, method, path).unwrap();
+        assert_eq!(r.status, want, "{method} {path}: {:?}", r.body);
+        if want != 200 {
+            assert!(!r.body.trim().is_empty(), "{method} {path}: no reason given");
+            assert!(!r.body.contains("BEGIN CERTIFICATE"), "{method} {path}: bundle in an error");
+        }
+    }
+    let garbage = send_raw(&s, b"\x00\x01garbage\r\n\r\n").unwrap();
+    assert_eq!(garbage.status, 400, "{garbage:?}");
+    let huge_header =
+        format!("GET /trustbundle?instance=main HTTP/1.1\r\nHost: x\r\nX: {}\r\n\r\n", "a".repeat(100_000));
+    let r = send_raw(&s, huge_header.as_bytes()).unwrap();
+    assert_eq!(r.status, 431, "oversized head");
+    // SPIFFE format for agents with trust_bundle_format = "spiffe".
+    let json = get(&s, &format!("{}&format=spiffe", bootstrap_path("main")));
+    assert_eq!(json.status, 200);
+    let v: serde_json::Value = serde_json::from_str(&json.body).unwrap();
+    assert_eq!(v["keys"][0]["use"], "x509-svid");
+    assert_eq!(crypto::bundle::Bundle::parse(&json.body).unwrap().to_pem(), f.ca);
+}
+
+#[test]
+fn corrupt_and_truncated_tokens_served_by_nginx_are_never_served() {
+    let f = Fixture::new();
+    let (v, s) = f.start("v", &f.config("v", &f.main_keyset(&f.token_url(), &[])));
+    assert_eq!(get(&s, &bootstrap_path("main")).body, f.ca);
+    let www = f.dir().join("www/spiffetrustbundle.token");
+    let mut flipped = f.good.clone().into_bytes();
+    let mid = flipped.len() / 2;
+    flipped[mid] = if flipped[mid] == b'A' { b'B' } else { b'A' };
+    let bad: Vec<(&str, Vec<u8>)> = vec![
+        ("corrupt", flipped),
+        ("truncated", f.good.as_bytes()[..f.good.len() - 40].to_vec()),
+        ("empty", Vec::new()),
+        ("an HTML error page", b"<html><body>502 Bad Gateway</body></html>".to_vec()),
+        ("binary", vec![0xff; 300]),
+    ];
+    let mut rejections = v.log().matches("source failed").count() + v.log().matches("token rejected").count();
+    for (i, (case, body)) in bad.into_iter().enumerate() {
+        std::fs::write(&www, &body).unwrap();
+        // nginx's validators come from size and mtime (1 s resolution): give each version its own mtime.
+        let stamp = format!("@{}", 1_600_000_000 + i);
+        assert!(std::process::Command::new("touch").args(["-m", "-d", &stamp]).arg(&www).status().unwrap().success());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let n = v.log().matches("source failed").count() + v.log().matches("token rejected").count();
+            if n > rejections {
+                rejections = n;
+                break;
+            }
+            assert!(Instant::now() < deadline, "{case}: no rejection logged:\n{}", v.log_tail());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let r = get(&s, &bootstrap_path("main"));
+        assert_eq!((r.status, r.body.as_str()), (200, f.ca.as_str()), "{case}: last good bundle not served");
+    }
+}
+
+#[test]
+fn slow_and_failing_upstreams_fall_back_to_mirrors_or_the_cache() {
+    let f = Fixture::new();
+    let slow = f.nginx.url("/slow/spiffetrustbundle.token");
+    let broken = f.nginx.url("/error/spiffetrustbundle.token");
+    // The first sources misbehave; the mirror after them works.
+    let keyset = f.main_keyset(&slow, &[&broken, "http://127.0.0.1:9/x", &f.token_url()]);
+    let (v, s) = f.start("v", &f.config("v", &keyset));
+    let started = Instant::now();
+    let r = get(&s, &bootstrap_path("main"));
+    assert_eq!((r.status, r.body.as_str()), (200, f.ca.as_str()));
+    assert!(started.elapsed() < Duration::from_secs(15), "the slow source was not cut off by the timeout");
+    let log = v.log();
+    assert!(log.contains("did not answer within"), "slow source not timed out:\n{log}");
+    assert!(log.contains("HTTP status 500"), "500 not reported:\n{log}");
+    // Only a slow source and no cache: the agent gets a 503 with a reason, not a hang.
+    let only_slow =
+        format!("{}  slow:\n    url: {slow}\n    chain:\n    - primary.pem\n", f.main_keyset(&f.token_url(), &[]));
+    let (_v2, s2) = f.start("v2", &f.config("v2", &only_slow));
+    let r = get(&s2, &bootstrap_path("slow"));
+    assert_eq!(r.status, 503, "{r:?}");
+}
+
+#[test]
+fn a_damaged_state_file_is_reported_and_ignored() {
+    let f = Fixture::new();
+    let conf = f.config("v", &f.main_keyset(&f.token_url(), &[]));
+    let state = f.dir().join("v-state/main.json");
+    {
+        let (v, s) = f.start("v", &conf);
+        assert_eq!(get(&s, &bootstrap_path("main")).status, 200);
+        wait_log(&v, "accepted a new bundle", 1);
+    }
+    let full = std::fs::read_to_string(&state).unwrap();
+    let forged = full.replace("\"signed_at\":", "\"signed_at\":1").replace("\"signed_at\":1", "\"signed_at\":9");
+    for (case, content) in [
+        ("truncated", full[..full.len() / 2].to_string()),
+        ("garbage", "\u{0}\u{1}not json".to_string()),
+        ("forged signing time", forged),
+        ("token replaced", full.replace("eyJ", "eyK")),
+    ] {
+        std::fs::write(&state, &content).unwrap();
+        let (v, s) = f.start("v", &conf);
+        let r = get(&s, &bootstrap_path("main"));
+        assert_eq!((r.status, r.body.as_str()), (200, f.ca.as_str()), "{case}");
+        let log = v.log();
+        assert!(log.contains("ignoring it"), "{case}: damage not reported:\n{log}");
+        drop(v);
+    }
+}
+
+#[test]
+fn config_errors_name_the_key() {
+    let f = Fixture::new();
+    std::fs::write(f.dir().join("keys/bad.pem"), "not a key").unwrap();
+    let url = f.token_url();
+    let cases = [
+        (
+            "unknown key",
+            format!("keydir: keys\nbogus: 1\nkeyset:\n  main:\n    url: {url}\n    chain: [primary.pem]\n"),
+            "bogus",
+        ),
+        ("no keysets", "keydir: keys\n".to_string(), "keyset"),
+        ("missing url", "keyset:\n  main:\n    chain: [primary.pem]\n".to_string(), "keyset.main.url"),
+        (
+            "bad scheme",
+            "keyset:\n  main:\n    url: ftp://x/y\n    chain: [primary.pem]\n".to_string(),
+            "keyset.main.url",
+        ),
+        (
+            "relative file",
+            "keyset:\n  main:\n    url: file://rel/x\n    chain: [primary.pem]\n".to_string(),
+            "keyset.main.url",
+        ),
+        ("empty chain", format!("keyset:\n  main:\n    url: {url}\n    chain: []\n"), "keyset.main.chain"),
+        (
+            "missing key file",
+            format!("keyset:\n  main:\n    url: {url}\n    chain: [nope.pem]\n"),
+            "keyset.main.chain[0]",
+        ),
+        (
+            "unparsable key",
+            format!("keyset:\n  main:\n    url: {url}\n    chain: [primary.pem, bad.pem]\n"),
+            "keyset.main.chain[1]",
+        ),
+        (
+            "bad backup",
+            format!("keyset:\n  main:\n    url: {url}\n    backup: nope.pem\n    chain: [primary.pem]\n"),
+            "keyset.main.backup",
+        ),
+        (
+            "bad mirror",
+            format!("keyset:\n  main:\n    url: {url}\n    mirrors: [gopher://x]\n    chain: [primary.pem]\n"),
+            "keyset.main.mirrors[0]",
+        ),
+        (
+            "bad refresh",
+            format!("refresh: often\nkeyset:\n  main:\n    url: {url}\n    chain: [primary.pem]\n"),
+            "refresh",
+        ),
+        (
+            "duplicate url key",
+            format!("keyset:\n  main:\n    url: {url}\n    url: {url}\n    chain: [primary.pem]\n"),
+            "url",
+        ),
+        (
+            "bad socket-mode",
+            format!("socket-mode: rw\nkeyset:\n  main:\n    url: {url}\n    chain: [primary.pem]\n"),
+            "socket-mode",
+        ),
+        ("unknown keyset key", format!("keyset:\n  main:\n    urls: [{url}]\n    chain: [primary.pem]\n"), "urls"),
+    ];
+    for (case, text, key) in cases {
+        let path = f.dir().join("c.conf");
+        std::fs::write(&path, text).unwrap();
+        let (code, out, err) = run_bin(VERIFIER, &[&path.display().to_string(), "-l"], b"").unwrap();
+        assert_ne!(code, 0, "{case}");
+        assert!(out.is_empty(), "{case}: stdout {out:?}");
+        assert!(err.contains(key), "{case}: {err:?} does not name {key}");
+    }
+}
+
+#[test]
+fn one_shot_prints_exactly_the_verified_bundle() {
+    let f = Fixture::new();
+    let conf = f.config("v", &f.main_keyset(&f.token_url(), &[]));
+    let c = conf.display().to_string();
+    let (code, out, _) = run_bin(VERIFIER, &[&c, "main"], b"").unwrap();
+    assert_eq!((code, out.as_str()), (0, f.ca.as_str()));
+    // From a file URL given on the command line.
+    let file = format!("file://{}", f.dir().join("www/spiffetrustbundle.token").display());
+    let (code, out, _) = run_bin(VERIFIER, &[&c, "main", &file], b"").unwrap();
+    assert_eq!((code, out.as_str()), (0, f.ca.as_str()));
+    // Failures: nothing on stdout, non-zero exit, a reason on stderr.
+    std::fs::write(f.dir().join("rogue.token"), "x.y.z").unwrap();
+    let rogue = format!("file://{}", f.dir().join("rogue.token").display());
+    for args in [
+        vec![c.as_str(), "nope"],
+        vec![c.as_str(), "main", rogue.as_str()],
+        vec![c.as_str(), "main", "http://127.0.0.1:9/x"],
+    ] {
+        let (code, out, err) = run_bin(VERIFIER, &args, b"").unwrap();
+        assert_ne!(code, 0, "{args:?}");
+        assert!(out.is_empty(), "{args:?}: {out:?}");
+        assert!(!err.trim().is_empty(), "{args:?}");
+    }
+}
