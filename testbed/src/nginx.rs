@@ -14,6 +14,7 @@ pub struct Nginx {
     port: u16,
     prefix: tempfile::TempDir,
     root: PathBuf,
+    https: bool,
 }
 
 fn free_port() -> anyhow::Result<u16> {
@@ -24,6 +25,11 @@ impl Nginx {
     /// Serves `root` at `http://127.0.0.1:PORT/`. `/slow/NAME` serves the same files at 1 byte per second,
     /// `/error/` always answers 500: the misbehaving upstreams the verifier must survive.
     pub fn start(root: &Path) -> anyhow::Result<Nginx> {
+        Self::start_with(root, None)
+    }
+
+    /// Like [`Nginx::start`], serving https with `tls` = (certificate chain, key) when given.
+    pub fn start_with(root: &Path, tls: Option<(&Path, &Path)>) -> anyhow::Result<Nginx> {
         let nginx = which("nginx")?;
         let prefix = tempfile::tempdir()?;
         let mut last_err = None;
@@ -32,6 +38,14 @@ impl Nginx {
             let conf = prefix.path().join("nginx.conf");
             let p = prefix.path().display();
             let r = root.display();
+            let listen = match tls {
+                None => format!("listen 127.0.0.1:{port};"),
+                Some((cert, key)) => format!(
+                    "listen 127.0.0.1:{port} ssl;\n    ssl_certificate {};\n    ssl_certificate_key {};",
+                    cert.display(),
+                    key.display()
+                ),
+            };
             std::fs::write(
                 &conf,
                 format!(
@@ -40,7 +54,7 @@ impl Nginx {
                      http {{\n  access_log {p}/access.log;\n  client_body_temp_path {p}/body;\n\
                      proxy_temp_path {p}/proxy;\n  fastcgi_temp_path {p}/fastcgi;\n  uwsgi_temp_path {p}/uwsgi;\n\
                      scgi_temp_path {p}/scgi;\n  default_type application/octet-stream;\n\
-                     server {{\n    listen 127.0.0.1:{port};\n    root {r};\n\
+                     server {{\n    {listen}\n    root {r};\n\
                      location /slow/ {{ alias {r}/; limit_rate 1; }}\n\
                      location /error/ {{ return 500 \"upstream broken\\n\"; }}\n  }}\n}}\n"
                 ),
@@ -61,7 +75,7 @@ impl Nginx {
                     break;
                 }
                 if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                    return Ok(Nginx { child: Some(child), port, prefix, root: root.to_owned() });
+                    return Ok(Nginx { child: Some(child), port, prefix, root: root.to_owned(), https: tls.is_some() });
                 }
                 if Instant::now() > deadline {
                     let _ = child.kill();
@@ -76,7 +90,8 @@ impl Nginx {
 
     /// `http://127.0.0.1:PORT` + `path`.
     pub fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{}", self.port, path)
+        let scheme = if self.https { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}{}", self.port, path)
     }
 
     /// The served directory.

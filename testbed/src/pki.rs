@@ -27,3 +27,73 @@ pub fn spire_ca(dir: &Path, td: &str, name: &str) -> anyhow::Result<String> {
     }
     std::fs::read_to_string(&cert).context("reading the CA certificate")
 }
+
+/// Creates a CA and a server certificate for 127.0.0.1 signed by it, in `dir`; returns (ca.pem, server chain,
+/// server key) paths, for https tests.
+pub fn tls_server(dir: &Path) -> anyhow::Result<(PathBuf, PathBuf, PathBuf)> {
+    let run = |args: &[&str]| -> anyhow::Result<()> {
+        let out = Command::new("openssl").args(args).current_dir(dir).output().context("running openssl")?;
+        if !out.status.success() {
+            bail!("openssl {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(())
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=test web CA",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign",
+        "-keyout",
+        "webca.key",
+        "-out",
+        "webca.pem",
+    ])?;
+    run(&[
+        "req",
+        "-new",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        "web.key",
+        "-out",
+        "web.csr",
+    ])?;
+    std::fs::write(
+        dir.join("web.ext"),
+        "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n",
+    )?;
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "web.csr",
+        "-CA",
+        "webca.pem",
+        "-CAkey",
+        "webca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "web.ext",
+        "-out",
+        "web.pem",
+    ])?;
+    Ok((dir.join("webca.pem"), dir.join("web.pem"), dir.join("web.key")))
+}

@@ -139,6 +139,12 @@ fn corrupt_and_truncated_tokens_served_by_nginx_are_never_served() {
     let f = Fixture::new();
     let (v, s) = f.start("v", &f.config("v", &f.main_keyset(&f.token_url(), &[])));
     assert_eq!(get(&s, &bootstrap_path("main")).body, f.ca);
+    // While nothing changes, the verifier asks conditionally and nginx answers 304 Not Modified.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !f.nginx.access_log().contains("\" 304 ") {
+        assert!(Instant::now() < deadline, "no conditional GET seen by nginx:\n{}", f.nginx.access_log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let www = f.dir().join("www/spiffetrustbundle.token");
     let mut flipped = f.good.clone().into_bytes();
     let mid = flipped.len() / 2;
@@ -317,4 +323,26 @@ fn one_shot_prints_exactly_the_verified_bundle() {
         assert!(out.is_empty(), "{args:?}: {out:?}");
         assert!(!err.trim().is_empty(), "{args:?}");
     }
+}
+
+#[test]
+fn https_sources_use_the_configured_ca() {
+    let f = Fixture::new();
+    let (ca, cert, key) = testbed::pki::tls_server(f.dir()).unwrap();
+    let tls = Nginx::start_with(&f.dir().join("www"), Some((&cert, &key))).unwrap();
+    let url = tls.url("/spiffetrustbundle.token");
+    assert!(url.starts_with("https://"));
+    let with_ca = format!("ca-file: {}\n", ca.display());
+    let conf = f.config("v", &f.main_keyset(&url, &[]));
+    let text = std::fs::read_to_string(&conf).unwrap();
+    std::fs::write(&conf, format!("{with_ca}{text}")).unwrap();
+    let (_v, s) = f.start("v", &conf);
+    let r = get(&s, &bootstrap_path("main"));
+    assert_eq!((r.status, r.body.as_str()), (200, f.ca.as_str()), "https with the configured CA");
+    // Without the CA (system roots only) the server is not trusted: nothing is served.
+    let conf2 = f.config("v2", &f.main_keyset(&url, &[]));
+    let (v2, s2) = f.start("v2", &conf2);
+    let r = get(&s2, &bootstrap_path("main"));
+    assert_eq!(r.status, 503, "untrusted https source accepted: {r:?}");
+    assert!(v2.log().contains("TLS with"), "TLS failure not reported:\n{}", v2.log_tail());
 }

@@ -72,3 +72,72 @@ impl SignQueue {
         Ok(rx.await.map_err(|_| QueueError::Stopped)??)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc as std_mpsc;
+    use std::sync::Mutex;
+
+    /// A key whose signatures wait until the test releases them.
+    #[derive(Debug)]
+    struct Gated {
+        inner: tpm::mock::SoftwareKey,
+        started: Mutex<std_mpsc::Sender<()>>,
+        release: Mutex<std_mpsc::Receiver<()>>,
+    }
+
+    impl KeySigner for Gated {
+        fn key_type(&self) -> tpm::KeyType {
+            self.inner.key_type()
+        }
+        fn public_key(&self) -> &tpm::PublicKey {
+            self.inner.public_key()
+        }
+        fn sign_digest(&self, digest: &[u8; 32]) -> Result<Vec<u8>, TpmError> {
+            let _ = self.started.lock().unwrap().send(());
+            let _ = self.release.lock().unwrap().recv();
+            self.inner.sign_digest(digest)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_is_refused_at_once_and_the_rest_complete() {
+        let (started_tx, started_rx) = std_mpsc::channel();
+        let (release_tx, release_rx) = std_mpsc::channel();
+        let key = Arc::new(Gated {
+            inner: tpm::mock::SoftwareKey::generate(tpm::KeyType::EccP256),
+            started: Mutex::new(started_tx),
+            release: Mutex::new(release_rx),
+        });
+        let queue = SignQueue::start(key, 1).unwrap();
+        let first = tokio::spawn({
+            let q = queue.clone();
+            async move { q.sign([1; 32]).await }
+        });
+        // The owner thread holds the first request in the "TPM".
+        tokio::task::spawn_blocking(move || started_rx.recv().unwrap()).await.unwrap();
+        let second = tokio::spawn({
+            let q = queue.clone();
+            async move { q.sign([2; 32]).await }
+        });
+        // Let the second request take the one queue slot.
+        while queue.tx.capacity() != 0 {
+            tokio::task::yield_now().await;
+        }
+        assert!(matches!(queue.sign([3; 32]).await, Err(QueueError::Full(1))));
+        release_tx.send(()).unwrap();
+        release_tx.send(()).unwrap();
+        assert_eq!(first.await.unwrap().unwrap().len(), 64);
+        assert_eq!(second.await.unwrap().unwrap().len(), 64);
+    }
+
+    #[tokio::test]
+    async fn tpm_errors_reach_the_caller_with_their_kind() {
+        let queue = SignQueue::start(Arc::new(tpm::mock::SoftwareKey::failing(tpm::KeyType::Rsa2048)), 4).unwrap();
+        match queue.sign([0; 32]).await {
+            Err(QueueError::Tpm(e)) => assert!(e.is_transient()),
+            other => panic!("{other:?}"),
+        }
+    }
+}

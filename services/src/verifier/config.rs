@@ -201,3 +201,66 @@ impl VerifierConfig {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PRIMARY: &str = "-----BEGIN PUBLIC KEY-----
+MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEbHsL+hTCki/R31eORi7am7A7lEPN
+Vi8TXUZaxG3xiAjvqY8NpSHCEpNpEw2qI6/S1kRvFJc74RGXc9lCfaZwpQ==
+-----END PUBLIC KEY-----
+";
+    const BACKUP: &str = "-----BEGIN PUBLIC KEY-----
+MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE49QWpKkyj9StUtiCv3YTXg8K6wHU
+m/FZlkYlLdmE38Z0u8M7MoO1LHtZddfKlwGoEt2Djt7APfdHWGkehDjb5Q==
+-----END PUBLIC KEY-----
+";
+
+    fn dir_with_keys() -> tempfile::TempDir {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir(d.path().join("keys")).unwrap();
+        std::fs::write(d.path().join("keys/primary.pem"), PRIMARY).unwrap();
+        std::fs::write(d.path().join("keys/backup.pem"), BACKUP).unwrap();
+        d
+    }
+
+    #[test]
+    fn shipped_example_parses() {
+        let d = dir_with_keys();
+        let c =
+            VerifierConfig::parse(&d.path().join("verifier.conf"), include_str!("../../conf/verifier.conf")).unwrap();
+        assert_eq!(c.socket, PathBuf::from(DEFAULT_SOCKET));
+        assert_eq!(c.state_dir, PathBuf::from(DEFAULT_STATE_DIR));
+        assert_eq!(c.refresh, Duration::from_secs(60));
+        let main = &c.keysets["main"];
+        assert_eq!(main.policy.chain().len(), 1);
+        assert!(matches!(&main.sources[0], Source::Http(_)));
+    }
+
+    #[test]
+    fn sources_table() {
+        assert_eq!(parse_source("file:///srv/t"), Ok(Source::File(PathBuf::from("/srv/t"))));
+        assert_eq!(parse_source("/srv/t"), Ok(Source::File(PathBuf::from("/srv/t"))));
+        assert!(matches!(parse_source("https://x/t"), Ok(Source::Http(_))));
+        for bad in ["file://rel", "ftp://x", "x/y", "", "gopher://h"] {
+            assert!(parse_source(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn mirrors_and_durations() {
+        let d = dir_with_keys();
+        let text = "keyset:\n  a:\n    url: http://a/t\n    mirrors: [http://b/t, file:///c]\n    chain: [primary.pem, backup.pem]\nrefresh: 30s\ntimeout: 2s\nmax-lifetime: 1h\n";
+        let c = VerifierConfig::parse(&d.path().join("v.conf"), text).unwrap();
+        assert_eq!(c.keysets["a"].sources.len(), 3);
+        assert_eq!((c.refresh, c.timeout), (Duration::from_secs(30), Duration::from_secs(2)));
+        let err = VerifierConfig::parse(
+            &d.path().join("v.conf"),
+            "refresh: 10\nkeyset:\n  a:\n    url: http://a/t\n    chain: [primary.pem]\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("refresh"), "{err}");
+    }
+}
