@@ -93,7 +93,7 @@ pub enum PolicyError {
 }
 
 /// Why a token was refused: the layer (0 = outermost) and the reason.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, thiserror::Error, PartialEq, Eq, Clone)]
 #[error("layer {layer}: {kind}")]
 pub struct VerifyError {
     /// Which layer failed; 0 is the outermost.

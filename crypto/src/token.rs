@@ -338,3 +338,25 @@ pub fn inspect(token: &str) -> Result<Inspected, VerifyError> {
     };
     Ok(Inspected { alg: parts.alg, payload, exp })
 }
+
+/// The innermost layer of `token`, reached by following the `jwt` claims WITHOUT verifying anything. Bounded
+/// by `limits.max_depth`. Used by signer-unix to find the layer it must have signed in a co-signed token.
+pub fn innermost_unverified(token: &str, limits: &Limits) -> Result<String, VerifyError> {
+    let mut current = token.to_owned();
+    for depth in 0..limits.max_depth {
+        let at = |e: VerifyError| VerifyError { layer: depth, kind: e.kind };
+        let parts = split(&current, limits).map_err(at)?;
+        let raw = parse_claims(parts.claims_b64).map_err(at)?;
+        match (raw.spiffetb, raw.jwt) {
+            (Some(_), None) => return Ok(current),
+            (None, Some(inner)) => current = inner,
+            _ => {
+                return Err(VerifyError {
+                    layer: depth,
+                    kind: K::WrongPayloadKind { expected: "exactly one of spiffetb or jwt" },
+                })
+            }
+        }
+    }
+    Err(VerifyError { layer: limits.max_depth, kind: K::TooManyLayers(limits.max_depth) })
+}

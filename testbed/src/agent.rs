@@ -90,3 +90,34 @@ pub fn accept_pem(body: &str) -> anyhow::Result<usize> {
     }
     Ok(bundle.certificates().len())
 }
+
+/// Sends `raw` to `addr` over TCP from the local address `source` (any loopback address works on Linux), and
+/// parses the answer. For allow-list tests.
+pub fn tcp_from(source: std::net::IpAddr, addr: std::net::SocketAddr, raw: &[u8]) -> anyhow::Result<AgentResponse> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let raw = raw.to_vec();
+    runtime.block_on(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let socket = if source.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+        socket.bind(std::net::SocketAddr::new(source, 0))?;
+        let mut stream = socket.connect(addr).await?;
+        let _ = stream.write_all(&raw).await;
+        let mut out = Vec::new();
+        tokio::time::timeout(Duration::from_secs(30), stream.read_to_end(&mut out)).await??;
+        let text = String::from_utf8_lossy(&out).into_owned();
+        let (head, body) = text.split_once("\r\n\r\n").context("no end of headers")?;
+        let status = head.lines().next().and_then(|l| l.split_whitespace().nth(1)).context("no status")?.parse()?;
+        Ok(AgentResponse { status, body: body.to_owned() })
+    })
+}
+
+/// A POST of `body` to `path` as raw HTTP/1.1 bytes.
+pub fn post(path: &str, content_type: &str, body: &[u8]) -> Vec<u8> {
+    let mut raw = format!(
+        "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    raw.extend_from_slice(body);
+    raw
+}

@@ -35,6 +35,8 @@ pub enum Ready {
     UnixSocket(PathBuf),
     /// A TCP port on 127.0.0.1 accepts connections.
     Tcp(u16),
+    /// A TCP address accepts connections.
+    TcpAddr(std::net::SocketAddr),
 }
 
 /// A running daemon owned by the test.
@@ -76,6 +78,7 @@ impl Daemon {
             let up = match ready {
                 Ready::UnixSocket(p) => std::os::unix::net::UnixStream::connect(p).is_ok(),
                 Ready::Tcp(port) => std::net::TcpStream::connect(("127.0.0.1", *port)).is_ok(),
+                Ready::TcpAddr(addr) => std::net::TcpStream::connect(addr).is_ok(),
             };
             if up {
                 return Ok(());

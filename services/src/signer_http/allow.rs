@@ -5,7 +5,7 @@
 //! Invariant: an IPv4 peer that reaches a dual-stack listener as `::ffff:a.b.c.d` is matched as `a.b.c.d`
 //! (the Go original compared bracketed strings and so refused every IPv6 peer).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::str::FromStr;
 use std::sync::{Arc, RwLock};
@@ -67,8 +67,10 @@ impl FromStr for AllowEntry {
         if let Ok(ip) = s.trim_matches(['[', ']']).parse::<IpAddr>() {
             return Ok(AllowEntry::Addr(canonical(ip)));
         }
-        let valid_host = s.len() <= 253
-            && s.split('.').all(|label| {
+        // A fully qualified name may end with the root's dot.
+        let host = s.strip_suffix('.').unwrap_or(s);
+        let valid_host = host.len() <= 253
+            && host.split('.').all(|label| {
                 !label.is_empty()
                     && label.len() <= 63
                     && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
@@ -78,7 +80,7 @@ impl FromStr for AllowEntry {
         if !valid_host {
             return Err(err("not an IP address, a CIDR range or a host name"));
         }
-        Ok(AllowEntry::Host(s.to_ascii_lowercase()))
+        Ok(AllowEntry::Host(host.to_ascii_lowercase()))
     }
 }
 
@@ -101,13 +103,13 @@ fn mask(ip: IpAddr, prefix: u8) -> IpAddr {
 #[derive(Debug, Clone)]
 pub struct AllowList {
     entries: Arc<Vec<AllowEntry>>,
-    resolved: Arc<RwLock<HashSet<IpAddr>>>,
+    resolved: Arc<RwLock<HashMap<String, HashSet<IpAddr>>>>,
 }
 
 impl AllowList {
     /// Builds the list; host names resolve to nothing until [`AllowList::resolve`] runs.
     pub fn new(entries: Vec<AllowEntry>) -> AllowList {
-        AllowList { entries: Arc::new(entries), resolved: Arc::new(RwLock::new(HashSet::new())) }
+        AllowList { entries: Arc::new(entries), resolved: Arc::new(RwLock::new(HashMap::new())) }
     }
 
     /// The host names to resolve.
@@ -126,37 +128,33 @@ impl AllowList {
             AllowEntry::Net { base, prefix } => base.is_ipv4() == peer.is_ipv4() && mask(peer, *prefix) == *base,
             AllowEntry::Host(_) => false,
         });
-        static_match || self.resolved.read().map(|set| set.contains(&peer)).unwrap_or(false)
+        static_match || self.resolved.read().map(|m| m.values().any(|set| set.contains(&peer))).unwrap_or(false)
     }
 
     /// Re-resolves every host name. A name that fails keeps its previous addresses (a DNS hiccup must not lock
     /// out a co-signing peer); the failure is logged.
     pub async fn resolve(&self) {
-        let mut fresh = HashSet::new();
-        let previous = self.resolved.read().map(|s| s.clone()).unwrap_or_default();
         for host in self.hosts() {
             match tokio::net::lookup_host((host, 0)).await {
                 Ok(addrs) => {
-                    let ips: Vec<IpAddr> = addrs.map(|a| canonical(a.ip())).collect();
+                    let ips: HashSet<IpAddr> = addrs.map(|a| canonical(a.ip())).collect();
                     tracing::debug!(host, ?ips, "allowed host resolved");
-                    fresh.extend(ips);
+                    if let Ok(mut m) = self.resolved.write() {
+                        m.insert(host.to_owned(), ips);
+                    }
                 }
                 Err(e) => {
-                    tracing::warn!(host, error = %e, "cannot resolve allowed host; keeping its previous addresses");
-                    fresh.extend(previous.iter().copied());
+                    tracing::warn!(host, error = %e, "cannot resolve allowed host; keeping its previous addresses")
                 }
             }
-        }
-        if let Ok(mut set) = self.resolved.write() {
-            *set = fresh;
         }
     }
 
     /// Replaces the resolved set (tests).
     #[cfg(test)]
-    pub fn set_resolved(&self, ips: &[IpAddr]) {
-        if let Ok(mut set) = self.resolved.write() {
-            *set = ips.iter().copied().collect();
+    pub fn set_resolved(&self, host: &str, ips: &[IpAddr]) {
+        if let Ok(mut m) = self.resolved.write() {
+            m.insert(host.to_owned(), ips.iter().copied().collect());
         }
     }
 }
@@ -180,6 +178,7 @@ mod tests {
             ("fd00::/8", AllowEntry::Net { base: "fd00::".parse().unwrap(), prefix: 8 }),
             ("Spire-Server.example.org", AllowEntry::Host("spire-server.example.org".into())),
             ("localhost", AllowEntry::Host("localhost".into())),
+            ("spire.example.org.", AllowEntry::Host("spire.example.org".into())),
         ];
         for (s, want) in ok {
             assert_eq!(s.parse::<AllowEntry>(), Ok(want), "{s}");
@@ -236,7 +235,7 @@ mod tests {
         l.resolve().await;
         assert!(l.allows("127.0.0.1".parse().unwrap()));
         // A later resolution replaces the set: an address the name no longer has is dropped.
-        l.set_resolved(&["10.1.1.1".parse().unwrap()]);
+        l.set_resolved("localhost", &["10.1.1.1".parse().unwrap()]);
         assert!(!l.allows("127.0.0.1".parse().unwrap()));
         assert!(l.allows("10.1.1.1".parse().unwrap()));
         l.resolve().await;

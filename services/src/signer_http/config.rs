@@ -1,6 +1,6 @@
 //! signer-http configuration: the upstream keys (`socket`, `keydir`, `primary`, `backup`, `listen-addr`,
 //! `allowed-addrs`) plus ours (`tls-cert`, `tls-key`, `max-body`, `max-concurrent`, `resolve-interval`,
-//! `timeout`, `max-lifetime`), decoded once into typed values.
+//! `timeout`, `max-lifetime`, `read-timeout`), decoded once into typed values.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -29,6 +29,7 @@ struct Raw {
     resolve_interval: Option<config::Scalar>,
     timeout: Option<config::Scalar>,
     max_lifetime: Option<config::Scalar>,
+    read_timeout: Option<config::Scalar>,
 }
 
 /// TLS files for the listener.
@@ -65,6 +66,8 @@ pub struct SignerHttpConfig {
     pub timeout: Duration,
     /// Verification limits for incoming tokens.
     pub limits: crypto::Limits,
+    /// Time a client has to send its request head, and again its body.
+    pub read_timeout: Duration,
 }
 
 /// Parses `listen-addr` in Go's forms: `:8181` (every address, IPv6 and IPv4), `127.0.0.1:8181`, `[::1]:8181`.
@@ -151,6 +154,11 @@ impl SignerHttpConfig {
         if timeout < Duration::from_millis(100) {
             return Err(bad("timeout", "must be at least 100ms".into()));
         }
+        let read_timeout =
+            config::duration(path, "read-timeout", raw.read_timeout.as_ref())?.unwrap_or(Duration::from_secs(10));
+        if read_timeout < Duration::from_millis(100) {
+            return Err(bad("read-timeout", "must be at least 100ms".into()));
+        }
         let mut limits = crypto::Limits::default();
         if let Some(l) = config::duration(path, "max-lifetime", raw.max_lifetime.as_ref())? {
             limits.max_lifetime_secs = l.as_secs().max(1);
@@ -167,6 +175,7 @@ impl SignerHttpConfig {
             resolve_interval,
             timeout,
             limits,
+            read_timeout,
         })
     }
 }
@@ -182,6 +191,55 @@ mod tests {
         assert_eq!(parse_listen("[::1]:8181"), Some(vec!["[::1]:8181".parse().unwrap()]));
         for bad in ["8181", ":", ":99999", "host:8181", ""] {
             assert_eq!(parse_listen(bad), None, "{bad:?}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod config_tests {
+    use super::*;
+
+    const KEY: &str = "-----BEGIN PUBLIC KEY-----
+MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEv1qzjTSzw8+TUZQq1z7HQXOqkIuA
+YTB0iWwvVno82cQ8T00B/rTqySC3bNYnAaGcRUg/t87yH0zxumMadhUqdA==
+-----END PUBLIC KEY-----
+";
+
+    fn dir() -> tempfile::TempDir {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir(d.path().join("keys")).unwrap();
+        for k in ["a.pem", "c.pem"] {
+            std::fs::write(d.path().join("keys").join(k), KEY).unwrap();
+        }
+        d
+    }
+
+    #[test]
+    fn shipped_example_parses_and_errors_name_the_key() {
+        let d = dir();
+        let path = d.path().join("signer-http.conf");
+        // a.pem and c.pem are the same key in this fixture: the example's backup is refused for that reason only.
+        let err = SignerHttpConfig::parse(&path, include_str!("../../conf/signer-http.conf")).unwrap_err().to_string();
+        assert!(err.contains("backup") && err.contains("same key"), "{err}");
+        let ok = include_str!("../../conf/signer-http.conf").replace("backup: c.pem", "");
+        let c = SignerHttpConfig::parse(&path, &ok).unwrap();
+        assert_eq!(c.listen.len(), 2);
+        assert_eq!(c.allowed.len(), 2);
+        let cases = [
+            ("primary: a.pem\nallowed-addrs: [127.0.0.1]\nbogus: 1\n", "bogus"),
+            ("allowed-addrs: [127.0.0.1]\n", "primary"),
+            ("primary: nope.pem\nallowed-addrs: [127.0.0.1]\n", "primary"),
+            ("primary: a.pem\n", "allowed-addrs"),
+            ("primary: a.pem\nallowed-addrs: [10.0.0.1/8]\n", "allowed-addrs[0]"),
+            ("primary: a.pem\nallowed-addrs: [127.0.0.1, 'a b']\n", "allowed-addrs[1]"),
+            ("primary: a.pem\nallowed-addrs: [127.0.0.1]\nlisten-addr: 8181\n", "listen-addr"),
+            ("primary: a.pem\nallowed-addrs: [127.0.0.1]\ntls-cert: x.pem\n", "tls-key"),
+            ("primary: a.pem\nallowed-addrs: [127.0.0.1]\nread-timeout: 10\n", "read-timeout"),
+            ("primary: a.pem\nallowed-addrs: [127.0.0.1]\nmax-concurrent: 0\n", "max-concurrent"),
+        ];
+        for (text, key) in cases {
+            let err = SignerHttpConfig::parse(&path, text).unwrap_err().to_string();
+            assert!(err.contains(key), "{text:?}: {err}");
         }
     }
 }

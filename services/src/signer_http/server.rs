@@ -95,7 +95,12 @@ pub async fn run(cfg: SignerHttpConfig, shutdown: impl Future<Output = ()>) -> R
     let allow = AllowList::new(cfg.allowed.clone());
     allow.resolve().await;
     let listeners = bind_all(&cfg.listen).await?;
-    let limits = ServerLimits { max_body: cfg.max_body, ..ServerLimits::default() };
+    let limits = ServerLimits {
+        max_body: cfg.max_body,
+        header_timeout: cfg.read_timeout,
+        body_timeout: cfg.read_timeout,
+        ..ServerLimits::default()
+    };
     for l in &listeners {
         tracing::info!(addr = %l.local_addr().map(|a| a.to_string()).unwrap_or_default(), tls = tls.is_some(), "signer-http listening");
     }
@@ -147,14 +152,17 @@ pub async fn run(cfg: SignerHttpConfig, shutdown: impl Future<Output = ()>) -> R
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let allowed = allow.allows(peer.ip());
-        if !allowed {
-            tracing::warn!(peer = %peer.ip(), "peer not in allowed-addrs; refusing before reading its request");
+        if !allow.allows(peer.ip()) {
+            // Refused before a single byte of the request is read, let alone parsed.
+            tracing::warn!(peer = %peer.ip(), "peer not in allowed-addrs; refused before reading its request");
+            tokio::spawn(refuse(stream, peer.ip(), tls.is_some()));
+            drop(permit);
+            continue;
         }
         let state = state.clone();
         let service = service_fn(move |req: Request| {
             let state = state.clone();
-            async move { Ok::<_, Infallible>(state.handle(req, peer.ip(), allowed).await) }
+            async move { Ok::<_, Infallible>(state.handle(req, peer.ip()).await) }
         });
         match &tls {
             None => server::spawn_connection(stream, service, &limits, &graceful, permit),
@@ -184,11 +192,37 @@ pub async fn run(cfg: SignerHttpConfig, shutdown: impl Future<Output = ()>) -> R
     Ok(())
 }
 
+/// Answers a disallowed peer with a fixed 403 and closes, without reading its request. Over TLS the handshake
+/// itself is refused by closing (no bytes of ours would be readable to it anyway).
+async fn refuse(mut stream: tokio::net::TcpStream, peer: IpAddr, tls: bool) {
+    use tokio::io::AsyncWriteExt;
+    if !tls {
+        let reason = format!("{peer} is not in allowed-addrs\n");
+        let head = format!(
+            "HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            reason.len()
+        );
+        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+            let _ = stream.write_all(head.as_bytes()).await;
+            let _ = stream.write_all(reason.as_bytes()).await;
+            let _ = stream.shutdown().await;
+            // Discard (never parse) what the peer already sent, so closing does not reset the connection
+            // before it has read the answer.
+            let mut sink = [0u8; 4096];
+            let mut left: usize = 64 * 1024;
+            while left > 0 {
+                match tokio::io::AsyncReadExt::read(&mut stream, &mut sink).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => left = left.saturating_sub(n),
+                }
+            }
+        })
+        .await;
+    }
+}
+
 impl State {
-    async fn handle(&self, req: Request, peer: IpAddr, allowed: bool) -> Reply {
-        if !allowed {
-            return server::text(StatusCode::FORBIDDEN, format!("{peer} is not in allowed-addrs"));
-        }
+    async fn handle(&self, req: Request, peer: IpAddr) -> Reply {
         let path = req.uri().path().to_owned();
         match (req.method().clone(), path.as_str()) {
             (Method::POST, "/sign") => self.sign(req, peer).await,

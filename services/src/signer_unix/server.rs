@@ -171,6 +171,24 @@ impl Signer {
         server::ok("application/jwt", token)
     }
 
+    /// The layer of `token` that this signer signed: the outermost one (a token it signed alone), or, for a
+    /// token co-signed by others after it, the innermost one (the bundle's origin). Signature, `exp` and times
+    /// are checked; the co-signers' outer layers are the verifiers' business (signer-unix has no keys for them).
+    fn own_layer<'k>(&'k self, token: &str) -> Result<crypto::token::VerifiedLayer<'k>, crypto::VerifyError> {
+        let limits = crypto::Limits::default();
+        let now = now();
+        match crypto::token::verify_layer(token, &[&self.own_key], now, &limits) {
+            Ok(l) => Ok(l),
+            Err(outer) => {
+                let inner = crypto::token::innermost_unverified(token, &limits).map_err(|_| outer.clone())?;
+                if inner == token {
+                    return Err(outer);
+                }
+                crypto::token::verify_layer(&inner, &[&self.own_key], now, &limits)
+            }
+        }
+    }
+
     async fn publish(&self, req: Request, peer: PeerCred) -> Reply {
         let (_, body) = match server::read_body(req, &self.limits).await {
             Ok(b) => b,
@@ -180,13 +198,13 @@ impl Signer {
             return server::text(StatusCode::BAD_REQUEST, "body is not UTF-8");
         };
         let token = text.trim();
-        let layer = match crypto::token::verify_layer(token, &[&self.own_key], now(), &crypto::Limits::default()) {
+        let layer = match self.own_layer(token) {
             Ok(l) => l,
             Err(e) => {
                 tracing::warn!(error = %e, peer_uid = peer.uid, "refusing to publish");
                 return server::text(
                     StatusCode::UNPROCESSABLE_ENTITY,
-                    format!("refusing to publish: not a valid token signed by this signer's key: {e}"),
+                    format!("refusing to publish: not a valid token carrying this signer's signature: {e}"),
                 );
             }
         };

@@ -1,0 +1,208 @@
+//! signer-http as shipped: the co-signing path through a second TPM, and its bad-input table (allow-list
+//! before any parsing, IPv4/IPv6/CIDR, wrong key, expired, garbage, oversized, slow client, signer-unix down).
+
+// Test code: a failed step should stop the test with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use testbed::agent::{post, tcp_from};
+use testbed::pki;
+use testbed::process::{Daemon, Ready};
+use testbed::single::{provision, sign_cli, start_signer};
+use testbed::swtpm::Swtpm;
+
+const SIGNER_HTTP: &str = "spire-server-attestor-tpm-signer-http";
+
+struct Ha {
+    tmp: tempfile::TempDir,
+    _tpms: Vec<Swtpm>,
+    _signers: Vec<Daemon>,
+    sock_a: PathBuf,
+    sock_b: PathBuf,
+    ca: String,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+impl Ha {
+    fn new() -> Ha {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        for d in ["keys", "www-a", "www-b"] {
+            std::fs::create_dir_all(dir.join(d)).unwrap();
+        }
+        let (a, b, c) = (Swtpm::start().unwrap(), Swtpm::start().unwrap(), Swtpm::start().unwrap());
+        provision(&a, "rsa2048", &dir.join("keys/a.pem")).unwrap();
+        provision(&b, "ecc-p256", &dir.join("keys/b.pem")).unwrap();
+        provision(&c, "rsa2048", &dir.join("keys/c.pem")).unwrap();
+        let (sa, sock_a) = start_signer(dir, "signer-a", &a, &dir.join("www-a"), "10m").unwrap();
+        let (sb, sock_b) = start_signer(dir, "signer-b", &b, &dir.join("www-b"), "10m").unwrap();
+        let (sc, _) = start_signer(dir, "signer-c", &c, &dir.join("www-a"), "10m").unwrap();
+        let ca = pki::spire_ca(dir, "example.org", "ca").unwrap();
+        Ha { tmp, _tpms: vec![a, b, c], _signers: vec![sa, sb, sc], sock_a, sock_b, ca }
+    }
+
+    fn dir(&self) -> &Path {
+        self.tmp.path()
+    }
+
+    /// Starts signer-http in front of signer-unix(b), trusting a (primary) and c (backup).
+    fn cosigner(&self, name: &str, listen: &str, allowed: &[&str], socket: &Path) -> (Daemon, SocketAddr) {
+        let conf = self.dir().join(format!("{name}.conf"));
+        let allowed: String = allowed.iter().map(|a| format!("- \"{a}\"\n")).collect();
+        std::fs::write(
+            &conf,
+            format!(
+                "socket: {}\nkeydir: keys\nprimary: a.pem\nbackup: c.pem\nlisten-addr: \"{listen}\"\nread-timeout: 1s\nmax-body: 65536\nallowed-addrs:\n{allowed}",
+                socket.display()
+            ),
+        )
+        .unwrap();
+        let addr: SocketAddr = listen.parse().unwrap();
+        let d = Daemon::spawn(
+            SIGNER_HTTP,
+            &[&conf.display().to_string()],
+            &[],
+            &self.dir().join(format!("{name}.log")),
+            Ready::TcpAddr(addr),
+        )
+        .unwrap();
+        (d, addr)
+    }
+
+    fn policy(&self, chain: &[&str]) -> crypto::policy::Policy {
+        let key = |n: &str| {
+            crypto::keys::VerifyingKey::from_pem(n, &std::fs::read(self.dir().join("keys").join(n)).unwrap()).unwrap()
+        };
+        crypto::policy::Policy::new(
+            chain.iter().map(|n| key(n)).collect(),
+            Some(key("c.pem")),
+            crypto::Limits::default(),
+        )
+        .unwrap()
+    }
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+}
+
+fn lo() -> IpAddr {
+    "127.0.0.1".parse().unwrap()
+}
+
+#[test]
+fn a_token_signed_by_a_is_co_signed_by_b() {
+    let ha = Ha::new();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let (_h, addr) = ha.cosigner("http-b", &listen, &["127.0.0.1"], &ha.sock_b);
+    let url = format!("http://{addr}/sign");
+    let token = sign_cli(&ha.sock_a, &[&url], &ha.ca).unwrap();
+    let v = ha.policy(&["a.pem", "b.pem"]).verify(&token, now()).unwrap();
+    assert_eq!(v.layers.len(), 2);
+    assert_eq!(v.layers[0].key_name, "b.pem");
+    // Published by a's signer-unix.
+    assert_eq!(std::fs::read_to_string(ha.dir().join("www-a/spiffetrustbundle.token")).unwrap(), token);
+    // A token with a's signature only does not satisfy [a, b].
+    let single = testbed::agent::send(&ha.sock_a, "POST", "/sign", &[], ha.ca.as_bytes()).unwrap().body;
+    let err = ha.policy(&["a.pem", "b.pem"]).verify(&single, now()).unwrap_err();
+    assert!(
+        matches!(err.kind, crypto::VerifyErrorKind::WrongOrder { .. } | crypto::VerifyErrorKind::BadSignature { .. }),
+        "{err}"
+    );
+}
+
+#[test]
+fn bad_input_table() {
+    let ha = Ha::new();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let (h, addr) = ha.cosigner("http-b", &listen, &["127.0.0.1", "127.0.0.4/31"], &ha.sock_b);
+    // Tokens to send: a valid one from a, one from c (backup), one from b itself (not trusted here).
+    let from_a = {
+        let raw = testbed::agent::send(&ha.sock_a, "POST", "/sign", &[], ha.ca.as_bytes()).unwrap();
+        assert_eq!(raw.status, 200);
+        raw.body
+    };
+    let from_b = testbed::agent::send(&ha.sock_b, "POST", "/sign", &[], ha.ca.as_bytes()).unwrap().body;
+    let jwt = "application/jwt";
+    let cases: Vec<(&str, IpAddr, Vec<u8>, u16)> = vec![
+        ("token from a", lo(), post("/sign", jwt, from_a.as_bytes()), 200),
+        ("CIDR 127.0.0.4/31, low edge", "127.0.0.4".parse().unwrap(), post("/sign", jwt, from_a.as_bytes()), 200),
+        ("CIDR 127.0.0.4/31, high edge", "127.0.0.5".parse().unwrap(), post("/sign", jwt, from_a.as_bytes()), 200),
+        ("just outside the CIDR", "127.0.0.6".parse().unwrap(), post("/sign", jwt, from_a.as_bytes()), 403),
+        ("disallowed IPv4 peer", "127.0.0.2".parse().unwrap(), post("/sign", jwt, from_a.as_bytes()), 403),
+        (
+            "disallowed peer sending garbage is refused before parsing",
+            "127.0.0.2".parse().unwrap(),
+            b"\x16\x03\x01garbage".to_vec(),
+            403,
+        ),
+        ("token signed by an unknown key", lo(), post("/sign", jwt, from_b.as_bytes()), 400),
+        ("garbage", lo(), post("/sign", jwt, b"garbage"), 400),
+        ("a bundle instead of a token", lo(), post("/sign", jwt, ha.ca.as_bytes()), 400),
+        ("oversized", lo(), post("/sign", jwt, &vec![b'a'; 70_000]), 413),
+        ("wrong method", lo(), b"GET /sign HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".to_vec(), 405),
+        ("wrong path", lo(), post("/other", jwt, from_a.as_bytes()), 404),
+        ("slow client (head never finished)", lo(), b"POST /sign HTTP/1.1\r\nHost: x\r\n".to_vec(), 408),
+    ];
+    for (case, source, raw, want) in cases {
+        let resp = tcp_from(source, addr, &raw);
+        let status = match resp {
+            Ok(r) => {
+                if want == 200 {
+                    assert!(crypto::token::inspect(r.body.trim()).is_ok(), "{case}: 200 without a token: {:?}", r.body);
+                } else {
+                    assert!(!r.body.trim().is_empty() || want == 408, "{case}: no reason");
+                }
+                r.status
+            }
+            // hyper closes a connection whose head timed out without an answer.
+            Err(_) if want == 408 => 408,
+            Err(e) => panic!("{case}: {e}"),
+        };
+        assert_eq!(status, want, "{case}");
+    }
+    let log = h.log();
+    assert!(log.contains("127.0.0.2") && log.contains("allowed-addrs"), "refusals not logged:\n{log}");
+    assert!(!log.contains("token refused") || !log.contains("127.0.0.2 "), "a disallowed peer's body was parsed");
+}
+
+#[test]
+fn backup_signed_tokens_are_accepted_and_logged() {
+    let ha = Ha::new();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let (h, addr) = ha.cosigner("http-b", &listen, &["127.0.0.1"], &ha.sock_b);
+    let sock_c = ha.dir().join("signer-c.sock");
+    let token = sign_cli(&sock_c, &[&format!("http://{addr}/sign")], &ha.ca).unwrap();
+    let v = ha.policy(&["a.pem", "b.pem"]).verify(&token, now()).unwrap();
+    assert!(v.used_backup);
+    assert!(h.log().contains("BACKUP"), "backup use not logged:\n{}", h.log_tail());
+}
+
+#[test]
+fn ipv6_peers_are_allowed_when_listed() {
+    if std::net::TcpListener::bind("[::1]:0").is_err() {
+        panic!("IPv6 loopback is not available on this machine; the IPv6 allow-list test needs it");
+    }
+    let ha = Ha::new();
+    let listen = format!("[::1]:{}", free_port());
+    let (_h, addr) = ha.cosigner("http-b6", &listen, &["::1"], &ha.sock_b);
+    let from_a = testbed::agent::send(&ha.sock_a, "POST", "/sign", &[], ha.ca.as_bytes()).unwrap().body;
+    let r = tcp_from("::1".parse().unwrap(), addr, &post("/sign", "application/jwt", from_a.as_bytes())).unwrap();
+    assert_eq!(r.status, 200, "the Go original refused every IPv6 peer: {:?}", r.body);
+}
+
+#[test]
+fn local_signer_down_is_a_502_with_a_reason() {
+    let ha = Ha::new();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let (_h, addr) = ha.cosigner("http-x", &listen, &["127.0.0.1"], &ha.dir().join("nobody.sock"));
+    let from_a = testbed::agent::send(&ha.sock_a, "POST", "/sign", &[], ha.ca.as_bytes()).unwrap().body;
+    let r = tcp_from(lo(), addr, &post("/sign", "application/jwt", from_a.as_bytes())).unwrap();
+    assert_eq!(r.status, 502, "{r:?}");
+    assert!(r.body.contains("local signer"), "{r:?}");
+}
