@@ -99,6 +99,11 @@ pub fn wait_for(
 
 /// Makes a token signed by a key nobody trusts (an RSA key made with openssl), carrying `bundle`.
 pub fn rogue_token(dir: &Path, bundle: &str) -> anyhow::Result<String> {
+    rogue_token_with(dir, crypto::token::Payload::Bundle(bundle.to_owned()))
+}
+
+/// Makes a token carrying `payload`, signed by a key nobody trusts.
+pub fn rogue_token_with(dir: &Path, payload: crypto::token::Payload) -> anyhow::Result<String> {
     let key = dir.join("rogue.key");
     if !key.exists() {
         let out = std::process::Command::new("openssl")
@@ -108,13 +113,7 @@ pub fn rogue_token(dir: &Path, bundle: &str) -> anyhow::Result<String> {
         ensure!(out.status.success(), "openssl genpkey failed");
     }
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
-    let claims = crypto::token::Claims {
-        payload: crypto::token::Payload::Bundle(bundle.to_owned()),
-        iss: "rogue".into(),
-        iat: now + 1,
-        nbf: now,
-        exp: now + 600,
-    };
+    let claims = crypto::token::Claims { payload, iss: "rogue".into(), iat: now + 1, nbf: now, exp: now + 600 };
     let builder = crypto::token::TokenBuilder::new(crypto::Alg::Rs256, &claims);
     let input = dir.join("rogue.input");
     std::fs::write(&input, builder.signing_input())?;

@@ -15,5 +15,19 @@ fn main() {
         eprintln!("FAILED: {e:#}");
         std::process::exit(1);
     }
+    println!("\n== SPIRE HA: servers a and b co-sign each other's bundles; shared offline backup TPM c");
+    step = 0;
+    let mut report = |line: &str| {
+        if line.starts_with("  ") {
+            println!("     {}", line.trim_start());
+        } else {
+            step += 1;
+            println!("{step:>3}. {line}");
+        }
+    };
+    if let Err(e) = testbed::ha::run(&mut report) {
+        eprintln!("FAILED: {e:#}");
+        std::process::exit(1);
+    }
     println!("== all scenarios passed");
 }

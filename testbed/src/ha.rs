@@ -1,0 +1,177 @@
+//! The HA scenario: SPIRE servers a and b, each with its own TPM, plus a shared offline backup TPM c. Each
+//! server's bundle is signed by its own TPM and co-signed by the other's (signer-http), published by its own
+//! nginx, and every node verifies both signatures. Used by the end-to-end test and by `make testbed`.
+//!
+//! Publishing here goes through the sign CLI; the SPIRE BundlePublisher plugin mode will drive the same path.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{ensure, Context};
+
+use crate::agent;
+use crate::nginx::Nginx;
+use crate::pki;
+use crate::process::{run_bin, Daemon, Ready};
+use crate::single::{provision, sign_cli, start_signer, start_verifier, wait_for, Report, SIGN};
+use crate::swtpm::Swtpm;
+
+/// The co-signer binary.
+pub const SIGNER_HTTP: &str = "spire-server-attestor-tpm-signer-http";
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Starts signer-http for server `name`, in front of `socket`, trusting `primary` (and backup c).
+fn start_cosigner(dir: &Path, name: &str, socket: &Path, primary: &str) -> anyhow::Result<(Daemon, SocketAddr)> {
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
+    let conf = dir.join(format!("{name}.conf"));
+    std::fs::write(
+        &conf,
+        format!(
+            "socket: {}\nkeydir: keys\nprimary: {primary}\nbackup: c.pem\nlisten-addr: \"{addr}\"\nallowed-addrs:\n- 127.0.0.1\n- localhost\n",
+            socket.display()
+        ),
+    )?;
+    let d = Daemon::spawn(
+        SIGNER_HTTP,
+        &[&conf.display().to_string()],
+        &[],
+        &dir.join(format!("{name}.log")),
+        Ready::TcpAddr(addr),
+    )?;
+    Ok((d, addr))
+}
+
+fn published(root: &Path) -> String {
+    std::fs::read_to_string(root.join("spiffetrustbundle.token")).unwrap_or_default()
+}
+
+/// Runs the HA scenario, reporting each step.
+pub fn run(report: Report<'_>) -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let dir = tmp.path();
+    for d in ["keys", "www-a", "www-b"] {
+        std::fs::create_dir_all(dir.join(d))?;
+    }
+    let (www_a, www_b): (PathBuf, PathBuf) = (dir.join("www-a"), dir.join("www-b"));
+
+    report("Start three software TPMs: server a's, server b's, and the shared offline backup c.");
+    let a = Swtpm::start()?;
+    let mut b = Swtpm::start()?;
+    let c = Swtpm::start()?;
+    provision(&a, "rsa2048", &dir.join("keys/a.pem"))?;
+    provision(&b, "ecc-p256", &dir.join("keys/b.pem"))?;
+    provision(&c, "rsa2048", &dir.join("keys/c.pem"))?;
+    report("  keys/a.pem (RSA), keys/b.pem (ECC), keys/c.pem (RSA, the backup) copied to every node");
+
+    report("On each server: signer-unix on its TPM, signer-http co-signing for the other server, nginx.");
+    let (_sa, sock_a) = start_signer(dir, "signer-a", &a, &www_a, "10m")?;
+    let (mut sb, sock_b) = start_signer(dir, "signer-b", &b, &www_b, "10m")?;
+    let (_ha, http_a) = start_cosigner(dir, "http-a", &sock_a, "b.pem")?;
+    let (mut hb, http_b) = start_cosigner(dir, "http-b", &sock_b, "a.pem")?;
+    let nginx_a = Nginx::start(&www_a)?;
+    let nginx_b = Nginx::start(&www_b)?;
+    report(&format!("  signer-http a at {http_a} (accepts b's tokens), b at {http_b} (accepts a's tokens)"));
+
+    report("Each server signs its bundle locally, has the other co-sign it, and publishes the two-layer token.");
+    let ca = pki::spire_ca(dir, "example.org", "ca")?;
+    let url_b = format!("http://{http_b}/sign");
+    let url_a = format!("http://{http_a}/sign");
+    let t_a = sign_cli(&sock_a, &[&url_b], &ca)?;
+    let t_b = sign_cli(&sock_b, &[&url_a], &ca)?;
+    report(&format!(
+        "  a published {} bytes (signed a, then b); b published {} bytes (signed b, then a)",
+        t_a.len(),
+        t_b.len()
+    ));
+
+    report("A node's verifier has keysets a (chain [a, b]) and b (chain [b, a]), both with backup c.");
+    let vsock = dir.join("verifier.sock");
+    let vconf = dir.join("verifier.conf");
+    std::fs::write(
+        &vconf,
+        format!(
+            "keydir: keys\nsocket: {}\nstate-dir: {}\nrefresh: 1s\nkeyset:\n  a:\n    url: {}\n    backup: c.pem\n    chain: [a.pem, b.pem]\n  b:\n    url: {}\n    backup: c.pem\n    chain: [b.pem, a.pem]\n",
+            vsock.display(),
+            dir.join("state").display(),
+            nginx_a.url("/spiffetrustbundle.token"),
+            nginx_b.url("/spiffetrustbundle.token")
+        ),
+    )?;
+    let verifier = start_verifier(dir, &vconf, &vsock)?;
+    for side in ["a", "b"] {
+        let r = wait_for(&vsock, side, "both keysets", |r| r.status == 200)?;
+        ensure!(r.body == ca, "keyset {side} served a different bundle");
+    }
+    report("  instance=a: 200, instance=b: 200 (the SPIRE HA agent's two sides both bootstrap)");
+
+    report("A token with server a's signature only is put on a's web server: rejected, the good one kept.");
+    let single = agent::send(&sock_a, "POST", "/sign", &[], ca.as_bytes())?.body;
+    std::fs::write(www_a.join("spiffetrustbundle.token"), &single)?;
+    wait_log(&verifier, "token rejected", 1)?;
+    ensure!(
+        agent::get(&vsock, &agent::bootstrap_path("a"))?.body == ca,
+        "single-signature token changed what is served"
+    );
+    report("  rejected: layer 0 must be b's signature");
+
+    report("A token whose outer layer is signed by an unknown key (the Go original's backup bypass): rejected.");
+    let bypass = rogue_token_wrapping(dir, &single)?;
+    std::fs::write(www_a.join("spiffetrustbundle.token"), &bypass)?;
+    wait_log(&verifier, "token rejected", 2)?;
+    ensure!(agent::get(&vsock, &agent::bootstrap_path("a"))?.status == 200, "good bundle no longer served");
+    std::fs::write(www_a.join("spiffetrustbundle.token"), &t_a)?;
+    report("  rejected although a backup key is configured");
+
+    report("A peer at a disallowed address (127.0.0.2) asks signer-http b to co-sign: refused before parsing.");
+    let r = agent::tcp_from("127.0.0.2".parse()?, http_b, &agent::post("/sign", "application/jwt", single.as_bytes()))?;
+    ensure!(r.status == 403, "disallowed peer got {}", r.status);
+    report(&format!("  403: {}", r.body.trim()));
+
+    report("Server a's co-signer goes down: server b's publish fails loudly; its last good token stays published.");
+    drop(_ha);
+    std::thread::sleep(Duration::from_millis(1100));
+    let ca2 = pki::spire_ca(dir, "example.org", "ca2")?;
+    let rotated = format!("{}\n{ca2}", ca.trim_end());
+    let (code, _out, err) = run_bin(SIGN, &[&sock_b.display().to_string(), &url_a], rotated.as_bytes())?;
+    ensure!(code != 0 && published(&www_b) == t_b, "publish did not fail cleanly");
+    ensure!(agent::get(&vsock, &agent::bootstrap_path("b"))?.body == ca, "served bundle changed");
+    report(&format!("  sign exited {code}: {}", err.lines().next().unwrap_or("").trim()));
+    let (_ha2, http_a2) = start_cosigner(dir, "http-a2", &sock_a, "b.pem")?;
+    let url_a = format!("http://{http_a2}/sign");
+
+    report("Server b's TPM is lost: b's signer-unix moves to the backup TPM c. Nothing changes on the node.");
+    sb.stop()?;
+    b.stop()?;
+    hb.stop()?;
+    let (_sc, sock_c) = start_signer(dir, "signer-b-on-c", &c, &www_b, "10m")?;
+    let (_hc, http_c) = start_cosigner(dir, "http-b-on-c", &sock_c, "a.pem")?;
+    let url_c = format!("http://{http_c}/sign");
+    sign_cli(&sock_a, &[&url_c], &rotated).context("server a co-signed by the backup")?;
+    sign_cli(&sock_c, &[&url_a], &rotated).context("server b (on c) co-signed by a")?;
+    for side in ["a", "b"] {
+        wait_for(&vsock, side, "the rotated bundle signed with the backup", |r| {
+            r.status == 200 && r.body.contains(ca2.trim())
+        })?;
+    }
+    report("  both keysets serve the rotated bundle; c stood in for b in each chain (logged as backup use)");
+    drop(verifier);
+    Ok(())
+}
+
+/// Wraps `inner` in an outer layer signed by a key nobody trusts.
+fn rogue_token_wrapping(dir: &Path, inner: &str) -> anyhow::Result<String> {
+    crate::single::rogue_token_with(dir, crypto::token::Payload::Token(inner.to_owned()))
+}
+
+fn wait_log(d: &Daemon, needle: &str, count: usize) -> anyhow::Result<()> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while d.log().matches(needle).count() < count {
+        ensure!(std::time::Instant::now() < deadline, "waited for {count}x {needle:?} in the log");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
