@@ -3,11 +3,7 @@
 # As root: apt-get. Otherwise: a message naming the packages, and exit 1.
 set -euo pipefail
 
-PKGS=(swtpm swtpm-tools tpm2-tools libtss2-dev pkg-config nginx openssl python3-jwt python3-cryptography)
-if [[ "${WITH_GO:-0}" == 1 ]]; then
-  PKGS+=(golang-1.19-go golang-github-hashicorp-go-plugin-dev golang-google-grpc-dev golang-github-golang-protobuf-1-5-dev
-         golang-golang-x-net-dev golang-github-hashicorp-yamux-dev golang-github-hashicorp-go-hclog-dev golang-github-oklog-run-dev)
-fi
+PKGS=(swtpm swtpm-tools tpm2-tools libtss2-dev pkg-config nginx openssl)
 
 missing=()
 for p in "${PKGS[@]}"; do

@@ -225,7 +225,7 @@ pub fn run(report: Report<'_>) -> anyhow::Result<()> {
     report("  still serving the rotated bundle after the restart (the rollback floor is kept in the state directory)");
 
     report("The primary TPM is lost. A new signer-unix starts on the backup TPM; nothing changes on the node.");
-    primary_signer.stop()?;
+    ensure!(primary_signer.stop()?, "signer-unix did not stop cleanly on SIGTERM");
     primary_tpm.stop()?;
     let (_backup_signer, backup_socket) = start_signer(dir, "signer-backup", &backup_tpm, &webroot, "6s")?;
     std::thread::sleep(Duration::from_millis(1100));
