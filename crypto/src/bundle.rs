@@ -108,6 +108,13 @@ impl Bundle {
         Ok(Bundle { certs, refresh_hint, sequence })
     }
 
+    /// The same certificates with the SPIFFE refresh hint (seconds) and sequence number set.
+    pub fn with_spiffe_metadata(mut self, refresh_hint: Option<u64>, sequence: Option<u64>) -> Bundle {
+        self.refresh_hint = refresh_hint;
+        self.sequence = sequence;
+        self
+    }
+
     /// The certificates, DER.
     pub fn certificates(&self) -> &[Vec<u8>] {
         &self.certs

@@ -5,6 +5,7 @@
 
 pub mod agent;
 pub mod ha;
+pub mod host;
 pub mod load;
 pub mod nginx;
 pub mod pki;
