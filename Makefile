@@ -20,7 +20,8 @@ testbed: deps
 	cargo build --workspace --bins --locked
 	cargo run -q -p testbed --bin testbed --locked
 
-test: deps
+test:
+	@ci/install-deps.sh test
 	ci/test.sh
 
 bench: deps

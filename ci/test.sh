@@ -22,6 +22,9 @@ fi
 
 echo "== build the binaries the end-to-end tests run"
 cargo build --workspace --bins --locked
+# The Go host that loads the sign plugin with hashicorp's go-plugin client (Debian's packages, offline).
+GO111MODULE=off GOPATH=/usr/share/gocode GOCACHE="${TMPDIR:-/tmp}/sat-gocache" GOFLAGS= \
+  /usr/lib/go-1.19/bin/go build -o target/debug/goplugin-host ./testbed/goplugin-host
 
 echo "== tests: unit, TPM on swtpm, end to end"
 if cargo nextest --version >/dev/null 2>&1; then

@@ -1,0 +1,39 @@
+//! The sign plugin under hashicorp's own go-plugin client library (Debian's go-plugin, built by `make test`
+//! into target/debug/goplugin-host): handshake, broker, health, Init, Configure, PublishBundle, Kill.
+
+// Test code: a failed step should stop the test with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use testbed::pki;
+use testbed::process::{bin_path, run_bin};
+use testbed::single::{provision, start_signer, SIGN};
+use testbed::swtpm::Swtpm;
+
+#[test]
+fn hashicorps_go_plugin_client_loads_the_plugin_and_publishes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    std::fs::create_dir_all(dir.join("www")).unwrap();
+    let tpm = Swtpm::start().unwrap();
+    provision(&tpm, "ecc-p256", &dir.join("key.pem")).unwrap();
+    let (_signer, socket) = start_signer(dir, "signer", &tpm, &dir.join("www"), "10m").unwrap();
+    let ca = pki::spire_ca(dir, "example.org", "ca").unwrap();
+    let der = crypto::bundle::Bundle::parse(&ca).unwrap().certificates()[0].clone();
+    std::fs::write(dir.join("ca.der"), der).unwrap();
+    let plugin = bin_path(SIGN).unwrap();
+    let (code, out, err) = run_bin(
+        "goplugin-host",
+        &[&plugin.display().to_string(), &socket.display().to_string(), &dir.join("ca.der").display().to_string()],
+        b"",
+    )
+    .unwrap();
+    assert_eq!(code, 0, "go host failed:\n{out}\n{err}");
+    assert!(out.contains("published") && out.contains("plugin exited 0"), "{out}");
+    let token = std::fs::read_to_string(dir.join("www/spiffetrustbundle.token")).unwrap();
+    let key = crypto::keys::VerifyingKey::from_pem("k", &std::fs::read(dir.join("key.pem")).unwrap()).unwrap();
+    let policy = crypto::policy::Policy::new(vec![key], None, crypto::Limits::default()).unwrap();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    assert_eq!(policy.verify(&token, now).unwrap().bundle.to_pem(), ca);
+    // go-plugin parsed our stderr as hclog JSON: its logger re-emits the plugin's lines with their level.
+    assert!(!err.contains("[ERROR]"), "{err}");
+}
