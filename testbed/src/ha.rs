@@ -2,7 +2,8 @@
 //! server's bundle is signed by its own TPM and co-signed by the other's (signer-http), published by its own
 //! nginx, and every node verifies both signatures. Used by the end-to-end test and by `make testbed`.
 //!
-//! Publishing here goes through the sign CLI; the SPIRE BundlePublisher plugin mode will drive the same path.
+//! Each server publishes through the sign plugin, loaded by the testbed's go-plugin host exactly as SPIRE
+//! loads a BundlePublisher.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -11,10 +12,11 @@ use std::time::Duration;
 use anyhow::{ensure, Context};
 
 use crate::agent;
+use crate::host::{spire_bundle, PluginHost};
 use crate::nginx::Nginx;
 use crate::pki;
-use crate::process::{run_bin, Daemon, Ready};
-use crate::single::{provision, sign_cli, start_signer, start_verifier, wait_for, Report, SIGN};
+use crate::process::{Daemon, Ready};
+use crate::single::{provision, start_signer, start_verifier, wait_for, Report, SIGN};
 use crate::swtpm::Swtpm;
 
 /// The co-signer binary.
@@ -76,12 +78,18 @@ pub fn run(report: Report<'_>) -> anyhow::Result<()> {
     let nginx_b = Nginx::start(&www_b)?;
     report(&format!("  signer-http a at {http_a} (accepts b's tokens), b at {http_b} (accepts a's tokens)"));
 
-    report("Each server signs its bundle locally, has the other co-sign it, and publishes the two-layer token.");
+    report("Each SPIRE server loads the sign plugin (BundlePublisher) configured with the other's signer-http.");
     let ca = pki::spire_ca(dir, "example.org", "ca")?;
     let url_b = format!("http://{http_b}/sign");
     let url_a = format!("http://{http_a}/sign");
-    let t_a = sign_cli(&sock_a, &[&url_b], &ca)?;
-    let t_b = sign_cli(&sock_b, &[&url_a], &ca)?;
+    let plugin_a = load_plugin(&sock_a, &url_b)?;
+    let plugin_b = load_plugin(&sock_b, &url_a)?;
+    report("  handshake, Init, Validate, Configure done for both, as SPIRE does at start-up");
+
+    report("SPIRE calls PublishBundle: each server signs locally, has the other co-sign, and publishes.");
+    plugin_a.publish_bundle(Some(spire_bundle("example.org", &ca, 1)?)).context("PublishBundle on a")?;
+    plugin_b.publish_bundle(Some(spire_bundle("example.org", &ca, 1)?)).context("PublishBundle on b")?;
+    let (t_a, t_b) = (published(&www_a), published(&www_b));
     report(&format!(
         "  a published {} bytes (signed a, then b); b published {} bytes (signed b, then a)",
         t_a.len(),
@@ -131,15 +139,20 @@ pub fn run(report: Report<'_>) -> anyhow::Result<()> {
     ensure!(r.status == 403, "disallowed peer got {}", r.status);
     report(&format!("  403: {}", r.body.trim()));
 
-    report("Server a's co-signer goes down: server b's publish fails loudly; its last good token stays published.");
+    report(
+        "Server a's co-signer goes down: server b's PublishBundle fails loudly; its last good token stays published.",
+    );
     drop(_ha);
     std::thread::sleep(Duration::from_millis(1100));
     let ca2 = pki::spire_ca(dir, "example.org", "ca2")?;
     let rotated = format!("{}\n{ca2}", ca.trim_end());
-    let (code, _out, err) = run_bin(SIGN, &[&sock_b.display().to_string(), &url_a], rotated.as_bytes())?;
-    ensure!(code != 0 && published(&www_b) == t_b, "publish did not fail cleanly");
+    let err = match plugin_b.publish_bundle(Some(spire_bundle("example.org", &rotated, 2)?)) {
+        Ok(()) => anyhow::bail!("publish succeeded without the co-signer"),
+        Err(e) => e,
+    };
+    ensure!(published(&www_b) == t_b, "something was published");
     ensure!(agent::get(&vsock, &agent::bootstrap_path("b"))?.body == ca, "served bundle changed");
-    report(&format!("  sign exited {code}: {}", err.lines().next().unwrap_or("").trim()));
+    report(&format!("  PublishBundle: {:?}: {}", err.code(), err.message()));
     let (_ha2, http_a2) = start_cosigner(dir, "http-a2", &sock_a, "b.pem")?;
     let url_a = format!("http://{http_a2}/sign");
 
@@ -150,8 +163,15 @@ pub fn run(report: Report<'_>) -> anyhow::Result<()> {
     let (_sc, sock_c) = start_signer(dir, "signer-b-on-c", &c, &www_b, "10m")?;
     let (_hc, http_c) = start_cosigner(dir, "http-b-on-c", &sock_c, "a.pem")?;
     let url_c = format!("http://{http_c}/sign");
-    sign_cli(&sock_a, &[&url_c], &rotated).context("server a co-signed by the backup")?;
-    sign_cli(&sock_c, &[&url_a], &rotated).context("server b (on c) co-signed by a")?;
+    // The operators point each plugin at the new endpoints (SPIRE re-runs Configure on a changed plugin_data_file).
+    plugin_a.configure(&hcl(&sock_a, &url_c), "example.org").context("reconfigure a")?;
+    plugin_b.configure(&hcl(&sock_c, &url_a), "example.org").context("reconfigure b")?;
+    plugin_a
+        .publish_bundle(Some(spire_bundle("example.org", &rotated, 2)?))
+        .context("server a co-signed by the backup")?;
+    plugin_b
+        .publish_bundle(Some(spire_bundle("example.org", &rotated, 2)?))
+        .context("server b (on c) co-signed by a")?;
     for side in ["a", "b"] {
         wait_for(&vsock, side, "the rotated bundle signed with the backup", |r| {
             r.status == 200 && r.body.contains(ca2.trim())
@@ -159,7 +179,26 @@ pub fn run(report: Report<'_>) -> anyhow::Result<()> {
     }
     report("  both keysets serve the rotated bundle; c stood in for b in each chain (logged as backup use)");
     drop(verifier);
+    for (name, p) in [("a", plugin_a), ("b", plugin_b)] {
+        let code = p.unload()?;
+        ensure!(code == 0, "plugin {name} exited {code}");
+    }
+    report("SPIRE unloads the plugins: Deinit, Shutdown, both exit 0.");
     Ok(())
+}
+
+fn hcl(socket: &Path, url: &str) -> String {
+    format!("socket = \"{}\"\nurls = [\"{url}\"]\ntimeout = \"5s\"\n", socket.display())
+}
+
+fn load_plugin(socket: &Path, cosigner: &str) -> anyhow::Result<PluginHost> {
+    let host = PluginHost::launch(SIGN, "BundlePublisher")?;
+    host.init()?;
+    let text = hcl(socket, cosigner);
+    let v = host.validate(&text, "example.org")?;
+    ensure!(v.valid, "Validate: {:?}", v.notes);
+    host.configure(&text, "example.org")?;
+    Ok(host)
 }
 
 /// Wraps `inner` in an outer layer signed by a key nobody trusts.
