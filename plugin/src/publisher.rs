@@ -124,10 +124,17 @@ struct Published {
     refresh_at: u64,
 }
 
+/// A configuration with the client built for it (trust roots are loaded once per Configure, not per call).
+#[derive(Debug)]
+struct Configured {
+    cfg: PublisherConfig,
+    client: SignerClient,
+}
+
 /// The plugin's state.
 #[derive(Debug, Default)]
 pub struct Publisher {
-    config: Mutex<Option<Arc<PublisherConfig>>>,
+    config: Mutex<Option<Arc<Configured>>>,
     published: tokio::sync::Mutex<Published>,
 }
 
@@ -176,13 +183,14 @@ fn refresh_point(token: &str) -> u64 {
 }
 
 impl Publisher {
-    fn config(&self) -> Result<Arc<PublisherConfig>, Status> {
+    fn config(&self) -> Result<Arc<Configured>, Status> {
         self.config.lock().ok().and_then(|c| c.clone()).ok_or_else(|| Status::failed_precondition("not configured"))
     }
 
     /// Signs and publishes when needed; returns whether it published.
     pub async fn publish(&self, bundle: Bundle) -> Result<bool, Status> {
-        let cfg = self.config()?;
+        let configured = self.config()?;
+        let (cfg, client) = (&configured.cfg, &configured.client);
         let mut last = self.published.lock().await;
         let changed = last.bundle.as_ref() != Some(&bundle);
         let due = last.at.is_none_or(|at| at.elapsed() >= cfg.frequency);
@@ -191,7 +199,6 @@ impl Publisher {
             return Ok(false);
         }
         let text = render(&bundle, cfg.format).map_err(Status::invalid_argument)?;
-        let client = SignerClient::new(&cfg.socket, cfg.timeout).map_err(|e| Status::internal(e.to_string()))?;
         let started = Instant::now();
         let token = client.sign_chain(text.as_bytes(), &cfg.urls).await.map_err(|e| {
             tracing::error!(error = %e, "signing failed; nothing published");
@@ -243,8 +250,10 @@ impl Config for PublisherService {
             tracing::info!("{n}");
         }
         tracing::info!(socket = %cfg.socket.display(), cosigners = cfg.urls.len(), frequency = %GoDuration(cfg.frequency), "configured");
+        let client = SignerClient::new(&cfg.socket, cfg.timeout)
+            .map_err(|e| Status::invalid_argument(format!("failed to set up the signer client: {e}")))?;
         if let Ok(mut c) = self.0.config.lock() {
-            *c = Some(Arc::new(cfg));
+            *c = Some(Arc::new(Configured { cfg, client }));
         }
         Ok(Response::new(ConfigureResponse {}))
     }

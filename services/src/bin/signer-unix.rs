@@ -47,7 +47,8 @@ fn serve(path: PathBuf) -> anyhow::Result<()> {
     }
     let tpm = tpm::Tpm::open(&device).with_context(|| format!("opening TPM {device}"))?;
     let key = tpm.signing_key(cfg.handle).with_context(|| format!("opening signing key {}", cfg.handle))?;
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    // One async thread: the work is I/O and hand-offs to the TPM owner thread, which signs one at a time.
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(signer_unix::run(cfg, Arc::new(key), shutdown_signal()))?;
     Ok(())
 }
