@@ -21,7 +21,8 @@ fn run() -> anyhow::Result<()> {
         bail!("usage: spire-server-attestor-tpm-signer-http CONFIG");
     };
     let cfg = SignerHttpConfig::load(&PathBuf::from(config))?;
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    // One async thread: verification is a few tens of microseconds and the TPM sign happens in signer-unix.
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(signer_http::run(cfg, shutdown_signal()))?;
     Ok(())
 }
