@@ -137,10 +137,21 @@ impl Drop for Daemon {
 
 /// Runs a binary to completion with `stdin`, returning (exit code, stdout, stderr).
 pub fn run_bin(bin: &str, args: &[&str], stdin: &[u8]) -> anyhow::Result<(i32, String, String)> {
+    run_bin_env(bin, args, &[], stdin)
+}
+
+/// [`run_bin`] with extra environment variables.
+pub fn run_bin_env(
+    bin: &str,
+    args: &[&str],
+    envs: &[(&str, &str)],
+    stdin: &[u8],
+) -> anyhow::Result<(i32, String, String)> {
     use std::io::Write;
     let path = bin_path(bin)?;
     let mut child = Command::new(&path)
         .args(args)
+        .envs(envs.iter().copied())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -52,12 +52,23 @@ impl Ha {
 
     /// Starts signer-http in front of signer-unix(b), trusting a (primary) and c (backup).
     fn cosigner(&self, name: &str, listen: &str, allowed: &[&str], socket: &Path) -> (Daemon, SocketAddr) {
+        self.cosigner_with(name, listen, allowed, socket, "")
+    }
+
+    fn cosigner_with(
+        &self,
+        name: &str,
+        listen: &str,
+        allowed: &[&str],
+        socket: &Path,
+        extra: &str,
+    ) -> (Daemon, SocketAddr) {
         let conf = self.dir().join(format!("{name}.conf"));
         let allowed: String = allowed.iter().map(|a| format!("- \"{a}\"\n")).collect();
         std::fs::write(
             &conf,
             format!(
-                "socket: {}\nkeydir: keys\nprimary: a.pem\nbackup: c.pem\nlisten-addr: \"{listen}\"\nread-timeout: 1s\nmax-body: 65536\nallowed-addrs:\n{allowed}",
+                "socket: {}\nkeydir: keys\nprimary: a.pem\nbackup: c.pem\nlisten-addr: \"{listen}\"\nread-timeout: 1s\nmax-body: 65536\n{extra}allowed-addrs:\n{allowed}",
                 socket.display()
             ),
         )
@@ -205,4 +216,33 @@ fn local_signer_down_is_a_502_with_a_reason() {
     let r = tcp_from(lo(), addr, &post("/sign", "application/jwt", from_a.as_bytes())).unwrap();
     assert_eq!(r.status, 502, "{r:?}");
     assert!(r.body.contains("local signer"), "{r:?}");
+}
+
+#[test]
+fn tls_listener_with_a_private_ca() {
+    let ha = Ha::new();
+    let (ca, cert, key) = testbed::pki::tls_server(ha.dir()).unwrap();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let tls = format!("tls-cert: {}\ntls-key: {}\n", cert.display(), key.display());
+    let (_h, addr) = ha.cosigner_with("https-b", &listen, &["127.0.0.1"], &ha.sock_b, &tls);
+    let url = format!("https://{addr}/sign");
+    let args = [ha.sock_a.display().to_string(), url];
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    // Trusting the private CA (SSL_CERT_FILE, read by the client's system-roots loader): co-signed and published.
+    let ca_env = ca.display().to_string();
+    let (code, out, err) =
+        testbed::process::run_bin_env(testbed::single::SIGN, &args, &[("SSL_CERT_FILE", &ca_env)], ha.ca.as_bytes())
+            .unwrap();
+    assert_eq!(code, 0, "{err}");
+    let v = ha.policy(&["a.pem", "b.pem"]).verify(out.trim(), now()).unwrap();
+    assert_eq!(v.layers.len(), 2);
+    // Not trusting it: the TLS handshake fails, nothing new is published.
+    let before = std::fs::read_to_string(ha.dir().join("www-a/spiffetrustbundle.token")).unwrap();
+    let system = "/etc/ssl/certs/ca-certificates.crt";
+    let (code, out, err) =
+        testbed::process::run_bin_env(testbed::single::SIGN, &args, &[("SSL_CERT_FILE", system)], ha.ca.as_bytes())
+            .unwrap();
+    assert_ne!(code, 0);
+    assert!(out.is_empty() && err.contains("TLS"), "{err}");
+    assert_eq!(std::fs::read_to_string(ha.dir().join("www-a/spiffetrustbundle.token")).unwrap(), before);
 }
