@@ -269,7 +269,7 @@ fn ha_bench(examples: &Path) -> anyhow::Result<()> {
     let ca2 = testbed::pki::spire_ca(dir, "example.org", "ca2")?;
     let t = Instant::now();
     rt.block_on(async {
-        let token = client.sign_chain(ca2.as_bytes(), &[cosigner.clone()]).await?;
+        let token = client.sign_chain(ca2.as_bytes(), std::slice::from_ref(&cosigner)).await?;
         client.publish(&token).await?;
         anyhow::Ok(())
     })?;
