@@ -114,6 +114,20 @@ pub async fn read_body(req: Request, limits: &ServerLimits) -> Result<(http::req
     }
 }
 
+/// Reads a whole request body as UTF-8 text within `limits`; on failure, the reply to send.
+pub async fn read_text(req: Request, limits: &ServerLimits) -> Result<(http::request::Parts, String), Reply> {
+    let (parts, body) = read_body(req, limits).await.map_err(|e| e.reply())?;
+    let text = String::from_utf8(body.to_vec()).map_err(|_| text(StatusCode::BAD_REQUEST, "body is not UTF-8"))?;
+    Ok((parts, text))
+}
+
+/// 405 with an `Allow` header naming the accepted methods.
+pub fn method_not_allowed(allow: &'static str) -> Reply {
+    let mut r = text(StatusCode::METHOD_NOT_ALLOWED, format!("use {allow}"));
+    r.headers_mut().insert(header::ALLOW, header::HeaderValue::from_static(allow));
+    r
+}
+
 /// Serves HTTP/1.1 on a unix socket until `shutdown` resolves, then lets in-flight requests finish
 /// (bounded by `drain`). Peers outside `policy` get 403 on every request.
 pub async fn serve_unix<H, Fut>(

@@ -10,7 +10,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use http::{header, Method, StatusCode};
+use http::{Method, StatusCode};
 use hyper::service::service_fn;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
@@ -226,22 +226,15 @@ impl State {
         let path = req.uri().path().to_owned();
         match (req.method().clone(), path.as_str()) {
             (Method::POST, "/sign") => self.sign(req, peer).await,
-            (_, "/sign") => {
-                let mut r = server::text(StatusCode::METHOD_NOT_ALLOWED, "use POST");
-                r.headers_mut().insert(header::ALLOW, header::HeaderValue::from_static("POST"));
-                r
-            }
+            (_, "/sign") => server::method_not_allowed("POST"),
             _ => server::text(StatusCode::NOT_FOUND, format!("no such endpoint {path:?}; use /sign")),
         }
     }
 
     async fn sign(&self, req: Request, peer: IpAddr) -> Reply {
-        let (_, body) = match server::read_body(req, &self.limits).await {
-            Ok(b) => b,
-            Err(e) => return e.reply(),
-        };
-        let Ok(text) = std::str::from_utf8(&body) else {
-            return server::text(StatusCode::BAD_REQUEST, "body is not UTF-8");
+        let (_, text) = match server::read_text(req, &self.limits).await {
+            Ok(t) => t,
+            Err(reply) => return reply,
         };
         let token = text.trim();
         let Ok(_slot) = self.verify_slots.try_acquire() else {

@@ -86,22 +86,15 @@ impl Signer {
             (Method::POST, "/sign") => self.sign(req, peer).await,
             (Method::POST, "/publish") => self.publish(req, peer).await,
             (Method::GET, "/healthz") => server::text(StatusCode::OK, format!("ok {}", self.own_key.fingerprint())),
-            (_, "/sign" | "/publish") => {
-                let mut r = server::text(StatusCode::METHOD_NOT_ALLOWED, "use POST");
-                r.headers_mut().insert(header::ALLOW, header::HeaderValue::from_static("POST"));
-                r
-            }
+            (_, "/sign" | "/publish") => server::method_not_allowed("POST"),
             _ => server::text(StatusCode::NOT_FOUND, format!("no such endpoint {path:?}; use /sign or /publish")),
         }
     }
 
     async fn sign(&self, req: Request, peer: PeerCred) -> Reply {
-        let (parts, body) = match server::read_body(req, &self.limits).await {
-            Ok(b) => b,
-            Err(e) => return e.reply(),
-        };
-        let Ok(text) = std::str::from_utf8(&body) else {
-            return server::text(StatusCode::BAD_REQUEST, "body is not UTF-8");
+        let (parts, text) = match server::read_text(req, &self.limits).await {
+            Ok(t) => t,
+            Err(reply) => return reply,
         };
         let wants_jwt = parts
             .headers
@@ -116,7 +109,7 @@ impl Signer {
             }
             crypto::token::Payload::Token(token.to_owned())
         } else {
-            if let Err(e) = crypto::bundle::Bundle::parse(text) {
+            if let Err(e) = crypto::bundle::Bundle::parse(&text) {
                 return server::text(
                     StatusCode::BAD_REQUEST,
                     format!("body is not a trust bundle ({e}); send a PEM or SPIFFE bundle, or a token with Content-Type: application/jwt"),
@@ -190,12 +183,9 @@ impl Signer {
     }
 
     async fn publish(&self, req: Request, peer: PeerCred) -> Reply {
-        let (_, body) = match server::read_body(req, &self.limits).await {
-            Ok(b) => b,
-            Err(e) => return e.reply(),
-        };
-        let Ok(text) = std::str::from_utf8(&body) else {
-            return server::text(StatusCode::BAD_REQUEST, "body is not UTF-8");
+        let (_, text) = match server::read_text(req, &self.limits).await {
+            Ok(t) => t,
+            Err(reply) => return reply,
         };
         let token = text.trim();
         let layer = match self.own_layer(token) {

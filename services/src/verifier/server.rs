@@ -9,7 +9,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{header, Method, StatusCode};
+use http::{Method, StatusCode};
 
 use super::config::VerifierConfig;
 use super::keyset::{now, Keyset};
@@ -114,9 +114,7 @@ impl Verifier {
             );
         }
         if req.method() != Method::GET && req.method() != Method::HEAD {
-            let mut r = server::text(StatusCode::METHOD_NOT_ALLOWED, "use GET");
-            r.headers_mut().insert(header::ALLOW, header::HeaderValue::from_static("GET, HEAD"));
-            return r;
+            return server::method_not_allowed("GET, HEAD");
         }
         let pairs = query_pairs(req.uri().query().unwrap_or(""));
         let get = |k: &str| pairs.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str());
