@@ -3,6 +3,7 @@
 //! BundlePublisher plugin ([`publisher`]) served over hashicorp go-plugin ([`goplugin`]).
 
 pub mod cli;
+pub mod devid;
 pub mod goplugin;
 pub mod hcl;
 pub mod hclog;

@@ -253,7 +253,7 @@ pub(crate) fn check_signing_key(handle: PersistentHandle, public: &Public) -> Re
     Ok(PublicKey::new(key_type, der))
 }
 
-fn null_ticket() -> Result<HashcheckTicket, tss_esapi::Error> {
+pub(crate) fn null_ticket() -> Result<HashcheckTicket, tss_esapi::Error> {
     // An unrestricted signing key accepts the NULL hashcheck ticket (TPM 2.0 Part 3, 20.2 TPM2_Sign).
     HashcheckTicket::try_from(TPMT_TK_HASHCHECK {
         tag: TPM2_ST_HASHCHECK,

@@ -12,6 +12,7 @@
 //! enable.
 
 mod device;
+pub mod devid;
 mod error;
 mod esapi;
 mod handle;

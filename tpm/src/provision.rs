@@ -121,7 +121,7 @@ fn probe(
 }
 
 /// Runs `f` with a transient object, flushing it afterwards whatever `f` returned.
-fn with_transient<R>(
+pub(crate) fn with_transient<R>(
     conn: &mut Conn,
     object: KeyHandle,
     f: impl FnOnce(&mut Conn) -> Result<R, OpError>,

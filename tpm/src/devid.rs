@@ -1,0 +1,231 @@
+//! DevID keys as SPIRE's `tpm_devid` plugins use them: created under the TCG "H-1" (RSA) or "H-2" (ECC) storage
+//! primary key, which is never persisted but re-derived from the owner seed, and kept outside the TPM as
+//! blobs in SPIRE's format (`devid.priv.blob` = TPM2B_PRIVATE contents, `devid.pub.blob` = TPMT_PUBLIC, both
+//! without the 2-byte size).
+//!
+//! Invariants: the SRK template is exactly H-1/H-2 (noDA set, unique empty), or blobs would not load where SPIRE
+//! loads them; every transient object is flushed on every path; passwords never leave this module except into
+//! the TPM.
+
+use std::convert::TryFrom;
+
+use tss_esapi::attributes::ObjectAttributesBuilder;
+use tss_esapi::handles::{KeyHandle, ObjectHandle};
+use tss_esapi::interface_types::algorithm::{HashingAlgorithm, PublicAlgorithm};
+use tss_esapi::interface_types::ecc::EccCurve;
+use tss_esapi::interface_types::key_bits::RsaKeyBits;
+use tss_esapi::interface_types::resource_handles::Hierarchy;
+use tss_esapi::interface_types::session_handles::AuthSession;
+use tss_esapi::structures::{
+    Auth, Digest, EccPoint, EccScheme, HashScheme, Private, Public, PublicBuilder, PublicEccParametersBuilder,
+    PublicKeyRsa, PublicRsaParametersBuilder, RsaExponent, RsaScheme, Signature, SignatureScheme,
+    SymmetricDefinitionObject,
+};
+use tss_esapi::traits::{Marshall, UnMarshall};
+use zeroize::Zeroizing;
+
+use crate::error::TpmError;
+use crate::esapi::{spki_der, Conn, OpError, Tpm};
+use crate::key::{KeyType, PublicKey};
+use crate::provision::with_transient;
+
+/// A password for a hierarchy or a key: zeroized on drop, never printed.
+#[derive(Clone, Default)]
+pub struct Password(Zeroizing<Vec<u8>>);
+
+impl Password {
+    /// Wraps raw password bytes (SPIRE uses the UTF-8 bytes of the configured string).
+    pub fn new(bytes: Vec<u8>) -> Password {
+        Password(Zeroizing::new(bytes))
+    }
+
+    fn auth(&self) -> Result<Auth, tss_esapi::Error> {
+        Auth::try_from(self.0.to_vec())
+    }
+}
+
+impl std::fmt::Debug for Password {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_empty() { "Password(empty)" } else { "Password(<redacted>)" })
+    }
+}
+
+/// A DevID key in SPIRE's blob format, with its public key.
+#[derive(Debug, Clone)]
+pub struct DevIdBlobs {
+    /// TPM2B_PRIVATE contents (`devid.priv.blob`).
+    pub private: Vec<u8>,
+    /// TPMT_PUBLIC (`devid.pub.blob`).
+    pub public: Vec<u8>,
+    /// The key.
+    pub key: PublicKey,
+}
+
+/// The TCG EK Credential Profile "H-1" (RSA) or "H-2" (ECC) storage primary template, as SPIRE's agent uses it.
+pub fn srk_template(key_type: KeyType) -> Result<Public, tss_esapi::Error> {
+    let attrs = ObjectAttributesBuilder::new()
+        .with_fixed_tpm(true)
+        .with_fixed_parent(true)
+        .with_sensitive_data_origin(true)
+        .with_user_with_auth(true)
+        .with_no_da(true)
+        .with_restricted(true)
+        .with_decrypt(true)
+        .build()?;
+    let b = PublicBuilder::new().with_name_hashing_algorithm(HashingAlgorithm::Sha256).with_object_attributes(attrs);
+    match key_type {
+        KeyType::Rsa2048 => b
+            .with_public_algorithm(PublicAlgorithm::Rsa)
+            .with_rsa_parameters(
+                PublicRsaParametersBuilder::new_restricted_decryption_key(
+                    SymmetricDefinitionObject::AES_128_CFB,
+                    RsaKeyBits::Rsa2048,
+                    RsaExponent::default(),
+                )
+                .build()?,
+            )
+            .with_rsa_unique_identifier(PublicKeyRsa::default())
+            .build(),
+        KeyType::EccP256 => b
+            .with_public_algorithm(PublicAlgorithm::Ecc)
+            .with_ecc_parameters(
+                PublicEccParametersBuilder::new_restricted_decryption_key(
+                    SymmetricDefinitionObject::AES_128_CFB,
+                    EccCurve::NistP256,
+                )
+                .build()?,
+            )
+            .with_ecc_unique_identifier(EccPoint::default())
+            .build(),
+    }
+}
+
+fn devid_template(key_type: KeyType) -> Result<Public, tss_esapi::Error> {
+    let attrs = ObjectAttributesBuilder::new()
+        .with_fixed_tpm(true)
+        .with_fixed_parent(true)
+        .with_sensitive_data_origin(true)
+        .with_user_with_auth(true)
+        .with_sign_encrypt(true)
+        .build()?;
+    let sha256 = HashScheme::new(HashingAlgorithm::Sha256);
+    let b = PublicBuilder::new().with_name_hashing_algorithm(HashingAlgorithm::Sha256).with_object_attributes(attrs);
+    match key_type {
+        KeyType::Rsa2048 => b
+            .with_public_algorithm(PublicAlgorithm::Rsa)
+            .with_rsa_parameters(
+                PublicRsaParametersBuilder::new_unrestricted_signing_key(
+                    RsaScheme::RsaSsa(sha256),
+                    RsaKeyBits::Rsa2048,
+                    RsaExponent::default(),
+                )
+                .build()?,
+            )
+            .with_rsa_unique_identifier(PublicKeyRsa::default())
+            .build(),
+        KeyType::EccP256 => b
+            .with_public_algorithm(PublicAlgorithm::Ecc)
+            .with_ecc_parameters(
+                PublicEccParametersBuilder::new_unrestricted_signing_key(EccScheme::EcDsa(sha256), EccCurve::NistP256)
+                    .build()?,
+            )
+            .with_ecc_unique_identifier(EccPoint::default())
+            .build(),
+    }
+}
+
+/// Creates the H-1/H-2 SRK (owner hierarchy, `owner` password) and runs `f` with it, flushing it afterwards.
+fn with_srk<R>(
+    conn: &mut Conn,
+    key_type: KeyType,
+    owner: &Password,
+    f: impl FnOnce(&mut Conn, KeyHandle) -> Result<R, OpError>,
+) -> Result<R, OpError> {
+    conn.ctx.tr_set_auth(ObjectHandle::Owner, owner.auth()?)?;
+    let template = srk_template(key_type)?;
+    let srk = conn.ctx.execute_with_session(Some(AuthSession::Password), |ctx| {
+        ctx.create_primary(Hierarchy::Owner, template, None, None, None, None)
+    })?;
+    with_transient(conn, srk.key_handle, |conn| f(conn, srk.key_handle))
+}
+
+fn key_type_of(public: &Public) -> Option<KeyType> {
+    match public {
+        Public::Rsa { .. } => Some(KeyType::Rsa2048),
+        Public::Ecc { .. } => Some(KeyType::EccP256),
+        _ => None,
+    }
+}
+
+impl Tpm {
+    /// Creates a DevID signing key of `key_type` under the H-1/H-2 SRK, protected by `devid` password.
+    pub fn create_devid(&self, key_type: KeyType, owner: &Password, devid: &Password) -> Result<DevIdBlobs, TpmError> {
+        self.with_context("create DevID", |conn| {
+            with_srk(conn, key_type, owner, |conn, srk| {
+                let template = devid_template(key_type)?;
+                let created = conn.ctx.execute_with_session(Some(AuthSession::Password), |ctx| {
+                    ctx.create(srk, template, Some(devid.auth()?), None, None, None)
+                })?;
+                let der = spki_der(&created.out_public)
+                    .map_err(|_| OpError::Final(TpmError::Software("DevID public key not exportable")))?;
+                Ok(DevIdBlobs {
+                    private: created.out_private.value().to_vec(),
+                    public: created.out_public.marshall()?,
+                    key: PublicKey::new(key_type, der),
+                })
+            })
+        })
+    }
+
+    /// Loads the DevID from its blobs under the SRK and signs a SHA-256 digest with it (the key's own scheme).
+    /// Returns the raw RSA signature, or `r || s` (32 bytes each) for ECDSA.
+    pub fn sign_with_devid(
+        &self,
+        blobs: &DevIdBlobs,
+        owner: &Password,
+        devid: &Password,
+        digest: &[u8; 32],
+    ) -> Result<Vec<u8>, TpmError> {
+        let public =
+            Public::unmarshall(&blobs.public).map_err(|_| TpmError::Software("devid.pub.blob is not a TPMT_PUBLIC"))?;
+        let key_type = key_type_of(&public).ok_or(TpmError::Software("DevID is neither RSA nor ECC"))?;
+        let signature = self.with_context("sign with DevID", |conn| {
+            let private = Private::try_from(blobs.private.clone())?;
+            let loaded = with_srk(conn, key_type, owner, |conn, srk| {
+                Ok(conn
+                    .ctx
+                    .execute_with_session(Some(AuthSession::Password), |ctx| ctx.load(srk, private, public.clone()))?)
+            })?;
+            with_transient(conn, loaded, |conn| {
+                conn.ctx.tr_set_auth(ObjectHandle::from(loaded), devid.auth()?)?;
+                let scheme = match key_type {
+                    KeyType::Rsa2048 => {
+                        SignatureScheme::RsaSsa { hash_scheme: HashScheme::new(HashingAlgorithm::Sha256) }
+                    }
+                    KeyType::EccP256 => {
+                        SignatureScheme::EcDsa { hash_scheme: HashScheme::new(HashingAlgorithm::Sha256) }
+                    }
+                };
+                let digest = Digest::try_from(digest.to_vec())?;
+                let ticket = crate::esapi::null_ticket()?;
+                Ok(conn.ctx.execute_with_session(Some(AuthSession::Password), |ctx| {
+                    ctx.sign(loaded, digest, scheme, ticket)
+                })?)
+            })
+        })?;
+        match signature {
+            Signature::RsaSsa(s) => Ok(s.signature().value().to_vec()),
+            Signature::EcDsa(s) => {
+                let (r, sv) = (s.signature_r().value(), s.signature_s().value());
+                let mut out = vec![0u8; 64];
+                if r.len() > 32 || sv.len() > 32 {
+                    return Err(TpmError::Software("ECDSA component longer than 32 bytes"));
+                }
+                out[32 - r.len()..32].copy_from_slice(r);
+                out[64 - sv.len()..].copy_from_slice(sv);
+                Ok(out)
+            }
+            _ => Err(TpmError::Software("unexpected signature scheme")),
+        }
+    }
+}
