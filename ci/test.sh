@@ -26,10 +26,12 @@ cargo build --workspace --bins --locked
 GO111MODULE=off GOPATH=/usr/share/gocode GOCACHE="${TMPDIR:-/tmp}/sat-gocache" GOFLAGS= \
   /usr/lib/go-1.19/bin/go build -o target/debug/goplugin-host ./testbed/goplugin-host
 
+echo "== doc tests"
+cargo test --workspace --doc --locked
+
 echo "== tests: unit, TPM on swtpm, end to end"
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --locked --no-fail-fast --final-status-level fail
 else
   cargo test --workspace --locked --no-fail-fast
 fi
-cargo test --workspace --doc --locked
