@@ -115,7 +115,7 @@ impl Signer {
                     format!("body is not a trust bundle ({e}); send a PEM or SPIFFE bundle, or a token with Content-Type: application/jwt"),
                 );
             }
-            crypto::token::Payload::Bundle(text.to_owned())
+            crypto::token::Payload::Bundle(text)
         };
         let kind = if wants_jwt { "token" } else { "bundle" };
         let now = now();
