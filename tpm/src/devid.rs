@@ -9,25 +9,18 @@
 
 use std::convert::TryFrom;
 
-use tss_esapi::attributes::ObjectAttributesBuilder;
 use tss_esapi::handles::{KeyHandle, ObjectHandle};
-use tss_esapi::interface_types::algorithm::{HashingAlgorithm, PublicAlgorithm};
-use tss_esapi::interface_types::ecc::EccCurve;
-use tss_esapi::interface_types::key_bits::RsaKeyBits;
+use tss_esapi::interface_types::algorithm::HashingAlgorithm;
 use tss_esapi::interface_types::resource_handles::Hierarchy;
 use tss_esapi::interface_types::session_handles::AuthSession;
-use tss_esapi::structures::{
-    Auth, Digest, EccPoint, EccScheme, HashScheme, Private, Public, PublicBuilder, PublicEccParametersBuilder,
-    PublicKeyRsa, PublicRsaParametersBuilder, RsaExponent, RsaScheme, Signature, SignatureScheme,
-    SymmetricDefinitionObject,
-};
+use tss_esapi::structures::{Auth, Digest, HashScheme, Private, Public, Signature, SignatureScheme};
 use tss_esapi::traits::{Marshall, UnMarshall};
 use zeroize::Zeroizing;
 
 use crate::error::TpmError;
 use crate::esapi::{spki_der, Conn, OpError, Tpm};
 use crate::key::{KeyType, PublicKey};
-use crate::provision::with_transient;
+use crate::provision::{signing_template, storage_template, with_transient};
 
 /// A password for a hierarchy or a key: zeroized on drop, never printed.
 #[derive(Clone, Default)]
@@ -63,75 +56,7 @@ pub struct DevIdBlobs {
 
 /// The TCG EK Credential Profile "H-1" (RSA) or "H-2" (ECC) storage primary template, as SPIRE's agent uses it.
 pub fn srk_template(key_type: KeyType) -> Result<Public, tss_esapi::Error> {
-    let attrs = ObjectAttributesBuilder::new()
-        .with_fixed_tpm(true)
-        .with_fixed_parent(true)
-        .with_sensitive_data_origin(true)
-        .with_user_with_auth(true)
-        .with_no_da(true)
-        .with_restricted(true)
-        .with_decrypt(true)
-        .build()?;
-    let b = PublicBuilder::new().with_name_hashing_algorithm(HashingAlgorithm::Sha256).with_object_attributes(attrs);
-    match key_type {
-        KeyType::Rsa2048 => b
-            .with_public_algorithm(PublicAlgorithm::Rsa)
-            .with_rsa_parameters(
-                PublicRsaParametersBuilder::new_restricted_decryption_key(
-                    SymmetricDefinitionObject::AES_128_CFB,
-                    RsaKeyBits::Rsa2048,
-                    RsaExponent::default(),
-                )
-                .build()?,
-            )
-            .with_rsa_unique_identifier(PublicKeyRsa::default())
-            .build(),
-        KeyType::EccP256 => b
-            .with_public_algorithm(PublicAlgorithm::Ecc)
-            .with_ecc_parameters(
-                PublicEccParametersBuilder::new_restricted_decryption_key(
-                    SymmetricDefinitionObject::AES_128_CFB,
-                    EccCurve::NistP256,
-                )
-                .build()?,
-            )
-            .with_ecc_unique_identifier(EccPoint::default())
-            .build(),
-    }
-}
-
-fn devid_template(key_type: KeyType) -> Result<Public, tss_esapi::Error> {
-    let attrs = ObjectAttributesBuilder::new()
-        .with_fixed_tpm(true)
-        .with_fixed_parent(true)
-        .with_sensitive_data_origin(true)
-        .with_user_with_auth(true)
-        .with_sign_encrypt(true)
-        .build()?;
-    let sha256 = HashScheme::new(HashingAlgorithm::Sha256);
-    let b = PublicBuilder::new().with_name_hashing_algorithm(HashingAlgorithm::Sha256).with_object_attributes(attrs);
-    match key_type {
-        KeyType::Rsa2048 => b
-            .with_public_algorithm(PublicAlgorithm::Rsa)
-            .with_rsa_parameters(
-                PublicRsaParametersBuilder::new_unrestricted_signing_key(
-                    RsaScheme::RsaSsa(sha256),
-                    RsaKeyBits::Rsa2048,
-                    RsaExponent::default(),
-                )
-                .build()?,
-            )
-            .with_rsa_unique_identifier(PublicKeyRsa::default())
-            .build(),
-        KeyType::EccP256 => b
-            .with_public_algorithm(PublicAlgorithm::Ecc)
-            .with_ecc_parameters(
-                PublicEccParametersBuilder::new_unrestricted_signing_key(EccScheme::EcDsa(sha256), EccCurve::NistP256)
-                    .build()?,
-            )
-            .with_ecc_unique_identifier(EccPoint::default())
-            .build(),
-    }
+    storage_template(key_type, true)
 }
 
 /// Creates the H-1/H-2 SRK (owner hierarchy, `owner` password) and runs `f` with it, flushing it afterwards.
@@ -162,7 +87,7 @@ impl Tpm {
     pub fn create_devid(&self, key_type: KeyType, owner: &Password, devid: &Password) -> Result<DevIdBlobs, TpmError> {
         self.with_context("create DevID", |conn| {
             with_srk(conn, key_type, owner, |conn, srk| {
-                let template = devid_template(key_type)?;
+                let template = signing_template(key_type)?;
                 let created = conn.ctx.execute_with_session(Some(AuthSession::Password), |ctx| {
                     ctx.create(srk, template, Some(devid.auth()?), None, None, None)
                 })?;

@@ -43,32 +43,50 @@ pub struct Provisioned {
     pub public: PublicKey,
 }
 
-/// The SRK template of `tpm2_createprimary -C o -g sha256 -G rsa2048:aes128cfb`.
-pub(crate) fn srk_template() -> Result<Public, tss_esapi::Error> {
+/// A storage primary key template: restricted decrypt, AES-128-CFB, scheme NULL, SHA-256 name, empty unique.
+/// Without `no_da` it is `tpm2_createprimary -C o -g sha256 -G rsa2048:aes128cfb` (the upstream recipe's SRK);
+/// with `no_da` it is the TCG EK Credential Profile "H-1" (RSA) / "H-2" (ECC) key SPIRE's `tpm_devid` derives.
+pub(crate) fn storage_template(key_type: KeyType, no_da: bool) -> Result<Public, tss_esapi::Error> {
     let attrs = ObjectAttributesBuilder::new()
         .with_fixed_tpm(true)
         .with_fixed_parent(true)
         .with_sensitive_data_origin(true)
         .with_user_with_auth(true)
+        .with_no_da(no_da)
         .with_restricted(true)
         .with_decrypt(true)
         .build()?;
-    let params = PublicRsaParametersBuilder::new_restricted_decryption_key(
-        SymmetricDefinitionObject::AES_128_CFB,
-        RsaKeyBits::Rsa2048,
-        RsaExponent::default(),
-    )
-    .build()?;
-    PublicBuilder::new()
-        .with_public_algorithm(PublicAlgorithm::Rsa)
-        .with_name_hashing_algorithm(HashingAlgorithm::Sha256)
-        .with_object_attributes(attrs)
-        .with_rsa_parameters(params)
-        .with_rsa_unique_identifier(PublicKeyRsa::default())
-        .build()
+    let b = PublicBuilder::new().with_name_hashing_algorithm(HashingAlgorithm::Sha256).with_object_attributes(attrs);
+    match key_type {
+        KeyType::Rsa2048 => b
+            .with_public_algorithm(PublicAlgorithm::Rsa)
+            .with_rsa_parameters(
+                PublicRsaParametersBuilder::new_restricted_decryption_key(
+                    SymmetricDefinitionObject::AES_128_CFB,
+                    RsaKeyBits::Rsa2048,
+                    RsaExponent::default(),
+                )
+                .build()?,
+            )
+            .with_rsa_unique_identifier(PublicKeyRsa::default())
+            .build(),
+        KeyType::EccP256 => b
+            .with_public_algorithm(PublicAlgorithm::Ecc)
+            .with_ecc_parameters(
+                PublicEccParametersBuilder::new_restricted_decryption_key(
+                    SymmetricDefinitionObject::AES_128_CFB,
+                    EccCurve::NistP256,
+                )
+                .build()?,
+            )
+            .with_ecc_unique_identifier(EccPoint::default())
+            .build(),
+    }
 }
 
-fn signing_template(key_type: KeyType) -> Result<Public, tss_esapi::Error> {
+/// An unrestricted signing key: RSA-2048 RSASSA-SHA256 or P-256 ECDSA-SHA256, fixedTPM, fixedParent,
+/// sensitiveDataOrigin, userWithAuth (the signing keys here, and SPIRE's DevID template).
+pub(crate) fn signing_template(key_type: KeyType) -> Result<Public, tss_esapi::Error> {
     let attrs = ObjectAttributesBuilder::new()
         .with_fixed_tpm(true)
         .with_fixed_parent(true)
@@ -148,7 +166,7 @@ fn ensure_srk(conn: &mut Conn, device: &TpmDevice) -> Result<KeyHandle, OpError>
         return Ok(key);
     }
     tracing::info!(tpm = %device, handle = %srk, "creating the storage primary key");
-    let template = srk_template()?;
+    let template = storage_template(KeyType::Rsa2048, false)?;
     let primary = conn.ctx.execute_with_session(Some(AuthSession::Password), |ctx| {
         ctx.create_primary(Hierarchy::Owner, template, None, None, None, None)
     })?;

@@ -139,6 +139,20 @@ pub fn duration(path: &Path, key: &str, value: Option<&Scalar>) -> Result<Option
         .transpose()
 }
 
+/// Reads the public key `name` (a file name inside `keydir`) for config key `key`.
+pub fn load_key(path: &Path, keydir: &Path, key: &str, name: &str) -> Result<crypto::keys::VerifyingKey, ConfigError> {
+    if name.is_empty() || name.contains('/') {
+        return Err(ConfigError::invalid(
+            path,
+            key,
+            format!("{name:?} must be a file name inside keydir {}", keydir.display()),
+        ));
+    }
+    let file = keydir.join(name);
+    let pem = std::fs::read(&file).map_err(|e| ConfigError::invalid(path, key, format!("{}: {e}", file.display())))?;
+    crypto::keys::VerifyingKey::from_pem(name, &pem).map_err(|e| ConfigError::invalid(path, key, e.to_string()))
+}
+
 /// Resolves `dir` relative to the directory holding the config file, as upstream `keydir` does.
 pub fn relative_to_config(config: &Path, dir: &Path) -> PathBuf {
     if dir.is_absolute() {

@@ -95,14 +95,7 @@ impl SignerHttpConfig {
     fn from_raw(path: &Path, raw: Raw) -> Result<SignerHttpConfig, ConfigError> {
         let bad = |key: &str, reason: String| ConfigError::invalid(path, key, reason);
         let keydir = config::relative_to_config(path, &raw.keydir.unwrap_or_else(|| PathBuf::from("keys")));
-        let load_key = |key: &str, name: &str| -> Result<crypto::keys::VerifyingKey, ConfigError> {
-            if name.contains('/') {
-                return Err(bad(key, format!("{name:?} must be a file name inside keydir")));
-            }
-            let file = keydir.join(name);
-            let pem = std::fs::read(&file).map_err(|e| bad(key, format!("{}: {e}", file.display())))?;
-            crypto::keys::VerifyingKey::from_pem(name, &pem).map_err(|e| bad(key, e.to_string()))
-        };
+        let load_key = |key: &str, name: &str| config::load_key(path, &keydir, key, name);
         let primary = match raw.primary.as_deref() {
             Some(name) if !name.is_empty() => load_key("primary", name)?,
             _ => return Err(bad("primary", "required: the key whose signature requests must carry".into())),

@@ -136,12 +136,7 @@ impl VerifierConfig {
             if let Some(k) = loaded.get(name) {
                 return Ok(k.clone());
             }
-            if name.is_empty() || name.contains('/') {
-                return Err(bad(key, format!("{name:?} must be a file name inside keydir {}", keydir.display())));
-            }
-            let file = keydir.join(name);
-            let pem = std::fs::read(&file).map_err(|e| bad(key, format!("{}: {e}", file.display())))?;
-            let k = crypto::keys::VerifyingKey::from_pem(name, &pem).map_err(|e| bad(key, e.to_string()))?;
+            let k = config::load_key(path, &keydir, key, name)?;
             loaded.insert(name.to_owned(), k.clone());
             Ok(k)
         };
