@@ -19,6 +19,7 @@ pub struct Swtpm {
     child: Option<Child>,
     port: u16,
     state: tempfile::TempDir,
+    ek_ca: Option<PathBuf>,
 }
 
 /// Two consecutive free ports on 127.0.0.1 (P, P+1).
@@ -46,8 +47,73 @@ fn answers(port: u16) -> bool {
 impl Swtpm {
     /// Starts a blank swtpm.
     pub fn start() -> anyhow::Result<Swtpm> {
+        Self::start_in(tempfile::tempdir()?, None)
+    }
+
+    /// Starts a swtpm manufactured like a real TPM: `swtpm_setup` creates the RSA-2048 EK (and an ECC one) with
+    /// certificates in NV (RSA EK certificate at 0x01C00002) issued by a private `swtpm_localca` CA made for this
+    /// instance (never the system one). [`Swtpm::ek_ca`] is that CA's chain (issuer then root, PEM).
+    pub fn start_with_ek() -> anyhow::Result<Swtpm> {
         let state = tempfile::tempdir()?;
-        let mut tpm = Swtpm { child: None, port: 0, state };
+        let dir = state.path();
+        let ca_dir = dir.join("localca");
+        std::fs::create_dir_all(&ca_dir)?;
+        let localca_conf = dir.join("swtpm-localca.conf");
+        std::fs::write(
+            &localca_conf,
+            format!(
+                "statedir = {ca}\nsigningkey = {ca}/signkey.pem\nissuercert = {ca}/issuercert.pem\ncertserial = {ca}/certserial\n",
+                ca = ca_dir.display()
+            ),
+        )?;
+        let setup_conf = dir.join("swtpm_setup.conf");
+        std::fs::write(
+            &setup_conf,
+            format!(
+                "create_certs_tool= /usr/bin/swtpm_localca\ncreate_certs_tool_config = {}\n\
+                 create_certs_tool_options = /etc/swtpm-localca.options\nactive_pcr_banks = sha256\n",
+                localca_conf.display()
+            ),
+        )?;
+        let tpm_state = dir.join("tpm");
+        std::fs::create_dir_all(&tpm_state)?;
+        let out = Command::new("swtpm_setup")
+            .args(["--tpm2", "--tpmstate"])
+            .arg(&tpm_state)
+            .arg("--config")
+            .arg(&setup_conf)
+            .args(["--create-ek-cert", "--create-platform-cert", "--lock-nvram", "--overwrite"])
+            .output()
+            .context("running swtpm_setup (package swtpm-tools)")?;
+        if !out.status.success() {
+            bail!(
+                "swtpm_setup failed: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let chain = dir.join("ek-ca-chain.pem");
+        let issuer = std::fs::read_to_string(ca_dir.join("issuercert.pem"))?;
+        let root = std::fs::read_to_string(ca_dir.join("swtpm-localca-rootca-cert.pem"))?;
+        std::fs::write(&chain, format!("{issuer}{root}"))?;
+        Self::start_in(state, Some(chain))
+    }
+
+    /// The EK certificate CA chain (issuer, then root) of a [`Swtpm::start_with_ek`] TPM.
+    pub fn ek_ca(&self) -> Option<&Path> {
+        self.ek_ca.as_deref()
+    }
+
+    fn tpm_state(&self) -> PathBuf {
+        if self.ek_ca.is_some() {
+            self.state.path().join("tpm")
+        } else {
+            self.state.path().to_owned()
+        }
+    }
+
+    fn start_in(state: tempfile::TempDir, ek_ca: Option<PathBuf>) -> anyhow::Result<Swtpm> {
+        let mut tpm = Swtpm { child: None, port: 0, state, ek_ca };
         let mut last = None;
         for _ in 0..10 {
             tpm.port = free_port_pair()?;
@@ -60,7 +126,8 @@ impl Swtpm {
     }
 
     fn spawn(&mut self) -> anyhow::Result<()> {
-        let dir = self.state.path();
+        let tpm_state = self.tpm_state();
+        let dir = tpm_state.as_path();
         let log = dir.join("log");
         let child = Command::new("swtpm")
             .args(["socket", "--tpm2"])
@@ -112,14 +179,14 @@ impl Swtpm {
         format!("swtpm:host=127.0.0.1,port={}", self.port)
     }
 
-    /// The state directory.
-    pub fn state_dir(&self) -> &Path {
-        self.state.path()
+    /// The TPM state directory (`tpm2-00.permall` lives here).
+    pub fn state_dir(&self) -> PathBuf {
+        self.tpm_state()
     }
 
     /// The swtpm log.
     pub fn log_path(&self) -> PathBuf {
-        self.state.path().join("log")
+        self.tpm_state().join("log")
     }
 
     /// Stops the TPM (the process exits; the state stays).

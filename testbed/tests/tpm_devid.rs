@@ -160,3 +160,23 @@ fn passwords_come_from_files_and_wrong_ones_fail() {
     tpm.tpm2("tpm2_sign", &["-Q", "-c", "devid.ctx", "-p", "devid-secret", "-g", "sha256", "-o", "sig", "msg"], p)
         .unwrap();
 }
+
+#[test]
+fn a_manufactured_swtpm_has_an_ek_certificate_that_chains_to_its_private_ca() {
+    let tpm = Swtpm::start_with_ek().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let p = tmp.path();
+    // Read the RSA EK certificate from NV with the index's own (empty) auth, as SPIRE's agent does.
+    tpm.tpm2("tpm2_nvread", &["-C", "0x01c00002", "0x01c00002", "-o", "ek.der"], p).unwrap();
+    let ek = std::fs::read(p.join("ek.der")).unwrap();
+    assert!(ek.len() > 500 && ek[0] == 0x30, "not a DER certificate ({} bytes)", ek.len());
+    openssl(&["x509", "-inform", "DER", "-in", "ek.der", "-out", "ek.pem"], p);
+    let ca = tpm.ek_ca().unwrap().display().to_string();
+    let out = openssl(&["verify", "-CAfile", &ca, "ek.pem"], p);
+    assert!(out.contains("ek.pem: OK"), "{out}");
+    // And it does not chain to another instance's CA.
+    let other = Swtpm::start_with_ek().unwrap();
+    let other_ca = other.ek_ca().unwrap().display().to_string();
+    let bad = Command::new("openssl").args(["verify", "-CAfile", &other_ca, "ek.pem"]).current_dir(p).output().unwrap();
+    assert!(!bad.status.success());
+}
