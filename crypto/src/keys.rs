@@ -137,6 +137,16 @@ impl VerifyingKey {
         ring::signature::UnparsedPublicKey::new(alg, &self.0.ring_key).verify(message, sig).is_ok()
     }
 
+    /// True when `sig` is this key's signature over `message` in X.509 form: as [`VerifyingKey::verify`] for RSA,
+    /// DER `SEQUENCE { r, s }` for ECDSA (certificates, CSRs).
+    pub fn verify_x509(&self, message: &[u8], sig: &[u8]) -> bool {
+        let alg: &dyn ring::signature::VerificationAlgorithm = match self.0.alg {
+            Alg::Rs256 => &ring::signature::RSA_PKCS1_2048_8192_SHA256,
+            Alg::Es256 => &ring::signature::ECDSA_P256_SHA256_ASN1,
+        };
+        ring::signature::UnparsedPublicKey::new(alg, &self.0.ring_key).verify(message, sig).is_ok()
+    }
+
     /// True when both are the same public key.
     pub fn same_key(&self, other: &VerifyingKey) -> bool {
         self.0.fingerprint == other.0.fingerprint

@@ -180,3 +180,133 @@ fn a_manufactured_swtpm_has_an_ek_certificate_that_chains_to_its_private_ca() {
     let bad = Command::new("openssl").args(["verify", "-CAfile", &other_ca, "ek.pem"]).current_dir(p).output().unwrap();
     assert!(!bad.status.success());
 }
+
+#[test]
+fn sign_csr_issues_a_leaf_that_chains_to_the_devid_ca_and_refuses_bad_input() {
+    let tpm = Swtpm::start().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let p = tmp.path();
+    let (code, err) = provision(&tpm, "ecc-p256", &p.join("devid"), &[]);
+    assert_eq!(code, 0, "{err}");
+    // A DevID CA: RSA root -> P-256 intermediate (any X.509 CA works).
+    openssl(
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "root.key",
+            "-out",
+            "root.pem",
+            "-subj",
+            "/CN=devid-root",
+            "-days",
+            "30",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ],
+        p,
+    );
+    openssl(
+        &[
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "int.key",
+            "-out",
+            "int.csr",
+            "-subj",
+            "/CN=devid-intermediate",
+        ],
+        p,
+    );
+    std::fs::write(
+        p.join("int.ext"),
+        "basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\nsubjectKeyIdentifier=hash\n",
+    )
+    .unwrap();
+    openssl(
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "int.csr",
+            "-CA",
+            "root.pem",
+            "-CAkey",
+            "root.key",
+            "-CAcreateserial",
+            "-days",
+            "30",
+            "-extfile",
+            "int.ext",
+            "-out",
+            "int.pem",
+        ],
+        p,
+    );
+    let s = |f: &str| p.join(f).display().to_string();
+    let sign = |csr: &str, cert: &str, key: &str, out: &str| {
+        run_bin(
+            DEVID,
+            &[
+                "sign-csr",
+                "--csr",
+                &s(csr),
+                "--ca-cert",
+                &s(cert),
+                "--ca-key",
+                &s(key),
+                "--chain",
+                &s("int.pem"),
+                "--out",
+                &s(out),
+            ],
+            b"",
+        )
+        .unwrap()
+    };
+    let (code, _, err) = sign("devid/devid.csr", "int.pem", "int.key", "devid.crt.pem");
+    assert_eq!(code, 0, "{err}");
+    let leaf_and_chain = std::fs::read_to_string(p.join("devid.crt.pem")).unwrap();
+    assert_eq!(leaf_and_chain.matches("BEGIN CERTIFICATE").count(), 2, "leaf followed by the intermediate");
+    let out = openssl(&["verify", "-CAfile", "root.pem", "-untrusted", "int.pem", "devid.crt.pem"], p);
+    assert!(out.contains("devid.crt.pem: OK"), "{out}");
+    // The leaf certifies the DevID key (the CSR's key) and names the node.
+    let leaf_key = openssl(&["x509", "-in", "devid.crt.pem", "-noout", "-pubkey"], p);
+    let csr_key = openssl(&["req", "-in", "devid/devid.csr", "-noout", "-pubkey"], p);
+    assert_eq!(leaf_key, csr_key);
+    assert!(openssl(&["x509", "-in", "devid.crt.pem", "-noout", "-subject"], p).contains("node-1.example.org"));
+    // An RSA CA key signs too (the root, directly).
+    let (code, _, err) = sign("devid/devid.csr", "root.pem", "root.key", "direct.pem");
+    assert_eq!(code, 0, "{err}");
+    let out = openssl(&["verify", "-CAfile", "root.pem", "direct.pem"], p);
+    assert!(out.contains("direct.pem: OK"), "{out}");
+    // Negative table: nothing issued.
+    let mut csr = std::fs::read_to_string(p.join("devid/devid.csr")).unwrap();
+    let der_start = csr.find('\n').unwrap() + 20;
+    let flipped = if &csr[der_start..der_start + 1] == "A" { "B" } else { "A" };
+    csr.replace_range(der_start..der_start + 1, flipped);
+    std::fs::write(p.join("tampered.csr"), csr).unwrap();
+    std::fs::write(p.join("garbage.csr"), "not a csr").unwrap();
+    for (case, csr, cert, key) in [
+        ("tampered CSR", "tampered.csr", "int.pem", "int.key"),
+        ("garbage CSR", "garbage.csr", "int.pem", "int.key"),
+        ("key of another CA", "devid/devid.csr", "int.pem", "root.key"),
+        ("not a key", "devid/devid.csr", "int.pem", "int.pem"),
+    ] {
+        let (code, _, err) = sign(csr, cert, key, "bad.pem");
+        assert_ne!(code, 0, "{case}");
+        assert!(!err.trim().is_empty(), "{case}");
+        assert!(!p.join("bad.pem").exists(), "{case}: a certificate was written");
+    }
+}

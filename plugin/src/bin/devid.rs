@@ -1,20 +1,56 @@
 //! `spire-server-attestor-tpm-devid provision --tpm-device DEV [--key-type rsa2048|ecc-p256] [--subject-cn NAME]
-//! [--devid-password-file F] [--owner-password-file F] --out-dir DIR`
+//! [--devid-password-file F] [--owner-password-file F] --out-dir DIR` creates the DevID and its CSR;
+//! `spire-server-attestor-tpm-devid sign-csr --csr F --ca-cert F --ca-key F [--chain F] [--days N] --out F` is a
+//! file-based DevID CA for labs and tests.
 
 use std::path::PathBuf;
 
 use plugin::devid::provision::{provision, read_password, ProvisionRequest};
 use tpm::devid::Password;
 
-const USAGE: &str =
-    "usage: spire-server-attestor-tpm-devid provision [--tpm-device DEV] [--key-type rsa2048|ecc-p256] \
-    [--subject-cn NAME] [--devid-password-file F] [--owner-password-file F] --out-dir DIR";
+const USAGE: &str = "usage: spire-server-attestor-tpm-devid provision [--tpm-device DEV] \
+    [--key-type rsa2048|ecc-p256] [--subject-cn NAME] [--devid-password-file F] [--owner-password-file F] \
+    --out-dir DIR\n       spire-server-attestor-tpm-devid sign-csr --csr F --ca-cert F --ca-key F [--chain F] \
+    [--days N] --out F";
 
 fn run(args: &[String]) -> Result<(), String> {
     let [cmd, rest @ ..] = args else { return Err(USAGE.into()) };
-    if cmd != "provision" {
-        return Err(USAGE.into());
+    match cmd.as_str() {
+        "provision" => provision_cmd(rest),
+        "sign-csr" => sign_csr_cmd(rest),
+        _ => Err(USAGE.into()),
     }
+}
+
+fn sign_csr_cmd(rest: &[String]) -> Result<(), String> {
+    let (mut csr, mut cert, mut key, mut chain, mut days, mut out) = (None, None, None, None, 365u32, None);
+    let mut it = rest.iter();
+    while let Some(flag) = it.next() {
+        let value = it.next().ok_or_else(|| format!("{flag} needs a value\n{USAGE}"))?;
+        let read = |what: &str| std::fs::read_to_string(value).map_err(|e| format!("{what} {value}: {e}"));
+        match flag.as_str() {
+            "--csr" => csr = Some(read("--csr")?),
+            "--ca-cert" => cert = Some(read("--ca-cert")?),
+            "--ca-key" => key = Some(read("--ca-key")?),
+            "--chain" => chain = Some(read("--chain")?),
+            "--days" => days = value.parse().ok().filter(|d| (1..=3650).contains(d)).ok_or("--days: 1 to 3650")?,
+            "--out" => out = Some(PathBuf::from(value)),
+            other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
+        }
+    }
+    let (Some(csr), Some(cert), Some(key), Some(out)) = (csr, cert, key, out) else {
+        return Err(format!("--csr, --ca-cert, --ca-key and --out are required\n{USAGE}"));
+    };
+    let pem = plugin::devid::ca::sign_csr(&csr, &cert, &key, chain.as_deref().unwrap_or(""), days)
+        .map_err(|e| e.to_string())?;
+    let tmp = out.with_extension("tmp");
+    services::common::fsutil::write_atomic(&out, &tmp, pem.as_bytes(), 0o644)
+        .map_err(|e| format!("{}: {e}", out.display()))?;
+    eprintln!("issued {} (valid {days} days)", out.display());
+    Ok(())
+}
+
+fn provision_cmd(rest: &[String]) -> Result<(), String> {
     let mut device = None;
     let mut key_type = tpm::KeyType::Rsa2048;
     let mut cn = None;

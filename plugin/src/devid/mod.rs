@@ -1,5 +1,6 @@
 //! DevID provisioning for SPIRE's `tpm_devid` node attestation: the key is made inside the agent's TPM, its
 //! blobs are written in SPIRE's format, and a PKCS#10 request signed inside the TPM goes to the DevID CA.
 
+pub mod ca;
 pub mod csr;
 pub mod provision;
