@@ -7,11 +7,13 @@
 //!   one layer; every layer must verify.
 //! - [`keys`]: public keys from PEM, with the algorithm pinned to the key type.
 //! - [`bundle`]: X.509 trust bundles in PEM and SPIFFE JSON form.
+//! - [`devid`]: the server side of SPIRE's `tpm_devid` node attestation (checks, MakeCredential, selectors).
 //!
 //! Invariant: nothing in this crate accepts a signature made with an algorithm other than the one the key's
 //! type fixes (RSA >= 2048 bits: RS256; P-256: ES256).
 
 pub mod bundle;
+pub mod devid;
 mod error;
 pub mod keys;
 mod pem;

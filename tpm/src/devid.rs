@@ -17,6 +17,7 @@ use tss_esapi::structures::{Auth, Digest, HashScheme, Private, Public, Signature
 use tss_esapi::traits::{Marshall, UnMarshall};
 use zeroize::Zeroizing;
 
+use crate::attest::step_error;
 use crate::error::TpmError;
 use crate::esapi::{spki_der, Conn, OpError, Tpm};
 use crate::key::{KeyType, PublicKey};
@@ -32,7 +33,7 @@ impl Password {
         Password(Zeroizing::new(bytes))
     }
 
-    fn auth(&self) -> Result<Auth, tss_esapi::Error> {
+    pub(crate) fn auth(&self) -> Result<Auth, tss_esapi::Error> {
         Auth::try_from(self.0.to_vec())
     }
 }
@@ -54,23 +55,56 @@ pub struct DevIdBlobs {
     pub key: PublicKey,
 }
 
+impl DevIdBlobs {
+    /// Reads a DevID from SPIRE's blob files (`devid_priv_path`, `devid_pub_path`): the public area must be a
+    /// signing key (RSA-2048 RSASSA-SHA256 or P-256 ECDSA-SHA256, the schemes SPIRE's server verifies), the
+    /// private blob a TPM2B_PRIVATE's contents. Blobs written by `tpm2_create -u/-r` (with the 2-byte TPM2B size)
+    /// are refused with a hint, not guessed at.
+    pub fn parse(private: Vec<u8>, public: Vec<u8>) -> Result<DevIdBlobs, TpmError> {
+        let bad = |what: &'static str, reason: String| TpmError::BadBlob { what, reason };
+        let parsed = Public::unmarshall(&public).map_err(|_| {
+            bad("devid.pub.blob", "not a TPMT_PUBLIC (a tpm2_create -u file has a 2-byte size first: strip it)".into())
+        })?;
+        if parsed.marshall().ok().as_deref() != Some(&public[..]) {
+            return Err(bad("devid.pub.blob", "trailing bytes after the TPMT_PUBLIC".into()));
+        }
+        let key = crate::esapi::check_devid_key(&parsed).map_err(|reason| bad("devid.pub.blob", reason))?;
+        Private::try_from(private.clone())
+            .map_err(|_| bad("devid.priv.blob", format!("{} bytes is too long for a TPM2B_PRIVATE", private.len())))?;
+        if private.len() < 2 {
+            return Err(bad("devid.priv.blob", "empty".into()));
+        }
+        Ok(DevIdBlobs { private, public, key })
+    }
+
+    pub(crate) fn tpm_public(&self) -> Result<Public, OpError> {
+        Public::unmarshall(&self.public).map_err(|_| {
+            OpError::Final(TpmError::BadBlob { what: "devid.pub.blob", reason: "not a TPMT_PUBLIC".into() })
+        })
+    }
+}
+
 /// The TCG EK Credential Profile "H-1" (RSA) or "H-2" (ECC) storage primary template, as SPIRE's agent uses it.
 pub fn srk_template(key_type: KeyType) -> Result<Public, tss_esapi::Error> {
     storage_template(key_type, true)
 }
 
 /// Creates the H-1/H-2 SRK (owner hierarchy, `owner` password) and runs `f` with it, flushing it afterwards.
-fn with_srk<R>(
+pub(crate) fn with_srk<R>(
     conn: &mut Conn,
+    device: &str,
     key_type: KeyType,
     owner: &Password,
     f: impl FnOnce(&mut Conn, KeyHandle) -> Result<R, OpError>,
 ) -> Result<R, OpError> {
     conn.ctx.tr_set_auth(ObjectHandle::Owner, owner.auth()?)?;
     let template = srk_template(key_type)?;
-    let srk = conn.ctx.execute_with_session(Some(AuthSession::Password), |ctx| {
-        ctx.create_primary(Hierarchy::Owner, template, None, None, None, None)
-    })?;
+    let srk = conn
+        .ctx
+        .execute_with_session(Some(AuthSession::Password), |ctx| {
+            ctx.create_primary(Hierarchy::Owner, template, None, None, None, None)
+        })
+        .map_err(|e| step_error(device, "create the storage key (SRK)", Some("owner hierarchy password"), e))?;
     with_transient(conn, srk.key_handle, |conn| f(conn, srk.key_handle))
 }
 
@@ -85,14 +119,16 @@ fn key_type_of(public: &Public) -> Option<KeyType> {
 impl Tpm {
     /// Creates a DevID signing key of `key_type` under the H-1/H-2 SRK, protected by `devid` password.
     pub fn create_devid(&self, key_type: KeyType, owner: &Password, devid: &Password) -> Result<DevIdBlobs, TpmError> {
+        let device = self.device().to_string();
         self.with_context("create DevID", |conn| {
-            with_srk(conn, key_type, owner, |conn, srk| {
+            with_srk(conn, &device, key_type, owner, |conn, srk| {
                 let template = signing_template(key_type)?;
                 let created = conn.ctx.execute_with_session(Some(AuthSession::Password), |ctx| {
                     ctx.create(srk, template, Some(devid.auth()?), None, None, None)
                 })?;
-                let der = spki_der(&created.out_public)
-                    .map_err(|_| OpError::Final(TpmError::Software("DevID public key not exportable")))?;
+                let der = spki_der(&created.out_public).map_err(|_| {
+                    OpError::Final(TpmError::BadBlob { what: "DevID public key", reason: "not exportable".into() })
+                })?;
                 Ok(DevIdBlobs {
                     private: created.out_private.value().to_vec(),
                     public: created.out_public.marshall()?,
@@ -111,12 +147,14 @@ impl Tpm {
         devid: &Password,
         digest: &[u8; 32],
     ) -> Result<Vec<u8>, TpmError> {
-        let public =
-            Public::unmarshall(&blobs.public).map_err(|_| TpmError::Software("devid.pub.blob is not a TPMT_PUBLIC"))?;
-        let key_type = key_type_of(&public).ok_or(TpmError::Software("DevID is neither RSA nor ECC"))?;
+        let public = Public::unmarshall(&blobs.public)
+            .map_err(|_| TpmError::BadBlob { what: "devid.pub.blob", reason: "not a TPMT_PUBLIC".into() })?;
+        let key_type = key_type_of(&public)
+            .ok_or(TpmError::BadBlob { what: "devid.pub.blob", reason: "neither RSA nor ECC".into() })?;
+        let device = self.device().to_string();
         let signature = self.with_context("sign with DevID", |conn| {
             let private = Private::try_from(blobs.private.clone())?;
-            let loaded = with_srk(conn, key_type, owner, |conn, srk| {
+            let loaded = with_srk(conn, &device, key_type, owner, |conn, srk| {
                 Ok(conn
                     .ctx
                     .execute_with_session(Some(AuthSession::Password), |ctx| ctx.load(srk, private, public.clone()))?)
@@ -144,13 +182,16 @@ impl Tpm {
                 let (r, sv) = (s.signature_r().value(), s.signature_s().value());
                 let mut out = vec![0u8; 64];
                 if r.len() > 32 || sv.len() > 32 {
-                    return Err(TpmError::Software("ECDSA component longer than 32 bytes"));
+                    return Err(TpmError::BadBlob {
+                        what: "DevID signature",
+                        reason: "ECDSA component longer than 32 bytes".into(),
+                    });
                 }
                 out[32 - r.len()..32].copy_from_slice(r);
                 out[64 - sv.len()..].copy_from_slice(sv);
                 Ok(out)
             }
-            _ => Err(TpmError::Software("unexpected signature scheme")),
+            _ => Err(TpmError::BadBlob { what: "DevID signature", reason: "unexpected signature scheme".into() }),
         }
     }
 }

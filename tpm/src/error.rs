@@ -90,6 +90,46 @@ pub enum TpmError {
         /// Why.
         reason: &'static str,
     },
+    /// The TPM refused a password (no secret is ever part of the message).
+    #[error("TPM {device}: {step}: the {what} was refused")]
+    AuthFailed {
+        /// The device.
+        device: String,
+        /// The step that needed it.
+        step: &'static str,
+        /// Which password (e.g. "owner hierarchy password").
+        what: &'static str,
+    },
+    /// NV index 0x01C00002 holds no RSA EK certificate.
+    #[error("TPM {device} has no RSA EK certificate at NV index 0x01C00002 (tpm_devid needs the manufacturer's EK certificate)")]
+    NoEkCertificate {
+        /// The device.
+        device: String,
+    },
+    /// The DevID blob does not load under this TPM's SRK.
+    #[error(
+        "TPM {device} refused the DevID blob: it was made on another TPM, under another storage key, or is corrupt"
+    )]
+    ForeignBlob {
+        /// The device.
+        device: String,
+    },
+    /// A blob, file or TPM output of the wrong shape.
+    #[error("{what}: {reason}")]
+    BadBlob {
+        /// What was being read.
+        what: &'static str,
+        /// Why it does not fit.
+        reason: String,
+    },
+    /// ActivateCredential refused the challenge: it was not made for this TPM's EK and this AK.
+    #[error("TPM {device} refused to activate the credential (not made for this EK and AK): {source}")]
+    CredentialRefused {
+        /// The device.
+        device: String,
+        /// The TSS error.
+        source: tss_esapi::Error,
+    },
     /// Software key failure (mock only).
     #[error("software key: {0}")]
     Software(&'static str),

@@ -253,6 +253,29 @@ pub(crate) fn check_signing_key(handle: PersistentHandle, public: &Public) -> Re
     Ok(PublicKey::new(key_type, der))
 }
 
+/// Checks that `public` is a DevID SPIRE can use (a signing key, RSA-2048 RSASSA-SHA256 or P-256
+/// ECDSA-SHA256: SPIRE's server verifies the proof of possession with SHA256WithRSA or ECDSAWithSHA256 only) and
+/// exports it.
+pub(crate) fn check_devid_key(public: &Public) -> Result<PublicKey, String> {
+    let sha256 = HashScheme::new(HashingAlgorithm::Sha256);
+    if !public.object_attributes().sign_encrypt() {
+        return Err("not a signing key (sign attribute clear)".into());
+    }
+    let key_type = match public {
+        Public::Rsa { parameters, .. } => match (parameters.key_bits(), parameters.rsa_scheme()) {
+            (RsaKeyBits::Rsa2048, RsaScheme::RsaSsa(h)) if h == sha256 => KeyType::Rsa2048,
+            (bits, scheme) => return Err(format!("RSA {bits:?} {scheme:?}; a DevID must be RSA-2048 RSASSA-SHA256")),
+        },
+        Public::Ecc { parameters, .. } => match (parameters.ecc_curve(), parameters.ecc_scheme()) {
+            (EccCurve::NistP256, EccScheme::EcDsa(h)) if h == sha256 => KeyType::EccP256,
+            (curve, scheme) => return Err(format!("ECC {curve:?} {scheme:?}; a DevID must be P-256 ECDSA-SHA256")),
+        },
+        _ => return Err("neither an RSA nor an ECC key".into()),
+    };
+    let der = spki_der(public).map_err(|e| format!("public key not exportable: {e}"))?;
+    Ok(PublicKey::new(key_type, der))
+}
+
 pub(crate) fn null_ticket() -> Result<HashcheckTicket, tss_esapi::Error> {
     // An unrestricted signing key accepts the NULL hashcheck ticket (TPM 2.0 Part 3, 20.2 TPM2_Sign).
     HashcheckTicket::try_from(TPMT_TK_HASHCHECK {

@@ -6,12 +6,14 @@
 //!   after the TPM restarts and retries `TPM_RC_RETRY`;
 //! - [`KeySigner`]: the trait the services sign through (public key + signature over a SHA-256 digest);
 //! - provisioning of a signing key at a persistent handle ([`provision`]);
-//! - DevID keys for SPIRE's `tpm_devid`, kept as blobs under the H-1/H-2 storage key ([`devid`]).
+//! - DevID keys for SPIRE's `tpm_devid`, kept as blobs under the H-1/H-2 storage key ([`devid`]), and the
+//!   agent side of its attestation: AK, EK, EK certificate, Certify, credential activation ([`attest`]).
 //!
 //! Invariant: the signature algorithm is fixed by the key's type (RSA-2048 -> RS256, ECC P-256 -> ES256); no
 //! caller can choose a scheme. Software keys exist only behind the `mock` feature, which only dev-dependencies
 //! enable.
 
+pub mod attest;
 mod device;
 pub mod devid;
 mod error;

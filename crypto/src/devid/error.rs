@@ -1,0 +1,203 @@
+//! Errors of the `tpm_devid` server checks. Each check has its own variant; where SPIRE has a message for the
+//! same check, the text starts with SPIRE's words so operators can match logs across implementations.
+
+/// A TPM structure that does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Tpm2Error {
+    /// Input ends early.
+    #[error("{what} is truncated")]
+    Short {
+        /// The structure.
+        what: &'static str,
+    },
+    /// Bytes left after the structure.
+    #[error("{what} has {count} trailing bytes")]
+    Trailing {
+        /// The structure.
+        what: &'static str,
+        /// How many.
+        count: usize,
+    },
+    /// An algorithm or type this server does not accept.
+    #[error("unsupported {what} 0x{value:04x}")]
+    Unsupported {
+        /// Which field.
+        what: &'static str,
+        /// Its value.
+        value: u16,
+    },
+}
+
+/// Why an X.509 chain did not verify.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChainError {
+    /// A certificate is outside its validity period.
+    #[error("certificate {subject:?} is not valid now (valid {not_before}..{not_after} unix seconds)")]
+    Validity {
+        /// Its subject.
+        subject: String,
+        /// notBefore.
+        not_before: u64,
+        /// notAfter.
+        not_after: u64,
+    },
+    /// No configured anchor issued (a chain to) the certificate.
+    #[error("certificate signed by unknown authority (issuer {issuer:?})")]
+    UnknownAuthority {
+        /// The issuer it names.
+        issuer: String,
+    },
+    /// A certificate that signs others is not a CA.
+    #[error("certificate {subject:?} is not a CA (basicConstraints) or may not sign certificates (keyUsage)")]
+    NotCa {
+        /// Its subject.
+        subject: String,
+    },
+    /// More intermediates than a CA's pathLenConstraint allows, or a chain deeper than the limit.
+    #[error("chain too long at {subject:?}")]
+    TooLong {
+        /// The CA whose constraint was exceeded.
+        subject: String,
+    },
+    /// A critical extension this verifier does not process.
+    #[error("certificate {subject:?} has an unhandled critical extension {oid}")]
+    UnhandledCritical {
+        /// Its subject.
+        subject: String,
+        /// The extension.
+        oid: String,
+    },
+    /// A signature algorithm or key this verifier does not accept.
+    #[error("certificate {subject:?}: unsupported signature algorithm or key ({detail})")]
+    Unsupported {
+        /// Its subject.
+        subject: String,
+        /// What.
+        detail: String,
+    },
+    /// A signature that does not verify.
+    #[error("certificate {subject:?}: signature does not verify with {issuer:?}'s key")]
+    BadSignature {
+        /// The signed certificate.
+        subject: String,
+        /// The issuer tried.
+        issuer: String,
+    },
+}
+
+/// Why an attestation was refused. Every variant is a distinct check.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DevIdError {
+    /// The message is larger than any honest one.
+    #[error("{what} is {len} bytes, more than the {max} allowed")]
+    TooLarge {
+        /// Which message.
+        what: &'static str,
+        /// Its size.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// JSON that does not decode into SPIRE's struct.
+    #[error("unable to unmarshall {what}: {source}")]
+    Json {
+        /// Which message.
+        what: &'static str,
+        /// The decoder's error.
+        source: serde_json::Error,
+    },
+    /// `DevIDCert` is empty.
+    #[error("no DevID certificate to attest")]
+    NoDevIdCert,
+    /// A certificate that does not parse.
+    #[error("unable to parse {what}: {reason}")]
+    BadCertificate {
+        /// Which one.
+        what: &'static str,
+        /// The parser's complaint.
+        reason: String,
+    },
+    /// The DevID chain does not lead to a configured DevID CA.
+    #[error("unable to verify DevID signature: {0}")]
+    DevIdChain(ChainError),
+    /// A required field is absent or empty (SPIRE's messages).
+    #[error("missing {0}")]
+    Missing(&'static str),
+    /// A TPM structure that does not parse.
+    #[error("unable to decode {field}: {source}")]
+    Tpm2 {
+        /// The JSON field.
+        field: &'static str,
+        /// Why.
+        source: Tpm2Error,
+    },
+    /// The EK certificate does not carry an RSA key.
+    #[error("key from certificate is not an RSA key")]
+    EkCertNotRsa,
+    /// EKPub is not RSA.
+    #[error("endorsement key public blob is not an RSA key")]
+    EkPubNotRsa,
+    /// EKPub is not the key in the EK certificate.
+    #[error("public key in EK certificate differs from EKPub")]
+    EkMismatch,
+    /// The EK certificate does not chain to a configured endorsement CA.
+    #[error("cannot verify EK signature: {0}")]
+    EkChain(ChainError),
+    /// The EK cannot protect a credential.
+    #[error("cannot make a credential for the EK: {0}")]
+    EkKey(&'static str),
+    /// The AK is not RSA.
+    #[error("only RSA keys are supported (AK)")]
+    AkNotRsa,
+    /// The AK is not a signing key.
+    #[error("AK is not a signing key")]
+    AkNotSigning,
+    /// The AK has no signing scheme (SPIRE's server would crash on it).
+    #[error("AK signature scheme is NULL (needs RSASSA)")]
+    AkNullScheme,
+    /// Stricter than SPIRE: the AK lacks attributes a TPM attestation key has.
+    #[error("AK is not a restricted, fixedTPM, fixedParent, sensitiveDataOrigin signing key (attributes 0x{attributes:08x})")]
+    AkAttributes {
+        /// TPMA_OBJECT of the AK.
+        attributes: u32,
+    },
+    /// The certification signature's scheme is not the AK's.
+    #[error("certification signature scheme 0x{scheme:04x}/hash 0x{hash:04x} is not the AK's RSASSA scheme")]
+    CertifyScheme {
+        /// Scheme found.
+        scheme: u16,
+        /// Hash found.
+        hash: u16,
+    },
+    /// The certification signature does not verify with the AK.
+    #[error("certification signature verification failed")]
+    CertifySignature,
+    /// TPMS_ATTEST without the TPM_GENERATED magic.
+    #[error("attestation was not generated by a TPM (magic 0x{0:08x})")]
+    AttestMagic(u32),
+    /// TPMS_ATTEST of another type than certify.
+    #[error("missing certify info (attestation type 0x{0:04x})")]
+    AttestType(u16),
+    /// Stricter than SPIRE: the attestation was not signed by the AK in the payload.
+    #[error("attestation's qualifiedSigner is not the AK's name")]
+    QualifiedSigner,
+    /// The certified object is not DevIDPub.
+    #[error("certify failed: the certified name is not DevIDPub's")]
+    CertifyName,
+    /// Stricter than SPIRE: DevIDPub is not the key the DevID certificate certifies.
+    #[error("DevIDPub is not the key in the DevID certificate")]
+    DevIdPubMismatch,
+    /// The challenge response is incomplete.
+    #[error("challenge response has no {0}")]
+    ResponseMissing(&'static str),
+    /// The nonce signature does not verify with the DevID certificate's key.
+    #[error("devID challenge verification failed")]
+    ProofOfPossession,
+    /// The activated secret is not the one the credential carried.
+    #[error("credential activation failed: nonces are different")]
+    ProofOfResidency,
+    /// The system random generator failed.
+    #[error("random number generator failed")]
+    Random,
+}

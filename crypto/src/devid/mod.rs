@@ -1,0 +1,344 @@
+//! The server side of SPIRE's `tpm_devid` node attestation, pure (no TPM needed): SPIRE's checks in SPIRE's order
+//! (`pkg/server/plugin/nodeattestor/tpmdevid`; reference `tpm-devid.md` §5), MakeCredential (§6), and the agent's
+//! SPIFFE ID path and selectors (§7).
+//!
+//! Three checks SPIRE omits are on by default ([`ExtraChecks`]); a SPIRE agent passes them all:
+//! - `DevIDPub` must be the key the DevID certificate certifies, or the residency proof would not be about the
+//!   certified key;
+//! - the AK must be restricted, sign-only, fixedTPM, fixedParent and sensitiveDataOrigin, so a key that can
+//!   sign arbitrary data cannot forge the TPMS_ATTEST;
+//! - the attestation's `qualifiedSigner` must be the AK's name.
+//!
+//! Invariant: the challenge is issued only after every check on the payload passed, and an agent is accepted
+//! only with a valid proof of possession (DevID signature over the nonce) and of residency (the activated
+//! secret), compared in constant time.
+
+pub mod chain;
+mod credential;
+mod error;
+pub mod tpm2;
+pub mod wire;
+
+use zeroize::Zeroizing;
+
+pub use chain::Cert;
+pub use credential::{kdfa_sha256, make_credential};
+pub use error::{ChainError, DevIdError, Tpm2Error};
+use tpm2::{alg, attr, Attest, KeyParams, RsaSignature, TpmPublic};
+use wire::{AttestationRequest, ChallengeRequest, ChallengeResponse, CredActivation};
+
+/// Largest accepted attestation payload (SPIRE's agent sends ~5 KB with a two-certificate chain).
+pub const MAX_PAYLOAD: usize = 64 * 1024;
+/// Largest accepted challenge response (~400 bytes from SPIRE's agent).
+pub const MAX_RESPONSE: usize = 8 * 1024;
+/// Largest DevID chain accepted (leaf + intermediates).
+pub const MAX_CHAIN: usize = 8;
+
+/// The checks this server makes beyond SPIRE's. All on by default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExtraChecks {
+    /// `DevIDPub` is the key in the DevID certificate.
+    pub devid_pub_matches_certificate: bool,
+    /// The AK is restricted, sign-only, fixedTPM, fixedParent, sensitiveDataOrigin.
+    pub ak_attributes: bool,
+    /// `qualifiedSigner` in the attestation is the AK's name.
+    pub qualified_signer: bool,
+}
+
+impl Default for ExtraChecks {
+    fn default() -> Self {
+        ExtraChecks { devid_pub_matches_certificate: true, ak_attributes: true, qualified_signer: true }
+    }
+}
+
+impl ExtraChecks {
+    /// Exactly SPIRE's checks, nothing more (tests use it to show what SPIRE accepts).
+    pub const SPIRE_ONLY: ExtraChecks =
+        ExtraChecks { devid_pub_matches_certificate: false, ak_attributes: false, qualified_signer: false };
+}
+
+/// The configured trust: DevID CAs and endorsement (TPM manufacturer) CAs. Every certificate in each set is an
+/// anchor, as in SPIRE.
+#[derive(Debug, Clone)]
+pub struct DevIdVerifier {
+    devid_anchors: Vec<Cert>,
+    ek_anchors: Vec<Cert>,
+    extra: ExtraChecks,
+}
+
+/// A payload that passed every check, waiting for the agent's challenge response.
+pub struct Challenged {
+    nonce: [u8; 32],
+    secret: Zeroizing<[u8; 32]>,
+    leaf: Cert,
+    selectors: Vec<String>,
+}
+
+impl std::fmt::Debug for Challenged {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Challenged").field("leaf", &self.leaf.subject()).finish_non_exhaustive()
+    }
+}
+
+/// An attested agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attested {
+    /// Lowercase hex SHA-1 of the DevID leaf certificate's DER.
+    pub fingerprint: String,
+    /// Selector values without the `tpm_devid:` type (SPIRE's order).
+    pub selectors: Vec<String>,
+}
+
+impl Attested {
+    /// The agent ID path, `/spire/agent/tpm_devid/<fingerprint>`.
+    pub fn agent_path(&self) -> String {
+        format!("/spire/agent/tpm_devid/{}", self.fingerprint)
+    }
+}
+
+fn random<const N: usize>() -> Result<[u8; N], DevIdError> {
+    use ring::rand::SecureRandom;
+    let mut out = [0u8; N];
+    ring::rand::SystemRandom::new().fill(&mut out).map_err(|_| DevIdError::Random)?;
+    Ok(out)
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn strip(bytes: &[u8]) -> &[u8] {
+    let start = bytes.iter().position(|b| *b != 0).unwrap_or(bytes.len());
+    &bytes[start..]
+}
+
+impl DevIdVerifier {
+    /// Builds a verifier from the PEM bundles of `devid_ca_path` and `endorsement_ca_path`.
+    pub fn new(devid_ca_pem: &[u8], endorsement_ca_pem: &[u8], extra: ExtraChecks) -> Result<Self, DevIdError> {
+        let load = |what: &'static str, pem: &[u8]| -> Result<Vec<Cert>, DevIdError> {
+            let certs = chain::parse_pem_bundle(pem).map_err(|reason| DevIdError::BadCertificate { what, reason })?;
+            if certs.is_empty() {
+                return Err(DevIdError::BadCertificate { what, reason: "no certificates found".into() });
+            }
+            Ok(certs)
+        };
+        Ok(DevIdVerifier {
+            devid_anchors: load("devid_ca_path", devid_ca_pem)?,
+            ek_anchors: load("endorsement_ca_path", endorsement_ca_pem)?,
+            extra,
+        })
+    }
+
+    /// Checks an attestation payload at `now` (unix seconds) and returns the challenge to send (JSON) with the
+    /// state to check the response against.
+    pub fn challenge(&self, payload: &[u8], now: u64) -> Result<(Vec<u8>, Challenged), DevIdError> {
+        if payload.len() > MAX_PAYLOAD {
+            return Err(DevIdError::TooLarge { what: "attestation payload", len: payload.len(), max: MAX_PAYLOAD });
+        }
+        let req: AttestationRequest =
+            serde_json::from_slice(payload).map_err(|source| DevIdError::Json { what: "attestation data", source })?;
+
+        // DevID certificate chain (SPIRE steps 2-4).
+        if req.devid_cert.is_empty() {
+            return Err(DevIdError::NoDevIdCert);
+        }
+        if req.devid_cert.len() > MAX_CHAIN {
+            return Err(DevIdError::TooLarge { what: "DevIDCert chain", len: req.devid_cert.len(), max: MAX_CHAIN });
+        }
+        let parse = |what: &'static str, der: &[u8]| {
+            Cert::from_der(der).map_err(|reason| DevIdError::BadCertificate { what, reason })
+        };
+        let leaf = parse("DevID certificate", &req.devid_cert[0])?;
+        let intermediates = req.devid_cert[1..]
+            .iter()
+            .map(|d| parse("DevID intermediate certificate", d))
+            .collect::<Result<Vec<_>, _>>()?;
+        let chains = chain::verify(&leaf, &intermediates, &self.devid_anchors, now).map_err(DevIdError::DevIdChain)?;
+
+        // Presence, in SPIRE's order (step 6).
+        for (field, what) in [
+            (&req.ak_pub, "attestation key public blob"),
+            (&req.devid_pub, "DevID key public blob"),
+            (&req.ek_cert, "endorsement certificate"),
+            (&req.ek_pub, "endorsement key public blob"),
+        ] {
+            if field.is_empty() {
+                return Err(DevIdError::Missing(what));
+            }
+        }
+        let ek_cert = parse("endorsement certificate", &req.ek_cert)?;
+        let tpm2 = |field: &'static str, bytes: &[u8]| {
+            TpmPublic::parse(bytes, field).map_err(|source| DevIdError::Tpm2 { field, source })
+        };
+        let devid_pub = tpm2("DevIDPub", &req.devid_pub)?;
+        let ak_pub = tpm2("AKPub", &req.ak_pub)?;
+        let ek_pub = tpm2("EKPub", &req.ek_pub)?;
+
+        // EK: the certificate's key is EKPub (step 8), and the certificate chains to a manufacturer CA (step 9).
+        let (cert_n, cert_e) = ek_cert.rsa_key().ok_or(DevIdError::EkCertNotRsa)?;
+        let KeyParams::Rsa { modulus: ek_n, exponent: ek_e, .. } = &ek_pub.params else {
+            return Err(DevIdError::EkPubNotRsa);
+        };
+        let ek_e_bytes = TpmPublic::rsa_exponent(*ek_e).to_be_bytes();
+        if strip(ek_n) != cert_n.as_slice() || strip(&ek_e_bytes) != cert_e.as_slice() {
+            return Err(DevIdError::EkMismatch);
+        }
+        chain::verify(&ek_cert, &[], &self.ek_anchors, now).map_err(DevIdError::EkChain)?;
+
+        // Certification of the DevID by the AK (step 10).
+        self.check_certification(&req, &ak_pub, &devid_pub)?;
+        if self.extra.devid_pub_matches_certificate && !same_key(&devid_pub, &leaf) {
+            return Err(DevIdError::DevIdPubMismatch);
+        }
+
+        // Credential for the AK under the EK (step 11).
+        let ak_name =
+            tpm2::name(&req.ak_pub, ak_pub.name_alg).map_err(|source| DevIdError::Tpm2 { field: "AKPub", source })?;
+        let (sym_alg, sym_bits, sym_mode) = ek_pub.symmetric;
+        if sym_alg != alg::AES || sym_mode != alg::CFB {
+            return Err(DevIdError::EkKey("EK symmetric algorithm is not AES-CFB"));
+        }
+        if ek_pub.name_alg != alg::SHA256 {
+            return Err(DevIdError::EkKey("EK name algorithm is not SHA-256"));
+        }
+        let nonce = random::<32>()?;
+        let secret = Zeroizing::new(random::<32>()?);
+        let seed = Zeroizing::new(random::<32>()?);
+        let (credential, enc_secret) =
+            make_credential(ek_n, TpmPublic::rsa_exponent(*ek_e), sym_bits, &ak_name, &secret[..], &seed[..])?;
+        let challenge = ChallengeRequest {
+            devid: nonce.to_vec(),
+            cred_activation: Some(CredActivation { credential, secret: enc_secret }),
+        };
+        let json = serde_json::to_vec(&challenge).map_err(|source| DevIdError::Json { what: "challenge", source })?;
+
+        Ok((json, Challenged { nonce, secret, selectors: selectors(&leaf, &chains), leaf }))
+    }
+
+    fn check_certification(
+        &self,
+        req: &AttestationRequest,
+        ak_pub: &TpmPublic,
+        devid_pub: &TpmPublic,
+    ) -> Result<(), DevIdError> {
+        let KeyParams::Rsa { modulus, exponent, .. } = &ak_pub.params else {
+            return Err(DevIdError::AkNotRsa);
+        };
+        if !ak_pub.has(attr::SIGN) {
+            return Err(DevIdError::AkNotSigning);
+        }
+        if ak_pub.scheme.scheme == alg::NULL {
+            return Err(DevIdError::AkNullScheme);
+        }
+        let required =
+            attr::RESTRICTED | attr::SIGN | attr::FIXED_TPM | attr::FIXED_PARENT | attr::SENSITIVE_DATA_ORIGIN;
+        if self.extra.ak_attributes && (!ak_pub.has(required) || ak_pub.has(attr::DECRYPT)) {
+            return Err(DevIdError::AkAttributes { attributes: ak_pub.attributes });
+        }
+        let sig = RsaSignature::parse(&req.certification_signature)
+            .map_err(|source| DevIdError::Tpm2 { field: "CertificationSignature", source })?;
+        if ak_pub.scheme.scheme != alg::RSASSA || sig.scheme != alg::RSASSA || sig.hash != ak_pub.scheme.hash {
+            return Err(DevIdError::CertifyScheme { scheme: sig.scheme, hash: sig.hash });
+        }
+        let algorithm = match sig.hash {
+            alg::SHA256 => &ring::signature::RSA_PKCS1_2048_8192_SHA256,
+            alg::SHA384 => &ring::signature::RSA_PKCS1_2048_8192_SHA384,
+            alg::SHA512 => &ring::signature::RSA_PKCS1_2048_8192_SHA512,
+            _ => return Err(DevIdError::CertifyScheme { scheme: sig.scheme, hash: sig.hash }),
+        };
+        let e = TpmPublic::rsa_exponent(*exponent).to_be_bytes();
+        let key = ring::signature::RsaPublicKeyComponents { n: strip(modulus), e: strip(&e) };
+        key.verify(algorithm, &req.certified_devid, &sig.signature).map_err(|_| DevIdError::CertifySignature)?;
+
+        let attest = Attest::parse(&req.certified_devid)
+            .map_err(|source| DevIdError::Tpm2 { field: "CertifiedDevID", source })?;
+        if attest.magic != tpm2::TPM_GENERATED {
+            return Err(DevIdError::AttestMagic(attest.magic));
+        }
+        if attest.kind != tpm2::ST_ATTEST_CERTIFY {
+            return Err(DevIdError::AttestType(attest.kind));
+        }
+        if self.extra.qualified_signer {
+            let ak_name = tpm2::name(&req.ak_pub, ak_pub.name_alg)
+                .map_err(|source| DevIdError::Tpm2 { field: "AKPub", source })?;
+            if attest.qualified_signer != ak_name {
+                return Err(DevIdError::QualifiedSigner);
+            }
+        }
+        let devid_name = tpm2::name(&req.devid_pub, devid_pub.name_alg)
+            .map_err(|source| DevIdError::Tpm2 { field: "DevIDPub", source })?;
+        if attest.certified_name != devid_name {
+            return Err(DevIdError::CertifyName);
+        }
+        Ok(())
+    }
+}
+
+/// Is the TPM public key the certificate's subject key?
+fn same_key(public: &TpmPublic, cert: &Cert) -> bool {
+    match &public.params {
+        KeyParams::Rsa { modulus, exponent, .. } => cert.rsa_key().is_some_and(|(n, e)| {
+            n.as_slice() == strip(modulus) && e.as_slice() == strip(&TpmPublic::rsa_exponent(*exponent).to_be_bytes())
+        }),
+        KeyParams::Ecc { curve, x, y, .. } => {
+            let width = match *curve {
+                tpm2::ECC_NIST_P256 => 32,
+                tpm2::ECC_NIST_P384 => 48,
+                _ => return false,
+            };
+            if x.len() > width || y.len() > width {
+                return false;
+            }
+            let mut point = vec![0x04];
+            point.extend(std::iter::repeat_n(0, width - x.len()));
+            point.extend_from_slice(x);
+            point.extend(std::iter::repeat_n(0, width - y.len()));
+            point.extend_from_slice(y);
+            cert.ec_point().is_some_and(|(p, _)| p == point.as_slice())
+        }
+    }
+}
+
+/// SPIRE's selectors: `subject:cn:`, `issuer:cn:` (when non-empty), then `ca:fingerprint:` for every certificate
+/// above the leaf in every verified chain, de-duplicated.
+fn selectors(leaf: &Cert, chains: &[Vec<Cert>]) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(cn) = leaf.common_name(false).filter(|c| !c.is_empty()) {
+        out.push(format!("subject:cn:{cn}"));
+    }
+    if let Some(cn) = leaf.common_name(true).filter(|c| !c.is_empty()) {
+        out.push(format!("issuer:cn:{cn}"));
+    }
+    for cert in chains.iter().flat_map(|c| c.iter().skip(1)) {
+        let s = format!("ca:fingerprint:{}", cert.sha1_hex());
+        if !out.contains(&s) {
+            out.push(s);
+        }
+    }
+    out
+}
+
+impl Challenged {
+    /// Checks the agent's challenge response: the DevID certificate's key signed the nonce, and the TPM recovered
+    /// the secret.
+    pub fn verify(self, response: &[u8]) -> Result<Attested, DevIdError> {
+        if response.len() > MAX_RESPONSE {
+            return Err(DevIdError::TooLarge { what: "challenge response", len: response.len(), max: MAX_RESPONSE });
+        }
+        let resp: ChallengeResponse = serde_json::from_slice(response)
+            .map_err(|source| DevIdError::Json { what: "challenges response", source })?;
+        if resp.devid.is_empty() {
+            return Err(DevIdError::ResponseMissing("DevID signature"));
+        }
+        if resp.cred_activation.is_empty() {
+            return Err(DevIdError::ResponseMissing("activated credential"));
+        }
+        if !self.leaf.verify_sha256(&self.nonce, &resp.devid) {
+            return Err(DevIdError::ProofOfPossession);
+        }
+        if !constant_time_eq(&resp.cred_activation, &self.secret[..]) {
+            return Err(DevIdError::ProofOfResidency);
+        }
+        Ok(Attested { fingerprint: self.leaf.sha1_hex(), selectors: self.selectors })
+    }
+}

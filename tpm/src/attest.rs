@@ -1,0 +1,518 @@
+//! The agent side of SPIRE's `tpm_devid` node attestation, TPM command by command (SPIRE
+//! `pkg/agent/plugin/nodeattestor/tpmdevid/tpmutil/session.go`; reference `tpm-devid.md` §4).
+//!
+//! [`Tpm::devid_evidence`] loads the DevID under its H-1/H-2 SRK, creates an ephemeral RSA AK (RSASSA-SHA256,
+//! restricted) under the H-1 SRK, regenerates the RSA EK from the TCG default template, reads the EK certificate
+//! from NV 0x01C00002 and has the AK certify the DevID. [`PendingAttestation::respond`] answers the server's
+//! challenge: the DevID signs the nonce (proof of possession) and the AK activates the credential made for it and
+//! the EK (proof of residency).
+//!
+//! Invariants: no TPM object or session outlives a call. Between the two halves the AK exists only as its
+//! SRK-wrapped private blob in memory (usable on this TPM alone), so a server that never answers, a dropped
+//! stream or a crash leaves nothing in the TPM's three transient slots. Every transient object and session is
+//! flushed on every path. Passwords are zeroized and never appear in errors.
+
+use std::convert::TryFrom;
+use std::time::Duration;
+
+use tss_esapi::abstraction::ek::create_ek_public_from_default_template;
+use tss_esapi::abstraction::nv;
+use tss_esapi::attributes::ObjectAttributesBuilder;
+use tss_esapi::constants::response_code::Tss2ResponseCodeKind;
+use tss_esapi::constants::SessionType;
+use tss_esapi::handles::{KeyHandle, NvIndexTpmHandle, ObjectHandle, TpmHandle};
+use tss_esapi::interface_types::algorithm::{AsymmetricAlgorithm, HashingAlgorithm, PublicAlgorithm};
+use tss_esapi::interface_types::key_bits::RsaKeyBits;
+use tss_esapi::interface_types::resource_handles::{Hierarchy, NvAuth};
+use tss_esapi::interface_types::session_handles::{AuthSession, PolicySession};
+use tss_esapi::structures::{
+    Data, Digest, EncryptedSecret, HashScheme, IdObject, MaxBuffer, Nonce, Private, Public, PublicBuilder,
+    PublicKeyRsa, PublicRsaParametersBuilder, RsaExponent, RsaScheme, Signature, SignatureScheme, SymmetricDefinition,
+    SymmetricDefinitionObject,
+};
+use tss_esapi::traits::Marshall;
+use zeroize::Zeroizing;
+
+use crate::devid::{with_srk, DevIdBlobs, Password};
+use crate::error::TpmError;
+use crate::esapi::{Conn, OpError, Tpm};
+use crate::key::KeyType;
+use crate::provision::with_transient;
+
+/// NV index of the RSA-2048 EK certificate (TCG EK Credential Profile 2.0, §2.2.1.4; SPIRE reads only this one).
+pub const EK_CERT_NV_INDEX: u32 = 0x01C0_0002;
+
+/// Local retries of one command answering `TPM_RC_RETRY` (SPIRE retries Certify and Sign 10 times).
+const COMMAND_RETRIES: u32 = 10;
+
+/// The hierarchy passwords SPIRE's agent plugin takes (`owner_hierarchy_password`,
+/// `endorsement_hierarchy_password`).
+#[derive(Debug, Clone, Default)]
+pub struct Hierarchies {
+    /// Owner hierarchy: the SRKs are created under it.
+    pub owner: Password,
+    /// Endorsement hierarchy: the EK is created under it, and PolicySecret authorizes the EK with it.
+    pub endorsement: Password,
+}
+
+/// What the TPM produced for SPIRE's `AttestationRequest` (everything but the DevID certificate chain).
+#[derive(Debug, Clone)]
+pub struct Evidence {
+    /// `DevIDPub`: the DevID's TPMT_PUBLIC, as in `devid.pub.blob`.
+    pub devid_pub: Vec<u8>,
+    /// `EKCert`: the EK certificate (DER), trimmed to its first DER element.
+    pub ek_cert: Vec<u8>,
+    /// `EKPub`: the regenerated EK's TPMT_PUBLIC.
+    pub ek_pub: Vec<u8>,
+    /// `AKPub`: the ephemeral AK's TPMT_PUBLIC.
+    pub ak_pub: Vec<u8>,
+    /// `CertifiedDevID`: the TPMS_ATTEST the AK signed.
+    pub certified_devid: Vec<u8>,
+    /// `CertificationSignature`: the TPMT_SIGNATURE over it.
+    pub certification_signature: Vec<u8>,
+}
+
+/// The TPM's answers to SPIRE's `ChallengeRequest`.
+#[derive(Debug)]
+pub struct Response {
+    /// `DevID`: the DevID's signature over the nonce (raw PKCS#1 v1.5 for RSA, DER `SEQUENCE {r, s}` for ECDSA).
+    pub devid_signature: Vec<u8>,
+    /// `CredActivation`: the secret the TPM recovered from the credential.
+    pub activated_secret: Zeroizing<Vec<u8>>,
+}
+
+/// The state kept between the payload and the challenge: nothing of it is loaded in the TPM.
+pub struct PendingAttestation {
+    tpm: Tpm,
+    devid: DevIdBlobs,
+    devid_auth: Password,
+    hierarchies: Hierarchies,
+    ak_private: Vec<u8>,
+    ak_public: Public,
+    ak_auth: Password,
+}
+
+impl std::fmt::Debug for PendingAttestation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PendingAttestation").field("tpm", &self.tpm).field("devid", &self.devid.key).finish()
+    }
+}
+
+/// The AK template: go-tpm-tools `AKTemplateRSA()` (attributes 0x00050072, RSASSA-SHA256, 2048 bits, unique
+/// empty), which SPIRE's server expects (it verifies PKCS#1 v1.5 with the hash of the AK's scheme).
+pub(crate) fn ak_template() -> Result<Public, tss_esapi::Error> {
+    let attrs = ObjectAttributesBuilder::new()
+        .with_fixed_tpm(true)
+        .with_fixed_parent(true)
+        .with_sensitive_data_origin(true)
+        .with_user_with_auth(true)
+        .with_restricted(true)
+        .with_sign_encrypt(true)
+        .build()?;
+    PublicBuilder::new()
+        .with_public_algorithm(PublicAlgorithm::Rsa)
+        .with_name_hashing_algorithm(HashingAlgorithm::Sha256)
+        .with_object_attributes(attrs)
+        .with_rsa_parameters(
+            PublicRsaParametersBuilder::new()
+                .with_symmetric(SymmetricDefinitionObject::Null)
+                .with_scheme(RsaScheme::RsaSsa(HashScheme::new(HashingAlgorithm::Sha256)))
+                .with_key_bits(RsaKeyBits::Rsa2048)
+                .with_exponent(RsaExponent::default())
+                .with_is_signing_key(true)
+                .with_restricted(true)
+                .build()?,
+        )
+        .with_rsa_unique_identifier(PublicKeyRsa::default())
+        .build()
+}
+
+/// Random bytes from the TPM's RNG (used for the AK's password).
+fn random_password(conn: &mut Conn) -> Result<Password, tss_esapi::Error> {
+    let bytes = conn.ctx.execute_without_session(|ctx| ctx.get_random(32))?;
+    Ok(Password::new(bytes.value().to_vec()))
+}
+
+/// Maps a failed command of one attestation step: retry and connection-level errors go back to the owner loop
+/// (which retries or reconnects); a refused password names which one; any other TPM answer names the step.
+pub(crate) fn step_error(
+    device: &str,
+    step: &'static str,
+    secret: Option<&'static str>,
+    e: tss_esapi::Error,
+) -> OpError {
+    use tss_esapi::constants::response_code::Tss2ResponseCode;
+    let (kind, format_one) = match &e {
+        tss_esapi::Error::Tss2Error(rc) => (rc.kind(), matches!(rc, Tss2ResponseCode::FormatOne(_))),
+        tss_esapi::Error::WrapperError(_) => (None, true),
+    };
+    match (kind, secret) {
+        (Some(Tss2ResponseCodeKind::AuthFail | Tss2ResponseCodeKind::BadAuth), Some(what)) => {
+            OpError::Final(TpmError::AuthFailed { device: device.to_string(), step, what })
+        }
+        (Some(Tss2ResponseCodeKind::Retry | Tss2ResponseCodeKind::Yielded | Tss2ResponseCodeKind::Testing), _) => {
+            OpError::Tss(e)
+        }
+        (Some(Tss2ResponseCodeKind::Lockout), _) => {
+            OpError::Final(TpmError::Command { device: device.to_string(), op: step, source: e })
+        }
+        _ if format_one => OpError::Final(TpmError::Command { device: device.to_string(), op: step, source: e }),
+        _ => OpError::Tss(e),
+    }
+}
+
+/// Runs one TPM command, retrying it locally while the TPM answers `TPM_RC_RETRY` (swtpm does so on the first
+/// Certify after start-up).
+fn retrying<R>(mut f: impl FnMut() -> Result<R, tss_esapi::Error>) -> Result<R, tss_esapi::Error> {
+    let mut attempt = 0;
+    loop {
+        match f() {
+            Err(tss_esapi::Error::Tss2Error(rc))
+                if attempt < COMMAND_RETRIES && rc.kind() == Some(Tss2ResponseCodeKind::Retry) =>
+            {
+                attempt += 1;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Loads the DevID from its blobs under the H-1/H-2 SRK; the SRK is flushed before returning.
+fn load_devid(conn: &mut Conn, device: &str, devid: &DevIdBlobs, owner: &Password) -> Result<KeyHandle, OpError> {
+    let public = devid.tpm_public()?;
+    let private = Private::try_from(devid.private.clone()).map_err(|_| {
+        OpError::Final(TpmError::BadBlob { what: "devid.priv.blob", reason: "longer than a TPM2B_PRIVATE".into() })
+    })?;
+    with_srk(conn, device, devid.key.key_type(), owner, |conn, srk| {
+        conn.ctx
+            .execute_with_session(Some(AuthSession::Password), |ctx| ctx.load(srk, private.clone(), public.clone()))
+            .map_err(|e| match &e {
+                tss_esapi::Error::Tss2Error(rc)
+                    if matches!(
+                        rc.kind(),
+                        Some(
+                            Tss2ResponseCodeKind::Integrity | Tss2ResponseCodeKind::Size | Tss2ResponseCodeKind::Value
+                        )
+                    ) =>
+                {
+                    OpError::Final(TpmError::ForeignBlob { device: device.to_string() })
+                }
+                _ => step_error(device, "load DevID", None, e),
+            })
+    })
+}
+
+/// Creates the EK from the TCG default RSA-2048 template (attributes 0x000300B2, PolicyA) in the endorsement
+/// hierarchy.
+fn create_ek(conn: &mut Conn, device: &str, endorsement: &Password) -> Result<KeyHandle, OpError> {
+    let template = create_ek_public_from_default_template(AsymmetricAlgorithm::Rsa, None)?;
+    conn.ctx.tr_set_auth(ObjectHandle::Endorsement, endorsement.auth()?)?;
+    conn.ctx
+        .execute_with_session(Some(AuthSession::Password), |ctx| {
+            ctx.create_primary(Hierarchy::Endorsement, template.clone(), None, None, None, None)
+        })
+        .map(|r| r.key_handle)
+        .map_err(|e| step_error(device, "create EK", Some("endorsement hierarchy password"), e))
+}
+
+/// Loads the AK from its wrapped blob under a fresh H-1 SRK.
+fn load_ak(conn: &mut Conn, device: &str, pending: &PendingAttestation) -> Result<KeyHandle, OpError> {
+    let private = Private::try_from(pending.ak_private.clone())?;
+    let ak = with_srk(conn, device, KeyType::Rsa2048, &pending.hierarchies.owner, |conn, srk| {
+        conn.ctx
+            .execute_with_session(Some(AuthSession::Password), |ctx| {
+                ctx.load(srk, private.clone(), pending.ak_public.clone())
+            })
+            .map_err(|e| step_error(device, "load AK", None, e))
+    })?;
+    conn.ctx.tr_set_auth(ObjectHandle::from(ak), pending.ak_auth.auth()?)?;
+    Ok(ak)
+}
+
+/// Reads the RSA EK certificate from NV 0x01C00002 with the index's own (empty) auth, in chunks of the TPM's
+/// NV buffer size, and keeps its first DER element (some TPMs pad the NV area).
+fn read_ek_cert(conn: &mut Conn, device: &str) -> Result<Vec<u8>, OpError> {
+    let index = NvIndexTpmHandle::new(EK_CERT_NV_INDEX)?;
+    let mut handle = conn
+        .ctx
+        .execute_without_session(|ctx| ctx.tr_from_tpm_public(TpmHandle::NvIndex(index)))
+        .map_err(|e| match crate::esapi::is_handle_error(&e) {
+            true => OpError::Final(TpmError::NoEkCertificate { device: device.to_string() }),
+            false => step_error(device, "find the EK certificate", None, e),
+        })?;
+    let read = conn.ctx.execute_with_session(Some(AuthSession::Password), |ctx| {
+        nv::read_full(ctx, NvAuth::NvIndex(handle.into()), index)
+    });
+    let _ = conn.ctx.tr_close(&mut handle);
+    let raw = read.map_err(|e| step_error(device, "read the EK certificate", None, e))?;
+    first_der_element(&raw).map(<[u8]>::to_vec).ok_or_else(|| {
+        OpError::Final(TpmError::BadBlob {
+            what: "EK certificate in NV 0x01C00002",
+            reason: format!("{} bytes that do not start with a complete DER element", raw.len()),
+        })
+    })
+}
+
+/// The first complete DER element of `bytes` (tag, definite length, contents).
+pub(crate) fn first_der_element(bytes: &[u8]) -> Option<&[u8]> {
+    if bytes.len() < 2 || bytes[0] != 0x30 {
+        return None;
+    }
+    let (len, header) = match bytes[1] {
+        n if n < 0x80 => (usize::from(n), 2),
+        n @ 0x81..=0x84 => {
+            let count = usize::from(n & 0x7f);
+            let len_bytes = bytes.get(2..2 + count)?;
+            (len_bytes.iter().fold(0usize, |acc, b| (acc << 8) | usize::from(*b)), 2 + count)
+        }
+        _ => return None,
+    };
+    bytes.get(..header.checked_add(len)?)
+}
+
+/// DER `SEQUENCE { INTEGER r, INTEGER s }` from the TPM's big-endian r and s (what Go's `asn1.Marshal` of an
+/// ECDSA signature gives, which SPIRE's server verifies).
+fn ecdsa_der(r: &[u8], s: &[u8]) -> Vec<u8> {
+    fn integer(v: &[u8]) -> Vec<u8> {
+        let start = v.iter().position(|b| *b != 0).unwrap_or(v.len().saturating_sub(1));
+        let v = &v[start.min(v.len())..];
+        let mut out = vec![0x02];
+        let pad = v.first().is_some_and(|b| b & 0x80 != 0) || v.is_empty();
+        let len = v.len() + usize::from(pad);
+        out.push(len as u8);
+        if pad {
+            out.push(0);
+        }
+        out.extend_from_slice(v);
+        out
+    }
+    let body: Vec<u8> = [integer(r), integer(s)].concat();
+    let mut out = vec![0x30, body.len() as u8];
+    out.extend(body);
+    out
+}
+
+impl Tpm {
+    /// The first half of a `tpm_devid` attestation (SPIRE §4 steps 3-8): returns the evidence for the payload and
+    /// the state [`PendingAttestation::respond`] needs. Nothing stays loaded in the TPM.
+    pub fn devid_evidence(
+        &self,
+        devid: &DevIdBlobs,
+        devid_auth: &Password,
+        hierarchies: &Hierarchies,
+    ) -> Result<(Evidence, PendingAttestation), TpmError> {
+        let device = self.device().to_string();
+        let dev = device.as_str();
+        let (evidence, ak_private, ak_public, ak_auth) = self.with_context("DevID attestation", |conn| {
+            let devid_handle = load_devid(conn, dev, devid, &hierarchies.owner)?;
+            with_transient(conn, devid_handle, |conn| {
+                conn.ctx.tr_set_auth(ObjectHandle::from(devid_handle), devid_auth.auth()?)?;
+                let ak_auth = random_password(conn)?;
+                let (ak_private, ak_public, ak) =
+                    with_srk(conn, dev, KeyType::Rsa2048, &hierarchies.owner, |conn, srk| {
+                        let created = conn
+                            .ctx
+                            .execute_with_session(Some(AuthSession::Password), |ctx| {
+                                ctx.create(srk, ak_template()?, Some(ak_auth.auth()?), None, None, None)
+                            })
+                            .map_err(|e| step_error(dev, "create AK", Some("owner hierarchy password"), e))?;
+                        let ak = conn
+                            .ctx
+                            .execute_with_session(Some(AuthSession::Password), |ctx| {
+                                ctx.load(srk, created.out_private.clone(), created.out_public.clone())
+                            })
+                            .map_err(|e| step_error(dev, "load AK", None, e))?;
+                        Ok((created.out_private.value().to_vec(), created.out_public, ak))
+                    })?;
+                with_transient(conn, ak, |conn| {
+                    conn.ctx.tr_set_auth(ObjectHandle::from(ak), ak_auth.auth()?)?;
+                    let ek = create_ek(conn, dev, &hierarchies.endorsement)?;
+                    with_transient(conn, ek, |conn| {
+                        let (ek_public, _, _) = conn.ctx.read_public(ek)?;
+                        let ek_cert = read_ek_cert(conn, dev)?;
+                        let (attest, signature) = retrying(|| {
+                            conn.ctx.execute_with_sessions(
+                                (Some(AuthSession::Password), Some(AuthSession::Password), None),
+                                |ctx| {
+                                    ctx.certify(
+                                        ObjectHandle::from(devid_handle),
+                                        ak,
+                                        Data::default(),
+                                        SignatureScheme::RsaSsa {
+                                            hash_scheme: HashScheme::new(HashingAlgorithm::Sha256),
+                                        },
+                                    )
+                                },
+                            )
+                        })
+                        .map_err(|e| step_error(dev, "certify the DevID with the AK", Some("DevID password"), e))?;
+                        let evidence = Evidence {
+                            devid_pub: devid.public.clone(),
+                            ek_cert,
+                            ek_pub: ek_public.marshall()?,
+                            ak_pub: ak_public.marshall()?,
+                            certified_devid: attest.marshall()?,
+                            certification_signature: signature.marshall()?,
+                        };
+                        Ok((evidence, ak_private.clone(), ak_public.clone(), ak_auth.clone()))
+                    })
+                })
+            })
+        })?;
+        let pending = PendingAttestation {
+            tpm: self.clone(),
+            devid: devid.clone(),
+            devid_auth: devid_auth.clone(),
+            hierarchies: hierarchies.clone(),
+            ak_private,
+            ak_public,
+            ak_auth,
+        };
+        Ok((evidence, pending))
+    }
+}
+
+impl PendingAttestation {
+    /// The second half (SPIRE §4 steps 10-11): the DevID signs `nonce` (hashed by the TPM with SHA-256, the hash
+    /// of the DevID's scheme), and the AK activates `credential`/`secret` (TPM2B_ID_OBJECT and
+    /// TPM2B_ENCRYPTED_SECRET contents) with the EK authorized by PolicySecret(endorsement).
+    pub fn respond(&self, nonce: &[u8], credential: &[u8], secret: &[u8]) -> Result<Response, TpmError> {
+        let device = self.tpm.device().to_string();
+        let dev = device.as_str();
+        let data = MaxBuffer::try_from(nonce.to_vec())
+            .map_err(|_| TpmError::BadBlob { what: "challenge nonce", reason: format!("{} bytes", nonce.len()) })?;
+        let credential = IdObject::try_from(credential.to_vec()).map_err(|_| TpmError::BadBlob {
+            what: "credential",
+            reason: format!("{} bytes is too long for a TPM2B_ID_OBJECT", credential.len()),
+        })?;
+        let secret = EncryptedSecret::try_from(secret.to_vec()).map_err(|_| TpmError::BadBlob {
+            what: "encrypted secret",
+            reason: format!("{} bytes is too long for a TPM2B_ENCRYPTED_SECRET", secret.len()),
+        })?;
+        let signature = self.tpm.with_context("DevID proof of possession", |conn| {
+            let devid = load_devid(conn, dev, &self.devid, &self.hierarchies.owner)?;
+            with_transient(conn, devid, |conn| {
+                conn.ctx.tr_set_auth(ObjectHandle::from(devid), self.devid_auth.auth()?)?;
+                let (digest, ticket) = conn
+                    .ctx
+                    .execute_without_session(|ctx| ctx.hash(data.clone(), HashingAlgorithm::Sha256, Hierarchy::Owner))
+                    .map_err(|e| step_error(dev, "hash the nonce", None, e))?;
+                retrying(|| {
+                    conn.ctx.execute_with_session(Some(AuthSession::Password), |ctx| {
+                        ctx.sign(devid, digest.clone(), SignatureScheme::Null, ticket.clone())
+                    })
+                })
+                .map_err(|e| step_error(dev, "sign the nonce with the DevID", Some("DevID password"), e))
+            })
+        })?;
+        let devid_signature = match signature {
+            Signature::RsaSsa(s) => s.signature().value().to_vec(),
+            Signature::EcDsa(s) => ecdsa_der(s.signature_r().value(), s.signature_s().value()),
+            _ => return Err(TpmError::BadBlob { what: "DevID signature", reason: "not RSASSA or ECDSA".into() }),
+        };
+        let activated = self.tpm.with_context("DevID credential activation", |conn| {
+            let ak = load_ak(conn, dev, self)?;
+            with_transient(conn, ak, |conn| {
+                let ek = create_ek(conn, dev, &self.hierarchies.endorsement)?;
+                with_transient(conn, ek, |conn| activate(conn, dev, self, ak, ek, &credential, &secret))
+            })
+        })?;
+        Ok(Response { devid_signature, activated_secret: activated })
+    }
+}
+
+/// PolicySecret(endorsement) on a fresh policy session, then ActivateCredential(AK, EK). The session is flushed
+/// whatever happens.
+fn activate(
+    conn: &mut Conn,
+    dev: &str,
+    pending: &PendingAttestation,
+    ak: KeyHandle,
+    ek: KeyHandle,
+    credential: &IdObject,
+    secret: &EncryptedSecret,
+) -> Result<Zeroizing<Vec<u8>>, OpError> {
+    let session = conn
+        .ctx
+        .start_auth_session(None, None, None, SessionType::Policy, SymmetricDefinition::Null, HashingAlgorithm::Sha256)?
+        .ok_or(OpError::Final(TpmError::BadBlob { what: "policy session", reason: "TPM returned none".into() }))?;
+    let result = (|| {
+        let policy = PolicySession::try_from(session)?;
+        conn.ctx.tr_set_auth(ObjectHandle::Endorsement, pending.hierarchies.endorsement.auth()?)?;
+        conn.ctx
+            .execute_with_session(Some(AuthSession::Password), |ctx| {
+                ctx.policy_secret(
+                    policy,
+                    tss_esapi::handles::AuthHandle::Endorsement,
+                    Nonce::default(),
+                    Digest::default(),
+                    Nonce::default(),
+                    None,
+                )
+            })
+            .map_err(|e| step_error(dev, "PolicySecret(endorsement)", Some("endorsement hierarchy password"), e))?;
+        let info = conn
+            .ctx
+            .execute_with_sessions((Some(AuthSession::Password), Some(session), None), |ctx| {
+                ctx.activate_credential(ak, ek, credential.clone(), secret.clone())
+            })
+            .map_err(|e| match &e {
+                tss_esapi::Error::Tss2Error(rc)
+                    if matches!(
+                        rc.kind(),
+                        Some(
+                            Tss2ResponseCodeKind::Integrity
+                                | Tss2ResponseCodeKind::Value
+                                | Tss2ResponseCodeKind::Size
+                                | Tss2ResponseCodeKind::Scheme
+                        )
+                    ) =>
+                {
+                    OpError::Final(TpmError::CredentialRefused { device: dev.to_string(), source: e })
+                }
+                _ => step_error(dev, "activate the credential", None, e),
+            })?;
+        Ok(Zeroizing::new(info.value().to_vec()))
+    })();
+    // A successful command with continueSession set leaves the session loaded; a failed one always does.
+    let _ = conn.ctx.flush_context(ObjectHandle::from(tss_esapi::handles::SessionHandle::from(session)));
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_der_element_trims_padding_and_refuses_truncation() {
+        let cert = [0x30, 0x03, 1, 2, 3];
+        let padded = [&cert[..], &[0xff; 7]].concat();
+        assert_eq!(first_der_element(&padded), Some(&cert[..]));
+        let long = [&[0x30, 0x82, 0x01, 0x00][..], &[0u8; 256]].concat();
+        assert_eq!(first_der_element(&long).map(<[u8]>::len), Some(260));
+        for bad in [&[][..], &[0x30][..], &[0x30, 0x05, 1][..], &[0x02, 0x01, 0][..], &[0x30, 0x80, 0, 0][..]] {
+            assert_eq!(first_der_element(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn ecdsa_der_is_minimal() {
+        let r = [0u8; 32];
+        let mut s = [0u8; 32];
+        s[0] = 0x80;
+        let der = ecdsa_der(&r, &s);
+        assert_eq!(&der[..5], &[0x30, 3 + 2 + 33, 0x02, 0x01, 0x00]);
+        assert_eq!(&der[5..8], &[0x02, 33, 0x00]);
+        assert_eq!(der.len(), 2 + 3 + 35);
+    }
+
+    #[test]
+    fn ak_template_is_go_tpm_tools_ak_rsa() {
+        // 0001 000b 00050072 0000 0010 0014 000b 0800 00000000 0000 (tpm-devid.md §3).
+        let hex = "0001000b00050072000000100014000b0800000000000000";
+        let bytes = ak_template().unwrap().marshall().unwrap();
+        let got: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(got, hex);
+    }
+}
