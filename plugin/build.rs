@@ -1,7 +1,15 @@
 //! Compiles plugin/proto/*.proto with protox (pure Rust; no protoc needed) into tonic/prost code in OUT_DIR.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let files = ["goplugin.proto", "init.proto", "config.proto", "types.proto", "bundlepublisher.proto"];
+    let files = [
+        "goplugin.proto",
+        "init.proto",
+        "config.proto",
+        "types.proto",
+        "bundlepublisher.proto",
+        "agentnodeattestor.proto",
+        "servernodeattestor.proto",
+    ];
     for f in &files {
         println!("cargo:rerun-if-changed=proto/{f}");
     }

@@ -16,8 +16,25 @@ pub mod spire {
         pub mod types {
             tonic::include_proto!("spire.plugin.types");
         }
+        /// Agent plugin interfaces.
+        pub mod agent {
+            /// NodeAttestor.
+            pub mod nodeattestor {
+                /// v1.
+                pub mod v1 {
+                    tonic::include_proto!("spire.plugin.agent.nodeattestor.v1");
+                }
+            }
+        }
         /// Server plugin interfaces.
         pub mod server {
+            /// NodeAttestor.
+            pub mod nodeattestor {
+                /// v1.
+                pub mod v1 {
+                    tonic::include_proto!("spire.plugin.server.nodeattestor.v1");
+                }
+            }
             /// BundlePublisher.
             pub mod bundlepublisher {
                 /// v1.
@@ -52,7 +69,9 @@ pub mod spire {
     }
 }
 
+pub use spire::plugin::agent::nodeattestor::v1 as agent_nodeattestor;
 pub use spire::plugin::server::bundlepublisher::v1 as bundlepublisher;
+pub use spire::plugin::server::nodeattestor::v1 as server_nodeattestor;
 pub use spire::plugin::types;
 pub use spire::service::common::config::v1 as config;
 pub use spire::service::private::init::v1 as init;

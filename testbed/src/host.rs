@@ -208,6 +208,97 @@ impl PluginHost {
         }
     }
 
+    /// Agent NodeAttestor/AidAttestation: opens the stream as SPIRE's agent does (sending nothing) and returns the
+    /// plugin's payload.
+    pub fn aid_attestation(&self) -> Result<(AgentSession, Vec<u8>), tonic::Status> {
+        use plugin::pb::agent_nodeattestor::node_attestor_client::NodeAttestorClient;
+        use plugin::pb::agent_nodeattestor::payload_or_challenge_response::Data;
+        let ch = self.channel.clone();
+        self.runtime.block_on(async {
+            let (tx, rx) = tokio::sync::mpsc::channel(1);
+            let mut inbound = NodeAttestorClient::new(ch)
+                .aid_attestation(tokio_stream::wrappers::ReceiverStream::new(rx))
+                .await?
+                .into_inner();
+            match inbound.message().await? {
+                Some(m) => match m.data {
+                    Some(Data::Payload(p)) if !p.is_empty() => Ok((AgentSession { tx, inbound }, p)),
+                    _ => Err(tonic::Status::internal("plugin response missing attestation payload")),
+                },
+                None => Err(tonic::Status::internal("plugin closed stream before returning attestation data")),
+            }
+        })
+    }
+
+    /// Sends the server's challenge to the agent plugin and returns its challenge response.
+    pub fn agent_answer(&self, session: &mut AgentSession, challenge: Vec<u8>) -> Result<Vec<u8>, tonic::Status> {
+        use plugin::pb::agent_nodeattestor::payload_or_challenge_response::Data;
+        use plugin::pb::agent_nodeattestor::Challenge;
+        self.runtime.block_on(async {
+            session
+                .tx
+                .send(Challenge { challenge })
+                .await
+                .map_err(|_| tonic::Status::internal("plugin closed stream before handling the challenge"))?;
+            match session.inbound.message().await? {
+                Some(m) => match m.data {
+                    Some(Data::ChallengeResponse(r)) if !r.is_empty() => Ok(r),
+                    _ => Err(tonic::Status::internal("plugin response missing challenge response")),
+                },
+                None => Err(tonic::Status::internal("plugin closed stream before handling the challenge")),
+            }
+        })
+    }
+
+    /// Server NodeAttestor/Attest: sends the agent's payload; returns the challenge (or the refusal).
+    pub fn attest_begin(&self, payload: Vec<u8>) -> Result<(ServerSession, Vec<u8>), tonic::Status> {
+        use plugin::pb::server_nodeattestor::attest_request::Request as In;
+        use plugin::pb::server_nodeattestor::attest_response::Response as Out;
+        use plugin::pb::server_nodeattestor::node_attestor_client::NodeAttestorClient;
+        use plugin::pb::server_nodeattestor::AttestRequest;
+        let ch = self.channel.clone();
+        self.runtime.block_on(async {
+            let (tx, rx) = tokio::sync::mpsc::channel(1);
+            tx.send(AttestRequest { request: Some(In::Payload(payload)) })
+                .await
+                .map_err(|_| tonic::Status::internal("request stream closed"))?;
+            let mut inbound =
+                NodeAttestorClient::new(ch).attest(tokio_stream::wrappers::ReceiverStream::new(rx)).await?.into_inner();
+            match inbound.message().await? {
+                Some(m) => match m.response {
+                    Some(Out::Challenge(c)) => Ok((ServerSession { tx, inbound }, c)),
+                    other => Err(tonic::Status::internal(format!("expected a challenge, got {other:?}"))),
+                },
+                None => Err(tonic::Status::internal("server plugin closed the stream")),
+            }
+        })
+    }
+
+    /// Sends the agent's challenge response; returns the agent's attributes (or the refusal).
+    pub fn attest_finish(
+        &self,
+        session: &mut ServerSession,
+        response: Vec<u8>,
+    ) -> Result<plugin::pb::server_nodeattestor::AgentAttributes, tonic::Status> {
+        use plugin::pb::server_nodeattestor::attest_request::Request as In;
+        use plugin::pb::server_nodeattestor::attest_response::Response as Out;
+        use plugin::pb::server_nodeattestor::AttestRequest;
+        self.runtime.block_on(async {
+            session
+                .tx
+                .send(AttestRequest { request: Some(In::ChallengeResponse(response)) })
+                .await
+                .map_err(|_| tonic::Status::internal("request stream closed"))?;
+            match session.inbound.message().await? {
+                Some(m) => match m.response {
+                    Some(Out::AgentAttributes(a)) => Ok(a),
+                    other => Err(tonic::Status::internal(format!("expected agent attributes, got {other:?}"))),
+                },
+                None => Err(tonic::Status::internal("server plugin closed the stream")),
+            }
+        })
+    }
+
     /// The plugin's stderr lines so far.
     pub fn stderr_lines(&self) -> Vec<String> {
         self.stderr.lock().map(|s| s.clone()).unwrap_or_default()
@@ -221,6 +312,63 @@ impl Drop for PluginHost {
             let _ = c.wait();
         }
     }
+}
+
+/// An open AidAttestation stream (agent side).
+#[derive(Debug)]
+pub struct AgentSession {
+    tx: tokio::sync::mpsc::Sender<plugin::pb::agent_nodeattestor::Challenge>,
+    inbound: tonic::Streaming<plugin::pb::agent_nodeattestor::PayloadOrChallengeResponse>,
+}
+
+/// An open Attest stream (server side).
+#[derive(Debug)]
+pub struct ServerSession {
+    tx: tokio::sync::mpsc::Sender<plugin::pb::server_nodeattestor::AttestRequest>,
+    inbound: tonic::Streaming<plugin::pb::server_nodeattestor::AttestResponse>,
+}
+
+/// The three messages of one relayed `tpm_devid` exchange and its outcome.
+#[derive(Debug, Clone)]
+pub struct Exchange {
+    /// Agent to server.
+    pub payload: Vec<u8>,
+    /// Server to agent.
+    pub challenge: Vec<u8>,
+    /// Agent to server.
+    pub response: Vec<u8>,
+    /// What the server plugin returned.
+    pub attributes: plugin::pb::server_nodeattestor::AgentAttributes,
+}
+
+/// Which side refused a relayed exchange.
+#[derive(Debug)]
+pub enum RelayError {
+    /// The agent plugin failed.
+    Agent(tonic::Status),
+    /// The server plugin refused.
+    Server(tonic::Status),
+}
+
+impl std::fmt::Display for RelayError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RelayError::Agent(s) => write!(f, "agent plugin: {:?}: {}", s.code(), s.message()),
+            RelayError::Server(s) => write!(f, "server plugin: {:?}: {}", s.code(), s.message()),
+        }
+    }
+}
+
+impl std::error::Error for RelayError {}
+
+/// Relays one attestation between a loaded agent NodeAttestor and a loaded server NodeAttestor, as SPIRE's agent
+/// and server do between them: payload, challenge, challenge response, attributes.
+pub fn relay(agent: &PluginHost, server: &PluginHost) -> Result<Exchange, RelayError> {
+    let (mut a, payload) = agent.aid_attestation().map_err(RelayError::Agent)?;
+    let (mut s, challenge) = server.attest_begin(payload.clone()).map_err(RelayError::Server)?;
+    let response = agent.agent_answer(&mut a, challenge.clone()).map_err(RelayError::Agent)?;
+    let attributes = server.attest_finish(&mut s, response.clone()).map_err(RelayError::Server)?;
+    Ok(Exchange { payload, challenge, response, attributes })
 }
 
 /// A SPIRE bundle message for trust domain `td` carrying the certificates of `pem`.

@@ -4,6 +4,7 @@
 //! processes it started (by PID) when dropped. Nothing here is linked into a shipped binary.
 
 pub mod agent;
+pub mod devid;
 pub mod ha;
 pub mod host;
 pub mod load;

@@ -234,17 +234,17 @@ fn load_ak(conn: &mut Conn, device: &str, pending: &PendingAttestation) -> Resul
 /// NV buffer size, and keeps its first DER element (some TPMs pad the NV area).
 fn read_ek_cert(conn: &mut Conn, device: &str) -> Result<Vec<u8>, OpError> {
     let index = NvIndexTpmHandle::new(EK_CERT_NV_INDEX)?;
-    let mut handle = conn
-        .ctx
-        .execute_without_session(|ctx| ctx.tr_from_tpm_public(TpmHandle::NvIndex(index)))
-        .map_err(|e| match crate::esapi::is_handle_error(&e) {
-            true => OpError::Final(TpmError::NoEkCertificate { device: device.to_string() }),
-            false => step_error(device, "find the EK certificate", None, e),
+    let handle =
+        conn.ctx.execute_without_session(|ctx| ctx.tr_from_tpm_public(TpmHandle::NvIndex(index))).map_err(|e| {
+            match crate::esapi::is_handle_error(&e) {
+                true => OpError::Final(TpmError::NoEkCertificate { device: device.to_string() }),
+                false => step_error(device, "find the EK certificate", None, e),
+            }
         })?;
+    // read_full closes the ESYS handle of the index when it is done.
     let read = conn.ctx.execute_with_session(Some(AuthSession::Password), |ctx| {
         nv::read_full(ctx, NvAuth::NvIndex(handle.into()), index)
     });
-    let _ = conn.ctx.tr_close(&mut handle);
     let raw = read.map_err(|e| step_error(device, "read the EK certificate", None, e))?;
     first_der_element(&raw).map(<[u8]>::to_vec).ok_or_else(|| {
         OpError::Final(TpmError::BadBlob {

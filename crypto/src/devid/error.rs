@@ -179,8 +179,8 @@ pub enum DevIdError {
     /// TPMS_ATTEST of another type than certify.
     #[error("missing certify info (attestation type 0x{0:04x})")]
     AttestType(u16),
-    /// Stricter than SPIRE: the attestation was not signed by the AK in the payload.
-    #[error("attestation's qualifiedSigner is not the AK's name")]
+    /// Stricter than SPIRE: the attestation does not name a signer in the AK's name algorithm.
+    #[error("attestation's qualifiedSigner is not a qualified name in the AK's name algorithm")]
     QualifiedSigner,
     /// The certified object is not DevIDPub.
     #[error("certify failed: the certified name is not DevIDPub's")]

@@ -7,7 +7,9 @@
 //!   certified key;
 //! - the AK must be restricted, sign-only, fixedTPM, fixedParent and sensitiveDataOrigin, so a key that can
 //!   sign arbitrary data cannot forge the TPMS_ATTEST;
-//! - the attestation's `qualifiedSigner` must be the AK's name.
+//! - the attestation's `qualifiedSigner` must be a qualified name in the AK's name algorithm. (The TPM reports
+//!   the AK's *qualified* name, a hash over its parents' names; SPIRE's payload does not carry the SRK the AK
+//!   lives under, so equality with the AK's Name cannot hold for a genuine TPM and is not required.)
 //!
 //! Invariant: the challenge is issued only after every check on the payload passed, and an agent is accepted
 //! only with a valid proof of possession (DevID signature over the nonce) and of residency (the activated
@@ -41,7 +43,7 @@ pub struct ExtraChecks {
     pub devid_pub_matches_certificate: bool,
     /// The AK is restricted, sign-only, fixedTPM, fixedParent, sensitiveDataOrigin.
     pub ak_attributes: bool,
-    /// `qualifiedSigner` in the attestation is the AK's name.
+    /// `qualifiedSigner` in the attestation is a qualified name in the AK's name algorithm.
     pub qualified_signer: bool,
 }
 
@@ -259,9 +261,9 @@ impl DevIdVerifier {
             return Err(DevIdError::AttestType(attest.kind));
         }
         if self.extra.qualified_signer {
-            let ak_name = tpm2::name(&req.ak_pub, ak_pub.name_alg)
-                .map_err(|source| DevIdError::Tpm2 { field: "AKPub", source })?;
-            if attest.qualified_signer != ak_name {
+            let alg = attest.qualified_signer.get(..2).map(|a| u16::from_be_bytes([a[0], a[1]]));
+            let want = tpm2::digest_len(ak_pub.name_alg).map(|n| n + 2);
+            if alg != Some(ak_pub.name_alg) || Some(attest.qualified_signer.len()) != want {
                 return Err(DevIdError::QualifiedSigner);
             }
         }

@@ -1,7 +1,8 @@
 //! `spire-server-attestor-tpm-devid provision --tpm-device DEV [--key-type rsa2048|ecc-p256] [--subject-cn NAME]
 //! [--devid-password-file F] [--owner-password-file F] --out-dir DIR` creates the DevID and its CSR;
 //! `spire-server-attestor-tpm-devid sign-csr --csr F --ca-cert F --ca-key F [--chain F] [--days N] --out F` is a
-//! file-based DevID CA for labs and tests.
+//! file-based DevID CA for labs and tests; `spire-server-attestor-tpm-devid check ...` runs the whole `tpm_devid`
+//! exchange locally and says which step fails.
 
 use std::path::PathBuf;
 
@@ -11,13 +12,16 @@ use tpm::devid::Password;
 const USAGE: &str = "usage: spire-server-attestor-tpm-devid provision [--tpm-device DEV] \
     [--key-type rsa2048|ecc-p256] [--subject-cn NAME] [--devid-password-file F] [--owner-password-file F] \
     --out-dir DIR\n       spire-server-attestor-tpm-devid sign-csr --csr F --ca-cert F --ca-key F [--chain F] \
-    [--days N] --out F";
+    [--days N] --out F\n       spire-server-attestor-tpm-devid check [--tpm-device DEV] --devid-cert F --devid-priv F \
+    --devid-pub F [--devid-password-file F] [--owner-password-file F] [--endorsement-password-file F] \
+    --devid-ca F --endorsement-ca F [--trust-domain TD]";
 
 fn run(args: &[String]) -> Result<(), String> {
     let [cmd, rest @ ..] = args else { return Err(USAGE.into()) };
     match cmd.as_str() {
         "provision" => provision_cmd(rest),
         "sign-csr" => sign_csr_cmd(rest),
+        "check" => check_cmd(rest),
         _ => Err(USAGE.into()),
     }
 }
@@ -47,6 +51,60 @@ fn sign_csr_cmd(rest: &[String]) -> Result<(), String> {
     services::common::fsutil::write_atomic(&out, &tmp, pem.as_bytes(), 0o644)
         .map_err(|e| format!("{}: {e}", out.display()))?;
     eprintln!("issued {} (valid {days} days)", out.display());
+    Ok(())
+}
+
+fn check_cmd(rest: &[String]) -> Result<(), String> {
+    use plugin::devid::check::{run as check, CheckRequest};
+    let (mut device, mut cert, mut private, mut public, mut devid_ca, mut ek_ca) = (None, None, None, None, None, None);
+    let mut devid_password = Password::default();
+    let mut hierarchies = tpm::attest::Hierarchies::default();
+    let mut trust_domain = "example.org".to_string();
+    let mut it = rest.iter();
+    while let Some(flag) = it.next() {
+        let value = it.next().ok_or_else(|| format!("{flag} needs a value\n{USAGE}"))?;
+        let password = || read_password(&PathBuf::from(value)).map_err(|e| format!("{flag} {value}: {e}"));
+        match flag.as_str() {
+            "--tpm-device" => device = Some(value.parse::<tpm::TpmDevice>().map_err(|e| format!("--tpm-device: {e}"))?),
+            "--devid-cert" => cert = Some(PathBuf::from(value)),
+            "--devid-priv" => private = Some(PathBuf::from(value)),
+            "--devid-pub" => public = Some(PathBuf::from(value)),
+            "--devid-ca" => devid_ca = Some(PathBuf::from(value)),
+            "--endorsement-ca" => ek_ca = Some(PathBuf::from(value)),
+            "--devid-password-file" => devid_password = password()?,
+            "--owner-password-file" => hierarchies.owner = password()?,
+            "--endorsement-password-file" => hierarchies.endorsement = password()?,
+            "--trust-domain" => trust_domain = value.clone(),
+            other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
+        }
+    }
+    let (Some(devid_cert), Some(devid_priv), Some(devid_pub), Some(devid_ca), Some(endorsement_ca)) =
+        (cert, private, public, devid_ca, ek_ca)
+    else {
+        return Err(format!(
+            "--devid-cert, --devid-priv, --devid-pub, --devid-ca and --endorsement-ca are required\n{USAGE}"
+        ));
+    };
+    let device = match device {
+        Some(d) => d,
+        None => plugin::devid::agent::autodetect(std::path::Path::new("/dev"))?,
+    };
+    let req = CheckRequest {
+        device,
+        devid_cert,
+        devid_priv,
+        devid_pub,
+        devid_password,
+        hierarchies,
+        devid_ca,
+        endorsement_ca,
+        trust_domain,
+    };
+    let (id, attested) = check(&req, &mut std::io::stdout())?;
+    println!("agent ID   {id}");
+    for s in &attested.selectors {
+        println!("selector   tpm_devid:{s}");
+    }
     Ok(())
 }
 
