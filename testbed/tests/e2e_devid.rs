@@ -49,3 +49,127 @@ fn round_trip(options: LabOptions) {
 fn rsa_devid_with_intermediate_attests() {
     round_trip(LabOptions::default());
 }
+
+#[test]
+fn ecc_devid_with_every_password_and_no_intermediate_attests() {
+    round_trip(LabOptions {
+        key_type: "ecc-p256",
+        devid_password: Some("devid secret"),
+        owner_password: Some("owner secret"),
+        endorsement_password: Some("endorsement secret"),
+        intermediate: false,
+    });
+}
+
+#[test]
+fn ecc_devid_with_intermediate_attests() {
+    round_trip(LabOptions { key_type: "ecc-p256", ..LabOptions::default() });
+}
+
+#[test]
+fn rsa_devid_with_hierarchy_passwords_and_no_intermediate_attests() {
+    round_trip(LabOptions {
+        owner_password: Some("o"),
+        endorsement_password: Some("e"),
+        intermediate: false,
+        ..LabOptions::default()
+    });
+}
+
+#[test]
+fn refusals_reach_the_host_as_invalid_argument_with_the_reason_and_bad_configs_are_named() {
+    let lab = DevIdLab::new(LabOptions::default()).unwrap();
+    let (agent, server) = load(&lab);
+    // A server that trusts another DevID CA refuses with SPIRE's reason.
+    let other = tempfile::tempdir().unwrap();
+    testbed::devid::make_devid_ca(other.path(), "other").unwrap();
+    let hcl = format!(
+        "devid_ca_path = \"{}\"\nendorsement_ca_path = \"{}\"\n",
+        other.path().join("root.pem").display(),
+        lab.path("endorsement-ca.pem").display()
+    );
+    server.configure(&hcl, "example.org").unwrap();
+    match relay(&agent, &server) {
+        Err(testbed::host::RelayError::Server(s)) => {
+            assert_eq!(s.code(), tonic::Code::InvalidArgument);
+            assert!(s.message().contains("unable to verify DevID signature"), "{}", s.message());
+        }
+        other => panic!("expected a server refusal, got {other:?}"),
+    }
+    assert_eq!(lab.tpm_leftovers().unwrap(), "");
+    // Configuration errors name the key; the last good configuration stays.
+    let agent_cases = [
+        ("", "devid_cert_path is required"),
+        ("devid_cert_path = \"/nonexistent\"\ndevid_priv_path = \"/x\"\ndevid_pub_path = \"/y\"\ntpm_device_path = \"swtpm:host=127.0.0.1,port=1\"", "devid_priv_path"),
+        ("bogus = 1", "unknown key \"bogus\""),
+        ("devid_cert_path = 5", "devid_cert_path: expected a string"),
+    ];
+    for (hcl, want) in agent_cases {
+        let err = agent.configure(hcl, "example.org").unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{hcl}");
+        assert!(err.message().contains(want), "{hcl}: {}", err.message());
+        assert!(!agent.validate(hcl, "example.org").unwrap().valid, "{hcl}");
+    }
+    let server_cases = [
+        ("", "devid_ca_path is required"),
+        ("devid_ca_path = \"/etc/hostname\"", "endorsement_ca_path is required"),
+        ("devid_ca_path = \"/nonexistent\"\nendorsement_ca_path = \"/nonexistent\"", "devid_ca_path /nonexistent"),
+        ("check_ak_attributes = \"yes\"", "check_ak_attributes: expected true or false"),
+    ];
+    for (hcl, want) in server_cases {
+        let err = server.configure(hcl, "example.org").unwrap_err();
+        assert!(err.message().contains(want), "{hcl}: {}", err.message());
+    }
+    let missing_td = server.configure(&lab.server_hcl(), "").unwrap_err();
+    assert!(missing_td.message().contains("trust domain"), "{}", missing_td.message());
+    // The agent still attests with its last good configuration once the server is fixed.
+    server.configure(&lab.server_hcl(), "example.org").unwrap();
+    relay(&agent, &server).unwrap();
+}
+
+#[test]
+fn check_command_reports_each_step_and_names_the_failing_one() {
+    let lab = DevIdLab::new(LabOptions { devid_password: Some("pw"), ..LabOptions::default() }).unwrap();
+    let s = |f: &str| lab.path(f).display().to_string();
+    let dev = lab.tpm.device().to_string();
+    let args = |devid_ca: &str, pw: &str| {
+        vec![
+            "check".to_string(),
+            "--tpm-device".into(),
+            dev.clone(),
+            "--devid-cert".into(),
+            s("devid/devid.crt.pem"),
+            "--devid-priv".into(),
+            s("devid/devid.priv.blob"),
+            "--devid-pub".into(),
+            s("devid/devid.pub.blob"),
+            "--devid-password-file".into(),
+            s(pw),
+            "--devid-ca".into(),
+            s(devid_ca),
+            "--endorsement-ca".into(),
+            s("endorsement-ca.pem"),
+            "--trust-domain".into(),
+            "td.test".into(),
+        ]
+    };
+    let run = |a: Vec<String>| {
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        testbed::process::run_bin("spire-server-attestor-tpm-devid", &a, b"").unwrap()
+    };
+    let (code, out, err) = run(args("root.pem", "devid.pw"));
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(out.matches("\nok    ").count() + usize::from(out.starts_with("ok    ")), 6, "{out}");
+    assert!(out.contains("agent ID   spiffe://td.test/spire/agent/tpm_devid/"), "{out}");
+    assert!(out.contains("selector   tpm_devid:subject:cn:node-1.example.org"), "{out}");
+    // The wrong DevID CA: the server step fails and says why.
+    std::fs::write(lab.path("wrong.pw"), "nope").unwrap();
+    let (code, out, _) = run(args("endorsement-ca.pem", "devid.pw"));
+    assert_ne!(code, 0);
+    assert!(out.contains("FAIL  server: DevID chain") && out.contains("unknown authority"), "{out}");
+    // The wrong DevID password: the TPM step fails and names the password, not its value.
+    let (code, out, _) = run(args("root.pem", "wrong.pw"));
+    assert_ne!(code, 0);
+    assert!(out.contains("FAIL  agent:") && out.contains("DevID password was refused"), "{out}");
+    assert!(!out.contains("nope"), "{out}");
+}
