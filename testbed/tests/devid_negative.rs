@@ -352,7 +352,8 @@ fn every_broken_response_is_refused_and_a_wrong_challenge_is_refused_by_the_tpm(
         challenged.verify(&edit(&mut response))
     };
     type Check = fn(&DevIdError) -> bool;
-    let rows: Vec<(&str, &dyn Fn(&mut ChallengeResponse) -> Vec<u8>, Check)> = vec![
+    type Edit<'a> = &'a dyn Fn(&mut ChallengeResponse) -> Vec<u8>;
+    let rows: Vec<(&str, Edit, Check)> = vec![
         ("genuine", &|r| serde_json::to_vec(r).unwrap(), |_| false),
         ("not JSON", &|_| b"[".to_vec(), |e| matches!(e, DevIdError::Json { what: "challenges response", .. })),
         (
