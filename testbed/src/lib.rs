@@ -5,6 +5,7 @@
 
 pub mod agent;
 pub mod devid;
+pub mod devid_scenario;
 pub mod ha;
 pub mod host;
 pub mod load;

@@ -3,9 +3,10 @@
 type Scenario = fn(testbed::single::Report<'_>) -> anyhow::Result<()>;
 
 fn main() {
-    let scenarios: [(&str, Scenario); 2] = [
+    let scenarios: [(&str, Scenario); 3] = [
         ("Single SPIRE server: primary TPM + offline backup TPM", testbed::single::run),
         ("SPIRE HA: servers a and b co-sign each other's bundles; shared offline backup TPM c", testbed::ha::run),
+        ("tpm_devid: the agent proves its DevID lives in a genuine TPM", testbed::devid_scenario::run),
     ];
     for (title, scenario) in scenarios {
         println!("\n== {title}");
