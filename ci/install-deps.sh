@@ -4,11 +4,13 @@
 set -euo pipefail
 
 # Usage: install-deps.sh [test]. `test` adds Go and hashicorp's go-plugin (Debian's), for the lane that loads
-# the sign plugin with go-plugin's own client library.
+# the plugins with go-plugin's own client library, and Python's `cryptography`, for the independent tpm_devid
+# implementation the cross-check tests run.
 PKGS=(swtpm swtpm-tools tpm2-tools libtss2-dev pkg-config nginx openssl)
 if [[ "${1:-}" == test ]]; then
   PKGS+=(golang-1.19-go golang-github-hashicorp-go-plugin-dev golang-google-grpc-dev golang-github-golang-protobuf-1-5-dev
-         golang-golang-x-net-dev golang-github-hashicorp-yamux-dev golang-github-hashicorp-go-hclog-dev golang-github-oklog-run-dev)
+         golang-golang-x-net-dev golang-github-hashicorp-yamux-dev golang-github-hashicorp-go-hclog-dev golang-github-oklog-run-dev
+         python3 python3-cryptography)
 fi
 
 missing=()

@@ -4,6 +4,11 @@
 // unloads the plugin (GRPCController/Shutdown) and checks that it exited.
 //
 // usage: goplugin-host PLUGIN SIGNER_SOCKET BUNDLE_DER
+//        goplugin-host devid AGENT_PLUGIN AGENT_HCL SERVER_PLUGIN SERVER_HCL
+//
+// The devid form loads the two tpm_devid NodeAttestor plugins (magic cookie NodeAttestor), configures them with
+// the HCL files' contents, and relays one attestation between them over their bidi streams, as SPIRE's agent and
+// server do: payload, challenge, challenge response, agent attributes.
 //
 // Messages are encoded by hand (a few protobuf fields) so no generated Go code is needed.
 package main
@@ -66,7 +71,142 @@ func fail(format string, args ...interface{}) {
 	os.Exit(1)
 }
 
+// fields decodes the top-level fields of a protobuf message: length-delimited ones as bytes, varints as
+// their value's bytes (one byte for a bool).
+func fields(msg []byte) (map[int][][]byte, error) {
+	out := map[int][][]byte{}
+	readVarint := func() (uint64, error) {
+		var x uint64
+		for shift := uint(0); shift < 64; shift += 7 {
+			if len(msg) == 0 {
+				return 0, fmt.Errorf("truncated varint")
+			}
+			b := msg[0]
+			msg = msg[1:]
+			x |= uint64(b&0x7f) << shift
+			if b < 0x80 {
+				return x, nil
+			}
+		}
+		return 0, fmt.Errorf("varint too long")
+	}
+	for len(msg) > 0 {
+		tag, err := readVarint()
+		if err != nil {
+			return nil, err
+		}
+		num := int(tag >> 3)
+		switch tag & 7 {
+		case 0:
+			v, err := readVarint()
+			if err != nil {
+				return nil, err
+			}
+			out[num] = append(out[num], []byte{byte(v)})
+		case 2:
+			n, err := readVarint()
+			if err != nil || uint64(len(msg)) < n {
+				return nil, fmt.Errorf("truncated field %d", num)
+			}
+			out[num] = append(out[num], msg[:n])
+			msg = msg[n:]
+		default:
+			return nil, fmt.Errorf("unexpected wire type %d", tag&7)
+		}
+	}
+	return out, nil
+}
+
+func load(path, hclFile string) (*plugin.Client, *grpc.ClientConn) {
+	hcl, err := ioutil.ReadFile(hclFile)
+	if err != nil {
+		fail("%v", err)
+	}
+	client := plugin.NewClient(&plugin.ClientConfig{
+		HandshakeConfig:  plugin.HandshakeConfig{ProtocolVersion: 1, MagicCookieKey: "NodeAttestor", MagicCookieValue: "NodeAttestor"},
+		Plugins:          map[string]plugin.Plugin{"attestor": bundlePublisher{}},
+		Cmd:              exec.Command(path),
+		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
+		Logger:           hclog.New(&hclog.LoggerOptions{Output: os.Stderr, Level: hclog.Info}),
+	})
+	rpc, err := client.Client()
+	if err != nil {
+		fail("handshake with %s: %v", path, err)
+	}
+	raw, err := rpc.Dispense("attestor")
+	if err != nil {
+		fail("dispense: %v", err)
+	}
+	conn := raw.(*grpc.ClientConn)
+	if _, err := call(conn, "/spire.service.private.init.v1.Init/Init", nil); err != nil {
+		fail("Init %s: %v", path, err)
+	}
+	configure := append(field(1, field(1, []byte("example.org"))), field(2, hcl)...)
+	if _, err := call(conn, "/spire.service.common.config.v1.Config/Configure", configure); err != nil {
+		fail("Configure %s: %v", path, err)
+	}
+	return client, conn
+}
+
+func stream(conn *grpc.ClientConn, method string) grpc.ClientStream {
+	desc := &grpc.StreamDesc{ClientStreams: true, ServerStreams: true}
+	s, err := conn.NewStream(context.Background(), desc, method, grpc.ForceCodec(rawCodec{}))
+	if err != nil {
+		fail("%s: %v", method, err)
+	}
+	return s
+}
+
+// exchange sends msg (if any) on s and returns field num of the reply.
+func exchange(s grpc.ClientStream, msg []byte, num int, what string) []byte {
+	if msg != nil {
+		if err := s.SendMsg(&msg); err != nil {
+			fail("%s: send: %v", what, err)
+		}
+	}
+	var reply []byte
+	if err := s.RecvMsg(&reply); err != nil {
+		fail("%s: %v", what, err)
+	}
+	f, err := fields(reply)
+	if err != nil || len(f[num]) != 1 {
+		fail("%s: reply without field %d (%v)", what, num, err)
+	}
+	return f[num][0]
+}
+
+func devid(args []string) {
+	agentClient, agent := load(args[0], args[1])
+	defer agentClient.Kill()
+	serverClient, server := load(args[2], args[3])
+	defer serverClient.Kill()
+	a := stream(agent, "/spire.plugin.agent.nodeattestor.v1.NodeAttestor/AidAttestation")
+	payload := exchange(a, nil, 1, "agent payload")
+	fmt.Printf("payload: %d bytes\n", len(payload))
+	s := stream(server, "/spire.plugin.server.nodeattestor.v1.NodeAttestor/Attest")
+	challenge := exchange(s, field(1, payload), 1, "server challenge")
+	fmt.Printf("challenge: %d bytes\n", len(challenge))
+	response := exchange(a, field(1, challenge), 2, "agent challenge response")
+	fmt.Printf("challenge response: %d bytes\n", len(response))
+	attrs, err := fields(exchange(s, field(2, response), 2, "server agent attributes"))
+	if err != nil || len(attrs[1]) != 1 {
+		fail("agent attributes: %v", err)
+	}
+	fmt.Printf("spiffe_id: %s\n", attrs[1][0])
+	for _, sel := range attrs[2] {
+		fmt.Printf("selector: %s\n", sel)
+	}
+	fmt.Printf("can_reattest: %v\n", len(attrs[3]) == 1 && attrs[3][0][0] == 1)
+	agentClient.Kill()
+	serverClient.Kill()
+	fmt.Println("unloaded")
+}
+
 func main() {
+	if len(os.Args) == 6 && os.Args[1] == "devid" {
+		devid(os.Args[2:])
+		return
+	}
 	if len(os.Args) != 4 {
 		fail("usage: goplugin-host PLUGIN SIGNER_SOCKET BUNDLE_DER")
 	}

@@ -37,3 +37,22 @@ fn hashicorps_go_plugin_client_loads_the_plugin_and_publishes() {
     // go-plugin parsed our stderr as hclog JSON: its logger re-emits the plugin's lines with their level.
     assert!(!err.contains("[ERROR]"), "{err}");
 }
+
+#[test]
+fn hashicorps_go_plugin_client_relays_a_tpm_devid_attestation_between_our_plugins() {
+    let lab = testbed::devid::DevIdLab::new(testbed::devid::LabOptions::default()).unwrap();
+    std::fs::write(lab.path("agent.hcl"), lab.agent_hcl()).unwrap();
+    std::fs::write(lab.path("server.hcl"), lab.server_hcl()).unwrap();
+    let agent = bin_path("spire-agent-nodeattestor-tpm-devid").unwrap().display().to_string();
+    let server = bin_path("spire-server-nodeattestor-tpm-devid").unwrap().display().to_string();
+    let s = |f: &str| lab.path(f).display().to_string();
+    let (code, out, err) =
+        run_bin("goplugin-host", &["devid", &agent, &s("agent.hcl"), &server, &s("server.hcl")], b"").unwrap();
+    assert_eq!(code, 0, "go host failed:\n{out}\n{err}");
+    assert!(out.contains("spiffe_id: spiffe://example.org/spire/agent/tpm_devid/"), "{out}");
+    assert!(out.contains("selector: subject:cn:node-1.example.org"), "{out}");
+    assert!(out.contains("selector: issuer:cn:devid-intermediate"), "{out}");
+    assert!(out.contains("can_reattest: true") && out.contains("unloaded"), "{out}");
+    assert!(!err.contains("[ERROR]"), "{err}");
+    assert_eq!(lab.tpm_leftovers().unwrap(), "");
+}
