@@ -461,3 +461,99 @@ fn agent_side_refusals_name_the_cause_and_leave_nothing_in_the_tpm() {
     let with_size = [&(cfg.devid.public.len() as u16).to_be_bytes()[..], &cfg.devid.public].concat();
     assert!(matches!(DevIdBlobs::parse(cfg.devid.private.clone(), with_size), Err(TpmError::BadBlob { .. })));
 }
+
+/// Chain building refuses what Go's verifier refuses (and a little more), on certificates made by openssl.
+#[test]
+fn chain_building_refuses_non_ca_issuers_path_length_and_unknown_critical_extensions() {
+    use crypto::devid::chain::{parse_pem_bundle, verify};
+    let tmp = tempfile::tempdir().unwrap();
+    let p = tmp.path();
+    let ossl = |args: &[&str]| testbed::devid::openssl(args, p).unwrap();
+    let ext = |name: &str, text: &str| std::fs::write(p.join(name), text).unwrap();
+    ossl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        "root.key",
+        "-out",
+        "root.pem",
+        "-subj",
+        "/CN=root",
+        "-days",
+        "3",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE,pathlen:0",
+        "-addext",
+        "keyUsage=critical,keyCertSign",
+    ]);
+    let issue = |name: &str, ca: &str, extfile: &str, extbody: &str| {
+        ext(extfile, extbody);
+        ossl(&[
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.csr"),
+            "-subj",
+            &format!("/CN={name}"),
+        ]);
+        ossl(&[
+            "x509",
+            "-req",
+            "-in",
+            &format!("{name}.csr"),
+            "-CA",
+            &format!("{ca}.pem"),
+            "-CAkey",
+            &format!("{ca}.key"),
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            extfile,
+            "-out",
+            &format!("{name}.pem"),
+        ]);
+    };
+    issue("int", "root", "ca.ext", "basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign\n");
+    issue("notca", "root", "notca.ext", "basicConstraints=critical,CA:FALSE\n");
+    issue("leaf", "root", "leaf.ext", "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n");
+    issue("under-int", "int", "leaf.ext", "basicConstraints=critical,CA:FALSE\n");
+    issue("under-notca", "notca", "leaf.ext", "basicConstraints=critical,CA:FALSE\n");
+    issue("odd", "root", "odd.ext", "1.2.3.4.5=critical,ASN1:NULL\n");
+    issue("san", "root", "san.ext", "subjectAltName=critical,dirName:dir_sect\n[dir_sect]\nCN=tpm\n");
+    let one = |f: &str| parse_pem_bundle(&std::fs::read(p.join(f)).unwrap()).unwrap().remove(0);
+    let root = vec![one("root.pem")];
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    // Accepted: a direct leaf, and a critical SAN with only a directoryName (as EK certificates carry).
+    assert_eq!(verify(&one("leaf.pem"), &[], &root, now).unwrap().len(), 1);
+    verify(&one("san.pem"), &[], &root, now).unwrap();
+    type Check = fn(&ChainError) -> bool;
+    let rows: Vec<(&str, &str, Vec<&str>, u64, Check)> = vec![
+        ("issuer is not a CA", "under-notca.pem", vec!["notca.pem"], now, |e| matches!(e, ChainError::NotCa { .. })),
+        ("root's pathlen:0 exceeded", "under-int.pem", vec!["int.pem"], now, |e| {
+            matches!(e, ChainError::TooLong { .. })
+        }),
+        ("unknown critical extension", "odd.pem", vec![], now, |e| matches!(e, ChainError::UnhandledCritical { .. })),
+        ("not yet valid", "leaf.pem", vec![], now - 86_400 * 2, |e| matches!(e, ChainError::Validity { .. })),
+        ("unknown issuer", "under-int.pem", vec![], now, |e| matches!(e, ChainError::UnknownAuthority { .. })),
+    ];
+    for (case, leaf, intermediates, at, check) in rows {
+        let intermediates: Vec<_> = intermediates.into_iter().map(one).collect();
+        match verify(&one(leaf), &intermediates, &root, at) {
+            Ok(_) => panic!("{case}: accepted"),
+            Err(e) => assert!(check(&e), "{case}: wrong error: {e}"),
+        }
+    }
+}
