@@ -2,7 +2,7 @@
 //! line `1|1|unix|PATH|grpc|` as the only stdout output, gRPC (h2c) with the broker stream kept open, the
 //! controller's Shutdown, a silent stdio stream, gRPC health (`plugin` = SERVING) and SPIRE's private Init.
 //!
-//! Shared by every plugin of this project (BundlePublisher now, NodeAttestor next): a plugin hands its services
+//! Shared by every plugin of this project (the BundlePublisher and both NodeAttestors): a plugin hands its services
 //! to [`serve`] and names them for Init.
 
 use std::io::Write;
@@ -176,4 +176,30 @@ pub async fn serve(
     };
     let _ = std::fs::remove_file(&path);
     result.map_err(ServeError::from)
+}
+
+/// The whole life of a plugin binary that has no other mode: refuses to run unless a host launched it with the
+/// magic cookie `cookie`, logs hclog JSON to stderr, serves until the host's Shutdown, exits non-zero on failure.
+pub fn plugin_main(
+    bin: &str,
+    cookie: &str,
+    plugin_services: &[&str],
+    add: impl FnOnce(tonic::transport::server::Router) -> tonic::transport::server::Router,
+) {
+    if !launched_as(cookie) {
+        eprint!("{NOT_A_HOST}");
+        std::process::exit(1);
+    }
+    crate::hclog::init();
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("{bin}: cannot start runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    if let Err(e) = runtime.block_on(serve(plugin_services, add, Broker::default())) {
+        tracing::error!(error = %e, "plugin stopped");
+        std::process::exit(1);
+    }
 }

@@ -189,71 +189,7 @@ fn sign_csr_issues_a_leaf_that_chains_to_the_devid_ca_and_refuses_bad_input() {
     let (code, err) = provision(&tpm, "ecc-p256", &p.join("devid"), &[]);
     assert_eq!(code, 0, "{err}");
     // A DevID CA: RSA root -> P-256 intermediate (any X.509 CA works).
-    openssl(
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "root.key",
-            "-out",
-            "root.pem",
-            "-subj",
-            "/CN=devid-root",
-            "-days",
-            "30",
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-            "-addext",
-            "keyUsage=critical,keyCertSign,cRLSign",
-        ],
-        p,
-    );
-    openssl(
-        &[
-            "req",
-            "-new",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            "int.key",
-            "-out",
-            "int.csr",
-            "-subj",
-            "/CN=devid-intermediate",
-        ],
-        p,
-    );
-    std::fs::write(
-        p.join("int.ext"),
-        "basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\nsubjectKeyIdentifier=hash\n",
-    )
-    .unwrap();
-    openssl(
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "int.csr",
-            "-CA",
-            "root.pem",
-            "-CAkey",
-            "root.key",
-            "-CAcreateserial",
-            "-days",
-            "30",
-            "-extfile",
-            "int.ext",
-            "-out",
-            "int.pem",
-        ],
-        p,
-    );
+    testbed::devid::make_devid_ca(p, "devid").unwrap();
     let s = |f: &str| p.join(f).display().to_string();
     let sign = |csr: &str, cert: &str, key: &str, out: &str| {
         run_bin(
