@@ -1,7 +1,8 @@
 //! `spire-server-attestor-tpm-sign`: takes a SPIRE bundle, has it signed by the local signer-unix and by each
 //! co-signer in order, and publishes the result through signer-unix. Two modes: the CLI ([`cli`]) and the SPIRE
-//! BundlePublisher plugin ([`publisher`]) served over hashicorp go-plugin ([`goplugin`]). [`devid`] holds DevID
-//! provisioning for `tpm_devid` (the `spire-server-attestor-tpm-devid` binary).
+//! BundlePublisher plugin ([`publisher`]) served over hashicorp go-plugin ([`goplugin`]). [`devid`] holds SPIRE's
+//! `tpm_devid`: DevID provisioning and `check` (the `spire-server-attestor-tpm-devid` binary) and the agent and
+//! server NodeAttestor plugins (`spire-agent-nodeattestor-tpm-devid`, `spire-server-nodeattestor-tpm-devid`).
 
 pub mod cli;
 pub mod devid;

@@ -290,3 +290,57 @@ impl Config for AgentService {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn autodetection_follows_spire() {
+        let cases: [(&[&str], Result<&str, &str>); 6] = [
+            (&["tpmrm0", "tpm0", "null"], Ok("tpmrm0")),
+            (&["tpm0", "tty0"], Ok("tpm0")),
+            (&["tpmrm0", "tpmrm1", "tpm0"], Err("more than one possible TPM device")),
+            (&["tpm0", "tpm1"], Err("more than one possible TPM device")),
+            (&["tpmrm", "tpmx0", "tty"], Err("no TPM device found")),
+            (&[], Err("no TPM device found")),
+        ];
+        for (names, want) in cases {
+            let dir = tempfile::tempdir().unwrap();
+            for n in names {
+                std::fs::write(dir.path().join(n), b"").unwrap();
+            }
+            match (autodetect(dir.path()), want) {
+                (Ok(TpmDevice::Device(p)), Ok(name)) => assert_eq!(p, dir.path().join(name), "{names:?}"),
+                (Err(e), Err(text)) => assert!(e.contains(text), "{names:?}: {e}"),
+                (got, want) => panic!("{names:?}: got {got:?}, want {want:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn config_refuses_unknown_keys_wrong_types_and_socket_devices() {
+        for (hcl, want) in [
+            ("", "devid_cert_path is required"),
+            ("devid_cert_path = \"a\"", "devid_priv_path is required"),
+            ("devid_cert_path = \"a\"\ndevid_priv_path = \"b\"", "devid_pub_path is required"),
+            ("devid_password = 1", "devid_password: expected a string"),
+            ("nope = \"x\"", "unknown key \"nope\""),
+            (
+                "devid_cert_path = \"a\"\ndevid_priv_path = \"b\"\ndevid_pub_path = \"c\"\ntpm_device_path = \"tcp:1\"",
+                "tpm_device_path",
+            ),
+        ] {
+            let err = parse_config(hcl).unwrap_err();
+            assert!(err.contains(want), "{hcl}: {err}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("tpm.sock");
+        let _listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+        let hcl = format!(
+            "devid_cert_path = \"a\"\ndevid_priv_path = \"b\"\ndevid_pub_path = \"c\"\ntpm_device_path = \"{}\"",
+            sock.display()
+        );
+        assert!(parse_config(&hcl).unwrap_err().contains("unix-socket TPMs are not supported"));
+    }
+}
