@@ -277,6 +277,20 @@ fn every_broken_payload_is_refused_by_its_own_check() {
             |e| matches!(e, DevIdError::CertifyScheme { scheme: 0x0016, .. }),
         ),
         (
+            "truncated CertificationSignature",
+            &f.verifier,
+            json(&AttestationRequest { certification_signature: p.certification_signature[..3].to_vec(), ..p.clone() }),
+            now(),
+            |e| matches!(e, DevIdError::Tpm2 { field: "CertificationSignature", .. }),
+        ),
+        (
+            "unparsable TPMS_ATTEST (validly signed)",
+            &f.verifier,
+            json(&forge(p, AK_ATTRS, RSASSA, genuine_attest(0x8017, 0xFF54_4347)[..30].to_vec())),
+            now(),
+            |e| matches!(e, DevIdError::Tpm2 { field: "CertifiedDevID", .. }),
+        ),
+        (
             "wrong magic",
             &f.verifier,
             json(&forge(p, AK_ATTRS, RSASSA, genuine_attest(0x8017, 0xFF54_4348))),
