@@ -104,6 +104,12 @@ fn refusals_reach_the_host_as_invalid_argument_with_the_reason_and_bad_configs_a
         ("bogus = 1", "unknown key \"bogus\""),
         ("devid_cert_path = 5", "devid_cert_path: expected a string"),
     ];
+    let mismatched = lab.agent_hcl().replace(
+        &lab.path("devid/devid.crt.pem").display().to_string(),
+        &other.path().join("root.pem").display().to_string(),
+    );
+    let agent_cases: Vec<(&str, &str)> =
+        agent_cases.into_iter().chain([(mismatched.as_str(), "does not certify the key in devid_pub_path")]).collect();
     for (hcl, want) in agent_cases {
         let err = agent.configure(hcl, "example.org").unwrap_err();
         assert_eq!(err.code(), tonic::Code::InvalidArgument, "{hcl}");

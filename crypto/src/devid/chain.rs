@@ -76,6 +76,15 @@ impl Cert {
         (spki.algorithm.oid, curve, spki.subject_public_key.raw_bytes())
     }
 
+    /// True when `spki_der` (a SubjectPublicKeyInfo) is this certificate's subject key (algorithm and key bits).
+    pub fn has_key(&self, spki_der: &[u8]) -> bool {
+        let Ok(other) = x509_cert::spki::SubjectPublicKeyInfoOwned::from_der(spki_der) else { return false };
+        let (alg, curve, bits) = self.spki();
+        let other_curve =
+            other.algorithm.parameters.as_ref().and_then(|p| p.decode_as::<der::asn1::ObjectIdentifier>().ok());
+        other.algorithm.oid == alg && other_curve == curve && other.subject_public_key.raw_bytes() == bits
+    }
+
     /// The RSA public key `(modulus, exponent)`, big-endian without leading zeros, if the key is RSA.
     pub fn rsa_key(&self) -> Option<(Vec<u8>, Vec<u8>)> {
         let (alg, _, bits) = self.spki();

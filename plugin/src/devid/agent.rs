@@ -133,6 +133,13 @@ pub fn parse_config(text: &str) -> Result<AgentConfig, String> {
     let devid = DevIdBlobs::parse(read("devid_priv_path", &private)?, read("devid_pub_path", &public)?)
         .map_err(|e| e.to_string())?;
     let chain = read_chain(&cert)?;
+    let leaf = crypto::devid::Cert::from_der(&chain[0]).map_err(|e| format!("devid_cert_path: leaf: {e}"))?;
+    if !leaf.has_key(devid.key.spki_der()) {
+        return Err(format!(
+            "devid_cert_path {}: the leaf certificate does not certify the key in devid_pub_path (mismatched files)",
+            cert.display()
+        ));
+    }
     Ok(AgentConfig { device, chain, devid, devid_password, hierarchies })
 }
 
