@@ -12,6 +12,7 @@ use x509_cert::ext::pkix::{BasicConstraints, KeyUsage};
 use x509_cert::Certificate;
 
 use crate::devid::error::ChainError;
+use crate::devid::strip;
 
 /// Maximum chain length (leaf + intermediates + anchor) explored.
 const MAX_DEPTH: usize = 8;
@@ -92,7 +93,7 @@ impl Cert {
             return None;
         }
         let key = RsaPublicKeyDer::from_der(bits).ok()?;
-        Some((strip(key.modulus.as_bytes()), strip(key.public_exponent.as_bytes())))
+        Some((strip(key.modulus.as_bytes()).to_vec(), strip(key.public_exponent.as_bytes()).to_vec()))
     }
 
     /// The EC public point (uncompressed SEC1) and whether the curve is P-256, if the key is ECDSA.
@@ -232,12 +233,7 @@ struct RsaPublicKeyDer<'a> {
     public_exponent: der::asn1::UintRef<'a>,
 }
 
-fn strip(bytes: &[u8]) -> Vec<u8> {
-    let start = bytes.iter().position(|b| *b != 0).unwrap_or(bytes.len());
-    bytes[start..].to_vec()
-}
-
-pub(crate) fn hex(bytes: &[u8]) -> String {
+fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 

@@ -109,7 +109,8 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-fn strip(bytes: &[u8]) -> &[u8] {
+/// Big-endian bytes without leading zeros (as DER INTEGER contents and TPM buffers are compared).
+pub(crate) fn strip(bytes: &[u8]) -> &[u8] {
     let start = bytes.iter().position(|b| *b != 0).unwrap_or(bytes.len());
     &bytes[start..]
 }
