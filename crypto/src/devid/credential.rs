@@ -99,8 +99,8 @@ mod tests {
 
     #[test]
     fn credential_has_the_tpm_shape() {
-        use rsa::traits::PublicKeyParts;
         use rsa::pkcs8::DecodePrivateKey;
+        use rsa::traits::PublicKeyParts;
         let key = rsa::RsaPrivateKey::from_pkcs8_pem(include_str!("../../tests/data/rsa-a.key")).unwrap();
         let public = key.to_public_key();
         let name = [&[0x00, 0x0b][..], &[7u8; 32][..]].concat();
