@@ -12,5 +12,7 @@ pub mod load;
 pub mod nginx;
 pub mod pki;
 pub mod process;
+pub mod real_spire;
 pub mod single;
+pub mod spire;
 pub mod swtpm;

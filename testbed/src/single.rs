@@ -51,6 +51,19 @@ pub fn start_signer(
     duration: &str,
 ) -> anyhow::Result<(Daemon, PathBuf)> {
     let socket = dir.join(format!("{name}.sock"));
+    let daemon = start_signer_at(dir, name, tpm, webroot, duration, &socket)?;
+    Ok((daemon, socket))
+}
+
+/// [`start_signer`] with the socket at `socket` (a signer moved to another TPM keeps its clients' socket).
+pub fn start_signer_at(
+    dir: &Path,
+    name: &str,
+    tpm: &Swtpm,
+    webroot: &Path,
+    duration: &str,
+    socket: &Path,
+) -> anyhow::Result<Daemon> {
     let config = dir.join(format!("{name}.conf"));
     std::fs::write(
         &config,
@@ -62,9 +75,7 @@ pub fn start_signer(
         ),
     )?;
     let log = dir.join(format!("{name}.log"));
-    let daemon =
-        Daemon::spawn(SIGNER_UNIX, &[&config.display().to_string()], &[], &log, Ready::UnixSocket(socket.clone()))?;
-    Ok((daemon, socket))
+    Daemon::spawn(SIGNER_UNIX, &[&config.display().to_string()], &[], &log, Ready::UnixSocket(socket.to_owned()))
 }
 
 /// Runs the sign CLI: signs `bundle` through `socket` (and co-signers), publishes it; returns the token.

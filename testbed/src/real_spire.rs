@@ -1,0 +1,329 @@
+//! Scenarios with the real SPIRE v1.13.3: spire-server loads the sign plugin as a BundlePublisher, spire-agent
+//! bootstraps through the verifier (`trust_bundle_url` + `trust_bundle_unix_socket`), with swtpm TPMs, the
+//! real daemons and Debian's nginx. Used by `testbed/tests/e2e_spire.rs` and by `make testbed`.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context};
+
+use crate::agent;
+use crate::nginx::Nginx;
+use crate::process::{Daemon, Ready};
+use crate::single::{provision, start_signer_at, start_verifier, wait_for, Report, SIGN};
+use crate::spire::{
+    external_plugin, short_dir, verify_svid, AgentOptions, Attestor, Bootstrap, ServerOptions, SpireAgent, SpireServer,
+};
+use crate::swtpm::Swtpm;
+
+/// The trust domain of every scenario.
+pub const TRUST_DOMAIN: &str = "example.org";
+/// The published file, as signer-unix names it.
+const TOKEN_FILE: &str = "spiffetrustbundle.token";
+/// How long a SPIRE process may take for one step (start-up, attestation, an SVID): generous for 2 cores.
+const STEP: Duration = Duration::from_secs(90);
+
+/// The `agent` block's bootstrap settings for keyset `instance` of the verifier at `socket`.
+pub fn through_verifier(socket: &Path, instance: &str, format: &'static str) -> Bootstrap {
+    let mut url = format!("http://localhost/trustbundle?instance={instance}");
+    if format == "spiffe" {
+        url.push_str("&format=spiffe");
+    }
+    Bootstrap::Url { url, socket: socket.to_owned(), format }
+}
+
+/// The sign plugin as SPIRE loads it: `plugin_cmd` + `plugin_checksum`, `plugin_data` pointing at signer-unix.
+pub fn sign_plugin(socket: &Path, cosigners: &[String]) -> anyhow::Result<String> {
+    let urls = cosigners.iter().map(|u| format!("\"{u}\"")).collect::<Vec<_>>().join(", ");
+    let data = format!("socket = \"{}\"\nurls = [{urls}]\ntimeout = \"10s\"", socket.display());
+    external_plugin("BundlePublisher", "tpm_sign", SIGN, &data)
+}
+
+/// Waits until `root`'s published token differs from `previous`; returns it.
+pub fn wait_published(root: &Path, previous: &str) -> anyhow::Result<String> {
+    let deadline = Instant::now() + STEP;
+    loop {
+        let now = std::fs::read_to_string(root.join(TOKEN_FILE)).unwrap_or_default();
+        if !now.is_empty() && now != previous {
+            return Ok(now);
+        }
+        ensure!(Instant::now() < deadline, "nothing new published in {} within {STEP:?}", root.display());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A join-token agent bootstrapping through `bootstrap`: healthy, then an SVID for a workload registered under
+/// its node alias, verified against `spire-server bundle show`. Returns the agent and the workload's SPIFFE ID.
+pub fn attest_and_fetch(
+    server: &SpireServer,
+    node: &str,
+    bootstrap: Bootstrap,
+    report: Report<'_>,
+) -> anyhow::Result<(SpireAgent, String)> {
+    let token = server.join_token(node)?;
+    let mut a = SpireAgent::start(&AgentOptions {
+        trust_domain: TRUST_DOMAIN.into(),
+        server_port: server.port(),
+        bootstrap,
+        attestor: Attestor::JoinToken(token.clone()),
+        rebootstrap: None,
+    })?;
+    a.wait_healthy(STEP)?;
+    let agent_id = format!("spiffe://{TRUST_DOMAIN}/spire/agent/join_token/{token}");
+    ensure!(server.agent_ids()?.contains(&agent_id), "spire-server agent list does not show {agent_id}");
+    report(&format!("  spire-agent attested: {agent_id}"));
+    let workload = server.register_workload(&format!("spiffe://{TRUST_DOMAIN}/{node}"), &format!("{node}/workload"))?;
+    let svid = fetch_verified(&mut a, server, &workload)?;
+    report(&format!(
+        "  `spire-agent api fetch x509` gave {svid}, whose chain verifies against `spire-server bundle show`"
+    ));
+    Ok((a, workload))
+}
+
+/// `api fetch x509` until the SVID is `want` and verifies against the server's current bundle.
+pub fn fetch_verified(a: &mut SpireAgent, server: &SpireServer, want: &str) -> anyhow::Result<String> {
+    let deadline = Instant::now() + STEP;
+    loop {
+        let (id, dir) = a.fetch_x509(STEP)?;
+        let checked = verify_svid(&dir, &server.bundle_pem()?);
+        match checked {
+            Ok(san) if id == want && san == want => return Ok(id),
+            Ok(san) if Instant::now() > deadline => bail!("SVID is {id} (SAN {san}), wanted {want}"),
+            Err(e) if Instant::now() > deadline => return Err(e),
+            _ => std::thread::sleep(Duration::from_millis(500)),
+        }
+    }
+}
+
+/// One SPIRE server with its TPMs, signer-unix, nginx, and one node's verifier.
+#[derive(Debug)]
+pub struct Site {
+    /// spire-server, publishing through the sign plugin.
+    pub server: SpireServer,
+    /// The verifier on the node (keyset `main`).
+    pub verifier: Daemon,
+    /// Its socket.
+    pub vsock: PathBuf,
+    /// The primary TPM.
+    pub primary: Swtpm,
+    /// The offline backup TPM.
+    pub backup: Swtpm,
+    /// signer-unix on the primary TPM.
+    pub signer: Daemon,
+    /// signer-unix's socket (the plugin's `socket`).
+    pub socket: PathBuf,
+    /// nginx.
+    pub nginx: Nginx,
+    dir: tempfile::TempDir,
+}
+
+impl Site {
+    /// The directory holding keys, web root, configs and logs.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The web root signer-unix publishes into.
+    pub fn webroot(&self) -> PathBuf {
+        self.dir().join("www")
+    }
+
+    /// The token currently published.
+    pub fn published(&self) -> String {
+        std::fs::read_to_string(self.webroot().join(TOKEN_FILE)).unwrap_or_default()
+    }
+
+    /// Brings everything up: TPMs provisioned, signer-unix, nginx, spire-server with the sign plugin (waiting
+    /// for its first publish), the verifier.
+    pub fn start(report: Report<'_>) -> anyhow::Result<Site> {
+        let dir = short_dir("site")?;
+        let p = dir.path();
+        for d in ["keys", "www", "state"] {
+            std::fs::create_dir_all(p.join(d))?;
+        }
+        report("Two swtpm TPMs: the SPIRE server's primary TPM and an offline backup; a key provisioned in each.");
+        let primary = Swtpm::start()?;
+        let backup = Swtpm::start()?;
+        provision(&primary, "rsa2048", &p.join("keys/primary.pem"))?;
+        provision(&backup, "ecc-p256", &p.join("keys/backup.pem"))?;
+        report("signer-unix on the primary TPM publishes into nginx's root.");
+        let socket = p.join("signer.sock");
+        let signer = start_signer_at(p, "signer-primary", &primary, &p.join("www"), "10m", &socket)?;
+        let nginx = Nginx::start(&p.join("www"))?;
+        report("spire-server v1.13.3 loads spire-server-attestor-tpm-sign as a BundlePublisher (plugin_cmd, plugin_checksum).");
+        let server = SpireServer::start(&ServerOptions::new(TRUST_DOMAIN, vec![sign_plugin(&socket, &[])?]))?;
+        let token = wait_published(&p.join("www"), "")?;
+        ensure!(
+            server.log().contains("Plugin loaded") && !server.log().contains("checksum not configured"),
+            "spire-server did not load the plugin with its checksum"
+        );
+        report(&format!(
+            "  SPIRE called PublishBundle at start-up: {} bytes published at {}",
+            token.len(),
+            nginx.url("/spiffetrustbundle.token")
+        ));
+        let vsock = p.join("verifier.sock");
+        let vconf = p.join("verifier.conf");
+        std::fs::write(
+            &vconf,
+            format!(
+                "keydir: keys\nsocket: {}\nstate-dir: {}\nrefresh: 1s\nkeyset:\n  main:\n    url: {}\n    backup: backup.pem\n    chain:\n    - primary.pem\n",
+                vsock.display(),
+                p.join("state").display(),
+                nginx.url("/spiffetrustbundle.token")
+            ),
+        )?;
+        let verifier = start_verifier(p, &vconf, &vsock)?;
+        report("The node's verifier runs in listen mode (keyset main: chain [primary], backup).");
+        Ok(Site { server, verifier, vsock, primary, backup, signer, socket, nginx, dir })
+    }
+
+    /// Stops everything started here, by PID, checking each exits cleanly.
+    pub fn stop(mut self) -> anyhow::Result<()> {
+        ensure!(self.server.stop(), "spire-server did not stop cleanly on SIGTERM");
+        ensure!(self.verifier.stop()?, "verifier did not stop cleanly");
+        Ok(())
+    }
+}
+
+/// (a) bootstrap through the verifier, PEM and SPIFFE; (b) a forged bundle is never trusted; (c) CA rotation
+/// with prepare/activate/taint/revoke; (d) the primary TPM is lost and the backup stands in.
+pub fn single(report: Report<'_>) -> anyhow::Result<()> {
+    let mut site = Site::start(report)?;
+
+    report("(a) A spire-agent bootstraps through the verifier: trust_bundle_url = \"http://localhost/trustbundle?instance=main\".");
+    let (mut running, workload) =
+        attest_and_fetch(&site.server, "node-pem", through_verifier(&site.vsock, "main", "pem"), report)?;
+    ensure!(
+        site.verifier.log().contains("SPIRE agent (re)bootstrap request"),
+        "the agent's request never reached the verifier"
+    );
+    report("(a) Again with trust_bundle_format = \"spiffe\" (URL ...&format=spiffe).");
+    let (mut spiffe_agent, _) =
+        attest_and_fetch(&site.server, "node-spiffe", through_verifier(&site.vsock, "main", "spiffe"), report)?;
+    ensure!(spiffe_agent.stop(), "spire-agent did not stop cleanly");
+
+    report("(b) A token signed by an unknown key is in nginx's root; a second node's verifier has no cached state.");
+    let forged_root = site.webroot().join("forged");
+    std::fs::create_dir_all(&forged_root)?;
+    let rogue = crate::single::rogue_token(site.dir(), &site.server.bundle_pem()?)?;
+    std::fs::write(forged_root.join(TOKEN_FILE), &rogue)?;
+    let v2 = site.dir().join("v2");
+    std::fs::create_dir_all(&v2)?;
+    let v2sock = v2.join("verifier.sock");
+    let v2conf = v2.join("verifier.conf");
+    std::fs::write(
+        &v2conf,
+        format!(
+            "keydir: {}\nsocket: {}\nstate-dir: {}\nrefresh: 1s\nkeyset:\n  main:\n    url: {}\n    backup: backup.pem\n    chain:\n    - primary.pem\n",
+            site.dir().join("keys").display(),
+            v2sock.display(),
+            v2.join("state").display(),
+            site.nginx.url("/forged/spiffetrustbundle.token")
+        ),
+    )?;
+    let mut v2d = start_verifier(&v2, &v2conf, &v2sock)?;
+    let token = site.server.join_token("node-forged")?;
+    let mut forged_agent = SpireAgent::start(&AgentOptions {
+        trust_domain: TRUST_DOMAIN.into(),
+        server_port: site.server.port(),
+        bootstrap: through_verifier(&v2sock, "main", "pem"),
+        attestor: Attestor::JoinToken(token.clone()),
+        rebootstrap: None,
+    })?;
+    forged_agent.wait_log("Failed to retrieve attestation result", 1, STEP)?;
+    ensure!(forged_agent.log().contains("503 Service Unavailable"), "the agent's failure is not the verifier's 503");
+    ensure!(!forged_agent.healthy(), "agent is healthy on a forged bundle");
+    let agent_id = format!("spiffe://{TRUST_DOMAIN}/spire/agent/join_token/{token}");
+    ensure!(!site.server.agent_ids()?.contains(&agent_id), "the server knows an agent that had only a forged bundle");
+    report("  the verifier answers 503 (token rejected); the agent logs `Failed to retrieve attestation result` and retries; not attested");
+    std::fs::write(forged_root.join(TOKEN_FILE), site.published())?;
+    forged_agent.wait_healthy(STEP)?;
+    ensure!(site.server.agent_ids()?.contains(&agent_id), "agent healthy but unknown to the server");
+    report("  the genuine token restored: the agent, still retrying, attests");
+    ensure!(forged_agent.stop(), "spire-agent did not stop cleanly");
+    ensure!(v2d.stop()?, "second verifier did not stop cleanly");
+
+    report("(c) CA rotation: spire-server localauthority x509 prepare.");
+    let [old, _, _] = site.server.authorities()?;
+    let before = site.published();
+    let prepared = site.server.local_authority("prepare", None)?;
+    let t = wait_published(&site.webroot(), &before)?;
+    wait_for(&site.vsock, "main", "the bundle with the prepared CA", |r| {
+        r.status == 200 && agent::accept_pem(&r.body).is_ok_and(|n| n == 2)
+    })?;
+    report(&format!("  prepared {prepared}: the plugin re-signed at once, the verifier serves 2 CA certificates"));
+    let (mut fresh, _) =
+        attest_and_fetch(&site.server, "node-c1", through_verifier(&site.vsock, "main", "pem"), report)?;
+    ensure!(fresh.stop(), "spire-agent did not stop cleanly");
+    site.server.local_authority("activate", Some(&prepared))?;
+    report(&format!("  activated {prepared}; taint the old CA {old}"));
+    site.server.local_authority("taint", Some(&old))?;
+    let t = wait_published(&site.webroot(), &t)?;
+    report("  tainting changed the bundle: re-signed and published");
+    fetch_verified(&mut running, &site.server, &workload)?;
+    let deadline = Instant::now() + STEP;
+    loop {
+        match site.server.local_authority("revoke", Some(&old)) {
+            Ok(_) => break,
+            Err(e) if Instant::now() > deadline => return Err(e),
+            Err(_) => std::thread::sleep(Duration::from_millis(500)),
+        }
+    }
+    wait_published(&site.webroot(), &t)?;
+    wait_for(&site.vsock, "main", "the bundle without the revoked CA", |r| {
+        r.status == 200 && agent::accept_pem(&r.body).is_ok_and(|n| n == 1)
+    })?;
+    report(&format!("  revoked {old}: the verifier serves only the new CA"));
+    let (mut fresh, _) =
+        attest_and_fetch(&site.server, "node-c2", through_verifier(&site.vsock, "main", "pem"), report)?;
+    ensure!(fresh.stop(), "spire-agent did not stop cleanly");
+    fetch_verified(&mut running, &site.server, &workload)?;
+    report("  the agent started before the rotation still serves its workload an SVID that verifies under the new CA");
+
+    report(
+        "(d) The primary TPM is lost: signer-unix moves to the backup TPM (same config). Nothing changes on the node.",
+    );
+    ensure!(site.signer.stop()?, "signer-unix did not stop cleanly");
+    site.primary.stop()?;
+    let backup_signer =
+        start_signer_at(site.dir(), "signer-backup", &site.backup, &site.webroot(), "10m", &site.socket)?;
+    let before = site.published();
+    let prepared = site.server.local_authority("prepare", None)?;
+    wait_published(&site.webroot(), &before)?;
+    wait_for(&site.vsock, "main", "the bundle signed by the backup TPM", |r| {
+        r.status == 200 && agent::accept_pem(&r.body).is_ok_and(|n| n == 2)
+    })?;
+    ensure!(site.verifier.log().contains("BACKUP key standing in"), "the verifier did not log the backup's use");
+    report(&format!(
+        "  prepared {prepared}; the bundle is signed by the backup TPM; the verifier accepts it (backup use logged)"
+    ));
+    let (mut fresh, _) =
+        attest_and_fetch(&site.server, "node-d", through_verifier(&site.vsock, "main", "pem"), report)?;
+    ensure!(fresh.stop(), "spire-agent did not stop cleanly");
+    ensure!(running.stop(), "spire-agent did not stop cleanly");
+    drop(backup_signer);
+    site.stop()
+}
+
+/// Starts signer-http for `name` in front of `socket`, co-signing tokens whose innermost layer `primary` signed.
+pub fn cosigner(dir: &Path, name: &str, socket: &Path, primary: &str) -> anyhow::Result<(Daemon, String)> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let conf = dir.join(format!("{name}.conf"));
+    std::fs::write(
+        &conf,
+        format!(
+            "socket: {}\nkeydir: keys\nprimary: {primary}\nbackup: c.pem\nlisten-addr: \"127.0.0.1:{port}\"\nallowed-addrs:\n- 127.0.0.1\n",
+            socket.display()
+        ),
+    )?;
+    let d = Daemon::spawn(
+        crate::ha::SIGNER_HTTP,
+        &[&conf.display().to_string()],
+        &[],
+        &dir.join(format!("{name}.log")),
+        Ready::Tcp(port),
+    )
+    .context("starting signer-http")?;
+    Ok((d, format!("http://127.0.0.1:{port}/sign")))
+}

@@ -1,0 +1,22 @@
+//! End to end with the real SPIRE v1.13.3 (built once per machine by `ci/spire.sh`): spire-server loads our
+//! plugins, spire-agent bootstraps through our verifier; swtpm TPMs, the real daemons and nginx. The same
+//! scenarios `make testbed` prints.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+fn run(scenario: fn(testbed::single::Report<'_>) -> anyhow::Result<()>) -> Vec<String> {
+    let mut steps = Vec::new();
+    let result = scenario(&mut |s: &str| steps.push(s.to_owned()));
+    if let Err(e) = result {
+        panic!("scenario failed: {e:#}\nsteps:\n{}", steps.join("\n"));
+    }
+    println!("{}", steps.join("\n"));
+    steps
+}
+
+/// (a) bootstrap, PEM and SPIFFE; (b) forged token; (c) CA rotation; (d) primary TPM lost.
+#[test]
+fn one_server_bootstrap_forgery_rotation_and_tpm_loss() {
+    let steps = run(testbed::real_spire::single);
+    assert!(steps.iter().any(|s| s.starts_with("(d)")), "the scenario stopped before (d)");
+}
