@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context};
 
 use crate::agent;
+use crate::devid::{DevIdLab, LabOptions};
 use crate::nginx::Nginx;
 use crate::process::{Daemon, Ready};
 use crate::single::{provision, start_signer_at, start_verifier, wait_for, Report, SIGN};
@@ -136,6 +137,11 @@ impl Site {
     /// Brings everything up: TPMs provisioned, signer-unix, nginx, spire-server with the sign plugin (waiting
     /// for its first publish), the verifier.
     pub fn start(report: Report<'_>) -> anyhow::Result<Site> {
+        Self::start_with(report, Vec::new())
+    }
+
+    /// [`Site::start`] with more plugin blocks in the server's config (a NodeAttestor).
+    pub fn start_with(report: Report<'_>, plugins: Vec<String>) -> anyhow::Result<Site> {
         let dir = short_dir("site")?;
         let p = dir.path();
         for d in ["keys", "www", "state"] {
@@ -151,7 +157,9 @@ impl Site {
         let signer = start_signer_at(p, "signer-primary", &primary, &p.join("www"), "10m", &socket)?;
         let nginx = Nginx::start(&p.join("www"))?;
         report("spire-server v1.13.3 loads spire-server-attestor-tpm-sign as a BundlePublisher (plugin_cmd, plugin_checksum).");
-        let server = SpireServer::start(&ServerOptions::new(TRUST_DOMAIN, vec![sign_plugin(&socket, &[])?]))?;
+        let mut all = vec![sign_plugin(&socket, &[])?];
+        all.extend(plugins);
+        let server = SpireServer::start(&ServerOptions::new(TRUST_DOMAIN, all))?;
         let token = wait_published(&p.join("www"), "")?;
         ensure!(
             server.log().contains("Plugin loaded") && !server.log().contains("checksum not configured"),
@@ -326,4 +334,151 @@ pub fn cosigner(dir: &Path, name: &str, socket: &Path, primary: &str) -> anyhow:
     )
     .context("starting signer-http")?;
     Ok((d, format!("http://127.0.0.1:{port}/sign")))
+}
+
+/// The agent ID SPIRE's `tpm_devid` gives a DevID: `.../spire/agent/tpm_devid/<sha1 of the leaf, hex>`.
+pub fn devid_agent_id(lab: &DevIdLab) -> anyhow::Result<String> {
+    let out = crate::devid::openssl(
+        &["x509", "-noout", "-fingerprint", "-sha1", "-in", &lab.path("devid/devid.crt.pem").display().to_string()],
+        lab.dir(),
+    )?;
+    let hex = out.trim().rsplit('=').next().unwrap_or_default().replace(':', "").to_ascii_lowercase();
+    ensure!(hex.len() == 40, "no SHA-1 fingerprint in {out:?}");
+    Ok(format!("spiffe://{TRUST_DOMAIN}/spire/agent/tpm_devid/{hex}"))
+}
+
+/// Our agent NodeAttestor as SPIRE loads it (the TPM over swtpm's TCP interface).
+pub fn our_agent_devid(lab: &DevIdLab) -> anyhow::Result<String> {
+    external_plugin("NodeAttestor", "tpm_devid", "spire-agent-nodeattestor-tpm-devid", &lab.agent_hcl())
+}
+
+/// Our server NodeAttestor as SPIRE loads it.
+pub fn our_server_devid(lab: &DevIdLab) -> anyhow::Result<String> {
+    external_plugin("NodeAttestor", "tpm_devid", "spire-server-nodeattestor-tpm-devid", &lab.server_hcl())
+}
+
+/// SPIRE's built-in agent `tpm_devid`, reaching the lab's TPM through the swtpm unix socket `tpm`.
+fn spire_agent_devid(lab: &DevIdLab, tpm: &Path) -> String {
+    let data = format!(
+        "tpm_device_path = \"{}\"\ndevid_cert_path = \"{}\"\ndevid_priv_path = \"{}\"\ndevid_pub_path = \"{}\"",
+        tpm.display(),
+        lab.path("devid/devid.crt.pem").display(),
+        lab.path("devid/devid.priv.blob").display(),
+        lab.path("devid/devid.pub.blob").display()
+    );
+    crate::spire::builtin_plugin("NodeAttestor", "tpm_devid", &data)
+}
+
+/// One tpm_devid attestation through the real binaries: a server with `server_plugin`, an agent with
+/// `agent_plugin` bootstrapping from `bundle show` in a file. Returns what `agent show` lists for `id`.
+fn devid_attest(server_plugin: String, agent_plugin: String, id: &str) -> anyhow::Result<(String, Vec<String>)> {
+    let mut server = SpireServer::start(&ServerOptions::new(TRUST_DOMAIN, vec![server_plugin]))?;
+    let bundle = server.path("bootstrap.pem");
+    std::fs::write(&bundle, server.bundle_pem()?)?;
+    let mut a = SpireAgent::start(&AgentOptions {
+        trust_domain: TRUST_DOMAIN.into(),
+        server_port: server.port(),
+        bootstrap: Bootstrap::Path(bundle),
+        attestor: Attestor::Plugin(agent_plugin),
+        rebootstrap: None,
+    })?;
+    a.wait_healthy(STEP)?;
+    server.wait_log("Agent attestation request completed", 1, STEP)?;
+    let shown = server.agent_show(id)?;
+    ensure!(a.stop(), "spire-agent did not stop cleanly");
+    ensure!(server.stop(), "spire-server did not stop cleanly");
+    Ok(shown)
+}
+
+/// (f) tpm_devid against SPIRE's own plugins, RSA and ECC: SPIRE's server with our agent; ours with ours;
+/// SPIRE's agent (on the swtpm's unix socket) with our server. `agent show` must list the same agent and
+/// selectors in all three.
+pub fn devid(report: Report<'_>) -> anyhow::Result<()> {
+    for key_type in ["rsa2048", "ecc-p256"] {
+        report(&format!("(f) {key_type} DevID: provision + sign-csr on a swtpm manufactured with an EK chain."));
+        let mut lab = DevIdLab::new(LabOptions { key_type, ..LabOptions::default() })?;
+        let id = devid_agent_id(&lab)?;
+        let spire_server = crate::spire::builtin_plugin("NodeAttestor", "tpm_devid", &lab.server_hcl());
+        let reference = devid_attest(spire_server, our_agent_devid(&lab)?, &id)?;
+        ensure!(reference.0 == "tpm_devid", "attestation type {:?}", reference.0);
+        report(&format!("  our agent plugin -> SPIRE's built-in server tpm_devid: {id}"));
+        for sel in &reference.1 {
+            report(&format!("    {sel}"));
+        }
+        let ours = devid_attest(our_server_devid(&lab)?, our_agent_devid(&lab)?, &id)?;
+        ensure!(ours == reference, "our server plugin listed {ours:?}, SPIRE's {reference:?}");
+        report("  our agent plugin -> our server plugin: the same agent ID and selectors");
+        let socket = lab.tpm.restart_unixio()?;
+        let theirs = devid_attest(our_server_devid(&lab)?, spire_agent_devid(&lab, &socket), &id)?;
+        ensure!(theirs == reference, "with SPIRE's agent our server listed {theirs:?}, SPIRE's {reference:?}");
+        report("  SPIRE's built-in agent tpm_devid (tpm_device_path = the swtpm's unix socket) -> our server plugin: the same");
+        lab.tpm.restart()?;
+    }
+    Ok(())
+}
+
+/// (g) A node powered down too long: its agent (tpm_devid, `rebootstrap_mode = "always"`) is stopped while
+/// SPIRE's CA is rotated and the old one revoked; started again on its old `data_dir`, it re-bootstraps
+/// through the verifier, re-attests with its DevID and serves SVIDs again. Nothing on the node changes.
+pub fn powered_down(report: Report<'_>) -> anyhow::Result<()> {
+    let lab = DevIdLab::new(LabOptions::default())?;
+    let id = devid_agent_id(&lab)?;
+    let site = Site::start_with(report, vec![our_server_devid(&lab)?])?;
+    let opts = AgentOptions {
+        trust_domain: TRUST_DOMAIN.into(),
+        server_port: site.server.port(),
+        bootstrap: through_verifier(&site.vsock, "main", "pem"),
+        attestor: Attestor::Plugin(our_agent_devid(&lab)?),
+        rebootstrap: Some(("always", "1s")),
+    };
+    report("(g) A node's spire-agent attests with its TPM DevID, rebootstrap_mode = \"always\", rebootstrap_delay = \"1s\".");
+    let mut node = SpireAgent::start(&opts)?;
+    node.wait_healthy(STEP)?;
+    let workload = site.server.register_workload(&id, "powered-down/workload")?;
+    fetch_verified(&mut node, &site.server, &workload)?;
+    report(&format!("  attested as {id}; its workload has {workload}"));
+    report("The node is powered down. Meanwhile SPIRE's CA is rotated and the old CA revoked.");
+    ensure!(node.stop(), "spire-agent did not stop cleanly");
+    let [old, _, _] = site.server.authorities()?;
+    let prepared = site.server.local_authority("prepare", None)?;
+    site.server.local_authority("activate", Some(&prepared))?;
+    site.server.local_authority("taint", Some(&old))?;
+    let deadline = Instant::now() + STEP;
+    while let Err(e) = site.server.local_authority("revoke", Some(&old)) {
+        ensure!(Instant::now() < deadline, "revoke: {e:#}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    wait_for(&site.vsock, "main", "the bundle without the revoked CA", |r| {
+        r.status == 200 && agent::accept_pem(&r.body).is_ok_and(|n| n == 1)
+    })?;
+    report(&format!(
+        "  {old} revoked; only {prepared} is trusted: the node's cached bundle no longer verifies the server"
+    ));
+    report("The node powers up: the same spire-agent, the same config, its old data_dir.");
+    let rebootstraps = |v: &Daemon| {
+        v.log().lines().filter(|l| l.contains("bootstrap request") && l.contains("mode=\"rebootstrap\"")).count()
+    };
+    let before = rebootstraps(&site.verifier);
+    node.restart(&opts)?;
+    let restarts = node.wait_healthy_supervised(&opts, Duration::from_secs(180))?;
+    let log = node.log();
+    ensure!(
+        log.contains("Trust Bandle and Server dont agree.... rebootstrapping") && restarts >= 1,
+        "the agent never noticed the CA change (restarts: {restarts})"
+    );
+    ensure!(
+        rebootstraps(&site.verifier) > before,
+        "no rebootstrap request reached the verifier; its log:\n{}",
+        site.verifier.log()
+    );
+    report(&format!(
+        "  the agent noticed (`Trust Bandle and Server dont agree`), {} (restarted {restarts}x as systemd would),",
+        "dropped its cached bundle and SVID"
+    ));
+    report("  fetched the bundle through the verifier again (spire-attest-mode=rebootstrap) and re-attested with its DevID");
+    let svid = fetch_verified(&mut node, &site.server, &workload)?;
+    ensure!(site.server.agent_ids()? == vec![id.clone()], "the server lists other agents");
+    report(&format!("  serving SVIDs again: {svid}, chained to the new CA; still agent {id}"));
+    ensure!(node.stop(), "spire-agent did not stop cleanly");
+    site.stop()
 }

@@ -523,6 +523,30 @@ impl SpireAgent {
         }
     }
 
+    /// [`SpireAgent::wait_healthy`] under a supervisor: an agent that exits with an error is started again with
+    /// `opts` on its `data_dir`, as systemd's `Restart=on-failure` does. Returns how many restarts it took.
+    pub fn wait_healthy_supervised(&mut self, opts: &AgentOptions, limit: Duration) -> anyhow::Result<usize> {
+        let deadline = Instant::now() + limit;
+        let mut restarts = 0;
+        loop {
+            let proc = self.proc()?;
+            if let Some(status) = proc.exited()? {
+                ensure!(!status.success(), "spire-agent exited 0");
+                ensure!(Instant::now() < deadline && restarts < 5, "spire-agent keeps exiting ({status})");
+                proc.quiet = true; // the next run appends to the same log
+                self.proc = None;
+                restarts += 1;
+                self.restart(opts)?;
+                continue;
+            }
+            if self.healthy() {
+                return Ok(restarts);
+            }
+            ensure!(Instant::now() < deadline, "spire-agent not healthy after {limit:?}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     /// Whether `healthcheck` answers now.
     pub fn healthy(&self) -> bool {
         cli(&self.bin, &["healthcheck", "-socketPath", &self.socket.display().to_string()]).is_ok()

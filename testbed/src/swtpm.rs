@@ -208,6 +208,47 @@ impl Swtpm {
         }
     }
 
+    /// Restarts the TPM on the same state behind a unix socket (`--server type=unixio`), the way SPIRE's own
+    /// agent reaches a swtpm (`tpm_device_path` = the socket; one connection per command, so no `--terminate`).
+    /// Returns the socket's path. tpm2-tools and tss-esapi cannot reach it; [`Swtpm::restart`] goes back to TCP.
+    pub fn restart_unixio(&mut self) -> anyhow::Result<PathBuf> {
+        self.kill();
+        let dir = self.tpm_state();
+        let socket = dir.join("tpm.sock");
+        let _ = std::fs::remove_file(&socket);
+        let child = Command::new("swtpm")
+            .args(["socket", "--tpm2"])
+            .args(["--server", &format!("type=unixio,path={}", socket.display())])
+            .args(["--tpmstate", &format!("dir={}", dir.display())])
+            .args(["--flags", "not-need-init,startup-clear"])
+            .args(["--log", &format!("file={},level=1", dir.join("log").display())])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("stderr"))?)
+            .spawn()
+            .context("starting swtpm")?;
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                self.child = None;
+                bail!("swtpm exited ({status}): {}", std::fs::read_to_string(dir.join("stderr")).unwrap_or_default());
+            }
+            if let Ok(mut s) = std::os::unix::net::UnixStream::connect(&socket) {
+                let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+                let mut head = [0u8; 10];
+                if s.write_all(&GET_RANDOM).is_ok() && s.read_exact(&mut head).is_ok() && head[6..10] == [0, 0, 0, 0] {
+                    return Ok(socket);
+                }
+            }
+            if Instant::now() > deadline {
+                self.kill();
+                bail!("swtpm on {} not answering after 10 s", socket.display());
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     /// Runs a tpm2-tools command against this TPM; returns stdout, or an error with stderr.
     pub fn tpm2(&self, tool: &str, args: &[&str], cwd: &Path) -> anyhow::Result<String> {
         let out = Command::new(tool)

@@ -20,3 +20,17 @@ fn one_server_bootstrap_forgery_rotation_and_tpm_loss() {
     let steps = run(testbed::real_spire::single);
     assert!(steps.iter().any(|s| s.starts_with("(d)")), "the scenario stopped before (d)");
 }
+
+/// (f) tpm_devid against SPIRE's built-in plugins, RSA and ECC.
+#[test]
+fn tpm_devid_against_spires_own_plugins() {
+    let steps = run(testbed::real_spire::devid);
+    assert_eq!(steps.iter().filter(|s| s.contains("-> our server plugin")).count(), 4, "{steps:?}");
+}
+
+/// (g) A node powered down too long re-bootstraps with nothing changed on it.
+#[test]
+fn node_powered_down_too_long_rebootstraps() {
+    let steps = run(testbed::real_spire::powered_down);
+    assert!(steps.iter().any(|s| s.contains("serving SVIDs again")), "{steps:?}");
+}
