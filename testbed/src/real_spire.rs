@@ -482,3 +482,70 @@ pub fn powered_down(report: Report<'_>) -> anyhow::Result<()> {
     ensure!(node.stop(), "spire-agent did not stop cleanly");
     site.stop()
 }
+
+/// (e) HA: two spire-servers, each with its own TPM and the sign plugin co-signing through the other server's
+/// signer-http, the backup TPM c shared; one agent per side bootstraps through `instance=a` / `instance=b` of
+/// one verifier.
+pub fn ha(report: Report<'_>) -> anyhow::Result<()> {
+    let dir = short_dir("ha")?;
+    let p = dir.path();
+    for d in ["keys", "www-a", "www-b", "state"] {
+        std::fs::create_dir_all(p.join(d))?;
+    }
+    report("(e) Three swtpm TPMs: server a's, server b's and the shared offline backup c, a key in each.");
+    let (tpm_a, tpm_b, tpm_c) = (Swtpm::start()?, Swtpm::start()?, Swtpm::start()?);
+    provision(&tpm_a, "rsa2048", &p.join("keys/a.pem"))?;
+    provision(&tpm_b, "ecc-p256", &p.join("keys/b.pem"))?;
+    provision(&tpm_c, "rsa2048", &p.join("keys/c.pem"))?;
+    let (sock_a, sock_b) = (p.join("signer-a.sock"), p.join("signer-b.sock"));
+    let _signer_a = start_signer_at(p, "signer-a", &tpm_a, &p.join("www-a"), "10m", &sock_a)?;
+    let _signer_b = start_signer_at(p, "signer-b", &tpm_b, &p.join("www-b"), "10m", &sock_b)?;
+    let (_http_a, url_a) = cosigner(p, "http-a", &sock_a, "b.pem")?;
+    let (_http_b, url_b) = cosigner(p, "http-b", &sock_b, "a.pem")?;
+    let nginx_a = Nginx::start(&p.join("www-a"))?;
+    let nginx_b = Nginx::start(&p.join("www-b"))?;
+    report("  each server: signer-unix on its TPM, signer-http co-signing the other's tokens, nginx");
+    let mut server_a = SpireServer::start(&ServerOptions::new(
+        TRUST_DOMAIN,
+        vec![sign_plugin(&sock_a, std::slice::from_ref(&url_b))?],
+    ))
+    .context("server a")?;
+    let mut server_b = SpireServer::start(&ServerOptions::new(
+        TRUST_DOMAIN,
+        vec![sign_plugin(&sock_b, std::slice::from_ref(&url_a))?],
+    ))
+    .context("server b")?;
+    wait_published(&p.join("www-a"), "")?;
+    wait_published(&p.join("www-b"), "")?;
+    report("  spire-server a and b started; each published a token signed by its TPM and co-signed by the other's");
+    let vsock = p.join("verifier.sock");
+    let vconf = p.join("verifier.conf");
+    std::fs::write(
+        &vconf,
+        format!(
+            "keydir: keys\nsocket: {}\nstate-dir: {}\nrefresh: 1s\nkeyset:\n  a:\n    url: {}\n    backup: c.pem\n    chain: [a.pem, b.pem]\n  b:\n    url: {}\n    backup: c.pem\n    chain: [b.pem, a.pem]\n",
+            vsock.display(),
+            p.join("state").display(),
+            nginx_a.url("/spiffetrustbundle.token"),
+            nginx_b.url("/spiffetrustbundle.token")
+        ),
+    )?;
+    let mut verifier = start_verifier(p, &vconf, &vsock)?;
+    report("  the node's verifier: keyset a (chain [a, b]) and b (chain [b, a]), both with backup c");
+    for (name, server) in [("a", &server_a), ("b", &server_b)] {
+        report(&format!("  side {name}: trust_bundle_url = \"http://localhost/trustbundle?instance={name}\""));
+        let (mut a, _) =
+            attest_and_fetch(server, &format!("node-{name}"), through_verifier(&vsock, name, "pem"), report)
+                .with_context(|| format!("side {name}"))?;
+        ensure!(a.stop(), "spire-agent {name} did not stop cleanly");
+        let served = agent::get(&vsock, &agent::bootstrap_path(name))?;
+        ensure!(
+            crypto::bundle::Bundle::parse(&served.body)?.certificates().len() == 1
+                && server.bundle_pem()?.contains(served.body.trim()),
+            "keyset {name} does not serve server {name}'s bundle"
+        );
+    }
+    ensure!(server_a.stop() && server_b.stop(), "a spire-server did not stop cleanly");
+    ensure!(verifier.stop()?, "verifier did not stop cleanly");
+    Ok(())
+}

@@ -34,3 +34,10 @@ fn node_powered_down_too_long_rebootstraps() {
     let steps = run(testbed::real_spire::powered_down);
     assert!(steps.iter().any(|s| s.contains("serving SVIDs again")), "{steps:?}");
 }
+
+/// (e) Two spire-servers co-signing each other's bundles; one agent per side.
+#[test]
+fn ha_two_servers_cosign_and_both_sides_bootstrap() {
+    let steps = run(testbed::real_spire::ha);
+    assert_eq!(steps.iter().filter(|s| s.contains("whose chain verifies")).count(), 2, "{steps:?}");
+}
