@@ -338,8 +338,12 @@ pub fn cosigner(dir: &Path, name: &str, socket: &Path, primary: &str) -> anyhow:
 
 /// The agent ID SPIRE's `tpm_devid` gives a DevID: `.../spire/agent/tpm_devid/<sha1 of the leaf, hex>`.
 pub fn devid_agent_id(lab: &DevIdLab) -> anyhow::Result<String> {
+    agent_id_of(lab, &lab.path("devid/devid.crt.pem"))
+}
+
+fn agent_id_of(lab: &DevIdLab, cert: &Path) -> anyhow::Result<String> {
     let out = crate::devid::openssl(
-        &["x509", "-noout", "-fingerprint", "-sha1", "-in", &lab.path("devid/devid.crt.pem").display().to_string()],
+        &["x509", "-noout", "-fingerprint", "-sha1", "-in", &cert.display().to_string()],
         lab.dir(),
     )?;
     let hex = out.trim().rsplit('=').next().unwrap_or_default().replace(':', "").to_ascii_lowercase();
@@ -413,7 +417,73 @@ pub fn devid(report: Report<'_>) -> anyhow::Result<()> {
         ensure!(theirs == reference, "with SPIRE's agent our server listed {theirs:?}, SPIRE's {reference:?}");
         report("  SPIRE's built-in agent tpm_devid (tpm_device_path = the swtpm's unix socket) -> our server plugin: the same");
         lab.tpm.restart()?;
+        if key_type == "rsa2048" {
+            forgery(&lab, report)?;
+        }
     }
+    Ok(())
+}
+
+/// A forgery SPIRE's server checks accept and ours refuse, carried by the real spire-agent: a DevID certificate
+/// for a key in a file, with the residency proof made for a different key that lives in the TPM.
+fn forgery(lab: &DevIdLab, report: Report<'_>) -> anyhow::Result<()> {
+    report("  forgery: a DevID certificate (same CA) for a key in a FILE; residency proven for the TPM's DevID key");
+    let (dir, s) = (lab.dir(), |f: &str| lab.path(f).display().to_string());
+    crate::devid::openssl(
+        &["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", "forged.key"],
+        dir,
+    )?;
+    crate::devid::openssl(
+        &["req", "-new", "-key", "forged.key", "-subj", "/CN=forged-node", "-out", "forged.csr"],
+        dir,
+    )?;
+    let (code, _, err) = crate::process::run_bin(
+        "spire-server-attestor-tpm-devid",
+        &[
+            "sign-csr",
+            "--csr",
+            &s("forged.csr"),
+            "--ca-cert",
+            &s("int.pem"),
+            "--ca-key",
+            &s("int.key"),
+            "--chain",
+            &s("int.pem"),
+            "--out",
+            &s("forged.crt.pem"),
+        ],
+        b"",
+    )?;
+    ensure!(code == 0, "sign-csr: {err}");
+    std::fs::write(lab.path("genuine.hcl"), lab.agent_hcl())?;
+    let data = format!(
+        "genuine_hcl = \"{}\"\nforged_cert = \"{}\"\nforged_key = \"{}\"",
+        s("genuine.hcl"),
+        s("forged.crt.pem"),
+        s("forged.key")
+    );
+    let forged_agent = || external_plugin("NodeAttestor", "tpm_devid", "forged-devid-agent", &data);
+    let id = agent_id_of(lab, &lab.path("forged.crt.pem"))?;
+    let spire_server = crate::spire::builtin_plugin("NodeAttestor", "tpm_devid", &lab.server_hcl());
+    let (_, selectors) = devid_attest(spire_server, forged_agent()?, &id)?;
+    ensure!(selectors.iter().any(|s| s == "tpm_devid:subject:cn:forged-node"), "{selectors:?}");
+    report(&format!("    SPIRE's built-in server tpm_devid ACCEPTS it: {id} (subject:cn:forged-node)"));
+    let mut server = SpireServer::start(&ServerOptions::new(TRUST_DOMAIN, vec![our_server_devid(lab)?]))?;
+    let bundle = server.path("bootstrap.pem");
+    std::fs::write(&bundle, server.bundle_pem()?)?;
+    let mut a = SpireAgent::start(&AgentOptions {
+        trust_domain: TRUST_DOMAIN.into(),
+        server_port: server.port(),
+        bootstrap: Bootstrap::Path(bundle),
+        attestor: Attestor::Plugin(forged_agent()?),
+        rebootstrap: None,
+    })?;
+    a.wait_log("Failed to retrieve attestation result", 1, STEP)?;
+    server.wait_log("DevIDPub is not the key in the DevID certificate", 1, STEP)?;
+    ensure!(server.agent_ids()?.is_empty(), "our server admitted the forged agent");
+    report("    our server plugin under the real spire-server refuses it: `DevIDPub is not the key in the DevID certificate`");
+    ensure!(a.stop(), "spire-agent did not stop cleanly");
+    ensure!(server.stop(), "spire-server did not stop cleanly");
     Ok(())
 }
 

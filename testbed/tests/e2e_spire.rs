@@ -26,6 +26,7 @@ fn one_server_bootstrap_forgery_rotation_and_tpm_loss() {
 fn tpm_devid_against_spires_own_plugins() {
     let steps = run(testbed::real_spire::devid);
     assert_eq!(steps.iter().filter(|s| s.contains("-> our server plugin")).count(), 4, "{steps:?}");
+    assert!(steps.iter().any(|s| s.contains("refuses it")), "the forgery step did not run");
 }
 
 /// (g) A node powered down too long re-bootstraps with nothing changed on it.
