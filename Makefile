@@ -6,8 +6,8 @@ export CARGO_TERM_COLOR ?= never
 .PHONY: help deps testbed test bench fmt lint build clean
 
 help:
-	@echo "make testbed  - start swtpm TPMs, real daemons and nginx; run the scenarios step by step"
-	@echo "make test     - every lane: fmt, clippy, unit, TPM on swtpm, end to end"
+	@echo "make testbed  - swtpm TPMs, the real daemons, nginx and the real SPIRE: the scenarios step by step"
+	@echo "make test     - every lane: fmt, clippy, unit, TPM on swtpm, end to end, the real SPIRE"
 	@echo "make bench    - measure the performance targets against raw TPM and openssl on this machine"
 
 deps:
@@ -18,7 +18,7 @@ build: deps
 
 testbed: deps
 	cargo build --workspace --bins --locked
-	cargo run -q -p testbed --bin testbed --locked
+	SAT_SPIRE_BIN=$$(ci/spire.sh) cargo run -q -p testbed --bin testbed --locked
 
 test:
 	@ci/install-deps.sh test

@@ -6,11 +6,24 @@ set -euo pipefail
 # Usage: install-deps.sh [test]. `test` adds Go and hashicorp's go-plugin (Debian's), for the lane that loads
 # the plugins with go-plugin's own client library, and Python's `cryptography`, for the independent tpm_devid
 # implementation the cross-check tests run.
-PKGS=(swtpm swtpm-tools tpm2-tools libtss2-dev pkg-config nginx openssl)
+# gcc and libc6-dev: cgo, for the real SPIRE that ci/spire.sh builds (its SQLite datastore).
+PKGS=(swtpm swtpm-tools tpm2-tools libtss2-dev pkg-config nginx openssl gcc libc6-dev)
 if [[ "${1:-}" == test ]]; then
   PKGS+=(golang-1.19-go golang-github-hashicorp-go-plugin-dev golang-google-grpc-dev golang-github-golang-protobuf-1-5-dev
          golang-golang-x-net-dev golang-github-hashicorp-yamux-dev golang-github-hashicorp-go-hclog-dev golang-github-oklog-run-dev
          python3 python3-cryptography)
+fi
+
+# cargo-nextest runs the test binaries in parallel; installed from crates.io once per machine. Without it the
+# lanes run with `cargo test` instead, and say so loudly.
+if [[ "${1:-}" == test ]] && ! cargo nextest --version >/dev/null 2>&1; then
+  echo "installing cargo-nextest from crates.io (once per machine)" >&2
+  start=$SECONDS
+  if cargo install --locked --quiet cargo-nextest; then
+    echo "cargo-nextest installed in $((SECONDS - start)) s" >&2
+  else
+    echo "!! WARNING: cargo-nextest could not be installed; make test runs the lanes with cargo test instead" >&2
+  fi
 fi
 
 missing=()

@@ -1,37 +1,69 @@
 #!/usr/bin/env bash
 # Every test lane, exactly as CI runs it: formatting, lints, the layering check, unit, TPM (swtpm) and
-# end-to-end (real binaries, swtpm, nginx) tests.
+# end-to-end (real binaries, swtpm, nginx) tests, then the real SPIRE lane. Each lane prints its wall time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-echo "== fmt"
-cargo fmt --all -- --check
+times=()
+lane() {
+  local name=$1 start=$SECONDS
+  shift
+  echo "== $name"
+  "$@"
+  times+=("$(printf '%-44s %5d s' "$name" $((SECONDS - start)))")
+  echo "== $name: $((SECONDS - start)) s"
+}
+summary() {
+  local rc=$?
+  echo "== lane wall times"
+  printf '   %s\n' "${times[@]}"
+  [[ $rc -eq 0 ]] || echo "== a lane failed (exit $rc): the lane after the last time above" >&2
+}
+trap summary EXIT
 
-echo "== clippy"
-cargo clippy --workspace --all-targets --locked -- -D warnings
+layering() {
+  if cargo tree --workspace --locked -e normal,build -f '{p} {f}' --prefix none | grep -E '^tpm v[^ ]* .*\bmock\b'; then
+    echo "the tpm crate's mock feature is reachable from a non-dev dependency" >&2
+    return 1
+  fi
+  if grep -rl 'tss_esapi' --include='*.rs' services plugin crypto testbed; then
+    echo "only the tpm crate may use tss-esapi" >&2
+    return 1
+  fi
+}
 
-echo "== layering: no shipped binary links the software (mock) TPM"
-if cargo tree --workspace --locked -e normal,build -f '{p} {f}' --prefix none | grep -E '^tpm v[^ ]* .*\bmock\b'; then
-  echo "the tpm crate's mock feature is reachable from a non-dev dependency" >&2
-  exit 1
-fi
-if grep -rl 'tss_esapi' --include='*.rs' services plugin crypto testbed; then
-  echo "only the tpm crate may use tss-esapi" >&2
-  exit 1
-fi
+build() {
+  cargo build --workspace --bins --locked
+  # The Go host that loads the sign plugin with hashicorp's go-plugin client (Debian's packages, offline).
+  GO111MODULE=off GOPATH=/usr/share/gocode GOCACHE="${TMPDIR:-/tmp}/sat-gocache" GOFLAGS= \
+    /usr/lib/go-1.19/bin/go build -o target/debug/goplugin-host ./testbed/goplugin-host
+}
 
-echo "== build the binaries the end-to-end tests run"
-cargo build --workspace --bins --locked
-# The Go host that loads the sign plugin with hashicorp's go-plugin client (Debian's packages, offline).
-GO111MODULE=off GOPATH=/usr/share/gocode GOCACHE="${TMPDIR:-/tmp}/sat-gocache" GOFLAGS= \
-  /usr/lib/go-1.19/bin/go build -o target/debug/goplugin-host ./testbed/goplugin-host
+# The real SPIRE's tests are named real_spire_*; they run in their own lane.
+tests() {
+  if cargo nextest --version >/dev/null 2>&1; then
+    cargo nextest run --workspace --locked --no-fail-fast --final-status-level fail -E "$1"
+  else
+    echo "!! cargo-nextest is not installed (ci/install-deps.sh could not install it): running cargo test" >&2
+    if [[ $1 == "not test(/^real_spire_/)" ]]; then
+      cargo test --workspace --locked --no-fail-fast -- --skip real_spire_
+    else
+      cargo test --locked --no-fail-fast -p testbed --test e2e_spire
+    fi
+  fi
+}
 
-echo "== doc tests"
-cargo test --workspace --doc --locked
+spire() {
+  SAT_SPIRE_BIN=$(ci/spire.sh)
+  export SAT_SPIRE_BIN
+  "$SAT_SPIRE_BIN/spire-server" --version
+}
 
-echo "== tests: unit, TPM on swtpm, end to end"
-if cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run --workspace --locked --no-fail-fast --final-status-level fail
-else
-  cargo test --workspace --locked --no-fail-fast
-fi
+lane "fmt" cargo fmt --all -- --check
+lane "clippy" cargo clippy --workspace --all-targets --locked -- -D warnings
+lane "layering: no shipped binary links the mock TPM" layering
+lane "build the binaries the end-to-end tests run" build
+lane "SPIRE v1.13.3 (built once per machine)" spire
+lane "doc tests" cargo test --workspace --doc --locked
+lane "unit, TPM on swtpm, end to end" tests "not test(/^real_spire_/)"
+lane "the real SPIRE end to end" tests "test(/^real_spire_/)"

@@ -14,6 +14,7 @@ use crate::process::{Daemon, Ready};
 use crate::single::{provision, start_signer_at, start_verifier, wait_for, Report, SIGN};
 use crate::spire::{
     external_plugin, short_dir, verify_svid, AgentOptions, Attestor, Bootstrap, ServerOptions, SpireAgent, SpireServer,
+    Svid,
 };
 use crate::swtpm::Swtpm;
 
@@ -76,20 +77,21 @@ pub fn attest_and_fetch(
     let workload = server.register_workload(&format!("spiffe://{TRUST_DOMAIN}/{node}"), &format!("{node}/workload"))?;
     let svid = fetch_verified(&mut a, server, &workload)?;
     report(&format!(
-        "  `spire-agent api fetch x509` gave {svid}, whose chain verifies against `spire-server bundle show`"
+        "  `spire-agent api fetch x509` gave {} (issuer {}, expires {}), whose chain verifies against `spire-server bundle show`",
+        svid.id, svid.issuer, svid.not_after
     ));
     Ok((a, workload))
 }
 
 /// `api fetch x509` until the SVID is `want` and verifies against the server's current bundle.
-pub fn fetch_verified(a: &mut SpireAgent, server: &SpireServer, want: &str) -> anyhow::Result<String> {
+pub fn fetch_verified(a: &mut SpireAgent, server: &SpireServer, want: &str) -> anyhow::Result<Svid> {
     let deadline = Instant::now() + STEP;
     loop {
         let (id, dir) = a.fetch_x509(STEP)?;
         let checked = verify_svid(&dir, &server.bundle_pem()?);
         match checked {
-            Ok(san) if id == want && san == want => return Ok(id),
-            Ok(san) if Instant::now() > deadline => bail!("SVID is {id} (SAN {san}), wanted {want}"),
+            Ok(svid) if id == want && svid.id == want => return Ok(svid),
+            Ok(svid) if Instant::now() > deadline => bail!("SVID is {id} (SAN {}), wanted {want}", svid.id),
             Err(e) if Instant::now() > deadline => return Err(e),
             _ => std::thread::sleep(Duration::from_millis(500)),
         }
@@ -294,17 +296,23 @@ pub fn single(report: Report<'_>) -> anyhow::Result<()> {
     );
     ensure!(site.signer.stop()?, "signer-unix did not stop cleanly");
     site.primary.stop()?;
-    let backup_signer =
-        start_signer_at(site.dir(), "signer-backup", &site.backup, &site.webroot(), "10m", &site.socket)?;
     let before = site.published();
     let prepared = site.server.local_authority("prepare", None)?;
+    site.server.wait_log("Failed to publish bundle", 1, STEP)?;
+    ensure!(site.published() == before, "something was published with no signer");
+    ensure!(agent::get(&site.vsock, &agent::bootstrap_path("main"))?.status == 200, "the node lost its bundle");
+    report(&format!(
+        "  prepared {prepared} while no signer runs: SPIRE logs `Failed to publish bundle`; nothing is published, nodes keep the last good bundle"
+    ));
+    let backup_signer =
+        start_signer_at(site.dir(), "signer-backup", &site.backup, &site.webroot(), "10m", &site.socket)?;
     wait_published(&site.webroot(), &before)?;
     wait_for(&site.vsock, "main", "the bundle signed by the backup TPM", |r| {
         r.status == 200 && agent::accept_pem(&r.body).is_ok_and(|n| n == 2)
     })?;
     ensure!(site.verifier.log().contains("BACKUP key standing in"), "the verifier did not log the backup's use");
     report(&format!(
-        "  prepared {prepared}; the bundle is signed by the backup TPM; the verifier accepts it (backup use logged)"
+        "  signer-unix on the backup TPM: SPIRE's next PublishBundle (every 30 s) signs with it; the verifier accepts it (backup use logged)"
     ));
     let (mut fresh, _) =
         attest_and_fetch(&site.server, "node-d", through_verifier(&site.vsock, "main", "pem"), report)?;
@@ -548,7 +556,10 @@ pub fn powered_down(report: Report<'_>) -> anyhow::Result<()> {
     report("  fetched the bundle through the verifier again (spire-attest-mode=rebootstrap) and re-attested with its DevID");
     let svid = fetch_verified(&mut node, &site.server, &workload)?;
     ensure!(site.server.agent_ids()? == vec![id.clone()], "the server lists other agents");
-    report(&format!("  serving SVIDs again: {svid}, chained to the new CA; still agent {id}"));
+    report(&format!(
+        "  serving SVIDs again: {} (issuer {}, expires {}), chained to the new CA; still agent {id}",
+        svid.id, svid.issuer, svid.not_after
+    ));
     ensure!(node.stop(), "spire-agent did not stop cleanly");
     site.stop()
 }

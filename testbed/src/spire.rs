@@ -3,7 +3,8 @@
 //! Each process gets a fresh short directory under `/tmp` (unix socket paths, go-plugin's sockets in `TMPDIR`,
 //! its `data_dir`), a config generated from the test's parameters, readiness through `healthcheck`, and its
 //! stdout/stderr in a log file. It is stopped by PID (SIGTERM, then SIGKILL) on every path; a process dropped
-//! without [`SpireServer::stop`] / [`SpireAgent::stop`] prints its log, so a failing test shows what SPIRE said.
+//! without [`SpireServer::stop`] / [`SpireAgent::stop`] prints its log, so a failing test shows what SPIRE said
+//! (`SAT_PRINT_LOGS=1` prints every log).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -161,7 +162,7 @@ impl Drop for Proc {
             let _ = child.kill();
             let _ = child.wait();
         }
-        if !self.quiet {
+        if !self.quiet || std::env::var_os("SAT_PRINT_LOGS").is_some() {
             eprintln!(
                 "===== {} log ({}) =====\n{}===== end of {} log =====",
                 self.name,
@@ -605,9 +606,20 @@ fn current_uid() -> anyhow::Result<u32> {
     Ok(std::fs::metadata("/proc/self")?.uid())
 }
 
+/// What [`verify_svid`] found in a verified SVID.
+#[derive(Debug, Clone)]
+pub struct Svid {
+    /// The URI SAN (SPIFFE ID).
+    pub id: String,
+    /// `openssl x509 -issuer`.
+    pub issuer: String,
+    /// `openssl x509 -enddate`.
+    pub not_after: String,
+}
+
 /// `openssl verify`: the SVID in `svid_dir` chains to the CA certificates in `bundle_pem` (what
-/// `spire-server bundle show` printed). Returns the SVID's URI SAN.
-pub fn verify_svid(svid_dir: &Path, bundle_pem: &str) -> anyhow::Result<String> {
+/// `spire-server bundle show` printed).
+pub fn verify_svid(svid_dir: &Path, bundle_pem: &str) -> anyhow::Result<Svid> {
     let ca = svid_dir.join("server-bundle.pem");
     std::fs::write(&ca, bundle_pem)?;
     let svid = svid_dir.join("svid.0.pem");
@@ -626,10 +638,18 @@ pub fn verify_svid(svid_dir: &Path, bundle_pem: &str) -> anyhow::Result<String> 
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    let text = Command::new("openssl").args(["x509", "-noout", "-ext", "subjectAltName", "-in"]).arg(&svid).output()?;
-    let text = String::from_utf8_lossy(&text.stdout).into_owned();
-    text.split(|c: char| c == ',' || c.is_whitespace())
+    let out = Command::new("openssl")
+        .args(["x509", "-noout", "-issuer", "-enddate", "-ext", "subjectAltName", "-in"])
+        .arg(&svid)
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let line = |prefix: &str| {
+        text.lines().find_map(|l| l.strip_prefix(prefix)).map(|v| v.trim().to_owned()).unwrap_or_default()
+    };
+    let id = text
+        .split(|c: char| c == ',' || c.is_whitespace())
         .find_map(|t| t.strip_prefix("URI:"))
         .map(str::to_owned)
-        .with_context(|| format!("no URI SAN in the SVID: {text}"))
+        .with_context(|| format!("no URI SAN in the SVID: {text}"))?;
+    Ok(Svid { id, issuer: line("issuer="), not_after: line("notAfter=") })
 }

@@ -1,6 +1,7 @@
 //! End to end with the real SPIRE v1.13.3 (built once per machine by `ci/spire.sh`): spire-server loads our
 //! plugins, spire-agent bootstraps through our verifier; swtpm TPMs, the real daemons and nginx. The same
-//! scenarios `make testbed` prints.
+//! scenarios `make testbed` prints. Every test's name starts with `real_spire_`: `ci/test.sh` runs them as a lane
+//! of their own.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -16,14 +17,14 @@ fn run(scenario: fn(testbed::single::Report<'_>) -> anyhow::Result<()>) -> Vec<S
 
 /// (a) bootstrap, PEM and SPIFFE; (b) forged token; (c) CA rotation; (d) primary TPM lost.
 #[test]
-fn one_server_bootstrap_forgery_rotation_and_tpm_loss() {
+fn real_spire_one_server_bootstrap_forgery_rotation_and_tpm_loss() {
     let steps = run(testbed::real_spire::single);
     assert!(steps.iter().any(|s| s.starts_with("(d)")), "the scenario stopped before (d)");
 }
 
 /// (f) tpm_devid against SPIRE's built-in plugins, RSA and ECC.
 #[test]
-fn tpm_devid_against_spires_own_plugins() {
+fn real_spire_tpm_devid_against_spires_own_plugins() {
     let steps = run(testbed::real_spire::devid);
     assert_eq!(steps.iter().filter(|s| s.contains("-> our server plugin")).count(), 4, "{steps:?}");
     assert!(steps.iter().any(|s| s.contains("refuses it")), "the forgery step did not run");
@@ -31,14 +32,14 @@ fn tpm_devid_against_spires_own_plugins() {
 
 /// (g) A node powered down too long re-bootstraps with nothing changed on it.
 #[test]
-fn node_powered_down_too_long_rebootstraps() {
+fn real_spire_node_powered_down_too_long_rebootstraps() {
     let steps = run(testbed::real_spire::powered_down);
     assert!(steps.iter().any(|s| s.contains("serving SVIDs again")), "{steps:?}");
 }
 
 /// (e) Two spire-servers co-signing each other's bundles; one agent per side.
 #[test]
-fn ha_two_servers_cosign_and_both_sides_bootstrap() {
+fn real_spire_ha_two_servers_cosign_and_both_sides_bootstrap() {
     let steps = run(testbed::real_spire::ha);
     assert_eq!(steps.iter().filter(|s| s.contains("whose chain verifies")).count(), 2, "{steps:?}");
 }

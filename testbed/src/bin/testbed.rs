@@ -1,12 +1,18 @@
-//! `make testbed`: runs the scenarios on swtpm TPMs, real daemons and nginx, printing each step.
+//! `make testbed`: runs the scenarios on swtpm TPMs, real daemons, nginx and the real SPIRE, printing each step.
 
 type Scenario = fn(testbed::single::Report<'_>) -> anyhow::Result<()>;
 
 fn main() {
-    let scenarios: [(&str, Scenario); 3] = [
+    let scenarios: [(&str, Scenario); 6] = [
         ("Single SPIRE server: primary TPM + offline backup TPM", testbed::single::run),
         ("SPIRE HA: servers a and b co-sign each other's bundles; shared offline backup TPM c", testbed::ha::run),
         ("tpm_devid: the agent proves its DevID lives in a genuine TPM", testbed::devid_scenario::run),
+        (
+            "The real SPIRE v1.13.3: an agent bootstraps through the verifier; forged token; CA rotation; TPM lost",
+            testbed::real_spire::single,
+        ),
+        ("The real SPIRE: tpm_devid between our plugins and SPIRE's own, RSA and ECC", testbed::real_spire::devid),
+        ("The real SPIRE: a node powered down too long heals itself", testbed::real_spire::powered_down),
     ];
     for (title, scenario) in scenarios {
         println!("\n== {title}");
