@@ -311,9 +311,7 @@ pub fn single(report: Report<'_>) -> anyhow::Result<()> {
         r.status == 200 && agent::accept_pem(&r.body).is_ok_and(|n| n == 2)
     })?;
     ensure!(site.verifier.log().contains("BACKUP key standing in"), "the verifier did not log the backup's use");
-    report(&format!(
-        "  signer-unix on the backup TPM: SPIRE's next PublishBundle (every 30 s) signs with it; the verifier accepts it (backup use logged)"
-    ));
+    report("  signer-unix on the backup TPM: SPIRE's next PublishBundle (every 30 s) signs with it; the verifier accepts it (backup use logged)");
     let (mut fresh, _) =
         attest_and_fetch(&site.server, "node-d", through_verifier(&site.vsock, "main", "pem"), report)?;
     ensure!(fresh.stop(), "spire-agent did not stop cleanly");
@@ -629,4 +627,45 @@ pub fn ha(report: Report<'_>) -> anyhow::Result<()> {
     ensure!(server_a.stop() && server_b.stop(), "a spire-server did not stop cleanly");
     ensure!(verifier.stop()?, "verifier did not stop cleanly");
     Ok(())
+}
+
+/// For `make bench`: `rounds` fresh join-token agents, alternating between bootstrapping through the verifier and
+/// from `trust_bundle_path` (the same bundle in a local file); each is timed from its start until its Workload API
+/// socket appears (node attestation done, its own X509-SVID held). Returns (through the verifier, from the file).
+pub fn bootstrap_timing(rounds: usize) -> anyhow::Result<(Vec<Duration>, Vec<Duration>)> {
+    let site = Site::start(&mut |_: &str| {})?;
+    let file = site.dir().join("bootstrap.pem");
+    let served = agent::get(&site.vsock, &agent::bootstrap_path("main"))?;
+    ensure!(served.status == 200, "verifier answered {}", served.status);
+    std::fs::write(&file, &served.body)?;
+    let (mut verifier, mut local) = (Vec::new(), Vec::new());
+    for i in 0..rounds * 2 {
+        let through = i % 2 == 0;
+        let bootstrap =
+            if through { through_verifier(&site.vsock, "main", "pem") } else { Bootstrap::Path(file.clone()) };
+        let token = site.server.join_token(&format!("bench-{i}"))?;
+        let opts = AgentOptions {
+            trust_domain: TRUST_DOMAIN.into(),
+            server_port: site.server.port(),
+            bootstrap,
+            attestor: Attestor::JoinToken(token),
+            rebootstrap: None,
+        };
+        let started = Instant::now();
+        let mut a = SpireAgent::start(&opts)?;
+        while !a.socket().exists() {
+            ensure!(started.elapsed() < STEP, "agent {i} never attested");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let took = started.elapsed();
+        a.wait_healthy(STEP)?;
+        ensure!(a.stop(), "spire-agent did not stop cleanly");
+        if through {
+            verifier.push(took)
+        } else {
+            local.push(took)
+        }
+    }
+    site.stop()?;
+    Ok((verifier, local))
 }

@@ -548,6 +548,11 @@ impl SpireAgent {
         }
     }
 
+    /// The Workload API socket (it appears once the agent has attested and holds its SVID).
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
     /// Whether `healthcheck` answers now.
     pub fn healthy(&self) -> bool {
         cli(&self.bin, &["healthcheck", "-socketPath", &self.socket.display().to_string()]).is_ok()

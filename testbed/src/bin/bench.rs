@@ -148,7 +148,8 @@ fn main() -> anyhow::Result<()> {
     drop(verifier);
     drop(nginx);
     ha_bench(&examples)?;
-    devid_bench()
+    devid_bench()?;
+    spire_bootstrap_bench()
 }
 
 /// One full `tpm_devid` attestation, split into the time spent in TPM commands (agent side on swtpm) and
@@ -214,6 +215,32 @@ fn devid_bench() -> anyhow::Result<()> {
 }
 
 /// Median of a sample.
+/// A fresh spire-agent's time to its first SVID, bootstrapping through the verifier vs from a local file.
+fn spire_bootstrap_bench() -> anyhow::Result<()> {
+    println!("\n== the real SPIRE: a fresh spire-agent, start to its first SVID (target: through the verifier <= 1.05x trust_bundle_path)");
+    let (through, local) = testbed::real_spire::bootstrap_timing(10)?;
+    let (t, l) = (median(through.clone()), median(local.clone()));
+    let spread = |v: &[Duration]| {
+        let min = v.iter().min().copied().unwrap_or_default();
+        let max = v.iter().max().copied().unwrap_or_default();
+        format!("min {}, max {}", ms(min), ms(max))
+    };
+    println!(
+        "through the verifier (trust_bundle_url + unix socket): p50 {} ({}), n={}",
+        ms(t),
+        spread(&through),
+        through.len()
+    );
+    println!(
+        "trust_bundle_path (the same bundle in a file):          p50 {} ({}), n={}",
+        ms(l),
+        spread(&local),
+        local.len()
+    );
+    println!("ratio: {:.3}x (target <= 1.05x)", t.as_secs_f64() / l.as_secs_f64());
+    Ok(())
+}
+
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v[v.len() / 2]
