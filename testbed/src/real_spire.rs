@@ -669,3 +669,46 @@ pub fn bootstrap_timing(rounds: usize) -> anyhow::Result<(Vec<Duration>, Vec<Dur
     site.stop()?;
     Ok((verifier, local))
 }
+
+/// Plugin configurations spire-server must refuse at start-up, and the line each puts in SPIRE's log: a wrong
+/// `plugin_checksum`, bad `plugin_data` for the sign plugin and for our server NodeAttestor.
+pub fn refused_configs() -> anyhow::Result<Vec<(&'static str, String)>> {
+    let sign = crate::process::bin_path(SIGN)?.canonicalize()?;
+    let rows: Vec<(&'static str, String, &'static str)> = vec![
+        (
+            "plugin_checksum of another binary",
+            format!(
+                "  BundlePublisher \"tpm_sign\" {{\n    plugin_cmd = \"{}\"\n    plugin_checksum = \"{}\"\n    plugin_data {{}}\n  }}\n",
+                sign.display(),
+                "0".repeat(64)
+            ),
+            "checksum",
+        ),
+        (
+            "sign plugin: frequency is not a duration",
+            external_plugin("BundlePublisher", "tpm_sign", SIGN, "frequency = \"often\"")?,
+            "frequency",
+        ),
+        (
+            "sign plugin: unknown key",
+            external_plugin("BundlePublisher", "tpm_sign", SIGN, "sockett = \"/run/x.sock\"")?,
+            "unknown key \\\"sockett\\\"",
+        ),
+        (
+            "tpm_devid server: endorsement_ca_path missing",
+            external_plugin("NodeAttestor", "tpm_devid", "spire-server-nodeattestor-tpm-devid", "devid_ca_path = \"/nonexistent.pem\"")?,
+            "endorsement_ca_path is required",
+        ),
+    ];
+    let mut seen = Vec::new();
+    for (case, block, needle) in rows {
+        let log = SpireServer::start_refused(&ServerOptions::new(TRUST_DOMAIN, vec![block]))?;
+        let errors = || log.lines().filter(|l| l.contains("level=error") && l.contains(needle));
+        let line = errors()
+            .find(|l| l.contains("Fatal run error"))
+            .or_else(|| errors().next())
+            .with_context(|| format!("{case}: no error naming {needle:?} in SPIRE's log:\n{log}"))?;
+        seen.push((case, line.to_owned()));
+    }
+    Ok(seen)
+}

@@ -228,6 +228,29 @@ pub struct SpireServer {
 impl SpireServer {
     /// Writes the config, starts `spire-server run` and waits for `healthcheck` (60 s at most).
     pub fn start(opts: &ServerOptions) -> anyhow::Result<SpireServer> {
+        let mut server = Self::spawn(opts)?;
+        server.wait_healthy(Duration::from_secs(60))?;
+        Ok(server)
+    }
+
+    /// Starts a server whose config must be refused: waits for it to exit non-zero (60 s at most) and returns
+    /// its log.
+    pub fn start_refused(opts: &ServerOptions) -> anyhow::Result<String> {
+        let mut server = Self::spawn(opts)?;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = server.proc.exited()? {
+                ensure!(!status.success(), "spire-server exited 0");
+                server.proc.quiet = true;
+                return Ok(server.log());
+            }
+            ensure!(server.cli(&["healthcheck"]).is_err(), "spire-server became healthy");
+            ensure!(Instant::now() < deadline, "spire-server neither failed nor became healthy");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn spawn(opts: &ServerOptions) -> anyhow::Result<SpireServer> {
         let dir = short_dir("sps")?;
         let p = dir.path();
         let socket = p.join("api.sock");
@@ -250,9 +273,7 @@ impl SpireServer {
         std::fs::write(p.join("server.conf"), &conf)?;
         let bin = spire_bin("spire-server")?;
         let proc = Proc::spawn("spire-server", &bin, &["run", "-config", "server.conf"], p, p.join("server.log"))?;
-        let mut server = SpireServer { proc, bin, socket, port, trust_domain: opts.trust_domain.clone(), dir };
-        server.wait_healthy(Duration::from_secs(60))?;
-        Ok(server)
+        Ok(SpireServer { proc, bin, socket, port, trust_domain: opts.trust_domain.clone(), dir })
     }
 
     fn wait_healthy(&mut self, limit: Duration) -> anyhow::Result<()> {

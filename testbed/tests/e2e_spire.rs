@@ -43,3 +43,13 @@ fn real_spire_ha_two_servers_cosign_and_both_sides_bootstrap() {
     let steps = run(testbed::real_spire::ha);
     assert_eq!(steps.iter().filter(|s| s.contains("whose chain verifies")).count(), 2, "{steps:?}");
 }
+
+/// spire-server refuses to start on a wrong plugin checksum and on bad plugin_data, naming the cause.
+#[test]
+fn real_spire_refuses_bad_plugin_configs_at_start() {
+    let rows = testbed::real_spire::refused_configs().unwrap();
+    for (case, line) in &rows {
+        println!("{case}: {line}");
+    }
+    assert_eq!(rows.len(), 4);
+}
