@@ -26,7 +26,7 @@ layering() {
     echo "the tpm crate's mock feature is reachable from a non-dev dependency" >&2
     return 1
   fi
-  if grep -rl 'tss_esapi' --include='*.rs' services plugin crypto testbed; then
+  if grep -rlE 'tss_esapi::|use tss_esapi' --include='*.rs' services plugin crypto testbed; then
     echo "only the tpm crate may use tss-esapi" >&2
     return 1
   fi

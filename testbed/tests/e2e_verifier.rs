@@ -346,3 +346,67 @@ fn https_sources_use_the_configured_ca() {
     assert_eq!(r.status, 503, "untrusted https source accepted: {r:?}");
     assert!(v2.log().contains("TLS with"), "TLS failure not reported:\n{}", v2.log_tail());
 }
+
+/// The attack on the old code: with no valid bundle held and a source that hangs, six concurrent agent requests
+/// were answered after 3, 6, 9, 12, 15 and 18 s, each doing its own full fetch in turn. Waiters now share the
+/// attempt in flight and its result: the hanging source sees one connection, not seven.
+#[test]
+fn concurrent_requests_share_one_attempt_when_nothing_is_held() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("keys")).unwrap();
+    testbed::devid::openssl(
+        &["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", "k.pem"],
+        dir.path(),
+    )
+    .unwrap();
+    testbed::devid::openssl(&["pkey", "-in", "k.pem", "-pubout", "-out", "keys/primary.pem"], dir.path()).unwrap();
+    // A source that accepts and never answers, counting connections and holding them open.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in listener.incoming().flatten() {
+            count.fetch_add(1, Ordering::SeqCst);
+            held.push(conn);
+        }
+    });
+    let socket = dir.path().join("v.sock");
+    let config = dir.path().join("v.conf");
+    std::fs::write(
+        &config,
+        format!(
+            "keydir: keys\nsocket: {}\nstate-dir: {}\nrefresh: 1h\ntimeout: 2s\nkeyset:\n  main:\n    url: http://127.0.0.1:{port}/token\n    chain:\n    - primary.pem\n",
+            socket.display(),
+            dir.path().join("state").display()
+        ),
+    )
+    .unwrap();
+    let _verifier = Daemon::spawn(
+        VERIFIER,
+        &[&config.display().to_string(), "-l"],
+        &[],
+        &dir.path().join("v.log"),
+        Ready::UnixSocket(socket.clone()),
+    )
+    .unwrap();
+    // The start-up refresh is in flight once the source has its first connection.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while accepted.load(Ordering::SeqCst) == 0 {
+        assert!(Instant::now() < deadline, "the verifier never contacted its source");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let agents: Vec<_> = (0..6)
+        .map(|_| {
+            let socket = socket.clone();
+            std::thread::spawn(move || get(&socket, &bootstrap_path("main")).status)
+        })
+        .collect();
+    let statuses: Vec<u16> = agents.into_iter().map(|t| t.join().unwrap()).collect();
+    assert_eq!(statuses, [503; 6]);
+    let n = accepted.load(Ordering::SeqCst);
+    assert!(n <= 2, "the hanging source saw {n} connections: each waiter fetched on its own");
+}

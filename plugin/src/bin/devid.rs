@@ -47,8 +47,7 @@ fn sign_csr_cmd(rest: &[String]) -> Result<(), String> {
     };
     let pem = plugin::devid::ca::sign_csr(&csr, &cert, &key, chain.as_deref().unwrap_or(""), days)
         .map_err(|e| e.to_string())?;
-    let tmp = out.with_extension("tmp");
-    services::common::fsutil::write_atomic(&out, &tmp, pem.as_bytes(), 0o644)
+    services::common::fsutil::write_atomic(&out, ".sign-csr.tmp", pem.as_bytes(), 0o644)
         .map_err(|e| format!("{}: {e}", out.display()))?;
     eprintln!("issued {} (valid {days} days)", out.display());
     Ok(())

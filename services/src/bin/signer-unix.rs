@@ -78,8 +78,7 @@ fn provision(args: &[String]) -> anyhow::Result<()> {
     let pem = done.public.to_pem();
     match out {
         Some(path) => {
-            let tmp = path.with_extension("tmp");
-            services::common::fsutil::write_atomic(&path, &tmp, pem.as_bytes(), 0o644)
+            services::common::fsutil::write_atomic(&path, ".provision.tmp", pem.as_bytes(), 0o644)
                 .with_context(|| format!("writing {}", path.display()))?;
             eprintln!(
                 "{:?}: {key_type} signing key at {handle}; public key written to {}",

@@ -21,6 +21,9 @@ pub struct DurationError {
     reason: &'static str,
 }
 
+/// Go's limit: a `time.Duration` is an int64 of nanoseconds (about 292 years).
+const MAX_NANOS: u128 = i64::MAX as u128;
+
 impl FromStr for GoDuration {
     type Err = DurationError;
 
@@ -59,15 +62,16 @@ impl FromStr for GoDuration {
             if int.is_empty() && frac.is_empty() || frac.contains('.') {
                 return Err(err("expected a number"));
             }
-            let int: u128 = if int.is_empty() { 0 } else { int.parse().map_err(|_| err("number too large"))? };
-            let mut value = int.checked_mul(scale).ok_or_else(|| err("too large"))?;
-            // Fractional part: at most nanosecond precision, like Go.
+            let int: u128 = if int.is_empty() { 0 } else { int.parse().map_err(|_| err("too large"))? };
+            let mut value = int.checked_mul(scale).filter(|v| *v <= MAX_NANOS).ok_or_else(|| err("too large"))?;
+            // Fractional part: at most nanosecond precision, like Go; digits past it are ignored.
             let mut place = scale;
             for d in frac.bytes() {
                 place /= 10;
                 value += u128::from(d - b'0') * place;
             }
-            nanos = nanos.checked_add(value).ok_or_else(|| err("too large"))?;
+            // Each term is at most MAX_NANOS + one unit, so none of this can wrap; the sum is checked each step.
+            nanos = nanos.checked_add(value).filter(|n| *n <= MAX_NANOS).ok_or_else(|| err("too large"))?;
             rest = tail;
         }
         let nanos = u64::try_from(nanos).map_err(|_| err("too large"))?;
@@ -129,6 +133,26 @@ mod tests {
         for s in ["", "10", "-5m", "5 m", "m", "1x", "1..5s", ".s", "99999999999999999999h"] {
             assert!(s.parse::<GoDuration>().is_err(), "{s:?} should be rejected");
         }
+    }
+
+    /// Found by reading the fuzz targets: a long fraction after a huge integer wrapped the sum (a panic in debug
+    /// builds; in release `340282366920938463463374607431768.9ms` became 688 us and
+    /// `94522879700260684295381835.9h` became 1808 s, so a typo could make every token expire at once).
+    #[test]
+    fn overflow_is_refused_at_gos_limit() {
+        for s in [
+            "340282366920938463463374607431768.9ms",
+            "94522879700260684295381835.9h",
+            "9223372036854775808ns",
+            "2562048h",
+            "2562047h47m16.854775808s",
+            "1h9223372036854775807ns",
+        ] {
+            assert!(s.parse::<GoDuration>().is_err(), "{s:?} should be refused as too large");
+        }
+        let max = "2562047h47m16.854775807s".parse::<GoDuration>().unwrap();
+        assert_eq!(max.0, Duration::from_nanos(i64::MAX as u64));
+        assert_eq!("9223372036854775807ns".parse::<GoDuration>().unwrap(), max);
     }
 
     #[test]

@@ -56,7 +56,8 @@ pub struct SignerUnixConfig {
     pub dir: PathBuf,
     /// Published file name.
     pub filename: String,
-    /// Temporary file name used for the atomic replace.
+    /// Prefix of the temporary file's name for the atomic replace (a random suffix follows: a fixed name could be
+    /// a link planted by whoever can write `dir`).
     pub tmpfile: String,
     /// Largest request body.
     pub max_body: usize,

@@ -200,10 +200,10 @@ impl Signer {
         };
         let exp = layer.claims.exp;
         let dest = self.cfg.dir.join(&self.cfg.filename);
-        let tmp = self.cfg.dir.join(&self.cfg.tmpfile);
+        let prefix = self.cfg.tmpfile.clone();
         let data = token.as_bytes().to_vec();
         let _guard = self.publish_lock.lock().await;
-        let written = tokio::task::spawn_blocking(move || fsutil::write_atomic(&dest, &tmp, &data, 0o644)).await;
+        let written = tokio::task::spawn_blocking(move || fsutil::write_atomic(&dest, &prefix, &data, 0o644)).await;
         match written {
             Ok(Ok(())) => {
                 tracing::info!(file = %self.cfg.filename, bytes = token.len(), exp, peer_uid = peer.uid, "published");

@@ -57,6 +57,8 @@ pub struct Keyset {
     epoch: Instant,
     validators: Mutex<HashMap<usize, Validators>>,
     refreshing: tokio::sync::Mutex<()>,
+    /// Completed refresh attempts, successful or not: a waiter that sees it move shares that attempt's result.
+    attempts: AtomicU64,
 }
 
 impl Keyset {
@@ -73,6 +75,7 @@ impl Keyset {
             epoch: Instant::now(),
             validators: Mutex::new(HashMap::new()),
             refreshing: tokio::sync::Mutex::new(()),
+            attempts: AtomicU64::new(0),
         };
         ks.load();
         ks
@@ -158,16 +161,23 @@ impl Keyset {
         }
     }
 
-    /// Refreshes, waiting for a running refresh instead of starting a second one.
+    /// Refreshes, or, when a refresh is already running, waits for it and shares its result (success or failure)
+    /// instead of starting another: concurrent agents asking while no valid bundle is held cost one fetch.
     pub async fn refresh(&self, client: &HttpClient, max_size: usize, timeout: Duration) {
+        let seen = self.attempts.load(Ordering::SeqCst);
         let _guard = self.refreshing.lock().await;
-        if !self.stale(Duration::from_millis(200)) {
-            return; // Someone else just refreshed.
+        if self.attempts.load(Ordering::SeqCst) != seen {
+            return; // An attempt finished while we waited: its outcome is ours.
         }
         self.refresh_locked(client, max_size, timeout).await;
     }
 
     async fn refresh_locked(&self, client: &HttpClient, max_size: usize, timeout: Duration) {
+        self.refresh_sources(client, max_size, timeout).await;
+        self.attempts.fetch_add(1, Ordering::SeqCst);
+    }
+
+    async fn refresh_sources(&self, client: &HttpClient, max_size: usize, timeout: Duration) {
         let holding = self.serving(now()).is_some();
         for (i, source) in self.cfg.sources.iter().enumerate() {
             let validators = if holding { self.validators.lock().ok().and_then(|v| v.get(&i).cloned()) } else { None };
@@ -210,7 +220,7 @@ impl Keyset {
             if changed {
                 tracing::info!(keyset = %self.name, %source, signed_at = verified.signed_at, exp = verified.expires_at, certs = verified.bundle.certificates().len(), "accepted a new bundle");
             }
-            self.persist(&token, verified.signed_at, now);
+            self.persist(&token, verified.signed_at, now).await;
             return;
         }
         match self.serving(now()) {
@@ -223,12 +233,19 @@ impl Keyset {
         }
     }
 
-    fn persist(&self, token: &str, signed_at: u64, accepted_at: u64) {
+    /// Writes the state durably (two fsyncs) on the blocking pool, never on the event loop that answers agents;
+    /// the refresh lock held by the caller keeps writes in order.
+    async fn persist(&self, token: &str, signed_at: u64, accepted_at: u64) {
         let stored = Stored { token: token.to_owned(), signed_at, accepted_at };
         let Ok(data) = serde_json::to_vec(&stored) else { return };
-        let tmp = self.state_file.with_extension("json.tmp");
-        if let Err(e) = fsutil::write_atomic(&self.state_file, &tmp, &data, 0o600) {
-            tracing::error!(keyset = %self.name, file = %self.state_file.display(), error = %e, "cannot persist state; rollback floor will not survive a restart");
-        }
+        let file = self.state_file.clone();
+        let written =
+            tokio::task::spawn_blocking(move || fsutil::write_atomic(&file, ".state.tmp", &data, 0o600)).await;
+        let error = match written {
+            Ok(Ok(())) => return,
+            Ok(Err(e)) => e.to_string(),
+            Err(e) => e.to_string(),
+        };
+        tracing::error!(keyset = %self.name, file = %self.state_file.display(), %error, "cannot persist state; rollback floor will not survive a restart");
     }
 }

@@ -54,14 +54,11 @@ fn decode(s: &str) -> String {
     while i < bytes.len() {
         match bytes[i] {
             b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => {
-                match u8::from_str_radix(std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("zz"), 16) {
-                    Ok(b) => {
-                        out.push(b);
-                        i += 2;
-                    }
-                    Err(_) => out.push(b'%'),
-                }
+            // Exactly two hex digits (from_str_radix alone would take a sign: `%+1` as byte 0x01).
+            b'%' if i + 2 < bytes.len() && bytes[i + 1].is_ascii_hexdigit() && bytes[i + 2].is_ascii_hexdigit() => {
+                let hex = |b: u8| (b as char).to_digit(16).unwrap_or(0) as u8;
+                out.push(hex(bytes[i + 1]) << 4 | hex(bytes[i + 2]));
+                i += 2;
             }
             b => out.push(b),
         }
@@ -224,6 +221,11 @@ mod tests {
         assert_eq!(get("x").as_deref(), Some(""));
         assert_eq!(get("a").as_deref(), Some("b c"));
         assert_eq!(get("bad").as_deref(), Some("%zz"));
+        // A sign is not a hex digit (the old decoder read `%+1` as byte 0x01); a short escape stays literal.
+        for (raw, want) in [("%+1", "% 1"), ("%-1", "%-1"), ("%4", "%4"), ("%", "%"), ("%41x", "Ax"), ("%7e", "~")] {
+            let q = query_pairs(&format!("k={raw}"));
+            assert_eq!(q[0].1, want, "{raw}");
+        }
         assert!(query_pairs("").is_empty());
     }
 }
