@@ -242,3 +242,91 @@ impl DevIdLab {
         Ok(out)
     }
 }
+
+/// The chain-building attack on a tpm_devid server: a leaf whose issuer is "evil", and intermediates that are
+/// all self-issued `CA:TRUE` certificates named "evil" under one key, so any of them verifies any other. The
+/// anchors are an unrelated DevID root: no path can succeed, so a naive builder tries them all.
+#[derive(Debug)]
+pub struct ExplosiveChain {
+    /// The leaf.
+    pub leaf: crypto::devid::Cert,
+    /// 7 copies of one CA (same name, key and no SAN; serials differ).
+    pub copies: Vec<crypto::devid::Cert>,
+    /// 7 copies that differ in their subjectAltName.
+    pub distinct: Vec<crypto::devid::Cert>,
+    /// The trust anchors.
+    pub anchors: Vec<crypto::devid::Cert>,
+}
+
+impl ExplosiveChain {
+    /// Makes the certificates with openssl in `dir`.
+    pub fn new(dir: &Path) -> anyhow::Result<ExplosiveChain> {
+        use crypto::devid::chain::parse_pem_bundle;
+        let load = |name: &str| -> anyhow::Result<crypto::devid::Cert> {
+            parse_pem_bundle(&std::fs::read(dir.join(name))?)
+                .map_err(anyhow::Error::msg)?
+                .into_iter()
+                .next()
+                .context("no certificate")
+        };
+        make_devid_ca(dir, "trusted")?;
+        openssl(&["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", "k.key"], dir)?;
+        let self_issued = |n: usize, san: bool| -> anyhow::Result<crypto::devid::Cert> {
+            let (serial, out) = ((n + 1).to_string(), format!("i{n}.pem"));
+            let san_ext = format!("subjectAltName=URI:spiffe://evil/{n}");
+            let mut args = vec![
+                "req",
+                "-x509",
+                "-key",
+                "k.key",
+                "-subj",
+                "/CN=evil",
+                "-days",
+                "3",
+                "-set_serial",
+                &serial,
+                "-addext",
+                "basicConstraints=critical,CA:TRUE",
+                "-addext",
+                "keyUsage=critical,keyCertSign",
+                "-out",
+                &out,
+            ];
+            if san {
+                args.extend(["-addext", &san_ext]);
+            }
+            openssl(&args, dir)?;
+            load(&out)
+        };
+        let _issuer = self_issued(99, false)?;
+        openssl(&["req", "-new", "-key", "k.key", "-subj", "/CN=leaf", "-out", "leaf.csr"], dir)?;
+        std::fs::write(dir.join("leaf.ext"), "basicConstraints=CA:FALSE\n")?;
+        openssl(
+            &[
+                "x509",
+                "-req",
+                "-in",
+                "leaf.csr",
+                "-CA",
+                "i99.pem",
+                "-CAkey",
+                "k.key",
+                "-set_serial",
+                "7",
+                "-days",
+                "3",
+                "-extfile",
+                "leaf.ext",
+                "-out",
+                "leaf.pem",
+            ],
+            dir,
+        )?;
+        Ok(ExplosiveChain {
+            leaf: load("leaf.pem")?,
+            copies: (0..7).map(|n| self_issued(n, false)).collect::<anyhow::Result<_>>()?,
+            distinct: (10..17).map(|n| self_issued(n, true)).collect::<anyhow::Result<_>>()?,
+            anchors: parse_pem_bundle(&std::fs::read(dir.join("root.pem"))?).map_err(anyhow::Error::msg)?,
+        })
+    }
+}

@@ -571,3 +571,23 @@ fn chain_building_refuses_non_ca_issuers_path_length_and_unknown_critical_extens
         }
     }
 }
+
+/// The attack on the old chain builder: a leaf plus 7 self-issued `CA:TRUE` intermediates that share one name
+/// and one key (the agent sends them before it has proved anything) made it try every ordering, 5,040 paths,
+/// one signature check per step. Copies of one CA now count once per path; copies that differ only in their
+/// subjectAltName (which Go does not treat as the same CA) exhaust a fixed budget instead, as in Go.
+#[test]
+fn attacker_supplied_intermediates_cannot_make_chain_building_explode() {
+    use crypto::devid::chain::{verify_counted, MAX_SIGNATURE_CHECKS};
+    let tmp = tempfile::tempdir().unwrap();
+    let attack = testbed::devid::ExplosiveChain::new(tmp.path()).unwrap();
+    let now = now() + 60; // every certificate here is valid from the second it was made
+
+    let (result, checks) = verify_counted(&attack.leaf, &attack.copies, &attack.anchors, now);
+    assert!(result.is_err(), "a chain to an untrusted name verified");
+    assert!(checks <= 7 + 1, "copies of one CA cost {checks} signature checks");
+
+    let (result, checks) = verify_counted(&attack.leaf, &attack.distinct, &attack.anchors, now);
+    assert!(checks <= MAX_SIGNATURE_CHECKS, "{checks} signature checks, more than the budget");
+    assert!(matches!(result, Err(ChainError::TooMuchWork { .. })), "expected the budget to stop it: {result:?}");
+}

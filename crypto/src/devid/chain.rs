@@ -17,6 +17,11 @@ use crate::devid::strip;
 /// Maximum chain length (leaf + intermediates + anchor) explored.
 const MAX_DEPTH: usize = 8;
 
+/// Signature checks one verification may spend before giving up, as Go's `x509` does
+/// (`maxChainSignatureChecks`). The intermediates come from the agent before it has proved anything: without a
+/// bound, 7 self-issued CA certificates sharing one name and key cost 5,040 paths.
+pub const MAX_SIGNATURE_CHECKS: usize = 100;
+
 mod oid {
     use der::asn1::ObjectIdentifier as Oid;
     pub const BASIC_CONSTRAINTS: Oid = Oid::new_unwrap("2.5.29.19");
@@ -224,6 +229,23 @@ impl Cert {
     fn issued_by_name(&self, issuer: &Cert) -> bool {
         self.cert.tbs_certificate.issuer == issuer.cert.tbs_certificate.subject
     }
+
+    /// Go's `alreadyInChain`: the same subject, key and subjectAltName make the same CA for path building, so
+    /// re-issued copies of one CA cannot multiply the paths.
+    fn same_ca(&self, other: &Cert) -> bool {
+        let san = |c: &Cert| {
+            c.cert
+                .tbs_certificate
+                .extensions
+                .iter()
+                .flatten()
+                .find(|e| e.extn_id == oid::SUBJECT_ALT_NAME)
+                .map(|e| e.extn_value.as_bytes().to_vec())
+        };
+        self.cert.tbs_certificate.subject == other.cert.tbs_certificate.subject
+            && self.cert.tbs_certificate.subject_public_key_info == other.cert.tbs_certificate.subject_public_key_info
+            && san(self) == san(other)
+    }
 }
 
 /// `RSAPublicKey ::= SEQUENCE { modulus INTEGER, publicExponent INTEGER }` (RFC 8017 A.1.1).
@@ -239,78 +261,124 @@ fn hex(bytes: &[u8]) -> String {
 
 /// Verifies `leaf` against `anchors`, using `intermediates` to build paths, at `now` (unix seconds). Returns
 /// every verified chain, leaf first and anchor last (as Go's `Verify` does; SPIRE's selectors use them all).
+/// The work is bounded: duplicate intermediates are dropped, copies of one CA count once per path, and at most
+/// [`MAX_SIGNATURE_CHECKS`] signatures are checked.
 pub fn verify(leaf: &Cert, intermediates: &[Cert], anchors: &[Cert], now: u64) -> Result<Vec<Vec<Cert>>, ChainError> {
-    leaf.check_critical()?;
-    leaf.check_time(now)?;
-    let mut chains = Vec::new();
-    let mut path = vec![leaf.clone()];
-    let mut first_error = None;
-    extend(&mut path, intermediates, anchors, now, &mut chains, &mut first_error);
-    if chains.is_empty() {
-        return Err(first_error
-            .unwrap_or(ChainError::UnknownAuthority { issuer: leaf.cert.tbs_certificate.issuer.to_string() }));
-    }
-    Ok(chains)
+    verify_counted(leaf, intermediates, anchors, now).0
 }
 
-fn extend(
-    path: &mut Vec<Cert>,
+/// [`verify`], also returning the number of signature checks it spent.
+pub fn verify_counted(
+    leaf: &Cert,
     intermediates: &[Cert],
     anchors: &[Cert],
     now: u64,
-    chains: &mut Vec<Vec<Cert>>,
-    first_error: &mut Option<ChainError>,
-) {
-    let Some(current) = path.last().cloned() else { return };
-    // CA certificates below the next issuer (the leaf is not one).
-    let below = path.len() - 1;
-    let note = |e: ChainError, first_error: &mut Option<ChainError>| {
-        first_error.get_or_insert(e);
+) -> (Result<Vec<Vec<Cert>>, ChainError>, usize) {
+    if let Err(e) = leaf.check_critical().and_then(|()| leaf.check_time(now)) {
+        return (Err(e), 0);
+    }
+    let mut unique: Vec<&Cert> = Vec::new();
+    for c in intermediates {
+        if !unique.iter().any(|u| u.der == c.der) {
+            unique.push(c);
+        }
+    }
+    let mut search = Search { intermediates: unique, anchors, now, chains: Vec::new(), first_error: None, checks: 0 };
+    search.extend(&mut vec![leaf.clone()]);
+    let checks = search.checks;
+    if !search.chains.is_empty() {
+        return (Ok(search.chains), checks);
+    }
+    let err = match search.first_error {
+        _ if checks > MAX_SIGNATURE_CHECKS => ChainError::TooMuchWork { checks: MAX_SIGNATURE_CHECKS },
+        Some(e) => e,
+        None => ChainError::UnknownAuthority { issuer: leaf.cert.tbs_certificate.issuer.to_string() },
     };
-    if anchors.iter().any(|a| a.der == current.der) && path.len() > 1 {
-        return;
+    (Err(err), checks.min(MAX_SIGNATURE_CHECKS))
+}
+
+struct Search<'a> {
+    intermediates: Vec<&'a Cert>,
+    anchors: &'a [Cert],
+    now: u64,
+    chains: Vec<Vec<Cert>>,
+    first_error: Option<ChainError>,
+    /// Signature checks spent; past the budget, nothing more is tried.
+    checks: usize,
+}
+
+impl Search<'_> {
+    fn note(&mut self, e: ChainError) {
+        self.first_error.get_or_insert(e);
     }
-    for anchor in anchors.iter().filter(|a| current.issued_by_name(a)) {
-        let checked = current
-            .signed_by(anchor)
-            .and_then(|()| anchor.check_time(now))
-            .and_then(|()| anchor.check_critical())
-            .and_then(|()| match anchor.extension::<BasicConstraints>(oid::BASIC_CONSTRAINTS) {
-                // Anchors are trusted as configured (as in Go), but an explicit CA:FALSE or path length is obeyed.
-                Some(Ok(bc)) if !bc.ca => Err(ChainError::NotCa { subject: anchor.subject.clone() }),
-                Some(Ok(bc)) if bc.path_len_constraint.is_some_and(|m| below > usize::from(m)) => {
-                    Err(ChainError::TooLong { subject: anchor.subject.clone() })
+
+    /// Spends one signature check; false once the budget is gone.
+    fn spend(&mut self) -> bool {
+        self.checks += 1;
+        self.checks <= MAX_SIGNATURE_CHECKS
+    }
+
+    fn extend(&mut self, path: &mut Vec<Cert>) {
+        let Some(current) = path.last().cloned() else { return };
+        // CA certificates below the next issuer (the leaf is not one).
+        let below = path.len() - 1;
+        if self.anchors.iter().any(|a| a.der == current.der) && path.len() > 1 {
+            return;
+        }
+        let anchors = self.anchors;
+        for anchor in anchors.iter().filter(|a| current.issued_by_name(a)) {
+            if path.iter().skip(1).any(|p| p.same_ca(anchor)) {
+                continue;
+            }
+            if !self.spend() {
+                return;
+            }
+            let checked = current
+                .signed_by(anchor)
+                .and_then(|()| anchor.check_time(self.now))
+                .and_then(|()| anchor.check_critical())
+                .and_then(|()| match anchor.extension::<BasicConstraints>(oid::BASIC_CONSTRAINTS) {
+                    // Anchors are trusted as configured (as in Go), but an explicit CA:FALSE or path length is
+                    // obeyed.
+                    Some(Ok(bc)) if !bc.ca => Err(ChainError::NotCa { subject: anchor.subject.clone() }),
+                    Some(Ok(bc)) if bc.path_len_constraint.is_some_and(|m| below > usize::from(m)) => {
+                        Err(ChainError::TooLong { subject: anchor.subject.clone() })
+                    }
+                    _ => Ok(()),
+                });
+            match checked {
+                Ok(()) => {
+                    let mut chain = path.clone();
+                    chain.push(anchor.clone());
+                    self.chains.push(chain);
                 }
-                _ => Ok(()),
-            });
-        match checked {
-            Ok(()) => {
-                let mut chain = path.clone();
-                chain.push(anchor.clone());
-                chains.push(chain);
+                Err(e) => self.note(e),
             }
-            Err(e) => note(e, first_error),
         }
-    }
-    if path.len() + 1 >= MAX_DEPTH {
-        return;
-    }
-    for next in intermediates.iter().filter(|c| current.issued_by_name(c)) {
-        if path.iter().any(|p| p.der == next.der) {
-            continue;
+        if path.len() + 1 >= MAX_DEPTH {
+            return;
         }
-        let checked = current
-            .signed_by(next)
-            .and_then(|()| next.check_time(now))
-            .and_then(|()| next.check_critical())
-            .and_then(|()| next.check_issuer(below));
-        match checked {
-            Ok(()) => {
-                path.push(next.clone());
-                extend(path, intermediates, anchors, now, chains, first_error);
-                path.pop();
+        let candidates: Vec<&Cert> = self.intermediates.iter().copied().filter(|c| current.issued_by_name(c)).collect();
+        for next in candidates {
+            if path.iter().any(|p| p.same_ca(next)) {
+                continue;
             }
-            Err(e) => note(e, first_error),
+            if !self.spend() {
+                return;
+            }
+            let checked = current
+                .signed_by(next)
+                .and_then(|()| next.check_time(self.now))
+                .and_then(|()| next.check_critical())
+                .and_then(|()| next.check_issuer(below));
+            match checked {
+                Ok(()) => {
+                    path.push(next.clone());
+                    self.extend(path);
+                    path.pop();
+                }
+                Err(e) => self.note(e),
+            }
         }
     }
 }

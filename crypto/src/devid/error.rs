@@ -83,6 +83,12 @@ pub enum ChainError {
         /// The issuer tried.
         issuer: String,
     },
+    /// Path building spent its signature-check budget without finding a chain (Go's x509 has the same limit).
+    #[error("chain building gave up after {checks} signature checks without reaching a trusted root")]
+    TooMuchWork {
+        /// Checks spent.
+        checks: usize,
+    },
 }
 
 /// Why an attestation was refused. Every variant is a distinct check.
