@@ -45,22 +45,42 @@ impl ConfigError {
     }
 }
 
-/// Expands `$NAME` and `${NAME}` from the environment the way Go's `os.ExpandEnv` does: an unset variable
-/// becomes the empty string, a `$` not followed by a name is dropped along with what Go drops.
-pub fn expand_env(input: &str) -> String {
+/// An environment variable a config names but the environment does not hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnsetVar {
+    /// The variable.
+    pub name: String,
+    /// The 1-based line it is on.
+    pub line: usize,
+}
+
+/// Expands `$NAME` and `${NAME}` from the environment as Go's `os.ExpandEnv` does, except that an unset
+/// variable is an error instead of silently becoming empty (the shipped `spire-server.${SPIFFE_TRUST_DOMAIN}`
+/// would turn into the single-label `spire-server`). A variable set to the empty string expands to it.
+pub fn expand_env(input: &str) -> Result<String, UnsetVar> {
     expand_with(input, |name| std::env::var(name).ok())
 }
 
-fn expand_with(input: &str, lookup: impl Fn(&str) -> Option<String>) -> String {
+fn expand_with(input: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<String, UnsetVar> {
     let mut out = String::with_capacity(input.len());
     let mut rest = input;
+    let value = |name: &str, rest: &str| {
+        let at = input.len() - rest.len();
+        let line_start = input[..at].rfind('\n').map_or(0, |i| i + 1);
+        match lookup(name) {
+            Some(v) => Ok(v),
+            // A commented-out line means nothing to the YAML decoder: expand it to nothing, as before.
+            None if input[line_start..].trim_start().starts_with('#') => Ok(String::new()),
+            None => Err(UnsetVar { name: name.to_owned(), line: input[..at].matches('\n').count() + 1 }),
+        }
+    };
     while let Some(pos) = rest.find('$') {
         out.push_str(&rest[..pos]);
         let after = &rest[pos + 1..];
         if let Some(braced) = after.strip_prefix('{') {
             match braced.find('}') {
                 Some(end) if end > 0 => {
-                    out.push_str(&lookup(&braced[..end]).unwrap_or_default());
+                    out.push_str(&value(&braced[..end], after)?);
                     rest = &braced[end + 1..];
                 }
                 // Go: "${}" and an unterminated "${" are dropped with the brace.
@@ -76,11 +96,33 @@ fn expand_with(input: &str, lookup: impl Fn(&str) -> Option<String>) -> String {
             rest = after;
             continue;
         }
-        out.push_str(&lookup(&after[..name_len]).unwrap_or_default());
+        out.push_str(&value(&after[..name_len], after)?);
         rest = &after[name_len..];
     }
     out.push_str(rest);
-    out
+    Ok(out)
+}
+
+/// The YAML key of `line` of `text`, for errors: `url: x` and `- url: x` give `url`; a list item without a key
+/// gives the key of the list it is in (the nearest line above with less indentation).
+fn key_on_line(text: &str, line: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    let indent = |l: &str| l.len() - l.trim_start().len();
+    let key = |l: &str| {
+        let l = l.trim_start().trim_start_matches("- ");
+        l.split_once(':').map(|(k, _)| k.trim()).filter(|k| !k.is_empty() && !k.contains(' ')).map(str::to_owned)
+    };
+    let Some(here) = lines.get(line.saturating_sub(1)) else { return format!("line {line}") };
+    if let Some(k) = key(here) {
+        return k;
+    }
+    lines[..line - 1]
+        .iter()
+        .rev()
+        .filter(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+        .find(|l| indent(l) < indent(here) || (indent(l) == indent(here) && !l.trim_start().starts_with('-')))
+        .and_then(|l| key(l))
+        .unwrap_or_else(|| format!("line {line}"))
 }
 
 /// Reads `path`, expands environment variables, and decodes YAML into `T` (which should deny unknown keys).
@@ -91,7 +133,13 @@ pub fn load_yaml<T: DeserializeOwned>(path: &Path) -> Result<T, ConfigError> {
 
 /// Decodes YAML text (after `${VAR}` expansion) as if it had been read from `path`.
 pub fn parse_yaml<T: DeserializeOwned>(path: &Path, raw: &str) -> Result<T, ConfigError> {
-    let expanded = expand_env(raw);
+    let expanded = expand_env(raw).map_err(|unset| {
+        ConfigError::invalid(
+            path,
+            key_on_line(raw, unset.line),
+            format!("environment variable {} is not set (line {})", unset.name, unset.line),
+        )
+    })?;
     serde_yaml_ng::from_str(&expanded).map_err(|source| ConfigError::Parse { path: path.to_owned(), source })
 }
 
@@ -191,8 +239,6 @@ mod tests {
         let cases = [
             ("spire-server.${TD}", "spire-server.example.org"),
             ("spire-server.$TD/x", "spire-server.example.org/x"),
-            ("${UNSET}x", "x"),
-            ("$UNSET.y", ".y"),
             ("a$", "a$"),
             ("a$-b", "a$-b"),
             ("${}z", "z"),
@@ -201,8 +247,28 @@ mod tests {
             ("no vars", "no vars"),
         ];
         for (input, want) in cases {
-            assert_eq!(expand_with(input, env), want, "{input}");
+            assert_eq!(expand_with(input, env).as_deref(), Ok(want), "{input}");
         }
+        // The old expansion made these "x" and ".y" without a word.
+        for (input, name, line) in [("${UNSET}x", "UNSET", 1), ("a: 1\nb: $UNSET.y", "UNSET", 2)] {
+            assert_eq!(expand_with(input, env), Err(UnsetVar { name: name.into(), line }), "{input}");
+        }
+        assert_eq!(expand_with("a: 1\n  # url: ${UNSET}\n", env).as_deref(), Ok("a: 1\n  # url: \n"));
+    }
+
+    #[test]
+    fn errors_name_the_key_of_a_line() {
+        let text = "a: 1\nallowed-addrs:\n- x\n- spire.${V}\nkeyset:\n  main:\n    url: h\n    mirrors:\n      - m\n";
+        for (line, key) in [(1, "a"), (3, "allowed-addrs"), (4, "allowed-addrs"), (7, "url"), (9, "mirrors")] {
+            assert_eq!(key_on_line(text, line), key, "line {line}");
+        }
+    }
+
+    #[test]
+    fn an_unset_variable_is_an_error_naming_it_and_the_key() {
+        let text = "keydir: keys\nkeyset:\n  main:\n    url: http://spire-server.${SAT_TEST_SURELY_UNSET_VAR}/t\n";
+        let err = parse_yaml::<serde_yaml_ng::Value>(Path::new("/etc/v.conf"), text).unwrap_err().to_string();
+        assert!(err.contains("SAT_TEST_SURELY_UNSET_VAR") && err.contains("url") && err.contains("line 4"), "{err}");
     }
 
     #[test]

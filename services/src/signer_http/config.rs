@@ -212,9 +212,14 @@ YTB0iWwvVno82cQ8T00B/rTqySC3bNYnAaGcRUg/t87yH0zxumMadhUqdA==
         let d = dir();
         let path = d.path().join("signer-http.conf");
         // a.pem and c.pem are the same key in this fixture: the example's backup is refused for that reason only.
-        let err = SignerHttpConfig::parse(&path, include_str!("../../conf/signer-http.conf")).unwrap_err().to_string();
+        let shipped = include_str!("../../conf/signer-http.conf");
+        // Unset, the trust domain variable is an error naming it and the key (it used to become empty).
+        let err = SignerHttpConfig::parse(&path, shipped).unwrap_err().to_string();
+        assert!(err.contains("SPIFFE_TRUST_DOMAIN") && err.contains("allowed-addrs"), "{err}");
+        let shipped = shipped.replace("${SPIFFE_TRUST_DOMAIN}", "example.org");
+        let err = SignerHttpConfig::parse(&path, &shipped).unwrap_err().to_string();
         assert!(err.contains("backup") && err.contains("same key"), "{err}");
-        let ok = include_str!("../../conf/signer-http.conf").replace("backup: c.pem", "");
+        let ok = shipped.replace("backup: c.pem", "");
         let c = SignerHttpConfig::parse(&path, &ok).unwrap();
         assert_eq!(c.listen.len(), 2);
         assert_eq!(c.allowed.len(), 2);

@@ -223,8 +223,11 @@ m/FZlkYlLdmE38Z0u8M7MoO1LHtZddfKlwGoEt2Djt7APfdHWGkehDjb5Q==
     #[test]
     fn shipped_example_parses() {
         let d = dir_with_keys();
-        let c =
-            VerifierConfig::parse(&d.path().join("verifier.conf"), include_str!("../../conf/verifier.conf")).unwrap();
+        let path = d.path().join("verifier.conf");
+        let shipped = include_str!("../../conf/verifier.conf");
+        let err = VerifierConfig::parse(&path, shipped).unwrap_err().to_string();
+        assert!(err.contains("SPIFFE_TRUST_DOMAIN") && err.contains("url"), "{err}");
+        let c = VerifierConfig::parse(&path, &shipped.replace("${SPIFFE_TRUST_DOMAIN}", "example.org")).unwrap();
         assert_eq!(c.socket, PathBuf::from(DEFAULT_SOCKET));
         assert_eq!(c.state_dir, PathBuf::from(DEFAULT_STATE_DIR));
         assert_eq!(c.refresh, Duration::from_secs(60));

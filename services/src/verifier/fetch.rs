@@ -62,7 +62,15 @@ pub async fn fetch(
 ) -> Result<Fetched, FetchError> {
     match source {
         Source::File(path) => {
-            let read = tokio::time::timeout(timeout, tokio::fs::read(path)).await.map_err(|_| FetchError::File {
+            // Read at most one byte past the cap: a huge file (or /dev/zero) is refused without holding it.
+            let read = async {
+                use tokio::io::AsyncReadExt;
+                let file = tokio::fs::File::open(path).await?;
+                let mut bytes = Vec::new();
+                file.take(max_size as u64 + 1).read_to_end(&mut bytes).await?;
+                Ok::<_, std::io::Error>(bytes)
+            };
+            let read = tokio::time::timeout(timeout, read).await.map_err(|_| FetchError::File {
                 path: path.display().to_string(),
                 source: std::io::Error::new(std::io::ErrorKind::TimedOut, "read timed out"),
             })?;
@@ -97,5 +105,28 @@ pub async fn fetch(
                 other => Err(FetchError::Status(other)),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::common::client::ClientOptions;
+
+    /// The old code read a `file://` source whole before applying the cap: `/dev/zero` ran out of memory.
+    #[tokio::test]
+    async fn file_sources_are_read_bounded() {
+        let client = HttpClient::new(ClientOptions::default()).unwrap();
+        let zero = Source::File("/dev/zero".into());
+        let got = fetch(&client, &zero, None, 4096, Duration::from_secs(5)).await;
+        assert!(matches!(got, Err(FetchError::TooLarge(4096))), "{got:?}");
+        let dir = tempfile::tempdir().unwrap();
+        let (small, exact) = (dir.path().join("small"), dir.path().join("exact"));
+        std::fs::write(&small, "a.b.c").unwrap();
+        std::fs::write(&exact, "x".repeat(4096)).unwrap();
+        let got = fetch(&client, &Source::File(small), None, 4096, Duration::from_secs(5)).await.unwrap();
+        assert!(matches!(got, Fetched::Token(t, _) if t == "a.b.c"));
+        let got = fetch(&client, &Source::File(exact), None, 4096, Duration::from_secs(5)).await;
+        assert!(matches!(got, Ok(Fetched::Token(t, _)) if t.len() == 4096));
     }
 }
