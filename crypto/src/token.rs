@@ -339,6 +339,18 @@ pub fn inspect(token: &str) -> Result<Inspected, VerifyError> {
     Ok(Inspected { alg: parts.alg, payload, exp })
 }
 
+/// The payload of `token`'s outermost layer, WITHOUT verifying its signature or times. A co-signer's reply is
+/// checked with this to wrap exactly the token it was sent.
+pub fn outer_payload_unverified(token: &str, limits: &Limits) -> Result<Payload, VerifyError> {
+    let parts = split(token, limits)?;
+    let raw = parse_claims(parts.claims_b64)?;
+    match (raw.spiffetb, raw.jwt) {
+        (Some(bundle), None) => Ok(Payload::Bundle(bundle)),
+        (None, Some(inner)) => Ok(Payload::Token(inner)),
+        _ => Err(fail(K::WrongPayloadKind { expected: "exactly one of spiffetb or jwt" })),
+    }
+}
+
 /// The innermost layer of `token`, reached by following the `jwt` claims WITHOUT verifying anything. Bounded
 /// by `limits.max_depth`. Used by signer-unix to find the layer it must have signed in a co-signed token.
 pub fn innermost_unverified(token: &str, limits: &Limits) -> Result<String, VerifyError> {

@@ -97,9 +97,19 @@ impl SignerClient {
         self.post_for_token(&url, "application/jwt", Bytes::copy_from_slice(token.as_bytes())).await
     }
 
-    /// Has the co-signer at `url` (signer-http) add its signature to `token`.
+    /// Has the co-signer at `url` (signer-http) add its signature to `token`. The reply must wrap exactly
+    /// `token`: a faulty co-signer, or anyone on a plain-HTTP hop, cannot swap in another token. (Its own
+    /// signature is checked by signer-unix's `/publish` against the configured chain, before anything is
+    /// published.)
     pub async fn cosign(&self, url: &HttpUrl, token: &str) -> Result<String, SignerClientError> {
-        self.post_for_token(url, "application/jwt", Bytes::copy_from_slice(token.as_bytes())).await
+        let reply = self.post_for_token(url, "application/jwt", Bytes::copy_from_slice(token.as_bytes())).await?;
+        match crypto::token::outer_payload_unverified(&reply, &crypto::Limits::default()) {
+            Ok(crypto::token::Payload::Token(inner)) if inner == token => Ok(reply),
+            _ => Err(SignerClientError::NotAToken {
+                peer: url.to_string(),
+                why: "the reply does not wrap the token sent".into(),
+            }),
+        }
     }
 
     /// Has signer-unix publish `token` for the web server.

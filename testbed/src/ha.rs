@@ -16,7 +16,7 @@ use crate::host::{spire_bundle, PluginHost};
 use crate::nginx::Nginx;
 use crate::pki;
 use crate::process::{Daemon, Ready};
-use crate::single::{provision, start_signer, start_verifier, wait_for, Report, SIGN};
+use crate::single::{provision, start_signer_publishing, start_verifier, wait_for, Report, SIGN};
 use crate::swtpm::Swtpm;
 
 /// The co-signer binary.
@@ -70,8 +70,10 @@ pub fn run(report: Report<'_>) -> anyhow::Result<()> {
     report("  keys/a.pem (RSA), keys/b.pem (ECC), keys/c.pem (RSA, the backup) copied to every node");
 
     report("On each server: signer-unix on its TPM, signer-http co-signing for the other server, nginx.");
-    let (_sa, sock_a) = start_signer(dir, "signer-a", &a, &www_a, "10m")?;
-    let (mut sb, sock_b) = start_signer(dir, "signer-b", &b, &www_b, "10m")?;
+    let (sock_a, sock_b) = (dir.join("signer-a.sock"), dir.join("signer-b.sock"));
+    let _sa = start_signer_publishing(dir, "signer-a", &a, &www_a, "10m", &sock_a, &["a.pem", "b.pem"], Some("c.pem"))?;
+    let mut sb =
+        start_signer_publishing(dir, "signer-b", &b, &www_b, "10m", &sock_b, &["b.pem", "a.pem"], Some("c.pem"))?;
     let (_ha, http_a) = start_cosigner(dir, "http-a", &sock_a, "b.pem")?;
     let (mut hb, http_b) = start_cosigner(dir, "http-b", &sock_b, "a.pem")?;
     let nginx_a = Nginx::start(&www_a)?;
@@ -160,7 +162,9 @@ pub fn run(report: Report<'_>) -> anyhow::Result<()> {
     sb.stop()?;
     b.stop()?;
     hb.stop()?;
-    let (_sc, sock_c) = start_signer(dir, "signer-b-on-c", &c, &www_b, "10m")?;
+    let sock_c = dir.join("signer-b-on-c.sock");
+    let _sc =
+        start_signer_publishing(dir, "signer-b-on-c", &c, &www_b, "10m", &sock_c, &["b.pem", "a.pem"], Some("c.pem"))?;
     let (_hc, http_c) = start_cosigner(dir, "http-b-on-c", &sock_c, "a.pem")?;
     let url_c = format!("http://{http_c}/sign");
     // The operators point each plugin at the new endpoints (SPIRE re-runs Configure on a changed plugin_data_file).

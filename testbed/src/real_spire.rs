@@ -11,7 +11,7 @@ use crate::agent;
 use crate::devid::{DevIdLab, LabOptions};
 use crate::nginx::Nginx;
 use crate::process::{Daemon, Ready};
-use crate::single::{provision, start_signer_at, start_verifier, wait_for, Report, SIGN};
+use crate::single::{provision, start_signer_at, start_signer_publishing, start_verifier, wait_for, Report, SIGN};
 use crate::spire::{
     external_plugin, short_dir, verify_svid, AgentOptions, Attestor, Bootstrap, ServerOptions, SpireAgent, SpireServer,
     Svid,
@@ -577,8 +577,9 @@ pub fn ha(report: Report<'_>) -> anyhow::Result<()> {
     provision(&tpm_b, "ecc-p256", &p.join("keys/b.pem"))?;
     provision(&tpm_c, "rsa2048", &p.join("keys/c.pem"))?;
     let (sock_a, sock_b) = (p.join("signer-a.sock"), p.join("signer-b.sock"));
-    let _signer_a = start_signer_at(p, "signer-a", &tpm_a, &p.join("www-a"), "10m", &sock_a)?;
-    let _signer_b = start_signer_at(p, "signer-b", &tpm_b, &p.join("www-b"), "10m", &sock_b)?;
+    let (chain_a, chain_b, c) = (["a.pem", "b.pem"], ["b.pem", "a.pem"], Some("c.pem"));
+    let _signer_a = start_signer_publishing(p, "signer-a", &tpm_a, &p.join("www-a"), "10m", &sock_a, &chain_a, c)?;
+    let _signer_b = start_signer_publishing(p, "signer-b", &tpm_b, &p.join("www-b"), "10m", &sock_b, &chain_b, c)?;
     let (_http_a, url_a) = cosigner(p, "http-a", &sock_a, "b.pem")?;
     let (_http_b, url_b) = cosigner(p, "http-b", &sock_b, "a.pem")?;
     let nginx_a = Nginx::start(&p.join("www-a"))?;

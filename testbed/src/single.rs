@@ -64,16 +64,36 @@ pub fn start_signer_at(
     duration: &str,
     socket: &Path,
 ) -> anyhow::Result<Daemon> {
+    start_signer_publishing(dir, name, tpm, webroot, duration, socket, &[], None)
+}
+
+/// [`start_signer_at`] for a signer that publishes co-signed tokens: `/publish` accepts what verifies under
+/// `chain` (innermost signer first, key files in `dir/keys`) with `backup`, as the nodes check it.
+#[allow(clippy::too_many_arguments)]
+pub fn start_signer_publishing(
+    dir: &Path,
+    name: &str,
+    tpm: &Swtpm,
+    webroot: &Path,
+    duration: &str,
+    socket: &Path,
+    chain: &[&str],
+    backup: Option<&str>,
+) -> anyhow::Result<Daemon> {
     let config = dir.join(format!("{name}.conf"));
-    std::fs::write(
-        &config,
-        format!(
-            "socket: {}\ntpm-address: 0x81008006\ntpm-device: \"{}\"\nduration: {duration}\ndir: {}\nissuer: {name}\nsocket-mode: \"0600\"\n",
-            socket.display(),
-            tpm.device(),
-            webroot.display()
-        ),
-    )?;
+    let mut text = format!(
+        "socket: {}\ntpm-address: 0x81008006\ntpm-device: \"{}\"\nduration: {duration}\ndir: {}\nissuer: {name}\nsocket-mode: \"0600\"\n",
+        socket.display(),
+        tpm.device(),
+        webroot.display()
+    );
+    if !chain.is_empty() {
+        text.push_str(&format!("keydir: keys\nchain: [{}]\n", chain.join(", ")));
+    }
+    if let Some(b) = backup {
+        text.push_str(&format!("backup: {b}\n"));
+    }
+    std::fs::write(&config, text)?;
     let log = dir.join(format!("{name}.log"));
     Daemon::spawn(SIGNER_UNIX, &[&config.display().to_string()], &[], &log, Ready::UnixSocket(socket.to_owned()))
 }

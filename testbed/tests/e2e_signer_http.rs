@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use testbed::agent::{post, tcp_from};
 use testbed::pki;
 use testbed::process::{Daemon, Ready};
-use testbed::single::{provision, sign_cli, start_signer};
+use testbed::single::{provision, sign_cli, start_signer, start_signer_publishing};
 use testbed::swtpm::Swtpm;
 
 const SIGNER_HTTP: &str = "spire-server-attestor-tpm-signer-http";
@@ -39,9 +39,14 @@ impl Ha {
         provision(&a, "rsa2048", &dir.join("keys/a.pem")).unwrap();
         provision(&b, "ecc-p256", &dir.join("keys/b.pem")).unwrap();
         provision(&c, "rsa2048", &dir.join("keys/c.pem")).unwrap();
-        let (sa, sock_a) = start_signer(dir, "signer-a", &a, &dir.join("www-a"), "10m").unwrap();
-        let (sb, sock_b) = start_signer(dir, "signer-b", &b, &dir.join("www-b"), "10m").unwrap();
-        let (sc, _) = start_signer(dir, "signer-c", &c, &dir.join("www-a"), "10m").unwrap();
+        let publishing = |name: &str, tpm: &Swtpm, www: &str, chain: &[&str]| {
+            let socket = dir.join(format!("{name}.sock"));
+            let d = start_signer_publishing(dir, name, tpm, &dir.join(www), "10m", &socket, chain, Some("c.pem"));
+            (d.unwrap(), socket)
+        };
+        let (sa, sock_a) = publishing("signer-a", &a, "www-a", &["a.pem", "b.pem"]);
+        let (sb, sock_b) = publishing("signer-b", &b, "www-b", &["b.pem", "a.pem"]);
+        let (sc, _) = publishing("signer-c", &c, "www-a", &["a.pem", "b.pem"]);
         let ca = pki::spire_ca(dir, "example.org", "ca").unwrap();
         Ha { tmp, _tpms: vec![a, b, c], _signers: vec![sa, sb, sc], sock_a, sock_b, ca }
     }
@@ -272,4 +277,64 @@ fn tls_listener_with_a_private_ca() {
     assert_ne!(code, 0);
     assert!(out.is_empty() && err.contains("TLS"), "{err}");
     assert_eq!(std::fs::read_to_string(ha.dir().join("www-a/spiffetrustbundle.token")).unwrap(), before);
+}
+
+/// A co-signer that answers every request with `answer(token it was sent)`: the faulty co-signer, or whoever sits
+/// on the plain-HTTP hop between the servers.
+fn lying_cosigner(answer: impl Fn(&str) -> String + Send + 'static) -> String {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/sign", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            let mut reader = BufReader::new(conn.try_clone().unwrap());
+            let mut length = 0;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0; length];
+            let _ = reader.read_exact(&mut body);
+            let reply = answer(String::from_utf8_lossy(&body).trim());
+            let mut conn = conn;
+            let _ =
+                write!(conn, "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{reply}", reply.len());
+        }
+    });
+    url
+}
+
+/// The attack on the old code: the sign CLI and plugin checked only that a co-signer's reply was a well-formed
+/// token, and `/publish` only its innermost layer, so a reply wrapped with a bogus signature was published (exit 0,
+/// "published") and every node refused it from then on; a reply wrapping another token (an older one, say) was
+/// published too. Now the reply must wrap exactly the token sent, and `/publish` verifies every layer against the
+/// publish chain: both attacks fail loudly and publish nothing.
+#[test]
+fn a_lying_cosigner_gets_nothing_published() {
+    let ha = Ha::new();
+    let published = ha.dir().join("www-a/spiffetrustbundle.token");
+    let dir = ha.dir().to_owned();
+    // (1) Wraps the token it was sent, but the outer signature is by a key nobody trusts.
+    let bogus = lying_cosigner(move |t| {
+        testbed::single::rogue_token_with(&dir, crypto::token::Payload::Token(t.to_owned())).unwrap()
+    });
+    let err = sign_cli(&ha.sock_a, &[&bogus], &ha.ca).unwrap_err().to_string();
+    assert!(err.contains("does not verify against the publish chain"), "{err}");
+    assert!(!published.exists(), "a token with a bogus co-signature was published");
+    // (2) A well-formed token signed by signer-a itself, but not the one it was sent.
+    let other = testbed::agent::send(&ha.sock_a, "POST", "/sign", &[], ha.ca.as_bytes()).unwrap().body;
+    let swapped = lying_cosigner(move |_| other.trim().to_owned());
+    let err = sign_cli(&ha.sock_a, &[&swapped], &ha.ca).unwrap_err().to_string();
+    assert!(err.contains("does not wrap the token sent"), "{err}");
+    assert!(!published.exists(), "a swapped token was published");
+    // The honest co-signer still works.
+    let listen = format!("127.0.0.1:{}", free_port());
+    let (_h, addr) = ha.cosigner("http-b", &listen, &["127.0.0.1"], &ha.sock_b);
+    sign_cli(&ha.sock_a, &[&format!("http://{addr}/sign")], &ha.ca).unwrap();
+    assert!(published.exists());
 }

@@ -105,12 +105,20 @@ fn socket_api_bad_input_table() {
     }
     let resp = send_raw(&f.socket, &oversized_head).unwrap();
     assert_eq!(resp.status, 413, "oversized body: {:?}", resp.body);
-    // Co-signing a token (application/jwt) works and publishing our own token works.
+    // Co-signing a token (application/jwt) works; publishing it does not: with no `chain` configured, /publish
+    // accepts what nodes whose chain is this key alone accept, and two layers is not that (the old code
+    // published it, and every such node refused it).
     let wrapped = send(&f.socket, "POST", "/sign", &jwt, good.as_bytes()).unwrap();
     assert_eq!(wrapped.status, 200, "{:?}", wrapped.body);
     let resp = send(&f.socket, "POST", "/publish", &[], wrapped.body.as_bytes()).unwrap();
+    assert_eq!(resp.status, 422, "{:?}", resp.body);
+    assert!(resp.body.contains("publish chain"), "{:?}", resp.body);
+    assert_eq!(published(&f).unwrap(), good);
+    // A fresh token of our own is published.
+    let fresh = send(&f.socket, "POST", "/sign", &[], f.ca.as_bytes()).unwrap();
+    let resp = send(&f.socket, "POST", "/publish", &[], fresh.body.as_bytes()).unwrap();
     assert_eq!(resp.status, 200, "{:?}", resp.body);
-    assert_eq!(published(&f).unwrap(), wrapped.body.trim());
+    assert_eq!(published(&f).unwrap(), fresh.body.trim());
 }
 
 #[test]

@@ -1,7 +1,8 @@
 //! signer-unix configuration: the upstream YAML keys plus ours, decoded once into typed values.
 //!
 //! Upstream keys: `socket`, `tpm-address`, `duration`, `issuer` (default: host name), `dir`, `filename`, `tmpfile`.
-//! Ours: `tpm-device`, `socket-mode`, `allowed-uids`, `allowed-gids`, `max-body`, `queue-depth`.
+//! Ours: `tpm-device`, `socket-mode`, `allowed-uids`, `allowed-gids`, `max-body`, `queue-depth`, and the
+//! publish policy `keydir`, `chain`, `backup` (what nodes verify; `/publish` refuses anything else).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -33,6 +34,10 @@ struct Raw {
     allowed_gids: Vec<u32>,
     max_body: Option<usize>,
     queue_depth: Option<usize>,
+    keydir: Option<PathBuf>,
+    #[serde(default)]
+    chain: Vec<String>,
+    backup: Option<String>,
 }
 
 /// A validated signer-unix configuration.
@@ -63,6 +68,9 @@ pub struct SignerUnixConfig {
     pub max_body: usize,
     /// Signing requests that may wait for the TPM; more get 503.
     pub queue_depth: usize,
+    /// What `/publish` accepts, as the nodes verify it: the chain (innermost signer first) and the backup.
+    /// `None`: tokens this signer signed alone (a chain of its own key).
+    pub publish_policy: Option<(Vec<crypto::keys::VerifyingKey>, Option<crypto::keys::VerifyingKey>)>,
 }
 
 /// The most a token may live, so a typo (`100h` for `100m`) cannot mint near-permanent tokens.
@@ -133,7 +141,26 @@ impl SignerUnixConfig {
         if !(1..=4096).contains(&queue_depth) {
             return Err(bad("queue-depth", format!("{queue_depth} is outside 1..=4096")));
         }
+        let keydir = config::relative_to_config(path, &raw.keydir.unwrap_or_else(|| PathBuf::from("keys")));
+        let mut chain = Vec::with_capacity(raw.chain.len());
+        for (i, name) in raw.chain.iter().enumerate() {
+            chain.push(config::load_key(path, &keydir, &format!("chain[{i}]"), name)?);
+        }
+        let backup = match raw.backup.as_deref() {
+            Some(name) if !name.is_empty() => Some(config::load_key(path, &keydir, "backup", name)?),
+            _ => None,
+        };
+        let publish_policy = match (chain.is_empty(), backup) {
+            (true, None) => None,
+            (true, Some(_)) => return Err(bad("chain", "required when backup is set".into())),
+            (false, backup) => {
+                crypto::policy::Policy::new(chain.clone(), backup.clone(), crypto::Limits::default())
+                    .map_err(|e| bad("chain", e.to_string()))?;
+                Some((chain, backup))
+            }
+        };
         Ok(SignerUnixConfig {
+            publish_policy,
             socket: raw.socket.unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET)),
             socket_mode,
             peers: PeerPolicy { uids: raw.allowed_uids, gids: raw.allowed_gids },

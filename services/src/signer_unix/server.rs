@@ -27,12 +27,20 @@ pub enum RunError {
     /// The publish directory is missing.
     #[error("publish directory {0} does not exist")]
     Dir(std::path::PathBuf),
+    /// The TPM key is neither in the configured publish chain nor its backup.
+    #[error("the TPM key {0} is neither in `chain` nor the `backup`: this signer could never publish")]
+    NotInChain(String),
+    /// The publish policy could not be built.
+    #[error("publish policy: {0}")]
+    Policy(#[from] crypto::PolicyError),
 }
 
 struct Signer {
     cfg: SignerUnixConfig,
     queue: SignQueue,
     own_key: crypto::keys::VerifyingKey,
+    /// What `/publish` accepts: every layer verified as the nodes verify it.
+    publish_policy: crypto::policy::Policy,
     alg: crypto::Alg,
     limits: ServerLimits,
     publish_lock: tokio::sync::Mutex<()>,
@@ -53,6 +61,16 @@ pub async fn run(
     };
     let own_key = crypto::keys::VerifyingKey::from_spki_der(&cfg.handle.to_string(), key.public_key().spki_der())
         .map_err(|e| RunError::Key(e.to_string()))?;
+    let publish_policy = match &cfg.publish_policy {
+        None => crypto::policy::Policy::new(vec![own_key.clone()], None, crypto::Limits::default())?,
+        Some((chain, backup)) => {
+            let listed = chain.iter().chain(backup.iter()).any(|k| k.same_key(&own_key));
+            if !listed {
+                return Err(RunError::NotInChain(own_key.fingerprint().to_owned()));
+            }
+            crypto::policy::Policy::new(chain.clone(), backup.clone(), crypto::Limits::default())?
+        }
+    };
     let queue = SignQueue::start(key.clone(), cfg.queue_depth).map_err(RunError::Thread)?;
     let listener = uds::bind(&cfg.socket, cfg.socket_mode).await?;
     let limits = ServerLimits { max_body: cfg.max_body, ..ServerLimits::default() };
@@ -65,7 +83,15 @@ pub async fn run(
         "signer-unix ready"
     );
     let peers = cfg.peers.clone();
-    let state = Arc::new(Signer { cfg, queue, own_key, alg, limits, publish_lock: tokio::sync::Mutex::new(()) });
+    let state = Arc::new(Signer {
+        cfg,
+        queue,
+        own_key,
+        publish_policy,
+        alg,
+        limits,
+        publish_lock: tokio::sync::Mutex::new(()),
+    });
     let handler = move |req: Request, peer: PeerCred| {
         let state = state.clone();
         async move { state.handle(req, peer).await }
@@ -198,6 +224,15 @@ impl Signer {
                 );
             }
         };
+        // Every layer, as the nodes will check it: a co-signature that does not verify (a faulty co-signer, a
+        // tampered hop) would otherwise be published and then refused by every node until the next publish.
+        if let Err(e) = self.publish_policy.verify(token, now()) {
+            tracing::warn!(error = %e, peer_uid = peer.uid, "refusing to publish: the token does not verify as nodes verify it");
+            return server::text(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("refusing to publish: the token does not verify against the publish chain: {e}"),
+            );
+        }
         let exp = layer.claims.exp;
         let dest = self.cfg.dir.join(&self.cfg.filename);
         let prefix = self.cfg.tmpfile.clone();

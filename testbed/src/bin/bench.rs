@@ -10,7 +10,7 @@ use bytes::Bytes;
 use testbed::load::{self, RequestSpec};
 use testbed::nginx::Nginx;
 use testbed::process::{bin_path, Daemon, Ready};
-use testbed::single::{provision, sign_cli, start_signer, VERIFIER};
+use testbed::single::{provision, sign_cli, start_signer, start_signer_publishing, VERIFIER};
 use testbed::swtpm::Swtpm;
 
 fn ms(d: Duration) -> String {
@@ -296,8 +296,11 @@ fn ha_bench(examples: &Path) -> anyhow::Result<()> {
     provision(&a, "rsa2048", &dir.join("keys/a.pem"))?;
     provision(&b, "rsa2048", &dir.join("keys/b.pem"))?;
     let (raw_a, raw_b) = (raw_sign_ms(examples, &a)?, raw_sign_ms(examples, &b)?);
-    let (_sa, sock_a) = start_signer(dir, "signer-a", &a, &dir.join("www-a"), "10m")?;
-    let (_sb, sock_b) = start_signer(dir, "signer-b", &b, &dir.join("www-b"), "10m")?;
+    let (sock_a, sock_b) = (dir.join("signer-a.sock"), dir.join("signer-b.sock"));
+    let _sa =
+        start_signer_publishing(dir, "signer-a", &a, &dir.join("www-a"), "10m", &sock_a, &["a.pem", "b.pem"], None)?;
+    let _sb =
+        start_signer_publishing(dir, "signer-b", &b, &dir.join("www-b"), "10m", &sock_b, &["b.pem", "a.pem"], None)?;
     let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     std::fs::write(
         dir.join("http-b.conf"),
