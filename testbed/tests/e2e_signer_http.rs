@@ -6,6 +6,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use testbed::agent::{post, tcp_from};
 use testbed::pki;
@@ -337,4 +338,44 @@ fn a_lying_cosigner_gets_nothing_published() {
     let (_h, addr) = ha.cosigner("http-b", &listen, &["127.0.0.1"], &ha.sock_b);
     sign_cli(&ha.sock_a, &[&format!("http://{addr}/sign")], &ha.ca).unwrap();
     assert!(published.exists());
+}
+
+/// The attack on the old code: every connection from an address outside `allowed-addrs` was held up to 2 s with
+/// no cap, so a flood from one disallowed host made accept fail with "Too many open files" and the allowed
+/// co-signer got 502. Refused connections are now answered (a few at a time, briefly) or closed at once: the
+/// daemon's descriptors are back to their idle count within a second, with the flood still connected.
+#[test]
+fn a_flood_from_a_disallowed_address_is_closed_at_once_and_starves_no_one() {
+    let ha = Ha::new();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let (h, addr) = ha.cosigner("http-b", &listen, &["127.0.0.1"], &ha.sock_b);
+    let pid = h.pid().unwrap().to_string();
+    // As under a tight descriptor limit: fewer descriptors than the flood has connections.
+    let status = std::process::Command::new("prlimit").args(["--pid", &pid, "--nofile=96:96"]).status().unwrap();
+    assert!(status.success(), "prlimit failed");
+    let fds = || std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count();
+    let idle = fds();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let _flood = runtime.block_on(async {
+        // 200 connections from 127.0.0.2 that send nothing and are kept open by this test.
+        let mut flood = Vec::new();
+        for _ in 0..200 {
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+            flood.push(socket.connect(addr).await.unwrap());
+        }
+        flood
+    });
+    let flooded = Instant::now();
+    while fds() > idle + 2 {
+        assert!(
+            flooded.elapsed() < Duration::from_secs(1),
+            "the daemon still holds {} descriptors (idle: {idle}) 1 s after the flood",
+            fds()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // The allowed co-signer is served while the flood is still connected.
+    let url = format!("http://{addr}/sign");
+    sign_cli(&ha.sock_a, &[&url], &ha.ca).unwrap();
 }

@@ -410,3 +410,41 @@ fn concurrent_requests_share_one_attempt_when_nothing_is_held() {
     let n = accepted.load(Ordering::SeqCst);
     assert!(n <= 2, "the hanging source saw {n} connections: each waiter fetched on its own");
 }
+
+/// The attack on the old code: 256 idle connections on the verifier's socket, made by any local user who may
+/// connect, took every connection slot and stalled every other client (the SPIRE agent) for 7-26 s. One uid now
+/// holds at most a fixed share of the slots, and idle connections are closed sooner.
+#[test]
+fn idle_connections_of_one_uid_cannot_stall_the_agent() {
+    use std::io::BufRead;
+    let f = Fixture::new();
+    std::fs::write(f.dir().join("www/spiffetrustbundle.token"), &f.good).unwrap();
+    let keyset = f.main_keyset(&f.token_url(), &[]);
+    let config = f.config("v", &format!("{keyset}socket-mode: \"0666\"\n"));
+    // The socket's directory must be reachable by the other user.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(f.dir(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (_v, socket) = f.start("v", &config);
+    assert_eq!(get(&socket, &bootstrap_path("main")).status, 200);
+    // User nobody opens 300 connections and keeps them idle.
+    let script = "import socket,sys,time\nss=[]\nfor i in range(300):\n s=socket.socket(socket.AF_UNIX)\n s.settimeout(1)\n try:\n  s.connect(sys.argv[1]); ss.append(s)\n except OSError:\n  break\nprint('held',len(ss),flush=True)\ntime.sleep(60)\n";
+    let mut holder = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "/usr/bin/python3", "-c", script])
+        .arg(&socket)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(holder.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    assert!(line.starts_with("held"), "{line:?}");
+    // The agent (root here) is answered at once.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let s = socket.clone();
+    std::thread::spawn(move || {
+        let _ = tx.send(get(&s, &bootstrap_path("main")).status);
+    });
+    let answered = rx.recv_timeout(Duration::from_secs(3));
+    let _ = holder.kill();
+    let _ = holder.wait();
+    assert_eq!(answered, Ok(200), "the agent was stalled by another uid's idle connections ({})", line.trim());
+}

@@ -1,12 +1,16 @@
 //! The HTTP/1.1 server side every daemon uses: bounded bodies, timeouts, graceful shutdown, plain-text errors.
 //!
 //! Invariants: a request body is never read past its limit; every error response carries a one-line reason;
-//! a slow client cannot hold a connection open past the header and body timeouts; at most
-//! `max_connections` connections are served at once (further ones wait in the kernel backlog).
+//! a slow client cannot hold a connection open past the header and body timeouts (an idle keep-alive connection
+//! included); at most `max_connections` connections are served at once (further ones wait in the kernel backlog),
+//! and at most `per_peer` of them for one peer (a uid on unix sockets, an address over TCP), so one peer cannot
+//! take every slot.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
-use std::sync::Arc;
+use std::hash::Hash;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -41,15 +45,64 @@ pub struct ServerLimits {
     pub max_body: usize,
     /// Connections served at once.
     pub max_connections: usize,
+    /// Connections served at once for one peer.
+    pub per_peer: usize,
 }
 
 impl Default for ServerLimits {
     fn default() -> Self {
         ServerLimits {
-            header_timeout: Duration::from_secs(10),
+            // Also the longest an idle keep-alive connection is kept: local clients send at once.
+            header_timeout: Duration::from_secs(5),
             body_timeout: Duration::from_secs(10),
             max_body: 1 << 20,
             max_connections: 256,
+            per_peer: 32,
+        }
+    }
+}
+
+/// Connections held per peer.
+#[derive(Debug)]
+pub struct PeerSlots<K> {
+    max: usize,
+    held: Arc<Mutex<HashMap<K, usize>>>,
+}
+
+/// One connection's share of [`PeerSlots`], given back when dropped.
+#[derive(Debug)]
+pub struct PeerSlot<K: Hash + Eq> {
+    key: K,
+    held: Arc<Mutex<HashMap<K, usize>>>,
+}
+
+impl<K: Hash + Eq + Copy> PeerSlots<K> {
+    /// At most `max` connections per peer.
+    pub fn new(max: usize) -> PeerSlots<K> {
+        PeerSlots { max, held: Arc::new(Mutex::new(HashMap::new())) }
+    }
+
+    /// A slot for `key`, or `None` when it holds `max` already.
+    pub fn try_acquire(&self, key: K) -> Option<PeerSlot<K>> {
+        // A poisoned lock only means a panic elsewhere; the counts are still consistent (one statement each).
+        let mut held = self.held.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let n = held.entry(key).or_insert(0);
+        if *n >= self.max {
+            return None;
+        }
+        *n += 1;
+        Some(PeerSlot { key, held: self.held.clone() })
+    }
+}
+
+impl<K: Hash + Eq> Drop for PeerSlot<K> {
+    fn drop(&mut self) {
+        let mut held = self.held.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(n) = held.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                held.remove(&self.key);
+            }
         }
     }
 }
@@ -142,6 +195,7 @@ pub async fn serve_unix<H, Fut>(
 {
     let graceful = GracefulShutdown::new();
     let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let per_uid = PeerSlots::new(limits.per_peer);
     tokio::pin!(shutdown);
     loop {
         let permit = tokio::select! {
@@ -166,6 +220,10 @@ pub async fn serve_unix<H, Fut>(
                 continue;
             }
         };
+        let Some(uid_slot) = per_uid.try_acquire(peer.uid) else {
+            tracing::warn!(peer_uid = peer.uid, limit = limits.per_peer, "too many connections from one uid; closed");
+            continue;
+        };
         let allowed = policy.allows(&peer);
         if !allowed {
             tracing::warn!(peer_uid = peer.uid, peer_gid = peer.gid, peer_pid = ?peer.pid, "peer not in allowed-uids/allowed-gids");
@@ -183,7 +241,7 @@ pub async fn serve_unix<H, Fut>(
                 Ok(handler(req, peer).await)
             }
         });
-        spawn_connection(stream, service, &limits, &graceful, permit);
+        spawn_connection(stream, service, &limits, &graceful, (permit, uid_slot));
     }
     drop(listener);
     if tokio::time::timeout(Duration::from_secs(10), graceful.shutdown()).await.is_err() {
@@ -197,7 +255,7 @@ pub async fn serve_watched<S, Svc>(
     service: Svc,
     limits: &ServerLimits,
     watcher: hyper_util::server::graceful::Watcher,
-    permit: tokio::sync::OwnedSemaphorePermit,
+    permit: impl Send + 'static,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     Svc: hyper::service::Service<Request, Response = Reply, Error = Infallible> + Send + 'static,
@@ -222,7 +280,7 @@ pub fn spawn_connection<S, Svc>(
     service: Svc,
     limits: &ServerLimits,
     graceful: &GracefulShutdown,
-    permit: tokio::sync::OwnedSemaphorePermit,
+    permit: impl Send + 'static,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     Svc: hyper::service::Service<Request, Response = Reply, Error = Infallible> + Send + 'static,

@@ -18,7 +18,15 @@ use tokio::sync::Semaphore;
 
 use super::allow::AllowList;
 use super::config::{SignerHttpConfig, TlsFiles};
-use crate::common::http::{self as server, Reply, Request, ServerLimits};
+use crate::common::http::{self as server, PeerSlots, Reply, Request, ServerLimits};
+
+/// Disallowed peers answered with a 403 at once, at most this many at a time; past that a refused connection is
+/// closed unanswered. Each answer is bounded by [`REFUSAL_TIME`]. A flood from a disallowed address therefore
+/// holds a fixed, small number of descriptors (it used to hold every connection for up to 2 s, until accept
+/// failed with "Too many open files" and the allowed co-signer got 502).
+const REFUSALS_IN_FLIGHT: usize = 16;
+/// The most time spent answering one disallowed peer.
+const REFUSAL_TIME: Duration = Duration::from_millis(250);
 use crate::signer_client::{SignerClient, SignerClientError};
 
 /// Why signer-http could not start.
@@ -119,6 +127,8 @@ pub async fn run(cfg: SignerHttpConfig, shutdown: impl Future<Output = ()>) -> R
     };
     let graceful = GracefulShutdown::new();
     let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let refusals = Arc::new(Semaphore::new(REFUSALS_IN_FLIGHT));
+    let per_ip = PeerSlots::new(limits.per_peer);
     let (tx, rx) = tokio::sync::mpsc::channel(64);
     let mut acceptors = Vec::new();
     for l in listeners {
@@ -154,11 +164,25 @@ pub async fn run(cfg: SignerHttpConfig, shutdown: impl Future<Output = ()>) -> R
         let _ = stream.set_nodelay(true);
         if !allow.allows(peer.ip()) {
             // Refused before a single byte of the request is read, let alone parsed.
-            tracing::warn!(peer = %peer.ip(), "peer not in allowed-addrs; refused before reading its request");
-            tokio::spawn(refuse(stream, peer.ip(), tls.is_some()));
             drop(permit);
+            match refusals.clone().try_acquire_owned() {
+                Ok(turn) => {
+                    tracing::warn!(peer = %peer.ip(), "peer not in allowed-addrs; refused before reading its request");
+                    let tls = tls.is_some();
+                    tokio::spawn(async move {
+                        refuse(stream, peer.ip(), tls).await;
+                        drop(turn);
+                    });
+                }
+                Err(_) => tracing::debug!(peer = %peer.ip(), "peer not in allowed-addrs; closed unanswered"),
+            }
             continue;
         }
+        let Some(ip_slot) = per_ip.try_acquire(peer.ip()) else {
+            tracing::warn!(peer = %peer.ip(), limit = limits.per_peer, "too many connections from one peer; closed");
+            continue;
+        };
+        let permit = (permit, ip_slot);
         let state = state.clone();
         let service = service_fn(move |req: Request| {
             let state = state.clone();
@@ -202,7 +226,7 @@ async fn refuse(mut stream: tokio::net::TcpStream, peer: IpAddr, tls: bool) {
             "HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
             reason.len()
         );
-        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        let _ = tokio::time::timeout(REFUSAL_TIME, async {
             let _ = stream.write_all(head.as_bytes()).await;
             let _ = stream.write_all(reason.as_bytes()).await;
             let _ = stream.shutdown().await;
