@@ -100,6 +100,11 @@ impl Bundle {
         let mut any_ca = false;
         for (index, der) in certs.iter().enumerate() {
             let cert = Certificate::from_der(der).map_err(|_| BundleError::BadCertificate { index })?;
+            // What cannot be served in every format is refused here, once (an Ed25519-only bundle used to be
+            // accepted and then served as `{"keys":[]}` with 200).
+            if jwk(der).is_none() {
+                return Err(BundleError::UnsupportedKey { index });
+            }
             any_ca |= is_ca(&cert);
         }
         if !any_ca {
@@ -132,6 +137,7 @@ impl Bundle {
 
     /// SPIFFE bundle JSON: one `x509-svid` JWK per certificate with its public key and `x5c`.
     pub fn to_spiffe_json(&self) -> String {
+        // Every certificate renders: checked when the bundle was built.
         let keys: Vec<serde_json::Value> = self.certs.iter().filter_map(|der| jwk(der)).collect();
         let mut doc = serde_json::Map::new();
         doc.insert("keys".into(), serde_json::Value::Array(keys));
@@ -154,8 +160,8 @@ fn strip_zeros(b: &[u8]) -> &[u8] {
     &b[first..]
 }
 
-/// The JWK of a certificate's public key (RSA or EC), with `use` and `x5c`. Certificates with other key types
-/// (which parse, but SPIRE never issues) are left out of the JSON.
+/// The JWK of a certificate's public key (RSA or EC), with `use` and `x5c`; `None` for other key types, which
+/// [`Bundle`] refuses when it is built.
 fn jwk(der: &[u8]) -> Option<serde_json::Value> {
     let cert = Certificate::from_der(der).ok()?;
     let spki = &cert.tbs_certificate.subject_public_key_info;

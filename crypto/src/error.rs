@@ -59,6 +59,13 @@ pub enum BundleError {
     /// Too many certificates.
     #[error("more than {0} certificates")]
     TooMany(usize),
+    /// A certificate whose key cannot be served in SPIFFE form (only RSA and EC P-256/384/521 can): a bundle is
+    /// refused whole rather than served differently in PEM and in SPIFFE JSON.
+    #[error("certificate {index} has a key type SPIFFE bundles cannot carry (RSA or EC P-256/P-384/P-521 only)")]
+    UnsupportedKey {
+        /// Position in the bundle.
+        index: usize,
+    },
 }
 
 /// A token could not be assembled.

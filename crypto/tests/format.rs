@@ -153,6 +153,12 @@ fn bundle_table() {
         ),
         ("key without use", r#"{"keys":[{"kty":"EC"}]}"#.into(), BundleError::BadJson("key without \"use\"".into())),
         ("JSON without keys", r#"{"x":1}"#.into(), BundleError::BadJson("no \"keys\" array".into())),
+        ("Ed25519 CA only", data("ed25519-ca.pem"), BundleError::UnsupportedKey { index: 0 }),
+        (
+            "Ed25519 CA beside an EC CA",
+            format!("{ca_ec}{}", data("ed25519-ca.pem")),
+            BundleError::UnsupportedKey { index: 1 },
+        ),
     ];
     for (case, text, want) in cases {
         assert_eq!(Bundle::parse(&text).unwrap_err(), want, "{case}");

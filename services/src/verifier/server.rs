@@ -34,6 +34,42 @@ pub enum RunError {
         /// The error.
         source: std::io::Error,
     },
+    /// An existing state directory another user could write (the rollback floor lives there).
+    #[error("state directory {path} is unsafe: {why}")]
+    UnsafeStateDir {
+        /// The directory.
+        path: std::path::PathBuf,
+        /// Why.
+        why: String,
+    },
+}
+
+/// Creates the state directory 0700 if it is missing; an existing one is left as the operator made it (never
+/// chmod'ed), but refused if it is not a directory, not ours, or writable by group or others: whoever can write it
+/// can replace the rollback floor.
+fn prepare_state_dir(dir: &std::path::Path) -> Result<(), RunError> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    let io = |source| RunError::StateDir { path: dir.to_owned(), source };
+    let unsafe_dir = |why: String| RunError::UnsafeStateDir { path: dir.to_owned(), why };
+    match std::fs::metadata(dir) {
+        Ok(m) => {
+            if !m.is_dir() {
+                return Err(unsafe_dir("not a directory".into()));
+            }
+            let me = std::fs::metadata("/proc/self").map_err(io)?.uid();
+            if m.uid() != me {
+                return Err(unsafe_dir(format!("owned by uid {}, not this daemon's uid {me}", m.uid())));
+            }
+            if m.mode() & 0o022 != 0 {
+                return Err(unsafe_dir(format!("mode {:04o} lets group or others write it", m.mode() & 0o7777)));
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(io)
+        }
+        Err(e) => Err(io(e)),
+    }
 }
 
 /// Shared state of a running verifier.
@@ -82,12 +118,7 @@ pub fn query_pairs(query: &str) -> Vec<(String, String)> {
 impl Verifier {
     /// Builds the keysets (loading persisted state) and the client.
     pub fn new(cfg: &VerifierConfig) -> Result<Verifier, RunError> {
-        std::fs::create_dir_all(&cfg.state_dir)
-            .and_then(|()| {
-                use std::os::unix::fs::PermissionsExt;
-                std::fs::set_permissions(&cfg.state_dir, std::fs::Permissions::from_mode(0o700))
-            })
-            .map_err(|source| RunError::StateDir { path: cfg.state_dir.clone(), source })?;
+        prepare_state_dir(&cfg.state_dir)?;
         let client = HttpClient::new(ClientOptions {
             timeout: cfg.timeout,
             max_body: cfg.max_token_size,
@@ -210,6 +241,31 @@ pub async fn run(cfg: VerifierConfig, shutdown: impl Future<Output = ()>) -> Res
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The old code chmod'ed any existing state directory to 0700, and accepted one anybody could write.
+    #[test]
+    fn state_dir_is_created_private_and_an_existing_one_is_left_alone_or_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+        let tmp = tempfile::tempdir().unwrap();
+        let fresh = tmp.path().join("a/b");
+        prepare_state_dir(&fresh).unwrap();
+        assert_eq!(mode(&fresh), 0o700);
+        let shared = tmp.path().join("shared");
+        std::fs::create_dir(&shared).unwrap();
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o750)).unwrap();
+        prepare_state_dir(&shared).unwrap();
+        assert_eq!(mode(&shared), 0o750, "an existing directory was chmod'ed");
+        for bad in [0o777, 0o770, 0o1777] {
+            std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(bad)).unwrap();
+            let err = prepare_state_dir(&shared).unwrap_err().to_string();
+            assert!(err.contains("unsafe") && err.contains("write"), "{bad:o}: {err}");
+            assert_eq!(mode(&shared), bad, "a refused directory was changed");
+        }
+        let file = tmp.path().join("file");
+        std::fs::write(&file, b"").unwrap();
+        assert!(prepare_state_dir(&file).unwrap_err().to_string().contains("not a directory"));
+    }
 
     #[test]
     fn query_table() {
