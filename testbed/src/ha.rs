@@ -121,7 +121,7 @@ pub fn run(report: Report<'_>) -> anyhow::Result<()> {
     report("A token with server a's signature only is put on a's web server: rejected, the good one kept.");
     let single = agent::send(&sock_a, "POST", "/sign", &[], ca.as_bytes())?.body;
     std::fs::write(www_a.join("spiffetrustbundle.token"), &single)?;
-    wait_log(&verifier, "token rejected", 1)?;
+    verifier.wait_log("token rejected", 1)?;
     ensure!(
         agent::get(&vsock, &agent::bootstrap_path("a"))?.body == ca,
         "single-signature token changed what is served"
@@ -131,7 +131,7 @@ pub fn run(report: Report<'_>) -> anyhow::Result<()> {
     report("A token whose outer layer is signed by an unknown key (the Go original's backup bypass): rejected.");
     let bypass = rogue_token_wrapping(dir, &single)?;
     std::fs::write(www_a.join("spiffetrustbundle.token"), &bypass)?;
-    wait_log(&verifier, "token rejected", 2)?;
+    verifier.wait_log("token rejected", 2)?;
     ensure!(agent::get(&vsock, &agent::bootstrap_path("a"))?.status == 200, "good bundle no longer served");
     std::fs::write(www_a.join("spiffetrustbundle.token"), &t_a)?;
     report("  rejected although a backup key is configured");
@@ -181,6 +181,7 @@ pub fn run(report: Report<'_>) -> anyhow::Result<()> {
             r.status == 200 && r.body.contains(ca2.trim())
         })?;
     }
+    verifier.wait_log("token verified with the BACKUP key", 1)?;
     report("  both keysets serve the rotated bundle; c stood in for b in each chain (logged as backup use)");
     drop(verifier);
     for (name, p) in [("a", plugin_a), ("b", plugin_b)] {
@@ -208,13 +209,4 @@ fn load_plugin(socket: &Path, cosigner: &str) -> anyhow::Result<PluginHost> {
 /// Wraps `inner` in an outer layer signed by a key nobody trusts.
 fn rogue_token_wrapping(dir: &Path, inner: &str) -> anyhow::Result<String> {
     crate::single::rogue_token_with(dir, crypto::token::Payload::Token(inner.to_owned()))
-}
-
-fn wait_log(d: &Daemon, needle: &str, count: usize) -> anyhow::Result<()> {
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while d.log().matches(needle).count() < count {
-        ensure!(std::time::Instant::now() < deadline, "waited for {count}x {needle:?} in the log");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Ok(())
 }

@@ -107,6 +107,19 @@ impl Daemon {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Waits until the log holds `needle` at least `count` times (20 s at most): the event that proves a thing
+    /// happened, instead of a sleep.
+    pub fn wait_log(&self, needle: &str, count: usize) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.log().matches(needle).count() < count {
+            if Instant::now() > deadline {
+                bail!("{} did not log {needle:?} {count}x within 20 s; log:\n{}", self.name, self.log_tail());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
+    }
+
     /// Sends SIGTERM and waits for exit (5 s, then SIGKILL). Returns whether it exited on SIGTERM cleanly.
     pub fn stop(&mut self) -> anyhow::Result<bool> {
         let Some(mut child) = self.child.take() else { return Ok(false) };

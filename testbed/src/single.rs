@@ -225,11 +225,11 @@ pub fn run(report: Report<'_>) -> anyhow::Result<()> {
 
     report("A token signed by an unknown key is placed in the web root: the verifier rejects it.");
     let rogue = rogue_token(dir, &pki::spire_ca(dir, "evil.org", "evil")?)?;
+    let rejected = verifier.log().matches("token rejected").count();
     std::fs::write(webroot.join("spiffetrustbundle.token"), &rogue)?;
-    std::thread::sleep(Duration::from_millis(2500));
+    verifier.wait_log("token rejected", rejected + 1)?;
     let resp = agent::get(&vsock, &agent::bootstrap_path("main"))?;
     ensure!(resp.status == 200 && resp.body.trim() == ca1.trim(), "rogue token changed what is served: {resp:?}");
-    ensure!(verifier.log().contains("rogue") || verifier.log().contains("signature"), "no rejection logged");
     report("  still serving the good bundle; the rejection is in the verifier's log");
 
     report("The CA rotates: the server signs and publishes a bundle with the old and new CA.");
@@ -244,12 +244,13 @@ pub fn run(report: Report<'_>) -> anyhow::Result<()> {
         "Rollback: the older token is put back in the web root. The verifier refuses to go back, even after a restart.",
     );
     std::fs::write(webroot.join("spiffetrustbundle.token"), &t1)?;
-    std::thread::sleep(Duration::from_millis(2500));
+    verifier.wait_log("rollback: token older", 1)?;
     let resp = agent::get(&vsock, &agent::bootstrap_path("main"))?;
     ensure!(resp.status == 200 && resp.body.contains(ca2.trim()), "rollback accepted: {resp:?}");
     ensure!(verifier.stop()?, "verifier did not stop cleanly on SIGTERM");
     let verifier = start_verifier(dir, &vconf, &vsock)?;
-    std::thread::sleep(Duration::from_millis(2500));
+    // The restarted verifier fetches at once: the old token is refused against the persisted floor.
+    verifier.wait_log("rollback: token older", 1)?;
     let resp = agent::get(&vsock, &agent::bootstrap_path("main"))?;
     ensure!(resp.status == 200 && resp.body.contains(ca2.trim()), "rollback accepted after restart: {resp:?}");
     std::fs::write(webroot.join("spiffetrustbundle.token"), &t2)?;
