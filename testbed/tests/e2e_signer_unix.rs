@@ -201,3 +201,58 @@ fn config_errors_name_the_key_and_exit_non_zero() {
     assert_ne!(code, 0);
     assert!(err.contains("/nonexistent.conf"), "{err}");
 }
+
+/// What an operator reads: provisioning a blank TPM and running the daemon, with stderr a file (not a terminal)
+/// and neither `RUST_LOG` nor `TSS2_LOG` set. The old binaries put tss-esapi's internal records in it
+/// (`ERROR Error when getting ESYS handle from TPM handle ...` on every blank-TPM provision, `Closing context.`)
+/// and ANSI colour escapes on every line.
+#[test]
+fn logs_carry_no_colour_escapes_and_no_tss_internals() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    std::fs::create_dir_all(dir.join("www")).unwrap();
+    let tpm = Swtpm::start().unwrap();
+    let bin = testbed::process::bin_path(SIGNER_UNIX).unwrap();
+    let command = |args: &[&str], log: &Path| {
+        let out = std::fs::File::create(log).unwrap();
+        let mut c = std::process::Command::new(&bin);
+        c.args(args).env_remove("RUST_LOG").env_remove("TSS2_LOG").stdout(out.try_clone().unwrap()).stderr(out);
+        c
+    };
+    let device = tpm.device().to_string();
+    let key = dir.join("key.pem").display().to_string();
+    let status =
+        command(&["provision", "--tpm-device", &device, "--out", &key], &dir.join("provision.log")).status().unwrap();
+    assert!(status.success());
+    let socket = dir.join("s.sock");
+    let config = dir.join("s.conf");
+    std::fs::write(
+        &config,
+        format!(
+            "socket: {}\ntpm-device: \"{device}\"\ndir: {}\nsocket-mode: \"0600\"\n",
+            socket.display(),
+            dir.join("www").display()
+        ),
+    )
+    .unwrap();
+    let mut daemon = command(&[&config.display().to_string()], &dir.join("daemon.log")).spawn().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+        assert!(std::time::Instant::now() < deadline, "signer-unix did not start");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let ca = pki::spire_ca(dir, "example.org", "ca").unwrap();
+    let signed = sign_cli(&socket, &[], &ca);
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+    signed.unwrap();
+    let provision_log = std::fs::read_to_string(dir.join("provision.log")).unwrap();
+    let daemon_log = std::fs::read_to_string(dir.join("daemon.log")).unwrap();
+    assert!(daemon_log.contains("signer-unix ready") && daemon_log.contains("published"), "{daemon_log}");
+    for (what, log) in [("provision", &provision_log), ("signer-unix", &daemon_log)] {
+        assert!(!log.contains('\u{1b}'), "{what}: ANSI escapes in a log that is not a terminal:\n{log}");
+        for internal in ["ESYS handle", "Closing context", "Closing handle", "esys:", "Esys_"] {
+            assert!(!log.contains(internal), "{what}: tss-esapi/libtss2 internals ({internal:?}) in:\n{log}");
+        }
+    }
+}
