@@ -14,6 +14,18 @@ use std::path::Path;
 /// Writes `data` to a fresh temporary file named `<prefix>.<random>` next to `dest`, fsyncs it, sets `mode`,
 /// renames it over `dest`, and fsyncs the directory. On error `dest` is untouched and the temporary file is gone.
 pub fn write_atomic(dest: &Path, prefix: &str, data: &[u8], mode: u32) -> std::io::Result<()> {
+    replace(dest, prefix, data, mode, false)
+}
+
+/// [`write_atomic`] for a file a web server publishes: the new file's modification time is also made later than
+/// the old one's by at least a second. Web servers derive `ETag` and `Last-Modified` from the mtime in whole
+/// seconds and the size, so a token replaced within the same second by one of the same length would otherwise be
+/// answered `304 Not Modified` to every node that fetched the old one, until the next publish.
+pub fn publish_atomic(dest: &Path, prefix: &str, data: &[u8], mode: u32) -> std::io::Result<()> {
+    replace(dest, prefix, data, mode, true)
+}
+
+fn replace(dest: &Path, prefix: &str, data: &[u8], mode: u32, newer: bool) -> std::io::Result<()> {
     let dir = match dest.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
@@ -23,6 +35,15 @@ pub fn write_atomic(dest: &Path, prefix: &str, data: &[u8], mode: u32) -> std::i
     // On the descriptor, not the path: the mode given at creation is masked by the umask, and the published file
     // must be readable by the web server.
     file.as_file().set_permissions(std::fs::Permissions::from_mode(mode))?;
+    if newer {
+        let now = std::time::SystemTime::now();
+        let after_old = std::fs::metadata(dest)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|old| old.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|old| std::time::UNIX_EPOCH + std::time::Duration::from_secs(old.as_secs() + 1));
+        file.as_file().set_modified(after_old.filter(|t| *t > now).unwrap_or(now))?;
+    }
     file.as_file().sync_all()?;
     file.persist(dest).map_err(|e| e.error)?;
     std::fs::File::open(dir)?.sync_all()
@@ -66,6 +87,24 @@ mod tests {
         assert_eq!(leftovers(dir.path()), ["d", "f"], "a temporary file was left behind");
         // The directory itself does not exist.
         assert!(write_atomic(&dir.path().join("missing/f"), "f.tmp", b"new", 0o644).is_err());
+    }
+
+    /// Two publishes of same-sized tokens within one second: the second must look modified to a web server.
+    #[test]
+    fn a_republished_file_always_looks_modified() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("t");
+        let mut last = None;
+        for data in [b"aaaa", b"bbbb", b"cccc"] {
+            publish_atomic(&dest, "t.tmp", data, 0o644).unwrap();
+            let mtime = std::fs::metadata(&dest).unwrap().mtime();
+            if let Some(prev) = last {
+                assert!(mtime > prev, "mtime {mtime} not after {prev}: a web server would answer 304");
+            }
+            last = Some(mtime);
+        }
+        assert_eq!(std::fs::read(&dest).unwrap(), b"cccc");
     }
 
     /// The attack on the old code: a link planted at the fixed temporary name made the publish overwrite the

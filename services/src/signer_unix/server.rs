@@ -238,7 +238,7 @@ impl Signer {
         let prefix = self.cfg.tmpfile.clone();
         let data = token.as_bytes().to_vec();
         let _guard = self.publish_lock.lock().await;
-        let written = tokio::task::spawn_blocking(move || fsutil::write_atomic(&dest, &prefix, &data, 0o644)).await;
+        let written = tokio::task::spawn_blocking(move || fsutil::publish_atomic(&dest, &prefix, &data, 0o644)).await;
         match written {
             Ok(Ok(())) => {
                 tracing::info!(file = %self.cfg.filename, bytes = token.len(), exp, peer_uid = peer.uid, "published");
