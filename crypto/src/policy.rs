@@ -76,6 +76,11 @@ impl Policy {
         &self.chain
     }
 
+    /// The backup key, if any.
+    pub fn backup(&self) -> Option<&VerifyingKey> {
+        self.backup.as_ref()
+    }
+
     /// Verifies every layer of `token` at time `now` (unix seconds).
     pub fn verify(&self, token: &str, now: u64) -> Result<Verified, VerifyError> {
         let n = self.chain.len();

@@ -6,6 +6,7 @@
 pub mod agent;
 pub mod devid;
 pub mod devid_scenario;
+pub mod fuzzing;
 pub mod ha;
 pub mod host;
 pub mod load;

@@ -256,3 +256,35 @@ fn logs_carry_no_colour_escapes_and_no_tss_internals() {
         }
     }
 }
+
+/// The publish policy (`keydir`, `chain`, `backup`): each mistake is named at start and the daemon exits non-zero;
+/// a signer whose own TPM key is in neither could never publish, and says so.
+#[test]
+fn publish_chain_mistakes_are_named_at_start() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    std::fs::create_dir_all(dir.join("keys")).unwrap();
+    let ours = Swtpm::start().unwrap();
+    let other = Swtpm::start().unwrap();
+    provision(&ours, "ecc-p256", &dir.join("keys/ours.pem")).unwrap();
+    provision(&other, "rsa2048", &dir.join("keys/other.pem")).unwrap();
+    let head = format!(
+        "dir: {}\ntpm-device: \"{}\"\nsocket: {}\n",
+        dir.display(),
+        ours.device(),
+        dir.join("s.sock").display()
+    );
+    let cases = [
+        ("chain names a missing file", "chain: [missing.pem]\n", "chain[0]"),
+        ("backup without chain", "backup: other.pem\n", "chain"),
+        ("the same key twice", "chain: [ours.pem]\nbackup: ours.pem\n", "chain"),
+        ("our key in neither", "chain: [other.pem]\n", "neither in `chain`"),
+    ];
+    for (case, extra, key) in cases {
+        let path = dir.join("c.conf");
+        std::fs::write(&path, format!("{head}{extra}")).unwrap();
+        let (code, _out, err) = run_bin(SIGNER_UNIX, &[&path.display().to_string()], b"").unwrap();
+        assert_ne!(code, 0, "{case}");
+        assert!(err.contains(key), "{case}: {err:?} does not name {key}");
+    }
+}

@@ -70,7 +70,7 @@ pub struct SignerUnixConfig {
     pub queue_depth: usize,
     /// What `/publish` accepts, as the nodes verify it: the chain (innermost signer first) and the backup.
     /// `None`: tokens this signer signed alone (a chain of its own key).
-    pub publish_policy: Option<(Vec<crypto::keys::VerifyingKey>, Option<crypto::keys::VerifyingKey>)>,
+    pub publish_policy: Option<crypto::policy::Policy>,
 }
 
 /// The most a token may live, so a typo (`100h` for `100m`) cannot mint near-permanent tokens.
@@ -153,11 +153,10 @@ impl SignerUnixConfig {
         let publish_policy = match (chain.is_empty(), backup) {
             (true, None) => None,
             (true, Some(_)) => return Err(bad("chain", "required when backup is set".into())),
-            (false, backup) => {
-                crypto::policy::Policy::new(chain.clone(), backup.clone(), crypto::Limits::default())
-                    .map_err(|e| bad("chain", e.to_string()))?;
-                Some((chain, backup))
-            }
+            (false, backup) => Some(
+                crypto::policy::Policy::new(chain, backup, crypto::Limits::default())
+                    .map_err(|e| bad("chain", e.to_string()))?,
+            ),
         };
         Ok(SignerUnixConfig {
             publish_policy,

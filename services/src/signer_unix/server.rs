@@ -63,12 +63,11 @@ pub async fn run(
         .map_err(|e| RunError::Key(e.to_string()))?;
     let publish_policy = match &cfg.publish_policy {
         None => crypto::policy::Policy::new(vec![own_key.clone()], None, crypto::Limits::default())?,
-        Some((chain, backup)) => {
-            let listed = chain.iter().chain(backup.iter()).any(|k| k.same_key(&own_key));
-            if !listed {
+        Some(policy) => {
+            if !policy.chain().iter().chain(policy.backup()).any(|k| k.same_key(&own_key)) {
                 return Err(RunError::NotInChain(own_key.fingerprint().to_owned()));
             }
-            crypto::policy::Policy::new(chain.clone(), backup.clone(), crypto::Limits::default())?
+            policy.clone()
         }
     };
     let queue = SignQueue::start(key.clone(), cfg.queue_depth).map_err(RunError::Thread)?;

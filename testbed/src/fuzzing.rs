@@ -1,0 +1,129 @@
+//! The bodies of the fuzz targets (`fuzz/fuzz_targets/*.rs`, run by `make fuzz` with cargo-fuzz) and of the
+//! corpus replay `make test` runs (`testbed/tests/fuzz_corpus.rs`): every parser that takes bytes from outside.
+//!
+//! Each function must never panic, whatever its input; results are checked for internal consistency where the
+//! parser promises some (a bundle that parses renders in both formats and parses back to the same certificates).
+
+use std::path::Path;
+
+/// Every target: its name (the corpus directory under `fuzz/corpus/`) and its body.
+pub const TARGETS: [(&str, fn(&[u8])); 10] = [
+    ("token", token),
+    ("bundle", bundle),
+    ("pem_key", pem_key),
+    ("hcl", hcl),
+    ("go_duration", go_duration),
+    ("yaml_config", yaml_config),
+    ("devid_payload", devid_payload),
+    ("tpm2", tpm2),
+    ("query", query),
+    ("env_expand", env_expand),
+];
+
+fn text(data: &[u8]) -> Option<&str> {
+    std::str::from_utf8(data).ok()
+}
+
+/// A fixed P-256 verifying key, so signature checks run (and fail) on fuzzed tokens.
+const KEY: &str = "-----BEGIN PUBLIC KEY-----
+MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEv1qzjTSzw8+TUZQq1z7HQXOqkIuA
+YTB0iWwvVno82cQ8T00B/rTqySC3bNYnAaGcRUg/t87yH0zxumMadhUqdA==
+-----END PUBLIC KEY-----
+";
+
+/// Token parsing and the policy: inspect, the innermost walk, one layer, the whole policy.
+pub fn token(data: &[u8]) {
+    let Some(t) = text(data) else { return };
+    let limits = crypto::Limits::default();
+    let _ = crypto::token::inspect(t);
+    let _ = crypto::token::innermost_unverified(t, &limits);
+    let _ = crypto::token::outer_payload_unverified(t, &limits);
+    if let Ok(key) = crypto::keys::VerifyingKey::from_pem("k", KEY.as_bytes()) {
+        let _ = crypto::token::verify_layer(t, &[&key], 1_800_000_000, &limits);
+        if let Ok(policy) = crypto::policy::Policy::new(vec![key], None, limits) {
+            let _ = policy.verify(t, 1_800_000_000);
+        }
+    }
+}
+
+/// Bundles, PEM and SPIFFE JSON: what parses renders in both forms, and each form parses back to the same
+/// certificates.
+pub fn bundle(data: &[u8]) {
+    let Some(t) = text(data) else { return };
+    if let Ok(b) = crypto::bundle::Bundle::parse(t) {
+        let pem = crypto::bundle::Bundle::parse(&b.to_pem()).map(|p| p.certificates().to_vec());
+        let json = crypto::bundle::Bundle::parse(&b.to_spiffe_json()).map(|p| p.certificates().to_vec());
+        assert_eq!(pem.ok().as_deref(), Some(b.certificates()), "PEM rendering does not parse back");
+        assert_eq!(json.ok().as_deref(), Some(b.certificates()), "SPIFFE rendering does not parse back");
+    }
+}
+
+/// Public keys as PEM (SPKI).
+pub fn pem_key(data: &[u8]) {
+    let _ = crypto::keys::VerifyingKey::from_pem("k", data);
+    let _ = crypto::keys::VerifyingKey::from_spki_der("k", data);
+}
+
+/// The HCL reader SPIRE's `plugin_data` goes through, and the plugins' configs on top of it.
+pub fn hcl(data: &[u8]) {
+    let Some(t) = text(data) else { return };
+    let _ = plugin::hcl::parse(t);
+    let _ = plugin::publisher::parse_config(t);
+}
+
+/// Go durations (every config's `duration`, `refresh`, the plugin's `frequency`).
+pub fn go_duration(data: &[u8]) {
+    let Some(t) = text(data) else { return };
+    if let Ok(d) = t.parse::<services::common::duration::GoDuration>() {
+        assert!(d.0.as_nanos() <= i64::MAX as u128, "{t:?} parsed past Go's limit");
+        // Display keeps whole seconds (it is for logs); those must survive a round trip.
+        let shown = d.to_string();
+        let back = shown.parse::<services::common::duration::GoDuration>().map(|b| b.0.as_secs());
+        assert_eq!(back.ok(), Some(d.0.as_secs()), "{shown:?} round trip");
+    }
+}
+
+/// The three daemons' YAML configs (key files resolve against a directory that does not exist).
+pub fn yaml_config(data: &[u8]) {
+    let Some(t) = text(data) else { return };
+    let path = Path::new("/nonexistent-fuzz/c.conf");
+    let _ = services::verifier::VerifierConfig::parse(path, t);
+    let _ = services::signer_unix::SignerUnixConfig::parse(path, t);
+    let _ = services::signer_http::SignerHttpConfig::parse(path, t);
+}
+
+/// The tpm_devid server's first message (SPIRE's JSON), through every check, against the trust anchors of the
+/// recorded genuine payload (a seed), at the time it was recorded, so mutations of it reach the deep checks.
+pub fn devid_payload(data: &[u8]) {
+    const DEVID_CA: &[u8] = include_bytes!("../tests/data/devid-recorded/devid-ca.pem");
+    const EK_CA: &[u8] = include_bytes!("../tests/data/devid-recorded/endorsement-ca.pem");
+    const RECORDED_AT: &str = include_str!("../tests/data/devid-recorded/recorded-at");
+    let _ = serde_json::from_slice::<crypto::devid::wire::AttestationRequest>(data);
+    let _ = serde_json::from_slice::<crypto::devid::wire::ChallengeResponse>(data);
+    let now = RECORDED_AT.trim().parse().unwrap_or(1_800_000_000);
+    if let Ok(v) = crypto::devid::DevIdVerifier::new(DEVID_CA, EK_CA, crypto::devid::ExtraChecks::default()) {
+        let _ = v.challenge(data, now);
+    }
+}
+
+/// TPM 2.0 structures from the agent: TPMT_PUBLIC, TPMS_ATTEST, TPMT_SIGNATURE.
+pub fn tpm2(data: &[u8]) {
+    if let Ok(p) = crypto::devid::tpm2::TpmPublic::parse(data, "fuzz") {
+        let again = crypto::devid::tpm2::TpmPublic::parse(&p.marshal(), "fuzz");
+        assert!(again.is_ok(), "a parsed TPMT_PUBLIC does not parse after marshalling");
+    }
+    let _ = crypto::devid::tpm2::Attest::parse(data);
+    let _ = crypto::devid::tpm2::RsaSignature::parse(data);
+}
+
+/// The verifier's query string (what SPIRE's agent sends).
+pub fn query(data: &[u8]) {
+    let Some(t) = text(data) else { return };
+    let _ = services::verifier::query_pairs(t);
+}
+
+/// `${VAR}` expansion of config files.
+pub fn env_expand(data: &[u8]) {
+    let Some(t) = text(data) else { return };
+    let _ = services::common::config::expand_env(t);
+}
