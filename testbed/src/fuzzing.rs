@@ -6,8 +6,11 @@
 
 use std::path::Path;
 
+/// A target's body.
+pub type Target = fn(&[u8]);
+
 /// Every target: its name (the corpus directory under `fuzz/corpus/`) and its body.
-pub const TARGETS: [(&str, fn(&[u8])); 10] = [
+pub const TARGETS: [(&str, Target); 10] = [
     ("token", token),
     ("bundle", bundle),
     ("pem_key", pem_key),
