@@ -343,7 +343,8 @@ fn a_lying_cosigner_gets_nothing_published() {
 /// The attack on the old code: every connection from an address outside `allowed-addrs` was held up to 2 s with
 /// no cap, so a flood from one disallowed host made accept fail with "Too many open files" and the allowed
 /// co-signer got 502. Refused connections are now answered (a few at a time, briefly) or closed at once: the
-/// daemon's descriptors are back to their idle count within a second, with the flood still connected.
+/// daemon's descriptors are back to their idle count within 1.5 s (refusals take at most 250 ms), with the flood
+/// still connected; the old code held every one for 2 s.
 #[test]
 fn a_flood_from_a_disallowed_address_is_closed_at_once_and_starves_no_one() {
     let ha = Ha::new();
@@ -369,8 +370,8 @@ fn a_flood_from_a_disallowed_address_is_closed_at_once_and_starves_no_one() {
     let flooded = Instant::now();
     while fds() > idle + 2 {
         assert!(
-            flooded.elapsed() < Duration::from_secs(1),
-            "the daemon still holds {} descriptors (idle: {idle}) 1 s after the flood",
+            flooded.elapsed() < Duration::from_millis(1500),
+            "the daemon still holds {} descriptors (idle: {idle}) 1.5 s after the flood (the old code: 2 s)",
             fds()
         );
         std::thread::sleep(Duration::from_millis(10));
