@@ -293,7 +293,13 @@ impl State {
                     }
                     _ => StatusCode::BAD_GATEWAY,
                 };
-                server::text(status, format!("local signer failed: {e}"))
+                // The peer gets a stable reason; the detail (socket path, signer-unix's own text) is for our log.
+                let reason = if status == StatusCode::SERVICE_UNAVAILABLE {
+                    "local signer busy; retry"
+                } else {
+                    "local signer failed; see signer-http's log"
+                };
+                server::text(status, reason)
             }
         }
     }
