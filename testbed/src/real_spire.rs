@@ -98,6 +98,28 @@ pub fn fetch_verified(a: &mut SpireAgent, server: &SpireServer, want: &str) -> a
     }
 }
 
+/// A node's verifier in `dir` (config, socket, state, log), refreshing every second, with one keyset per
+/// `(name, url, chain as YAML, backup)`, key files in `keydir`. Returns the daemon and its socket.
+fn node_verifier(
+    dir: &Path,
+    keydir: &Path,
+    keysets: &[(&str, String, &str, &str)],
+) -> anyhow::Result<(Daemon, PathBuf)> {
+    let socket = dir.join("verifier.sock");
+    let config = dir.join("verifier.conf");
+    let mut text = format!(
+        "keydir: {}\nsocket: {}\nstate-dir: {}\nrefresh: 1s\nkeyset:\n",
+        keydir.display(),
+        socket.display(),
+        dir.join("state").display()
+    );
+    for (name, url, chain, backup) in keysets {
+        text.push_str(&format!("  {name}:\n    url: {url}\n    backup: {backup}\n    chain: {chain}\n"));
+    }
+    std::fs::write(&config, text)?;
+    Ok((start_verifier(dir, &config, &socket)?, socket))
+}
+
 /// One SPIRE server with its TPMs, signer-unix, nginx, and one node's verifier.
 #[derive(Debug)]
 pub struct Site {
@@ -172,18 +194,8 @@ impl Site {
             token.len(),
             nginx.url("/spiffetrustbundle.token")
         ));
-        let vsock = p.join("verifier.sock");
-        let vconf = p.join("verifier.conf");
-        std::fs::write(
-            &vconf,
-            format!(
-                "keydir: keys\nsocket: {}\nstate-dir: {}\nrefresh: 1s\nkeyset:\n  main:\n    url: {}\n    backup: backup.pem\n    chain:\n    - primary.pem\n",
-                vsock.display(),
-                p.join("state").display(),
-                nginx.url("/spiffetrustbundle.token")
-            ),
-        )?;
-        let verifier = start_verifier(p, &vconf, &vsock)?;
+        let main = ("main", nginx.url("/spiffetrustbundle.token"), "[primary.pem]", "backup.pem");
+        let (verifier, vsock) = node_verifier(p, &p.join("keys"), &[main])?;
         report("The node's verifier runs in listen mode (keyset main: chain [primary], backup).");
         Ok(Site { server, verifier, vsock, primary, backup, signer, socket, nginx, dir })
     }
@@ -220,19 +232,8 @@ pub fn single(report: Report<'_>) -> anyhow::Result<()> {
     std::fs::write(forged_root.join(TOKEN_FILE), &rogue)?;
     let v2 = site.dir().join("v2");
     std::fs::create_dir_all(&v2)?;
-    let v2sock = v2.join("verifier.sock");
-    let v2conf = v2.join("verifier.conf");
-    std::fs::write(
-        &v2conf,
-        format!(
-            "keydir: {}\nsocket: {}\nstate-dir: {}\nrefresh: 1s\nkeyset:\n  main:\n    url: {}\n    backup: backup.pem\n    chain:\n    - primary.pem\n",
-            site.dir().join("keys").display(),
-            v2sock.display(),
-            v2.join("state").display(),
-            site.nginx.url("/forged/spiffetrustbundle.token")
-        ),
-    )?;
-    let mut v2d = start_verifier(&v2, &v2conf, &v2sock)?;
+    let main = ("main", site.nginx.url("/forged/spiffetrustbundle.token"), "[primary.pem]", "backup.pem");
+    let (mut v2d, v2sock) = node_verifier(&v2, &site.dir().join("keys"), &[main])?;
     let token = site.server.join_token("node-forged")?;
     let mut forged_agent = SpireAgent::start(&AgentOptions {
         trust_domain: TRUST_DOMAIN.into(),
@@ -598,19 +599,11 @@ pub fn ha(report: Report<'_>) -> anyhow::Result<()> {
     wait_published(&p.join("www-a"), "")?;
     wait_published(&p.join("www-b"), "")?;
     report("  spire-server a and b started; each published a token signed by its TPM and co-signed by the other's");
-    let vsock = p.join("verifier.sock");
-    let vconf = p.join("verifier.conf");
-    std::fs::write(
-        &vconf,
-        format!(
-            "keydir: keys\nsocket: {}\nstate-dir: {}\nrefresh: 1s\nkeyset:\n  a:\n    url: {}\n    backup: c.pem\n    chain: [a.pem, b.pem]\n  b:\n    url: {}\n    backup: c.pem\n    chain: [b.pem, a.pem]\n",
-            vsock.display(),
-            p.join("state").display(),
-            nginx_a.url("/spiffetrustbundle.token"),
-            nginx_b.url("/spiffetrustbundle.token")
-        ),
-    )?;
-    let mut verifier = start_verifier(p, &vconf, &vsock)?;
+    let keysets = [
+        ("a", nginx_a.url("/spiffetrustbundle.token"), "[a.pem, b.pem]", "c.pem"),
+        ("b", nginx_b.url("/spiffetrustbundle.token"), "[b.pem, a.pem]", "c.pem"),
+    ];
+    let (mut verifier, vsock) = node_verifier(p, &p.join("keys"), &keysets)?;
     report("  the node's verifier: keyset a (chain [a, b]) and b (chain [b, a]), both with backup c");
     for (name, server) in [("a", &server_a), ("b", &server_b)] {
         report(&format!("  side {name}: trust_bundle_url = \"http://localhost/trustbundle?instance={name}\""));
