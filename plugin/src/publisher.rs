@@ -8,9 +8,8 @@
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use base64::Engine;
 use services::common::client::HttpUrl;
 use services::common::duration::GoDuration;
 use services::signer_client::SignerClient;
@@ -23,6 +22,7 @@ use crate::pb::bundlepublisher::{PublishBundleRequest, PublishBundleResponse};
 use crate::pb::config::config_server::Config;
 use crate::pb::config::{ConfigureRequest, ConfigureResponse, ValidateRequest, ValidateResponse};
 use crate::pb::types::Bundle;
+use crypto::unix_now as now;
 
 /// The gRPC service names this plugin reports to SPIRE's Init.
 pub const SERVICE_NAMES: [&str; 2] =
@@ -138,25 +138,12 @@ pub struct Publisher {
     published: tokio::sync::Mutex<Published>,
 }
 
-fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
-}
-
 /// Renders the bundle for signing.
 pub fn render(bundle: &Bundle, format: Format) -> Result<String, String> {
     if bundle.x509_authorities.is_empty() {
         return Err("bundle has no X.509 authorities".into());
     }
-    let mut pem = String::new();
-    for cert in &bundle.x509_authorities {
-        let b64 = base64::engine::general_purpose::STANDARD.encode(&cert.asn1);
-        pem.push_str("-----BEGIN CERTIFICATE-----\n");
-        for chunk in b64.as_bytes().chunks(64) {
-            pem.push_str(std::str::from_utf8(chunk).unwrap_or_default());
-            pem.push('\n');
-        }
-        pem.push_str("-----END CERTIFICATE-----\n");
-    }
+    let pem: String = bundle.x509_authorities.iter().map(|c| crypto::pem::encode("CERTIFICATE", &c.asn1)).collect();
     match format {
         Format::Pem => Ok(pem),
         Format::Spiffe => {

@@ -143,7 +143,7 @@ pub fn rogue_token_with(dir: &Path, payload: crypto::token::Payload) -> anyhow::
             .output()?;
         ensure!(out.status.success(), "openssl genpkey failed");
     }
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
+    let now = crypto::unix_now();
     let claims = crypto::token::Claims { payload, iss: "rogue".into(), iat: now + 1, nbf: now, exp: now + 600 };
     let builder = crypto::token::TokenBuilder::new(crypto::Alg::Rs256, &claims);
     let input = dir.join("rogue.input");

@@ -9,6 +9,7 @@ use std::path::Path;
 use std::process::Command;
 
 use crypto::devid::{DevIdVerifier, ExtraChecks};
+use crypto::unix_now as now;
 use testbed::devid::{DevIdLab, LabOptions};
 
 /// Debian's interpreter, with Debian's `python3-cryptography` (installed by `make test`), whatever else is on PATH.
@@ -27,10 +28,6 @@ fn py(args: &[&str], cwd: &Path) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).unwrap()
-}
-
-fn now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
 }
 
 fn verifier(lab: &DevIdLab) -> DevIdVerifier {

@@ -8,6 +8,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use crypto::unix_now as now;
 use testbed::agent::{post, tcp_from};
 use testbed::pki;
 use testbed::process::{Daemon, Ready};
@@ -102,10 +103,6 @@ impl Ha {
         )
         .unwrap()
     }
-}
-
-fn now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
 }
 
 fn lo() -> IpAddr {

@@ -102,7 +102,7 @@ pub fn run(req: &CheckRequest, out: &mut dyn Write) -> Result<(String, Attested)
     )?;
     let (payload, pending) = started.ok_or("internal: no payload")?;
 
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let now = crypto::unix_now();
     let mut challenged = None;
     step(
         "server: DevID chain, EK certificate and chain, AK certification",

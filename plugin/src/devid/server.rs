@@ -21,6 +21,7 @@ use crate::pb::server_nodeattestor::attest_request::Request as In;
 use crate::pb::server_nodeattestor::attest_response::Response as Out;
 use crate::pb::server_nodeattestor::node_attestor_server::NodeAttestor;
 use crate::pb::server_nodeattestor::{AgentAttributes, AttestRequest, AttestResponse};
+use crypto::unix_now as now;
 
 /// The services Init reports.
 pub const SERVICE_NAMES: [&str; 2] =
@@ -78,10 +79,6 @@ pub fn parse_config(text: &str, trust_domain: &str) -> Result<ServerConfig, Stri
     let verifier = DevIdVerifier::new(&read("devid_ca_path", &devid_ca)?, &read("endorsement_ca_path", &ek_ca)?, extra)
         .map_err(|e| e.to_string())?;
     Ok(ServerConfig { trust_domain: trust_domain.to_string(), verifier })
-}
-
-fn now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 /// The plugin's state.

@@ -8,7 +8,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use http::{Method, StatusCode};
 use hyper::service::service_fn;
@@ -264,7 +264,7 @@ impl State {
         let Ok(_slot) = self.verify_slots.try_acquire() else {
             return server::text(StatusCode::SERVICE_UNAVAILABLE, "too many verifications in progress; retry");
         };
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let now = crypto::unix_now();
         let mut keys = vec![&self.cfg.primary];
         if let Some(b) = &self.cfg.backup {
             keys.push(b);

@@ -2,7 +2,6 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use http::{header, Method, StatusCode};
 
@@ -11,6 +10,7 @@ use super::queue::{QueueError, SignQueue};
 use crate::common::fsutil;
 use crate::common::http::{self as server, Reply, Request, ServerLimits};
 use crate::common::uds::{self, PeerCred};
+use crypto::unix_now as now;
 
 /// Why the daemon could not run.
 #[derive(Debug, thiserror::Error)]
@@ -98,10 +98,6 @@ pub async fn run(
     server::serve_unix(listener, peers, limits, handler, shutdown).await;
     tracing::info!("signer-unix stopped");
     Ok(())
-}
-
-fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 impl Signer {

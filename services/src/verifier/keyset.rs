@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -18,11 +18,7 @@ use super::config::KeysetConfig;
 use super::fetch::{fetch, Fetched, Validators};
 use crate::common::client::HttpClient;
 use crate::common::fsutil;
-
-/// Unix seconds now.
-pub fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
-}
+use crypto::unix_now as now;
 
 /// A verified bundle, rendered once for serving.
 #[derive(Debug)]

@@ -3,8 +3,8 @@
 
 use super::config::{parse_source, VerifierConfig};
 use super::fetch::{fetch, Fetched};
-use super::keyset::now;
 use crate::common::client::{ClientOptions, HttpClient};
+use crypto::unix_now as now;
 
 /// Why one-shot verification failed.
 #[derive(Debug, thiserror::Error)]

@@ -12,10 +12,11 @@ use std::time::Duration;
 use http::{Method, StatusCode};
 
 use super::config::VerifierConfig;
-use super::keyset::{now, Keyset};
+use super::keyset::Keyset;
 use crate::common::client::{ClientError, ClientOptions, HttpClient};
 use crate::common::http::{self as server, Reply, Request, ServerLimits};
 use crate::common::uds::{self, PeerCred, PeerPolicy};
+use crypto::unix_now as now;
 
 /// Why the verifier could not run.
 #[derive(Debug, thiserror::Error)]
