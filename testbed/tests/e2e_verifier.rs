@@ -209,6 +209,12 @@ fn a_damaged_state_file_is_reported_and_ignored() {
         let (v, s) = f.start("v", &conf);
         assert_eq!(get(&s, &bootstrap_path("main")).status, 200);
         wait_log(&v, "accepted a new bundle", 1);
+        // The state is written off the event loop, after the bundle is served: wait for the file itself.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !state.exists() {
+            assert!(Instant::now() < deadline, "the verifier never persisted its state");
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
     let full = std::fs::read_to_string(&state).unwrap();
     let forged = full.replace("\"signed_at\":", "\"signed_at\":1").replace("\"signed_at\":1", "\"signed_at\":9");
