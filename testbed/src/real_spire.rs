@@ -120,6 +120,22 @@ fn node_verifier(
     Ok((start_verifier(dir, &config, &socket)?, socket))
 }
 
+/// Waits until the verifier's keyset `main` serves a bundle of `certs` CA certificates.
+fn wait_serving(vsock: &Path, certs: usize, what: &str) -> anyhow::Result<()> {
+    wait_for(vsock, "main", what, |r| r.status == 200 && agent::accept_pem(&r.body).is_ok_and(|n| n == certs))?;
+    Ok(())
+}
+
+/// `localauthority x509 revoke`, retried while SPIRE still refuses (it may until the taint has propagated).
+fn revoke(server: &SpireServer, authority: &str) -> anyhow::Result<()> {
+    let deadline = Instant::now() + STEP;
+    while let Err(e) = server.local_authority("revoke", Some(authority)) {
+        ensure!(Instant::now() < deadline, "revoke {authority}: {e:#}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    Ok(())
+}
+
 /// One SPIRE server with its TPMs, signer-unix, nginx, and one node's verifier.
 #[derive(Debug)]
 pub struct Site {
@@ -260,9 +276,7 @@ pub fn single(report: Report<'_>) -> anyhow::Result<()> {
     let before = site.published();
     let prepared = site.server.local_authority("prepare", None)?;
     let t = wait_published(&site.webroot(), &before)?;
-    wait_for(&site.vsock, "main", "the bundle with the prepared CA", |r| {
-        r.status == 200 && agent::accept_pem(&r.body).is_ok_and(|n| n == 2)
-    })?;
+    wait_serving(&site.vsock, 2, "the bundle with the prepared CA")?;
     report(&format!("  prepared {prepared}: the plugin re-signed at once, the verifier serves 2 CA certificates"));
     let (mut fresh, _) =
         attest_and_fetch(&site.server, "node-c1", through_verifier(&site.vsock, "main", "pem"), report)?;
@@ -273,18 +287,9 @@ pub fn single(report: Report<'_>) -> anyhow::Result<()> {
     let t = wait_published(&site.webroot(), &t)?;
     report("  tainting changed the bundle: re-signed and published");
     fetch_verified(&mut running, &site.server, &workload)?;
-    let deadline = Instant::now() + STEP;
-    loop {
-        match site.server.local_authority("revoke", Some(&old)) {
-            Ok(_) => break,
-            Err(e) if Instant::now() > deadline => return Err(e),
-            Err(_) => std::thread::sleep(Duration::from_millis(500)),
-        }
-    }
+    revoke(&site.server, &old)?;
     wait_published(&site.webroot(), &t)?;
-    wait_for(&site.vsock, "main", "the bundle without the revoked CA", |r| {
-        r.status == 200 && agent::accept_pem(&r.body).is_ok_and(|n| n == 1)
-    })?;
+    wait_serving(&site.vsock, 1, "the bundle without the revoked CA")?;
     report(&format!("  revoked {old}: the verifier serves only the new CA"));
     let (mut fresh, _) =
         attest_and_fetch(&site.server, "node-c2", through_verifier(&site.vsock, "main", "pem"), report)?;
@@ -308,9 +313,7 @@ pub fn single(report: Report<'_>) -> anyhow::Result<()> {
     let backup_signer =
         start_signer_at(site.dir(), "signer-backup", &site.backup, &site.webroot(), "10m", &site.socket)?;
     wait_published(&site.webroot(), &before)?;
-    wait_for(&site.vsock, "main", "the bundle signed by the backup TPM", |r| {
-        r.status == 200 && agent::accept_pem(&r.body).is_ok_and(|n| n == 2)
-    })?;
+    wait_serving(&site.vsock, 2, "the bundle signed by the backup TPM")?;
     ensure!(site.verifier.log().contains("BACKUP key standing in"), "the verifier did not log the backup's use");
     report("  signer-unix on the backup TPM: SPIRE's next PublishBundle (every 30 s) signs with it; the verifier accepts it (backup use logged)");
     let (mut fresh, _) =
@@ -520,14 +523,8 @@ pub fn powered_down(report: Report<'_>) -> anyhow::Result<()> {
     let prepared = site.server.local_authority("prepare", None)?;
     site.server.local_authority("activate", Some(&prepared))?;
     site.server.local_authority("taint", Some(&old))?;
-    let deadline = Instant::now() + STEP;
-    while let Err(e) = site.server.local_authority("revoke", Some(&old)) {
-        ensure!(Instant::now() < deadline, "revoke: {e:#}");
-        std::thread::sleep(Duration::from_millis(500));
-    }
-    wait_for(&site.vsock, "main", "the bundle without the revoked CA", |r| {
-        r.status == 200 && agent::accept_pem(&r.body).is_ok_and(|n| n == 1)
-    })?;
+    revoke(&site.server, &old)?;
+    wait_serving(&site.vsock, 1, "the bundle without the revoked CA")?;
     report(&format!(
         "  {old} revoked; only {prepared} is trusted: the node's cached bundle no longer verifies the server"
     ));
