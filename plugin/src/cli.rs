@@ -7,8 +7,8 @@ use std::io::Read;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use services::common::client::{ClientError, HttpUrl};
-use services::signer_client::{SignerClient, SignerClientError};
+use common::client::{ClientError, HttpUrl};
+use common::signer_client::{SignerClient, SignerClientError};
 
 /// Largest bundle read from standard input.
 pub const MAX_BUNDLE: usize = 1 << 20;

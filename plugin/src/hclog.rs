@@ -89,7 +89,7 @@ impl<S: Subscriber> Layer<S> for HclogLayer {
 /// Installs the hclog JSON subscriber (filter from `RUST_LOG`, default debug for our records: SPIRE filters by its
 /// own level; the HTTP/2 and gRPC stacks' frame records only when `RUST_LOG` asks).
 pub fn init() {
-    let filter = services::common::logging::filter("debug");
+    let filter = common::logging::filter("debug");
     let _ = tracing_subscriber::registry().with(HclogLayer.with_filter(filter)).try_init();
 }
 

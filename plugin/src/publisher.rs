@@ -4,16 +4,16 @@
 //! token while SPIRE runs and a few failed rounds in a row are survived.
 //!
 //! Invariants: every network call has its own deadline; a failure publishes nothing and returns a gRPC error
-//! with the reason; only a well-formed token from the chain is ever published (see `services::signer_client`).
+//! with the reason; only a well-formed token from the chain is ever published (see `common::signer_client`).
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use services::common::client::HttpUrl;
-use services::common::duration::GoDuration;
-use services::signer_client::SignerClient;
-use services::signer_unix::DEFAULT_SOCKET;
+use common::client::HttpUrl;
+use common::duration::GoDuration;
+use common::signer_client::SignerClient;
+use common::signer_client::DEFAULT_SOCKET;
 use tonic::{Request, Response, Status};
 
 use crate::hcl::{self, Value};

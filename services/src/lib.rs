@@ -2,13 +2,17 @@
 //!
 //! - [`signer_unix`]: owns the TPM, signs bundles and tokens on a unix socket, publishes the token atomically.
 //! - [`verifier`]: fetches, verifies and serves the bundle to the SPIRE agent on each node.
-//! - [`signer_client`]: the client side of signer-unix's socket API (used by the sign CLI/plugin and signer-http).
-//! - [`common`]: config loading, unix sockets, the HTTP server and client, logging, shutdown.
+//! - [`signer_http`]: co-signs tokens already signed by an approved server key, through the local signer-unix.
+//! - [`server`]: unix sockets and the HTTP server they all run.
+//!
+//! Only signer-unix touches a TPM: it is behind the `tpm` feature (on by default). Built with
+//! `--no-default-features`, the verifier and signer-http need no libtss2. The clients and helpers the daemons
+//! share with the plugins live in the `common` crate.
 //!
 //! Data flows one way: bundle -> sign -> publish -> fetch -> verify -> serve.
 
-pub mod common;
-pub mod signer_client;
+pub mod server;
 pub mod signer_http;
+#[cfg(feature = "tpm")]
 pub mod signer_unix;
 pub mod verifier;

@@ -77,11 +77,11 @@ pub fn hcl(data: &[u8]) {
 /// Go durations (every config's `duration`, `refresh`, the plugin's `frequency`).
 pub fn go_duration(data: &[u8]) {
     let Some(t) = text(data) else { return };
-    if let Ok(d) = t.parse::<services::common::duration::GoDuration>() {
+    if let Ok(d) = t.parse::<common::duration::GoDuration>() {
         assert!(d.0.as_nanos() <= i64::MAX as u128, "{t:?} parsed past Go's limit");
         // Display keeps whole seconds (it is for logs); those must survive a round trip.
         let shown = d.to_string();
-        let back = shown.parse::<services::common::duration::GoDuration>().map(|b| b.0.as_secs());
+        let back = shown.parse::<common::duration::GoDuration>().map(|b| b.0.as_secs());
         assert_eq!(back.ok(), Some(d.0.as_secs()), "{shown:?} round trip");
     }
 }
@@ -128,5 +128,5 @@ pub fn query(data: &[u8]) {
 /// `${VAR}` expansion of config files.
 pub fn env_expand(data: &[u8]) {
     let Some(t) = text(data) else { return };
-    let _ = services::common::config::expand_env(t);
+    let _ = common::config::expand_env(t);
 }

@@ -47,7 +47,7 @@ fn sign_csr_cmd(rest: &[String]) -> Result<(), String> {
     };
     let pem = plugin::devid::ca::sign_csr(&csr, &cert, &key, chain.as_deref().unwrap_or(""), days)
         .map_err(|e| e.to_string())?;
-    services::common::fsutil::write_atomic(&out, ".sign-csr.tmp", pem.as_bytes(), 0o644)
+    common::fsutil::write_atomic(&out, ".sign-csr.tmp", pem.as_bytes(), 0o644)
         .map_err(|e| format!("{}: {e}", out.display()))?;
     eprintln!("issued {} (valid {days} days)", out.display());
     Ok(())
@@ -138,9 +138,7 @@ fn provision_cmd(rest: &[String]) -> Result<(), String> {
     };
     let subject_cn = match cn {
         Some(c) => c,
-        None => {
-            services::common::config::hostname().map_err(|e| format!("--subject-cn not given and no host name: {e}"))?
-        }
+        None => common::config::hostname().map_err(|e| format!("--subject-cn not given and no host name: {e}"))?,
     };
     let out_dir = out_dir.ok_or_else(|| format!("--out-dir is required\n{USAGE}"))?;
     let req = ProvisionRequest { device, key_type, subject_cn, devid_password, owner_password, out_dir };
@@ -154,8 +152,8 @@ fn provision_cmd(rest: &[String]) -> Result<(), String> {
 }
 
 fn main() {
-    services::common::logging::quiet_tss_logging();
-    services::common::logging::init();
+    common::logging::quiet_tss_logging();
+    common::logging::init();
     let args: Vec<String> = std::env::args().skip(1).collect();
     if let Err(e) = run(&args) {
         eprintln!("error: {e}");

@@ -41,7 +41,7 @@ fn main() {
         }
         return;
     }
-    services::common::logging::init();
+    common::logging::init();
     let result = runtime().block_on(plugin::cli::run(&args, &mut std::io::stdin().lock(), Duration::from_secs(30)));
     match result {
         Ok(token) => println!("{token}"),

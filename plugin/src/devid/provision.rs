@@ -56,7 +56,7 @@ pub fn read_password(path: &Path) -> std::io::Result<Password> {
 
 fn write(dir: &Path, name: &str, data: &[u8], mode: u32) -> Result<(), ProvisionError> {
     let path = dir.join(name);
-    services::common::fsutil::write_atomic(&path, &format!(".{name}.tmp"), data, mode)
+    common::fsutil::write_atomic(&path, &format!(".{name}.tmp"), data, mode)
         .map_err(|source| ProvisionError::Write { path, source })
 }
 

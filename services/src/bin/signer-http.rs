@@ -3,7 +3,8 @@
 use std::path::PathBuf;
 
 use anyhow::bail;
-use services::common::{http::shutdown_signal, logging};
+use common::logging;
+use services::server::http::shutdown_signal;
 use services::signer_http::{self, SignerHttpConfig};
 
 fn main() {

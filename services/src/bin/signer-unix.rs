@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
-use services::common::{http::shutdown_signal, logging};
+use common::logging;
+use services::server::http::shutdown_signal;
 use services::signer_unix::{self, SignerUnixConfig};
 
 const USAGE: &str = "usage: spire-server-attestor-tpm-signer-unix CONFIG\n       \
@@ -78,7 +79,7 @@ fn provision(args: &[String]) -> anyhow::Result<()> {
     let pem = done.public.to_pem();
     match out {
         Some(path) => {
-            services::common::fsutil::write_atomic(&path, ".provision.tmp", pem.as_bytes(), 0o644)
+            common::fsutil::write_atomic(&path, ".provision.tmp", pem.as_bytes(), 0o644)
                 .with_context(|| format!("writing {}", path.display()))?;
             eprintln!(
                 "{:?}: {key_type} signing key at {handle}; public key written to {}",

@@ -4,7 +4,8 @@
 use std::path::PathBuf;
 
 use anyhow::bail;
-use services::common::{http::shutdown_signal, logging};
+use common::logging;
+use services::server::http::shutdown_signal;
 use services::verifier::{self, VerifierConfig};
 
 const USAGE: &str = "usage: spire-server-attestor-tpm-verifier CONFIG -l | CONFIG KEYSET [URL]";

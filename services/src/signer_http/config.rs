@@ -9,8 +9,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::allow::AllowEntry;
-use crate::common::config::{self, ConfigError};
-use crate::signer_unix::DEFAULT_SOCKET;
+use common::config::{self, ConfigError};
+use common::signer_client::DEFAULT_SOCKET;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]

@@ -18,7 +18,7 @@ use tokio::sync::Semaphore;
 
 use super::allow::AllowList;
 use super::config::{SignerHttpConfig, TlsFiles};
-use crate::common::http::{self as server, PeerSlots, Reply, Request, ServerLimits};
+use crate::server::http::{self as server, PeerSlots, Reply, Request, ServerLimits};
 
 /// Disallowed peers answered with a 403 at once, at most this many at a time; past that a refused connection is
 /// closed unanswered. Each answer is bounded by [`REFUSAL_TIME`]. A flood from a disallowed address therefore
@@ -27,7 +27,7 @@ use crate::common::http::{self as server, PeerSlots, Reply, Request, ServerLimit
 const REFUSALS_IN_FLIGHT: usize = 16;
 /// The most time spent answering one disallowed peer.
 const REFUSAL_TIME: Duration = Duration::from_millis(250);
-use crate::signer_client::{SignerClient, SignerClientError};
+use common::signer_client::{SignerClient, SignerClientError};
 
 /// Why signer-http could not start.
 #[derive(Debug, thiserror::Error)]
@@ -45,7 +45,7 @@ pub enum RunError {
     Tls(String),
     /// The signer-unix client could not be built.
     #[error("signer-unix client: {0}")]
-    Client(#[from] crate::common::client::ClientError),
+    Client(#[from] common::client::ClientError),
 }
 
 struct State {

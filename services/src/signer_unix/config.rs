@@ -9,12 +9,11 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::common::config::{self, ConfigError};
-use crate::common::duration::GoDuration;
-use crate::common::uds::PeerPolicy;
+use crate::server::uds::PeerPolicy;
+use common::config::{self, ConfigError};
+use common::duration::GoDuration;
 
-/// The socket path the upstream units and the sign plugin use by default.
-pub const DEFAULT_SOCKET: &str = "/var/run/spire/server-attestor-tpm/signer-unix.sock";
+pub use common::signer_client::DEFAULT_SOCKET;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]

@@ -7,9 +7,9 @@ use http::{header, Method, StatusCode};
 
 use super::config::SignerUnixConfig;
 use super::queue::{QueueError, SignQueue};
-use crate::common::fsutil;
-use crate::common::http::{self as server, Reply, Request, ServerLimits};
-use crate::common::uds::{self, PeerCred};
+use crate::server::http::{self as server, Reply, Request, ServerLimits};
+use crate::server::uds::{self, PeerCred};
+use common::fsutil;
 use crypto::unix_now as now;
 
 /// Why the daemon could not run.

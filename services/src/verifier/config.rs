@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::common::client::HttpUrl;
-use crate::common::config::{self, ConfigError};
+use common::client::HttpUrl;
+use common::config::{self, ConfigError};
 
 /// The socket path the upstream units and SPIRE agent configs use.
 pub const DEFAULT_SOCKET: &str = "/var/run/spire/server-attestor-tpm/verifier.sock";

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use http::{header, HeaderValue, Method, StatusCode};
 
 use super::config::Source;
-use crate::common::client::{ClientError, HttpClient};
+use common::client::{ClientError, HttpClient};
 
 /// Cache validators a source gave with its last accepted token.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -111,7 +111,7 @@ pub async fn fetch(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::common::client::ClientOptions;
+    use common::client::ClientOptions;
 
     /// The old code read a `file://` source whole before applying the cap: `/dev/zero` ran out of memory.
     #[tokio::test]

@@ -16,8 +16,8 @@ use serde::{Deserialize, Serialize};
 
 use super::config::KeysetConfig;
 use super::fetch::{fetch, Fetched, Validators};
-use crate::common::client::HttpClient;
-use crate::common::fsutil;
+use common::client::HttpClient;
+use common::fsutil;
 use crypto::unix_now as now;
 
 /// A verified bundle, rendered once for serving.

@@ -3,7 +3,7 @@
 
 use super::config::{parse_source, VerifierConfig};
 use super::fetch::{fetch, Fetched};
-use crate::common::client::{ClientOptions, HttpClient};
+use common::client::{ClientOptions, HttpClient};
 use crypto::unix_now as now;
 
 /// Why one-shot verification failed.
@@ -17,7 +17,7 @@ pub enum OneShotError {
     Url(String),
     /// Client set-up failed.
     #[error(transparent)]
-    Client(#[from] crate::common::client::ClientError),
+    Client(#[from] common::client::ClientError),
     /// Every source failed; the reasons, one per source.
     #[error("no source gave a valid token:\n{0}")]
     Failed(String),

@@ -13,9 +13,9 @@ use http::{Method, StatusCode};
 
 use super::config::VerifierConfig;
 use super::keyset::Keyset;
-use crate::common::client::{ClientError, ClientOptions, HttpClient};
-use crate::common::http::{self as server, Reply, Request, ServerLimits};
-use crate::common::uds::{self, PeerCred, PeerPolicy};
+use crate::server::http::{self as server, Reply, Request, ServerLimits};
+use crate::server::uds::{self, PeerCred, PeerPolicy};
+use common::client::{ClientError, ClientOptions, HttpClient};
 use crypto::unix_now as now;
 
 /// Why the verifier could not run.

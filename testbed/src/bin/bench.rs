@@ -282,8 +282,8 @@ fn raw_sign_ms(examples: &Path, tpm: &Swtpm) -> anyhow::Result<f64> {
 
 /// The HA chain: PublishBundle through the plugin (sign on a, co-sign on b, publish), split into its parts.
 fn ha_bench(examples: &Path) -> anyhow::Result<()> {
-    use services::common::client::HttpUrl;
-    use services::signer_client::SignerClient;
+    use common::client::HttpUrl;
+    use common::signer_client::SignerClient;
     println!(
         "\n== HA chain: one PublishBundle after a bundle change (target: <= 1.2x the sum of the TPM signs it needs)"
     );

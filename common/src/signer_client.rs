@@ -10,7 +10,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, StatusCode};
 
-use crate::common::client::{ClientError, ClientOptions, HttpClient, HttpUrl};
+use crate::client::{ClientError, ClientOptions, HttpClient, HttpUrl};
+
+/// signer-unix's socket path in the upstream units; the sign plugin and signer-http use it by default.
+pub const DEFAULT_SOCKET: &str = "/var/run/spire/server-attestor-tpm/signer-unix.sock";
 
 /// Why a sign, co-sign or publish call failed.
 #[derive(Debug, thiserror::Error)]

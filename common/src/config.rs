@@ -180,7 +180,7 @@ impl<'de> serde::Deserialize<'de> for Scalar {
 pub fn duration(path: &Path, key: &str, value: Option<&Scalar>) -> Result<Option<std::time::Duration>, ConfigError> {
     value
         .map(|Scalar(v)| {
-            v.parse::<super::duration::GoDuration>()
+            v.parse::<crate::duration::GoDuration>()
                 .map(|d| d.0)
                 .map_err(|e| ConfigError::invalid(path, key, e.to_string()))
         })

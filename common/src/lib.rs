@@ -1,0 +1,16 @@
+//! What the daemons (`services`) and the SPIRE plugins (`plugin`) share. No TPM, no server: a binary that only
+//! fetches, verifies or forwards builds without libtss2.
+//!
+//! - [`signer_client`]: the client side of signer-unix's socket API and of co-signer (signer-http) URLs.
+//! - [`client`]: HTTP(S) and unix-socket requests with timeouts, bounded bodies and conditional GET.
+//! - [`config`]: YAML loading, `${VAR}` expansion, key files, the errors that name the key.
+//! - [`duration`]: Go's `time.ParseDuration` syntax, overflow-checked.
+//! - [`fsutil`]: atomic writes that never follow a planted link.
+//! - [`logging`]: the tracing subscriber the binaries install.
+
+pub mod client;
+pub mod config;
+pub mod duration;
+pub mod fsutil;
+pub mod logging;
+pub mod signer_client;
