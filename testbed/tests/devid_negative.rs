@@ -15,7 +15,8 @@ use rsa::signature::{SignatureEncoding, Signer};
 use rsa::traits::PublicKeyParts;
 use testbed::devid::{make_devid_ca, DevIdLab, LabOptions};
 use tpm::attest::Hierarchies;
-use tpm::devid::{DevIdBlobs, Password};
+use tpm::devid::DevIdBlobs;
+use tpm::Password;
 use tpm::{KeyType, Tpm, TpmError};
 
 const SOFT_AK: &str = include_str!("../../crypto/tests/data/rsa-a.key");

@@ -13,37 +13,32 @@
 //! flushed on every path. Passwords are zeroized and never appear in errors.
 
 use std::convert::TryFrom;
-use std::time::Duration;
 
 use tss_esapi::abstraction::ek::create_ek_public_from_default_template;
 use tss_esapi::abstraction::nv;
-use tss_esapi::attributes::ObjectAttributesBuilder;
 use tss_esapi::constants::response_code::Tss2ResponseCodeKind;
 use tss_esapi::constants::SessionType;
 use tss_esapi::handles::{KeyHandle, NvIndexTpmHandle, ObjectHandle, TpmHandle};
-use tss_esapi::interface_types::algorithm::{AsymmetricAlgorithm, HashingAlgorithm, PublicAlgorithm};
-use tss_esapi::interface_types::key_bits::RsaKeyBits;
+use tss_esapi::interface_types::algorithm::{AsymmetricAlgorithm, HashingAlgorithm};
 use tss_esapi::interface_types::resource_handles::{Hierarchy, NvAuth};
 use tss_esapi::interface_types::session_handles::{AuthSession, PolicySession};
 use tss_esapi::structures::{
-    Data, Digest, EncryptedSecret, HashScheme, IdObject, MaxBuffer, Nonce, Private, Public, PublicBuilder,
-    PublicKeyRsa, PublicRsaParametersBuilder, RsaExponent, RsaScheme, Signature, SignatureScheme, SymmetricDefinition,
-    SymmetricDefinitionObject,
+    Data, Digest, EncryptedSecret, HashScheme, IdObject, MaxBuffer, Nonce, Private, Public, Signature, SignatureScheme,
+    SymmetricDefinition,
 };
 use tss_esapi::traits::Marshall;
 use zeroize::Zeroizing;
 
-use crate::devid::{with_srk, DevIdBlobs, Password};
+use crate::devid::DevIdBlobs;
 use crate::error::TpmError;
-use crate::esapi::{Conn, OpError, Tpm};
+use crate::esapi::{step_error, Conn, OpError, Tpm};
 use crate::key::KeyType;
-use crate::provision::with_transient;
+use crate::objects::{with_srk, with_transient};
+use crate::secret::{random_password, Password};
+use crate::templates::ak_template;
 
 /// NV index of the RSA-2048 EK certificate (TCG EK Credential Profile 2.0, §2.2.1.4; SPIRE reads only this one).
 pub const EK_CERT_NV_INDEX: u32 = 0x01C0_0002;
-
-/// Local retries of one command answering `TPM_RC_RETRY` (SPIRE retries Certify and Sign 10 times).
-const COMMAND_RETRIES: u32 = 10;
 
 /// The hierarchy passwords SPIRE's agent plugin takes (`owner_hierarchy_password`,
 /// `endorsement_hierarchy_password`).
@@ -95,86 +90,6 @@ pub struct PendingAttestation {
 impl std::fmt::Debug for PendingAttestation {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PendingAttestation").field("tpm", &self.tpm).field("devid", &self.devid.key).finish()
-    }
-}
-
-/// The AK template: go-tpm-tools `AKTemplateRSA()` (attributes 0x00050072, RSASSA-SHA256, 2048 bits, unique
-/// empty), which SPIRE's server expects (it verifies PKCS#1 v1.5 with the hash of the AK's scheme).
-pub(crate) fn ak_template() -> Result<Public, tss_esapi::Error> {
-    let attrs = ObjectAttributesBuilder::new()
-        .with_fixed_tpm(true)
-        .with_fixed_parent(true)
-        .with_sensitive_data_origin(true)
-        .with_user_with_auth(true)
-        .with_restricted(true)
-        .with_sign_encrypt(true)
-        .build()?;
-    PublicBuilder::new()
-        .with_public_algorithm(PublicAlgorithm::Rsa)
-        .with_name_hashing_algorithm(HashingAlgorithm::Sha256)
-        .with_object_attributes(attrs)
-        .with_rsa_parameters(
-            PublicRsaParametersBuilder::new()
-                .with_symmetric(SymmetricDefinitionObject::Null)
-                .with_scheme(RsaScheme::RsaSsa(HashScheme::new(HashingAlgorithm::Sha256)))
-                .with_key_bits(RsaKeyBits::Rsa2048)
-                .with_exponent(RsaExponent::default())
-                .with_is_signing_key(true)
-                .with_restricted(true)
-                .build()?,
-        )
-        .with_rsa_unique_identifier(PublicKeyRsa::default())
-        .build()
-}
-
-/// Random bytes from the TPM's RNG (used for the AK's password).
-fn random_password(conn: &mut Conn) -> Result<Password, tss_esapi::Error> {
-    let bytes = conn.ctx.execute_without_session(|ctx| ctx.get_random(32))?;
-    Ok(Password::new(bytes.value().to_vec()))
-}
-
-/// Maps a failed command of one attestation step: retry and connection-level errors go back to the owner loop
-/// (which retries or reconnects); a refused password names which one; any other TPM answer names the step.
-pub(crate) fn step_error(
-    device: &str,
-    step: &'static str,
-    secret: Option<&'static str>,
-    e: tss_esapi::Error,
-) -> OpError {
-    use tss_esapi::constants::response_code::Tss2ResponseCode;
-    let (kind, format_one) = match &e {
-        tss_esapi::Error::Tss2Error(rc) => (rc.kind(), matches!(rc, Tss2ResponseCode::FormatOne(_))),
-        tss_esapi::Error::WrapperError(_) => (None, true),
-    };
-    match (kind, secret) {
-        (Some(Tss2ResponseCodeKind::AuthFail | Tss2ResponseCodeKind::BadAuth), Some(what)) => {
-            OpError::Final(TpmError::AuthFailed { device: device.to_string(), step, what })
-        }
-        (Some(Tss2ResponseCodeKind::Retry | Tss2ResponseCodeKind::Yielded | Tss2ResponseCodeKind::Testing), _) => {
-            OpError::Tss(e)
-        }
-        (Some(Tss2ResponseCodeKind::Lockout), _) => {
-            OpError::Final(TpmError::Command { device: device.to_string(), op: step, source: e })
-        }
-        _ if format_one => OpError::Final(TpmError::Command { device: device.to_string(), op: step, source: e }),
-        _ => OpError::Tss(e),
-    }
-}
-
-/// Runs one TPM command, retrying it locally while the TPM answers `TPM_RC_RETRY` (swtpm does so on the first
-/// Certify after start-up).
-fn retrying<R>(mut f: impl FnMut() -> Result<R, tss_esapi::Error>) -> Result<R, tss_esapi::Error> {
-    let mut attempt = 0;
-    loop {
-        match f() {
-            Err(tss_esapi::Error::Tss2Error(rc))
-                if attempt < COMMAND_RETRIES && rc.kind() == Some(Tss2ResponseCodeKind::Retry) =>
-            {
-                attempt += 1;
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            other => return other,
-        }
     }
 }
 
@@ -331,8 +246,9 @@ impl Tpm {
                     with_transient(conn, ek, |conn| {
                         let (ek_public, _, _) = conn.ctx.read_public(ek)?;
                         let ek_cert = read_ek_cert(conn, dev)?;
-                        let (attest, signature) = retrying(|| {
-                            conn.ctx.execute_with_sessions(
+                        let (attest, signature) = conn
+                            .ctx
+                            .execute_with_sessions(
                                 (Some(AuthSession::Password), Some(AuthSession::Password), None),
                                 |ctx| {
                                     ctx.certify(
@@ -345,8 +261,7 @@ impl Tpm {
                                     )
                                 },
                             )
-                        })
-                        .map_err(|e| step_error(dev, "certify the DevID with the AK", Some("DevID password"), e))?;
+                            .map_err(|e| step_error(dev, "certify the DevID with the AK", Some("DevID password"), e))?;
                         let evidence = Evidence {
                             devid_pub: devid.public.clone(),
                             ek_cert,
@@ -398,12 +313,11 @@ impl PendingAttestation {
                     .ctx
                     .execute_without_session(|ctx| ctx.hash(data.clone(), HashingAlgorithm::Sha256, Hierarchy::Owner))
                     .map_err(|e| step_error(dev, "hash the nonce", None, e))?;
-                retrying(|| {
-                    conn.ctx.execute_with_session(Some(AuthSession::Password), |ctx| {
+                conn.ctx
+                    .execute_with_session(Some(AuthSession::Password), |ctx| {
                         ctx.sign(devid, digest.clone(), SignatureScheme::Null, ticket.clone())
                     })
-                })
-                .map_err(|e| step_error(dev, "sign the nonce with the DevID", Some("DevID password"), e))
+                    .map_err(|e| step_error(dev, "sign the nonce with the DevID", Some("DevID password"), e))
             })
         })?;
         let devid_signature = match signature {

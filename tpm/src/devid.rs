@@ -3,46 +3,22 @@
 //! blobs in SPIRE's format (`devid.priv.blob` = TPM2B_PRIVATE contents, `devid.pub.blob` = TPMT_PUBLIC, both
 //! without the 2-byte size).
 //!
-//! Invariants: the SRK template is exactly H-1/H-2 (noDA set, unique empty), or blobs would not load where SPIRE
-//! loads them; every transient object is flushed on every path; passwords never leave this module except into
-//! the TPM.
+//! Invariants: the SRK is exactly H-1/H-2 (noDA set, unique empty; `templates`), or blobs would not load where
+//! SPIRE loads them; every transient object is flushed on every path (`objects`).
 
 use std::convert::TryFrom;
 
-use tss_esapi::handles::{KeyHandle, ObjectHandle};
-use tss_esapi::interface_types::algorithm::HashingAlgorithm;
-use tss_esapi::interface_types::resource_handles::Hierarchy;
+use tss_esapi::handles::ObjectHandle;
 use tss_esapi::interface_types::session_handles::AuthSession;
-use tss_esapi::structures::{Auth, Digest, HashScheme, Private, Public, Signature, SignatureScheme};
+use tss_esapi::structures::{Digest, Private, Public};
 use tss_esapi::traits::{Marshall, UnMarshall};
-use zeroize::Zeroizing;
 
-use crate::attest::step_error;
 use crate::error::TpmError;
-use crate::esapi::{spki_der, Conn, OpError, Tpm};
+use crate::esapi::{null_ticket, spki_der, OpError, Tpm};
 use crate::key::{KeyType, PublicKey};
-use crate::provision::{signing_template, storage_template, with_transient};
-
-/// A password for a hierarchy or a key: zeroized on drop, never printed.
-#[derive(Clone, Default)]
-pub struct Password(Zeroizing<Vec<u8>>);
-
-impl Password {
-    /// Wraps raw password bytes (SPIRE uses the UTF-8 bytes of the configured string).
-    pub fn new(bytes: Vec<u8>) -> Password {
-        Password(Zeroizing::new(bytes))
-    }
-
-    pub(crate) fn auth(&self) -> Result<Auth, tss_esapi::Error> {
-        Auth::try_from(self.0.to_vec())
-    }
-}
-
-impl std::fmt::Debug for Password {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.0.is_empty() { "Password(empty)" } else { "Password(<redacted>)" })
-    }
-}
+use crate::objects::{with_srk, with_transient};
+use crate::secret::Password;
+use crate::templates::{raw_signature, signature_scheme, signing_template};
 
 /// A DevID key in SPIRE's blob format, with its public key.
 #[derive(Debug, Clone)]
@@ -82,30 +58,6 @@ impl DevIdBlobs {
             OpError::Final(TpmError::BadBlob { what: "devid.pub.blob", reason: "not a TPMT_PUBLIC".into() })
         })
     }
-}
-
-/// The TCG EK Credential Profile "H-1" (RSA) or "H-2" (ECC) storage primary template, as SPIRE's agent uses it.
-pub fn srk_template(key_type: KeyType) -> Result<Public, tss_esapi::Error> {
-    storage_template(key_type, true)
-}
-
-/// Creates the H-1/H-2 SRK (owner hierarchy, `owner` password) and runs `f` with it, flushing it afterwards.
-pub(crate) fn with_srk<R>(
-    conn: &mut Conn,
-    device: &str,
-    key_type: KeyType,
-    owner: &Password,
-    f: impl FnOnce(&mut Conn, KeyHandle) -> Result<R, OpError>,
-) -> Result<R, OpError> {
-    conn.ctx.tr_set_auth(ObjectHandle::Owner, owner.auth()?)?;
-    let template = srk_template(key_type)?;
-    let srk = conn
-        .ctx
-        .execute_with_session(Some(AuthSession::Password), |ctx| {
-            ctx.create_primary(Hierarchy::Owner, template, None, None, None, None)
-        })
-        .map_err(|e| step_error(device, "create the storage key (SRK)", Some("owner hierarchy password"), e))?;
-    with_transient(conn, srk.key_handle, |conn| f(conn, srk.key_handle))
 }
 
 fn key_type_of(public: &Public) -> Option<KeyType> {
@@ -161,37 +113,15 @@ impl Tpm {
             })?;
             with_transient(conn, loaded, |conn| {
                 conn.ctx.tr_set_auth(ObjectHandle::from(loaded), devid.auth()?)?;
-                let scheme = match key_type {
-                    KeyType::Rsa2048 => {
-                        SignatureScheme::RsaSsa { hash_scheme: HashScheme::new(HashingAlgorithm::Sha256) }
-                    }
-                    KeyType::EccP256 => {
-                        SignatureScheme::EcDsa { hash_scheme: HashScheme::new(HashingAlgorithm::Sha256) }
-                    }
-                };
+                let scheme = signature_scheme(key_type);
                 let digest = Digest::try_from(digest.to_vec())?;
-                let ticket = crate::esapi::null_ticket()?;
+                let ticket = null_ticket()?;
                 Ok(conn.ctx.execute_with_session(Some(AuthSession::Password), |ctx| {
                     ctx.sign(loaded, digest, scheme, ticket)
                 })?)
             })
         })?;
-        match signature {
-            Signature::RsaSsa(s) => Ok(s.signature().value().to_vec()),
-            Signature::EcDsa(s) => {
-                let (r, sv) = (s.signature_r().value(), s.signature_s().value());
-                let mut out = vec![0u8; 64];
-                if r.len() > 32 || sv.len() > 32 {
-                    return Err(TpmError::BadBlob {
-                        what: "DevID signature",
-                        reason: "ECDSA component longer than 32 bytes".into(),
-                    });
-                }
-                out[32 - r.len()..32].copy_from_slice(r);
-                out[64 - sv.len()..].copy_from_slice(sv);
-                Ok(out)
-            }
-            _ => Err(TpmError::BadBlob { what: "DevID signature", reason: "unexpected signature scheme".into() }),
-        }
+        raw_signature(key_type, signature)
+            .map_err(|reason| TpmError::BadBlob { what: "DevID signature", reason: reason.into() })
     }
 }

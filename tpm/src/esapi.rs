@@ -1,9 +1,15 @@
 //! The TPM owner: one tss-esapi context behind a mutex, used by every operation of the crate. The same code
 //! serves swtpm and `/dev/tpmrm0`; only the TCTI differs.
 //!
-//! Invariants: TPM commands are strictly serialized; a command that fails at the connection level drops the
-//! context, reconnects once and is retried; `TPM_RC_RETRY`/`YIELDED`/`TESTING` are retried with a short
-//! backoff; after any reconnect a key's public area is re-read and must be the key callers were given.
+//! Invariants: TPM commands are strictly serialized; after any reconnect a key's public area is re-read and must
+//! be the key callers were given.
+//!
+//! The one retry policy of the crate lives here, in [`Tpm::with_context`]. libtss2's ESAPI resubmits a command
+//! that answers `TPM_RC_RETRY`/`YIELDED`/`TESTING` by itself, a few times, without delay; when the TPM still asks
+//! to retry, the operation is run again from its start after a backoff (10 ms doubling up to 320 ms, `RETRIES`
+//! times), and
+//! a connection-level failure drops the context and runs it once more on a new one. Nothing else in the crate
+//! retries, so an operation's worst case is bounded: `RETRIES + 2` runs.
 
 use std::collections::HashMap;
 use std::convert::TryFrom;
@@ -17,9 +23,7 @@ use tss_esapi::interface_types::algorithm::HashingAlgorithm;
 use tss_esapi::interface_types::ecc::EccCurve;
 use tss_esapi::interface_types::key_bits::RsaKeyBits;
 use tss_esapi::interface_types::session_handles::AuthSession;
-use tss_esapi::structures::{
-    Digest, EccScheme, HashScheme, HashcheckTicket, Public, RsaScheme, Signature, SignatureScheme,
-};
+use tss_esapi::structures::{Digest, EccScheme, HashScheme, HashcheckTicket, Public, RsaScheme};
 use tss_esapi::tss2_esys::TPMT_TK_HASHCHECK;
 use tss_esapi::Context;
 
@@ -27,9 +31,11 @@ use crate::device::TpmDevice;
 use crate::error::TpmError;
 use crate::handle::PersistentHandle;
 use crate::key::{KeyType, PublicKey};
+use crate::templates::{raw_signature, signature_scheme};
 use crate::KeySigner;
 
-const RETRIES: u32 = 8;
+/// How often an operation is run again while the TPM keeps asking to retry.
+pub(crate) const RETRIES: u32 = 8;
 
 /// One live connection and the ESYS handles resolved on it (valid only for this connection).
 pub(crate) struct Conn {
@@ -51,6 +57,7 @@ impl From<tss_esapi::Error> for OpError {
     }
 }
 
+#[derive(Debug)]
 enum Class {
     Retry,
     Tpm,
@@ -70,6 +77,67 @@ fn classify(e: &tss_esapi::Error) -> Class {
             // tss-esapi 7.7 does not let us tell apart from TPM codes: reconnecting once decides.
             _ => Class::Connection,
         },
+    }
+}
+
+/// Maps a failed command of one step of a multi-command operation: retry and connection-level errors go back to the owner loop
+/// (which retries or reconnects); a refused password names which one; any other TPM answer names the step.
+pub(crate) fn step_error(
+    device: &str,
+    step: &'static str,
+    secret: Option<&'static str>,
+    e: tss_esapi::Error,
+) -> OpError {
+    use tss_esapi::constants::response_code::Tss2ResponseCode;
+    let (kind, format_one) = match &e {
+        tss_esapi::Error::Tss2Error(rc) => (rc.kind(), matches!(rc, Tss2ResponseCode::FormatOne(_))),
+        tss_esapi::Error::WrapperError(_) => (None, true),
+    };
+    match (kind, secret) {
+        (Some(Tss2ResponseCodeKind::AuthFail | Tss2ResponseCodeKind::BadAuth), Some(what)) => {
+            OpError::Final(TpmError::AuthFailed { device: device.to_string(), step, what })
+        }
+        (Some(Tss2ResponseCodeKind::Retry | Tss2ResponseCodeKind::Yielded | Tss2ResponseCodeKind::Testing), _) => {
+            OpError::Tss(e)
+        }
+        (Some(Tss2ResponseCodeKind::Lockout), _) => {
+            OpError::Final(TpmError::Command { device: device.to_string(), op: step, source: e })
+        }
+        _ if format_one => OpError::Final(TpmError::Command { device: device.to_string(), op: step, source: e }),
+        _ => OpError::Tss(e),
+    }
+}
+
+/// What the owner does after a failed run of an operation.
+#[derive(Debug, PartialEq, Eq)]
+enum Next {
+    /// The TPM asked to retry: run the operation again after this delay.
+    RetryAfter(Duration),
+    /// The connection failed: drop it and run the operation again on a new one.
+    Reconnect,
+    /// Return the error.
+    GiveUp,
+}
+
+/// The crate's one retry policy, for one operation.
+#[derive(Debug, Default)]
+struct Attempts {
+    /// Runs repeated because the TPM asked to retry.
+    retries: u32,
+    /// The connection was made during this operation: a connection failure on it is final.
+    fresh_connection: bool,
+}
+
+impl Attempts {
+    fn after(&mut self, class: &Class) -> Next {
+        match class {
+            Class::Retry if self.retries < RETRIES => {
+                self.retries += 1;
+                Next::RetryAfter(Duration::from_millis(5 << self.retries.min(6)))
+            }
+            Class::Connection if !self.fresh_connection => Next::Reconnect,
+            _ => Next::GiveUp,
+        }
     }
 }
 
@@ -124,14 +192,13 @@ impl Tpm {
     ) -> Result<R, TpmError> {
         let device = self.0.device.to_string();
         let mut guard = self.0.conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let mut reconnected = false;
-        let mut retries = 0;
+        let mut attempts = Attempts::default();
         loop {
             let conn = match guard.as_mut() {
                 Some(c) => c,
                 None => {
                     *guard = Some(self.connect()?);
-                    reconnected = true;
+                    attempts.fresh_connection = true;
                     match guard.as_mut() {
                         Some(c) => c,
                         None => continue,
@@ -143,18 +210,20 @@ impl Tpm {
                 Err(OpError::Final(e)) => return Err(e),
                 Err(OpError::Tss(e)) => e,
             };
-            match classify(&err) {
-                Class::Retry if retries < RETRIES => {
-                    retries += 1;
-                    std::thread::sleep(Duration::from_millis(5 << retries.min(6)));
-                }
-                Class::Retry => return Err(TpmError::Busy { device, op, attempts: retries + 1 }),
-                Class::Tpm => return Err(TpmError::Command { device, op, source: err }),
-                Class::Connection if !reconnected => {
+            let class = classify(&err);
+            match attempts.after(&class) {
+                Next::RetryAfter(delay) => std::thread::sleep(delay),
+                Next::Reconnect => {
                     tracing::warn!(tpm = %device, op, error = %err, "TPM command failed; reconnecting once");
                     *guard = None;
                 }
-                Class::Connection => return Err(TpmError::Unavailable { device, op, source: err }),
+                Next::GiveUp => {
+                    return Err(match class {
+                        Class::Retry => TpmError::Busy { device, op, attempts: attempts.retries + 1 },
+                        Class::Tpm => TpmError::Command { device, op, source: err },
+                        Class::Connection => TpmError::Unavailable { device, op, source: err },
+                    })
+                }
             }
         }
     }
@@ -347,10 +416,7 @@ impl KeySigner for TpmKey {
 
     fn sign_digest(&self, digest: &[u8; 32]) -> Result<Vec<u8>, TpmError> {
         let handle = self.handle;
-        let scheme = match self.public.key_type() {
-            KeyType::Rsa2048 => SignatureScheme::RsaSsa { hash_scheme: HashScheme::new(HashingAlgorithm::Sha256) },
-            KeyType::EccP256 => SignatureScheme::EcDsa { hash_scheme: HashScheme::new(HashingAlgorithm::Sha256) },
-        };
+        let scheme = signature_scheme(self.public.key_type());
         let signature = self.tpm.with_context("sign", |conn| {
             let key = match conn.keys.get(&handle.value()) {
                 Some(k) if !self.due_for_check() => *k,
@@ -374,19 +440,60 @@ impl KeySigner for TpmKey {
                 .ctx
                 .execute_with_session(Some(AuthSession::Password), |ctx| ctx.sign(key, digest, scheme, ticket))?)
         })?;
-        match (self.public.key_type(), signature) {
-            (KeyType::Rsa2048, Signature::RsaSsa(s)) => Ok(s.signature().value().to_vec()),
-            (KeyType::EccP256, Signature::EcDsa(s)) => {
-                let (r, sv) = (s.signature_r().value(), s.signature_s().value());
-                if r.len() > 32 || sv.len() > 32 {
-                    return Err(TpmError::BadSignature { handle, reason: "ECDSA component longer than 32 bytes" });
+        raw_signature(self.public.key_type(), signature).map_err(|reason| TpmError::BadSignature { handle, reason })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs of one operation whose every run fails with `class`, under the policy (connection made before it).
+    fn runs_until_given_up(class: Class, mut connection_after_reconnect: Option<Class>) -> u32 {
+        let mut attempts = Attempts::default();
+        let mut runs = 0;
+        let mut current = class;
+        loop {
+            runs += 1;
+            match attempts.after(&current) {
+                Next::RetryAfter(delay) => assert!(delay <= Duration::from_millis(320), "{delay:?}"),
+                Next::Reconnect => {
+                    attempts.fresh_connection = true;
+                    if let Some(next) = connection_after_reconnect.take() {
+                        current = next;
+                    }
                 }
-                let mut out = vec![0u8; 64];
-                out[32 - r.len()..32].copy_from_slice(r);
-                out[64 - sv.len()..].copy_from_slice(sv);
-                Ok(out)
+                Next::GiveUp => return runs,
             }
-            _ => Err(TpmError::BadSignature { handle, reason: "signature of another scheme than the key's" }),
+            assert!(runs < 100, "the policy never gives up");
         }
+    }
+
+    #[test]
+    fn one_policy_bounds_every_operation() {
+        // A TPM that keeps asking to retry: the operation runs RETRIES + 1 times, then Busy.
+        assert_eq!(runs_until_given_up(Class::Retry, None), RETRIES + 1);
+        // A connection that stays broken: one reconnect, then Unavailable.
+        assert_eq!(runs_until_given_up(Class::Connection, None), 2);
+        // The TPM answered: never repeated.
+        assert_eq!(runs_until_given_up(Class::Tpm, None), 1);
+        // Broken connection, then a TPM that keeps asking to retry on the new one: still bounded.
+        assert_eq!(runs_until_given_up(Class::Connection, Some(Class::Retry)), RETRIES + 2);
+        // A second connection failure after the reconnect is final.
+        let mut a = Attempts { retries: 0, fresh_connection: true };
+        assert_eq!(a.after(&Class::Connection), Next::GiveUp);
+    }
+
+    #[test]
+    fn backoff_doubles_from_10_ms_and_stops_at_320_ms() {
+        let mut a = Attempts::default();
+        let delays: Vec<u64> = (0..RETRIES)
+            .map(|_| match a.after(&Class::Retry) {
+                Next::RetryAfter(d) => d.as_millis() as u64,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(delays, [10, 20, 40, 80, 160, 320, 320, 320]);
+        assert_eq!(a.after(&Class::Retry), Next::GiveUp);
     }
 }

@@ -3,8 +3,6 @@
 use std::fmt;
 use std::str::FromStr;
 
-use base64::Engine;
-
 use crate::error::TpmError;
 
 /// The key types this project signs with; each fixes its JWS algorithm.
@@ -68,18 +66,6 @@ impl PublicKey {
     /// SubjectPublicKeyInfo DER.
     pub fn spki_der(&self) -> &[u8] {
         &self.spki_der
-    }
-
-    /// PEM `PUBLIC KEY`, 64-character lines, trailing newline: byte-identical to `tpm2_readpublic -f pem`.
-    pub fn to_pem(&self) -> String {
-        let b64 = base64::engine::general_purpose::STANDARD.encode(&self.spki_der);
-        let mut out = String::from("-----BEGIN PUBLIC KEY-----\n");
-        for chunk in b64.as_bytes().chunks(64) {
-            out.push_str(std::str::from_utf8(chunk).unwrap_or_default());
-            out.push('\n');
-        }
-        out.push_str("-----END PUBLIC KEY-----\n");
-        out
     }
 }
 

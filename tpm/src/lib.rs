@@ -22,13 +22,17 @@ mod handle;
 mod key;
 #[cfg(feature = "mock")]
 pub mod mock;
+mod objects;
 pub mod provision;
+mod secret;
+mod templates;
 
 pub use device::TpmDevice;
 pub use error::TpmError;
 pub use esapi::{Tpm, TpmKey, DEFAULT_RECHECK};
 pub use handle::PersistentHandle;
 pub use key::{KeyType, PublicKey};
+pub use secret::Password;
 
 /// Something that signs SHA-256 digests with one fixed key.
 ///

@@ -6,24 +6,19 @@
 //! handle is ever overwritten; every transient object is flushed on every path (swtpm has no resource
 //! manager and only three object slots).
 
-use tss_esapi::attributes::ObjectAttributesBuilder;
 use tss_esapi::handles::{KeyHandle, ObjectHandle, PersistentTpmHandle};
-use tss_esapi::interface_types::algorithm::{HashingAlgorithm, PublicAlgorithm};
 use tss_esapi::interface_types::dynamic_handles::Persistent;
-use tss_esapi::interface_types::ecc::EccCurve;
-use tss_esapi::interface_types::key_bits::RsaKeyBits;
 use tss_esapi::interface_types::resource_handles::{Hierarchy, Provision};
 use tss_esapi::interface_types::session_handles::AuthSession;
-use tss_esapi::structures::{
-    EccPoint, EccScheme, HashScheme, Public, PublicBuilder, PublicEccParametersBuilder, PublicKeyRsa,
-    PublicRsaParametersBuilder, RsaExponent, RsaScheme, SymmetricDefinitionObject,
-};
+use tss_esapi::structures::Public;
 
 use crate::device::TpmDevice;
 use crate::error::TpmError;
 use crate::esapi::{check_signing_key, resolve, Conn, OpError, Tpm};
 use crate::handle::PersistentHandle;
 use crate::key::{KeyType, PublicKey};
+use crate::objects::with_transient;
+use crate::templates::{signing_template, storage_template};
 
 /// What provisioning did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,84 +38,6 @@ pub struct Provisioned {
     pub public: PublicKey,
 }
 
-/// A storage primary key template: restricted decrypt, AES-128-CFB, scheme NULL, SHA-256 name, empty unique.
-/// Without `no_da` it is `tpm2_createprimary -C o -g sha256 -G rsa2048:aes128cfb` (the upstream recipe's SRK);
-/// with `no_da` it is the TCG EK Credential Profile "H-1" (RSA) / "H-2" (ECC) key SPIRE's `tpm_devid` derives.
-pub(crate) fn storage_template(key_type: KeyType, no_da: bool) -> Result<Public, tss_esapi::Error> {
-    let attrs = ObjectAttributesBuilder::new()
-        .with_fixed_tpm(true)
-        .with_fixed_parent(true)
-        .with_sensitive_data_origin(true)
-        .with_user_with_auth(true)
-        .with_no_da(no_da)
-        .with_restricted(true)
-        .with_decrypt(true)
-        .build()?;
-    let b = PublicBuilder::new().with_name_hashing_algorithm(HashingAlgorithm::Sha256).with_object_attributes(attrs);
-    match key_type {
-        KeyType::Rsa2048 => b
-            .with_public_algorithm(PublicAlgorithm::Rsa)
-            .with_rsa_parameters(
-                PublicRsaParametersBuilder::new_restricted_decryption_key(
-                    SymmetricDefinitionObject::AES_128_CFB,
-                    RsaKeyBits::Rsa2048,
-                    RsaExponent::default(),
-                )
-                .build()?,
-            )
-            .with_rsa_unique_identifier(PublicKeyRsa::default())
-            .build(),
-        KeyType::EccP256 => b
-            .with_public_algorithm(PublicAlgorithm::Ecc)
-            .with_ecc_parameters(
-                PublicEccParametersBuilder::new_restricted_decryption_key(
-                    SymmetricDefinitionObject::AES_128_CFB,
-                    EccCurve::NistP256,
-                )
-                .build()?,
-            )
-            .with_ecc_unique_identifier(EccPoint::default())
-            .build(),
-    }
-}
-
-/// An unrestricted signing key: RSA-2048 RSASSA-SHA256 or P-256 ECDSA-SHA256, fixedTPM, fixedParent,
-/// sensitiveDataOrigin, userWithAuth (the signing keys here, and SPIRE's DevID template).
-pub(crate) fn signing_template(key_type: KeyType) -> Result<Public, tss_esapi::Error> {
-    let attrs = ObjectAttributesBuilder::new()
-        .with_fixed_tpm(true)
-        .with_fixed_parent(true)
-        .with_sensitive_data_origin(true)
-        .with_user_with_auth(true)
-        .with_sign_encrypt(true)
-        .build()?;
-    let sha256 = HashScheme::new(HashingAlgorithm::Sha256);
-    let builder =
-        PublicBuilder::new().with_name_hashing_algorithm(HashingAlgorithm::Sha256).with_object_attributes(attrs);
-    match key_type {
-        KeyType::Rsa2048 => builder
-            .with_public_algorithm(PublicAlgorithm::Rsa)
-            .with_rsa_parameters(
-                PublicRsaParametersBuilder::new_unrestricted_signing_key(
-                    RsaScheme::RsaSsa(sha256),
-                    RsaKeyBits::Rsa2048,
-                    RsaExponent::default(),
-                )
-                .build()?,
-            )
-            .with_rsa_unique_identifier(PublicKeyRsa::default())
-            .build(),
-        KeyType::EccP256 => builder
-            .with_public_algorithm(PublicAlgorithm::Ecc)
-            .with_ecc_parameters(
-                PublicEccParametersBuilder::new_unrestricted_signing_key(EccScheme::EcDsa(sha256), EccCurve::NistP256)
-                    .build()?,
-            )
-            .with_ecc_unique_identifier(EccPoint::default())
-            .build(),
-    }
-}
-
 fn persistent(handle: PersistentHandle) -> Result<Persistent, tss_esapi::Error> {
     Ok(Persistent::Persistent(PersistentTpmHandle::new(handle.value())?))
 }
@@ -135,21 +52,6 @@ fn probe(
         Ok(found) => Ok(Some(found)),
         Err(OpError::Final(TpmError::HandleNotFound { .. })) => Ok(None),
         Err(e) => Err(e),
-    }
-}
-
-/// Runs `f` with a transient object, flushing it afterwards whatever `f` returned.
-pub(crate) fn with_transient<R>(
-    conn: &mut Conn,
-    object: KeyHandle,
-    f: impl FnOnce(&mut Conn) -> Result<R, OpError>,
-) -> Result<R, OpError> {
-    let result = f(conn);
-    let flushed = conn.ctx.flush_context(ObjectHandle::from(object));
-    match (result, flushed) {
-        (Ok(r), Ok(())) => Ok(r),
-        (Ok(_), Err(e)) => Err(OpError::Tss(e)),
-        (Err(e), _) => Err(e),
     }
 }
 

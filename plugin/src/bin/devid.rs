@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 
 use plugin::devid::provision::{provision, read_password, ProvisionRequest};
-use tpm::devid::Password;
+use tpm::Password;
 
 const USAGE: &str = "usage: spire-server-attestor-tpm-devid provision [--tpm-device DEV] \
     [--key-type rsa2048|ecc-p256] [--subject-cn NAME] [--devid-password-file F] [--owner-password-file F] \

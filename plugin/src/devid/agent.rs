@@ -14,7 +14,8 @@ use crypto::devid::wire::{AttestationRequest, ChallengeRequest, ChallengeRespons
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 use tpm::attest::{Evidence, Hierarchies, PendingAttestation};
-use tpm::devid::{DevIdBlobs, Password};
+use tpm::devid::DevIdBlobs;
+use tpm::Password;
 use tpm::{Tpm, TpmDevice};
 
 use crate::hcl::{self, Value};

@@ -6,7 +6,8 @@ use std::path::PathBuf;
 
 use crypto::devid::{Attested, DevIdVerifier, ExtraChecks};
 use tpm::attest::Hierarchies;
-use tpm::devid::{DevIdBlobs, Password};
+use tpm::devid::DevIdBlobs;
+use tpm::Password;
 use tpm::TpmDevice;
 
 use crate::devid::agent::{self, AgentConfig};

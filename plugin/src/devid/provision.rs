@@ -3,7 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
-use tpm::devid::{DevIdBlobs, Password};
+use tpm::devid::DevIdBlobs;
+use tpm::Password;
 use tpm::{KeyType, Tpm, TpmDevice};
 
 /// What `provision` needs.

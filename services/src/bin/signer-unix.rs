@@ -76,7 +76,7 @@ fn provision(args: &[String]) -> anyhow::Result<()> {
     };
     let done = tpm::provision::provision(&device, handle, key_type)
         .with_context(|| format!("provisioning {key_type} key at {handle} on {device}"))?;
-    let pem = done.public.to_pem();
+    let pem = crypto::pem::encode("PUBLIC KEY", done.public.spki_der());
     match out {
         Some(path) => {
             common::fsutil::write_atomic(&path, ".provision.tmp", pem.as_bytes(), 0o644)
