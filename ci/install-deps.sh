@@ -4,14 +4,16 @@
 set -euo pipefail
 
 # Usage: install-deps.sh [test]. `test` adds Go and hashicorp's go-plugin (Debian's), for the lane that loads
-# the plugins with go-plugin's own client library, and Python's `cryptography`, for the independent tpm_devid
-# implementation the cross-check tests run.
+# the plugins with go-plugin's own client library; Python's `cryptography`, for the independent tpm_devid
+# implementation the cross-check tests run; and QEMU, a kernel image and busybox-static, for the VM lane
+# (testbed::vm: /dev/tpmrm0 in a VM; the kernel is only installed, never booted by the host).
 # gcc and libc6-dev: cgo, for the real SPIRE that ci/spire.sh builds (its SQLite datastore).
 PKGS=(swtpm swtpm-tools tpm2-tools libtss2-dev pkg-config nginx openssl gcc libc6-dev)
 if [[ "${1:-}" == test ]]; then
   PKGS+=(golang-1.19-go golang-github-hashicorp-go-plugin-dev golang-google-grpc-dev golang-github-golang-protobuf-1-5-dev
          golang-golang-x-net-dev golang-github-hashicorp-yamux-dev golang-github-hashicorp-go-hclog-dev golang-github-oklog-run-dev
-         python3 python3-cryptography)
+         python3 python3-cryptography
+         qemu-system-x86 linux-image-amd64 busybox-static)
 fi
 
 # cargo-nextest runs the test binaries in parallel; installed from crates.io once per machine. Without it the
@@ -39,6 +41,8 @@ if [[ $(id -u) -ne 0 ]]; then
 fi
 echo "installing system packages: ${missing[*]}" >&2
 export DEBIAN_FRONTEND=noninteractive
+# The kernel package would build an initramfs for the host, which nothing here boots.
+export INITRD=No
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 # The nginx package starts a system nginx on port 80; the tests run their own instances and need nothing of it.

@@ -54,18 +54,33 @@ build() {
     /usr/lib/go-1.19/bin/go build -o target/debug/goplugin-host ./testbed/goplugin-host
 }
 
-# The real SPIRE's tests are named real_spire_*; they run in their own lane.
+# The real SPIRE's tests are named real_spire_*, the VM's vm_*; each group runs in a lane of its own.
+MAIN="not test(/^real_spire_/) and not test(/^vm_/)"
 tests() {
   if cargo nextest --version >/dev/null 2>&1; then
     cargo nextest run --workspace --locked --no-fail-fast --final-status-level fail -E "$1"
   else
     echo "!! cargo-nextest is not installed (ci/install-deps.sh could not install it): running cargo test" >&2
-    if [[ $1 == "not test(/^real_spire_/)" ]]; then
-      cargo test --workspace --locked --no-fail-fast -- --skip real_spire_
-    else
-      cargo test --locked --no-fail-fast -p testbed --test e2e_spire
-    fi
+    case $1 in
+      "$MAIN") cargo test --workspace --locked --no-fail-fast -- --skip real_spire_ --skip vm_ ;;
+      *real_spire_*) cargo test --locked --no-fail-fast -p testbed --test e2e_spire ;;
+      *vm_*) cargo test --locked --no-fail-fast -p testbed --test vm_device ;;
+    esac
   fi
+}
+
+# The VM lane needs QEMU, a kernel image and busybox-static (ci/install-deps.sh test installs them as root).
+vm() {
+  local missing=()
+  command -v qemu-system-x86_64 >/dev/null || missing+=(qemu-system-x86)
+  compgen -G '/boot/vmlinuz-*' >/dev/null || missing+=(linux-image-amd64)
+  [[ -x /bin/busybox ]] && ! ldd /bin/busybox >/dev/null 2>&1 || missing+=(busybox-static)
+  if [[ ${#missing[@]} -gt 0 ]]; then
+    echo "!! WARNING: the VM lane (/dev/tpmrm0) is NOT RUN: missing packages ${missing[*]}" >&2
+    echo "!! install them with: apt-get install -y --no-install-recommends ${missing[*]}" >&2
+    return 0
+  fi
+  tests "test(/^vm_/)"
 }
 
 spire() {
@@ -80,5 +95,6 @@ lane "layering: no mock TPM shipped, tss-esapi only where a TPM is opened" layer
 lane "build the binaries the end-to-end tests run" build
 lane "SPIRE v1.13.3 (built once per machine)" spire
 lane "doc tests" cargo test --workspace --doc --locked
-lane "unit, TPM on swtpm, end to end" tests "not test(/^real_spire_/)"
+lane "unit, TPM on swtpm, end to end" tests "$MAIN"
 lane "the real SPIRE end to end" tests "test(/^real_spire_/)"
+lane "the production device path: /dev/tpmrm0 in a VM" vm

@@ -17,3 +17,4 @@ pub mod real_spire;
 pub mod single;
 pub mod spire;
 pub mod swtpm;
+pub mod vm;

@@ -44,6 +44,49 @@ fn answers(port: u16) -> bool {
     s.read_exact(&mut head).is_ok() && head[6..10] == [0, 0, 0, 0]
 }
 
+/// Manufactures a TPM state like a real TPM's in `dir`: `swtpm_setup` creates the RSA-2048 EK (and an ECC one)
+/// with certificates in NV (RSA EK certificate at 0x01C00002) issued by a private `swtpm_localca` CA made for
+/// this TPM (never the system one). The state is `dir/tpm`; returns the CA chain (issuer then root, PEM).
+pub fn manufacture(dir: &Path) -> anyhow::Result<PathBuf> {
+    let ca_dir = dir.join("localca");
+    std::fs::create_dir_all(&ca_dir)?;
+    let localca_conf = dir.join("swtpm-localca.conf");
+    std::fs::write(
+        &localca_conf,
+        format!(
+            "statedir = {ca}\nsigningkey = {ca}/signkey.pem\nissuercert = {ca}/issuercert.pem\ncertserial = {ca}/certserial\n",
+            ca = ca_dir.display()
+        ),
+    )?;
+    let setup_conf = dir.join("swtpm_setup.conf");
+    std::fs::write(
+        &setup_conf,
+        format!(
+            "create_certs_tool= /usr/bin/swtpm_localca\ncreate_certs_tool_config = {}\n\
+             create_certs_tool_options = /etc/swtpm-localca.options\nactive_pcr_banks = sha256\n",
+            localca_conf.display()
+        ),
+    )?;
+    let tpm_state = dir.join("tpm");
+    std::fs::create_dir_all(&tpm_state)?;
+    let out = Command::new("swtpm_setup")
+        .args(["--tpm2", "--tpmstate"])
+        .arg(&tpm_state)
+        .arg("--config")
+        .arg(&setup_conf)
+        .args(["--create-ek-cert", "--create-platform-cert", "--lock-nvram", "--overwrite"])
+        .output()
+        .context("running swtpm_setup (package swtpm-tools)")?;
+    if !out.status.success() {
+        bail!("swtpm_setup failed: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    }
+    let chain = dir.join("ek-ca-chain.pem");
+    let issuer = std::fs::read_to_string(ca_dir.join("issuercert.pem"))?;
+    let root = std::fs::read_to_string(ca_dir.join("swtpm-localca-rootca-cert.pem"))?;
+    std::fs::write(&chain, format!("{issuer}{root}"))?;
+    Ok(chain)
+}
+
 impl Swtpm {
     /// Starts a blank swtpm.
     pub fn start() -> anyhow::Result<Swtpm> {
@@ -55,47 +98,7 @@ impl Swtpm {
     /// instance (never the system one). [`Swtpm::ek_ca`] is that CA's chain (issuer then root, PEM).
     pub fn start_with_ek() -> anyhow::Result<Swtpm> {
         let state = tempfile::tempdir()?;
-        let dir = state.path();
-        let ca_dir = dir.join("localca");
-        std::fs::create_dir_all(&ca_dir)?;
-        let localca_conf = dir.join("swtpm-localca.conf");
-        std::fs::write(
-            &localca_conf,
-            format!(
-                "statedir = {ca}\nsigningkey = {ca}/signkey.pem\nissuercert = {ca}/issuercert.pem\ncertserial = {ca}/certserial\n",
-                ca = ca_dir.display()
-            ),
-        )?;
-        let setup_conf = dir.join("swtpm_setup.conf");
-        std::fs::write(
-            &setup_conf,
-            format!(
-                "create_certs_tool= /usr/bin/swtpm_localca\ncreate_certs_tool_config = {}\n\
-                 create_certs_tool_options = /etc/swtpm-localca.options\nactive_pcr_banks = sha256\n",
-                localca_conf.display()
-            ),
-        )?;
-        let tpm_state = dir.join("tpm");
-        std::fs::create_dir_all(&tpm_state)?;
-        let out = Command::new("swtpm_setup")
-            .args(["--tpm2", "--tpmstate"])
-            .arg(&tpm_state)
-            .arg("--config")
-            .arg(&setup_conf)
-            .args(["--create-ek-cert", "--create-platform-cert", "--lock-nvram", "--overwrite"])
-            .output()
-            .context("running swtpm_setup (package swtpm-tools)")?;
-        if !out.status.success() {
-            bail!(
-                "swtpm_setup failed: {}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        let chain = dir.join("ek-ca-chain.pem");
-        let issuer = std::fs::read_to_string(ca_dir.join("issuercert.pem"))?;
-        let root = std::fs::read_to_string(ca_dir.join("swtpm-localca-rootca-cert.pem"))?;
-        std::fs::write(&chain, format!("{issuer}{root}"))?;
+        let chain = manufacture(state.path())?;
         Self::start_in(state, Some(chain))
     }
 

@@ -30,6 +30,14 @@ pub enum TpmError {
     /// No TPM device to autodetect.
     #[error("no TPM found: neither /dev/tpmrm0 nor /dev/tpm0 exists (set tpm-device)")]
     NoDevice,
+    /// The TPM device file could not be opened (another process holds `/dev/tpm0`, or no permission).
+    #[error("cannot open TPM device {device}: {source}{hint}", hint = open_hint(source))]
+    DeviceOpen {
+        /// The device path.
+        device: String,
+        /// Why.
+        source: std::io::Error,
+    },
     /// The TPM could not be reached (connection refused, device gone, TPM restarting).
     #[error("TPM {device} unavailable during {op}: {source}")]
     Unavailable {
@@ -135,9 +143,25 @@ pub enum TpmError {
     Software(&'static str),
 }
 
+/// What an operator can do about a device that does not open.
+fn open_hint(e: &std::io::Error) -> &'static str {
+    match e.raw_os_error() {
+        Some(16) => {
+            " (/dev/tpm0 admits one process at a time and another holds it open; /dev/tpmrm0, the kernel's \
+                     resource manager, is shared)"
+        }
+        Some(13) => " (the daemon's user needs read-write access: group tss on Debian)",
+        _ => "",
+    }
+}
+
 impl TpmError {
-    /// True when trying again later may succeed (the TPM was unreachable or busy).
+    /// True when trying again later may succeed (the TPM was unreachable, busy, or held by another process).
     pub fn is_transient(&self) -> bool {
-        matches!(self, TpmError::Unavailable { .. } | TpmError::Busy { .. })
+        match self {
+            TpmError::Unavailable { .. } | TpmError::Busy { .. } => true,
+            TpmError::DeviceOpen { source, .. } => source.raw_os_error() == Some(16),
+            _ => false,
+        }
     }
 }

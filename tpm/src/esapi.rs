@@ -174,6 +174,15 @@ impl Tpm {
     }
 
     fn connect(&self) -> Result<Conn, TpmError> {
+        if let TpmDevice::Device(path) = &self.0.device {
+            // libtss2's device TCTI reports a device it cannot open as a bare I/O error (its own log says why, and
+            // that log is off): open it once ourselves to tell "busy" and "permission denied" apart.
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(path)
+                .map_err(|source| TpmError::DeviceOpen { device: self.0.device.to_string(), source })?;
+        }
         let tcti = self.0.device.tcti()?;
         let ctx = Context::new(tcti).map_err(|source| TpmError::Unavailable {
             device: self.0.device.to_string(),

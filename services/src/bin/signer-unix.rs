@@ -46,12 +46,20 @@ fn serve(path: PathBuf) -> anyhow::Result<()> {
     if device.is_software() {
         tracing::warn!(tpm = %device, "tpm-device is a software TPM (swtpm): for tests only");
     }
-    let tpm = tpm::Tpm::open(&device).with_context(|| format!("opening TPM {device}"))?;
-    let key = tpm.signing_key(cfg.handle).with_context(|| format!("opening signing key {}", cfg.handle))?;
     // One async thread: the work is I/O and hand-offs to the TPM owner thread, which signs one at a time.
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    runtime.block_on(signer_unix::run(cfg, Arc::new(key), shutdown_signal()))?;
-    Ok(())
+    runtime.block_on(async {
+        let shutdown = shutdown_signal();
+        tokio::pin!(shutdown);
+        let Some(key) = signer_unix::wait_for_key(&device, cfg.handle, &mut shutdown)
+            .await
+            .with_context(|| format!("opening signing key {} on TPM {device}", cfg.handle))?
+        else {
+            return Ok(());
+        };
+        signer_unix::run(cfg, Arc::new(key), shutdown).await?;
+        anyhow::Ok(())
+    })
 }
 
 fn provision(args: &[String]) -> anyhow::Result<()> {
@@ -82,13 +90,13 @@ fn provision(args: &[String]) -> anyhow::Result<()> {
             common::fsutil::write_atomic(&path, ".provision.tmp", pem.as_bytes(), 0o644)
                 .with_context(|| format!("writing {}", path.display()))?;
             eprintln!(
-                "{:?}: {key_type} signing key at {handle}; public key written to {}",
+                "{:?}: {key_type} signing key at {handle} on {device}; public key written to {}",
                 done.outcome,
                 path.display()
             );
         }
         None => {
-            eprintln!("{:?}: {key_type} signing key at {handle}", done.outcome);
+            eprintln!("{:?}: {key_type} signing key at {handle} on {device}", done.outcome);
             print!("{pem}");
         }
     }

@@ -9,7 +9,9 @@
 mod config;
 mod queue;
 mod server;
+mod tpm_open;
 
 pub use config::{SignerUnixConfig, DEFAULT_SOCKET, MAX_DURATION};
 pub use queue::{QueueError, SignQueue};
 pub use server::{run, RunError};
+pub use tpm_open::wait_for_key;
