@@ -7,10 +7,14 @@
 //! - [`duration`]: Go's `time.ParseDuration` syntax, overflow-checked.
 //! - [`fsutil`]: atomic writes that never follow a planted link.
 //! - [`logging`]: the tracing subscriber the binaries install.
+//! - [`report`]: an error and its causes on one line, each once.
+//! - [`sync`]: the one lock-poisoning policy.
 
 pub mod client;
 pub mod config;
 pub mod duration;
 pub mod fsutil;
 pub mod logging;
+pub mod report;
 pub mod signer_client;
+pub mod sync;

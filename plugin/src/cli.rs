@@ -22,9 +22,15 @@ pub enum CliError {
     /// A co-signer URL is not usable.
     #[error("co-signer URL: {0}")]
     Url(ClientError),
-    /// Standard input could not be read, or was too large or empty.
+    /// Standard input could not be read.
     #[error("reading the bundle from standard input: {0}")]
-    Input(String),
+    Input(#[source] std::io::Error),
+    /// Standard input holds more than a bundle can be.
+    #[error("the bundle on standard input is larger than {MAX_BUNDLE} bytes")]
+    TooLarge,
+    /// Standard input is empty.
+    #[error("the bundle on standard input is empty")]
+    Empty,
     /// Building the client failed.
     #[error("client set-up: {0}")]
     Client(ClientError),
@@ -52,12 +58,12 @@ pub async fn run(args: &[String], stdin: &mut impl Read, timeout: Duration) -> R
     }
     let cosigners = urls.iter().map(|u| HttpUrl::parse(u)).collect::<Result<Vec<_>, _>>().map_err(CliError::Url)?;
     let mut bundle = Vec::new();
-    stdin.take(MAX_BUNDLE as u64 + 1).read_to_end(&mut bundle).map_err(|e| CliError::Input(e.to_string()))?;
+    stdin.take(MAX_BUNDLE as u64 + 1).read_to_end(&mut bundle).map_err(CliError::Input)?;
     if bundle.len() > MAX_BUNDLE {
-        return Err(CliError::Input(format!("larger than {MAX_BUNDLE} bytes")));
+        return Err(CliError::TooLarge);
     }
     if bundle.iter().all(u8::is_ascii_whitespace) {
-        return Err(CliError::Input("empty".into()));
+        return Err(CliError::Empty);
     }
     let client = SignerClient::new(&PathBuf::from(socket), timeout).map_err(CliError::Client)?;
     sign_and_publish(&client, &bundle, &cosigners).await

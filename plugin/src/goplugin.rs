@@ -55,7 +55,7 @@ pub struct Broker(Arc<Mutex<Option<ConnInfo>>>);
 impl Broker {
     /// The ConnInfo for host services, if the host sent it.
     pub fn host_services(&self) -> Option<ConnInfo> {
-        self.0.lock().ok().and_then(|g| g.clone())
+        common::sync::lock(&self.0).clone()
     }
 }
 
@@ -77,9 +77,7 @@ impl GrpcBroker for BrokerSvc {
             while let Ok(Some(info)) = incoming.message().await {
                 tracing::debug!(service_id = info.service_id, network = %info.network, "broker connection info");
                 if info.service_id == 1 {
-                    if let Ok(mut s) = slot.lock() {
-                        *s = Some(info);
-                    }
+                    *common::sync::lock(&slot) = Some(info);
                 }
             }
         });

@@ -5,6 +5,7 @@
 //! server NodeAttestor plugins (`spire-agent-nodeattestor-tpm-devid`, `spire-server-nodeattestor-tpm-devid`).
 
 pub mod cli;
+pub mod config;
 pub mod devid;
 pub mod goplugin;
 pub mod hcl;

@@ -7,7 +7,7 @@
 //! with the reason; only a well-formed token from the chain is ever published (see `common::signer_client`).
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::client::HttpUrl;
@@ -16,11 +16,10 @@ use common::signer_client::SignerClient;
 use common::signer_client::DEFAULT_SOCKET;
 use tonic::{Request, Response, Status};
 
-use crate::hcl::{self, Value};
+use crate::config::{ConfigError, ConfigService, ConfigSlot, Fields, PluginConfig};
 use crate::pb::bundlepublisher::bundle_publisher_server::BundlePublisher;
 use crate::pb::bundlepublisher::{PublishBundleRequest, PublishBundleResponse};
-use crate::pb::config::config_server::Config;
-use crate::pb::config::{ConfigureRequest, ConfigureResponse, ValidateRequest, ValidateResponse};
+use crate::pb::config::CoreConfiguration;
 use crate::pb::types::Bundle;
 use crypto::unix_now as now;
 
@@ -52,67 +51,68 @@ pub struct PublisherConfig {
     pub timeout: Duration,
 }
 
-fn string(key: &str, v: &Value) -> Result<String, String> {
-    match v {
-        Value::Str(s) => Ok(s.clone()),
-        other => Err(format!("{key}: expected a string, got {}", other.kind())),
-    }
-}
-
-fn duration(key: &str, v: &Value) -> Result<Duration, String> {
-    let s = string(key, v)?;
-    let d = s.parse::<GoDuration>().map_err(|e| format!("{key}: {e}"))?.0;
-    if d < Duration::from_secs(1) {
-        return Err(format!("{key}: {s:?} is shorter than 1s"));
-    }
-    Ok(d)
-}
-
-/// Parses `hcl_configuration`; errors name the key.
-pub fn parse_config(text: &str) -> Result<(PublisherConfig, Vec<String>), String> {
-    let map = hcl::parse(text).map_err(|e| e.to_string())?;
-    let mut cfg = PublisherConfig {
-        socket: PathBuf::from(DEFAULT_SOCKET),
-        urls: Vec::new(),
-        frequency: Duration::from_secs(300),
-        format: Format::Pem,
-        timeout: Duration::from_secs(30),
-    };
-    let mut notes = Vec::new();
-    for (key, value) in &map {
-        match key.as_str() {
-            "socket" => {
-                let s = string(key, value)?;
-                if !s.starts_with('/') {
-                    return Err(format!("socket: {s:?} must be an absolute path"));
-                }
-                cfg.socket = PathBuf::from(s);
-            }
-            "urls" => {
-                let Value::List(items) = value else {
-                    return Err(format!("urls: expected a list of strings, got {}", value.kind()));
-                };
-                for (i, item) in items.iter().enumerate() {
-                    let s = string(&format!("urls[{i}]"), item)?;
-                    cfg.urls.push(HttpUrl::parse(&s).map_err(|e| format!("urls[{i}]: {e}"))?);
-                }
-            }
-            "frequency" => cfg.frequency = duration(key, value)?,
-            "timeout" => cfg.timeout = duration(key, value)?,
-            "format" => {
-                cfg.format = match string(key, value)?.to_ascii_lowercase().as_str() {
-                    "pem" => Format::Pem,
-                    "spiffe" => Format::Spiffe,
-                    other => return Err(format!("format: {other:?} is not pem or spiffe")),
-                }
-            }
-            "dir" | "filename" | "tmpfile" => {
-                string(key, value)?;
-                notes.push(format!("{key} belongs to signer-unix's config (where the token is written); ignored here"));
-            }
-            other => return Err(format!("unknown key {other:?} (known: socket, urls, frequency, format, timeout)")),
+impl Default for PublisherConfig {
+    fn default() -> Self {
+        PublisherConfig {
+            socket: PathBuf::from(DEFAULT_SOCKET),
+            urls: Vec::new(),
+            frequency: Duration::from_secs(300),
+            format: Format::Pem,
+            timeout: Duration::from_secs(30),
         }
     }
+}
+
+/// The keys `hcl_configuration` may hold.
+const KEYS: [&str; 8] = ["socket", "urls", "frequency", "format", "timeout", "dir", "filename", "tmpfile"];
+
+impl PublisherConfig {
+    /// Cross-field and range checks.
+    fn validate(&self) -> Result<(), ConfigError> {
+        if !self.socket.is_absolute() {
+            return Err(ConfigError::invalid("socket", format!("{:?} must be an absolute path", self.socket)));
+        }
+        for (key, d) in [("frequency", self.frequency), ("timeout", self.timeout)] {
+            if d < Duration::from_secs(1) {
+                return Err(ConfigError::invalid(key, format!("{} is shorter than 1s", GoDuration(d))));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Parses `hcl_configuration`; errors name the key. Returns the notes for SPIRE's `Validate`.
+pub fn parse_config(text: &str) -> Result<(PublisherConfig, Vec<String>), ConfigError> {
+    let mut f = Fields::parse(text, &KEYS)?;
+    let mut cfg = PublisherConfig::default();
+    if let Some(socket) = f.path("socket")? {
+        cfg.socket = socket;
+    }
+    for (i, url) in f.strings("urls")?.unwrap_or_default().iter().enumerate() {
+        cfg.urls.push(
+            HttpUrl::parse(url).map_err(|e| ConfigError::Value { key: format!("urls[{i}]"), source: Box::new(e) })?,
+        );
+    }
+    if let Some(d) = f.parsed::<GoDuration>("frequency")? {
+        cfg.frequency = d.0;
+    }
+    if let Some(d) = f.parsed::<GoDuration>("timeout")? {
+        cfg.timeout = d.0;
+    }
+    if let Some(format) = f.string("format")? {
+        cfg.format = match format.to_ascii_lowercase().as_str() {
+            "pem" => Format::Pem,
+            "spiffe" => Format::Spiffe,
+            other => return Err(ConfigError::invalid("format", format!("{other:?} is not pem or spiffe"))),
+        };
+    }
+    let mut notes = Vec::new();
+    for key in ["dir", "filename", "tmpfile"] {
+        if f.string(key)?.is_some() {
+            notes.push(format!("{key} belongs to signer-unix's config (where the token is written); ignored here"));
+        }
+    }
+    cfg.validate()?;
     Ok((cfg, notes))
 }
 
@@ -126,28 +126,53 @@ struct Published {
 
 /// A configuration with the client built for it (trust roots are loaded once per Configure, not per call).
 #[derive(Debug)]
-struct Configured {
+pub struct Configured {
     cfg: PublisherConfig,
     client: SignerClient,
+}
+
+impl PluginConfig for Configured {
+    fn load(hcl: &str, _core: Option<&CoreConfiguration>) -> Result<(Self, Vec<String>), ConfigError> {
+        let (cfg, notes) = parse_config(hcl)?;
+        let client = SignerClient::new(&cfg.socket, cfg.timeout)
+            .map_err(|e| ConfigError::Value { key: "urls".into(), source: Box::new(e) })?;
+        Ok((Configured { cfg, client }, notes))
+    }
+
+    fn log_configured(&self) {
+        let cfg = &self.cfg;
+        tracing::info!(socket = %cfg.socket.display(), cosigners = cfg.urls.len(), frequency = %GoDuration(cfg.frequency), "configured");
+    }
 }
 
 /// The plugin's state.
 #[derive(Debug, Default)]
 pub struct Publisher {
-    config: Mutex<Option<Arc<Configured>>>,
+    config: Arc<ConfigSlot<Configured>>,
     published: tokio::sync::Mutex<Published>,
 }
 
+/// Why SPIRE's bundle could not be rendered for signing.
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    /// SPIRE sent a bundle without X.509 authorities.
+    #[error("bundle has no X.509 authorities")]
+    NoAuthorities,
+    /// An authority is not a usable CA certificate.
+    #[error(transparent)]
+    Bundle(#[from] crypto::BundleError),
+}
+
 /// Renders the bundle for signing.
-pub fn render(bundle: &Bundle, format: Format) -> Result<String, String> {
+pub fn render(bundle: &Bundle, format: Format) -> Result<String, RenderError> {
     if bundle.x509_authorities.is_empty() {
-        return Err("bundle has no X.509 authorities".into());
+        return Err(RenderError::NoAuthorities);
     }
     let pem: String = bundle.x509_authorities.iter().map(|c| crypto::pem::encode("CERTIFICATE", &c.asn1)).collect();
     match format {
         Format::Pem => Ok(pem),
         Format::Spiffe => {
-            let parsed = crypto::bundle::Bundle::parse(&pem).map_err(|e| e.to_string())?;
+            let parsed = crypto::bundle::Bundle::parse(&pem)?;
             let hint = u64::try_from(bundle.refresh_hint).ok().filter(|h| *h > 0);
             let seq = Some(bundle.sequence_number).filter(|s| *s > 0);
             Ok(parsed.with_spiffe_metadata(hint, seq).to_spiffe_json())
@@ -170,13 +195,14 @@ fn refresh_point(token: &str) -> u64 {
 }
 
 impl Publisher {
-    fn config(&self) -> Result<Arc<Configured>, Status> {
-        self.config.lock().ok().and_then(|c| c.clone()).ok_or_else(|| Status::failed_precondition("not configured"))
+    /// SPIRE's Config service for this plugin.
+    pub fn config_service(&self) -> ConfigService<Configured> {
+        ConfigService(self.config.clone())
     }
 
     /// Signs and publishes when needed; returns whether it published.
     pub async fn publish(&self, bundle: Bundle) -> Result<bool, Status> {
-        let configured = self.config()?;
+        let configured = self.config.get()?;
         let (cfg, client) = (&configured.cfg, &configured.client);
         let mut last = self.published.lock().await;
         let changed = last.bundle.as_ref() != Some(&bundle);
@@ -185,7 +211,7 @@ impl Publisher {
         if !changed && !due && !expiring {
             return Ok(false);
         }
-        let text = render(&bundle, cfg.format).map_err(Status::invalid_argument)?;
+        let text = render(&bundle, cfg.format).map_err(|e| Status::invalid_argument(e.to_string()))?;
         let started = Instant::now();
         let token = client.sign_chain(text.as_bytes(), &cfg.urls).await.map_err(|e| {
             tracing::error!(error = %e, "signing failed; nothing published");
@@ -226,33 +252,6 @@ impl BundlePublisher for PublisherService {
     }
 }
 
-#[tonic::async_trait]
-impl Config for PublisherService {
-    async fn configure(&self, req: Request<ConfigureRequest>) -> Result<Response<ConfigureResponse>, Status> {
-        let (cfg, notes) = parse_config(&req.get_ref().hcl_configuration).map_err(|e| {
-            tracing::error!(error = %e, "configuration refused");
-            Status::invalid_argument(format!("failed to decode configuration: {e}"))
-        })?;
-        for n in notes {
-            tracing::info!("{n}");
-        }
-        tracing::info!(socket = %cfg.socket.display(), cosigners = cfg.urls.len(), frequency = %GoDuration(cfg.frequency), "configured");
-        let client = SignerClient::new(&cfg.socket, cfg.timeout)
-            .map_err(|e| Status::invalid_argument(format!("failed to set up the signer client: {e}")))?;
-        if let Ok(mut c) = self.0.config.lock() {
-            *c = Some(Arc::new(Configured { cfg, client }));
-        }
-        Ok(Response::new(ConfigureResponse {}))
-    }
-
-    async fn validate(&self, req: Request<ValidateRequest>) -> Result<Response<ValidateResponse>, Status> {
-        Ok(Response::new(match parse_config(&req.get_ref().hcl_configuration) {
-            Ok((_, notes)) => ValidateResponse { valid: true, notes },
-            Err(e) => ValidateResponse { valid: false, notes: vec![e] },
-        }))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -283,7 +282,7 @@ mod tests {
             ("urls = [", "line"),
         ];
         for (text, key) in bad {
-            let err = parse_config(text).unwrap_err();
+            let err = parse_config(text).unwrap_err().to_string();
             assert!(err.contains(key), "{text:?}: {err}");
         }
     }

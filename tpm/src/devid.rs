@@ -44,7 +44,7 @@ impl DevIdBlobs {
         if parsed.marshall().ok().as_deref() != Some(&public[..]) {
             return Err(bad("devid.pub.blob", "trailing bytes after the TPMT_PUBLIC".into()));
         }
-        let key = crate::esapi::check_devid_key(&parsed).map_err(|reason| bad("devid.pub.blob", reason))?;
+        let key = crate::esapi::check_devid_key(&parsed)?;
         Private::try_from(private.clone())
             .map_err(|_| bad("devid.priv.blob", format!("{} bytes is too long for a TPM2B_PRIVATE", private.len())))?;
         if private.len() < 2 {

@@ -13,7 +13,7 @@
 
 use std::collections::HashMap;
 use std::convert::TryFrom;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use tss_esapi::constants::response_code::{Tss2ResponseCode, Tss2ResponseCodeKind};
@@ -200,7 +200,7 @@ impl Tpm {
         mut f: impl FnMut(&mut Conn) -> Result<R, OpError>,
     ) -> Result<R, TpmError> {
         let device = self.0.device.to_string();
-        let mut guard = self.0.conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut guard = self.0.conn.lock().unwrap_or_else(PoisonError::into_inner);
         let mut attempts = Attempts::default();
         loop {
             let conn = match guard.as_mut() {
@@ -334,23 +334,28 @@ pub(crate) fn check_signing_key(handle: PersistentHandle, public: &Public) -> Re
 /// Checks that `public` is a DevID SPIRE can use (a signing key, RSA-2048 RSASSA-SHA256 or P-256
 /// ECDSA-SHA256: SPIRE's server verifies the proof of possession with SHA256WithRSA or ECDSAWithSHA256 only) and
 /// exports it.
-pub(crate) fn check_devid_key(public: &Public) -> Result<PublicKey, String> {
+pub(crate) fn check_devid_key(public: &Public) -> Result<PublicKey, TpmError> {
+    let bad = |reason: String| TpmError::BadBlob { what: "devid.pub.blob", reason };
     let sha256 = HashScheme::new(HashingAlgorithm::Sha256);
     if !public.object_attributes().sign_encrypt() {
-        return Err("not a signing key (sign attribute clear)".into());
+        return Err(bad("not a signing key (sign attribute clear)".into()));
     }
     let key_type = match public {
         Public::Rsa { parameters, .. } => match (parameters.key_bits(), parameters.rsa_scheme()) {
             (RsaKeyBits::Rsa2048, RsaScheme::RsaSsa(h)) if h == sha256 => KeyType::Rsa2048,
-            (bits, scheme) => return Err(format!("RSA {bits:?} {scheme:?}; a DevID must be RSA-2048 RSASSA-SHA256")),
+            (bits, scheme) => {
+                return Err(bad(format!("RSA {bits:?} {scheme:?}; a DevID must be RSA-2048 RSASSA-SHA256")))
+            }
         },
         Public::Ecc { parameters, .. } => match (parameters.ecc_curve(), parameters.ecc_scheme()) {
             (EccCurve::NistP256, EccScheme::EcDsa(h)) if h == sha256 => KeyType::EccP256,
-            (curve, scheme) => return Err(format!("ECC {curve:?} {scheme:?}; a DevID must be P-256 ECDSA-SHA256")),
+            (curve, scheme) => {
+                return Err(bad(format!("ECC {curve:?} {scheme:?}; a DevID must be P-256 ECDSA-SHA256")))
+            }
         },
-        _ => return Err("neither an RSA nor an ECC key".into()),
+        _ => return Err(bad("neither an RSA nor an ECC key".into())),
     };
-    let der = spki_der(public).map_err(|e| format!("public key not exportable: {e}"))?;
+    let der = spki_der(public).map_err(|e| bad(format!("public key not exportable: {e}")))?;
     Ok(PublicKey::new(key_type, der))
 }
 
@@ -401,16 +406,15 @@ impl TpmKey {
     }
 
     fn due_for_check(&self) -> bool {
-        match self.checked.lock().map(|c| *c) {
-            Ok(Some(at)) => at.elapsed() >= self.recheck,
-            _ => true,
+        // Poisoned or not: the value is an Option<Instant> written in one statement (common::sync's policy).
+        match *self.checked.lock().unwrap_or_else(PoisonError::into_inner) {
+            Some(at) => at.elapsed() >= self.recheck,
+            None => true,
         }
     }
 
     fn mark_checked(&self) {
-        if let Ok(mut c) = self.checked.lock() {
-            *c = Some(Instant::now());
-        }
+        *self.checked.lock().unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
     }
 }
 

@@ -11,7 +11,7 @@ use der::{Decode, Encode};
 use x509_cert::ext::pkix::{BasicConstraints, KeyUsage};
 use x509_cert::Certificate;
 
-use crate::devid::error::ChainError;
+use crate::devid::error::{CertError, ChainError};
 use crate::devid::strip;
 
 /// Maximum chain length (leaf + intermediates + anchor) explored.
@@ -55,12 +55,12 @@ pub struct Cert {
 
 impl Cert {
     /// Parses one DER certificate.
-    pub fn from_der(der: &[u8]) -> Result<Cert, String> {
-        let cert = Certificate::from_der(der).map_err(|e| e.to_string())?;
-        if cert.to_der().map_err(|e| e.to_string())? != der {
-            return Err("not DER (re-encoding differs)".into());
+    pub fn from_der(der: &[u8]) -> Result<Cert, CertError> {
+        let cert = Certificate::from_der(der).map_err(CertError::Der)?;
+        if cert.to_der().map_err(CertError::Der)? != der {
+            return Err(CertError::NotDer);
         }
-        let tbs = cert.tbs_certificate.to_der().map_err(|e| e.to_string())?;
+        let tbs = cert.tbs_certificate.to_der().map_err(CertError::Der)?;
         let subject = cert.tbs_certificate.subject.to_string();
         Ok(Cert { der: der.to_vec(), tbs, cert, subject })
     }
@@ -384,10 +384,10 @@ impl Search<'_> {
 }
 
 /// Parses every `CERTIFICATE` block of a PEM bundle (other block types are skipped, as in SPIRE).
-pub fn parse_pem_bundle(pem_text: &[u8]) -> Result<Vec<Cert>, String> {
-    let text = std::str::from_utf8(pem_text).map_err(|_| "not UTF-8 PEM".to_string())?;
+pub fn parse_pem_bundle(pem_text: &[u8]) -> Result<Vec<Cert>, CertError> {
+    let text = std::str::from_utf8(pem_text).map_err(|_| CertError::NotUtf8)?;
     let mut certs = Vec::new();
-    for block in crate::pem::blocks(text).map_err(|e| format!("malformed PEM ({e:?})"))? {
+    for block in crate::pem::blocks(text).map_err(CertError::Pem)? {
         if block.label == "CERTIFICATE" {
             certs.push(Cert::from_der(&block.der)?);
         }

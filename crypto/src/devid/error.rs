@@ -91,6 +91,26 @@ pub enum ChainError {
     },
 }
 
+/// Why certificate bytes are not a certificate.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CertError {
+    /// Not an X.509 certificate.
+    #[error("{0}")]
+    Der(der::Error),
+    /// A BER encoding, or trailing bytes: SPIRE's Go parser would read something else.
+    #[error("not DER (re-encoding differs)")]
+    NotDer,
+    /// A PEM file that is not UTF-8.
+    #[error("not UTF-8 PEM")]
+    NotUtf8,
+    /// PEM framing or base64 is broken.
+    #[error("malformed PEM ({0:?})")]
+    Pem(crate::pem::PemError),
+    /// A PEM file without a `CERTIFICATE` block.
+    #[error("no certificates found")]
+    Empty,
+}
+
 /// Why an attestation was refused. Every variant is a distinct check.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -122,7 +142,7 @@ pub enum DevIdError {
         /// Which one.
         what: &'static str,
         /// The parser's complaint.
-        reason: String,
+        reason: CertError,
     },
     /// The DevID chain does not lead to a configured DevID CA.
     #[error("unable to verify DevID signature: {0}")]

@@ -25,7 +25,7 @@ use zeroize::Zeroizing;
 
 pub use chain::Cert;
 pub use credential::{kdfa_sha256, make_credential};
-pub use error::{ChainError, DevIdError, Tpm2Error};
+pub use error::{CertError, ChainError, DevIdError, Tpm2Error};
 use tpm2::{alg, attr, Attest, KeyParams, RsaSignature, TpmPublic};
 use wire::{AttestationRequest, ChallengeRequest, ChallengeResponse, CredActivation};
 
@@ -121,7 +121,7 @@ impl DevIdVerifier {
         let load = |what: &'static str, pem: &[u8]| -> Result<Vec<Cert>, DevIdError> {
             let certs = chain::parse_pem_bundle(pem).map_err(|reason| DevIdError::BadCertificate { what, reason })?;
             if certs.is_empty() {
-                return Err(DevIdError::BadCertificate { what, reason: "no certificates found".into() });
+                return Err(DevIdError::BadCertificate { what, reason: CertError::Empty });
             }
             Ok(certs)
         };

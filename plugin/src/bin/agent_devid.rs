@@ -8,8 +8,10 @@ use plugin::pb::agent_nodeattestor::node_attestor_server::NodeAttestorServer;
 use plugin::pb::config::config_server::ConfigServer;
 
 fn main() {
-    let service = AgentService(Arc::new(AgentPlugin::default()));
+    let plugin = Arc::new(AgentPlugin::default());
+    let config = plugin.config_service();
+    let service = AgentService(plugin);
     plugin::goplugin::plugin_main("spire-agent-nodeattestor-tpm-devid", "NodeAttestor", &SERVICE_NAMES, |router| {
-        router.add_service(NodeAttestorServer::new(service.clone())).add_service(ConfigServer::new(service))
+        router.add_service(NodeAttestorServer::new(service.clone())).add_service(ConfigServer::new(config))
     });
 }

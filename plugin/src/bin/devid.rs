@@ -1,103 +1,183 @@
-//! `spire-server-attestor-tpm-devid provision --tpm-device DEV [--key-type rsa2048|ecc-p256] [--subject-cn NAME]
-//! [--devid-password-file F] [--owner-password-file F] --out-dir DIR` creates the DevID and its CSR;
-//! `spire-server-attestor-tpm-devid sign-csr --csr F --ca-cert F --ca-key F [--chain F] [--days N] --out F` is a
-//! file-based DevID CA for labs and tests; `spire-server-attestor-tpm-devid check ...` runs the whole `tpm_devid`
-//! exchange locally and says which step fails.
+//! `spire-server-attestor-tpm-devid`: DevID provisioning for SPIRE's `tpm_devid` (`provision`), a file-based DevID
+//! CA for labs and tests (`sign-csr`), and the whole exchange run locally, step by step (`check`).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
 use plugin::devid::provision::{provision, read_password, ProvisionRequest};
-use tpm::Password;
+use tpm::{KeyType, Password, TpmDevice};
 
-const USAGE: &str = "usage: spire-server-attestor-tpm-devid provision [--tpm-device DEV] \
-    [--key-type rsa2048|ecc-p256] [--subject-cn NAME] [--devid-password-file F] [--owner-password-file F] \
-    --out-dir DIR\n       spire-server-attestor-tpm-devid sign-csr --csr F --ca-cert F --ca-key F [--chain F] \
-    [--days N] --out F\n       spire-server-attestor-tpm-devid check [--tpm-device DEV] --devid-cert F --devid-priv F \
-    --devid-pub F [--devid-password-file F] [--owner-password-file F] [--endorsement-password-file F] \
-    --devid-ca F --endorsement-ca F [--trust-domain TD]";
+#[derive(Parser)]
+#[command(
+    name = "spire-server-attestor-tpm-devid",
+    version,
+    about = "DevID keys for SPIRE's tpm_devid node attestation"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
 
-fn run(args: &[String]) -> Result<(), String> {
-    let [cmd, rest @ ..] = args else { return Err(USAGE.into()) };
-    match cmd.as_str() {
-        "provision" => provision_cmd(rest),
-        "sign-csr" => sign_csr_cmd(rest),
-        "check" => check_cmd(rest),
-        _ => Err(USAGE.into()),
+#[derive(Subcommand)]
+enum Command {
+    /// Creates a DevID key in this machine's TPM and its certificate request (devid.priv.blob, devid.pub.blob,
+    /// devid.csr in --out-dir).
+    Provision(ProvisionArgs),
+    /// Issues a DevID certificate for a CSR with a CA key in a file (labs and tests; production uses its own CA).
+    SignCsr(SignCsrArgs),
+    /// Runs the whole tpm_devid exchange locally, agent and server side, and says which step fails.
+    Check(CheckArgs),
+}
+
+#[derive(Args)]
+struct ProvisionArgs {
+    /// The TPM (default: /dev/tpmrm0, then /dev/tpm0).
+    #[arg(long, value_name = "DEV")]
+    tpm_device: Option<TpmDevice>,
+    /// rsa2048 or ecc-p256.
+    #[arg(long, default_value = "rsa2048")]
+    key_type: KeyType,
+    /// The CSR's subject common name (default: this host's name).
+    #[arg(long, value_name = "NAME")]
+    subject_cn: Option<String>,
+    /// The DevID key's password, read from a file.
+    #[arg(long, value_name = "F")]
+    devid_password_file: Option<PathBuf>,
+    /// The owner hierarchy's password, read from a file.
+    #[arg(long, value_name = "F")]
+    owner_password_file: Option<PathBuf>,
+    /// Where the blobs and the CSR go.
+    #[arg(long, value_name = "DIR")]
+    out_dir: PathBuf,
+}
+
+#[derive(Args)]
+struct SignCsrArgs {
+    /// The DevID's certificate request (PEM).
+    #[arg(long, value_name = "F")]
+    csr: PathBuf,
+    /// The issuing CA certificate (PEM).
+    #[arg(long, value_name = "F")]
+    ca_cert: PathBuf,
+    /// The issuing CA's private key (PEM).
+    #[arg(long, value_name = "F")]
+    ca_key: PathBuf,
+    /// Intermediates to append after the DevID certificate (PEM).
+    #[arg(long, value_name = "F")]
+    chain: Option<PathBuf>,
+    /// Validity in days.
+    #[arg(long, default_value_t = 365, value_parser = clap::value_parser!(u32).range(1..=3650))]
+    days: u32,
+    /// Where the certificate (and chain) goes.
+    #[arg(long, value_name = "F")]
+    out: PathBuf,
+}
+
+#[derive(Args)]
+struct CheckArgs {
+    /// The TPM (default: SPIRE's autodetection: exactly one /dev/tpmrmN, else exactly one /dev/tpmN).
+    #[arg(long, value_name = "DEV")]
+    tpm_device: Option<TpmDevice>,
+    /// The agent's devid_cert_path.
+    #[arg(long, value_name = "F")]
+    devid_cert: PathBuf,
+    /// The agent's devid_priv_path.
+    #[arg(long, value_name = "F")]
+    devid_priv: PathBuf,
+    /// The agent's devid_pub_path.
+    #[arg(long, value_name = "F")]
+    devid_pub: PathBuf,
+    /// The DevID key's password, read from a file.
+    #[arg(long, value_name = "F")]
+    devid_password_file: Option<PathBuf>,
+    /// The owner hierarchy's password, read from a file.
+    #[arg(long, value_name = "F")]
+    owner_password_file: Option<PathBuf>,
+    /// The endorsement hierarchy's password, read from a file.
+    #[arg(long, value_name = "F")]
+    endorsement_password_file: Option<PathBuf>,
+    /// The server's devid_ca_path.
+    #[arg(long, value_name = "F")]
+    devid_ca: PathBuf,
+    /// The server's endorsement_ca_path.
+    #[arg(long, value_name = "F")]
+    endorsement_ca: PathBuf,
+    /// The trust domain of the printed agent ID.
+    #[arg(long, value_name = "TD", default_value = "example.org")]
+    trust_domain: String,
+}
+
+fn password(flag: &str, file: Option<&Path>) -> anyhow::Result<Password> {
+    match file {
+        None => Ok(Password::default()),
+        Some(f) => read_password(f).with_context(|| format!("{flag} {}", f.display())),
     }
 }
 
-fn sign_csr_cmd(rest: &[String]) -> Result<(), String> {
-    let (mut csr, mut cert, mut key, mut chain, mut days, mut out) = (None, None, None, None, 365u32, None);
-    let mut it = rest.iter();
-    while let Some(flag) = it.next() {
-        let value = it.next().ok_or_else(|| format!("{flag} needs a value\n{USAGE}"))?;
-        let read = |what: &str| std::fs::read_to_string(value).map_err(|e| format!("{what} {value}: {e}"));
-        match flag.as_str() {
-            "--csr" => csr = Some(read("--csr")?),
-            "--ca-cert" => cert = Some(read("--ca-cert")?),
-            "--ca-key" => key = Some(read("--ca-key")?),
-            "--chain" => chain = Some(read("--chain")?),
-            "--days" => days = value.parse().ok().filter(|d| (1..=3650).contains(d)).ok_or("--days: 1 to 3650")?,
-            "--out" => out = Some(PathBuf::from(value)),
-            other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
-        }
-    }
-    let (Some(csr), Some(cert), Some(key), Some(out)) = (csr, cert, key, out) else {
-        return Err(format!("--csr, --ca-cert, --ca-key and --out are required\n{USAGE}"));
+fn provision_cmd(a: ProvisionArgs) -> anyhow::Result<()> {
+    let device = match a.tpm_device {
+        Some(d) => d,
+        None => TpmDevice::autodetect()?,
     };
-    let pem = plugin::devid::ca::sign_csr(&csr, &cert, &key, chain.as_deref().unwrap_or(""), days)
-        .map_err(|e| e.to_string())?;
-    common::fsutil::write_atomic(&out, ".sign-csr.tmp", pem.as_bytes(), 0o644)
-        .map_err(|e| format!("{}: {e}", out.display()))?;
-    eprintln!("issued {} (valid {days} days)", out.display());
+    let subject_cn = match a.subject_cn {
+        Some(c) => c,
+        None => common::config::hostname().context("--subject-cn not given and no host name")?,
+    };
+    let req = ProvisionRequest {
+        device,
+        key_type: a.key_type,
+        subject_cn,
+        devid_password: password("--devid-password-file", a.devid_password_file.as_deref())?,
+        owner_password: password("--owner-password-file", a.owner_password_file.as_deref())?,
+        out_dir: a.out_dir,
+    };
+    provision(&req)?;
+    eprintln!(
+        "{} DevID created under the {} SRK on {}; wrote devid.priv.blob, devid.pub.blob, devid.csr in {}",
+        req.key_type,
+        if req.key_type == KeyType::Rsa2048 { "H-1" } else { "H-2" },
+        req.device,
+        req.out_dir.display()
+    );
     Ok(())
 }
 
-fn check_cmd(rest: &[String]) -> Result<(), String> {
+fn sign_csr_cmd(a: SignCsrArgs) -> anyhow::Result<()> {
+    let read = |flag: &str, f: &Path| std::fs::read_to_string(f).with_context(|| format!("{flag} {}", f.display()));
+    let chain = a.chain.as_deref().map(|f| read("--chain", f)).transpose()?.unwrap_or_default();
+    let pem = plugin::devid::ca::sign_csr(
+        &read("--csr", &a.csr)?,
+        &read("--ca-cert", &a.ca_cert)?,
+        &read("--ca-key", &a.ca_key)?,
+        &chain,
+        a.days,
+    )?;
+    common::fsutil::write_atomic(&a.out, ".sign-csr.tmp", pem.as_bytes(), 0o644)
+        .with_context(|| format!("writing {}", a.out.display()))?;
+    eprintln!("issued {} (valid {} days)", a.out.display(), a.days);
+    Ok(())
+}
+
+fn check_cmd(a: CheckArgs) -> anyhow::Result<()> {
     use plugin::devid::check::{run as check, CheckRequest};
-    let (mut device, mut cert, mut private, mut public, mut devid_ca, mut ek_ca) = (None, None, None, None, None, None);
-    let mut devid_password = Password::default();
-    let mut hierarchies = tpm::attest::Hierarchies::default();
-    let mut trust_domain = "example.org".to_string();
-    let mut it = rest.iter();
-    while let Some(flag) = it.next() {
-        let value = it.next().ok_or_else(|| format!("{flag} needs a value\n{USAGE}"))?;
-        let password = || read_password(&PathBuf::from(value)).map_err(|e| format!("{flag} {value}: {e}"));
-        match flag.as_str() {
-            "--tpm-device" => device = Some(value.parse::<tpm::TpmDevice>().map_err(|e| format!("--tpm-device: {e}"))?),
-            "--devid-cert" => cert = Some(PathBuf::from(value)),
-            "--devid-priv" => private = Some(PathBuf::from(value)),
-            "--devid-pub" => public = Some(PathBuf::from(value)),
-            "--devid-ca" => devid_ca = Some(PathBuf::from(value)),
-            "--endorsement-ca" => ek_ca = Some(PathBuf::from(value)),
-            "--devid-password-file" => devid_password = password()?,
-            "--owner-password-file" => hierarchies.owner = password()?,
-            "--endorsement-password-file" => hierarchies.endorsement = password()?,
-            "--trust-domain" => trust_domain = value.clone(),
-            other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
-        }
-    }
-    let (Some(devid_cert), Some(devid_priv), Some(devid_pub), Some(devid_ca), Some(endorsement_ca)) =
-        (cert, private, public, devid_ca, ek_ca)
-    else {
-        return Err(format!(
-            "--devid-cert, --devid-priv, --devid-pub, --devid-ca and --endorsement-ca are required\n{USAGE}"
-        ));
-    };
-    let device = match device {
+    let device = match a.tpm_device {
         Some(d) => d,
-        None => plugin::devid::agent::autodetect(std::path::Path::new("/dev"))?,
+        None => plugin::devid::agent::autodetect(Path::new("/dev"))?,
     };
     let req = CheckRequest {
         device,
-        devid_cert,
-        devid_priv,
-        devid_pub,
-        devid_password,
-        hierarchies,
-        devid_ca,
-        endorsement_ca,
-        trust_domain,
+        devid_cert: a.devid_cert,
+        devid_priv: a.devid_priv,
+        devid_pub: a.devid_pub,
+        devid_password: password("--devid-password-file", a.devid_password_file.as_deref())?,
+        hierarchies: tpm::attest::Hierarchies {
+            owner: password("--owner-password-file", a.owner_password_file.as_deref())?,
+            endorsement: password("--endorsement-password-file", a.endorsement_password_file.as_deref())?,
+        },
+        devid_ca: a.devid_ca,
+        endorsement_ca: a.endorsement_ca,
+        trust_domain: a.trust_domain,
     };
     let (id, attested) = check(&req, &mut std::io::stdout())?;
     println!("agent ID   {id}");
@@ -107,56 +187,17 @@ fn check_cmd(rest: &[String]) -> Result<(), String> {
     Ok(())
 }
 
-fn provision_cmd(rest: &[String]) -> Result<(), String> {
-    let mut device = None;
-    let mut key_type = tpm::KeyType::Rsa2048;
-    let mut cn = None;
-    let (mut devid_password, mut owner_password) = (Password::default(), Password::default());
-    let mut out_dir = None;
-    let mut it = rest.iter();
-    while let Some(flag) = it.next() {
-        let value = it.next().ok_or_else(|| format!("{flag} needs a value\n{USAGE}"))?;
-        match flag.as_str() {
-            "--tpm-device" => device = Some(value.parse::<tpm::TpmDevice>().map_err(|e| format!("--tpm-device: {e}"))?),
-            "--key-type" => key_type = value.parse().map_err(|e| format!("--key-type: {e}"))?,
-            "--subject-cn" => cn = Some(value.clone()),
-            "--devid-password-file" => {
-                devid_password =
-                    read_password(&PathBuf::from(value)).map_err(|e| format!("--devid-password-file {value}: {e}"))?
-            }
-            "--owner-password-file" => {
-                owner_password =
-                    read_password(&PathBuf::from(value)).map_err(|e| format!("--owner-password-file {value}: {e}"))?
-            }
-            "--out-dir" => out_dir = Some(PathBuf::from(value)),
-            other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
-        }
-    }
-    let device = match device {
-        Some(d) => d,
-        None => tpm::TpmDevice::autodetect().map_err(|e| e.to_string())?,
-    };
-    let subject_cn = match cn {
-        Some(c) => c,
-        None => common::config::hostname().map_err(|e| format!("--subject-cn not given and no host name: {e}"))?,
-    };
-    let out_dir = out_dir.ok_or_else(|| format!("--out-dir is required\n{USAGE}"))?;
-    let req = ProvisionRequest { device, key_type, subject_cn, devid_password, owner_password, out_dir };
-    provision(&req).map_err(|e| e.to_string())?;
-    eprintln!(
-        "{key_type} DevID created under the {} SRK; wrote devid.priv.blob, devid.pub.blob, devid.csr in {}",
-        if key_type == tpm::KeyType::Rsa2048 { "H-1" } else { "H-2" },
-        req.out_dir.display()
-    );
-    Ok(())
-}
-
 fn main() {
+    let cli = Cli::parse();
     common::logging::quiet_tss_logging();
     common::logging::init();
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if let Err(e) = run(&args) {
-        eprintln!("error: {e}");
+    let result = match cli.command {
+        Command::Provision(a) => provision_cmd(a),
+        Command::SignCsr(a) => sign_csr_cmd(a),
+        Command::Check(a) => check_cmd(a),
+    };
+    if let Err(e) = result {
+        eprintln!("error: {}", common::report::error_chain(e.as_ref()));
         std::process::exit(1);
     }
 }

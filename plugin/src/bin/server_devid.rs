@@ -8,8 +8,10 @@ use plugin::pb::config::config_server::ConfigServer;
 use plugin::pb::server_nodeattestor::node_attestor_server::NodeAttestorServer;
 
 fn main() {
-    let service = ServerService(Arc::new(ServerPlugin::default()));
+    let plugin = Arc::new(ServerPlugin::default());
+    let config = plugin.config_service();
+    let service = ServerService(plugin);
     plugin::goplugin::plugin_main("spire-server-nodeattestor-tpm-devid", "NodeAttestor", &SERVICE_NAMES, |router| {
-        router.add_service(NodeAttestorServer::new(service.clone())).add_service(ConfigServer::new(service))
+        router.add_service(NodeAttestorServer::new(service.clone())).add_service(ConfigServer::new(config))
     });
 }

@@ -27,11 +27,13 @@ fn main() {
             std::process::exit(1);
         }
         plugin::hclog::init();
-        let service = PublisherService(Arc::new(Publisher::default()));
+        let publisher = Arc::new(Publisher::default());
+        let config = publisher.config_service();
+        let service = PublisherService(publisher);
         let result = runtime().block_on(plugin::goplugin::serve(
             &SERVICE_NAMES,
             |router| {
-                router.add_service(BundlePublisherServer::new(service.clone())).add_service(ConfigServer::new(service))
+                router.add_service(BundlePublisherServer::new(service.clone())).add_service(ConfigServer::new(config))
             },
             plugin::goplugin::Broker::default(),
         ));

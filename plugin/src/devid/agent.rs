@@ -6,7 +6,7 @@
 //! `/dev/tpmN`); it also takes `swtpm:host=H,port=P`. `AidAttestation` sends one payload, answers one challenge
 //! and ends. Attestations are serialized (a TPM without a resource manager has three object slots).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -18,12 +18,11 @@ use tpm::devid::DevIdBlobs;
 use tpm::Password;
 use tpm::{Tpm, TpmDevice};
 
-use crate::hcl::{self, Value};
+use crate::config::{read_file, ConfigError, ConfigService, ConfigSlot, Fields, PluginConfig};
 use crate::pb::agent_nodeattestor::node_attestor_server::NodeAttestor;
 use crate::pb::agent_nodeattestor::payload_or_challenge_response::Data;
 use crate::pb::agent_nodeattestor::{Challenge, PayloadOrChallengeResponse};
-use crate::pb::config::config_server::Config;
-use crate::pb::config::{ConfigureRequest, ConfigureResponse, ValidateRequest, ValidateResponse};
+use crate::pb::config::CoreConfiguration;
 
 /// The services Init reports.
 pub const SERVICE_NAMES: [&str; 2] =
@@ -48,20 +47,21 @@ pub struct AgentConfig {
 }
 
 /// Reads every `CERTIFICATE` block of a PEM file, in order (SPIRE: "no certificates found in file" if none).
-pub fn read_chain(path: &Path) -> Result<Vec<Vec<u8>>, String> {
-    let text = std::fs::read(path).map_err(|e| format!("devid_cert_path {}: {e}", path.display()))?;
-    let certs = crypto::devid::chain::parse_pem_bundle(&text)
-        .map_err(|e| format!("devid_cert_path {}: {e}", path.display()))?;
+pub fn read_chain(path: &Path) -> Result<Vec<Vec<u8>>, ConfigError> {
+    const KEY: &str = "devid_cert_path";
+    let text = read_file(KEY, path)?;
+    let certs = crypto::devid::chain::parse_pem_bundle(&text).map_err(|e| ConfigError::file(KEY, path, e))?;
     if certs.is_empty() {
-        return Err(format!("devid_cert_path {}: no certificates found in file", path.display()));
+        return Err(ConfigError::file(KEY, path, "no certificates found in file"));
     }
     Ok(certs.iter().map(|c| c.der().to_vec()).collect())
 }
 
 /// SPIRE's TPM autodetection: exactly one `/dev/tpmrmN`, else exactly one `/dev/tpmN`.
-pub fn autodetect(dev: &Path) -> Result<TpmDevice, String> {
+pub fn autodetect(dev: &Path) -> Result<TpmDevice, ConfigError> {
+    const KEY: &str = "tpm_device_path";
     let names: Vec<String> = std::fs::read_dir(dev)
-        .map_err(|e| format!("tpm_device_path: cannot list {}: {e}", dev.display()))?
+        .map_err(|e| ConfigError::file(KEY, dev, e))?
         .filter_map(|e| e.ok().and_then(|e| e.file_name().into_string().ok()))
         .collect();
     for prefix in ["tpmrm", "tpm"] {
@@ -72,76 +72,87 @@ pub fn autodetect(dev: &Path) -> Result<TpmDevice, String> {
         match found.as_slice() {
             [one] => return Ok(TpmDevice::Device(dev.join(one))),
             [] => continue,
-            _ => return Err("tpm_device_path: more than one possible TPM device was found; set tpm_device_path".into()),
-        }
-    }
-    Err("tpm_device_path: not set and no TPM device found in /dev".into())
-}
-
-fn string(key: &str, value: &Value) -> Result<String, String> {
-    match value {
-        Value::Str(s) => Ok(s.clone()),
-        other => Err(format!("{key}: expected a string, got {}", other.kind())),
-    }
-}
-
-/// Parses and loads the plugin configuration (HCL `plugin_data`).
-pub fn parse_config(text: &str) -> Result<AgentConfig, String> {
-    let map = hcl::parse(text).map_err(|e| e.to_string())?;
-    let (mut cert, mut private, mut public, mut device) = (None, None, None, None);
-    let mut devid_password = Password::default();
-    let mut hierarchies = Hierarchies::default();
-    for (key, value) in &map {
-        match key.as_str() {
-            "devid_cert_path" => cert = Some(PathBuf::from(string(key, value)?)),
-            "devid_priv_path" => private = Some(PathBuf::from(string(key, value)?)),
-            "devid_pub_path" => public = Some(PathBuf::from(string(key, value)?)),
-            "tpm_device_path" => device = Some(string(key, value)?).filter(|s| !s.is_empty()),
-            "devid_password" => devid_password = Password::new(string(key, value)?.into_bytes()),
-            "owner_hierarchy_password" => hierarchies.owner = Password::new(string(key, value)?.into_bytes()),
-            "endorsement_hierarchy_password" => {
-                hierarchies.endorsement = Password::new(string(key, value)?.into_bytes())
-            }
-            other => {
-                return Err(format!(
-                    "unknown key {other:?} (known: devid_cert_path, devid_priv_path, devid_pub_path, devid_password, \
-                     owner_hierarchy_password, endorsement_hierarchy_password, tpm_device_path)"
+            _ => {
+                return Err(ConfigError::invalid(
+                    KEY,
+                    "more than one possible TPM device was found; set tpm_device_path",
                 ))
             }
         }
     }
-    let cert = cert.ok_or("devid_cert_path is required")?;
-    let private = private.ok_or("devid_priv_path is required")?;
-    let public = public.ok_or("devid_pub_path is required")?;
-    let device = match device {
+    Err(ConfigError::invalid(KEY, "not set and no TPM device found in /dev"))
+}
+
+/// The keys of the agent plugin's `plugin_data` (SPIRE's).
+const KEYS: [&str; 7] = [
+    "devid_cert_path",
+    "devid_priv_path",
+    "devid_pub_path",
+    "devid_password",
+    "owner_hierarchy_password",
+    "endorsement_hierarchy_password",
+    "tpm_device_path",
+];
+
+/// Parses and loads the plugin configuration (HCL `plugin_data`).
+pub fn parse_config(text: &str) -> Result<AgentConfig, ConfigError> {
+    let mut f = Fields::parse(text, &KEYS)?;
+    let password = |s: Option<String>| s.map(|s| Password::new(s.into_bytes())).unwrap_or_default();
+    // Every value's type first, then what is missing.
+    let (cert, private, public) = (f.path("devid_cert_path")?, f.path("devid_priv_path")?, f.path("devid_pub_path")?);
+    let devid_password = password(f.string("devid_password")?);
+    let hierarchies = Hierarchies {
+        owner: password(f.string("owner_hierarchy_password")?),
+        endorsement: password(f.string("endorsement_hierarchy_password")?),
+    };
+    let device_path = f.string("tpm_device_path")?;
+    let cert = cert.ok_or(ConfigError::Missing("devid_cert_path"))?;
+    let private = private.ok_or(ConfigError::Missing("devid_priv_path"))?;
+    let public = public.ok_or(ConfigError::Missing("devid_pub_path"))?;
+    let device = match device_path.filter(|s| !s.is_empty()) {
         None => autodetect(Path::new("/dev"))?,
         Some(text) => {
-            let device: TpmDevice = text.parse().map_err(|e| format!("tpm_device_path: {e}"))?;
+            const KEY: &str = "tpm_device_path";
+            let device: TpmDevice =
+                text.parse().map_err(|e| ConfigError::Value { key: KEY.into(), source: Box::new(e) })?;
             if let TpmDevice::Device(path) = &device {
-                let meta = std::fs::metadata(path).map_err(|e| format!("tpm_device_path {}: {e}", path.display()))?;
+                let meta = std::fs::metadata(path).map_err(|e| ConfigError::file(KEY, path, e))?;
                 use std::os::unix::fs::FileTypeExt;
                 if meta.file_type().is_socket() {
-                    return Err(format!(
-                        "tpm_device_path {}: unix-socket TPMs are not supported; use swtpm:host=H,port=P or a device",
-                        path.display()
+                    return Err(ConfigError::file(
+                        KEY,
+                        path,
+                        "unix-socket TPMs are not supported; use swtpm:host=H,port=P or a device",
                     ));
                 }
             }
             device
         }
     };
-    let read = |key: &str, path: &Path| std::fs::read(path).map_err(|e| format!("{key} {}: {e}", path.display()));
-    let devid = DevIdBlobs::parse(read("devid_priv_path", &private)?, read("devid_pub_path", &public)?)
-        .map_err(|e| e.to_string())?;
+    let devid = DevIdBlobs::parse(read_file("devid_priv_path", &private)?, read_file("devid_pub_path", &public)?)
+        .map_err(|e| ConfigError::file("devid_pub_path", &public, e))?;
     let chain = read_chain(&cert)?;
-    let leaf = crypto::devid::Cert::from_der(&chain[0]).map_err(|e| format!("devid_cert_path: leaf: {e}"))?;
+    let leaf = crypto::devid::Cert::from_der(&chain[0]).map_err(|e| ConfigError::file("devid_cert_path", &cert, e))?;
     if !leaf.has_key(devid.key.spki_der()) {
-        return Err(format!(
-            "devid_cert_path {}: the leaf certificate does not certify the key in devid_pub_path (mismatched files)",
-            cert.display()
+        return Err(ConfigError::file(
+            "devid_cert_path",
+            &cert,
+            "the leaf certificate does not certify the key in devid_pub_path (mismatched files)",
         ));
     }
     Ok(AgentConfig { device, chain, devid, devid_password, hierarchies })
+}
+
+impl PluginConfig for AgentConfig {
+    fn load(hcl: &str, _core: Option<&CoreConfiguration>) -> Result<(Self, Vec<String>), ConfigError> {
+        Ok((parse_config(hcl)?, Vec::new()))
+    }
+
+    fn log_configured(&self) {
+        let leaf_fp = crypto::devid::Cert::from_der(&self.chain[0]).map(|c| c.sha1_hex()).unwrap_or_default();
+        tracing::info!(device = %self.device, devid_key = %self.devid.key.key_type(), devid_cert_sha1 = %leaf_fp,
+            chain = self.chain.len(), "configured");
+    }
 }
 
 /// The payload of message 1: the evidence plus the certificate chain.
@@ -205,8 +216,15 @@ pub fn answer(pending: &PendingAttestation, challenge: &[u8]) -> Result<Vec<u8>,
 /// The plugin's state.
 #[derive(Debug, Default)]
 pub struct AgentPlugin {
-    config: std::sync::Mutex<Option<Arc<AgentConfig>>>,
+    config: Arc<ConfigSlot<AgentConfig>>,
     one_at_a_time: tokio::sync::Mutex<()>,
+}
+
+impl AgentPlugin {
+    /// SPIRE's Config service for this plugin.
+    pub fn config_service(&self) -> ConfigService<AgentConfig> {
+        ConfigService(self.config.clone())
+    }
 }
 
 /// gRPC face of [`AgentPlugin`].
@@ -228,13 +246,7 @@ impl NodeAttestor for AgentService {
         &self,
         req: Request<Streaming<Challenge>>,
     ) -> Result<Response<Self::AidAttestationStream>, Status> {
-        let cfg = self
-            .0
-            .config
-            .lock()
-            .ok()
-            .and_then(|c| c.clone())
-            .ok_or_else(|| Status::failed_precondition("not configured"))?;
+        let cfg = self.0.config.get()?;
         let mut inbound = req.into_inner();
         let (tx, rx) = tokio::sync::mpsc::channel(2);
         let plugin = self.0.clone();
@@ -272,33 +284,6 @@ impl NodeAttestor for AgentService {
     }
 }
 
-#[tonic::async_trait]
-impl Config for AgentService {
-    async fn configure(&self, req: Request<ConfigureRequest>) -> Result<Response<ConfigureResponse>, Status> {
-        let text = req.into_inner().hcl_configuration;
-        let cfg = tokio::task::spawn_blocking(move || parse_config(&text)).await.map_err(internal)?.map_err(|e| {
-            tracing::error!(error = %e, "configuration refused");
-            Status::invalid_argument(e)
-        })?;
-        let leaf_fp = crypto::devid::Cert::from_der(&cfg.chain[0]).map(|c| c.sha1_hex()).unwrap_or_default();
-        tracing::info!(device = %cfg.device, devid_key = %cfg.devid.key.key_type(), devid_cert_sha1 = %leaf_fp,
-            chain = cfg.chain.len(), "configured");
-        if let Ok(mut slot) = self.0.config.lock() {
-            *slot = Some(Arc::new(cfg));
-        }
-        Ok(Response::new(ConfigureResponse {}))
-    }
-
-    async fn validate(&self, req: Request<ValidateRequest>) -> Result<Response<ValidateResponse>, Status> {
-        let text = req.into_inner().hcl_configuration;
-        let result = tokio::task::spawn_blocking(move || parse_config(&text)).await.map_err(internal)?;
-        Ok(Response::new(match result {
-            Ok(_) => ValidateResponse { valid: true, notes: Vec::new() },
-            Err(e) => ValidateResponse { valid: false, notes: vec![e] },
-        }))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -320,7 +305,7 @@ mod tests {
             }
             match (autodetect(dir.path()), want) {
                 (Ok(TpmDevice::Device(p)), Ok(name)) => assert_eq!(p, dir.path().join(name), "{names:?}"),
-                (Err(e), Err(text)) => assert!(e.contains(text), "{names:?}: {e}"),
+                (Err(e), Err(text)) => assert!(e.to_string().contains(text), "{names:?}: {e}"),
                 (got, want) => panic!("{names:?}: got {got:?}, want {want:?}"),
             }
         }
@@ -339,7 +324,7 @@ mod tests {
                 "tpm_device_path",
             ),
         ] {
-            let err = parse_config(hcl).unwrap_err();
+            let err = parse_config(hcl).unwrap_err().to_string();
             assert!(err.contains(want), "{hcl}: {err}");
         }
         let dir = tempfile::tempdir().unwrap();
@@ -349,6 +334,6 @@ mod tests {
             "devid_cert_path = \"a\"\ndevid_priv_path = \"b\"\ndevid_pub_path = \"c\"\ntpm_device_path = \"{}\"",
             sock.display()
         );
-        assert!(parse_config(&hcl).unwrap_err().contains("unix-socket TPMs are not supported"));
+        assert!(parse_config(&hcl).unwrap_err().to_string().contains("unix-socket TPMs are not supported"));
     }
 }

@@ -23,15 +23,41 @@ const ECDSA_WITH_SHA256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.84
 /// Why a certificate was not issued.
 #[derive(Debug, thiserror::Error)]
 pub enum CaError {
-    /// The CSR is not usable.
+    /// The CSR is not a PEM certificate request.
+    #[error("CSR: not a PEM CERTIFICATE REQUEST: {0}")]
+    CsrPem(#[source] der::Error),
+    /// The CSR's key is not one a DevID may have.
     #[error("CSR: {0}")]
-    Csr(String),
-    /// The CA certificate or key is not usable.
-    #[error("CA: {0}")]
-    Ca(String),
-    /// Building or signing failed.
+    CsrKey(#[source] crypto::KeyError),
+    /// The CSR's signature algorithm is not the one of its key.
+    #[error("CSR: signature algorithm {oid} does not match the {alg} key")]
+    CsrAlgorithm {
+        /// The algorithm the CSR names.
+        oid: ObjectIdentifier,
+        /// The key's.
+        alg: crypto::Alg,
+    },
+    /// The CSR's self-signature does not verify.
+    #[error("CSR: self-signature does not verify: no proof the requester holds the DevID key")]
+    CsrSignature,
+    /// The CA certificate is not a PEM certificate.
+    #[error("CA: certificate: {0}")]
+    CaCert(#[source] der::Error),
+    /// The CA key is of no kind this CA signs with.
+    #[error("CA: the key is neither a P-256 nor an RSA private key in PEM (PKCS#8 or SEC1)")]
+    CaKey,
+    /// The CA key is not the CA certificate's.
+    #[error("CA: the key does not belong to the CA certificate")]
+    CaMismatch,
+    /// A public key could not be encoded.
+    #[error("encoding a public key: {0}")]
+    Spki(#[from] spki::Error),
+    /// A structure could not be encoded.
+    #[error("encoding: {0}")]
+    Der(#[from] der::Error),
+    /// Building or signing the certificate failed.
     #[error("issuing: {0}")]
-    Issue(String),
+    Issue(#[from] x509_cert::builder::Error),
 }
 
 enum CaKey {
@@ -42,42 +68,37 @@ enum CaKey {
 fn ca_key(pem: &str) -> Result<(CaKey, Vec<u8>), CaError> {
     use p256::pkcs8::DecodePrivateKey;
     if let Ok(k) = p256::ecdsa::SigningKey::from_pkcs8_pem(pem) {
-        let spki = k.verifying_key().to_public_key_der().map_err(|e| CaError::Ca(e.to_string()))?.into_vec();
+        let spki = k.verifying_key().to_public_key_der()?.into_vec();
         return Ok((CaKey::Ec(k), spki));
     }
     if let Ok(k) = p256::SecretKey::from_sec1_pem(pem) {
         let k = p256::ecdsa::SigningKey::from(k);
-        let spki = k.verifying_key().to_public_key_der().map_err(|e| CaError::Ca(e.to_string()))?.into_vec();
+        let spki = k.verifying_key().to_public_key_der()?.into_vec();
         return Ok((CaKey::Ec(k), spki));
     }
     if let Ok(k) = rsa::RsaPrivateKey::from_pkcs8_pem(pem) {
-        let spki = k.to_public_key().to_public_key_der().map_err(|e| CaError::Ca(e.to_string()))?.into_vec();
+        let spki = k.to_public_key().to_public_key_der()?.into_vec();
         return Ok((CaKey::Rsa(Box::new(rsa::pkcs1v15::SigningKey::new(k))), spki));
     }
-    Err(CaError::Ca("the key is neither a P-256 nor an RSA private key in PEM (PKCS#8 or SEC1)".into()))
+    Err(CaError::CaKey)
 }
 
 /// Checks the CSR's self-signature and returns it.
 pub fn verified_csr(csr_pem: &str) -> Result<CertReq, CaError> {
-    let req = CertReq::from_pem(csr_pem.as_bytes())
-        .map_err(|e| CaError::Csr(format!("not a PEM CERTIFICATE REQUEST: {e}")))?;
-    let spki = req.info.public_key.to_der().map_err(|e| CaError::Csr(e.to_string()))?;
-    let key = crypto::keys::VerifyingKey::from_spki_der("DevID", &spki).map_err(|e| CaError::Csr(e.to_string()))?;
+    let req = CertReq::from_pem(csr_pem.as_bytes()).map_err(CaError::CsrPem)?;
+    let spki = req.info.public_key.to_der()?;
+    let key = crypto::keys::VerifyingKey::from_spki_der("DevID", &spki).map_err(CaError::CsrKey)?;
     let expected = match key.alg() {
         crypto::Alg::Rs256 => SHA256_WITH_RSA,
         crypto::Alg::Es256 => ECDSA_WITH_SHA256,
     };
     if req.algorithm.oid != expected {
-        return Err(CaError::Csr(format!(
-            "signature algorithm {} does not match the {} key",
-            req.algorithm.oid,
-            key.alg()
-        )));
+        return Err(CaError::CsrAlgorithm { oid: req.algorithm.oid, alg: key.alg() });
     }
-    let info = req.info.to_der().map_err(|e| CaError::Csr(e.to_string()))?;
-    let sig = req.signature.as_bytes().ok_or_else(|| CaError::Csr("signature is not whole bytes".into()))?;
+    let info = req.info.to_der()?;
+    let sig = req.signature.as_bytes().ok_or(CaError::CsrSignature)?;
     if !key.verify_x509(&info, sig) {
-        return Err(CaError::Csr("self-signature does not verify: no proof the requester holds the DevID key".into()));
+        return Err(CaError::CsrSignature);
     }
     Ok(req)
 }
@@ -92,19 +113,18 @@ pub fn sign_csr(
     days: u32,
 ) -> Result<String, CaError> {
     let req = verified_csr(csr_pem)?;
-    let ca = Certificate::from_pem(ca_cert_pem.as_bytes()).map_err(|e| CaError::Ca(format!("certificate: {e}")))?;
+    let ca = Certificate::from_pem(ca_cert_pem.as_bytes()).map_err(CaError::CaCert)?;
     let (key, key_spki) = ca_key(ca_key_pem)?;
-    let ca_spki = ca.tbs_certificate.subject_public_key_info.to_der().map_err(|e| CaError::Ca(e.to_string()))?;
+    let ca_spki = ca.tbs_certificate.subject_public_key_info.to_der()?;
     if ca_spki != key_spki {
-        return Err(CaError::Ca("the key does not belong to the CA certificate".into()));
+        return Err(CaError::CaMismatch);
     }
     let mut serial = [0u8; 16];
     rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut serial);
     serial[0] &= 0x7f;
     serial[0] |= 0x01;
-    let serial = SerialNumber::new(&serial).map_err(|e| CaError::Issue(e.to_string()))?;
-    let validity =
-        Validity::from_now(Duration::from_secs(u64::from(days) * 86_400)).map_err(|e| CaError::Issue(e.to_string()))?;
+    let serial = SerialNumber::new(&serial)?;
+    let validity = Validity::from_now(Duration::from_secs(u64::from(days) * 86_400))?;
     let profile = Profile::Leaf {
         issuer: ca.tbs_certificate.subject.clone(),
         enable_key_agreement: false,
@@ -117,9 +137,8 @@ pub fn sign_csr(
             .and_then(|b| b.build::<p256::ecdsa::DerSignature>()),
         CaKey::Rsa(k) => CertificateBuilder::new(profile, serial, validity, subject, spki, k.as_ref())
             .and_then(|b| b.build::<rsa::pkcs1v15::Signature>()),
-    }
-    .map_err(|e| CaError::Issue(e.to_string()))?;
-    let mut out = cert.to_pem(der::pem::LineEnding::LF).map_err(|e| CaError::Issue(e.to_string()))?;
+    }?;
+    let mut out = cert.to_pem(der::pem::LineEnding::LF)?;
     out.push_str(chain_pem);
     Ok(out)
 }

@@ -10,6 +10,7 @@ use tpm::devid::DevIdBlobs;
 use tpm::Password;
 use tpm::TpmDevice;
 
+use crate::config::read_file;
 use crate::devid::agent::{self, AgentConfig};
 
 /// What to check.
@@ -35,104 +36,79 @@ pub struct CheckRequest {
     pub trust_domain: String,
 }
 
-/// Runs every step, writing one line per step to `out`; returns the agent ID and selectors, or the failed step.
-pub fn run(req: &CheckRequest, out: &mut dyn Write) -> Result<(String, Attested), String> {
-    let mut step = |name: &str, result: Result<String, String>| -> Result<(), String> {
-        match result {
-            Ok(detail) => {
-                let _ = writeln!(
-                    out,
-                    "ok    {name}{}",
-                    if detail.is_empty() { String::new() } else { format!(": {detail}") }
-                );
-                Ok(())
+/// Whatever a step's own error is.
+type Cause = Box<dyn std::error::Error + Send + Sync>;
+
+/// The step that failed, and why.
+#[derive(Debug, thiserror::Error)]
+#[error("{step}: {source}")]
+pub struct CheckError {
+    /// The step, as printed.
+    pub step: &'static str,
+    /// Why it failed.
+    source: Cause,
+}
+
+/// Runs steps in order, printing `ok` or `FAIL` with each one's detail.
+struct Steps<'a> {
+    out: &'a mut dyn Write,
+}
+
+impl Steps<'_> {
+    fn run<T>(&mut self, step: &'static str, f: impl FnOnce() -> Result<(T, String), Cause>) -> Result<T, CheckError> {
+        match f() {
+            Ok((value, detail)) => {
+                let detail = if detail.is_empty() { String::new() } else { format!(": {detail}") };
+                let _ = writeln!(self.out, "ok    {step}{detail}");
+                Ok(value)
             }
-            Err(e) => {
-                let _ = writeln!(out, "FAIL  {name}: {e}");
-                Err(format!("{name}: {e}"))
+            Err(source) => {
+                let _ = writeln!(self.out, "FAIL  {step}: {source}");
+                Err(CheckError { step, source })
             }
         }
-    };
-    let read = |what: &str, p: &PathBuf| std::fs::read(p).map_err(|e| format!("{what} {}: {e}", p.display()));
+    }
+}
 
-    let mut cfg = None;
-    step(
-        "read the agent's DevID files",
-        (|| {
-            let chain = agent::read_chain(&req.devid_cert)?;
-            let devid =
-                DevIdBlobs::parse(read("devid_priv_path", &req.devid_priv)?, read("devid_pub_path", &req.devid_pub)?)
-                    .map_err(|e| e.to_string())?;
-            let detail = format!("{} DevID, chain of {}", devid.key.key_type(), chain.len());
-            cfg = Some(AgentConfig {
-                device: req.device.clone(),
-                chain,
-                devid,
-                devid_password: req.devid_password.clone(),
-                hierarchies: req.hierarchies.clone(),
-            });
-            Ok(detail)
-        })(),
-    )?;
-    let cfg = cfg.ok_or("internal: no configuration")?;
-    let mut verifier = None;
-    step(
-        "read the server's CA sets",
-        (|| {
-            let v = DevIdVerifier::new(
-                &read("devid_ca_path", &req.devid_ca)?,
-                &read("endorsement_ca_path", &req.endorsement_ca)?,
-                ExtraChecks::default(),
-            )
-            .map_err(|e| e.to_string())?;
-            verifier = Some(v);
-            Ok(String::new())
-        })(),
-    )?;
-    let verifier = verifier.ok_or("internal: no verifier")?;
-
-    let mut started = None;
-    step(
-        "agent: DevID, AK, EK, EK certificate and Certify on the TPM",
-        (|| {
-            let (payload, pending) = agent::begin(&cfg).map_err(|e| e.to_string())?;
-            let detail = format!("{} bytes of payload from {}", payload.len(), cfg.device);
-            started = Some((payload, pending));
-            Ok(detail)
-        })(),
-    )?;
-    let (payload, pending) = started.ok_or("internal: no payload")?;
-
+/// Runs every step, writing one line per step to `out`; returns the agent ID and selectors, or the failed step.
+pub fn run(req: &CheckRequest, out: &mut dyn Write) -> Result<(String, Attested), CheckError> {
+    let mut steps = Steps { out };
+    let cfg = steps.run("read the agent's DevID files", || {
+        let chain = agent::read_chain(&req.devid_cert)?;
+        let devid = DevIdBlobs::parse(
+            read_file("devid_priv_path", &req.devid_priv)?,
+            read_file("devid_pub_path", &req.devid_pub)?,
+        )?;
+        let detail = format!("{} DevID, chain of {}", devid.key.key_type(), chain.len());
+        let cfg = AgentConfig {
+            device: req.device.clone(),
+            chain,
+            devid,
+            devid_password: req.devid_password.clone(),
+            hierarchies: req.hierarchies.clone(),
+        };
+        Ok((cfg, detail))
+    })?;
+    let verifier = steps.run("read the server's CA sets", || {
+        let devid_ca = read_file("devid_ca_path", &req.devid_ca)?;
+        let ek_ca = read_file("endorsement_ca_path", &req.endorsement_ca)?;
+        Ok((DevIdVerifier::new(&devid_ca, &ek_ca, ExtraChecks::default())?, String::new()))
+    })?;
+    let (payload, pending) = steps.run("agent: DevID, AK, EK, EK certificate and Certify on the TPM", || {
+        let (payload, pending) = agent::begin(&cfg)?;
+        let detail = format!("{} bytes of payload from {}", payload.len(), cfg.device);
+        Ok(((payload, pending), detail))
+    })?;
     let now = crypto::unix_now();
-    let mut challenged = None;
-    step(
-        "server: DevID chain, EK certificate and chain, AK certification",
-        (|| {
-            let (challenge, c) = verifier.challenge(&payload, now).map_err(|e| e.to_string())?;
-            challenged = Some((challenge, c));
-            Ok(String::new())
-        })(),
-    )?;
-    let (challenge, challenged) = challenged.ok_or("internal: no challenge")?;
-
-    let mut response = None;
-    step(
-        "agent: sign the nonce with the DevID and activate the credential",
-        (|| {
-            response = Some(agent::answer(&pending, &challenge).map_err(|e| e.to_string())?);
-            Ok(String::new())
-        })(),
-    )?;
-    let response = response.ok_or("internal: no response")?;
-
-    let mut attested = None;
-    step(
-        "server: proof of possession and proof of residency",
-        (|| {
-            attested = Some(challenged.verify(&response).map_err(|e| e.to_string())?);
-            Ok(String::new())
-        })(),
-    )?;
-    let attested = attested.ok_or("internal: not attested")?;
+    let (challenge, challenged) = steps
+        .run("server: DevID chain, EK certificate and chain, AK certification", || {
+            Ok((verifier.challenge(&payload, now)?, String::new()))
+        })?;
+    let response = steps.run("agent: sign the nonce with the DevID and activate the credential", || {
+        Ok((agent::answer(&pending, &challenge)?, String::new()))
+    })?;
+    let attested = steps.run("server: proof of possession and proof of residency", || {
+        Ok((challenged.verify(&response)?, String::new()))
+    })?;
     Ok((format!("spiffe://{}{}", req.trust_domain, attested.agent_path()), attested))
 }

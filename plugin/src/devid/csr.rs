@@ -25,14 +25,17 @@ pub enum CsrError {
     /// Encoding failed.
     #[error("encoding the request: {0}")]
     Der(#[from] der::Error),
-    /// The signer failed.
+    /// The TPM did not sign.
     #[error("signing the request: {0}")]
-    Sign(String),
+    Sign(#[from] tpm::TpmError),
+    /// The TPM's ECDSA signature is not `r || s` of 32 bytes each.
+    #[error("signing the request: an ECDSA signature of {0} bytes, expected 64")]
+    SignatureLength(usize),
 }
 
 fn ecdsa_der(raw: &[u8]) -> Result<Vec<u8>, CsrError> {
     if raw.len() != 64 {
-        return Err(CsrError::Sign(format!("ECDSA signature of {} bytes, expected 64", raw.len())));
+        return Err(CsrError::SignatureLength(raw.len()));
     }
     let r = UintRef::new(&raw[..32])?;
     let s = UintRef::new(&raw[32..])?;
@@ -51,7 +54,7 @@ pub fn build(
     spki_der: &[u8],
     key_type: tpm::KeyType,
     cn: &str,
-    sign: impl FnOnce(&[u8; 32]) -> Result<Vec<u8>, String>,
+    sign: impl FnOnce(&[u8; 32]) -> Result<Vec<u8>, tpm::TpmError>,
 ) -> Result<String, CsrError> {
     if cn.is_empty() || cn.len() > 64 || cn.contains(['=', ',', '+', '"', '\\', '<', '>', ';']) {
         return Err(CsrError::Subject(cn.to_owned()));
@@ -64,7 +67,7 @@ pub fn build(
         attributes: Default::default(),
     };
     let digest: [u8; 32] = sha2::Sha256::digest(info.to_der()?).into();
-    let raw = sign(&digest).map_err(CsrError::Sign)?;
+    let raw = sign(&digest)?;
     let (oid, params, signature) = match key_type {
         tpm::KeyType::Rsa2048 => (SHA256_WITH_RSA, Some(der::asn1::Null.into()), raw),
         tpm::KeyType::EccP256 => (ECDSA_WITH_SHA256, None, ecdsa_der(&raw)?),

@@ -74,7 +74,7 @@ pub fn provision(req: &ProvisionRequest) -> Result<DevIdBlobs, ProvisionError> {
     let tpm = Tpm::open(&req.device)?;
     let blobs = tpm.create_devid(req.key_type, &req.owner_password, &req.devid_password)?;
     let csr = super::csr::build(blobs.key.spki_der(), req.key_type, &req.subject_cn, |digest| {
-        tpm.sign_with_devid(&blobs, &req.owner_password, &req.devid_password, digest).map_err(|e| e.to_string())
+        tpm.sign_with_devid(&blobs, &req.owner_password, &req.devid_password, digest)
     })?;
     write(&req.out_dir, "devid.priv.blob", &blobs.private, 0o600)?;
     write(&req.out_dir, "devid.pub.blob", &blobs.public, 0o644)?;

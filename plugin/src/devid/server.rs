@@ -6,7 +6,6 @@
 //! response and returns the agent ID `spiffe://<td>/spire/agent/tpm_devid/<sha1 of the DevID leaf>` with SPIRE's
 //! selectors and `can_reattest = true`. Refusals are `InvalidArgument` with the failed check's reason.
 
-use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -14,9 +13,8 @@ use crypto::devid::{DevIdVerifier, ExtraChecks};
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::hcl::{self, Value};
-use crate::pb::config::config_server::Config;
-use crate::pb::config::{ConfigureRequest, ConfigureResponse, ValidateRequest, ValidateResponse};
+use crate::config::{read_file, ConfigError, ConfigService, ConfigSlot, Fields, PluginConfig};
+use crate::pb::config::CoreConfiguration;
 use crate::pb::server_nodeattestor::attest_request::Request as In;
 use crate::pb::server_nodeattestor::attest_response::Response as Out;
 use crate::pb::server_nodeattestor::node_attestor_server::NodeAttestor;
@@ -39,52 +37,69 @@ pub struct ServerConfig {
     pub verifier: DevIdVerifier,
 }
 
-fn bool_value(key: &str, value: &Value) -> Result<bool, String> {
-    match value {
-        Value::Bool(b) => Ok(*b),
-        other => Err(format!("{key}: expected true or false, got {}", other.kind())),
-    }
-}
+/// The keys of the server plugin's `plugin_data`: SPIRE's two, and the switches for the checks SPIRE omits.
+const KEYS: [&str; 5] = [
+    "devid_ca_path",
+    "endorsement_ca_path",
+    "check_devid_pub_matches_cert",
+    "check_ak_attributes",
+    "check_qualified_signer",
+];
 
 /// Parses the plugin configuration and loads both CA bundles.
-pub fn parse_config(text: &str, trust_domain: &str) -> Result<ServerConfig, String> {
+pub fn parse_config(text: &str, trust_domain: &str) -> Result<ServerConfig, ConfigError> {
     if trust_domain.is_empty() || trust_domain.contains(['/', ':']) {
-        return Err(format!("trust domain {trust_domain:?} is not a SPIFFE trust domain name"));
+        return Err(ConfigError::invalid(
+            "trust_domain",
+            format!("{trust_domain:?} is not a SPIFFE trust domain name"),
+        ));
     }
-    let map = hcl::parse(text).map_err(|e| e.to_string())?;
-    let (mut devid_ca, mut ek_ca) = (None, None);
+    let mut f = Fields::parse(text, &KEYS)?;
+    let devid_ca = f.path("devid_ca_path")?;
+    let ek_ca = f.path("endorsement_ca_path")?;
     let mut extra = ExtraChecks::default();
-    for (key, value) in &map {
-        let path = || match value {
-            Value::Str(s) if !s.is_empty() => Ok(PathBuf::from(s)),
-            other => Err(format!("{key}: expected a file path, got {}", other.kind())),
-        };
-        match key.as_str() {
-            "devid_ca_path" => devid_ca = Some(path()?),
-            "endorsement_ca_path" => ek_ca = Some(path()?),
-            "check_devid_pub_matches_cert" => extra.devid_pub_matches_certificate = bool_value(key, value)?,
-            "check_ak_attributes" => extra.ak_attributes = bool_value(key, value)?,
-            "check_qualified_signer" => extra.qualified_signer = bool_value(key, value)?,
-            other => {
-                return Err(format!(
-                    "unknown key {other:?} (known: devid_ca_path, endorsement_ca_path, check_devid_pub_matches_cert, \
-                     check_ak_attributes, check_qualified_signer)"
-                ))
-            }
-        }
+    if let Some(on) = f.bool("check_devid_pub_matches_cert")? {
+        extra.devid_pub_matches_certificate = on;
     }
-    let devid_ca = devid_ca.ok_or("devid_ca_path is required")?;
-    let ek_ca = ek_ca.ok_or("endorsement_ca_path is required")?;
-    let read = |key: &str, p: &PathBuf| std::fs::read(p).map_err(|e| format!("{key} {}: {e}", p.display()));
-    let verifier = DevIdVerifier::new(&read("devid_ca_path", &devid_ca)?, &read("endorsement_ca_path", &ek_ca)?, extra)
-        .map_err(|e| e.to_string())?;
+    if let Some(on) = f.bool("check_ak_attributes")? {
+        extra.ak_attributes = on;
+    }
+    if let Some(on) = f.bool("check_qualified_signer")? {
+        extra.qualified_signer = on;
+    }
+    let devid_ca = devid_ca.ok_or(ConfigError::Missing("devid_ca_path"))?;
+    let ek_ca = ek_ca.ok_or(ConfigError::Missing("endorsement_ca_path"))?;
+    let verifier =
+        DevIdVerifier::new(&read_file("devid_ca_path", &devid_ca)?, &read_file("endorsement_ca_path", &ek_ca)?, extra)
+            .map_err(|e| ConfigError::Value {
+                key: "devid_ca_path, endorsement_ca_path".into(),
+                source: Box::new(e),
+            })?;
     Ok(ServerConfig { trust_domain: trust_domain.to_string(), verifier })
+}
+
+impl PluginConfig for ServerConfig {
+    fn load(hcl: &str, core: Option<&CoreConfiguration>) -> Result<(Self, Vec<String>), ConfigError> {
+        let trust_domain = core.map(|c| c.trust_domain.as_str()).unwrap_or_default();
+        Ok((parse_config(hcl, trust_domain)?, Vec::new()))
+    }
+
+    fn log_configured(&self) {
+        tracing::info!(trust_domain = %self.trust_domain, "configured");
+    }
 }
 
 /// The plugin's state.
 #[derive(Debug, Default)]
 pub struct ServerPlugin {
-    config: std::sync::Mutex<Option<Arc<ServerConfig>>>,
+    config: Arc<ConfigSlot<ServerConfig>>,
+}
+
+impl ServerPlugin {
+    /// SPIRE's Config service for this plugin.
+    pub fn config_service(&self) -> ConfigService<ServerConfig> {
+        ConfigService(self.config.clone())
+    }
 }
 
 /// gRPC face of [`ServerPlugin`].
@@ -103,13 +118,7 @@ impl NodeAttestor for ServerService {
     type AttestStream = Outbound;
 
     async fn attest(&self, req: Request<Streaming<AttestRequest>>) -> Result<Response<Self::AttestStream>, Status> {
-        let cfg = self
-            .0
-            .config
-            .lock()
-            .ok()
-            .and_then(|c| c.clone())
-            .ok_or_else(|| Status::failed_precondition("not configured"))?;
+        let cfg = self.0.config.get()?;
         let mut inbound = req.into_inner();
         let (tx, rx) = tokio::sync::mpsc::channel(2);
         tokio::spawn(async move {
@@ -143,35 +152,5 @@ impl NodeAttestor for ServerService {
             }
         });
         Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
-    }
-}
-
-fn trust_domain(core: Option<&crate::pb::config::CoreConfiguration>) -> String {
-    core.map(|c| c.trust_domain.clone()).unwrap_or_default()
-}
-
-#[tonic::async_trait]
-impl Config for ServerService {
-    async fn configure(&self, req: Request<ConfigureRequest>) -> Result<Response<ConfigureResponse>, Status> {
-        let req = req.into_inner();
-        let td = trust_domain(req.core_configuration.as_ref());
-        let cfg = parse_config(&req.hcl_configuration, &td).map_err(|e| {
-            tracing::error!(error = %e, "configuration refused");
-            Status::invalid_argument(e)
-        })?;
-        tracing::info!(trust_domain = %cfg.trust_domain, "configured");
-        if let Ok(mut slot) = self.0.config.lock() {
-            *slot = Some(Arc::new(cfg));
-        }
-        Ok(Response::new(ConfigureResponse {}))
-    }
-
-    async fn validate(&self, req: Request<ValidateRequest>) -> Result<Response<ValidateResponse>, Status> {
-        let req = req.into_inner();
-        let td = trust_domain(req.core_configuration.as_ref());
-        Ok(Response::new(match parse_config(&req.hcl_configuration, &td) {
-            Ok(_) => ValidateResponse { valid: true, notes: Vec::new() },
-            Err(e) => ValidateResponse { valid: false, notes: vec![e] },
-        }))
     }
 }

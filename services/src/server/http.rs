@@ -85,7 +85,7 @@ impl<K: Hash + Eq + Copy> PeerSlots<K> {
     /// A slot for `key`, or `None` when it holds `max` already.
     pub fn try_acquire(&self, key: K) -> Option<PeerSlot<K>> {
         // A poisoned lock only means a panic elsewhere; the counts are still consistent (one statement each).
-        let mut held = self.held.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut held = common::sync::lock(&self.held);
         let n = held.entry(key).or_insert(0);
         if *n >= self.max {
             return None;
@@ -97,7 +97,7 @@ impl<K: Hash + Eq + Copy> PeerSlots<K> {
 
 impl<K: Hash + Eq> Drop for PeerSlot<K> {
     fn drop(&mut self) {
-        let mut held = self.held.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut held = common::sync::lock(&self.held);
         if let Some(n) = held.get_mut(&self.key) {
             *n -= 1;
             if *n == 0 {

@@ -139,9 +139,7 @@ impl AllowList {
                 Ok(addrs) => {
                     let ips: HashSet<IpAddr> = addrs.map(|a| canonical(a.ip())).collect();
                     tracing::debug!(host, ?ips, "allowed host resolved");
-                    if let Ok(mut m) = self.resolved.write() {
-                        m.insert(host.to_owned(), ips);
-                    }
+                    common::sync::write(&self.resolved).insert(host.to_owned(), ips);
                 }
                 Err(e) => {
                     tracing::warn!(host, error = %e, "cannot resolve allowed host; keeping its previous addresses")
@@ -153,9 +151,7 @@ impl AllowList {
     /// Replaces the resolved set (tests).
     #[cfg(test)]
     pub fn set_resolved(&self, host: &str, ips: &[IpAddr]) {
-        if let Ok(mut m) = self.resolved.write() {
-            m.insert(host.to_owned(), ips.iter().copied().collect());
-        }
+        common::sync::write(&self.resolved).insert(host.to_owned(), ips.iter().copied().collect());
     }
 }
 

@@ -40,9 +40,17 @@ pub enum RunError {
         /// The error.
         source: std::io::Error,
     },
-    /// TLS files unusable.
+    /// A TLS certificate or key file is unusable.
+    #[error("TLS: {}: {source}", path.display())]
+    TlsFile {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        source: rustls_pki_types::pem::Error,
+    },
+    /// The certificate and key do not make a TLS server configuration.
     #[error("TLS: {0}")]
-    Tls(String),
+    Tls(#[from] rustls::Error),
     /// The signer-unix client could not be built.
     #[error("signer-unix client: {0}")]
     Client(#[from] common::client::ClientError),
@@ -59,16 +67,14 @@ fn load_tls(files: &TlsFiles) -> Result<tokio_rustls::TlsAcceptor, RunError> {
     use rustls_pki_types::pem::PemObject;
     let certs = rustls_pki_types::CertificateDer::pem_file_iter(&files.cert)
         .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| RunError::Tls(format!("{}: {e}", files.cert.display())))?;
+        .map_err(|source| RunError::TlsFile { path: files.cert.clone(), source })?;
     let key = rustls_pki_types::PrivateKeyDer::from_pem_file(&files.key)
-        .map_err(|e| RunError::Tls(format!("{}: {e}", files.key.display())))?;
+        .map_err(|source| RunError::TlsFile { path: files.key.clone(), source })?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| RunError::Tls(e.to_string()))?
+        .with_safe_default_protocol_versions()?
         .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(|e| RunError::Tls(e.to_string()))?;
+        .with_single_cert(certs, key)?;
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 

@@ -23,7 +23,7 @@ pub enum RunError {
     Thread(std::io::Error),
     /// The TPM's public key is not one we can verify with.
     #[error("the TPM key's public key is unusable: {0}")]
-    Key(String),
+    Key(#[source] crypto::KeyError),
     /// The publish directory is missing.
     #[error("publish directory {0} does not exist")]
     Dir(std::path::PathBuf),
@@ -60,7 +60,7 @@ pub async fn run(
         tpm::KeyType::EccP256 => crypto::Alg::Es256,
     };
     let own_key = crypto::keys::VerifyingKey::from_spki_der(&cfg.handle.to_string(), key.public_key().spki_der())
-        .map_err(|e| RunError::Key(e.to_string()))?;
+        .map_err(RunError::Key)?;
     let publish_policy = match &cfg.publish_policy {
         None => crypto::policy::Policy::new(vec![own_key.clone()], None, crypto::Limits::default())?,
         Some(policy) => {

@@ -60,18 +60,29 @@ impl std::fmt::Display for Source {
     }
 }
 
+/// Why a source URL is unusable.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// `file://relative`.
+    #[error("file URLs must be absolute (file:///path)")]
+    RelativeFile,
+    /// Not a usable http(s) URL.
+    #[error(transparent)]
+    Http(#[from] common::client::ClientError),
+}
+
 /// Parses a source URL: `http://`, `https://`, `file:///abs`, or an absolute path.
-pub fn parse_source(url: &str) -> Result<Source, String> {
+pub fn parse_source(url: &str) -> Result<Source, SourceError> {
     if let Some(path) = url.strip_prefix("file://") {
         if !path.starts_with('/') {
-            return Err("file URLs must be absolute (file:///path)".into());
+            return Err(SourceError::RelativeFile);
         }
         return Ok(Source::File(PathBuf::from(path)));
     }
     if url.starts_with('/') {
         return Ok(Source::File(PathBuf::from(url)));
     }
-    HttpUrl::parse(url).map(Source::Http).map_err(|e| e.to_string())
+    Ok(Source::Http(HttpUrl::parse(url)?))
 }
 
 /// One keyset: where to fetch, and the policy a token must pass.
@@ -151,9 +162,9 @@ impl VerifierConfig {
                 return Err(bad(&format!("keyset.{name}"), "names may use letters, digits, - and _".into()));
             }
             let url = ks.url.filter(|u| !u.is_empty()).ok_or_else(|| bad(&at("url"), "required".into()))?;
-            let mut sources = vec![parse_source(&url).map_err(|e| bad(&at("url"), e))?];
+            let mut sources = vec![parse_source(&url).map_err(|e| bad(&at("url"), e.to_string()))?];
             for (i, m) in ks.mirrors.iter().enumerate() {
-                sources.push(parse_source(m).map_err(|e| bad(&format!("keyset.{name}.mirrors[{i}]"), e))?);
+                sources.push(parse_source(m).map_err(|e| bad(&format!("keyset.{name}.mirrors[{i}]"), e.to_string()))?);
             }
             if ks.chain.is_empty() {
                 return Err(bad(&at("chain"), "needs at least one key".into()));
@@ -238,8 +249,8 @@ m/FZlkYlLdmE38Z0u8M7MoO1LHtZddfKlwGoEt2Djt7APfdHWGkehDjb5Q==
 
     #[test]
     fn sources_table() {
-        assert_eq!(parse_source("file:///srv/t"), Ok(Source::File(PathBuf::from("/srv/t"))));
-        assert_eq!(parse_source("/srv/t"), Ok(Source::File(PathBuf::from("/srv/t"))));
+        assert_eq!(parse_source("file:///srv/t").unwrap(), Source::File(PathBuf::from("/srv/t")));
+        assert_eq!(parse_source("/srv/t").unwrap(), Source::File(PathBuf::from("/srv/t")));
         assert!(matches!(parse_source("https://x/t"), Ok(Source::Http(_))));
         for bad in ["file://rel", "ftp://x", "x/y", "", "gopher://h"] {
             assert!(parse_source(bad).is_err(), "{bad:?}");

@@ -124,14 +124,12 @@ impl Keyset {
             expires_at: v.expires_at,
             signed_at: v.signed_at,
         };
-        if let Ok(mut cur) = self.current.write() {
-            *cur = Some(Arc::new(served));
-        }
+        *common::sync::write(&self.current) = Some(Arc::new(served));
     }
 
     /// The bundle to serve now, if a valid one is held.
     pub fn serving(&self, now: u64) -> Option<Arc<Served>> {
-        let cur = self.current.read().ok()?.clone()?;
+        let cur = common::sync::read(&self.current).clone()?;
         (now <= cur.expires_at).then_some(cur)
     }
 
@@ -176,7 +174,7 @@ impl Keyset {
     async fn refresh_sources(&self, client: &HttpClient, max_size: usize, timeout: Duration) {
         let holding = self.serving(now()).is_some();
         for (i, source) in self.cfg.sources.iter().enumerate() {
-            let validators = if holding { self.validators.lock().ok().and_then(|v| v.get(&i).cloned()) } else { None };
+            let validators = if holding { common::sync::lock(&self.validators).get(&i).cloned() } else { None };
             let fetched = fetch(client, source, validators.as_ref(), max_size, timeout).await;
             let (token, new_validators) = match fetched {
                 Ok(Fetched::NotModified) => {
@@ -207,9 +205,7 @@ impl Keyset {
             self.floor.store(verified.signed_at, Ordering::SeqCst);
             self.install(&verified);
             self.touch();
-            if let Ok(mut v) = self.validators.lock() {
-                v.insert(i, new_validators);
-            }
+            common::sync::lock(&self.validators).insert(i, new_validators);
             if verified.used_backup {
                 tracing::warn!(keyset = %self.name, %source, "token verified with the BACKUP key standing in for a chain key");
             }

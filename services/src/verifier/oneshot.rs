@@ -1,8 +1,8 @@
 //! One-shot mode: fetch a keyset's token (or one from a given URL), verify it, return the bundle PEM. Touches no
 //! state; used by operators to check a node by hand.
 
-use super::config::{parse_source, VerifierConfig};
-use super::fetch::{fetch, Fetched};
+use super::config::{parse_source, Source, SourceError, VerifierConfig};
+use super::fetch::{fetch, FetchError, Fetched};
 use common::client::{ClientOptions, HttpClient};
 use crypto::unix_now as now;
 
@@ -14,20 +14,38 @@ pub enum OneShotError {
     UnknownKeyset(String),
     /// The URL given on the command line is unusable.
     #[error("URL: {0}")]
-    Url(String),
+    Url(#[from] SourceError),
     /// Client set-up failed.
     #[error(transparent)]
     Client(#[from] common::client::ClientError),
     /// Every source failed; the reasons, one per source.
-    #[error("no source gave a valid token:\n{0}")]
-    Failed(String),
+    #[error("no source gave a valid token:{}", failures(.0))]
+    Failed(Vec<(Source, Failure)>),
+}
+
+/// Why one source gave no valid token.
+#[derive(Debug, thiserror::Error)]
+pub enum Failure {
+    /// The fetch failed.
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
+    /// The token did not verify.
+    #[error(transparent)]
+    Verify(#[from] crypto::VerifyError),
+    /// A 304 to a request that had no validators.
+    #[error("unexpected 304")]
+    NotModified,
+}
+
+fn failures(list: &[(Source, Failure)]) -> String {
+    list.iter().map(|(source, why)| format!("\n{source}: {why}")).collect()
 }
 
 /// Fetches and verifies keyset `name` from `url` or its configured sources; returns the bundle as PEM.
 pub async fn verify_once(cfg: &VerifierConfig, name: &str, url: Option<&str>) -> Result<String, OneShotError> {
     let ks = cfg.keysets.get(name).ok_or_else(|| OneShotError::UnknownKeyset(name.to_owned()))?;
     let sources = match url {
-        Some(u) => vec![parse_source(u).map_err(OneShotError::Url)?],
+        Some(u) => vec![parse_source(u)?],
         None => ks.sources.clone(),
     };
     let client = HttpClient::new(ClientOptions {
@@ -45,11 +63,11 @@ pub async fn verify_once(cfg: &VerifierConfig, name: &str, url: Option<&str>) ->
                     }
                     return Ok(v.bundle.to_pem());
                 }
-                Err(e) => reasons.push(format!("{source}: {e}")),
+                Err(e) => reasons.push((source.clone(), e.into())),
             },
-            Ok(Fetched::NotModified) => reasons.push(format!("{source}: unexpected 304")),
-            Err(e) => reasons.push(format!("{source}: {e}")),
+            Ok(Fetched::NotModified) => reasons.push((source.clone(), Failure::NotModified)),
+            Err(e) => reasons.push((source.clone(), e.into())),
         }
     }
-    Err(OneShotError::Failed(reasons.join("\n")))
+    Err(OneShotError::Failed(reasons))
 }
