@@ -187,6 +187,55 @@ pub fn duration(path: &Path, key: &str, value: Option<&Scalar>) -> Result<Option
         .transpose()
 }
 
+/// The Go-style duration at `key`, `default` when absent; refused below `min`.
+pub fn duration_at_least(
+    path: &Path,
+    key: &str,
+    value: Option<&Scalar>,
+    default: std::time::Duration,
+    min: std::time::Duration,
+) -> Result<std::time::Duration, ConfigError> {
+    let d = duration(path, key, value)?.unwrap_or(default);
+    if d < min {
+        return Err(ConfigError::invalid(path, key, format!("must be at least {}", crate::duration::GoDuration(min))));
+    }
+    Ok(d)
+}
+
+/// The number at `key`, `default` when absent; refused outside `range`.
+pub fn bounded<T: Copy + PartialOrd + std::fmt::Display>(
+    path: &Path,
+    key: &str,
+    value: Option<T>,
+    default: T,
+    range: std::ops::RangeInclusive<T>,
+) -> Result<T, ConfigError> {
+    let v = value.unwrap_or(default);
+    if !range.contains(&v) {
+        return Err(ConfigError::invalid(path, key, format!("{v} is outside {}..={}", range.start(), range.end())));
+    }
+    Ok(v)
+}
+
+/// `socket-mode`: an octal mode, 0660 by default. With `private` set (the socket reaches a TPM), any access
+/// for other users is refused with that reason.
+pub fn socket_mode(path: &Path, value: Option<&str>, private: Option<&str>) -> Result<u32, ConfigError> {
+    let mode = match value {
+        None => 0o660,
+        Some(s) => parse_mode(s)
+            .ok_or_else(|| ConfigError::invalid(path, "socket-mode", format!("{s:?} is not an octal mode")))?,
+    };
+    if let Some(reason) = private.filter(|_| mode & 0o007 != 0) {
+        return Err(ConfigError::invalid(path, "socket-mode", format!("{mode:04o} {reason}")));
+    }
+    Ok(mode)
+}
+
+/// `keydir`, relative to the config file's directory, `keys` by default (as upstream).
+pub fn keydir(path: &Path, value: Option<&Path>) -> PathBuf {
+    relative_to_config(path, value.unwrap_or(Path::new("keys")))
+}
+
 /// Reads the public key `name` (a file name inside `keydir`) for config key `key`.
 pub fn load_key(path: &Path, keydir: &Path, key: &str, name: &str) -> Result<crypto::keys::VerifyingKey, ConfigError> {
     if name.is_empty() || name.contains('/') {

@@ -130,28 +130,14 @@ impl SignerHttpConfig {
             (Some(_), None) => return Err(bad("tls-key", "required when tls-cert is set".into())),
             (None, Some(_)) => return Err(bad("tls-cert", "required when tls-key is set".into())),
         };
-        let max_body = raw.max_body.unwrap_or(1 << 20);
-        if !(1024..=(16 << 20)).contains(&max_body) {
-            return Err(bad("max-body", format!("{max_body} is outside 1024..=16777216")));
-        }
-        let max_concurrent = raw.max_concurrent.unwrap_or(8);
-        if !(1..=1024).contains(&max_concurrent) {
-            return Err(bad("max-concurrent", format!("{max_concurrent} is outside 1..=1024")));
-        }
-        let resolve_interval = config::duration(path, "resolve-interval", raw.resolve_interval.as_ref())?
-            .unwrap_or(Duration::from_secs(60));
-        if resolve_interval < Duration::from_secs(1) {
-            return Err(bad("resolve-interval", "must be at least 1s".into()));
-        }
-        let timeout = config::duration(path, "timeout", raw.timeout.as_ref())?.unwrap_or(Duration::from_secs(30));
-        if timeout < Duration::from_millis(100) {
-            return Err(bad("timeout", "must be at least 100ms".into()));
-        }
+        let max_body = config::bounded(path, "max-body", raw.max_body, 1 << 20, 1024..=(16 << 20))?;
+        let max_concurrent = config::bounded(path, "max-concurrent", raw.max_concurrent, 8, 1..=1024)?;
+        let (secs, ms) = (Duration::from_secs, Duration::from_millis);
+        let resolve_interval =
+            config::duration_at_least(path, "resolve-interval", raw.resolve_interval.as_ref(), secs(60), secs(1))?;
+        let timeout = config::duration_at_least(path, "timeout", raw.timeout.as_ref(), secs(30), ms(100))?;
         let read_timeout =
-            config::duration(path, "read-timeout", raw.read_timeout.as_ref())?.unwrap_or(Duration::from_secs(10));
-        if read_timeout < Duration::from_millis(100) {
-            return Err(bad("read-timeout", "must be at least 100ms".into()));
-        }
+            config::duration_at_least(path, "read-timeout", raw.read_timeout.as_ref(), secs(10), ms(100))?;
         let mut limits = crypto::Limits::default();
         if let Some(l) = config::duration(path, "max-lifetime", raw.max_lifetime.as_ref())? {
             limits.max_lifetime_secs = l.as_secs().max(1);

@@ -123,24 +123,11 @@ impl SignerUnixConfig {
         if filename == tmpfile {
             return Err(bad("tmpfile", "must differ from filename".into()));
         }
-        let socket_mode = match raw.socket_mode.as_deref() {
-            None => 0o660,
-            Some(s) => {
-                config::parse_mode(s).ok_or_else(|| bad("socket-mode", format!("{s:?} is not an octal mode")))?
-            }
-        };
-        if socket_mode & 0o007 != 0 {
-            return Err(bad("socket-mode", format!("{socket_mode:04o} lets any local user ask the TPM to sign")));
-        }
-        let max_body = raw.max_body.unwrap_or(1 << 20);
-        if !(1024..=(16 << 20)).contains(&max_body) {
-            return Err(bad("max-body", format!("{max_body} is outside 1024..=16777216")));
-        }
-        let queue_depth = raw.queue_depth.unwrap_or(64);
-        if !(1..=4096).contains(&queue_depth) {
-            return Err(bad("queue-depth", format!("{queue_depth} is outside 1..=4096")));
-        }
-        let keydir = config::relative_to_config(path, &raw.keydir.unwrap_or_else(|| PathBuf::from("keys")));
+        let socket_mode =
+            config::socket_mode(path, raw.socket_mode.as_deref(), Some("lets any local user ask the TPM to sign"))?;
+        let max_body = config::bounded(path, "max-body", raw.max_body, 1 << 20, 1024..=(16 << 20))?;
+        let queue_depth = config::bounded(path, "queue-depth", raw.queue_depth, 64, 1..=4096)?;
+        let keydir = config::keydir(path, raw.keydir.as_deref());
         let mut chain = Vec::with_capacity(raw.chain.len());
         for (i, name) in raw.chain.iter().enumerate() {
             chain.push(config::load_key(path, &keydir, &format!("chain[{i}]"), name)?);

@@ -130,11 +130,8 @@ impl VerifierConfig {
 
     fn from_raw(path: &Path, raw: Raw) -> Result<VerifierConfig, ConfigError> {
         let bad = |key: &str, reason: String| ConfigError::invalid(path, key, reason);
-        let keydir = config::relative_to_config(path, &raw.keydir.unwrap_or_else(|| PathBuf::from("keys")));
-        let max_token_size = raw.max_token_size.unwrap_or(1 << 20);
-        if !(1024..=(16 << 20)).contains(&max_token_size) {
-            return Err(bad("max-token-size", format!("{max_token_size} is outside 1024..=16777216")));
-        }
+        let keydir = config::keydir(path, raw.keydir.as_deref());
+        let max_token_size = config::bounded(path, "max-token-size", raw.max_token_size, 1 << 20, 1024..=(16 << 20))?;
         let mut limits = crypto::Limits { max_token_len: max_token_size, ..crypto::Limits::default() };
         if let Some(l) = config::duration(path, "max-lifetime", raw.max_lifetime.as_ref())? {
             if l < Duration::from_secs(1) {
@@ -181,20 +178,11 @@ impl VerifierConfig {
                 crypto::policy::Policy::new(chain, backup, limits).map_err(|e| bad(&at("chain"), e.to_string()))?;
             keysets.insert(name, KeysetConfig { sources, policy });
         }
-        let socket_mode = match raw.socket_mode.as_deref() {
-            None => 0o660,
-            Some(s) => {
-                config::parse_mode(s).ok_or_else(|| bad("socket-mode", format!("{s:?} is not an octal mode")))?
-            }
-        };
-        let refresh = config::duration(path, "refresh", raw.refresh.as_ref())?.unwrap_or(Duration::from_secs(60));
-        if refresh < Duration::from_millis(100) {
-            return Err(bad("refresh", "must be at least 100ms".into()));
-        }
-        let timeout = config::duration(path, "timeout", raw.timeout.as_ref())?.unwrap_or(Duration::from_secs(10));
-        if timeout < Duration::from_millis(100) {
-            return Err(bad("timeout", "must be at least 100ms".into()));
-        }
+        // The verifier's socket serves a public bundle: other users' access is the operator's call.
+        let socket_mode = config::socket_mode(path, raw.socket_mode.as_deref(), None)?;
+        let (secs, ms) = (Duration::from_secs, Duration::from_millis);
+        let refresh = config::duration_at_least(path, "refresh", raw.refresh.as_ref(), secs(60), ms(100))?;
+        let timeout = config::duration_at_least(path, "timeout", raw.timeout.as_ref(), secs(10), ms(100))?;
         Ok(VerifierConfig {
             socket: raw.socket.unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET)),
             socket_mode,
