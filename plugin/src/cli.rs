@@ -4,7 +4,7 @@
 //! publishes nothing and exits non-zero with the failing step named.
 
 use std::io::Read;
-use std::path::PathBuf;
+use std::path::Path;
 use std::time::Duration;
 
 use common::client::{ClientError, HttpUrl};
@@ -16,9 +16,6 @@ pub const MAX_BUNDLE: usize = 1 << 20;
 /// Why the CLI failed; each variant names the step.
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
-    /// Wrong arguments.
-    #[error("usage: spire-server-attestor-tpm-sign SOCKET [URL...] < bundle.pem")]
-    Usage,
     /// A co-signer URL is not usable.
     #[error("co-signer URL: {0}")]
     Url(ClientError),
@@ -50,12 +47,9 @@ pub async fn sign_and_publish(client: &SignerClient, bundle: &[u8], cosigners: &
     Ok(token)
 }
 
-/// Runs the CLI with `args` (without the program name); returns the token to print.
-pub async fn run(args: &[String], stdin: &mut impl Read, timeout: Duration) -> Result<String, CliError> {
-    let (socket, urls) = args.split_first().ok_or(CliError::Usage)?;
-    if socket.starts_with('-') {
-        return Err(CliError::Usage);
-    }
+/// Signs the bundle on `stdin` through signer-unix at `socket` and the co-signers at `urls`, and publishes it;
+/// returns the token to print.
+pub async fn run(socket: &Path, urls: &[String], stdin: &mut impl Read, timeout: Duration) -> Result<String, CliError> {
     let cosigners = urls.iter().map(|u| HttpUrl::parse(u)).collect::<Result<Vec<_>, _>>().map_err(CliError::Url)?;
     let mut bundle = Vec::new();
     stdin.take(MAX_BUNDLE as u64 + 1).read_to_end(&mut bundle).map_err(CliError::Input)?;
@@ -65,6 +59,6 @@ pub async fn run(args: &[String], stdin: &mut impl Read, timeout: Duration) -> R
     if bundle.iter().all(u8::is_ascii_whitespace) {
         return Err(CliError::Empty);
     }
-    let client = SignerClient::new(&PathBuf::from(socket), timeout).map_err(CliError::Client)?;
+    let client = SignerClient::new(socket, timeout).map_err(CliError::Client)?;
     sign_and_publish(&client, &bundle, &cosigners).await
 }

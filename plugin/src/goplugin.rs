@@ -177,16 +177,19 @@ pub async fn serve(
 }
 
 /// The whole life of a plugin binary that has no other mode: refuses to run unless a host launched it with the
-/// magic cookie `cookie`, logs hclog JSON to stderr, serves until the host's Shutdown, exits non-zero on failure.
+/// magic cookie `cookie` (`--help` and `--version` answer; anything else exits 2 saying what the binary is),
+/// logs hclog JSON to stderr, serves until the host's Shutdown, exits non-zero on failure.
 pub fn plugin_main(
-    bin: &str,
+    bin: &'static str,
     cookie: &str,
+    about: &'static str,
     plugin_services: &[&str],
     add: impl FnOnce(tonic::transport::server::Router) -> tonic::transport::server::Router,
 ) {
     if !launched_as(cookie) {
+        clap::Command::new(bin).version(env!("CARGO_PKG_VERSION")).about(about).get_matches();
         eprint!("{NOT_A_HOST}");
-        std::process::exit(1);
+        std::process::exit(2);
     }
     crate::hclog::init();
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {

@@ -128,7 +128,7 @@ fn config_and_request_errors_are_grpc_errors_with_reasons() {
 #[test]
 fn run_by_hand_without_the_cookie_it_explains_and_exits() {
     let (code, out, err) = run_bin(SIGN, &[], b"").unwrap();
-    assert_eq!(code, 1);
+    assert_eq!(code, 2, "a usage error");
     assert!(out.is_empty());
     assert!(err.contains("This binary is a plugin"), "{err}");
 }

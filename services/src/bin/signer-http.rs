@@ -2,26 +2,31 @@
 
 use std::path::PathBuf;
 
-use anyhow::bail;
+use clap::Parser;
 use common::logging;
 use services::server::http::shutdown_signal;
 use services::signer_http::{self, SignerHttpConfig};
 
+/// Co-signs tokens already signed by an approved SPIRE server key, with this host's TPM (through the local
+/// signer-unix), for the servers listed in `allowed-addrs`.
+#[derive(Parser)]
+#[command(name = "spire-server-attestor-tpm-signer-http", version)]
+struct Cli {
+    /// The YAML config (the upstream keys keep their meaning).
+    config: PathBuf,
+}
+
 fn main() {
-    if let Err(e) = run() {
-        // One line with the whole cause chain; no backtrace for an operator's config mistake.
-        eprintln!("error: {e:#}");
+    let cli = Cli::parse();
+    logging::init();
+    if let Err(e) = run(cli) {
+        eprintln!("error: {}", common::report::error_chain(e.as_ref()));
         std::process::exit(1);
     }
 }
 
-fn run() -> anyhow::Result<()> {
-    logging::init();
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let [config] = args.as_slice() else {
-        bail!("usage: spire-server-attestor-tpm-signer-http CONFIG");
-    };
-    let cfg = SignerHttpConfig::load(&PathBuf::from(config))?;
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let cfg = SignerHttpConfig::load(&cli.config)?;
     // One async thread: verification is a few tens of microseconds and the TPM sign happens in signer-unix.
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(signer_http::run(cfg, shutdown_signal()))?;

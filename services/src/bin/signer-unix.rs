@@ -5,44 +5,74 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
 use common::logging;
 use services::server::http::shutdown_signal;
 use services::signer_unix::{self, SignerUnixConfig};
+use tpm::{KeyType, PersistentHandle, TpmDevice};
 
-const USAGE: &str = "usage: spire-server-attestor-tpm-signer-unix CONFIG\n       \
-    spire-server-attestor-tpm-signer-unix provision [--tpm-device DEV] [--handle 0x81008006] \
-    [--key-type rsa2048|ecc-p256] [--out FILE]";
+/// Signs SPIRE trust bundles with a key that never leaves this host's TPM, on a unix socket, and publishes the
+/// signed token atomically for a web server.
+#[derive(Parser)]
+#[command(name = "spire-server-attestor-tpm-signer-unix", version, args_conflicts_with_subcommands = true)]
+#[command(subcommand_negates_reqs = true)]
+struct Cli {
+    /// The YAML config (the upstream keys keep their meaning): runs the daemon.
+    #[arg(required = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Creates the signing key at the handle (and the storage key it needs) unless one is there, and prints
+    /// its public key (PEM).
+    Provision(ProvisionArgs),
+}
+
+#[derive(Args)]
+struct ProvisionArgs {
+    /// The TPM (default: /dev/tpmrm0, then /dev/tpm0).
+    #[arg(long, value_name = "DEV")]
+    tpm_device: Option<TpmDevice>,
+    /// The persistent handle.
+    #[arg(long, default_value = "0x81008006")]
+    handle: PersistentHandle,
+    /// rsa2048 or ecc-p256.
+    #[arg(long, default_value = "rsa2048")]
+    key_type: KeyType,
+    /// Write the public key here instead of standard output.
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
+}
 
 fn main() {
-    if let Err(e) = run() {
-        // One line with the whole cause chain; no backtrace for an operator's config mistake.
-        eprintln!("error: {e:#}");
+    let cli = Cli::parse();
+    logging::quiet_tss_logging();
+    logging::init();
+    let result = match (cli.command, cli.config) {
+        (Some(Command::Provision(a)), _) => provision(a),
+        (None, Some(config)) => serve(config),
+        (None, None) => Ok(()),
+    };
+    if let Err(e) = result {
+        eprintln!("error: {}", common::report::error_chain(e.as_ref()));
         std::process::exit(1);
     }
 }
 
-fn run() -> anyhow::Result<()> {
-    logging::quiet_tss_logging();
-    logging::init();
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.first().map(String::as_str) {
-        Some("provision") => provision(&args[1..]),
-        Some("-h" | "--help") | None => {
-            eprintln!("{USAGE}");
-            std::process::exit(if args.is_empty() { 2 } else { 0 })
-        }
-        Some(config) if args.len() == 1 => serve(PathBuf::from(config)),
-        Some(_) => bail!("{USAGE}"),
-    }
+fn device(given: Option<TpmDevice>) -> anyhow::Result<TpmDevice> {
+    Ok(match given {
+        Some(d) => d,
+        None => TpmDevice::autodetect()?,
+    })
 }
 
 fn serve(path: PathBuf) -> anyhow::Result<()> {
     let cfg = SignerUnixConfig::load(&path)?;
-    let device = match &cfg.tpm_device {
-        Some(d) => d.clone(),
-        None => tpm::TpmDevice::autodetect()?,
-    };
+    let device = device(cfg.tpm_device.clone())?;
     if device.is_software() {
         tracing::warn!(tpm = %device, "tpm-device is a software TPM (swtpm): for tests only");
     }
@@ -62,41 +92,20 @@ fn serve(path: PathBuf) -> anyhow::Result<()> {
     })
 }
 
-fn provision(args: &[String]) -> anyhow::Result<()> {
-    let mut device = None;
-    let mut handle = tpm::PersistentHandle::DEFAULT_SIGNING;
-    let mut key_type = tpm::KeyType::Rsa2048;
-    let mut out = None;
-    let mut it = args.iter();
-    while let Some(flag) = it.next() {
-        let mut value = || it.next().with_context(|| format!("{flag} needs a value\n{USAGE}"));
-        match flag.as_str() {
-            "--tpm-device" => device = Some(value()?.parse::<tpm::TpmDevice>().context("--tpm-device")?),
-            "--handle" => handle = value()?.parse().context("--handle")?,
-            "--key-type" => key_type = value()?.parse().context("--key-type")?,
-            "--out" => out = Some(PathBuf::from(value()?)),
-            other => bail!("unknown argument {other:?}\n{USAGE}"),
-        }
-    }
-    let device = match device {
-        Some(d) => d,
-        None => tpm::TpmDevice::autodetect()?,
-    };
+fn provision(a: ProvisionArgs) -> anyhow::Result<()> {
+    let (device, handle, key_type) = (device(a.tpm_device)?, a.handle, a.key_type);
     let done = tpm::provision::provision(&device, handle, key_type)
         .with_context(|| format!("provisioning {key_type} key at {handle} on {device}"))?;
     let pem = crypto::pem::encode("PUBLIC KEY", done.public.spki_der());
-    match out {
+    let what = format!("{:?}: {key_type} signing key at {handle} on {device}", done.outcome);
+    match a.out {
         Some(path) => {
             common::fsutil::write_atomic(&path, ".provision.tmp", pem.as_bytes(), 0o644)
                 .with_context(|| format!("writing {}", path.display()))?;
-            eprintln!(
-                "{:?}: {key_type} signing key at {handle} on {device}; public key written to {}",
-                done.outcome,
-                path.display()
-            );
+            eprintln!("{what}; public key written to {}", path.display());
         }
         None => {
-            eprintln!("{:?}: {key_type} signing key at {handle} on {device}", done.outcome);
+            eprintln!("{what}");
             print!("{pem}");
         }
     }

@@ -3,37 +3,44 @@
 
 use std::path::PathBuf;
 
-use anyhow::bail;
+use clap::Parser;
 use common::logging;
 use services::server::http::shutdown_signal;
 use services::verifier::{self, VerifierConfig};
 
-const USAGE: &str = "usage: spire-server-attestor-tpm-verifier CONFIG -l | CONFIG KEYSET [URL]";
+/// Fetches the signed trust bundle, verifies every signature against the configured keys and serves it to
+/// the SPIRE agent on a unix socket (-l); or verifies one keyset's token once and prints the bundle.
+#[derive(Parser)]
+#[command(name = "spire-server-attestor-tpm-verifier", version)]
+struct Cli {
+    /// The YAML config (the upstream keys keep their meaning).
+    config: PathBuf,
+    /// Serve every keyset on the socket until stopped.
+    #[arg(short = 'l', long = "listen", conflicts_with_all = ["keyset", "url"])]
+    listen: bool,
+    /// Verify this keyset once and print its bundle (PEM).
+    #[arg(required_unless_present = "listen")]
+    keyset: Option<String>,
+    /// Fetch from this URL instead of the keyset's sources.
+    url: Option<String>,
+}
 
 fn main() {
-    if let Err(e) = run() {
-        // One line with the whole cause chain; no backtrace for an operator's config mistake.
-        eprintln!("error: {e:#}");
+    let cli = Cli::parse();
+    logging::init();
+    if let Err(e) = run(cli) {
+        eprintln!("error: {}", common::report::error_chain(e.as_ref()));
         std::process::exit(1);
     }
 }
 
-fn run() -> anyhow::Result<()> {
-    logging::init();
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let (config, mode, url) = match args.as_slice() {
-        [c, m] => (c, m.as_str(), None),
-        [c, m, u] if m != "-l" => (c, m.as_str(), Some(u.as_str())),
-        _ => bail!("{USAGE}"),
-    };
-    let cfg = VerifierConfig::load(&PathBuf::from(config))?;
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let cfg = VerifierConfig::load(&cli.config)?;
     // One thread: the cached path allocates almost nothing and the node's RSS stays small.
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    if mode == "-l" {
-        runtime.block_on(verifier::run(cfg, shutdown_signal()))?;
-    } else {
-        let pem = runtime.block_on(verifier::verify_once(&cfg, mode, url))?;
-        print!("{pem}");
+    match cli.keyset {
+        None => runtime.block_on(verifier::run(cfg, shutdown_signal()))?,
+        Some(keyset) => print!("{}", runtime.block_on(verifier::verify_once(&cfg, &keyset, cli.url.as_deref()))?),
     }
     Ok(())
 }

@@ -126,9 +126,11 @@ impl Config for Forger {
     }
 }
 
+const ABOUT: &str = "Test only: a tpm_devid agent NodeAttestor that sends a forged payload.";
+
 fn main() {
     let f = Forger::default();
-    plugin::goplugin::plugin_main("forged-devid-agent", "NodeAttestor", &SERVICE_NAMES, |router| {
+    plugin::goplugin::plugin_main("forged-devid-agent", "NodeAttestor", ABOUT, &SERVICE_NAMES, |router| {
         router.add_service(NodeAttestorServer::new(f.clone())).add_service(ConfigServer::new(f))
     });
 }
