@@ -1,0 +1,236 @@
+//! The three daemons run in-process on software keys (the `mock` feature, a dev-dependency only): signer-unix
+//! signs and publishes, signer-http co-signs through it, the verifier serves what it verified. Real sockets, no
+//! TPM, no nginx, no other process: the unit lane's view of the handlers. The same paths with swtpm, nginx and
+//! the real binaries are in `testbed/tests/e2e_*`.
+
+// signer-unix is behind the `tpm` feature.
+#![cfg(feature = "tpm")]
+// Test code: a failed step should stop the test with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::client::{ClientOptions, HttpClient, HttpUrl};
+use common::signer_client::{SignerClient, SignerClientError};
+use http::{Method, StatusCode};
+use tokio::sync::oneshot;
+use tpm::mock::SoftwareKey;
+use tpm::{KeySigner, KeyType};
+
+const CA: &str = include_str!("../../crypto/tests/data/ca-ec.pem");
+
+/// A daemon running on this test's runtime until the guard is dropped.
+struct Running {
+    stop: Option<oneshot::Sender<()>>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+fn spawn<F, E>(run: impl FnOnce(oneshot::Receiver<()>) -> F) -> Running
+where
+    F: std::future::Future<Output = Result<(), E>> + Send + 'static,
+    E: std::fmt::Display,
+{
+    let (stop, stopped) = oneshot::channel();
+    let fut = run(stopped);
+    tokio::spawn(async move {
+        if let Err(e) = fut.await {
+            panic!("daemon failed: {e}");
+        }
+    });
+    Running { stop: Some(stop) }
+}
+
+async fn wait_for_socket(path: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while tokio::net::UnixStream::connect(path).await.is_err() {
+        assert!(Instant::now() < deadline, "{} never accepted", path.display());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+fn pem(key: &SoftwareKey) -> String {
+    crypto::pem::encode("PUBLIC KEY", key.public_key().spki_der())
+}
+
+/// Starts signer-unix on `key` in `dir` (socket `dir/NAME.sock`, publish dir `dir/www-NAME`).
+async fn signer_unix(dir: &Path, name: &str, key: Arc<SoftwareKey>, extra: &str) -> (Running, PathBuf) {
+    let socket = dir.join(format!("{name}.sock"));
+    let www = dir.join(format!("www-{name}"));
+    std::fs::create_dir_all(&www).unwrap();
+    let text = format!("socket: {}\ndir: {}\nduration: 10m\nissuer: {name}\n{extra}", socket.display(), www.display());
+    let cfg = services::signer_unix::SignerUnixConfig::parse(&dir.join(format!("{name}.conf")), &text).unwrap();
+    let running = spawn(move |stop| services::signer_unix::run(cfg, key, async move { drop(stop.await) }));
+    wait_for_socket(&socket).await;
+    (running, socket)
+}
+
+fn policy(keys: &[&SoftwareKey]) -> crypto::policy::Policy {
+    let chain = keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| crypto::keys::VerifyingKey::from_spki_der(&format!("k{i}"), k.public_key().spki_der()).unwrap())
+        .collect();
+    crypto::policy::Policy::new(chain, None, crypto::Limits::default()).unwrap()
+}
+
+#[tokio::test]
+async fn signer_unix_signs_a_bundle_publishes_only_what_verifies_and_refuses_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = Arc::new(SoftwareKey::generate(KeyType::EccP256));
+    let (_signer, socket) = signer_unix(dir.path(), "a", key.clone(), "").await;
+    let client = SignerClient::new(&socket, Duration::from_secs(5)).unwrap();
+
+    let token = client.sign_bundle(CA.as_bytes()).await.unwrap();
+    let verified = policy(&[&key]).verify(&token, crypto::unix_now()).unwrap();
+    assert_eq!(verified.bundle.to_pem(), CA, "the token carries the bundle it was given");
+    client.publish(&token).await.unwrap();
+    let published = dir.path().join("www-a/spiffetrustbundle.token");
+    assert_eq!(std::fs::read_to_string(&published).unwrap(), token);
+
+    // Negative rows: not a bundle; a token by another key; garbage to publish. Nothing changes on disk.
+    let other = SoftwareKey::generate(KeyType::EccP256);
+    let (_other_signer, other_socket) = signer_unix(dir.path(), "b", Arc::new(other), "").await;
+    let foreign = SignerClient::new(&other_socket, Duration::from_secs(5)).unwrap().sign_bundle(CA.as_bytes()).await;
+    let foreign = foreign.unwrap();
+    for (what, result, want) in [
+        ("not a bundle", client.sign_bundle(b"not a bundle").await.map(drop), StatusCode::BAD_REQUEST),
+        ("publish a token by another key", client.publish(&foreign).await, StatusCode::UNPROCESSABLE_ENTITY),
+        ("publish garbage", client.publish("a.b.c").await, StatusCode::UNPROCESSABLE_ENTITY),
+    ] {
+        match result {
+            Err(SignerClientError::Status { status, reason, .. }) => {
+                assert_eq!(status, want, "{what}: {reason}");
+                assert!(!reason.is_empty(), "{what}: a reason");
+            }
+            other => panic!("{what}: {other:?}"),
+        }
+    }
+    assert_eq!(std::fs::read_to_string(&published).unwrap(), token, "the last good token stays published");
+    let left: Vec<_> = std::fs::read_dir(dir.path().join("www-a")).unwrap().collect();
+    assert_eq!(left.len(), 1, "no temporary file left behind");
+}
+
+#[tokio::test]
+async fn signer_unix_answers_503_when_its_key_fails_and_publishes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_signer, socket) = signer_unix(dir.path(), "f", Arc::new(SoftwareKey::failing(KeyType::EccP256)), "").await;
+    let client = SignerClient::new(&socket, Duration::from_secs(5)).unwrap();
+    match client.sign_bundle(CA.as_bytes()).await {
+        Err(SignerClientError::Status { status, .. }) => assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE),
+        other => panic!("{other:?}"),
+    }
+    assert!(std::fs::read_dir(dir.path().join("www-f")).unwrap().next().is_none(), "nothing published");
+}
+
+#[tokio::test]
+async fn signer_http_cosigns_tokens_of_its_primary_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server_key, cosigner_key) =
+        (Arc::new(SoftwareKey::generate(KeyType::EccP256)), Arc::new(SoftwareKey::generate(KeyType::EccP256)));
+    let (_server, server_socket) = signer_unix(dir.path(), "server", server_key.clone(), "").await;
+    let (_local, local_socket) = signer_unix(dir.path(), "local", cosigner_key.clone(), "").await;
+    let keys = dir.path().join("keys");
+    std::fs::create_dir_all(&keys).unwrap();
+    std::fs::write(keys.join("primary.pem"), pem(&server_key)).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let text = format!(
+        "socket: {}\nkeydir: keys\nprimary: primary.pem\nlisten-addr: 127.0.0.1:{port}\nallowed-addrs: [127.0.0.1]\n",
+        local_socket.display()
+    );
+    let cfg = services::signer_http::SignerHttpConfig::parse(&dir.path().join("signer-http.conf"), &text).unwrap();
+    let _http = spawn(move |stop| services::signer_http::run(cfg, async move { drop(stop.await) }));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+        assert!(Instant::now() < deadline, "signer-http never listened");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+
+    let server = SignerClient::new(&server_socket, Duration::from_secs(5)).unwrap();
+    let url = HttpUrl::parse(&format!("http://127.0.0.1:{port}/sign")).unwrap();
+    let token = server.sign_chain(CA.as_bytes(), std::slice::from_ref(&url)).await.unwrap();
+    let verified = policy(&[&server_key, &cosigner_key]).verify(&token, crypto::unix_now()).unwrap();
+    assert_eq!(verified.layers.len(), 2);
+
+    // A token its primary did not sign: refused with a reason, no co-signature.
+    let stranger = Arc::new(SoftwareKey::generate(KeyType::EccP256));
+    let (_stranger, stranger_socket) = signer_unix(dir.path(), "stranger", stranger, "").await;
+    let theirs = SignerClient::new(&stranger_socket, Duration::from_secs(5)).unwrap();
+    let foreign = theirs.sign_bundle(CA.as_bytes()).await.unwrap();
+    match server.cosign(&url, &foreign).await {
+        Err(SignerClientError::Status { status, reason, .. }) => {
+            assert_eq!(status, StatusCode::BAD_REQUEST);
+            assert!(reason.contains("token refused"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn verifier_serves_only_a_bundle_it_verified() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = Arc::new(SoftwareKey::generate(KeyType::EccP256));
+    let (_signer, socket) = signer_unix(dir.path(), "s", key.clone(), "").await;
+    let token = SignerClient::new(&socket, Duration::from_secs(5)).unwrap().sign_bundle(CA.as_bytes()).await.unwrap();
+    let keys = dir.path().join("keys");
+    std::fs::create_dir_all(&keys).unwrap();
+    std::fs::write(keys.join("primary.pem"), pem(&key)).unwrap();
+    let token_file = dir.path().join("token");
+    let state = dir.path().join("state");
+    let verifier_socket = dir.path().join("verifier.sock");
+    let text = format!(
+        "keydir: keys\nsocket: {}\nstate-dir: {}\nrefresh: 100ms\nkeyset:\n  main:\n    url: file://{}\n    chain: [primary.pem]\n",
+        verifier_socket.display(),
+        state.display(),
+        token_file.display()
+    );
+    let cfg = services::verifier::VerifierConfig::parse(&dir.path().join("verifier.conf"), &text).unwrap();
+    // First a token by another key: nothing may be served.
+    let stranger = Arc::new(SoftwareKey::generate(KeyType::EccP256));
+    let (_stranger, stranger_socket) = signer_unix(dir.path(), "x", stranger, "").await;
+    let forged =
+        SignerClient::new(&stranger_socket, Duration::from_secs(5)).unwrap().sign_bundle(CA.as_bytes()).await.unwrap();
+    std::fs::write(&token_file, &forged).unwrap();
+    let _verifier = spawn(move |stop| services::verifier::run(cfg, async move { drop(stop.await) }));
+    wait_for_socket(&verifier_socket).await;
+    let client =
+        HttpClient::new(ClientOptions { timeout: Duration::from_secs(5), max_body: 1 << 20, ca_file: None }).unwrap();
+    let get = |path: &'static str| {
+        let (client, url) = (client.clone(), HttpUrl::unix(&verifier_socket, path));
+        async move { client.send(Method::GET, &url, &[], Bytes::new()).await.unwrap() }
+    };
+    let refused = get("/trustbundle?instance=main").await;
+    assert_eq!(refused.status, StatusCode::SERVICE_UNAVAILABLE, "a forged token was served");
+    // The genuine token: served, and the state the verifier persisted is the genuine one.
+    std::fs::write(&token_file, &token).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let served = loop {
+        let r = get("/trustbundle?instance=main").await;
+        if r.status == StatusCode::OK {
+            break r;
+        }
+        assert!(Instant::now() < deadline, "never served the genuine bundle: {:?}", r.status);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(served.body, CA.as_bytes());
+    let spiffe = get("/trustbundle?instance=main&format=spiffe").await;
+    assert_eq!(spiffe.status, StatusCode::OK);
+    assert!(String::from_utf8_lossy(&spiffe.body).contains("\"keys\""));
+    for (path, want) in [
+        ("/nope", StatusCode::NOT_FOUND),
+        ("/trustbundle", StatusCode::BAD_REQUEST),
+        ("/trustbundle?instance=other", StatusCode::NOT_FOUND),
+        ("/trustbundle?instance=main&format=jwks", StatusCode::BAD_REQUEST),
+    ] {
+        assert_eq!(get(path).await.status, want, "{path}");
+    }
+}
