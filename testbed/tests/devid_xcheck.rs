@@ -157,24 +157,3 @@ fn their_ecc_agent_with_passwords_passes_our_server() {
         intermediate: true,
     });
 }
-
-/// A payload the independent agent (tpm2-tools + Python) recorded on a manufactured swtpm, with the CA files the
-/// server trusted then: our server's checks pass at the recording time (and the credential has the TPM's shape),
-/// and refuse it once its DevID intermediate has expired.
-#[test]
-fn a_recorded_payload_from_the_independent_agent_passes_our_server_checks() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/devid-recorded");
-    let read = |f: &str| std::fs::read(dir.join(f)).unwrap();
-    let at: u64 = String::from_utf8(read("recorded-at")).unwrap().trim().parse().unwrap();
-    let verifier =
-        DevIdVerifier::new(&read("devid-ca.pem"), &read("endorsement-ca.pem"), ExtraChecks::default()).unwrap();
-    let (challenge, _) = verifier.challenge(&read("payload.json"), at + 60).unwrap();
-    let c: crypto::devid::wire::ChallengeRequest = serde_json::from_slice(&challenge).unwrap();
-    let cred = c.cred_activation.unwrap();
-    assert_eq!((c.devid.len(), cred.credential.len(), cred.secret.len()), (32, 68, 256));
-    let expired = verifier.challenge(&read("payload.json"), at + 40 * 86_400).unwrap_err();
-    assert!(
-        matches!(expired, crypto::devid::DevIdError::DevIdChain(crypto::devid::ChainError::Validity { .. })),
-        "{expired}"
-    );
-}

@@ -199,7 +199,10 @@ fn no_tpm_listening_is_transient() {
 }
 
 #[test]
-fn concurrent_signers_are_serialized_through_one_owner() {
+/// Twenty threads sign at once through clones of one key: every signature verifies. swtpm serializes commands
+/// by itself, so this cannot show the owner's serialization; `vm_device::vm_concurrent_signs_on_tpm0_*` does,
+/// on a `/dev/tpm0` that admits one opener.
+fn concurrent_signers_share_one_owner_and_every_signature_verifies() {
     let tpm = Swtpm::start().unwrap();
     provision(&tpm.device(), H, KeyType::EccP256).unwrap();
     let key = Tpm::open(&tpm.device()).unwrap().signing_key(H).unwrap();

@@ -238,6 +238,41 @@ fn vm_tpm0_held_by_another_process_is_a_clear_transient_error_and_signing_resume
     assert_readable("signer-unix's log", &log);
 }
 
+/// `/dev/tpm0` admits one opener, so it shows what the TPM owner does: 16 concurrent sign requests through one
+/// signer-unix all succeed, while 16 processes opening the device each on their own collide.
+#[test]
+fn vm_concurrent_signs_on_tpm0_succeed_through_one_owner_where_separate_openers_collide() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bundle = bundle(tmp.path());
+    let tpm = VmTpm::blank().unwrap();
+    let script = format!(
+        "run provision spire-server-attestor-tpm-signer-unix provision --tpm-device /dev/tpm0 --out /tmp/key.pem\n\
+         {START_SIGNER}\
+         i=0; while [ $i -lt 16 ]; do\n\
+           ( if spire-server-attestor-tpm-sign /run/su.sock </sat/bundle.pem >/tmp/tok.$i 2>/tmp/err.$i; then echo ok >>/tmp/owner.ok; else echo failed >>/tmp/owner.failed; fi ) &\n\
+           i=$((i+1)); done\n\
+         wait_log /tmp/owner.ok ok 1; while [ $(cat /tmp/owner.ok /tmp/owner.failed 2>/dev/null | wc -l) -lt 16 ]; do usleep 50000; done\n\
+         {STOP_SIGNER}\
+         i=0; while [ $i -lt 16 ]; do\n\
+           ( if spire-server-attestor-tpm-signer-unix provision --tpm-device /dev/tpm0 >/dev/null 2>>/tmp/alone.err; then echo ok >>/tmp/alone.ok; else echo failed >>/tmp/alone.failed; fi ) &\n\
+           i=$((i+1)); done\n\
+         while [ $(cat /tmp/alone.ok /tmp/alone.failed 2>/dev/null | wc -l) -lt 16 ]; do usleep 50000; done\n\
+         bring /tmp/key.pem /tmp/tok.7 /tmp/owner.ok /tmp/owner.failed /tmp/alone.ok /tmp/alone.failed /tmp/alone.err /tmp/su.log\n"
+    );
+    let config = signer_config(Some("/dev/tpm0"));
+    let boot = boot(&tpm, &script, &[("bundle.pem", bundle.as_bytes()), ("su.conf", config.as_bytes())]);
+    boot.ok("provision").unwrap();
+    assert_eq!(boot.text("/tmp/owner.ok").unwrap().lines().count(), 16, "every sign through the owner succeeded");
+    assert!(boot.file("/tmp/owner.failed").is_err(), "a sign through the owner failed");
+    let token = boot.text("/tmp/tok.7").unwrap();
+    assert_eq!(verify_on_host(tmp.path(), boot.file("/tmp/key.pem").unwrap(), token.trim().as_bytes()), bundle);
+    let collided = boot.text("/tmp/alone.failed").map(|t| t.lines().count()).unwrap_or(0);
+    assert!(collided > 0, "16 separate openers of /dev/tpm0 never collided: the device did not show what it guards");
+    let err = boot.text("/tmp/alone.err").unwrap();
+    assert!(err.contains("Device or resource busy"), "{err}");
+    assert_readable("signer-unix's log", &boot.text("/tmp/su.log").unwrap());
+}
+
 #[test]
 fn vm_two_processes_share_tpmrm0_and_leave_no_object_or_session_behind() {
     let tmp = tempfile::tempdir().unwrap();
