@@ -97,6 +97,14 @@ pub enum PolicyError {
     /// The same key twice.
     #[error("key {0} appears twice in the chain and backup")]
     DuplicateKey(String),
+    /// A threshold of 0, or above the number of keys.
+    #[error("threshold {threshold} needs 1..={keys} (the number of keys)")]
+    BadThreshold {
+        /// The threshold.
+        threshold: usize,
+        /// How many keys there are.
+        keys: usize,
+    },
 }
 
 /// Why a token was refused: the layer (0 = outermost) and the reason.
@@ -221,6 +229,22 @@ pub enum VerifyErrorKind {
         /// "spiffetb" or "jwt".
         expected: &'static str,
     },
+    /// A threshold policy: fewer distinct keys of the set signed than the threshold.
+    #[error("{needed} of the keyset's keys must sign; signed by {} ({}), missing {}", signed.len(), list(signed), list(missing))]
+    ThresholdNotMet {
+        /// The threshold.
+        needed: usize,
+        /// The keys whose layers verified, outermost first.
+        signed: Vec<String>,
+        /// The keys of the set that did not sign.
+        missing: Vec<String>,
+    },
+    /// A threshold policy: a key signed a second layer (it counts once, and a repeat is refused).
+    #[error("key {0} signed a second layer; each key of the set counts once")]
+    SameKeyTwice(String),
+    /// A threshold policy: the layer is signed by none of the set's keys that have not signed yet.
+    #[error("signed by none of the keyset's keys that have not signed yet ({0})")]
+    NotInKeySet(String),
     /// The token has fewer layers than the chain has keys.
     #[error("too few layers: the chain needs {0}")]
     TooFewLayers(usize),
@@ -230,4 +254,13 @@ pub enum VerifyErrorKind {
     /// The innermost payload is not a usable bundle.
     #[error("payload is not a trust bundle: {0}")]
     NotABundle(BundleError),
+}
+
+/// `a, b, c`, or `none`.
+fn list(names: &[String]) -> String {
+    if names.is_empty() {
+        "none".to_owned()
+    } else {
+        names.join(", ")
+    }
 }

@@ -1,9 +1,11 @@
-//! The verification policy of a keyset: `chain` lists the keys in signing order (first = innermost signer,
-//! last = outermost co-signer); an optional `backup` key may stand in for at most one chain key.
+//! The verification policy of a keyset, one of two kinds:
+//! - a chain: `chain` lists the keys in signing order (first = innermost signer, last = outermost co-signer); an
+//!   optional `backup` key may stand in for at most one chain key; the token has exactly as many layers;
+//! - a threshold: `threshold: K` over `keys`: at least K layers, each signed by a different key of the set, in
+//!   any order; no key counted twice, no layer by a key outside the set.
 //!
-//! Invariants: the token must have exactly as many layers as the chain has keys; EVERY layer's signature and
-//! time claims verify (the Go original let outer layers through unverified when a backup was configured);
-//! the innermost payload is a bundle with at least one CA certificate.
+//! Invariants: EVERY layer's signature and time claims verify (the Go original let outer layers through
+//! unverified when a backup was configured); the innermost payload is a bundle with at least one CA certificate.
 
 use crate::bundle::Bundle;
 use crate::error::{PolicyError, VerifyError, VerifyErrorKind as K};
@@ -14,9 +16,28 @@ use crate::Limits;
 /// A keyset's policy.
 #[derive(Debug, Clone)]
 pub struct Policy {
-    chain: Vec<VerifyingKey>,
-    backup: Option<VerifyingKey>,
+    rule: Rule,
     limits: Limits,
+}
+
+#[derive(Debug, Clone)]
+enum Rule {
+    Chain { chain: Vec<VerifyingKey>, backup: Option<VerifyingKey> },
+    Threshold { threshold: usize, keys: Vec<VerifyingKey> },
+}
+
+fn distinct<'a>(keys: impl Iterator<Item = &'a VerifyingKey>) -> Result<(), PolicyError> {
+    let all: Vec<&VerifyingKey> = keys.collect();
+    for (i, a) in all.iter().enumerate() {
+        if all[..i].iter().any(|b| b.same_key(a)) {
+            return Err(PolicyError::DuplicateKey(a.name().to_owned()));
+        }
+    }
+    Ok(())
+}
+
+fn names(keys: &[&VerifyingKey]) -> Vec<String> {
+    keys.iter().map(|k| k.name().to_owned()).collect()
 }
 
 /// One verified layer, for logs.
@@ -62,36 +83,135 @@ impl Policy {
         if chain.len() > limits.max_depth {
             return Err(PolicyError::TooLong(chain.len(), limits.max_depth));
         }
-        let all: Vec<&VerifyingKey> = chain.iter().chain(backup.iter()).collect();
-        for (i, a) in all.iter().enumerate() {
-            if all[..i].iter().any(|b| b.same_key(a)) {
-                return Err(PolicyError::DuplicateKey(a.name().to_owned()));
-            }
+        distinct(chain.iter().chain(backup.iter()))?;
+        Ok(Policy { rule: Rule::Chain { chain, backup }, limits })
+    }
+
+    /// Builds a threshold policy: `threshold` of `keys` (distinct, at most `limits.max_depth`) must sign.
+    pub fn threshold(threshold: usize, keys: Vec<VerifyingKey>, limits: Limits) -> Result<Policy, PolicyError> {
+        if keys.is_empty() {
+            return Err(PolicyError::EmptyChain);
         }
-        Ok(Policy { chain, backup, limits })
+        if keys.len() > limits.max_depth {
+            return Err(PolicyError::TooLong(keys.len(), limits.max_depth));
+        }
+        if threshold == 0 || threshold > keys.len() {
+            return Err(PolicyError::BadThreshold { threshold, keys: keys.len() });
+        }
+        distinct(keys.iter())?;
+        Ok(Policy { rule: Rule::Threshold { threshold, keys }, limits })
     }
 
-    /// The chain, in signing order.
+    /// A chain policy's chain, in signing order; empty for a threshold policy.
     pub fn chain(&self) -> &[VerifyingKey] {
-        &self.chain
+        match &self.rule {
+            Rule::Chain { chain, .. } => chain,
+            Rule::Threshold { .. } => &[],
+        }
     }
 
-    /// The backup key, if any.
+    /// A chain policy's backup key, if any.
     pub fn backup(&self) -> Option<&VerifyingKey> {
-        self.backup.as_ref()
+        match &self.rule {
+            Rule::Chain { backup, .. } => backup.as_ref(),
+            Rule::Threshold { .. } => None,
+        }
+    }
+
+    /// A threshold policy's threshold and keys.
+    pub fn threshold_keys(&self) -> Option<(usize, &[VerifyingKey])> {
+        match &self.rule {
+            Rule::Chain { .. } => None,
+            Rule::Threshold { threshold, keys } => Some((*threshold, keys)),
+        }
+    }
+
+    /// Every key the policy trusts (chain and backup, or the threshold's set).
+    pub fn keys(&self) -> impl Iterator<Item = &VerifyingKey> {
+        self.chain().iter().chain(self.backup()).chain(self.threshold_keys().map(|(_, k)| k).unwrap_or(&[]))
     }
 
     /// Verifies every layer of `token` at time `now` (unix seconds).
     pub fn verify(&self, token: &str, now: u64) -> Result<Verified, VerifyError> {
-        let n = self.chain.len();
+        match &self.rule {
+            Rule::Chain { chain, backup } => self.verify_chain(chain, backup.as_ref(), token, now),
+            Rule::Threshold { threshold, keys } => self.verify_threshold(*threshold, keys, token, now),
+        }
+    }
+
+    fn verify_threshold(
+        &self,
+        threshold: usize,
+        keys: &[VerifyingKey],
+        token: &str,
+        now: u64,
+    ) -> Result<Verified, VerifyError> {
+        let mut current = token.trim().to_owned();
+        let mut signed: Vec<&VerifyingKey> = Vec::new();
+        let mut layers = Vec::new();
+        for depth in 0..keys.len() {
+            let at = |kind| VerifyError { layer: depth, kind };
+            let unused: Vec<&VerifyingKey> = keys.iter().filter(|k| !signed.iter().any(|s| s.same_key(k))).collect();
+            let layer = token::verify_layer(&current, &unused, now, &self.limits).map_err(|e| {
+                at(match e.kind {
+                    K::BadSignature { .. } | K::AlgMismatch { .. } => {
+                        match signed.iter().find(|k| token::signed_by(&current, k, &self.limits)) {
+                            Some(again) => K::SameKeyTwice(again.name().to_owned()),
+                            None => K::NotInKeySet(names(&unused).join(", ")),
+                        }
+                    }
+                    other => other,
+                })
+            })?;
+            signed.push(layer.key);
+            let c = layer.claims;
+            layers.push(LayerInfo {
+                depth,
+                key_name: layer.key.name().to_owned(),
+                backup: false,
+                iss: c.iss,
+                iat: c.iat,
+                nbf: c.nbf,
+                exp: c.exp,
+            });
+            current = match c.payload {
+                Payload::Token(inner) => inner,
+                Payload::Bundle(text) => {
+                    if signed.len() < threshold {
+                        let missing = keys.iter().filter(|k| !signed.iter().any(|s| s.same_key(k))).collect::<Vec<_>>();
+                        return Err(at(K::ThresholdNotMet {
+                            needed: threshold,
+                            signed: names(&signed),
+                            missing: names(&missing),
+                        }));
+                    }
+                    let bundle = Bundle::parse(&text).map_err(|e| at(K::NotABundle(e)))?;
+                    let expires_at = layers.iter().map(|l| l.exp).min().unwrap_or(0);
+                    let signed_at = layers.last().map(|l| l.iat).unwrap_or(0);
+                    return Ok(Verified { bundle, layers, expires_at, signed_at, used_backup: false });
+                }
+            };
+        }
+        // Every key signed a layer and there is still another: one too many.
+        Err(VerifyError { layer: keys.len(), kind: K::TooManyLayers(keys.len()) })
+    }
+
+    fn verify_chain(
+        &self,
+        chain: &[VerifyingKey],
+        backup: Option<&VerifyingKey>,
+        token: &str,
+        now: u64,
+    ) -> Result<Verified, VerifyError> {
+        let n = chain.len();
         let mut current = token.trim().to_owned();
         let mut backup_used = false;
         let mut layers = Vec::with_capacity(n);
         for depth in 0..n {
             let at = |kind| VerifyError { layer: depth, kind };
-            let expected = &self.chain[n - 1 - depth];
+            let expected = &chain[n - 1 - depth];
             let mut keys = vec![expected];
-            if let Some(b) = self.backup.as_ref().filter(|_| !backup_used) {
+            if let Some(b) = backup.filter(|_| !backup_used) {
                 keys.push(b);
             }
             let layer = match token::verify_layer(&current, &keys, now, &self.limits) {
@@ -133,14 +253,14 @@ impl Policy {
         if !matches!(kind, K::BadSignature { .. }) {
             return kind;
         }
-        if backup_used && self.backup.as_ref().is_some_and(|b| token::signed_by(token, b, &self.limits)) {
+        if backup_used && self.backup().is_some_and(|b| token::signed_by(token, b, &self.limits)) {
             return K::BackupAlreadyUsed;
         }
         if let Some(other) =
-            self.chain.iter().find(|k| !k.same_key(expected) && token::signed_by(token, k, &self.limits))
+            self.chain().iter().find(|k| !k.same_key(expected) && token::signed_by(token, k, &self.limits))
         {
             return K::WrongOrder { found: other.name().to_owned(), expected: expected.name().to_owned() };
         }
-        K::BadSignature { expected: expected.name().to_owned(), backup_tried: self.backup.is_some() && !backup_used }
+        K::BadSignature { expected: expected.name().to_owned(), backup_tried: self.backup().is_some() && !backup_used }
     }
 }

@@ -248,3 +248,88 @@ fn policy_construction_errors() {
     assert!(Policy::new(vec![a.verifying()], Some(a.verifying()), Limits::default()).is_err());
     assert!(Policy::new(vec![c.verifying(); 9], None, Limits::default()).is_err());
 }
+
+fn threshold(k: usize, keys: &[&TestKey]) -> Policy {
+    Policy::threshold(k, keys.iter().map(|k| k.verifying()).collect(), Limits::default()).unwrap()
+}
+
+#[test]
+fn threshold_positive_table() {
+    let (a, b, c, d) = (TestKey::load("rsa-a"), TestKey::load("rsa-b"), TestKey::load("rsa-c"), TestKey::load("ec-d"));
+    let bundle = ca();
+    let t_ab = b.wrap(&a.bundle_token(&bundle));
+    let t_ba = a.wrap(&b.bundle_token(&bundle));
+    let t_cd = d.wrap(&c.bundle_token(&bundle));
+    let t_abc = c.wrap(&t_ab);
+    let t_dca = a.wrap(&c.wrap(&d.bundle_token(&bundle)));
+    let t_a = a.bundle_token(&bundle);
+    let cases: Vec<(&str, Policy, &str, usize)> = vec![
+        ("2 of 3, a then b", threshold(2, &[&a, &b, &c]), &t_ab, 2),
+        ("2 of 3, in the other order", threshold(2, &[&a, &b, &c]), &t_ba, 2),
+        ("2 of 4 with mixed key types", threshold(2, &[&a, &b, &c, &d]), &t_cd, 2),
+        ("2 of 3 signed by all 3", threshold(2, &[&a, &b, &c]), &t_abc, 3),
+        ("3 of 3", threshold(3, &[&a, &b, &c]), &t_abc, 3),
+        ("3 of 4, any order", threshold(3, &[&a, &b, &c, &d]), &t_dca, 3),
+        ("1 of 1", threshold(1, &[&a]), &t_a, 1),
+    ];
+    for (case, p, token, layers) in cases {
+        let v = p.verify(token, NOW).unwrap_or_else(|e| panic!("{case}: {e}"));
+        assert_eq!(v.layers.len(), layers, "{case}");
+        assert!(!v.used_backup, "{case}");
+        assert_eq!(v.bundle.certificates().len(), 1, "{case}");
+        assert_eq!((v.signed_at, v.expires_at), (NOW, NOW + 600), "{case}");
+    }
+}
+
+#[test]
+fn threshold_negative_table() {
+    let (a, b, c, d) = (TestKey::load("rsa-a"), TestKey::load("rsa-b"), TestKey::load("rsa-c"), TestKey::load("ec-d"));
+    let bundle = ca();
+    let t_a = a.bundle_token(&bundle);
+    let t_aa = a.wrap(&t_a);
+    let t_ad = d.wrap(&t_a);
+    let t_ab = b.wrap(&t_a);
+    let t_abc = c.wrap(&t_ab);
+    let expired_outer = {
+        let p = threshold(2, &[&a, &b, &c]);
+        let t = b.wrap(&t_a);
+        (p, t)
+    };
+    let p3 = threshold(2, &[&a, &b, &c]);
+    let (p3of3, p2of2) = (threshold(3, &[&a, &b, &c]), threshold(2, &[&a, &b]));
+    type Want = fn(&K) -> bool;
+    let cases: Vec<(&str, &Policy, &str, u64, Want)> = vec![
+        ("one signature for a threshold of 2", &p3, &t_a, NOW, |k| {
+            matches!(k, K::ThresholdNotMet { needed: 2, signed, missing }
+                if signed == &["rsa-a.pem"] && missing == &["rsa-b.pem", "rsa-c.pem"])
+        }),
+        ("the same key twice", &p3, &t_aa, NOW, |k| matches!(k, K::SameKeyTwice(n) if n == "rsa-a.pem")),
+        ("a key outside the set", &p3, &t_ad, NOW, |k| matches!(k, K::NotInKeySet(_))),
+        (
+            "3 of 3 with only 2",
+            &p3of3,
+            &t_ab,
+            NOW,
+            |k| matches!(k, K::ThresholdNotMet { needed: 3, missing, .. } if missing == &["rsa-c.pem"]),
+        ),
+        ("more layers than keys", &p2of2, &t_abc, NOW, |k| matches!(k, K::NotInKeySet(_) | K::TooManyLayers(_))),
+        ("expired", &expired_outer.0, &expired_outer.1, NOW + 700, |k| matches!(k, K::Expired { .. })),
+        ("not a token", &p3, "garbage", NOW, |k| matches!(k, K::Malformed)),
+    ];
+    for (case, p, token, now, want) in cases {
+        let e = p.verify(token, now).unwrap_err();
+        assert!(want(&e.kind), "{case}: {e}");
+    }
+    // The reason names who signed and who did not.
+    let e = p3.verify(&t_a, NOW).unwrap_err().to_string();
+    assert!(e.contains("signed by 1 (rsa-a.pem), missing rsa-b.pem, rsa-c.pem"), "{e}");
+    // Building a threshold policy: bad thresholds and repeated keys are refused.
+    let keys = || vec![a.verifying(), b.verifying()];
+    assert!(Policy::threshold(0, keys(), Limits::default()).is_err());
+    assert!(Policy::threshold(3, keys(), Limits::default()).is_err());
+    assert!(Policy::threshold(1, vec![], Limits::default()).is_err());
+    assert!(Policy::threshold(1, vec![a.verifying(), a.verifying()], Limits::default()).is_err());
+    // The chain meaning is untouched: a chain policy refuses what a threshold over the same keys accepts.
+    assert!(policy(&[&a, &b], None).verify(&a.wrap(&b.bundle_token(&bundle)), NOW).is_err());
+    assert!(threshold(2, &[&a, &b]).verify(&a.wrap(&b.bundle_token(&bundle)), NOW).is_ok());
+}

@@ -234,3 +234,48 @@ async fn verifier_serves_only_a_bundle_it_verified() {
         assert_eq!(get(path).await.status, want, "{path}");
     }
 }
+
+/// A keyset with `threshold: 2` over three keys: one layer is not served, two layers of different keys are
+/// (the same key twice and the other rules are in `crypto/tests/policy.rs`).
+#[tokio::test]
+async fn verifier_with_a_threshold_keyset_serves_two_of_three_and_refuses_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys: Vec<Arc<SoftwareKey>> = (0..3).map(|_| Arc::new(SoftwareKey::generate(KeyType::EccP256))).collect();
+    let mut sockets = Vec::new();
+    let mut running = Vec::new();
+    for (i, k) in keys.iter().enumerate() {
+        let (r, s) = signer_unix(dir.path(), &format!("s{i}"), k.clone(), "").await;
+        running.push(r);
+        sockets.push(SignerClient::new(&s, Duration::from_secs(5)).unwrap());
+    }
+    let keydir = dir.path().join("keys");
+    std::fs::create_dir_all(&keydir).unwrap();
+    for (i, k) in keys.iter().enumerate() {
+        std::fs::write(keydir.join(format!("{i}.pem")), pem(k)).unwrap();
+    }
+    let one = sockets[0].sign_bundle(CA.as_bytes()).await.unwrap();
+    let c_then_a = sockets[0].sign_token(&sockets[2].sign_bundle(CA.as_bytes()).await.unwrap()).await.unwrap();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, &one).unwrap();
+    let vsock = dir.path().join("v.sock");
+    let text = format!(
+        "keydir: keys\nsocket: {}\nstate-dir: {}\nrefresh: 100ms\nkeyset:\n  ha:\n    url: file://{}\n    threshold: 2\n    keys: [0.pem, 1.pem, 2.pem]\n",
+        vsock.display(),
+        dir.path().join("state").display(),
+        token_file.display()
+    );
+    let cfg = services::verifier::VerifierConfig::parse(&dir.path().join("v.conf"), &text).unwrap();
+    let _verifier = spawn(move |stop| services::verifier::run(cfg, async move { drop(stop.await) }));
+    wait_for_socket(&vsock).await;
+    let client =
+        HttpClient::new(ClientOptions { timeout: Duration::from_secs(5), max_body: 1 << 20, ca_file: None }).unwrap();
+    let url = HttpUrl::unix(&vsock, "/trustbundle?instance=ha");
+    let status = || async { client.send(Method::GET, &url, &[], Bytes::new()).await.unwrap().status };
+    assert_eq!(status().await, StatusCode::SERVICE_UNAVAILABLE, "one signature of a 2-of-3 keyset was served");
+    std::fs::write(&token_file, &c_then_a).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while status().await != StatusCode::OK {
+        assert!(Instant::now() < deadline, "2 of 3 (key 2 inside, key 0 outside) never served");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -37,6 +37,9 @@ struct Raw {
     #[serde(default)]
     chain: Vec<String>,
     backup: Option<String>,
+    threshold: Option<usize>,
+    #[serde(default)]
+    keys: Vec<String>,
 }
 
 /// A validated signer-unix configuration.
@@ -136,10 +139,24 @@ impl SignerUnixConfig {
             Some(name) if !name.is_empty() => Some(config::load_key(path, &keydir, "backup", name)?),
             _ => None,
         };
-        let publish_policy = match (chain.is_empty(), backup) {
-            (true, None) => None,
-            (true, Some(_)) => return Err(bad("chain", "required when backup is set".into())),
-            (false, backup) => Some(
+        let publish_policy = match (raw.threshold, chain.is_empty(), backup) {
+            (Some(threshold), true, None) => {
+                let mut keys = Vec::with_capacity(raw.keys.len());
+                for (i, name) in raw.keys.iter().enumerate() {
+                    keys.push(config::load_key(path, &keydir, &format!("keys[{i}]"), name)?);
+                }
+                Some(
+                    crypto::policy::Policy::threshold(threshold, keys, crypto::Limits::default())
+                        .map_err(|e| bad("threshold", e.to_string()))?,
+                )
+            }
+            (Some(_), _, _) => return Err(bad("threshold", "replaces chain and backup: give keys instead".into())),
+            (None, _, _) if !raw.keys.is_empty() => {
+                return Err(bad("keys", "belongs to a threshold policy: set threshold, or use chain".into()))
+            }
+            (None, true, None) => None,
+            (None, true, Some(_)) => return Err(bad("chain", "required when backup is set".into())),
+            (None, false, backup) => Some(
                 crypto::policy::Policy::new(chain, backup, crypto::Limits::default())
                     .map_err(|e| bad("chain", e.to_string()))?,
             ),

@@ -64,7 +64,7 @@ pub async fn run(
     let publish_policy = match &cfg.publish_policy {
         None => crypto::policy::Policy::new(vec![own_key.clone()], None, crypto::Limits::default())?,
         Some(policy) => {
-            if !policy.chain().iter().chain(policy.backup()).any(|k| k.same_key(&own_key)) {
+            if !policy.keys().any(|k| k.same_key(&own_key)) {
                 return Err(RunError::NotInChain(own_key.fingerprint().to_owned()));
             }
             policy.clone()

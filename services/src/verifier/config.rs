@@ -40,6 +40,9 @@ struct RawKeyset {
     backup: Option<String>,
     #[serde(default)]
     chain: Vec<String>,
+    threshold: Option<usize>,
+    #[serde(default)]
+    keys: Vec<String>,
 }
 
 /// Where a keyset's token can be fetched.
@@ -163,19 +166,39 @@ impl VerifierConfig {
             for (i, m) in ks.mirrors.iter().enumerate() {
                 sources.push(parse_source(m).map_err(|e| bad(&format!("keyset.{name}.mirrors[{i}]"), e.to_string()))?);
             }
-            if ks.chain.is_empty() {
-                return Err(bad(&at("chain"), "needs at least one key".into()));
-            }
-            let mut chain = Vec::with_capacity(ks.chain.len());
-            for (i, k) in ks.chain.iter().enumerate() {
-                chain.push(load_key(&format!("keyset.{name}.chain[{i}]"), k)?);
-            }
-            let backup = match ks.backup.as_deref() {
-                Some(b) if !b.is_empty() => Some(load_key(&at("backup"), b)?),
-                _ => None,
+            let policy = match ks.threshold {
+                None => {
+                    if !ks.keys.is_empty() {
+                        return Err(bad(
+                            &at("keys"),
+                            "belongs to a threshold policy: set threshold, or use chain".into(),
+                        ));
+                    }
+                    if ks.chain.is_empty() {
+                        return Err(bad(&at("chain"), "needs at least one key (or threshold and keys)".into()));
+                    }
+                    let mut chain = Vec::with_capacity(ks.chain.len());
+                    for (i, k) in ks.chain.iter().enumerate() {
+                        chain.push(load_key(&format!("keyset.{name}.chain[{i}]"), k)?);
+                    }
+                    let backup = match ks.backup.as_deref() {
+                        Some(b) if !b.is_empty() => Some(load_key(&at("backup"), b)?),
+                        _ => None,
+                    };
+                    crypto::policy::Policy::new(chain, backup, limits).map_err(|e| bad(&at("chain"), e.to_string()))?
+                }
+                Some(threshold) => {
+                    if !ks.chain.is_empty() || ks.backup.is_some() {
+                        return Err(bad(&at("threshold"), "replaces chain and backup: give keys instead".into()));
+                    }
+                    let mut keys = Vec::with_capacity(ks.keys.len());
+                    for (i, k) in ks.keys.iter().enumerate() {
+                        keys.push(load_key(&format!("keyset.{name}.keys[{i}]"), k)?);
+                    }
+                    crypto::policy::Policy::threshold(threshold, keys, limits)
+                        .map_err(|e| bad(&at("threshold"), e.to_string()))?
+                }
             };
-            let policy =
-                crypto::policy::Policy::new(chain, backup, limits).map_err(|e| bad(&at("chain"), e.to_string()))?;
             keysets.insert(name, KeysetConfig { sources, policy });
         }
         // The verifier's socket serves a public bundle: other users' access is the operator's call.
@@ -259,5 +282,37 @@ m/FZlkYlLdmE38Z0u8M7MoO1LHtZddfKlwGoEt2Djt7APfdHWGkehDjb5Q==
         .unwrap_err()
         .to_string();
         assert!(err.contains("refresh"), "{err}");
+    }
+
+    #[test]
+    fn threshold_keysets_table() {
+        let d = dir_with_keys();
+        let third = tpm::mock::SoftwareKey::generate(tpm::KeyType::EccP256);
+        use tpm::KeySigner as _;
+        std::fs::write(
+            d.path().join("keys/third.pem"),
+            crypto::pem::encode("PUBLIC KEY", third.public_key().spki_der()),
+        )
+        .unwrap();
+        let path = d.path().join("v.conf");
+        let ks = |body: &str| format!("keyset:\n  ha:\n    url: http://a/t\n{body}");
+        let c = VerifierConfig::parse(&path, &ks("    threshold: 2\n    keys: [primary.pem, backup.pem, third.pem]\n"))
+            .unwrap();
+        let (k, keys) = c.keysets["ha"].policy.threshold_keys().unwrap();
+        assert_eq!((k, keys.len()), (2, 3));
+        assert!(c.keysets["ha"].policy.chain().is_empty());
+        for (body, key, says) in [
+            ("    threshold: 4\n    keys: [primary.pem, backup.pem, third.pem]\n", "threshold", "1..=3"),
+            ("    threshold: 0\n    keys: [primary.pem]\n", "threshold", "1..=1"),
+            ("    threshold: 2\n    keys: [primary.pem, primary.pem]\n", "threshold", "twice"),
+            ("    threshold: 1\n    keys: [primary.pem]\n    chain: [backup.pem]\n", "threshold", "replaces chain"),
+            ("    threshold: 1\n    keys: [primary.pem]\n    backup: backup.pem\n", "threshold", "replaces chain"),
+            ("    keys: [primary.pem]\n", "keys", "set threshold"),
+            ("    threshold: 1\n    keys: [missing.pem]\n", "keys[0]", "missing.pem"),
+            ("    threshold: 1\n", "threshold", "at least one key"),
+        ] {
+            let err = VerifierConfig::parse(&path, &ks(body)).unwrap_err().to_string();
+            assert!(err.contains(&format!("keyset.ha.{key}")) && err.contains(says), "{body}: {err}");
+        }
     }
 }
