@@ -31,6 +31,9 @@ pub enum SignerClientError {
         /// The first line of its body.
         reason: String,
     },
+    /// The trust domain to bind the bundle to is not a SPIFFE trust domain name.
+    #[error("trust domain {0:?} is not a SPIFFE trust domain name (a-z, 0-9, '.', '-', '_')")]
+    BadTrustDomain(String),
     /// The peer answered 200 but not with a token.
     #[error("{peer} answered 200 without a token: {why}")]
     NotAToken {
@@ -90,7 +93,23 @@ impl SignerClient {
 
     /// Has signer-unix sign a bundle (PEM or SPIFFE JSON); returns the token.
     pub async fn sign_bundle(&self, bundle: &[u8]) -> Result<String, SignerClientError> {
-        let url = HttpUrl::unix(&self.socket, "/sign");
+        self.sign_bundle_for(bundle, None).await
+    }
+
+    /// [`SignerClient::sign_bundle`], the token bound to `trust_domain` (claim `spiffetd`) when given.
+    pub async fn sign_bundle_for(
+        &self,
+        bundle: &[u8],
+        trust_domain: Option<&str>,
+    ) -> Result<String, SignerClientError> {
+        let path = match trust_domain {
+            Some(td) if !crypto::token::is_trust_domain(td) => {
+                return Err(SignerClientError::BadTrustDomain(td.into()))
+            }
+            Some(td) => format!("/sign?trust-domain={td}"),
+            None => "/sign".to_owned(),
+        };
+        let url = HttpUrl::unix(&self.socket, &path);
         self.post_for_token(&url, "application/x-pem-file", Bytes::copy_from_slice(bundle)).await
     }
 
@@ -133,7 +152,17 @@ impl SignerClient {
     /// Signs `bundle` locally, then has each co-signer in `cosigners` add its signature, in order.
     /// Publishes nothing.
     pub async fn sign_chain(&self, bundle: &[u8], cosigners: &[HttpUrl]) -> Result<String, SignerClientError> {
-        let mut token = self.sign_bundle(bundle).await?;
+        self.sign_chain_for(bundle, None, cosigners).await
+    }
+
+    /// [`SignerClient::sign_chain`], the innermost layer bound to `trust_domain` when given.
+    pub async fn sign_chain_for(
+        &self,
+        bundle: &[u8],
+        trust_domain: Option<&str>,
+        cosigners: &[HttpUrl],
+    ) -> Result<String, SignerClientError> {
+        let mut token = self.sign_bundle_for(bundle, trust_domain).await?;
         for url in cosigners {
             token = self.cosign(url, &token).await?;
         }

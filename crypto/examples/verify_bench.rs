@@ -38,8 +38,10 @@ impl Key {
         VerifyingKey::from_pem(name, pem.as_bytes()).unwrap()
     }
     fn token(&self, payload: Payload, now: u64) -> String {
-        let b =
-            TokenBuilder::new(self.alg(), &Claims { payload, iss: "bench".into(), iat: now, nbf: now, exp: now + 600 });
+        let b = TokenBuilder::new(
+            self.alg(),
+            &Claims { payload, iss: "bench".into(), iat: now, nbf: now, exp: now + 600, trust_domain: None },
+        );
         let d = b.digest();
         let sig = match self {
             Key::Rsa(k) => k.sign(rsa::Pkcs1v15Sign::new::<sha2::Sha256>(), &d).unwrap(),

@@ -7,7 +7,8 @@
 use base64::Engine;
 use der::asn1::ObjectIdentifier;
 use der::{Decode, Encode};
-use x509_cert::ext::pkix::BasicConstraints;
+use x509_cert::ext::pkix::name::GeneralName;
+use x509_cert::ext::pkix::{BasicConstraints, SubjectAltName};
 use x509_cert::Certificate;
 
 use crate::error::BundleError;
@@ -118,6 +119,26 @@ impl Bundle {
         self.refresh_hint = refresh_hint;
         self.sequence = sequence;
         self
+    }
+
+    /// The trust domains of the SPIFFE IDs (`spiffe://TD/...` URI SANs) the certificates carry, in order, once
+    /// each. SPIRE's CA certificates carry `spiffe://TD`.
+    pub fn spiffe_trust_domains(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for der in &self.certs {
+            let Ok(cert) = Certificate::from_der(der) else { continue };
+            let Ok(Some((_, san))) = cert.tbs_certificate.get::<SubjectAltName>() else { continue };
+            for name in san.0 {
+                if let GeneralName::UniformResourceIdentifier(uri) = name {
+                    let Some(rest) = uri.as_str().strip_prefix("spiffe://") else { continue };
+                    let td = rest.split('/').next().unwrap_or_default().to_owned();
+                    if !out.contains(&td) {
+                        out.push(td);
+                    }
+                }
+            }
+        }
+        out
     }
 
     /// The certificates, DER.

@@ -36,6 +36,50 @@ fn distinct<'a>(keys: impl Iterator<Item = &'a VerifyingKey>) -> Result<(), Poli
     Ok(())
 }
 
+/// Why a verified token is not for the trust domain a keyset is bound to.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TrustDomainError {
+    /// The innermost signer bound it to no trust domain.
+    #[error("the token is bound to no trust domain; this keyset accepts only {want}")]
+    Unbound {
+        /// The keyset's.
+        want: String,
+    },
+    /// The innermost signer bound it to another trust domain.
+    #[error("the token is signed for trust domain {got}, this keyset is for {want}")]
+    Signed {
+        /// The token's.
+        got: String,
+        /// The keyset's.
+        want: String,
+    },
+    /// A CA certificate of the bundle names another trust domain.
+    #[error("the bundle holds a CA certificate of trust domain {got}, this keyset is for {want}")]
+    Certificate {
+        /// The certificate's.
+        got: String,
+        /// The keyset's.
+        want: String,
+    },
+}
+
+impl Verified {
+    /// Checks that the token was signed for `want` and that no CA certificate in it names another trust domain.
+    pub fn check_trust_domain(&self, want: &str) -> Result<(), TrustDomainError> {
+        match self.trust_domain.as_deref() {
+            None => return Err(TrustDomainError::Unbound { want: want.to_owned() }),
+            Some(got) if got != want => {
+                return Err(TrustDomainError::Signed { got: got.to_owned(), want: want.to_owned() })
+            }
+            Some(_) => {}
+        }
+        if let Some(got) = self.bundle.spiffe_trust_domains().into_iter().find(|td| td != want) {
+            return Err(TrustDomainError::Certificate { got, want: want.to_owned() });
+        }
+        Ok(())
+    }
+}
+
 fn names(keys: &[&VerifyingKey]) -> Vec<String> {
     keys.iter().map(|k| k.name().to_owned()).collect()
 }
@@ -72,6 +116,8 @@ pub struct Verified {
     pub signed_at: u64,
     /// Whether the backup key stood in for a chain key.
     pub used_backup: bool,
+    /// The trust domain the innermost signer bound the bundle to (claim `spiffetd`), if it did.
+    pub trust_domain: Option<String>,
 }
 
 impl Policy {
@@ -188,7 +234,8 @@ impl Policy {
                     let bundle = Bundle::parse(&text).map_err(|e| at(K::NotABundle(e)))?;
                     let expires_at = layers.iter().map(|l| l.exp).min().unwrap_or(0);
                     let signed_at = layers.last().map(|l| l.iat).unwrap_or(0);
-                    return Ok(Verified { bundle, layers, expires_at, signed_at, used_backup: false });
+                    let trust_domain = c.trust_domain;
+                    return Ok(Verified { bundle, layers, expires_at, signed_at, used_backup: false, trust_domain });
                 }
             };
         }
@@ -239,7 +286,15 @@ impl Policy {
                     let bundle = Bundle::parse(&text).map_err(|e| at(K::NotABundle(e)))?;
                     let expires_at = layers.iter().map(|l| l.exp).min().unwrap_or(0);
                     let signed_at = layers.last().map(|l| l.iat).unwrap_or(0);
-                    return Ok(Verified { bundle, layers, expires_at, signed_at, used_backup: backup_used });
+                    let trust_domain = c.trust_domain;
+                    return Ok(Verified {
+                        bundle,
+                        layers,
+                        expires_at,
+                        signed_at,
+                        used_backup: backup_used,
+                        trust_domain,
+                    });
                 }
             };
         }

@@ -1,5 +1,5 @@
 //! The token format: compact JWS with header `{"alg":"RS256","typ":"JWT"}` (or ES256) and claims
-//! `{"spiffetb":"<bundle>"|"jwt":"<inner token>","iss":..,"exp":..,"nbf":..,"iat":..}`, byte-compatible with
+//! `{"spiffetb":"<bundle>"|"jwt":"<inner token>","iss":..,["spiffetd":..,]"exp":..,"nbf":..,"iat":..}`, byte-compatible with
 //! the Go original (golang-jwt v5: field order as above, integer NumericDates, Go's HTML-safe string escaping).
 //!
 //! Invariant: a layer is accepted only after its signature verified with a key whose type matches the header's
@@ -48,6 +48,14 @@ pub struct Claims {
     pub nbf: u64,
     /// Expires, unix seconds.
     pub exp: u64,
+    /// Claim `spiffetd`: the SPIFFE trust domain the bundle is for (innermost layer only; absent in the Go
+    /// original's tokens, whose verifier ignores claims it does not know).
+    pub trust_domain: Option<String>,
+}
+
+/// Whether `td` is a SPIFFE trust domain name: 1 to 255 of lowercase letters, digits, `.`, `-` and `_`.
+pub fn is_trust_domain(td: &str) -> bool {
+    (1..=255).contains(&td.len()) && td.bytes().all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'-' | b'_'))
 }
 
 /// Writes `s` as a JSON string the way Go's encoding/json does (HTML-safe: `<`, `>`, `&`, U+2028, U+2029
@@ -85,6 +93,10 @@ pub fn claims_json(claims: &Claims) -> String {
     if !claims.iss.is_empty() {
         out.push_str(",\"iss\":");
         go_json_string(&mut out, &claims.iss);
+    }
+    if let Some(td) = &claims.trust_domain {
+        out.push_str(",\"spiffetd\":");
+        go_json_string(&mut out, td);
     }
     out.push_str(&format!(",\"exp\":{},\"nbf\":{},\"iat\":{}}}", claims.exp, claims.nbf, claims.iat));
     out
@@ -167,6 +179,7 @@ struct RawClaims {
     spiffetb: Option<String>,
     jwt: Option<String>,
     iss: Option<String>,
+    spiffetd: Option<String>,
     exp: Option<NumericDate>,
     nbf: Option<NumericDate>,
     iat: Option<NumericDate>,
@@ -263,7 +276,14 @@ fn check_claims(raw: RawClaims, now: u64, limits: &Limits) -> Result<Claims, Ver
         (None, Some(t)) => Payload::Token(t),
         _ => return Err(fail(K::WrongPayloadKind { expected: "exactly one of spiffetb or jwt" })),
     };
-    Ok(Claims { payload, iss: raw.iss.unwrap_or_default(), iat, nbf: nbf.unwrap_or(iat), exp })
+    Ok(Claims {
+        payload,
+        iss: raw.iss.unwrap_or_default(),
+        iat,
+        nbf: nbf.unwrap_or(iat),
+        exp,
+        trust_domain: raw.spiffetd,
+    })
 }
 
 /// A layer that verified: which key signed it, and its claims.

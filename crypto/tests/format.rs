@@ -19,13 +19,27 @@ fn segments_match_what_golang_jwt_writes() {
     // golang-jwt v5: header map marshalled with sorted keys; claims struct fields in declaration order
     // (spiffetb or jwt, then RegisteredClaims: iss, exp, nbf, iat), encoding/json's HTML-safe escaping.
     let bundle = "-----BEGIN CERTIFICATE-----\nA<B>&C\u{2028}\"\\\n-----END CERTIFICATE-----\n";
-    let claims = Claims { payload: Payload::Bundle(bundle.into()), iss: "host-a".into(), iat: 100, nbf: 100, exp: 700 };
+    let claims = Claims {
+        payload: Payload::Bundle(bundle.into()),
+        iss: "host-a".into(),
+        iat: 100,
+        nbf: 100,
+        exp: 700,
+        trust_domain: None,
+    };
     let expected_claims = r#"{"spiffetb":"-----BEGIN CERTIFICATE-----\nA\u003cB\u003e\u0026C\u2028\"\\\n-----END CERTIFICATE-----\n","iss":"host-a","exp":700,"nbf":100,"iat":100}"#;
     let builder = TokenBuilder::new(Alg::Rs256, &claims);
     let want = format!("{}.{}", B64.encode(r#"{"alg":"RS256","typ":"JWT"}"#), B64.encode(expected_claims));
     assert_eq!(builder.signing_input(), want);
     // Nested layer, ES256, no issuer (omitempty).
-    let nested = Claims { payload: Payload::Token("a.b.c".into()), iss: String::new(), iat: 5, nbf: 5, exp: 65 };
+    let nested = Claims {
+        payload: Payload::Token("a.b.c".into()),
+        iss: String::new(),
+        iat: 5,
+        nbf: 5,
+        exp: 65,
+        trust_domain: None,
+    };
     let b = TokenBuilder::new(Alg::Es256, &nested);
     let want = format!(
         "{}.{}",
@@ -33,6 +47,11 @@ fn segments_match_what_golang_jwt_writes() {
         B64.encode(r#"{"jwt":"a.b.c","exp":65,"nbf":5,"iat":5}"#)
     );
     assert_eq!(b.signing_input(), want);
+    // The trust-domain claim comes after iss; a token without one is byte-for-byte what it was.
+    let bound = Claims { trust_domain: Some("example.org".into()), ..claims.clone() };
+    let want = r#"{"spiffetb":"x","iss":"host-a","spiffetd":"example.org","exp":700,"nbf":100,"iat":100}"#;
+    let bound = Claims { payload: Payload::Bundle("x".into()), ..bound };
+    assert_eq!(crypto::token::claims_json(&bound), want);
     // Wrong signature lengths are refused when assembling.
     assert!(TokenBuilder::new(Alg::Es256, &nested).finish(&[0; 63]).is_err());
     assert!(TokenBuilder::new(Alg::Rs256, &nested).finish(&[0; 64]).is_err());
@@ -162,5 +181,15 @@ fn bundle_table() {
     ];
     for (case, text, want) in cases {
         assert_eq!(Bundle::parse(&text).unwrap_err(), want, "{case}");
+    }
+}
+
+#[test]
+fn trust_domain_names_table() {
+    for ok in ["example.org", "td", "a-b_c.d", "0.example", &"a".repeat(255)] {
+        assert!(crypto::token::is_trust_domain(ok), "{ok:?}");
+    }
+    for bad in ["", "Example.org", "example.org/x", "spiffe://x", "a b", "a&trust-domain=b", "é", &"a".repeat(256)] {
+        assert!(!crypto::token::is_trust_domain(bad), "{bad:?}");
     }
 }

@@ -333,3 +333,36 @@ fn threshold_negative_table() {
     assert!(policy(&[&a, &b], None).verify(&a.wrap(&b.bundle_token(&bundle)), NOW).is_err());
     assert!(threshold(2, &[&a, &b]).verify(&a.wrap(&b.bundle_token(&bundle)), NOW).is_ok());
 }
+
+#[test]
+fn trust_domain_binding_table() {
+    use crypto::policy::TrustDomainError as E;
+    let a = TestKey::load("rsa-a");
+    let p = policy(&[&a], None);
+    let other_ca = data("ca-other-td.pem");
+    let bound = a.bundle_token_for(&ca(), "example.org");
+    let v = p.verify(&bound, NOW).unwrap();
+    assert_eq!(v.trust_domain.as_deref(), Some("example.org"));
+    assert_eq!(v.check_trust_domain("example.org"), Ok(()));
+    type Want = fn(&E) -> bool;
+    let cases: Vec<(&str, String, Want)> = vec![
+        (
+            "signed for another trust domain",
+            bound.clone(),
+            |e| matches!(e, E::Signed { got, .. } if got == "example.org"),
+        ),
+        ("bound to none", a.bundle_token(&ca()), |e| matches!(e, E::Unbound { .. })),
+        (
+            "a CA certificate of another trust domain",
+            a.bundle_token_for(&format!("{}{other_ca}", ca()), "other.org"),
+            |e| matches!(e, E::Certificate { got, .. } if got == "example.org"),
+        ),
+    ];
+    for (case, token, want) in cases {
+        let e = p.verify(&token, NOW).unwrap().check_trust_domain("other.org").unwrap_err();
+        assert!(want(&e), "{case}: {e}");
+    }
+    // Both CAs named: their trust domains, once each, in order.
+    let two = p.verify(&a.bundle_token_for(&format!("{}{other_ca}", ca()), "example.org"), NOW).unwrap();
+    assert_eq!(two.bundle.spiffe_trust_domains(), ["example.org", "other.org"]);
+}

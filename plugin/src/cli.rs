@@ -41,15 +41,26 @@ pub enum CliError {
 
 /// Signs `bundle` through signer-unix at `socket` and each co-signer in order, then publishes it.
 /// Returns the published token.
-pub async fn sign_and_publish(client: &SignerClient, bundle: &[u8], cosigners: &[HttpUrl]) -> Result<String, CliError> {
-    let token = client.sign_chain(bundle, cosigners).await.map_err(CliError::Sign)?;
+pub async fn sign_and_publish(
+    client: &SignerClient,
+    bundle: &[u8],
+    trust_domain: Option<&str>,
+    cosigners: &[HttpUrl],
+) -> Result<String, CliError> {
+    let token = client.sign_chain_for(bundle, trust_domain, cosigners).await.map_err(CliError::Sign)?;
     client.publish(&token).await.map_err(CliError::Publish)?;
     Ok(token)
 }
 
 /// Signs the bundle on `stdin` through signer-unix at `socket` and the co-signers at `urls`, and publishes it;
 /// returns the token to print.
-pub async fn run(socket: &Path, urls: &[String], stdin: &mut impl Read, timeout: Duration) -> Result<String, CliError> {
+pub async fn run(
+    socket: &Path,
+    trust_domain: Option<&str>,
+    urls: &[String],
+    stdin: &mut impl Read,
+    timeout: Duration,
+) -> Result<String, CliError> {
     let cosigners = urls.iter().map(|u| HttpUrl::parse(u)).collect::<Result<Vec<_>, _>>().map_err(CliError::Url)?;
     let mut bundle = Vec::new();
     stdin.take(MAX_BUNDLE as u64 + 1).read_to_end(&mut bundle).map_err(CliError::Input)?;
@@ -60,5 +71,5 @@ pub async fn run(socket: &Path, urls: &[String], stdin: &mut impl Read, timeout:
         return Err(CliError::Empty);
     }
     let client = SignerClient::new(socket, timeout).map_err(CliError::Client)?;
-    sign_and_publish(&client, &bundle, &cosigners).await
+    sign_and_publish(&client, &bundle, trust_domain, &cosigners).await
 }

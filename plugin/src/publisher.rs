@@ -49,6 +49,8 @@ pub struct PublisherConfig {
     pub format: Format,
     /// Deadline of each call (sign, each co-sign, publish).
     pub timeout: Duration,
+    /// SPIRE's trust domain (from Configure's core configuration): the bundle is signed for it.
+    pub trust_domain: Option<String>,
 }
 
 impl Default for PublisherConfig {
@@ -59,6 +61,7 @@ impl Default for PublisherConfig {
             frequency: Duration::from_secs(300),
             format: Format::Pem,
             timeout: Duration::from_secs(30),
+            trust_domain: None,
         }
     }
 }
@@ -132,8 +135,14 @@ pub struct Configured {
 }
 
 impl PluginConfig for Configured {
-    fn load(hcl: &str, _core: Option<&CoreConfiguration>) -> Result<(Self, Vec<String>), ConfigError> {
-        let (cfg, notes) = parse_config(hcl)?;
+    fn load(hcl: &str, core: Option<&CoreConfiguration>) -> Result<(Self, Vec<String>), ConfigError> {
+        let (mut cfg, notes) = parse_config(hcl)?;
+        cfg.trust_domain = match core.map(|c| c.trust_domain.as_str()).filter(|t| !t.is_empty()) {
+            Some(td) if !crypto::token::is_trust_domain(td) => {
+                return Err(ConfigError::invalid("trust_domain", format!("{td:?} is not a SPIFFE trust domain name")))
+            }
+            other => other.map(str::to_owned),
+        };
         let client = SignerClient::new(&cfg.socket, cfg.timeout)
             .map_err(|e| ConfigError::Value { key: "urls".into(), source: Box::new(e) })?;
         Ok((Configured { cfg, client }, notes))
@@ -141,7 +150,8 @@ impl PluginConfig for Configured {
 
     fn log_configured(&self) {
         let cfg = &self.cfg;
-        tracing::info!(socket = %cfg.socket.display(), cosigners = cfg.urls.len(), frequency = %GoDuration(cfg.frequency), "configured");
+        tracing::info!(socket = %cfg.socket.display(), cosigners = cfg.urls.len(), frequency = %GoDuration(cfg.frequency),
+            trust_domain = cfg.trust_domain.as_deref().unwrap_or(""), "configured");
     }
 }
 
@@ -213,10 +223,11 @@ impl Publisher {
         }
         let text = render(&bundle, cfg.format).map_err(|e| Status::invalid_argument(e.to_string()))?;
         let started = Instant::now();
-        let token = client.sign_chain(text.as_bytes(), &cfg.urls).await.map_err(|e| {
-            tracing::error!(error = %e, "signing failed; nothing published");
-            Status::unavailable(format!("could not sign bundle: {e}"))
-        })?;
+        let token =
+            client.sign_chain_for(text.as_bytes(), cfg.trust_domain.as_deref(), &cfg.urls).await.map_err(|e| {
+                tracing::error!(error = %e, "signing failed; nothing published");
+                Status::unavailable(format!("could not sign bundle: {e}"))
+            })?;
         client.publish(&token).await.map_err(|e| {
             tracing::error!(error = %e, "publishing failed");
             Status::unavailable(format!("could not publish bundle: {e}"))

@@ -279,3 +279,56 @@ async fn verifier_with_a_threshold_keyset_serves_two_of_three_and_refuses_one() 
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// A keyset bound to `trust-domain: example.org`: a bundle signed for it is served; signed for another, or
+/// bound to none, it is not; an agent asking for another trust domain gets 403.
+#[tokio::test]
+async fn verifier_with_a_trust_domain_serves_only_bundles_signed_for_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = Arc::new(SoftwareKey::generate(KeyType::EccP256));
+    let (_signer, socket) = signer_unix(dir.path(), "s", key.clone(), "").await;
+    let signer = SignerClient::new(&socket, Duration::from_secs(5)).unwrap();
+    let for_us = signer.sign_bundle_for(CA.as_bytes(), Some("example.org")).await.unwrap();
+    let for_them = signer.sign_bundle_for(CA.as_bytes(), Some("other.org")).await.unwrap();
+    let unbound = signer.sign_bundle(CA.as_bytes()).await.unwrap();
+    // signer-unix refuses what is not a trust domain name, before signing anything.
+    match signer.sign_bundle_for(CA.as_bytes(), Some("Not A Domain")).await {
+        Err(SignerClientError::BadTrustDomain(_)) => {}
+        other => panic!("{other:?}"),
+    }
+    let keydir = dir.path().join("keys");
+    std::fs::create_dir_all(&keydir).unwrap();
+    std::fs::write(keydir.join("k.pem"), pem(&key)).unwrap();
+    let verify = |token: &str| {
+        let text = "keydir: keys\nkeyset:\n  main:\n    url: file:///unused\n    chain: [k.pem]\n    trust-domain: example.org\n";
+        let cfg = services::verifier::VerifierConfig::parse(&dir.path().join("v.conf"), text).unwrap();
+        cfg.keysets["main"].verify(token, crypto::unix_now()).map(|_| ()).map_err(|e| e.to_string())
+    };
+    assert_eq!(verify(&for_us), Ok(()));
+    assert!(verify(&for_them).unwrap_err().contains("signed for trust domain other.org"));
+    assert!(verify(&unbound).unwrap_err().contains("bound to no trust domain"));
+
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, &for_us).unwrap();
+    let vsock = dir.path().join("v.sock");
+    let text = format!(
+        "keydir: keys\nsocket: {}\nstate-dir: {}\nkeyset:\n  main:\n    url: file://{}\n    chain: [k.pem]\n    trust-domain: example.org\n",
+        vsock.display(),
+        dir.path().join("state").display(),
+        token_file.display()
+    );
+    let cfg = services::verifier::VerifierConfig::parse(&dir.path().join("v2.conf"), &text).unwrap();
+    let _verifier = spawn(move |stop| services::verifier::run(cfg, async move { drop(stop.await) }));
+    wait_for_socket(&vsock).await;
+    let client =
+        HttpClient::new(ClientOptions { timeout: Duration::from_secs(5), max_body: 1 << 20, ca_file: None }).unwrap();
+    for (query, want) in [
+        ("instance=main", StatusCode::OK),
+        ("instance=main&spiffe-trust-domain=example.org", StatusCode::OK),
+        ("instance=main&spiffe-trust-domain=other.org", StatusCode::FORBIDDEN),
+    ] {
+        let url = HttpUrl::unix(&vsock, &format!("/trustbundle?{query}"));
+        let r = client.send(Method::GET, &url, &[], Bytes::new()).await.unwrap();
+        assert_eq!(r.status, want, "{query}: {}", String::from_utf8_lossy(&r.body));
+    }
+}

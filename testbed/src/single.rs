@@ -144,7 +144,14 @@ pub fn rogue_token_with(dir: &Path, payload: crypto::token::Payload) -> anyhow::
         ensure!(out.status.success(), "openssl genpkey failed");
     }
     let now = crypto::unix_now();
-    let claims = crypto::token::Claims { payload, iss: "rogue".into(), iat: now + 1, nbf: now, exp: now + 600 };
+    let claims = crypto::token::Claims {
+        payload,
+        iss: "rogue".into(),
+        iat: now + 1,
+        nbf: now,
+        exp: now + 600,
+        trust_domain: None,
+    };
     let builder = crypto::token::TokenBuilder::new(crypto::Alg::Rs256, &claims);
     let input = dir.join("rogue.input");
     std::fs::write(&input, builder.signing_input())?;

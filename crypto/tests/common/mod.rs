@@ -64,7 +64,22 @@ impl TestKey {
 
     /// A token over `payload` valid from `iat` for `life` seconds.
     pub fn token_at(&self, payload: Payload, iat: u64, life: u64) -> String {
-        let claims = Claims { payload, iss: self.name.into(), iat, nbf: iat, exp: iat + life };
+        let claims = Claims { payload, iss: self.name.into(), iat, nbf: iat, exp: iat + life, trust_domain: None };
+        let b = TokenBuilder::new(self.alg(), &claims);
+        let sig = self.sign_digest(&b.digest());
+        b.finish(&sig).unwrap()
+    }
+
+    /// A bundle token bound to `trust_domain` (claim `spiffetd`).
+    pub fn bundle_token_for(&self, bundle: &str, trust_domain: &str) -> String {
+        let claims = Claims {
+            payload: Payload::Bundle(bundle.into()),
+            iss: self.name.into(),
+            iat: NOW,
+            nbf: NOW,
+            exp: NOW + 600,
+            trust_domain: Some(trust_domain.into()),
+        };
         let b = TokenBuilder::new(self.alg(), &claims);
         let sig = self.sign_digest(&b.digest());
         b.finish(&sig).unwrap()

@@ -20,6 +20,9 @@ struct Cli {
     socket: Option<PathBuf>,
     /// Co-signers (signer-http /sign URLs), in order.
     urls: Vec<String>,
+    /// Bind the bundle to this SPIFFE trust domain (verifier keysets with `trust-domain` require it).
+    #[arg(long, value_name = "TD")]
+    trust_domain: Option<String>,
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -61,7 +64,13 @@ fn main() {
     };
     common::logging::init();
     let mut stdin = std::io::stdin().lock();
-    match runtime().block_on(plugin::cli::run(&socket, &cli.urls, &mut stdin, Duration::from_secs(30))) {
+    match runtime().block_on(plugin::cli::run(
+        &socket,
+        cli.trust_domain.as_deref(),
+        &cli.urls,
+        &mut stdin,
+        Duration::from_secs(30),
+    )) {
         Ok(token) => println!("{token}"),
         Err(e) => {
             eprintln!("error: {}", common::report::error_chain(&e));

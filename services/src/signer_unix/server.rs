@@ -123,6 +123,24 @@ impl Signer {
             .and_then(|v| v.to_str().ok())
             .map(|v| v.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case("application/jwt"))
             .unwrap_or(false);
+        // `?trust-domain=TD` binds a bundle to its SPIFFE trust domain (claim `spiffetd`).
+        let trust_domain =
+            match parts.uri.query().unwrap_or("").split('&').find_map(|kv| kv.strip_prefix("trust-domain=")) {
+                None | Some("") => None,
+                Some(td) if !crypto::token::is_trust_domain(td) => {
+                    return server::text(
+                        StatusCode::BAD_REQUEST,
+                        format!("trust-domain {td:?} is not a SPIFFE trust domain name (a-z, 0-9, '.', '-', '_')"),
+                    );
+                }
+                Some(_) if wants_jwt => {
+                    return server::text(
+                        StatusCode::BAD_REQUEST,
+                        "trust-domain binds a bundle; a token is wrapped as it is",
+                    );
+                }
+                Some(td) => Some(td.to_owned()),
+            };
         let payload = if wants_jwt {
             let token = text.trim();
             if let Err(e) = crypto::token::inspect(token) {
@@ -146,6 +164,7 @@ impl Signer {
             iat: now,
             nbf: now,
             exp: now + self.cfg.duration.as_secs(),
+            trust_domain,
         };
         let builder = crypto::token::TokenBuilder::new(self.alg, &claims);
         let signature = match self.queue.sign(builder.digest()).await {

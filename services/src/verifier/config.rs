@@ -43,6 +43,8 @@ struct RawKeyset {
     threshold: Option<usize>,
     #[serde(default)]
     keys: Vec<String>,
+    #[serde(rename = "trust-domain")]
+    trust_domain: Option<String>,
 }
 
 /// Where a keyset's token can be fetched.
@@ -93,8 +95,32 @@ pub fn parse_source(url: &str) -> Result<Source, SourceError> {
 pub struct KeysetConfig {
     /// `url` first, then `mirrors`, tried in order.
     pub sources: Vec<Source>,
-    /// The chain and backup keys.
+    /// The chain and backup keys, or the threshold and its keys.
     pub policy: crypto::policy::Policy,
+    /// `trust-domain`: tokens must be signed for it and carry no CA certificate of another.
+    pub trust_domain: Option<String>,
+}
+
+/// Why a keyset refused a token.
+#[derive(Debug, thiserror::Error)]
+pub enum Rejection {
+    /// A layer failed the policy.
+    #[error(transparent)]
+    Policy(#[from] crypto::VerifyError),
+    /// The token is for another trust domain.
+    #[error(transparent)]
+    TrustDomain(#[from] crypto::policy::TrustDomainError),
+}
+
+impl KeysetConfig {
+    /// Verifies `token` at `now`: the policy, then the trust-domain binding when the keyset has one.
+    pub fn verify(&self, token: &str, now: u64) -> Result<crypto::policy::Verified, Rejection> {
+        let verified = self.policy.verify(token, now)?;
+        if let Some(td) = &self.trust_domain {
+            verified.check_trust_domain(td)?;
+        }
+        Ok(verified)
+    }
 }
 
 /// A validated verifier configuration.
@@ -199,7 +225,13 @@ impl VerifierConfig {
                         .map_err(|e| bad(&at("threshold"), e.to_string()))?
                 }
             };
-            keysets.insert(name, KeysetConfig { sources, policy });
+            let trust_domain = match ks.trust_domain {
+                Some(td) if !crypto::token::is_trust_domain(&td) => {
+                    return Err(bad(&at("trust-domain"), format!("{td:?} is not a SPIFFE trust domain name")))
+                }
+                other => other,
+            };
+            keysets.insert(name, KeysetConfig { sources, policy, trust_domain });
         }
         // The verifier's socket serves a public bundle: other users' access is the operator's call.
         let socket_mode = config::socket_mode(path, raw.socket_mode.as_deref(), None)?;

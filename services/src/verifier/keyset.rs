@@ -94,7 +94,7 @@ impl Keyset {
             }
         };
         // The token must have verified when it was accepted, and carry the recorded signing time.
-        match self.cfg.policy.verify(&stored.token, stored.accepted_at) {
+        match self.cfg.verify(&stored.token, stored.accepted_at) {
             Ok(v) if v.signed_at == stored.signed_at => {}
             Ok(_) => {
                 tracing::error!(keyset = %self.name, "state file's signing time does not match its token; ignoring it");
@@ -106,7 +106,7 @@ impl Keyset {
             }
         }
         self.floor.store(stored.signed_at, Ordering::SeqCst);
-        match self.cfg.policy.verify(&stored.token, now()) {
+        match self.cfg.verify(&stored.token, now()) {
             Ok(v) => {
                 tracing::info!(keyset = %self.name, signed_at = v.signed_at, exp = v.expires_at, "serving the stored bundle until a source confirms it");
                 self.install(&v);
@@ -125,6 +125,11 @@ impl Keyset {
             signed_at: v.signed_at,
         };
         *common::sync::write(&self.current) = Some(Arc::new(served));
+    }
+
+    /// The trust domain this keyset is bound to, if any.
+    pub fn trust_domain(&self) -> Option<&str> {
+        self.cfg.trust_domain.as_deref()
     }
 
     /// The bundle to serve now, if a valid one is held.
@@ -189,7 +194,7 @@ impl Keyset {
                 }
             };
             let now = now();
-            let verified = match self.cfg.policy.verify(&token, now) {
+            let verified = match self.cfg.verify(&token, now) {
                 Ok(v) => v,
                 Err(e) => {
                     tracing::warn!(keyset = %self.name, %source, error = %e, "token rejected; trying the next source");

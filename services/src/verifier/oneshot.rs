@@ -29,9 +29,9 @@ pub enum Failure {
     /// The fetch failed.
     #[error(transparent)]
     Fetch(#[from] FetchError),
-    /// The token did not verify.
+    /// The token did not verify, or is for another trust domain.
     #[error(transparent)]
-    Verify(#[from] crypto::VerifyError),
+    Verify(#[from] super::config::Rejection),
     /// A 304 to a request that had no validators.
     #[error("unexpected 304")]
     NotModified,
@@ -56,7 +56,7 @@ pub async fn verify_once(cfg: &VerifierConfig, name: &str, url: Option<&str>) ->
     let mut reasons = Vec::new();
     for source in &sources {
         match fetch(&client, source, None, cfg.max_token_size, cfg.timeout).await {
-            Ok(Fetched::Token(token, _)) => match ks.policy.verify(&token, now()) {
+            Ok(Fetched::Token(token, _)) => match ks.verify(&token, now()) {
                 Ok(v) => {
                     for l in &v.layers {
                         tracing::info!(layer = l.depth, key = %l.key_name, backup = l.backup, iss = %l.iss, exp = l.exp, "layer verified");

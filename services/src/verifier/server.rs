@@ -160,6 +160,16 @@ impl Verifier {
         let Some(ks) = self.keysets.get(instance) else {
             return server::text(StatusCode::NOT_FOUND, format!("unknown instance {instance:?}"));
         };
+        // An agent of another trust domain must not take this keyset's bundle as its own.
+        if let (Some(want), Some(asked)) = (ks.trust_domain(), get("spiffe-trust-domain").filter(|t| !t.is_empty())) {
+            if asked != want {
+                tracing::warn!(instance, asked, serves = want, "agent of another trust domain refused");
+                return server::text(
+                    StatusCode::FORBIDDEN,
+                    format!("instance {instance:?} serves trust domain {want}, not {asked}"),
+                );
+            }
+        }
         if let Some(mode) = get("spire-attest-mode") {
             tracing::info!(
                 instance,
