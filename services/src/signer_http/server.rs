@@ -251,62 +251,84 @@ async fn refuse(mut stream: tokio::net::TcpStream, peer: IpAddr, tls: bool) {
     }
 }
 
+/// Every way a co-sign request can fail, with its status decided here once; the peer gets the variant's text, the
+/// log the detail.
+#[derive(Debug, thiserror::Error)]
+enum Refusal {
+    #[error("no such endpoint {0:?}; use /sign")]
+    NoEndpoint(String),
+    #[error("too many verifications in progress; retry")]
+    Busy,
+    #[error("token refused: {0}")]
+    Token(crypto::VerifyError),
+    /// signer-unix answered 503 (its TPM queue is full, or it is stopping).
+    #[error("local signer busy; retry")]
+    LocalBusy(SignerClientError),
+    /// Any other signer-unix failure: its text (socket path included) stays in our log.
+    #[error("local signer failed; see signer-http's log")]
+    Local(SignerClientError),
+}
+
+impl Refusal {
+    fn status(&self) -> StatusCode {
+        match self {
+            Refusal::NoEndpoint(_) => StatusCode::NOT_FOUND,
+            Refusal::Busy | Refusal::LocalBusy(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Refusal::Token(_) => StatusCode::BAD_REQUEST,
+            Refusal::Local(_) => StatusCode::BAD_GATEWAY,
+        }
+    }
+
+    fn log(&self, peer: IpAddr) {
+        match self {
+            Refusal::Token(e) => tracing::warn!(%peer, error = %e, "refusing to co-sign"),
+            Refusal::LocalBusy(e) | Refusal::Local(e) => tracing::error!(%peer, error = %e, "signer-unix failed"),
+            other => tracing::debug!(%peer, reason = %other, "request refused"),
+        }
+    }
+}
+
+fn reply(result: Result<Reply, Refusal>, peer: IpAddr) -> Reply {
+    result.unwrap_or_else(|refusal| {
+        refusal.log(peer);
+        server::text(refusal.status(), refusal.to_string())
+    })
+}
+
 impl State {
     async fn handle(&self, req: Request, peer: IpAddr) -> Reply {
         let path = req.uri().path().to_owned();
         match (req.method().clone(), path.as_str()) {
-            (Method::POST, "/sign") => self.sign(req, peer).await,
+            (Method::POST, "/sign") => reply(self.sign(req, peer).await, peer),
             (_, "/sign") => server::method_not_allowed("POST"),
-            _ => server::text(StatusCode::NOT_FOUND, format!("no such endpoint {path:?}; use /sign")),
+            _ => reply(Err(Refusal::NoEndpoint(path)), peer),
         }
     }
 
-    async fn sign(&self, req: Request, peer: IpAddr) -> Reply {
+    async fn sign(&self, req: Request, peer: IpAddr) -> Result<Reply, Refusal> {
         let (_, text) = match server::read_text(req, &self.limits).await {
             Ok(t) => t,
-            Err(reply) => return reply,
+            Err(reply) => return Ok(reply),
         };
         let token = text.trim();
-        let Ok(_slot) = self.verify_slots.try_acquire() else {
-            return server::text(StatusCode::SERVICE_UNAVAILABLE, "too many verifications in progress; retry");
-        };
+        let slot = self.verify_slots.try_acquire().map_err(|_| Refusal::Busy)?;
         let now = crypto::unix_now();
         let mut keys = vec![&self.cfg.primary];
         if let Some(b) = &self.cfg.backup {
             keys.push(b);
         }
-        let layer = match crypto::token::verify_layer(token, &keys, now, &self.cfg.limits) {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::warn!(%peer, error = %e, "refusing to co-sign");
-                return server::text(StatusCode::BAD_REQUEST, format!("token refused: {e}"));
-            }
-        };
+        let layer = crypto::token::verify_layer(token, &keys, now, &self.cfg.limits).map_err(Refusal::Token)?;
         if self.cfg.backup.as_ref().is_some_and(|b| std::ptr::eq(layer.key, b)) {
             tracing::warn!(%peer, key = layer.key.name(), "co-signing a token signed by the BACKUP key");
         }
-        drop(_slot);
-        match self.client.sign_token(token).await {
-            Ok(wrapped) => {
-                tracing::info!(%peer, signer = layer.key.name(), bytes = wrapped.len(), "co-signed");
-                server::ok("application/jwt", wrapped)
+        drop(slot);
+        let wrapped = self.client.sign_token(token).await.map_err(|e| match &e {
+            SignerClientError::Status { status, .. } if *status == StatusCode::SERVICE_UNAVAILABLE => {
+                Refusal::LocalBusy(e)
             }
-            Err(e) => {
-                tracing::error!(%peer, error = %e, "signer-unix failed");
-                let status = match &e {
-                    SignerClientError::Status { status, .. } if *status == StatusCode::SERVICE_UNAVAILABLE => {
-                        StatusCode::SERVICE_UNAVAILABLE
-                    }
-                    _ => StatusCode::BAD_GATEWAY,
-                };
-                // The peer gets a stable reason; the detail (socket path, signer-unix's own text) is for our log.
-                let reason = if status == StatusCode::SERVICE_UNAVAILABLE {
-                    "local signer busy; retry"
-                } else {
-                    "local signer failed; see signer-http's log"
-                };
-                server::text(status, reason)
-            }
-        }
+            _ => Refusal::Local(e),
+        })?;
+        tracing::info!(%peer, signer = layer.key.name(), bytes = wrapped.len(), "co-signed");
+        Ok(server::ok("application/jwt", wrapped))
     }
 }

@@ -8,6 +8,7 @@
 
 mod config;
 mod queue;
+mod refusal;
 mod server;
 mod tpm_open;
 

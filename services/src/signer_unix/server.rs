@@ -6,7 +6,8 @@ use std::sync::Arc;
 use http::{header, Method, StatusCode};
 
 use super::config::SignerUnixConfig;
-use super::queue::{QueueError, SignQueue};
+use super::queue::SignQueue;
+use super::refusal::{reply, Refusal};
 use crate::server::http::{self as server, Reply, Request, ServerLimits};
 use crate::server::uds::{self, PeerCred};
 use common::fsutil;
@@ -103,19 +104,20 @@ pub async fn run(
 impl Signer {
     async fn handle(&self, req: Request, peer: PeerCred) -> Reply {
         let path = req.uri().path().to_owned();
+        let uid = peer.uid;
         match (req.method().clone(), path.as_str()) {
-            (Method::POST, "/sign") => self.sign(req, peer).await,
-            (Method::POST, "/publish") => self.publish(req, peer).await,
+            (Method::POST, "/sign") => reply(self.sign(req, peer).await, uid),
+            (Method::POST, "/publish") => reply(self.publish(req, peer).await, uid),
             (Method::GET, "/healthz") => server::text(StatusCode::OK, format!("ok {}", self.own_key.fingerprint())),
             (_, "/sign" | "/publish") => server::method_not_allowed("POST"),
-            _ => server::text(StatusCode::NOT_FOUND, format!("no such endpoint {path:?}; use /sign or /publish")),
+            _ => reply(Err(Refusal::NoEndpoint(path)), uid),
         }
     }
 
-    async fn sign(&self, req: Request, peer: PeerCred) -> Reply {
+    async fn sign(&self, req: Request, peer: PeerCred) -> Result<Reply, Refusal> {
         let (parts, text) = match server::read_text(req, &self.limits).await {
             Ok(t) => t,
-            Err(reply) => return reply,
+            Err(reply) => return Ok(reply),
         };
         let wants_jwt = parts
             .headers
@@ -127,33 +129,16 @@ impl Signer {
         let trust_domain =
             match parts.uri.query().unwrap_or("").split('&').find_map(|kv| kv.strip_prefix("trust-domain=")) {
                 None | Some("") => None,
-                Some(td) if !crypto::token::is_trust_domain(td) => {
-                    return server::text(
-                        StatusCode::BAD_REQUEST,
-                        format!("trust-domain {td:?} is not a SPIFFE trust domain name (a-z, 0-9, '.', '-', '_')"),
-                    );
-                }
-                Some(_) if wants_jwt => {
-                    return server::text(
-                        StatusCode::BAD_REQUEST,
-                        "trust-domain binds a bundle; a token is wrapped as it is",
-                    );
-                }
+                Some(td) if !crypto::token::is_trust_domain(td) => return Err(Refusal::BadTrustDomain(td.to_owned())),
+                Some(_) if wants_jwt => return Err(Refusal::TrustDomainOnToken),
                 Some(td) => Some(td.to_owned()),
             };
         let payload = if wants_jwt {
             let token = text.trim();
-            if let Err(e) = crypto::token::inspect(token) {
-                return server::text(StatusCode::BAD_REQUEST, format!("body is not a token: {e}"));
-            }
+            crypto::token::inspect(token).map_err(Refusal::NotAToken)?;
             crypto::token::Payload::Token(token.to_owned())
         } else {
-            if let Err(e) = crypto::bundle::Bundle::parse(&text) {
-                return server::text(
-                    StatusCode::BAD_REQUEST,
-                    format!("body is not a trust bundle ({e}); send a PEM or SPIFFE bundle, or a token with Content-Type: application/jwt"),
-                );
-            }
+            crypto::bundle::Bundle::parse(&text).map_err(Refusal::NotABundle)?;
             crypto::token::Payload::Bundle(text)
         };
         let kind = if wants_jwt { "token" } else { "bundle" };
@@ -167,41 +152,14 @@ impl Signer {
             trust_domain,
         };
         let builder = crypto::token::TokenBuilder::new(self.alg, &claims);
-        let signature = match self.queue.sign(builder.digest()).await {
-            Ok(s) => s,
-            Err(QueueError::Full(n)) => {
-                tracing::warn!(waiting = n, "TPM queue full; refusing sign request");
-                return server::text(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "TPM busy: too many sign requests waiting; retry",
-                );
-            }
-            Err(QueueError::Stopped) => return server::text(StatusCode::SERVICE_UNAVAILABLE, "shutting down"),
-            Err(QueueError::Tpm(e)) => {
-                tracing::error!(error = %e, transient = e.is_transient(), "TPM sign failed");
-                let status =
-                    if e.is_transient() { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::INTERNAL_SERVER_ERROR };
-                return server::text(status, "TPM sign failed; see signer-unix log");
-            }
-        };
-        let token = match builder.finish(&signature) {
-            Ok(t) => t,
-            Err(e) => {
-                tracing::error!(error = %e, "TPM returned an unusable signature");
-                return server::text(StatusCode::INTERNAL_SERVER_ERROR, "TPM returned an unusable signature");
-            }
-        };
+        let signature = self.queue.sign(builder.digest()).await?;
+        let token = builder.finish(&signature).map_err(Refusal::UnusableSignature)?;
         // Check our own output before handing it out: a TPM that signed with another key, or returned garbage,
         // must never produce a 200.
-        if let Err(e) = crypto::token::verify_layer(&token, &[&self.own_key], now, &crypto::Limits::default()) {
-            tracing::error!(error = %e, "freshly signed token does not verify with our own key");
-            return server::text(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "signed token failed self-check; see signer-unix log",
-            );
-        }
+        crypto::token::verify_layer(&token, &[&self.own_key], now, &crypto::Limits::default())
+            .map_err(Refusal::SelfCheck)?;
         tracing::info!(kind, peer_uid = peer.uid, exp = claims.exp, bytes = token.len(), "signed");
-        server::ok("application/jwt", token)
+        Ok(server::ok("application/jwt", token))
     }
 
     /// The layer of `token` that this signer signed: the outermost one (a token it signed alone), or, for a
@@ -222,53 +180,26 @@ impl Signer {
         }
     }
 
-    async fn publish(&self, req: Request, peer: PeerCred) -> Reply {
+    async fn publish(&self, req: Request, peer: PeerCred) -> Result<Reply, Refusal> {
         let (_, text) = match server::read_text(req, &self.limits).await {
             Ok(t) => t,
-            Err(reply) => return reply,
+            Err(reply) => return Ok(reply),
         };
         let token = text.trim();
-        let layer = match self.own_layer(token) {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::warn!(error = %e, peer_uid = peer.uid, "refusing to publish");
-                return server::text(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    format!("refusing to publish: not a valid token carrying this signer's signature: {e}"),
-                );
-            }
-        };
+        let layer = self.own_layer(token).map_err(Refusal::NotOurs)?;
         // Every layer, as the nodes will check it: a co-signature that does not verify (a faulty co-signer, a
         // tampered hop) would otherwise be published and then refused by every node until the next publish.
-        if let Err(e) = self.publish_policy.verify(token, now()) {
-            tracing::warn!(error = %e, peer_uid = peer.uid, "refusing to publish: the token does not verify as nodes verify it");
-            return server::text(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                format!("refusing to publish: the token does not verify against the publish chain: {e}"),
-            );
-        }
+        self.publish_policy.verify(token, now()).map_err(Refusal::NotVerified)?;
         let exp = layer.claims.exp;
         let dest = self.cfg.dir.join(&self.cfg.filename);
         let prefix = self.cfg.tmpfile.clone();
         let data = token.as_bytes().to_vec();
         let _guard = self.publish_lock.lock().await;
-        let written = tokio::task::spawn_blocking(move || fsutil::publish_atomic(&dest, &prefix, &data, 0o644)).await;
-        match written {
-            Ok(Ok(())) => {
-                tracing::info!(file = %self.cfg.filename, bytes = token.len(), exp, peer_uid = peer.uid, "published");
-                server::text(
-                    StatusCode::OK,
-                    format!("published {} ({} bytes, exp {exp})", self.cfg.filename, token.len()),
-                )
-            }
-            Ok(Err(e)) => {
-                tracing::error!(error = %e, dir = %self.cfg.dir.display(), "publish write failed");
-                server::text(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "publish failed; previous token kept; see signer-unix log",
-                )
-            }
-            Err(_) => server::text(StatusCode::INTERNAL_SERVER_ERROR, "publish task failed; previous token kept"),
-        }
+        tokio::task::spawn_blocking(move || fsutil::publish_atomic(&dest, &prefix, &data, 0o644))
+            .await
+            .map_err(|_| Refusal::Task)?
+            .map_err(Refusal::Write)?;
+        tracing::info!(file = %self.cfg.filename, bytes = token.len(), exp, peer_uid = peer.uid, "published");
+        Ok(server::text(StatusCode::OK, format!("published {} ({} bytes, exp {exp})", self.cfg.filename, token.len())))
     }
 }

@@ -73,6 +73,38 @@ fn prepare_state_dir(dir: &std::path::Path) -> Result<(), RunError> {
     }
 }
 
+fn is_bundle_path(path: &str) -> bool {
+    path == "/trustbundle" || path == "/trustbundle/"
+}
+
+/// Every way a bundle request is refused, with its status decided here once.
+#[derive(Debug, thiserror::Error)]
+enum Refusal {
+    #[error("no such endpoint {0:?}; use /trustbundle?instance=NAME")]
+    NoEndpoint(String),
+    #[error("query parameter instance is required")]
+    NoInstance,
+    #[error("format {0:?}: use pem or spiffe")]
+    Format(String),
+    #[error("unknown instance {0:?}")]
+    UnknownInstance(String),
+    #[error("instance {instance:?} serves trust domain {serves}, not {asked}")]
+    TrustDomain { instance: String, serves: String, asked: String },
+    #[error("no valid bundle for {0:?}: no source has a token that verifies and has not expired")]
+    NoBundle(String),
+}
+
+impl Refusal {
+    fn status(&self) -> StatusCode {
+        match self {
+            Refusal::NoEndpoint(_) | Refusal::UnknownInstance(_) => StatusCode::NOT_FOUND,
+            Refusal::NoInstance | Refusal::Format(_) => StatusCode::BAD_REQUEST,
+            Refusal::TrustDomain { .. } => StatusCode::FORBIDDEN,
+            Refusal::NoBundle(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+}
+
 /// Shared state of a running verifier.
 #[derive(Debug)]
 pub struct Verifier {
@@ -135,39 +167,42 @@ impl Verifier {
 
     /// Answers one request.
     pub async fn handle(self: &Arc<Self>, req: Request) -> Reply {
-        let path = req.uri().path();
-        if path != "/trustbundle" && path != "/trustbundle/" {
-            return server::text(
-                StatusCode::NOT_FOUND,
-                format!("no such endpoint {path:?}; use /trustbundle?instance=NAME"),
-            );
-        }
-        if req.method() != Method::GET && req.method() != Method::HEAD {
+        if req.method() != Method::GET && req.method() != Method::HEAD && is_bundle_path(req.uri().path()) {
             return server::method_not_allowed("GET, HEAD");
+        }
+        self.bundle(req).await.unwrap_or_else(|refusal| {
+            tracing::debug!(reason = %refusal, "request refused");
+            server::text(refusal.status(), refusal.to_string())
+        })
+    }
+
+    async fn bundle(self: &Arc<Self>, req: Request) -> Result<Reply, Refusal> {
+        let path = req.uri().path();
+        if !is_bundle_path(path) {
+            return Err(Refusal::NoEndpoint(path.to_owned()));
         }
         let pairs = query_pairs(req.uri().query().unwrap_or(""));
         let get = |k: &str| pairs.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str());
         let Some(instance) = get("instance").filter(|i| !i.is_empty()) else {
-            return server::text(StatusCode::BAD_REQUEST, "query parameter instance is required");
+            return Err(Refusal::NoInstance);
         };
         let spiffe = match get("format") {
             None | Some("pem") => false,
             Some("spiffe") => true,
-            Some(other) => {
-                return server::text(StatusCode::BAD_REQUEST, format!("format {other:?}: use pem or spiffe"))
-            }
+            Some(other) => return Err(Refusal::Format(other.to_owned())),
         };
         let Some(ks) = self.keysets.get(instance) else {
-            return server::text(StatusCode::NOT_FOUND, format!("unknown instance {instance:?}"));
+            return Err(Refusal::UnknownInstance(instance.to_owned()));
         };
         // An agent of another trust domain must not take this keyset's bundle as its own.
         if let (Some(want), Some(asked)) = (ks.trust_domain(), get("spiffe-trust-domain").filter(|t| !t.is_empty())) {
             if asked != want {
                 tracing::warn!(instance, asked, serves = want, "agent of another trust domain refused");
-                return server::text(
-                    StatusCode::FORBIDDEN,
-                    format!("instance {instance:?} serves trust domain {want}, not {asked}"),
-                );
+                return Err(Refusal::TrustDomain {
+                    instance: instance.to_owned(),
+                    serves: want.to_owned(),
+                    asked: asked.to_owned(),
+                });
             }
         }
         if let Some(mode) = get("spire-attest-mode") {
@@ -194,22 +229,15 @@ impl Verifier {
                 ks.refresh(&self.client, self.max_token_size, self.timeout).await;
                 match ks.serving(now()) {
                     Some(s) => s,
-                    None => {
-                        return server::text(
-                            StatusCode::SERVICE_UNAVAILABLE,
-                            format!(
-                            "no valid bundle for {instance:?}: no source has a token that verifies and has not expired"
-                        ),
-                        )
-                    }
+                    None => return Err(Refusal::NoBundle(instance.to_owned())),
                 }
             }
         };
-        if spiffe {
+        Ok(if spiffe {
             server::ok("application/json", served.json.clone())
         } else {
             server::ok("application/x-pem-file", served.pem.clone())
-        }
+        })
     }
 
     fn spawn_refreshers(self: &Arc<Self>) -> Vec<tokio::task::JoinHandle<()>> {

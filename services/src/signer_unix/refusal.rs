@@ -1,0 +1,98 @@
+//! Every way a signer-unix request can fail, with its HTTP status decided here once. The peer gets the
+//! variant's text (a stable reason, never a TPM's internals); the log gets the detail, once.
+
+use http::StatusCode;
+
+use super::queue::QueueError;
+use crate::server::http::{self as server, Reply};
+
+/// Why a request was refused or failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum Refusal {
+    #[error("no such endpoint {0:?}; use /sign or /publish")]
+    NoEndpoint(String),
+    #[error("trust-domain {0:?} is not a SPIFFE trust domain name (a-z, 0-9, '.', '-', '_')")]
+    BadTrustDomain(String),
+    #[error("trust-domain binds a bundle; a token is wrapped as it is")]
+    TrustDomainOnToken,
+    #[error("body is not a token: {0}")]
+    NotAToken(crypto::VerifyError),
+    #[error(
+        "body is not a trust bundle ({0}); send a PEM or SPIFFE bundle, or a token with Content-Type: application/jwt"
+    )]
+    NotABundle(crypto::BundleError),
+    #[error("TPM busy: too many sign requests waiting; retry")]
+    QueueFull(usize),
+    #[error("shutting down")]
+    ShuttingDown,
+    #[error("TPM sign failed; see signer-unix log")]
+    Tpm(tpm::TpmError),
+    #[error("TPM returned an unusable signature")]
+    UnusableSignature(crypto::TokenError),
+    #[error("signed token failed self-check; see signer-unix log")]
+    SelfCheck(crypto::VerifyError),
+    #[error("refusing to publish: not a valid token carrying this signer's signature: {0}")]
+    NotOurs(crypto::VerifyError),
+    #[error("refusing to publish: the token does not verify against the publish chain: {0}")]
+    NotVerified(crypto::VerifyError),
+    #[error("publish failed; previous token kept; see signer-unix log")]
+    Write(std::io::Error),
+    #[error("publish task failed; previous token kept")]
+    Task,
+}
+
+impl From<QueueError> for Refusal {
+    fn from(e: QueueError) -> Self {
+        match e {
+            QueueError::Full(n) => Refusal::QueueFull(n),
+            QueueError::Stopped => Refusal::ShuttingDown,
+            QueueError::Tpm(e) => Refusal::Tpm(e),
+        }
+    }
+}
+
+impl Refusal {
+    /// The one place a status is chosen.
+    pub(crate) fn status(&self) -> StatusCode {
+        match self {
+            Refusal::NoEndpoint(_) => StatusCode::NOT_FOUND,
+            Refusal::BadTrustDomain(_)
+            | Refusal::TrustDomainOnToken
+            | Refusal::NotAToken(_)
+            | Refusal::NotABundle(_) => StatusCode::BAD_REQUEST,
+            Refusal::QueueFull(_) | Refusal::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            Refusal::Tpm(e) if e.is_transient() => StatusCode::SERVICE_UNAVAILABLE,
+            Refusal::NotOurs(_) | Refusal::NotVerified(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Refusal::Tpm(_)
+            | Refusal::UnusableSignature(_)
+            | Refusal::SelfCheck(_)
+            | Refusal::Write(_)
+            | Refusal::Task => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn log(&self, peer_uid: u32) {
+        match self {
+            Refusal::QueueFull(waiting) => tracing::warn!(waiting, peer_uid, "TPM queue full; refusing sign request"),
+            Refusal::Tpm(e) => tracing::error!(error = %e, transient = e.is_transient(), peer_uid, "TPM sign failed"),
+            Refusal::UnusableSignature(e) => tracing::error!(error = %e, "TPM returned an unusable signature"),
+            Refusal::SelfCheck(e) => {
+                tracing::error!(error = %e, "freshly signed token does not verify with our own key")
+            }
+            Refusal::NotOurs(e) => tracing::warn!(error = %e, peer_uid, "refusing to publish"),
+            Refusal::NotVerified(e) => {
+                tracing::warn!(error = %e, peer_uid, "refusing to publish: the token does not verify as nodes verify it")
+            }
+            Refusal::Write(e) => tracing::error!(error = %e, "publish write failed"),
+            other => tracing::debug!(reason = %other, peer_uid, "request refused"),
+        }
+    }
+}
+
+/// The reply for a handler's result: the refusal logged once and answered with its status and reason.
+pub(crate) fn reply(result: Result<Reply, Refusal>, peer_uid: u32) -> Reply {
+    result.unwrap_or_else(|refusal| {
+        refusal.log(peer_uid);
+        server::text(refusal.status(), refusal.to_string())
+    })
+}
