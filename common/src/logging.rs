@@ -1,5 +1,7 @@
-//! Installs the tracing subscriber for a binary: human-readable lines on stderr, ANSI colour only when stderr is
-//! a terminal, `RUST_LOG` overrides the default filter. Libraries only emit; binaries call [`init`] once.
+//! Installs the tracing subscriber for a binary: human-readable lines on stderr (ANSI colour only when stderr is
+//! a terminal), or JSON lines for log shippers (`log-format: json`, `--log-format json`) with the structured
+//! fields (`keyset`, `peer_uid`, ...) at the top level; `RUST_LOG` overrides the default filter. Libraries only
+//! emit; binaries call [`init`] (or [`init_with`]) once.
 //!
 //! Third-party crates' internal records stay out of the operator's log unless `RUST_LOG` asks for them:
 //! tss-esapi logs its own probes (`Error when getting ESYS handle ...` on every provision of a blank TPM,
@@ -18,14 +20,46 @@ pub fn filter(level: &str) -> EnvFilter {
     EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(format!("{level},{QUIET}")))
 }
 
-/// Installs the global subscriber. Calling it twice is harmless (the second call does nothing).
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One human-readable line per event.
+    #[default]
+    Text,
+    /// One JSON object per event: `timestamp`, `level`, `message` and the event's fields.
+    Json,
+}
+
+/// A `--log-format` value that is neither `text` nor `json`.
+#[derive(Debug, thiserror::Error)]
+#[error("{0:?} is not a log format: use text or json")]
+pub struct UnknownLogFormat(String);
+
+impl std::str::FromStr for LogFormat {
+    type Err = UnknownLogFormat;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            other => Err(UnknownLogFormat(other.to_owned())),
+        }
+    }
+}
+
+/// Installs the global text subscriber. Calling it twice is harmless (the second call does nothing).
 pub fn init() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter("info"))
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_target(false)
-        .try_init();
+    init_with(LogFormat::Text);
+}
+
+/// Installs the global subscriber in `format`. Calling it twice is harmless (the second call does nothing).
+pub fn init_with(format: LogFormat) {
+    let builder = tracing_subscriber::fmt().with_env_filter(filter("info")).with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).with_target(false).try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).with_target(false).try_init(),
+    };
 }
 
 /// Quiets libtss2's own stderr logging unless the operator asked for it: our errors carry the TPM response

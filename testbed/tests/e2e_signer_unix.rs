@@ -288,3 +288,58 @@ fn publish_chain_mistakes_are_named_at_start() {
         assert!(err.contains(key), "{case}: {err:?} does not name {key}");
     }
 }
+
+/// `log-format: json` (and `--log-format json` on the command line): one JSON object per line for log shippers,
+/// the structured fields at the top level, nothing else on the line.
+#[test]
+fn log_format_json_writes_one_object_per_line_with_the_structured_fields() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    std::fs::create_dir_all(dir.join("www")).unwrap();
+    let tpm = Swtpm::start().unwrap();
+    let device = tpm.device().to_string();
+    let (code, _, err) =
+        run_bin(SIGNER_UNIX, &["provision", "--tpm-device", &device, "--log-format", "json"], b"").unwrap();
+    assert_eq!(code, 0, "{err}");
+    let socket = dir.join("s.sock");
+    let config = dir.join("s.conf");
+    std::fs::write(
+        &config,
+        format!(
+            "socket: {}\ntpm-device: \"{device}\"\ndir: {}\nlog-format: json\n",
+            socket.display(),
+            dir.join("www").display()
+        ),
+    )
+    .unwrap();
+    let log = dir.join("daemon.log");
+    let mut daemon = testbed::process::Daemon::spawn(
+        SIGNER_UNIX,
+        &[&config.display().to_string()],
+        &[],
+        &log,
+        testbed::process::Ready::UnixSocket(socket.clone()),
+    )
+    .unwrap();
+    sign_cli(&socket, &[], &pki::spire_ca(dir, "example.org", "ca").unwrap()).unwrap();
+    daemon.wait_log("\"message\":\"signed\"", 1).unwrap();
+    assert!(daemon.stop().unwrap(), "signer-unix did not stop cleanly");
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line ({e}): {l}")))
+        .collect();
+    assert!(lines.len() >= 3, "{text}");
+    for l in &lines {
+        assert!(l["timestamp"].is_string() && l["level"].is_string() && l["message"].is_string(), "{l}");
+    }
+    let signed = lines.iter().find(|l| l["message"] == "signed").unwrap();
+    assert_eq!(signed["kind"], "bundle");
+    assert!(signed["peer_uid"].is_u64(), "{signed}");
+    let opened = lines.iter().find(|l| l["message"] == "signing key opened").unwrap();
+    assert_eq!(opened["tpm"], device.as_str());
+    // The flag wins over the config, and a bad value is a usage error.
+    let (code, _, err) = run_bin(SIGNER_UNIX, &[&config.display().to_string(), "--log-format", "xml"], b"").unwrap();
+    assert_eq!(code, 2);
+    assert!(err.contains("use text or json"), "{err}");
+}

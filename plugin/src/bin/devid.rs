@@ -17,6 +17,9 @@ use tpm::{KeyType, Password, TpmDevice};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log lines as text (default) or json.
+    #[arg(long, value_name = "text|json", default_value = "text", global = true)]
+    log_format: common::logging::LogFormat,
 }
 
 #[derive(Subcommand)]
@@ -190,7 +193,7 @@ fn check_cmd(a: CheckArgs) -> anyhow::Result<()> {
 fn main() {
     let cli = Cli::parse();
     common::logging::quiet_tss_logging();
-    common::logging::init();
+    common::logging::init_with(cli.log_format);
     let result = match cli.command {
         Command::Provision(a) => provision_cmd(a),
         Command::SignCsr(a) => sign_csr_cmd(a),

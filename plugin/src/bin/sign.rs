@@ -23,6 +23,9 @@ struct Cli {
     /// Bind the bundle to this SPIFFE trust domain (verifier keysets with `trust-domain` require it).
     #[arg(long, value_name = "TD")]
     trust_domain: Option<String>,
+    /// Log lines as text (default) or json.
+    #[arg(long, value_name = "text|json", default_value = "text")]
+    log_format: common::logging::LogFormat,
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -62,7 +65,7 @@ fn main() {
         eprintln!("\nIt is also a command: {}\n(--help says more)", Cli::command().render_usage());
         std::process::exit(2);
     };
-    common::logging::init();
+    common::logging::init_with(cli.log_format);
     let mut stdin = std::io::stdin().lock();
     match runtime().block_on(plugin::cli::run(
         &socket,

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::Parser;
-use common::logging;
+use common::logging::{self, LogFormat};
 use services::server::http::shutdown_signal;
 use services::signer_http::{self, SignerHttpConfig};
 
@@ -14,11 +14,13 @@ use services::signer_http::{self, SignerHttpConfig};
 struct Cli {
     /// The YAML config (the upstream keys keep their meaning).
     config: PathBuf,
+    /// Log lines as text (default) or json; overrides the config's `log-format`.
+    #[arg(long, value_name = "text|json", global = true)]
+    log_format: Option<LogFormat>,
 }
 
 fn main() {
     let cli = Cli::parse();
-    logging::init();
     if let Err(e) = run(cli) {
         eprintln!("error: {}", common::report::error_chain(e.as_ref()));
         std::process::exit(1);
@@ -27,6 +29,7 @@ fn main() {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     let cfg = SignerHttpConfig::load(&cli.config)?;
+    logging::init_with(cli.log_format.unwrap_or(cfg.log_format));
     // One async thread: verification is a few tens of microseconds and the TPM sign happens in signer-unix.
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(signer_http::run(cfg, shutdown_signal()))?;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use common::logging;
+use common::logging::{self, LogFormat};
 use services::server::http::shutdown_signal;
 use services::signer_unix::{self, SignerUnixConfig};
 use tpm::{KeyType, PersistentHandle, TpmDevice};
@@ -23,6 +23,9 @@ struct Cli {
     config: Option<PathBuf>,
     #[command(subcommand)]
     command: Option<Command>,
+    /// Log lines as text (default) or json; overrides the config's `log-format`.
+    #[arg(long, value_name = "text|json", global = true)]
+    log_format: Option<LogFormat>,
 }
 
 #[derive(Subcommand)]
@@ -51,10 +54,12 @@ struct ProvisionArgs {
 fn main() {
     let cli = Cli::parse();
     logging::quiet_tss_logging();
-    logging::init();
     let result = match (cli.command, cli.config) {
-        (Some(Command::Provision(a)), _) => provision(a),
-        (None, Some(config)) => serve(config),
+        (Some(Command::Provision(a)), _) => {
+            logging::init_with(cli.log_format.unwrap_or_default());
+            provision(a)
+        }
+        (None, Some(config)) => serve(config, cli.log_format),
         (None, None) => Ok(()),
     };
     if let Err(e) = result {
@@ -70,8 +75,9 @@ fn device(given: Option<TpmDevice>) -> anyhow::Result<TpmDevice> {
     })
 }
 
-fn serve(path: PathBuf) -> anyhow::Result<()> {
+fn serve(path: PathBuf, log_format: Option<LogFormat>) -> anyhow::Result<()> {
     let cfg = SignerUnixConfig::load(&path)?;
+    logging::init_with(log_format.unwrap_or(cfg.log_format));
     let device = device(cfg.tpm_device.clone())?;
     if device.is_software() {
         tracing::warn!(tpm = %device, "tpm-device is a software TPM (swtpm): for tests only");

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use clap::Parser;
-use common::logging;
+use common::logging::{self, LogFormat};
 use services::server::http::shutdown_signal;
 use services::verifier::{self, VerifierConfig};
 
@@ -23,11 +23,13 @@ struct Cli {
     keyset: Option<String>,
     /// Fetch from this URL instead of the keyset's sources.
     url: Option<String>,
+    /// Log lines as text (default) or json; overrides the config's `log-format`.
+    #[arg(long, value_name = "text|json", global = true)]
+    log_format: Option<LogFormat>,
 }
 
 fn main() {
     let cli = Cli::parse();
-    logging::init();
     if let Err(e) = run(cli) {
         eprintln!("error: {}", common::report::error_chain(e.as_ref()));
         std::process::exit(1);
@@ -36,6 +38,7 @@ fn main() {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     let cfg = VerifierConfig::load(&cli.config)?;
+    logging::init_with(cli.log_format.unwrap_or(cfg.log_format));
     // One thread: the cached path allocates almost nothing and the node's RSS stays small.
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     match cli.keyset {

@@ -15,6 +15,7 @@ use common::signer_client::DEFAULT_SOCKET;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct Raw {
+    log_format: Option<common::logging::LogFormat>,
     socket: Option<PathBuf>,
     keydir: Option<PathBuf>,
     primary: Option<String>,
@@ -44,6 +45,8 @@ pub struct TlsFiles {
 /// A validated signer-http configuration.
 #[derive(Debug, Clone)]
 pub struct SignerHttpConfig {
+    /// `log-format`: text (default) or json.
+    pub log_format: common::logging::LogFormat,
     /// signer-unix's socket.
     pub socket: PathBuf,
     /// The key whose signature a request must carry.
@@ -143,6 +146,7 @@ impl SignerHttpConfig {
             limits.max_lifetime_secs = l.as_secs().max(1);
         }
         Ok(SignerHttpConfig {
+            log_format: raw.log_format.unwrap_or_default(),
             socket: raw.socket.unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET)),
             primary,
             backup,

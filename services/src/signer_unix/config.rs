@@ -18,6 +18,7 @@ pub use common::signer_client::DEFAULT_SOCKET;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct Raw {
+    log_format: Option<common::logging::LogFormat>,
     socket: Option<PathBuf>,
     tpm_address: Option<String>,
     tpm_device: Option<String>,
@@ -45,6 +46,8 @@ struct Raw {
 /// A validated signer-unix configuration.
 #[derive(Debug, Clone)]
 pub struct SignerUnixConfig {
+    /// `log-format`: text (default) or json.
+    pub log_format: common::logging::LogFormat,
     /// Where to listen.
     pub socket: PathBuf,
     /// Permission bits of the socket file.
@@ -162,6 +165,7 @@ impl SignerUnixConfig {
             ),
         };
         Ok(SignerUnixConfig {
+            log_format: raw.log_format.unwrap_or_default(),
             publish_policy,
             socket: raw.socket.unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET)),
             socket_mode,

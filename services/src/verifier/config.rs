@@ -19,6 +19,7 @@ pub const DEFAULT_STATE_DIR: &str = "/var/lib/spire/server-attestor-tpm/verifier
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct Raw {
+    log_format: Option<common::logging::LogFormat>,
     keydir: Option<PathBuf>,
     socket: Option<PathBuf>,
     keyset: Option<BTreeMap<String, RawKeyset>>,
@@ -126,6 +127,8 @@ impl KeysetConfig {
 /// A validated verifier configuration.
 #[derive(Debug, Clone)]
 pub struct VerifierConfig {
+    /// `log-format`: text (default) or json.
+    pub log_format: common::logging::LogFormat,
     /// Listen socket.
     pub socket: PathBuf,
     /// Socket file mode.
@@ -239,6 +242,7 @@ impl VerifierConfig {
         let refresh = config::duration_at_least(path, "refresh", raw.refresh.as_ref(), secs(60), ms(100))?;
         let timeout = config::duration_at_least(path, "timeout", raw.timeout.as_ref(), secs(10), ms(100))?;
         Ok(VerifierConfig {
+            log_format: raw.log_format.unwrap_or_default(),
             socket: raw.socket.unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET)),
             socket_mode,
             state_dir: raw.state_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)),
