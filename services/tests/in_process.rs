@@ -289,11 +289,21 @@ async fn verifier_with_a_trust_domain_serves_only_bundles_signed_for_it() {
     let (_signer, socket) = signer_unix(dir.path(), "s", key.clone(), "").await;
     let signer = SignerClient::new(&socket, Duration::from_secs(5)).unwrap();
     let for_us = signer.sign_bundle_for(CA.as_bytes(), Some("example.org")).await.unwrap();
-    let for_them = signer.sign_bundle_for(CA.as_bytes(), Some("other.org")).await.unwrap();
+    // Another trust domain's CA, signed for it: the node bound to example.org refuses it.
+    let their_ca = include_str!("../../crypto/tests/data/ca-other-td.pem");
+    let for_them = signer.sign_bundle_for(their_ca.as_bytes(), Some("other.org")).await.unwrap();
     let unbound = signer.sign_bundle(CA.as_bytes()).await.unwrap();
-    // signer-unix refuses what is not a trust domain name, before signing anything.
+    // signer-unix refuses what is not a trust domain name, before signing anything; and a bundle whose CA
+    // names another trust domain than the one it is to be bound to.
     match signer.sign_bundle_for(CA.as_bytes(), Some("Not A Domain")).await {
         Err(SignerClientError::BadTrustDomain(_)) => {}
+        other => panic!("{other:?}"),
+    }
+    match signer.sign_bundle_for(CA.as_bytes(), Some("elsewhere.org")).await {
+        Err(SignerClientError::Status { status, reason, .. }) => {
+            assert_eq!(status, StatusCode::BAD_REQUEST);
+            assert!(reason.contains("trust domain example.org, not elsewhere.org"), "{reason}");
+        }
         other => panic!("{other:?}"),
     }
     let keydir = dir.path().join("keys");

@@ -15,6 +15,8 @@ pub(crate) enum Refusal {
     BadTrustDomain(String),
     #[error("trust-domain binds a bundle; a token is wrapped as it is")]
     TrustDomainOnToken,
+    #[error("the bundle holds a CA certificate of trust domain {other}, not {trust_domain}")]
+    ForeignCa { trust_domain: String, other: String },
     #[error("body is not a token: {0}")]
     NotAToken(crypto::VerifyError),
     #[error(
@@ -58,6 +60,7 @@ impl Refusal {
             Refusal::NoEndpoint(_) => StatusCode::NOT_FOUND,
             Refusal::BadTrustDomain(_)
             | Refusal::TrustDomainOnToken
+            | Refusal::ForeignCa { .. }
             | Refusal::NotAToken(_)
             | Refusal::NotABundle(_) => StatusCode::BAD_REQUEST,
             Refusal::QueueFull(_) | Refusal::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,

@@ -138,7 +138,14 @@ impl Signer {
             crypto::token::inspect(token).map_err(Refusal::NotAToken)?;
             crypto::token::Payload::Token(token.to_owned())
         } else {
-            crypto::bundle::Bundle::parse(&text).map_err(Refusal::NotABundle)?;
+            let bundle = crypto::bundle::Bundle::parse(&text).map_err(Refusal::NotABundle)?;
+            // A bundle bound to one trust domain that holds another's CA would be refused by every node that
+            // checks the binding: refuse it here, before anything is signed or published.
+            if let Some(td) = &trust_domain {
+                if let Some(other) = bundle.spiffe_trust_domains().into_iter().find(|t| t != td) {
+                    return Err(Refusal::ForeignCa { trust_domain: td.clone(), other });
+                }
+            }
             crypto::token::Payload::Bundle(text)
         };
         let kind = if wants_jwt { "token" } else { "bundle" };
