@@ -74,6 +74,24 @@ async fn signer_unix(dir: &Path, name: &str, key: Arc<SoftwareKey>, extra: &str)
     (running, socket)
 }
 
+/// Starts the verifier in `dir` (keydir `dir/keys`, socket `dir/v.sock`) with one keyset `name` reading
+/// `dir/token`, whose policy lines are `keyset` (YAML, indented four spaces); returns it, the socket and a client.
+async fn verifier(dir: &Path, name: &str, keyset: &str) -> (Running, PathBuf, HttpClient) {
+    let socket = dir.join("v.sock");
+    let text = format!(
+        "keydir: keys\nsocket: {}\nstate-dir: {}\nrefresh: 100ms\nkeyset:\n  {name}:\n    url: file://{}\n{keyset}",
+        socket.display(),
+        dir.join("state").display(),
+        dir.join("token").display()
+    );
+    let cfg = services::verifier::VerifierConfig::parse(&dir.join("v.conf"), &text).unwrap();
+    let running = spawn(move |stop| services::verifier::run(cfg, async move { drop(stop.await) }));
+    wait_for_socket(&socket).await;
+    let client =
+        HttpClient::new(ClientOptions { timeout: Duration::from_secs(5), max_body: 1 << 20, ca_file: None }).unwrap();
+    (running, socket, client)
+}
+
 fn policy(keys: &[&SoftwareKey]) -> crypto::policy::Policy {
     let chain = keys
         .iter()
@@ -121,7 +139,7 @@ async fn signer_unix_signs_a_bundle_publishes_only_what_verifies_and_refuses_the
 }
 
 #[tokio::test]
-async fn signer_unix_answers_503_when_its_key_fails_and_publishes_nothing() {
+async fn signer_unix_answers_503_when_its_key_fails() {
     let dir = tempfile::tempdir().unwrap();
     let (_signer, socket) = signer_unix(dir.path(), "f", Arc::new(SoftwareKey::failing(KeyType::EccP256)), "").await;
     let client = SignerClient::new(&socket, Duration::from_secs(5)).unwrap();
@@ -129,7 +147,6 @@ async fn signer_unix_answers_503_when_its_key_fails_and_publishes_nothing() {
         Err(SignerClientError::Status { status, .. }) => assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE),
         other => panic!("{other:?}"),
     }
-    assert!(std::fs::read_dir(dir.path().join("www-f")).unwrap().next().is_none(), "nothing published");
 }
 
 #[tokio::test]
@@ -185,25 +202,13 @@ async fn verifier_serves_only_a_bundle_it_verified() {
     std::fs::create_dir_all(&keys).unwrap();
     std::fs::write(keys.join("primary.pem"), pem(&key)).unwrap();
     let token_file = dir.path().join("token");
-    let state = dir.path().join("state");
-    let verifier_socket = dir.path().join("verifier.sock");
-    let text = format!(
-        "keydir: keys\nsocket: {}\nstate-dir: {}\nrefresh: 100ms\nkeyset:\n  main:\n    url: file://{}\n    chain: [primary.pem]\n",
-        verifier_socket.display(),
-        state.display(),
-        token_file.display()
-    );
-    let cfg = services::verifier::VerifierConfig::parse(&dir.path().join("verifier.conf"), &text).unwrap();
     // First a token by another key: nothing may be served.
     let stranger = Arc::new(SoftwareKey::generate(KeyType::EccP256));
     let (_stranger, stranger_socket) = signer_unix(dir.path(), "x", stranger, "").await;
     let forged =
         SignerClient::new(&stranger_socket, Duration::from_secs(5)).unwrap().sign_bundle(CA.as_bytes()).await.unwrap();
     std::fs::write(&token_file, &forged).unwrap();
-    let _verifier = spawn(move |stop| services::verifier::run(cfg, async move { drop(stop.await) }));
-    wait_for_socket(&verifier_socket).await;
-    let client =
-        HttpClient::new(ClientOptions { timeout: Duration::from_secs(5), max_body: 1 << 20, ca_file: None }).unwrap();
+    let (_verifier, verifier_socket, client) = verifier(dir.path(), "main", "    chain: [primary.pem]\n").await;
     let get = |path: &'static str| {
         let (client, url) = (client.clone(), HttpUrl::unix(&verifier_socket, path));
         async move { client.send(Method::GET, &url, &[], Bytes::new()).await.unwrap() }
@@ -257,18 +262,8 @@ async fn verifier_with_a_threshold_keyset_serves_two_of_three_and_refuses_one() 
     let c_then_a = sockets[0].sign_token(&sockets[2].sign_bundle(CA.as_bytes()).await.unwrap()).await.unwrap();
     let token_file = dir.path().join("token");
     std::fs::write(&token_file, &one).unwrap();
-    let vsock = dir.path().join("v.sock");
-    let text = format!(
-        "keydir: keys\nsocket: {}\nstate-dir: {}\nrefresh: 100ms\nkeyset:\n  ha:\n    url: file://{}\n    threshold: 2\n    keys: [0.pem, 1.pem, 2.pem]\n",
-        vsock.display(),
-        dir.path().join("state").display(),
-        token_file.display()
-    );
-    let cfg = services::verifier::VerifierConfig::parse(&dir.path().join("v.conf"), &text).unwrap();
-    let _verifier = spawn(move |stop| services::verifier::run(cfg, async move { drop(stop.await) }));
-    wait_for_socket(&vsock).await;
-    let client =
-        HttpClient::new(ClientOptions { timeout: Duration::from_secs(5), max_body: 1 << 20, ca_file: None }).unwrap();
+    let (_verifier, vsock, client) =
+        verifier(dir.path(), "ha", "    threshold: 2\n    keys: [0.pem, 1.pem, 2.pem]\n").await;
     let url = HttpUrl::unix(&vsock, "/trustbundle?instance=ha");
     let status = || async { client.send(Method::GET, &url, &[], Bytes::new()).await.unwrap().status };
     assert_eq!(status().await, StatusCode::SERVICE_UNAVAILABLE, "one signature of a 2-of-3 keyset was served");
@@ -320,18 +315,8 @@ async fn verifier_with_a_trust_domain_serves_only_bundles_signed_for_it() {
 
     let token_file = dir.path().join("token");
     std::fs::write(&token_file, &for_us).unwrap();
-    let vsock = dir.path().join("v.sock");
-    let text = format!(
-        "keydir: keys\nsocket: {}\nstate-dir: {}\nkeyset:\n  main:\n    url: file://{}\n    chain: [k.pem]\n    trust-domain: example.org\n",
-        vsock.display(),
-        dir.path().join("state").display(),
-        token_file.display()
-    );
-    let cfg = services::verifier::VerifierConfig::parse(&dir.path().join("v2.conf"), &text).unwrap();
-    let _verifier = spawn(move |stop| services::verifier::run(cfg, async move { drop(stop.await) }));
-    wait_for_socket(&vsock).await;
-    let client =
-        HttpClient::new(ClientOptions { timeout: Duration::from_secs(5), max_body: 1 << 20, ca_file: None }).unwrap();
+    let (_verifier, vsock, client) =
+        verifier(dir.path(), "main", "    chain: [k.pem]\n    trust-domain: example.org\n").await;
     for (query, want) in [
         ("instance=main", StatusCode::OK),
         ("instance=main&spiffe-trust-domain=example.org", StatusCode::OK),

@@ -262,7 +262,8 @@ fn build_base_image() -> anyhow::Result<Vec<u8>> {
 /// A TPM state for VM boots; it outlives each boot (a boot is a power cycle of the machine, not of the TPM).
 #[derive(Debug)]
 pub struct VmTpm {
-    dir: tempfile::TempDir,
+    /// Kept for its lifetime: the state is deleted with it.
+    _dir: tempfile::TempDir,
     state: PathBuf,
     ek_ca: Option<PathBuf>,
 }
@@ -273,24 +274,19 @@ impl VmTpm {
         let dir = crate::spire::short_dir("vmtpm")?;
         let state = dir.path().join("tpm");
         std::fs::create_dir_all(&state)?;
-        Ok(VmTpm { dir, state, ek_ca: None })
+        Ok(VmTpm { _dir: dir, state, ek_ca: None })
     }
 
     /// A TPM manufactured by `swtpm_setup` with EK certificates ([`crate::swtpm::manufacture`]).
     pub fn manufactured() -> anyhow::Result<VmTpm> {
         let dir = crate::spire::short_dir("vmtpm")?;
         let chain = crate::swtpm::manufacture(dir.path())?;
-        Ok(VmTpm { state: dir.path().join("tpm"), dir, ek_ca: Some(chain) })
+        Ok(VmTpm { state: dir.path().join("tpm"), _dir: dir, ek_ca: Some(chain) })
     }
 
     /// The EK certificate CA chain of a manufactured TPM.
     pub fn ek_ca(&self) -> Option<&Path> {
         self.ek_ca.as_deref()
-    }
-
-    /// The directory that holds the state and, for a manufactured TPM, its CA.
-    pub fn root(&self) -> &Path {
-        self.dir.path()
     }
 }
 

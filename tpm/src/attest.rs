@@ -23,7 +23,7 @@ use tss_esapi::interface_types::algorithm::{AsymmetricAlgorithm, HashingAlgorith
 use tss_esapi::interface_types::resource_handles::{Hierarchy, NvAuth};
 use tss_esapi::interface_types::session_handles::{AuthSession, PolicySession};
 use tss_esapi::structures::{
-    Data, Digest, EncryptedSecret, HashScheme, IdObject, MaxBuffer, Nonce, Private, Public, Signature, SignatureScheme,
+    Data, Digest, EncryptedSecret, HashScheme, IdObject, MaxBuffer, Nonce, Private, Public, SignatureScheme,
     SymmetricDefinition,
 };
 use tss_esapi::traits::Marshall;
@@ -35,7 +35,7 @@ use crate::esapi::{step_error, Conn, OpError, Tpm};
 use crate::key::KeyType;
 use crate::objects::{with_srk, with_transient};
 use crate::secret::{random_password, Password};
-use crate::templates::ak_template;
+use crate::templates::{ak_template, raw_signature};
 
 /// NV index of the RSA-2048 EK certificate (TCG EK Credential Profile 2.0, §2.2.1.4; SPIRE reads only this one).
 pub const EK_CERT_NV_INDEX: u32 = 0x01C0_0002;
@@ -70,7 +70,8 @@ pub struct Evidence {
 /// The TPM's answers to SPIRE's `ChallengeRequest`.
 #[derive(Debug)]
 pub struct Response {
-    /// `DevID`: the DevID's signature over the nonce (raw PKCS#1 v1.5 for RSA, DER `SEQUENCE {r, s}` for ECDSA).
+    /// The DevID's signature over the nonce as the TPM made it: PKCS#1 v1.5 for RSA, `r || s` (32 bytes each) for
+    /// ECDSA. SPIRE's `DevID` field wants ECDSA in DER (`plugin::devid::signature::der`).
     pub devid_signature: Vec<u8>,
     /// `CredActivation`: the secret the TPM recovered from the credential.
     pub activated_secret: Zeroizing<Vec<u8>>,
@@ -186,28 +187,6 @@ pub(crate) fn first_der_element(bytes: &[u8]) -> Option<&[u8]> {
     bytes.get(..header.checked_add(len)?)
 }
 
-/// DER `SEQUENCE { INTEGER r, INTEGER s }` from the TPM's big-endian r and s (what Go's `asn1.Marshal` of an
-/// ECDSA signature gives, which SPIRE's server verifies).
-fn ecdsa_der(r: &[u8], s: &[u8]) -> Vec<u8> {
-    fn integer(v: &[u8]) -> Vec<u8> {
-        let start = v.iter().position(|b| *b != 0).unwrap_or(v.len().saturating_sub(1));
-        let v = &v[start.min(v.len())..];
-        let mut out = vec![0x02];
-        let pad = v.first().is_some_and(|b| b & 0x80 != 0) || v.is_empty();
-        let len = v.len() + usize::from(pad);
-        out.push(len as u8);
-        if pad {
-            out.push(0);
-        }
-        out.extend_from_slice(v);
-        out
-    }
-    let body: Vec<u8> = [integer(r), integer(s)].concat();
-    let mut out = vec![0x30, body.len() as u8];
-    out.extend(body);
-    out
-}
-
 impl Tpm {
     /// The first half of a `tpm_devid` attestation (SPIRE §4 steps 3-8): returns the evidence for the payload and
     /// the state [`PendingAttestation::respond`] needs. Nothing stays loaded in the TPM.
@@ -289,6 +268,11 @@ impl Tpm {
 }
 
 impl PendingAttestation {
+    /// The DevID's key type (it fixes the signature's form).
+    pub fn key_type(&self) -> KeyType {
+        self.devid.key.key_type()
+    }
+
     /// The second half (SPIRE §4 steps 10-11): the DevID signs `nonce` (hashed by the TPM with SHA-256, the hash
     /// of the DevID's scheme), and the AK activates `credential`/`secret` (TPM2B_ID_OBJECT and
     /// TPM2B_ENCRYPTED_SECRET contents) with the EK authorized by PolicySecret(endorsement).
@@ -320,11 +304,8 @@ impl PendingAttestation {
                     .map_err(|e| step_error(dev, "sign the nonce with the DevID", Some("DevID password"), e))
             })
         })?;
-        let devid_signature = match signature {
-            Signature::RsaSsa(s) => s.signature().value().to_vec(),
-            Signature::EcDsa(s) => ecdsa_der(s.signature_r().value(), s.signature_s().value()),
-            _ => return Err(TpmError::BadBlob { what: "DevID signature", reason: "not RSASSA or ECDSA".into() }),
-        };
+        let devid_signature = raw_signature(self.key_type(), signature)
+            .map_err(|reason| TpmError::BadBlob { what: "DevID signature", reason: reason.into() })?;
         let activated = self.tpm.with_context("DevID credential activation", |conn| {
             let ak = load_ak(conn, dev, self)?;
             with_transient(conn, ak, |conn| {
@@ -408,17 +389,6 @@ mod tests {
         for bad in [&[][..], &[0x30][..], &[0x30, 0x05, 1][..], &[0x02, 0x01, 0][..], &[0x30, 0x80, 0, 0][..]] {
             assert_eq!(first_der_element(bad), None, "{bad:?}");
         }
-    }
-
-    #[test]
-    fn ecdsa_der_is_minimal() {
-        let r = [0u8; 32];
-        let mut s = [0u8; 32];
-        s[0] = 0x80;
-        let der = ecdsa_der(&r, &s);
-        assert_eq!(&der[..5], &[0x30, 3 + 2 + 33, 0x02, 0x01, 0x00]);
-        assert_eq!(&der[5..8], &[0x02, 33, 0x00]);
-        assert_eq!(der.len(), 2 + 3 + 35);
     }
 
     #[test]

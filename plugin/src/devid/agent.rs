@@ -208,8 +208,9 @@ pub fn answer(pending: &PendingAttestation, challenge: &[u8]) -> Result<Vec<u8>,
     let response = pending
         .respond(&challenge.devid, &cred.credential, &cred.secret)
         .map_err(|source| AgentError::Tpm { step: "solve the challenge", source })?;
-    let json =
-        ChallengeResponse { devid: response.devid_signature, cred_activation: response.activated_secret.to_vec() };
+    let devid = super::signature::der(pending.key_type(), response.devid_signature)
+        .map_err(|e| AgentError::Challenge(format!("the TPM's DevID signature: {e}")))?;
+    let json = ChallengeResponse { devid, cred_activation: response.activated_secret.to_vec() };
     serde_json::to_vec(&json).map_err(|e| AgentError::Challenge(format!("cannot encode response: {e}")))
 }
 

@@ -4,7 +4,7 @@
 
 use std::str::FromStr;
 
-use der::asn1::{BitString, ObjectIdentifier, UintRef};
+use der::asn1::{BitString, ObjectIdentifier};
 use der::{Decode, Encode};
 use sha2::Digest;
 use spki::{AlgorithmIdentifierOwned, SubjectPublicKeyInfoOwned};
@@ -29,23 +29,8 @@ pub enum CsrError {
     #[error("signing the request: {0}")]
     Sign(#[from] tpm::TpmError),
     /// The TPM's ECDSA signature is not `r || s` of 32 bytes each.
-    #[error("signing the request: an ECDSA signature of {0} bytes, expected 64")]
-    SignatureLength(usize),
-}
-
-fn ecdsa_der(raw: &[u8]) -> Result<Vec<u8>, CsrError> {
-    if raw.len() != 64 {
-        return Err(CsrError::SignatureLength(raw.len()));
-    }
-    let r = UintRef::new(&raw[..32])?;
-    let s = UintRef::new(&raw[32..])?;
-    let mut inner = Vec::new();
-    r.encode_to_vec(&mut inner)?;
-    s.encode_to_vec(&mut inner)?;
-    let mut out = Vec::new();
-    der::Header::new(der::Tag::Sequence, der::Length::try_from(inner.len())?)?.encode_to_vec(&mut out)?;
-    out.extend_from_slice(&inner);
-    Ok(out)
+    #[error("signing the request: {0}")]
+    Signature(#[from] super::signature::NotRawEcdsa),
 }
 
 /// Builds a PEM CSR for `spki_der` with subject `CN=<cn>`, signed by `sign` (SHA-256 digest in, raw RSA
@@ -70,7 +55,7 @@ pub fn build(
     let raw = sign(&digest)?;
     let (oid, params, signature) = match key_type {
         tpm::KeyType::Rsa2048 => (SHA256_WITH_RSA, Some(der::asn1::Null.into()), raw),
-        tpm::KeyType::EccP256 => (ECDSA_WITH_SHA256, None, ecdsa_der(&raw)?),
+        tpm::KeyType::EccP256 => (ECDSA_WITH_SHA256, None, super::signature::der(key_type, raw)?),
     };
     let req = CertReq {
         info,

@@ -13,3 +13,5 @@ pub mod csr;
 #[cfg(feature = "tpm")]
 pub mod provision;
 pub mod server;
+#[cfg(feature = "tpm")]
+pub mod signature;

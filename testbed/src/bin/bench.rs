@@ -180,7 +180,7 @@ fn devid_bench() -> anyhow::Result<()> {
         in_tpm += t.elapsed();
         let t = Instant::now();
         let response = serde_json::to_vec(&ChallengeResponse {
-            devid: r.devid_signature,
+            devid: plugin::devid::signature::der(pending.key_type(), r.devid_signature)?,
             cred_activation: r.activated_secret.to_vec(),
         })?;
         challenged.verify(&response)?;
