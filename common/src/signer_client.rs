@@ -113,6 +113,27 @@ impl SignerClient {
         self.post_for_token(&url, "application/x-pem-file", Bytes::copy_from_slice(bundle)).await
     }
 
+    /// Has signer-unix sign keyset document `document` (JSON): the innermost layer of a keyset update.
+    pub async fn sign_keyset(&self, document: &str) -> Result<String, SignerClientError> {
+        let url = HttpUrl::unix(&self.socket, "/sign");
+        self.post_for_token(&url, "application/spiffe-keyset+json", Bytes::copy_from_slice(document.as_bytes())).await
+    }
+
+    /// signer-unix's publish policy (what nodes verify, as its config says), as keyset policy JSON.
+    pub async fn policy(&self) -> Result<String, SignerClientError> {
+        let url = HttpUrl::unix(&self.socket, "/policy");
+        let resp = self.http.send(Method::GET, &url, &[], Bytes::new()).await?;
+        if resp.status != StatusCode::OK {
+            return Err(SignerClientError::Status {
+                peer: url.to_string(),
+                status: resp.status,
+                reason: reason(&resp.body),
+            });
+        }
+        String::from_utf8(resp.body.to_vec())
+            .map_err(|_| SignerClientError::NotAToken { peer: url.to_string(), why: "policy is not UTF-8".into() })
+    }
+
     /// Has signer-unix wrap `token` with its own signature (claim `jwt`).
     pub async fn sign_token(&self, token: &str) -> Result<String, SignerClientError> {
         let url = HttpUrl::unix(&self.socket, "/sign");

@@ -4,7 +4,7 @@
 use crate::Alg;
 
 /// A public key could not be used.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, thiserror::Error, PartialEq, Eq, Clone)]
 #[non_exhaustive]
 pub enum KeyError {
     /// No PEM block, or not the PEM block of a public key.
@@ -85,7 +85,7 @@ pub enum TokenError {
 }
 
 /// A verification policy could not be built.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, thiserror::Error, PartialEq, Eq, Clone)]
 #[non_exhaustive]
 pub enum PolicyError {
     /// The chain has no keys.
@@ -133,6 +133,14 @@ pub enum VerifyErrorKind {
     /// A part is not base64url.
     #[error("{0} is not base64url")]
     Base64(&'static str),
+    /// A layer of the other kind of token (a keyset update offered as a bundle token, or the reverse).
+    #[error("{got}, not {expected}")]
+    WrongKind {
+        /// What the caller verifies.
+        expected: crate::token::Kind,
+        /// What the layer is.
+        got: crate::token::Kind,
+    },
     /// Header or claims are not the JSON expected.
     #[error("{part} is not valid JSON: {reason}")]
     Json {

@@ -20,11 +20,14 @@ const PRIME256V1: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045
 const SECP384R1: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.132.0.34");
 const ED25519: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.101.112");
 
+#[derive(Clone)]
 struct Inner {
     name: String,
     alg: Alg,
     /// What ring verifies against: PKCS#1 RSAPublicKey DER, or the uncompressed P-256 point.
     ring_key: Vec<u8>,
+    /// The SubjectPublicKeyInfo, DER.
+    spki_der: Vec<u8>,
     fingerprint: String,
 }
 
@@ -110,7 +113,23 @@ impl VerifyingKey {
             other => return Err(unsupported(format!("algorithm {other}"))),
         };
         let fingerprint = sha2::Sha256::digest(der_bytes).iter().map(|b| format!("{b:02x}")).collect();
-        Ok(VerifyingKey(Arc::new(Inner { name: name.to_owned(), alg, ring_key, fingerprint })))
+        Ok(VerifyingKey(Arc::new(Inner {
+            name: name.to_owned(),
+            alg,
+            ring_key,
+            spki_der: der_bytes.to_vec(),
+            fingerprint,
+        })))
+    }
+
+    /// The key as a PEM `PUBLIC KEY` block (SubjectPublicKeyInfo).
+    pub fn to_pem(&self) -> String {
+        pem::encode("PUBLIC KEY", &self.0.spki_der)
+    }
+
+    /// The same key under another name.
+    pub fn renamed(&self, name: &str) -> VerifyingKey {
+        VerifyingKey(Arc::new(Inner { name: name.to_owned(), ..Inner::clone(&self.0) }))
     }
 
     /// The key's configured name.

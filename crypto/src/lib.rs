@@ -4,7 +4,9 @@
 //! - [`token`]: compact JWS tokens bit-compatible with the Go original (claims `spiffetb` or a nested `jwt`,
 //!   plus `iss`, `exp`, `nbf`, `iat`); building signing inputs and verifying one layer.
 //! - [`policy`]: a chain of keys in signing order plus an optional backup key that may stand in for at most
-//!   one layer; every layer must verify.
+//!   one layer, or a threshold of a key set; every layer must verify.
+//! - [`keyset`]: signed keyset updates: a new policy, signed under the current one and by every key it
+//!   introduces, with a version that only goes up.
 //! - [`keys`]: public keys from PEM, with the algorithm pinned to the key type.
 //! - [`bundle`]: X.509 trust bundles in PEM and SPIFFE JSON form.
 //! - [`devid`]: the server side of SPIRE's `tpm_devid` node attestation (checks, MakeCredential, selectors).
@@ -16,6 +18,7 @@ pub mod bundle;
 pub mod devid;
 mod error;
 pub mod keys;
+pub mod keyset;
 pub mod pem;
 pub mod policy;
 pub mod token;

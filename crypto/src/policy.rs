@@ -10,7 +10,7 @@
 use crate::bundle::Bundle;
 use crate::error::{PolicyError, VerifyError, VerifyErrorKind as K};
 use crate::keys::VerifyingKey;
-use crate::token::{self, Payload};
+use crate::token::{self, Kind, Payload};
 use crate::Limits;
 
 /// A keyset's policy.
@@ -103,6 +103,15 @@ pub struct LayerInfo {
     pub exp: u64,
 }
 
+/// What peeling every layer under a policy leaves: the layers and the innermost payload.
+#[derive(Debug)]
+pub(crate) struct Peeled {
+    pub(crate) layers: Vec<LayerInfo>,
+    pub(crate) used_backup: bool,
+    pub(crate) payload: Payload,
+    pub(crate) trust_domain: Option<String>,
+}
+
 /// A token that passed the policy.
 #[derive(Debug, Clone)]
 pub struct Verified {
@@ -177,31 +186,59 @@ impl Policy {
         self.chain().iter().chain(self.backup()).chain(self.threshold_keys().map(|(_, k)| k).unwrap_or(&[]))
     }
 
-    /// Verifies every layer of `token` at time `now` (unix seconds).
+    /// The limits tokens are checked with.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Verifies every layer of bundle token `token` at time `now` (unix seconds).
     pub fn verify(&self, token: &str, now: u64) -> Result<Verified, VerifyError> {
+        let p = self.peel(Kind::Bundle, token, now, &self.limits)?;
+        let at = |kind| VerifyError { layer: p.layers.len() - 1, kind };
+        let Payload::Bundle(text) = p.payload else {
+            return Err(at(K::WrongKind { expected: Kind::Bundle, got: Kind::KeysetUpdate }));
+        };
+        let bundle = Bundle::parse(&text).map_err(|e| at(K::NotABundle(e)))?;
+        let expires_at = p.layers.iter().map(|l| l.exp).min().unwrap_or(0);
+        let signed_at = p.layers.last().map(|l| l.iat).unwrap_or(0);
+        Ok(Verified {
+            bundle,
+            layers: p.layers,
+            expires_at,
+            signed_at,
+            used_backup: p.used_backup,
+            trust_domain: p.trust_domain,
+        })
+    }
+
+    /// Verifies every layer of `token`, a token of `kind`, with `limits`; returns the layers and the innermost
+    /// payload (a bundle or a keyset document, never a token).
+    pub(crate) fn peel(&self, kind: Kind, token: &str, now: u64, limits: &Limits) -> Result<Peeled, VerifyError> {
         match &self.rule {
-            Rule::Chain { chain, backup } => self.verify_chain(chain, backup.as_ref(), token, now),
-            Rule::Threshold { threshold, keys } => self.verify_threshold(*threshold, keys, token, now),
+            Rule::Chain { chain, backup } => self.peel_chain(kind, chain, backup.as_ref(), token, now, limits),
+            Rule::Threshold { threshold, keys } => self.peel_threshold(kind, *threshold, keys, token, now, limits),
         }
     }
 
-    fn verify_threshold(
+    fn peel_threshold(
         &self,
+        kind: Kind,
         threshold: usize,
         keys: &[VerifyingKey],
         token: &str,
         now: u64,
-    ) -> Result<Verified, VerifyError> {
+        limits: &Limits,
+    ) -> Result<Peeled, VerifyError> {
         let mut current = token.trim().to_owned();
         let mut signed: Vec<&VerifyingKey> = Vec::new();
         let mut layers = Vec::new();
         for depth in 0..keys.len() {
             let at = |kind| VerifyError { layer: depth, kind };
             let unused: Vec<&VerifyingKey> = keys.iter().filter(|k| !signed.iter().any(|s| s.same_key(k))).collect();
-            let layer = token::verify_layer(&current, &unused, now, &self.limits).map_err(|e| {
+            let layer = token::verify_layer_of(kind, &current, &unused, now, limits).map_err(|e| {
                 at(match e.kind {
                     K::BadSignature { .. } | K::AlgMismatch { .. } => {
-                        match signed.iter().find(|k| token::signed_by(&current, k, &self.limits)) {
+                        match signed.iter().find(|k| token::signed_by(&current, k, limits)) {
                             Some(again) => K::SameKeyTwice(again.name().to_owned()),
                             None => K::NotInKeySet(names(&unused).join(", ")),
                         }
@@ -222,7 +259,7 @@ impl Policy {
             });
             current = match c.payload {
                 Payload::Token(inner) => inner,
-                Payload::Bundle(text) => {
+                payload => {
                     if signed.len() < threshold {
                         let missing = keys.iter().filter(|k| !signed.iter().any(|s| s.same_key(k))).collect::<Vec<_>>();
                         return Err(at(K::ThresholdNotMet {
@@ -231,11 +268,7 @@ impl Policy {
                             missing: names(&missing),
                         }));
                     }
-                    let bundle = Bundle::parse(&text).map_err(|e| at(K::NotABundle(e)))?;
-                    let expires_at = layers.iter().map(|l| l.exp).min().unwrap_or(0);
-                    let signed_at = layers.last().map(|l| l.iat).unwrap_or(0);
-                    let trust_domain = c.trust_domain;
-                    return Ok(Verified { bundle, layers, expires_at, signed_at, used_backup: false, trust_domain });
+                    return Ok(Peeled { layers, used_backup: false, payload, trust_domain: c.trust_domain });
                 }
             };
         }
@@ -243,13 +276,15 @@ impl Policy {
         Err(VerifyError { layer: keys.len(), kind: K::TooManyLayers(keys.len()) })
     }
 
-    fn verify_chain(
+    fn peel_chain(
         &self,
+        kind: Kind,
         chain: &[VerifyingKey],
         backup: Option<&VerifyingKey>,
         token: &str,
         now: u64,
-    ) -> Result<Verified, VerifyError> {
+        limits: &Limits,
+    ) -> Result<Peeled, VerifyError> {
         let n = chain.len();
         let mut current = token.trim().to_owned();
         let mut backup_used = false;
@@ -261,9 +296,9 @@ impl Policy {
             if let Some(b) = backup.filter(|_| !backup_used) {
                 keys.push(b);
             }
-            let layer = match token::verify_layer(&current, &keys, now, &self.limits) {
+            let layer = match token::verify_layer_of(kind, &current, &keys, now, limits) {
                 Ok(l) => l,
-                Err(e) => return Err(at(self.diagnose(&current, e.kind, expected, backup_used))),
+                Err(e) => return Err(at(self.diagnose(&current, e.kind, expected, backup_used, limits))),
             };
             let backup = !std::ptr::eq(layer.key, expected);
             backup_used |= backup;
@@ -280,21 +315,10 @@ impl Policy {
             let innermost = depth == n - 1;
             current = match (c.payload, innermost) {
                 (Payload::Token(inner), false) => inner,
-                (Payload::Bundle(_), false) => return Err(at(K::TooFewLayers(n))),
+                (_, false) => return Err(at(K::TooFewLayers(n))),
                 (Payload::Token(_), true) => return Err(at(K::TooManyLayers(n))),
-                (Payload::Bundle(text), true) => {
-                    let bundle = Bundle::parse(&text).map_err(|e| at(K::NotABundle(e)))?;
-                    let expires_at = layers.iter().map(|l| l.exp).min().unwrap_or(0);
-                    let signed_at = layers.last().map(|l| l.iat).unwrap_or(0);
-                    let trust_domain = c.trust_domain;
-                    return Ok(Verified {
-                        bundle,
-                        layers,
-                        expires_at,
-                        signed_at,
-                        used_backup: backup_used,
-                        trust_domain,
-                    });
+                (payload, true) => {
+                    return Ok(Peeled { layers, used_backup: backup_used, payload, trust_domain: c.trust_domain });
                 }
             };
         }
@@ -304,16 +328,14 @@ impl Policy {
 
     /// Refines a signature failure: a layer signed by another chain key means the layers are out of order; a
     /// layer signed by the backup after the backup already stood in is a second use.
-    fn diagnose(&self, token: &str, kind: K, expected: &VerifyingKey, backup_used: bool) -> K {
+    fn diagnose(&self, token: &str, kind: K, expected: &VerifyingKey, backup_used: bool, limits: &Limits) -> K {
         if !matches!(kind, K::BadSignature { .. }) {
             return kind;
         }
-        if backup_used && self.backup().is_some_and(|b| token::signed_by(token, b, &self.limits)) {
+        if backup_used && self.backup().is_some_and(|b| token::signed_by(token, b, limits)) {
             return K::BackupAlreadyUsed;
         }
-        if let Some(other) =
-            self.chain().iter().find(|k| !k.same_key(expected) && token::signed_by(token, k, &self.limits))
-        {
+        if let Some(other) = self.chain().iter().find(|k| !k.same_key(expected) && token::signed_by(token, k, limits)) {
             return K::WrongOrder { found: other.name().to_owned(), expected: expected.name().to_owned() };
         }
         K::BadSignature { expected: expected.name().to_owned(), backup_tried: self.backup().is_some() && !backup_used }

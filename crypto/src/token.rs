@@ -2,6 +2,10 @@
 //! `{"spiffetb":"<bundle>"|"jwt":"<inner token>","iss":..,["spiffetd":..,]"exp":..,"nbf":..,"iat":..}`, byte-compatible with
 //! the Go original (golang-jwt v5: field order as above, integer NumericDates, Go's HTML-safe string escaping).
 //!
+//! A keyset update (ours) has the same shape with `typ` `spiffe-keyset+jwt` in EVERY layer and the keyset
+//! document in claim `spiffeks` at the innermost one ([`Kind`]): a bundle verifier refuses its first header, an
+//! update verifier refuses a bundle token's, and neither kind's innermost claim is accepted in the other.
+//!
 //! Invariant: a layer is accepted only after its signature verified with a key whose type matches the header's
 //! `alg`, and its `exp` (required), `nbf`, `iat` and lifetime passed; claims are parsed only after the
 //! signature verified.
@@ -16,6 +20,45 @@ use crate::error::{TokenError, VerifyError, VerifyErrorKind as K};
 use crate::keys::VerifyingKey;
 use crate::{Alg, Limits};
 
+/// The two kinds of token, told apart by the header's `typ` in every layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// A trust bundle token (`typ` `JWT`, or none, as golang-jwt writes and reads it).
+    Bundle,
+    /// A signed keyset update (`typ` `spiffe-keyset+jwt`).
+    KeysetUpdate,
+}
+
+impl Kind {
+    /// The header's `typ`.
+    pub fn typ(self) -> &'static str {
+        match self {
+            Kind::Bundle => "JWT",
+            Kind::KeysetUpdate => KEYSET_TYP,
+        }
+    }
+
+    /// The innermost payload claim of this kind.
+    pub fn terminal_claim(self) -> &'static str {
+        match self {
+            Kind::Bundle => "spiffetb",
+            Kind::KeysetUpdate => "spiffeks",
+        }
+    }
+}
+
+impl std::fmt::Display for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Kind::Bundle => "a bundle token",
+            Kind::KeysetUpdate => "a keyset update",
+        })
+    }
+}
+
+/// The `typ` of every layer of a keyset update.
+pub const KEYSET_TYP: &str = "spiffe-keyset+jwt";
+
 /// What a layer carries.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Payload {
@@ -23,6 +66,8 @@ pub enum Payload {
     Bundle(String),
     /// Claim `jwt`: the previous compact token, wrapped by a co-signer.
     Token(String),
+    /// Claim `spiffeks`: a keyset document (JSON), the innermost payload of a keyset update.
+    Keyset(String),
 }
 
 impl Payload {
@@ -31,6 +76,16 @@ impl Payload {
         match self {
             Payload::Bundle(_) => "spiffetb",
             Payload::Token(_) => "jwt",
+            Payload::Keyset(_) => "spiffeks",
+        }
+    }
+
+    /// The kind of token a layer with this payload belongs to: a wrapping layer has its inner token's kind.
+    pub fn kind(&self) -> Kind {
+        match self {
+            Payload::Bundle(_) => Kind::Bundle,
+            Payload::Keyset(_) => Kind::KeysetUpdate,
+            Payload::Token(inner) => kind_of(inner).unwrap_or(Kind::Bundle),
         }
     }
 }
@@ -81,9 +136,9 @@ fn go_json_string(out: &mut String, s: &str) {
 
 /// The claims JSON exactly as golang-jwt marshals them.
 pub fn claims_json(claims: &Claims) -> String {
-    let (name, value) = match &claims.payload {
-        Payload::Bundle(b) => ("spiffetb", b),
-        Payload::Token(t) => ("jwt", t),
+    let name = claims.payload.claim();
+    let value = match &claims.payload {
+        Payload::Bundle(v) | Payload::Token(v) | Payload::Keyset(v) => v,
     };
     let mut out = String::with_capacity(value.len() + 128);
     out.push_str("{\"");
@@ -102,9 +157,9 @@ pub fn claims_json(claims: &Claims) -> String {
     out
 }
 
-/// The header JSON golang-jwt writes (map keys sorted: alg, typ).
-pub fn header_json(alg: Alg) -> String {
-    format!("{{\"alg\":\"{}\",\"typ\":\"JWT\"}}", alg.as_str())
+/// The header JSON golang-jwt writes (map keys sorted: alg, typ), with the `typ` of `kind`.
+pub fn header_json(alg: Alg, kind: Kind) -> String {
+    format!("{{\"alg\":\"{}\",\"typ\":\"{}\"}}", alg.as_str(), kind.typ())
 }
 
 /// An unsigned token: its signing input, ready for a signature over its SHA-256 digest.
@@ -115,9 +170,10 @@ pub struct TokenBuilder {
 }
 
 impl TokenBuilder {
-    /// Builds the signing input `b64url(header).b64url(claims)`.
+    /// Builds the signing input `b64url(header).b64url(claims)`. The header's `typ` follows the payload: a
+    /// keyset document, or a wrapped keyset update, makes a keyset update layer ([`Payload::kind`]).
     pub fn new(alg: Alg, claims: &Claims) -> TokenBuilder {
-        let header = B64.encode(header_json(alg));
+        let header = B64.encode(header_json(alg, claims.payload.kind()));
         let body = B64.encode(claims_json(claims));
         TokenBuilder { alg, signing_input: format!("{header}.{body}") }
     }
@@ -180,6 +236,7 @@ struct RawClaims {
     jwt: Option<String>,
     iss: Option<String>,
     spiffetd: Option<String>,
+    spiffeks: Option<String>,
     exp: Option<NumericDate>,
     nbf: Option<NumericDate>,
     iat: Option<NumericDate>,
@@ -188,6 +245,7 @@ struct RawClaims {
 /// The parts of a compact token, decoded but not verified.
 struct Parts<'t> {
     alg: Alg,
+    kind: Kind,
     signing_input: &'t str,
     claims_b64: &'t str,
     signature: Vec<u8>,
@@ -229,13 +287,14 @@ fn split<'t>(token: &'t str, limits: &Limits) -> Result<Parts<'t>, VerifyError> 
         return Err(fail(K::AlgNone));
     }
     let alg = Alg::from_name(&header.alg).ok_or_else(|| fail(K::AlgNotAllowed(header.alg.clone())))?;
-    if let Some(typ) = header.typ {
-        if !typ.eq_ignore_ascii_case("JWT") {
-            return Err(fail(K::WrongType(typ)));
-        }
-    }
+    let kind = match header.typ {
+        None => Kind::Bundle,
+        Some(typ) if typ.eq_ignore_ascii_case("JWT") => Kind::Bundle,
+        Some(typ) if typ == KEYSET_TYP => Kind::KeysetUpdate,
+        Some(typ) => return Err(fail(K::WrongType(typ))),
+    };
     let signature = B64.decode(s).map_err(|_| fail(K::Base64("signature")))?;
-    Ok(Parts { alg, signing_input: &token[..h.len() + 1 + c.len()], claims_b64: c, signature })
+    Ok(Parts { alg, kind, signing_input: &token[..h.len() + 1 + c.len()], claims_b64: c, signature })
 }
 
 fn parse_claims(claims_b64: &str) -> Result<RawClaims, VerifyError> {
@@ -251,7 +310,25 @@ fn time(v: Option<NumericDate>, name: &'static str) -> Result<Option<u64>, Verif
     }
 }
 
-fn check_claims(raw: RawClaims, now: u64, limits: &Limits) -> Result<Claims, VerifyError> {
+/// The payload of `raw`, which must be exactly one of the two claims `kind` allows.
+fn payload(raw: &mut RawClaims, kind: Kind) -> Result<Payload, VerifyError> {
+    let (spiffetb, jwt, spiffeks) = (raw.spiffetb.take(), raw.jwt.take(), raw.spiffeks.take());
+    match (kind, spiffetb, jwt, spiffeks) {
+        (Kind::Bundle, Some(b), None, None) => Ok(Payload::Bundle(b)),
+        (Kind::KeysetUpdate, None, None, Some(d)) => Ok(Payload::Keyset(d)),
+        (_, None, Some(t), None) => Ok(Payload::Token(t)),
+        (Kind::Bundle, None, None, Some(_)) => {
+            Err(fail(K::WrongKind { expected: Kind::Bundle, got: Kind::KeysetUpdate }))
+        }
+        (Kind::KeysetUpdate, Some(_), None, None) => {
+            Err(fail(K::WrongKind { expected: Kind::KeysetUpdate, got: Kind::Bundle }))
+        }
+        (Kind::Bundle, ..) => Err(fail(K::WrongPayloadKind { expected: "exactly one of spiffetb or jwt" })),
+        (Kind::KeysetUpdate, ..) => Err(fail(K::WrongPayloadKind { expected: "exactly one of spiffeks or jwt" })),
+    }
+}
+
+fn check_claims(mut raw: RawClaims, kind: Kind, now: u64, limits: &Limits) -> Result<Claims, VerifyError> {
     let exp = time(raw.exp, "exp")?.ok_or_else(|| fail(K::MissingExp))?;
     let iat = time(raw.iat, "iat")?.ok_or_else(|| fail(K::MissingIat))?;
     let nbf = time(raw.nbf, "nbf")?;
@@ -271,11 +348,7 @@ fn check_claims(raw: RawClaims, now: u64, limits: &Limits) -> Result<Claims, Ver
     if lifetime <= 0 || lifetime > i128::from(limits.max_lifetime_secs) {
         return Err(fail(K::LifetimeTooLong { secs: lifetime, max: limits.max_lifetime_secs }));
     }
-    let payload = match (raw.spiffetb, raw.jwt) {
-        (Some(b), None) => Payload::Bundle(b),
-        (None, Some(t)) => Payload::Token(t),
-        _ => return Err(fail(K::WrongPayloadKind { expected: "exactly one of spiffetb or jwt" })),
-    };
+    let payload = payload(&mut raw, kind)?;
     Ok(Claims {
         payload,
         iss: raw.iss.unwrap_or_default(),
@@ -295,15 +368,30 @@ pub struct VerifiedLayer<'k> {
     pub claims: Claims,
 }
 
-/// Verifies the outermost layer of `token` with whichever of `keys` signed it (only keys whose type matches
-/// the header's `alg` are tried), then checks its time claims against `now`.
+/// Verifies the outermost layer of bundle token `token` with whichever of `keys` signed it (only keys whose
+/// type matches the header's `alg` are tried), then checks its time claims against `now`.
 pub fn verify_layer<'k>(
     token: &str,
     keys: &[&'k VerifyingKey],
     now: u64,
     limits: &Limits,
 ) -> Result<VerifiedLayer<'k>, VerifyError> {
+    verify_layer_of(Kind::Bundle, token, keys, now, limits)
+}
+
+/// [`verify_layer`] for a layer of a token of `kind`: a layer of the other kind is refused before any
+/// signature is checked.
+pub fn verify_layer_of<'k>(
+    kind: Kind,
+    token: &str,
+    keys: &[&'k VerifyingKey],
+    now: u64,
+    limits: &Limits,
+) -> Result<VerifiedLayer<'k>, VerifyError> {
     let parts = split(token, limits)?;
+    if parts.kind != kind {
+        return Err(fail(K::WrongKind { expected: kind, got: parts.kind }));
+    }
     let candidates: Vec<&'k VerifyingKey> = keys.iter().copied().filter(|k| k.alg() == parts.alg).collect();
     if candidates.is_empty() {
         let first =
@@ -316,7 +404,7 @@ pub fn verify_layer<'k>(
             fail(K::BadSignature { expected, backup_tried: keys.len() > 1 })
         },
     )?;
-    let claims = check_claims(parse_claims(parts.claims_b64)?, now, limits)?;
+    let claims = check_claims(parse_claims(parts.claims_b64)?, kind, now, limits)?;
     Ok(VerifiedLayer { key, claims })
 }
 
@@ -328,19 +416,26 @@ pub fn signed_by(token: &str, key: &VerifyingKey, limits: &Limits) -> bool {
         .unwrap_or(false)
 }
 
+/// The kind of `token`, from its outermost header, WITHOUT verifying anything.
+pub fn kind_of(token: &str) -> Result<Kind, VerifyError> {
+    Ok(split(token, &Limits::default())?.kind)
+}
+
 /// What [`inspect`] learns from a token without verifying it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Inspected {
     /// The header's algorithm.
     pub alg: Alg,
-    /// The payload claim's name (`spiffetb` or `jwt`).
+    /// Bundle token or keyset update.
+    pub kind: Kind,
+    /// The payload claim's name (`spiffetb`, `spiffeks` or `jwt`).
     pub payload: &'static str,
     /// The `exp` claim.
     pub exp: u64,
 }
 
 /// Checks that `token` is a well-formed token of this format (header, an allowed `alg`, claims with `exp`,
-/// `iat` and exactly one payload) WITHOUT verifying its signature or times. Used to refuse obviously wrong
+/// `iat` and exactly one payload of its kind) WITHOUT verifying its signature or times. Used to refuse obviously wrong
 /// input early and to make sure an error body is never taken for a token.
 pub fn inspect(token: &str) -> Result<Inspected, VerifyError> {
     let limits = Limits::default();
@@ -348,46 +443,37 @@ pub fn inspect(token: &str) -> Result<Inspected, VerifyError> {
     if parts.signature.is_empty() {
         return Err(fail(K::Malformed));
     }
-    let raw = parse_claims(parts.claims_b64)?;
+    let mut raw = parse_claims(parts.claims_b64)?;
     let exp = time(raw.exp, "exp")?.ok_or_else(|| fail(K::MissingExp))?;
     time(raw.iat, "iat")?.ok_or_else(|| fail(K::MissingIat))?;
-    let payload = match (&raw.spiffetb, &raw.jwt) {
-        (Some(_), None) => "spiffetb",
-        (None, Some(_)) => "jwt",
-        _ => return Err(fail(K::WrongPayloadKind { expected: "exactly one of spiffetb or jwt" })),
-    };
-    Ok(Inspected { alg: parts.alg, payload, exp })
+    let payload = payload(&mut raw, parts.kind)?.claim();
+    Ok(Inspected { alg: parts.alg, kind: parts.kind, payload, exp })
 }
 
 /// The payload of `token`'s outermost layer, WITHOUT verifying its signature or times. A co-signer's reply is
 /// checked with this to wrap exactly the token it was sent.
 pub fn outer_payload_unverified(token: &str, limits: &Limits) -> Result<Payload, VerifyError> {
     let parts = split(token, limits)?;
-    let raw = parse_claims(parts.claims_b64)?;
-    match (raw.spiffetb, raw.jwt) {
-        (Some(bundle), None) => Ok(Payload::Bundle(bundle)),
-        (None, Some(inner)) => Ok(Payload::Token(inner)),
-        _ => Err(fail(K::WrongPayloadKind { expected: "exactly one of spiffetb or jwt" })),
-    }
+    payload(&mut parse_claims(parts.claims_b64)?, parts.kind)
 }
 
-/// The innermost layer of `token`, reached by following the `jwt` claims WITHOUT verifying anything. Bounded
-/// by `limits.max_depth`. Used by signer-unix to find the layer it must have signed in a co-signed token.
-pub fn innermost_unverified(token: &str, limits: &Limits) -> Result<String, VerifyError> {
+/// The innermost layer of `token`, reached by following the `jwt` claims WITHOUT verifying anything, and its
+/// payload. Bounded by `limits.max_depth`; every layer must be of the outermost one's kind. Used by
+/// signer-unix to find the layer it must have signed in a co-signed token, and to read the keyset document
+/// of an update before its layers are verified against the keys it names.
+pub fn innermost_unverified(token: &str, limits: &Limits) -> Result<(String, Payload), VerifyError> {
     let mut current = token.to_owned();
+    let mut kind = None;
     for depth in 0..limits.max_depth {
         let at = |e: VerifyError| VerifyError { layer: depth, kind: e.kind };
         let parts = split(&current, limits).map_err(at)?;
-        let raw = parse_claims(parts.claims_b64).map_err(at)?;
-        match (raw.spiffetb, raw.jwt) {
-            (Some(_), None) => return Ok(current),
-            (None, Some(inner)) => current = inner,
-            _ => {
-                return Err(VerifyError {
-                    layer: depth,
-                    kind: K::WrongPayloadKind { expected: "exactly one of spiffetb or jwt" },
-                })
-            }
+        let outer = *kind.get_or_insert(parts.kind);
+        if parts.kind != outer {
+            return Err(at(fail(K::WrongKind { expected: outer, got: parts.kind })));
+        }
+        match payload(&mut parse_claims(parts.claims_b64).map_err(at)?, parts.kind).map_err(at)? {
+            Payload::Token(inner) => current = inner,
+            terminal => return Ok((current, terminal)),
         }
     }
     Err(VerifyError { layer: limits.max_depth, kind: K::TooManyLayers(limits.max_depth) })

@@ -10,6 +10,7 @@ pub mod devid;
 pub mod goplugin;
 pub mod hcl;
 pub mod hclog;
+pub mod keys;
 pub mod pb;
 pub mod publisher;
 

@@ -196,7 +196,7 @@ fn refresh_point(token: &str) -> u64 {
     let outer = crypto::token::inspect(token).map(|i| i.exp).unwrap_or(0);
     let inner = crypto::token::innermost_unverified(token, &limits)
         .ok()
-        .and_then(|t| crypto::token::inspect(&t).ok())
+        .and_then(|(t, _)| crypto::token::inspect(&t).ok())
         .map(|i| i.exp)
         .unwrap_or(outer);
     let exp = outer.min(inner);

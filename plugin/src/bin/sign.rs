@@ -1,5 +1,6 @@
 //! `spire-server-attestor-tpm-sign`: a SPIRE BundlePublisher plugin when SPIRE starts it (no arguments, magic
-//! cookie `BundlePublisher=BundlePublisher`); otherwise the CLI `SOCKET [URL...] < bundle.pem`.
+//! cookie `BundlePublisher=BundlePublisher`); otherwise the CLI `SOCKET [URL...] < bundle.pem`, and
+//! `keys ...`, which builds a signed keyset update.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -14,8 +15,10 @@ use plugin::publisher::{Publisher, PublisherService, SERVICE_NAMES};
 /// order, publishes it, and prints the token. Started by SPIRE with no arguments, it is the BundlePublisher
 /// plugin that does the same for every bundle SPIRE publishes.
 #[derive(Parser)]
-#[command(name = "spire-server-attestor-tpm-sign", version)]
+#[command(name = "spire-server-attestor-tpm-sign", version, args_conflicts_with_subcommands = true)]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// signer-unix's socket (e.g. /var/run/spire/server-attestor-tpm/signer-unix.sock).
     socket: Option<PathBuf>,
     /// Co-signers (signer-http /sign URLs), in order.
@@ -26,6 +29,91 @@ struct Cli {
     /// Log lines as text (default) or json.
     #[arg(long, value_name = "text|json", default_value = "text")]
     log_format: common::logging::LogFormat,
+}
+
+#[derive(clap::Subcommand)]
+enum Command {
+    /// Build a signed keyset update, so that nodes trust new keys without being touched.
+    ///
+    /// The keyset's new policy is signed by signer-unix at SOCKET and each co-signer URL (the policy it
+    /// replaces), then by the signer-unix of each key it introduces. Checked
+    /// against SOCKET's publish policy; written to --out (standard output without it) only when it verifies.
+    Keys(KeysArgs),
+}
+
+#[derive(clap::Args)]
+#[command(group(clap::ArgGroup::new("policy").required(true).args(["chain", "threshold"])))]
+struct KeysArgs {
+    /// The keyset's name, as the nodes' verifier config names it.
+    #[arg(long)]
+    keyset: String,
+    /// The new version: above every version published before (1 for the first update).
+    #[arg(long)]
+    version: u64,
+    /// The new chain's public key files, innermost signer first (comma-separated).
+    #[arg(long, value_delimiter = ',', value_name = "a.pem[,b.pem...]", conflicts_with_all = ["threshold", "keys"])]
+    chain: Vec<PathBuf>,
+    /// The new chain's backup key file.
+    #[arg(long, value_name = "c.pem", requires = "chain")]
+    backup: Option<PathBuf>,
+    /// A threshold policy instead: K of --keys must sign.
+    #[arg(long, value_name = "K", requires = "keys")]
+    threshold: Option<usize>,
+    /// The threshold's key files (comma-separated).
+    #[arg(long, value_delimiter = ',', value_name = "a.pem,b.pem,c.pem", requires = "threshold")]
+    keys: Vec<PathBuf>,
+    /// signer-unix socket of a key the update introduces; it signs the update too (repeat for each).
+    #[arg(long = "new-key-socket", value_name = "SOCKET")]
+    new_key_sockets: Vec<PathBuf>,
+    /// Write the update here (atomically, mode 0644) instead of standard output.
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
+    /// How long the update stays valid (Go duration; nodes off for longer need it re-signed).
+    #[arg(long, value_name = "DURATION", default_value = "8760h")]
+    valid_for: common::duration::GoDuration,
+    /// signer-unix's socket: a signer of the policy the update replaces.
+    socket: PathBuf,
+    /// Co-signers of the policy it replaces (signer-http /sign URLs), in order.
+    urls: Vec<String>,
+    /// Log lines as text (default) or json.
+    #[arg(long, value_name = "text|json", default_value = "text")]
+    log_format: common::logging::LogFormat,
+}
+
+fn keys(args: KeysArgs) -> ! {
+    common::logging::init_with(args.log_format);
+    let policy = match args.threshold {
+        Some(threshold) => plugin::keys::NewPolicy::Threshold { threshold, keys: args.keys },
+        None => plugin::keys::NewPolicy::Chain { chain: args.chain, backup: args.backup },
+    };
+    let req = plugin::keys::KeysRequest {
+        keyset: args.keyset,
+        version: args.version,
+        policy,
+        valid_for: args.valid_for.0,
+        new_key_sockets: args.new_key_sockets,
+        socket: args.socket,
+        urls: args.urls,
+        timeout: Duration::from_secs(30),
+    };
+    let token = match runtime().block_on(plugin::keys::build(&req)) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: {}", common::report::error_chain(&e));
+            std::process::exit(1);
+        }
+    };
+    match &args.out {
+        None => println!("{token}"),
+        Some(out) => {
+            if let Err(e) = common::fsutil::write_atomic(out, ".update.tmp", format!("{token}\n").as_bytes(), 0o644) {
+                eprintln!("error: writing {}: {e}", out.display());
+                std::process::exit(1);
+            }
+            tracing::info!(file = %out.display(), "keyset update written");
+        }
+    }
+    std::process::exit(0)
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -60,6 +148,9 @@ fn main() {
         plugin_mode();
     }
     let cli = Cli::parse();
+    if let Some(Command::Keys(args)) = cli.command {
+        keys(args);
+    }
     let Some(socket) = cli.socket else {
         eprint!("{}", plugin::goplugin::NOT_A_HOST);
         eprintln!("\nIt is also a command: {}\n(--help says more)", Cli::command().render_usage());

@@ -1,5 +1,6 @@
 //! `spire-server-attestor-tpm-verifier CONFIG -l` serves verified bundles to the SPIRE agent;
-//! `spire-server-attestor-tpm-verifier CONFIG KEYSET [URL]` prints one verified bundle and exits.
+//! `spire-server-attestor-tpm-verifier CONFIG KEYSET [URL]` prints one verified bundle and exits;
+//! `spire-server-attestor-tpm-verifier CONFIG KEYSET --keys` prints the keys the node trusts for it.
 
 use std::path::PathBuf;
 
@@ -23,6 +24,9 @@ struct Cli {
     keyset: Option<String>,
     /// Fetch from this URL instead of the keyset's sources.
     url: Option<String>,
+    /// Print the policy KEYSET trusts now (its keys, version, and where they came from) and exit.
+    #[arg(long, requires = "keyset", conflicts_with = "url")]
+    keys: bool,
     /// Log lines as text (default) or json; overrides the config's `log-format`.
     #[arg(long, value_name = "text|json", global = true)]
     log_format: Option<LogFormat>,
@@ -43,6 +47,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     match cli.keyset {
         None => runtime.block_on(verifier::run(cfg, shutdown_signal()))?,
+        Some(keyset) if cli.keys => print!("{}", verifier::describe_keys(&cfg, &keyset)?),
         Some(keyset) => print!("{}", runtime.block_on(verifier::verify_once(&cfg, &keyset, cli.url.as_deref()))?),
     }
     Ok(())

@@ -317,7 +317,15 @@ impl State {
         if let Some(b) = &self.cfg.backup {
             keys.push(b);
         }
-        let layer = crypto::token::verify_layer(token, &keys, now, &self.cfg.limits).map_err(Refusal::Token)?;
+        // A keyset update is co-signed as a bundle token is, with the lifetime updates may have.
+        let kind = crypto::token::kind_of(token).map_err(Refusal::Token)?;
+        let limits = match kind {
+            crypto::token::Kind::Bundle => self.cfg.limits,
+            crypto::token::Kind::KeysetUpdate => {
+                crypto::Limits { max_lifetime_secs: crypto::keyset::MAX_UPDATE_LIFETIME_SECS, ..self.cfg.limits }
+            }
+        };
+        let layer = crypto::token::verify_layer_of(kind, token, &keys, now, &limits).map_err(Refusal::Token)?;
         if self.cfg.backup.as_ref().is_some_and(|b| std::ptr::eq(layer.key, b)) {
             tracing::warn!(%peer, key = layer.key.name(), "co-signing a token signed by the BACKUP key");
         }
@@ -328,7 +336,7 @@ impl State {
             }
             _ => Refusal::Local(e),
         })?;
-        tracing::info!(%peer, signer = layer.key.name(), bytes = wrapped.len(), "co-signed");
+        tracing::info!(%peer, signer = layer.key.name(), %kind, bytes = wrapped.len(), "co-signed");
         Ok(server::ok("application/jwt", wrapped))
     }
 }

@@ -9,7 +9,7 @@ use crate::server::http::{self as server, Reply};
 /// Why a request was refused or failed.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum Refusal {
-    #[error("no such endpoint {0:?}; use /sign or /publish")]
+    #[error("no such endpoint {0:?}; use /sign, /publish or /policy")]
     NoEndpoint(String),
     #[error("trust-domain {0:?} is not a SPIFFE trust domain name (a-z, 0-9, '.', '-', '_')")]
     BadTrustDomain(String),
@@ -19,6 +19,10 @@ pub(crate) enum Refusal {
     ForeignCa { trust_domain: String, other: String },
     #[error("body is not a token: {0}")]
     NotAToken(crypto::VerifyError),
+    #[error("body is not a keyset document: {0}")]
+    NotAKeysetDocument(crypto::keyset::DocumentError),
+    #[error("the keyset document expired at {0}")]
+    KeysetExpired(u64),
     #[error(
         "body is not a trust bundle ({0}); send a PEM or SPIFFE bundle, or a token with Content-Type: application/jwt"
     )]
@@ -62,6 +66,8 @@ impl Refusal {
             | Refusal::TrustDomainOnToken
             | Refusal::ForeignCa { .. }
             | Refusal::NotAToken(_)
+            | Refusal::NotAKeysetDocument(_)
+            | Refusal::KeysetExpired(_)
             | Refusal::NotABundle(_) => StatusCode::BAD_REQUEST,
             Refusal::QueueFull(_) | Refusal::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             Refusal::Tpm(e) if e.is_transient() => StatusCode::SERVICE_UNAVAILABLE,

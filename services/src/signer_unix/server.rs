@@ -36,6 +36,23 @@ pub enum RunError {
     Policy(#[from] crypto::PolicyError),
 }
 
+/// The Content-Type of a keyset document sent to `/sign`.
+pub const KEYSET_CONTENT_TYPE: &str = "application/spiffe-keyset+json";
+
+/// The keyset document inside update `token` (read unverified: its layers are the verifiers' business, as a
+/// co-signed bundle token's are).
+fn update_document(token: &str) -> Result<crypto::keyset::Document, Refusal> {
+    match crypto::token::innermost_unverified(token, &crypto::Limits::default()).map_err(Refusal::NotAToken)? {
+        (_, crypto::token::Payload::Keyset(text)) => {
+            crypto::keyset::Document::parse(&text, crypto::Limits::default()).map_err(Refusal::NotAKeysetDocument)
+        }
+        _ => Err(Refusal::NotAToken(crypto::VerifyError {
+            layer: 0,
+            kind: crypto::VerifyErrorKind::WrongPayloadKind { expected: "spiffeks at the innermost layer" },
+        })),
+    }
+}
+
 struct Signer {
     cfg: SignerUnixConfig,
     queue: SignQueue,
@@ -109,7 +126,11 @@ impl Signer {
             (Method::POST, "/sign") => reply(self.sign(req, peer).await, uid),
             (Method::POST, "/publish") => reply(self.publish(req, peer).await, uid),
             (Method::GET, "/healthz") => server::text(StatusCode::OK, format!("ok {}", self.own_key.fingerprint())),
+            (Method::GET, "/policy") => {
+                server::ok("application/json", crypto::keyset::policy_to_json(&self.publish_policy))
+            }
             (_, "/sign" | "/publish") => server::method_not_allowed("POST"),
+            (_, "/policy") => server::method_not_allowed("GET"),
             _ => reply(Err(Refusal::NoEndpoint(path)), uid),
         }
     }
@@ -119,23 +140,37 @@ impl Signer {
             Ok(t) => t,
             Err(reply) => return Ok(reply),
         };
-        let wants_jwt = parts
+        let content_type = parts
             .headers
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
-            .map(|v| v.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case("application/jwt"))
-            .unwrap_or(false);
+            .map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+            .unwrap_or_default();
+        let wants_jwt = content_type == "application/jwt";
+        let keyset_document = content_type == KEYSET_CONTENT_TYPE;
         // `?trust-domain=TD` binds a bundle to its SPIFFE trust domain (claim `spiffetd`).
         let trust_domain =
             match parts.uri.query().unwrap_or("").split('&').find_map(|kv| kv.strip_prefix("trust-domain=")) {
                 None | Some("") => None,
                 Some(td) if !crypto::token::is_trust_domain(td) => return Err(Refusal::BadTrustDomain(td.to_owned())),
-                Some(_) if wants_jwt => return Err(Refusal::TrustDomainOnToken),
+                Some(_) if wants_jwt || keyset_document => return Err(Refusal::TrustDomainOnToken),
                 Some(td) => Some(td.to_owned()),
             };
-        let payload = if wants_jwt {
+        let now = now();
+        // A keyset update's layers live until its document expires (capped); a bundle's for `duration`.
+        let mut exp = now + self.cfg.duration.as_secs();
+        let payload = if keyset_document {
+            let document = crypto::keyset::Document::parse(&text, crypto::Limits::default())
+                .map_err(Refusal::NotAKeysetDocument)?;
+            exp = document.layer_exp(now).ok_or(Refusal::KeysetExpired(document.expires()))?;
+            crypto::token::Payload::Keyset(text)
+        } else if wants_jwt {
             let token = text.trim();
-            crypto::token::inspect(token).map_err(Refusal::NotAToken)?;
+            let inspected = crypto::token::inspect(token).map_err(Refusal::NotAToken)?;
+            if inspected.kind == crypto::token::Kind::KeysetUpdate {
+                let document = update_document(token)?;
+                exp = document.layer_exp(now).ok_or(Refusal::KeysetExpired(document.expires()))?;
+            }
             crypto::token::Payload::Token(token.to_owned())
         } else {
             let bundle = crypto::bundle::Bundle::parse(&text).map_err(Refusal::NotABundle)?;
@@ -148,22 +183,23 @@ impl Signer {
             }
             crypto::token::Payload::Bundle(text)
         };
-        let kind = if wants_jwt { "token" } else { "bundle" };
-        let now = now();
-        let claims = crypto::token::Claims {
-            payload,
-            iss: self.cfg.issuer.clone(),
-            iat: now,
-            nbf: now,
-            exp: now + self.cfg.duration.as_secs(),
-            trust_domain,
+        let token_kind = payload.kind();
+        let kind = match (&payload, token_kind) {
+            (crypto::token::Payload::Bundle(_), _) => "bundle",
+            (crypto::token::Payload::Keyset(_), _) => "keyset",
+            (_, crypto::token::Kind::KeysetUpdate) => "keyset-token",
+            _ => "token",
         };
+        let claims =
+            crypto::token::Claims { payload, iss: self.cfg.issuer.clone(), iat: now, nbf: now, exp, trust_domain };
         let builder = crypto::token::TokenBuilder::new(self.alg, &claims);
         let signature = self.queue.sign(builder.digest()).await?;
         let token = builder.finish(&signature).map_err(Refusal::UnusableSignature)?;
         // Check our own output before handing it out: a TPM that signed with another key, or returned garbage,
         // must never produce a 200.
-        crypto::token::verify_layer(&token, &[&self.own_key], now, &crypto::Limits::default())
+        let limits =
+            crypto::Limits { max_lifetime_secs: crypto::keyset::MAX_UPDATE_LIFETIME_SECS, ..crypto::Limits::default() };
+        crypto::token::verify_layer_of(token_kind, &token, &[&self.own_key], now, &limits)
             .map_err(Refusal::SelfCheck)?;
         tracing::info!(kind, peer_uid = peer.uid, exp = claims.exp, bytes = token.len(), "signed");
         Ok(server::ok("application/jwt", token))
@@ -178,7 +214,7 @@ impl Signer {
         match crypto::token::verify_layer(token, &[&self.own_key], now, &limits) {
             Ok(l) => Ok(l),
             Err(outer) => {
-                let inner = crypto::token::innermost_unverified(token, &limits).map_err(|_| outer.clone())?;
+                let (inner, _) = crypto::token::innermost_unverified(token, &limits).map_err(|_| outer.clone())?;
                 if inner == token {
                     return Err(outer);
                 }

@@ -46,6 +46,10 @@ struct RawKeyset {
     keys: Vec<String>,
     #[serde(rename = "trust-domain")]
     trust_domain: Option<String>,
+    #[serde(rename = "keys-url")]
+    keys_url: Option<String>,
+    #[serde(default, rename = "keys-mirrors")]
+    keys_mirrors: Vec<String>,
 }
 
 /// Where a keyset's token can be fetched.
@@ -100,6 +104,8 @@ pub struct KeysetConfig {
     pub policy: crypto::policy::Policy,
     /// `trust-domain`: tokens must be signed for it and carry no CA certificate of another.
     pub trust_domain: Option<String>,
+    /// `keys-url` first, then `keys-mirrors`: where signed keyset updates are published (none: no updates).
+    pub keys_sources: Vec<Source>,
 }
 
 /// Why a keyset refused a token.
@@ -111,12 +117,36 @@ pub enum Rejection {
     /// The token is for another trust domain.
     #[error(transparent)]
     TrustDomain(#[from] crypto::policy::TrustDomainError),
+    /// A layer is signed by a key a keyset update retired.
+    #[error("signed by key {key}, retired by keyset update version {version}: {error}")]
+    Retired {
+        /// The retired key's name.
+        key: String,
+        /// The update that retired it.
+        version: u64,
+        /// What the policy said.
+        error: crypto::VerifyError,
+    },
 }
 
 impl KeysetConfig {
-    /// Verifies `token` at `now`: the policy, then the trust-domain binding when the keyset has one.
+    /// Verifies `token` at `now` under the config's keys: the policy, then the trust-domain binding.
     pub fn verify(&self, token: &str, now: u64) -> Result<crypto::policy::Verified, Rejection> {
-        let verified = self.policy.verify(token, now)?;
+        self.verify_trusted(&super::keys::Trusted::from_config(&self.policy), token, now)
+    }
+
+    /// Verifies `token` at `now` under `trusted` (the config's keys or a keyset update's): the policy, then
+    /// the trust-domain binding; a token refused because a retired key signed it says so.
+    pub fn verify_trusted(
+        &self,
+        trusted: &super::keys::Trusted,
+        token: &str,
+        now: u64,
+    ) -> Result<crypto::policy::Verified, Rejection> {
+        let verified = trusted.policy.verify(token, now).map_err(|error| match trusted.retired_signer(token) {
+            Some(r) => Rejection::Retired { key: r.key.name().to_owned(), version: r.by_version, error },
+            None => Rejection::Policy(error),
+        })?;
         if let Some(td) = &self.trust_domain {
             verified.check_trust_domain(td)?;
         }
@@ -187,8 +217,8 @@ impl VerifierConfig {
         let mut keysets = BTreeMap::new();
         for (name, ks) in raw_sets {
             let at = |k: &str| format!("keyset.{name}.{k}");
-            if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
-                return Err(bad(&format!("keyset.{name}"), "names may use letters, digits, - and _".into()));
+            if !crypto::keyset::is_keyset_name(&name) {
+                return Err(bad(&format!("keyset.{name}"), "names are 1 to 64 letters, digits, - and _".into()));
             }
             let url = ks.url.filter(|u| !u.is_empty()).ok_or_else(|| bad(&at("url"), "required".into()))?;
             let mut sources = vec![parse_source(&url).map_err(|e| bad(&at("url"), e.to_string()))?];
@@ -234,7 +264,20 @@ impl VerifierConfig {
                 }
                 other => other,
             };
-            keysets.insert(name, KeysetConfig { sources, policy, trust_domain });
+            let mut keys_sources = Vec::new();
+            match ks.keys_url.filter(|u| !u.is_empty()) {
+                Some(u) => keys_sources.push(parse_source(&u).map_err(|e| bad(&at("keys-url"), e.to_string()))?),
+                None if !ks.keys_mirrors.is_empty() => {
+                    return Err(bad(&at("keys-mirrors"), "needs keys-url (tried first)".into()))
+                }
+                None => {}
+            }
+            for (i, m) in ks.keys_mirrors.iter().enumerate() {
+                keys_sources.push(
+                    parse_source(m).map_err(|e| bad(&format!("keyset.{name}.keys-mirrors[{i}]"), e.to_string()))?,
+                );
+            }
+            keysets.insert(name, KeysetConfig { sources, policy, trust_domain, keys_sources });
         }
         // The verifier's socket serves a public bundle: other users' access is the operator's call.
         let socket_mode = config::socket_mode(path, raw.socket_mode.as_deref(), None)?;

@@ -1,9 +1,11 @@
-//! One keyset's live state: the last-known-good token (pre-rendered for serving), the rollback floor, the
-//! per-source cache validators, and the single-flight refresh.
+//! One keyset's live state: the policy it trusts now (the config's keys or a signed keyset update's), the
+//! last-known-good token (pre-rendered for serving), the rollback floor, the per-source cache validators, and
+//! the single-flight refresh (keyset updates first, then the bundle).
 //!
-//! Invariants: only a token that passed the policy and is not older (innermost `iat`) than the newest one
-//! accepted is ever stored or served; the floor only grows and is persisted with the token; a stored state is
-//! re-verified on load and ignored if it does not verify.
+//! Invariants: only a token that passed the trusted policy and is not older (innermost `iat`) than the newest
+//! one accepted is ever stored or served; the floor only grows and is persisted with the token; a stored state
+//! is re-verified on load and ignored if it does not verify; a held bundle the newly trusted policy refuses is
+//! dropped when an update is accepted.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -14,8 +16,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use super::config::KeysetConfig;
-use super::fetch::{fetch, Fetched, Validators};
+use super::config::{KeysetConfig, Rejection, Source};
+use super::fetch::{fetch, FetchError, Fetched, Validators};
+use super::keys::{self, Trusted};
 use common::client::HttpClient;
 use common::fsutil;
 use crypto::unix_now as now;
@@ -31,6 +34,8 @@ pub struct Served {
     pub expires_at: u64,
     /// Innermost `iat`.
     pub signed_at: u64,
+    /// The token it came from.
+    pub token: String,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -46,6 +51,9 @@ pub struct Keyset {
     name: String,
     cfg: KeysetConfig,
     state_file: PathBuf,
+    keys_file: PathBuf,
+    trusted: RwLock<Arc<Trusted>>,
+    keys_validators: Mutex<HashMap<usize, Validators>>,
     current: RwLock<Option<Arc<Served>>>,
     floor: AtomicU64,
     /// When a source last confirmed or replaced the token (ms since `epoch`).
@@ -61,10 +69,15 @@ impl Keyset {
     /// Creates the keyset and loads its persisted state from `state_dir` (an unusable state is logged and
     /// ignored).
     pub fn new(name: &str, cfg: KeysetConfig, state_dir: &Path) -> Keyset {
+        let keys_file = keys_state_file(state_dir, name);
+        let trusted = Trusted::load(name, &cfg.policy, &keys_file);
         let ks = Keyset {
             name: name.to_owned(),
             cfg,
             state_file: state_dir.join(format!("{name}.json")),
+            keys_file,
+            trusted: RwLock::new(Arc::new(trusted)),
+            keys_validators: Mutex::new(HashMap::new()),
             current: RwLock::new(None),
             floor: AtomicU64::new(0),
             contacted_ms: AtomicU64::new(0),
@@ -94,7 +107,7 @@ impl Keyset {
             }
         };
         // The token must have verified when it was accepted, and carry the recorded signing time.
-        match self.cfg.verify(&stored.token, stored.accepted_at) {
+        match self.verify(&stored.token, stored.accepted_at) {
             Ok(v) if v.signed_at == stored.signed_at => {}
             Ok(_) => {
                 tracing::error!(keyset = %self.name, "state file's signing time does not match its token; ignoring it");
@@ -106,10 +119,10 @@ impl Keyset {
             }
         }
         self.floor.store(stored.signed_at, Ordering::SeqCst);
-        match self.cfg.verify(&stored.token, now()) {
+        match self.verify(&stored.token, now()) {
             Ok(v) => {
                 tracing::info!(keyset = %self.name, signed_at = v.signed_at, exp = v.expires_at, "serving the stored bundle until a source confirms it");
-                self.install(&v);
+                self.install(&v, &stored.token);
             }
             Err(e) => {
                 tracing::info!(keyset = %self.name, reason = %e, signed_at = stored.signed_at, "stored token no longer valid; kept only as the rollback floor")
@@ -117,14 +130,26 @@ impl Keyset {
         }
     }
 
-    fn install(&self, v: &crypto::policy::Verified) {
+    fn install(&self, v: &crypto::policy::Verified, token: &str) {
         let served = Served {
             pem: Bytes::from(v.bundle.to_pem()),
             json: Bytes::from(v.bundle.to_spiffe_json()),
             expires_at: v.expires_at,
             signed_at: v.signed_at,
+            token: token.to_owned(),
         };
         *common::sync::write(&self.current) = Some(Arc::new(served));
+    }
+
+    /// Verifies a bundle token under the policy trusted now.
+    pub fn verify(&self, token: &str, now: u64) -> Result<crypto::policy::Verified, Rejection> {
+        let trusted = self.trusted();
+        self.cfg.verify_trusted(&trusted, token, now)
+    }
+
+    /// The policy trusted now.
+    pub fn trusted(&self) -> Arc<Trusted> {
+        common::sync::read(&self.trusted).clone()
     }
 
     /// The trust domain this keyset is bound to, if any.
@@ -176,7 +201,70 @@ impl Keyset {
         self.attempts.fetch_add(1, Ordering::SeqCst);
     }
 
+    /// Fetches the keyset updates (the first source that answers) and applies what is newer than the version
+    /// held, each verified against the policy in force when it comes.
+    async fn refresh_keys(&self, client: &HttpClient, max_size: usize, timeout: Duration) {
+        for (i, source) in self.cfg.keys_sources.iter().enumerate() {
+            let validators = common::sync::lock(&self.keys_validators).get(&i).cloned();
+            let (text, new_validators) = match fetch(client, source, validators.as_ref(), max_size, timeout).await {
+                Ok(Fetched::NotModified) => return,
+                Ok(Fetched::Token(t, v)) => (t, v),
+                Err(e) if not_published(source, &e) => {
+                    tracing::debug!(keyset = %self.name, %source, "no keyset update published");
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(keyset = %self.name, %source, error = %e, "keyset update source failed; trying the next");
+                    continue;
+                }
+            };
+            let held = self.trusted();
+            let applied = keys::apply(&self.name, &held, &text, &source.to_string(), now());
+            if let Some(e) = &applied.refused {
+                tracing::warn!(keyset = %self.name, %source, version = held.version, reason = %e, "keyset update refused");
+            }
+            if let Some(newest) = applied.stale {
+                tracing::warn!(keyset = %self.name, %source, newest, version = held.version, "keyset update refused: the source's newest update is older than the version held (a replay or rollback)");
+            }
+            let Some(trusted) = applied.trusted else {
+                if applied.refused.is_none() {
+                    common::sync::lock(&self.keys_validators).insert(i, new_validators);
+                }
+                return;
+            };
+            let data = trusted.to_stored();
+            let file = self.keys_file.clone();
+            match tokio::task::spawn_blocking(move || fsutil::write_atomic(&file, ".keys.tmp", &data, 0o600)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::error!(keyset = %self.name, file = %self.keys_file.display(), error = %e, "cannot store the keyset update; not applying it");
+                    return;
+                }
+                Err(e) => {
+                    tracing::error!(keyset = %self.name, error = %e, "keyset update store task failed; not applying it");
+                    return;
+                }
+            }
+            let version = trusted.version;
+            let keys: Vec<&str> = trusted.policy.keys().map(|k| k.name()).collect();
+            tracing::info!(keyset = %self.name, %source, from = held.version, version, keys = %keys.join(","), "accepted a keyset update: trusting its keys");
+            *common::sync::write(&self.trusted) = Arc::new(trusted);
+            if applied.refused.is_none() {
+                common::sync::lock(&self.keys_validators).insert(i, new_validators);
+            }
+            // A bundle the new policy refuses (signed by a retired key) is served no longer.
+            if let Some(cur) = self.serving(now()) {
+                if let Err(e) = self.verify(&cur.token, now()) {
+                    tracing::warn!(keyset = %self.name, version, reason = %e, "the held bundle is not signed as the trusted keys require; no longer serving it");
+                    *common::sync::write(&self.current) = None;
+                }
+            }
+            return;
+        }
+    }
+
     async fn refresh_sources(&self, client: &HttpClient, max_size: usize, timeout: Duration) {
+        self.refresh_keys(client, max_size, timeout).await;
         let holding = self.serving(now()).is_some();
         for (i, source) in self.cfg.sources.iter().enumerate() {
             let validators = if holding { common::sync::lock(&self.validators).get(&i).cloned() } else { None };
@@ -194,7 +282,7 @@ impl Keyset {
                 }
             };
             let now = now();
-            let verified = match self.cfg.verify(&token, now) {
+            let verified = match self.verify(&token, now) {
                 Ok(v) => v,
                 Err(e) => {
                     tracing::warn!(keyset = %self.name, %source, error = %e, "token rejected; trying the next source");
@@ -208,7 +296,7 @@ impl Keyset {
             }
             let changed = self.serving(now).map(|s| s.signed_at) != Some(verified.signed_at);
             self.floor.store(verified.signed_at, Ordering::SeqCst);
-            self.install(&verified);
+            self.install(&verified, &token);
             self.touch();
             common::sync::lock(&self.validators).insert(i, new_validators);
             if verified.used_backup {
@@ -244,5 +332,19 @@ impl Keyset {
             Err(e) => e.to_string(),
         };
         tracing::error!(keyset = %self.name, file = %self.state_file.display(), %error, "cannot persist state; rollback floor will not survive a restart");
+    }
+}
+
+/// The state file of keyset `name`'s trusted keys.
+pub fn keys_state_file(state_dir: &Path, name: &str) -> PathBuf {
+    state_dir.join(format!("{name}.keys.json"))
+}
+
+/// A 404 (or a missing file): no keyset update was ever published, which is normal.
+fn not_published(source: &Source, e: &FetchError) -> bool {
+    match (source, e) {
+        (_, FetchError::Status(s)) => *s == http::StatusCode::NOT_FOUND,
+        (Source::File(_), FetchError::File { source, .. }) => source.kind() == std::io::ErrorKind::NotFound,
+        _ => false,
     }
 }

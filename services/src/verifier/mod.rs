@@ -6,10 +6,12 @@
 
 mod config;
 mod fetch;
+mod keys;
 mod keyset;
 mod oneshot;
 mod server;
 
 pub use config::{parse_source, KeysetConfig, Source, VerifierConfig, DEFAULT_SOCKET, DEFAULT_STATE_DIR};
-pub use oneshot::{verify_once, OneShotError};
+pub use keys::{Origin, Trusted};
+pub use oneshot::{describe_keys, verify_once, OneShotError};
 pub use server::{query_pairs, run, RunError, Verifier};

@@ -1,8 +1,11 @@
-//! One-shot mode: fetch a keyset's token (or one from a given URL), verify it, return the bundle PEM. Touches no
+//! One-shot mode: fetch a keyset's token (or one from a given URL), verify it under the keys the node trusts
+//! (a stored keyset update's, else the config's), return the bundle PEM; or print those keys. Writes no
 //! state; used by operators to check a node by hand.
 
 use super::config::{parse_source, Source, SourceError, VerifierConfig};
 use super::fetch::{fetch, FetchError, Fetched};
+use super::keys::Trusted;
+use super::keyset::keys_state_file;
 use common::client::{ClientOptions, HttpClient};
 use crypto::unix_now as now;
 
@@ -41,9 +44,22 @@ fn failures(list: &[(Source, Failure)]) -> String {
     list.iter().map(|(source, why)| format!("\n{source}: {why}")).collect()
 }
 
+fn trusted(cfg: &VerifierConfig, name: &str) -> Result<(Trusted, std::path::PathBuf), OneShotError> {
+    let ks = cfg.keysets.get(name).ok_or_else(|| OneShotError::UnknownKeyset(name.to_owned()))?;
+    let file = keys_state_file(&cfg.state_dir, name);
+    Ok((Trusted::load(name, &ks.policy, &file), file))
+}
+
+/// The policy keyset `name` trusts now, its version and where it came from, as text.
+pub fn describe_keys(cfg: &VerifierConfig, name: &str) -> Result<String, OneShotError> {
+    let (trusted, file) = trusted(cfg, name)?;
+    Ok(trusted.describe(name, &file))
+}
+
 /// Fetches and verifies keyset `name` from `url` or its configured sources; returns the bundle as PEM.
 pub async fn verify_once(cfg: &VerifierConfig, name: &str, url: Option<&str>) -> Result<String, OneShotError> {
-    let ks = cfg.keysets.get(name).ok_or_else(|| OneShotError::UnknownKeyset(name.to_owned()))?;
+    let (trusted, _) = trusted(cfg, name)?;
+    let ks = &cfg.keysets[name];
     let sources = match url {
         Some(u) => vec![parse_source(u)?],
         None => ks.sources.clone(),
@@ -56,7 +72,7 @@ pub async fn verify_once(cfg: &VerifierConfig, name: &str, url: Option<&str>) ->
     let mut reasons = Vec::new();
     for source in &sources {
         match fetch(&client, source, None, cfg.max_token_size, cfg.timeout).await {
-            Ok(Fetched::Token(token, _)) => match ks.verify(&token, now()) {
+            Ok(Fetched::Token(token, _)) => match ks.verify_trusted(&trusted, &token, now()) {
                 Ok(v) => {
                     for l in &v.layers {
                         tracing::info!(layer = l.depth, key = %l.key_name, backup = l.backup, iss = %l.iss, exp = l.exp, "layer verified");
