@@ -27,7 +27,12 @@ fn free_port() -> anyhow::Result<u16> {
 }
 
 /// Starts signer-http for server `name`, in front of `socket`, trusting `primary` (and backup c).
-fn start_cosigner(dir: &Path, name: &str, socket: &Path, primary: &str) -> anyhow::Result<(Daemon, SocketAddr)> {
+pub(crate) fn start_cosigner(
+    dir: &Path,
+    name: &str,
+    socket: &Path,
+    primary: &str,
+) -> anyhow::Result<(Daemon, SocketAddr)> {
     let addr: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
     let conf = dir.join(format!("{name}.conf"));
     std::fs::write(

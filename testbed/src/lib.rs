@@ -8,6 +8,7 @@ pub mod devid;
 pub mod devid_scenario;
 pub mod fuzzing;
 pub mod ha;
+pub mod heal;
 pub mod host;
 pub mod load;
 pub mod nginx;

@@ -3,9 +3,13 @@
 type Scenario = fn(testbed::single::Report<'_>) -> anyhow::Result<()>;
 
 fn main() {
-    let scenarios: [(&str, Scenario); 6] = [
+    let scenarios: [(&str, Scenario); 7] = [
         ("Single SPIRE server: primary TPM + offline backup TPM", testbed::single::run),
         ("SPIRE HA: servers a and b co-sign each other's bundles; shared offline backup TPM c", testbed::ha::run),
+        (
+            "Trust that heals itself: the lost primary replaced by a signed keyset update; HA moved to 2 of 3",
+            testbed::heal::run,
+        ),
         ("tpm_devid: the agent proves its DevID lives in a genuine TPM", testbed::devid_scenario::run),
         (
             "The real SPIRE v1.13.3: an agent bootstraps through the verifier; forged token; CA rotation; TPM lost",
