@@ -327,3 +327,67 @@ async fn verifier_with_a_trust_domain_serves_only_bundles_signed_for_it() {
         assert_eq!(r.status, want, "{query}: {}", String::from_utf8_lossy(&r.body));
     }
 }
+
+#[tokio::test]
+async fn signer_unix_signs_keyset_documents_and_updates_and_refuses_what_is_not_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = Arc::new(SoftwareKey::generate(KeyType::EccP256));
+    let (_signer, socket) = signer_unix(dir.path(), "a", key.clone(), "").await;
+    let client = SignerClient::new(&socket, Duration::from_secs(5)).unwrap();
+    let now = crypto::unix_now();
+    let new_policy = policy(&[&key]);
+    let doc = crypto::keyset::Document::new("main", 1, now + 30 * 86400, &new_policy).unwrap();
+
+    // The document becomes the innermost layer of an update; its layers live until the document expires.
+    let update = client.sign_keyset(doc.text()).await.unwrap();
+    let inspected = crypto::token::inspect(&update).unwrap();
+    assert_eq!(
+        (inspected.kind, inspected.payload, inspected.exp),
+        (crypto::token::Kind::KeysetUpdate, "spiffeks", doc.expires())
+    );
+    // Wrapped again, it stays an update; a node holding `policy` accepts it, and no bundle verifier does.
+    let wrapped = client.sign_token(&update).await.unwrap();
+    assert_eq!(crypto::token::inspect(&wrapped).unwrap().kind, crypto::token::Kind::KeysetUpdate);
+    let refused = policy(&[&key]).verify(&update, now).unwrap_err();
+    assert!(
+        matches!(refused.kind, crypto::VerifyErrorKind::WrongKind { .. }),
+        "an update is never a bundle: {refused}"
+    );
+    // GET /policy answers the publish policy (its own key when none is configured).
+    let current = crypto::keyset::policy_from_json(&client.policy().await.unwrap(), crypto::Limits::default()).unwrap();
+    assert!(current.chain()[0].same_key(&new_policy.chain()[0]));
+    crypto::keyset::verify_update(&current, "main", 0, &update, now).unwrap();
+
+    let expired = crypto::keyset::Document::new("main", 1, now - 1, &new_policy).unwrap();
+    let post = |ct: &'static str, path: &'static str, body: String| {
+        let http = HttpClient::new(ClientOptions::default()).unwrap();
+        let socket = socket.clone();
+        async move {
+            let url = HttpUrl::unix(&socket, path);
+            let headers = [(http::header::CONTENT_TYPE, http::HeaderValue::from_static(ct))];
+            http.send(Method::POST, &url, &headers, Bytes::from(body)).await.unwrap()
+        }
+    };
+    const KS: &str = "application/spiffe-keyset+json";
+    for (what, resp, says) in [
+        ("an expired document", post(KS, "/sign", expired.text().to_owned()).await, "expired"),
+        ("not a document", post(KS, "/sign", "{\"keyset\":\"main\"}".into()).await, "not a keyset document"),
+        ("a bundle sent as a document", post(KS, "/sign", CA.into()).await, "not a keyset document"),
+        (
+            "a trust domain on a document",
+            post(KS, "/sign?trust-domain=example.org", doc.text().into()).await,
+            "trust-domain",
+        ),
+        (
+            "an update to publish as a bundle",
+            post("application/jwt", "/publish", update.clone()).await,
+            "a keyset update",
+        ),
+    ] {
+        let body = String::from_utf8_lossy(&resp.body).into_owned();
+        let want = if what.contains("publish") { StatusCode::UNPROCESSABLE_ENTITY } else { StatusCode::BAD_REQUEST };
+        assert_eq!(resp.status, want, "{what}: {body}");
+        assert!(body.contains(says), "{what}: {body}");
+    }
+    assert!(!dir.path().join("www-a/spiffetrustbundle.token").exists(), "nothing was published");
+}

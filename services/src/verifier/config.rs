@@ -364,6 +364,26 @@ m/FZlkYlLdmE38Z0u8M7MoO1LHtZddfKlwGoEt2Djt7APfdHWGkehDjb5Q==
     }
 
     #[test]
+    fn keys_url_and_mirrors() {
+        let d = dir_with_keys();
+        let path = d.path().join("v.conf");
+        let ks = |body: &str| format!("keyset:\n  a:\n    url: http://a/t\n    chain: [primary.pem]\n{body}");
+        let c = VerifierConfig::parse(&path, &ks("")).unwrap();
+        assert!(c.keysets["a"].keys_sources.is_empty(), "no keys-url: no updates");
+        let c =
+            VerifierConfig::parse(&path, &ks("    keys-url: http://a/keys\n    keys-mirrors: [file:///k]\n")).unwrap();
+        assert_eq!(c.keysets["a"].keys_sources.len(), 2);
+        for (body, says) in [
+            ("    keys-mirrors: [http://b/keys]\n", "`keyset.a.keys-mirrors`: needs keys-url"),
+            ("    keys-url: ftp://a/keys\n", "keyset.a.keys-url"),
+            ("    keys-url: http://a/k\n    keys-mirrors: [rel/k]\n", "keyset.a.keys-mirrors[0]"),
+        ] {
+            let err = VerifierConfig::parse(&path, &ks(body)).unwrap_err().to_string();
+            assert!(err.contains(says), "{body}: {err}");
+        }
+    }
+
+    #[test]
     fn threshold_keysets_table() {
         let d = dir_with_keys();
         let third = tpm::mock::SoftwareKey::generate(tpm::KeyType::EccP256);

@@ -256,3 +256,120 @@ pub fn apply(name: &str, trusted: &Trusted, text: &str, source: &str, now: u64) 
     }
     applied
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crypto::token::{Claims, Payload, TokenBuilder};
+    use tpm::mock::SoftwareKey;
+    use tpm::KeySigner as _;
+
+    const NOW: u64 = 1_800_000_000;
+
+    struct Key(SoftwareKey, VerifyingKey);
+
+    fn key(name: &str) -> Key {
+        let k = SoftwareKey::generate(tpm::KeyType::EccP256);
+        let v = VerifyingKey::from_spki_der(name, k.public_key().spki_der()).unwrap();
+        Key(k, v)
+    }
+
+    fn sign(k: &Key, payload: Payload) -> String {
+        let claims = Claims { payload, iss: String::new(), iat: NOW, nbf: NOW, exp: NOW + 3600, trust_domain: None };
+        let b = TokenBuilder::new(crypto::Alg::Es256, &claims);
+        let sig = k.0.sign_digest(&b.digest()).unwrap();
+        b.finish(&sig).unwrap()
+    }
+
+    /// An update to `chain` at `version`, signed by `signers` innermost first.
+    fn update(version: u64, chain: &[&Key], signers: &[&Key]) -> String {
+        let policy = Policy::new(chain.iter().map(|k| k.1.clone()).collect(), None, crypto::Limits::default()).unwrap();
+        let doc = Document::new("main", version, NOW + 86400, &policy).unwrap();
+        let mut token = sign(signers[0], Payload::Keyset(doc.text().to_owned()));
+        for s in &signers[1..] {
+            token = sign(s, Payload::Token(token));
+        }
+        token
+    }
+
+    fn config(a: &Key) -> Policy {
+        Policy::new(vec![a.1.clone()], None, crypto::Limits::default()).unwrap()
+    }
+
+    #[test]
+    fn a_node_that_missed_updates_follows_them_in_order_and_remembers_retired_keys() {
+        let (a, b, c) = (key("a.pem"), key("b.pem"), key("c.pem"));
+        let start = Trusted::from_config(&config(&a));
+        let file = format!("{}\n\n{}\n", update(1, &[&b], &[&a, &b]), update(2, &[&c], &[&b, &c]));
+        let applied = apply("main", &start, &file, "http://x/keys", NOW + 1);
+        assert_eq!(applied.accepted, [1, 2]);
+        assert!(applied.refused.is_none() && applied.stale.is_none());
+        let t = applied.trusted.unwrap();
+        assert_eq!((t.version, t.policy.chain()[0].name()), (2, "c.pem"));
+        let retired: Vec<(&str, u64)> = t.retired.iter().map(|r| (r.key.name(), r.by_version)).collect();
+        assert_eq!(retired, [("a.pem", 1), ("b.pem", 2)]);
+        // A bundle token by a retired key is recognised as such.
+        let by_a = sign(&a, Payload::Bundle("x".into()));
+        assert_eq!(t.retired_signer(&by_a).map(|r| r.by_version), Some(1));
+        assert!(t.retired_signer(&sign(&c, Payload::Bundle("x".into()))).is_none());
+        // The same file again: nothing newer, nothing stale, nothing refused.
+        let again = apply("main", &t, &file, "http://x/keys", NOW + 2);
+        assert!(
+            again.trusted.is_none() && again.accepted.is_empty() && again.refused.is_none() && again.stale.is_none()
+        );
+        // Only version 1 again: a replay.
+        let replay = apply("main", &t, &update(1, &[&b], &[&a, &b]), "http://x/keys", NOW + 2);
+        assert_eq!(replay.stale, Some(1));
+        assert!(replay.trusted.is_none());
+    }
+
+    #[test]
+    fn the_first_refused_update_stops_the_file_and_keeps_what_came_before() {
+        let (a, b, c, rogue) = (key("a.pem"), key("b.pem"), key("c.pem"), key("rogue.pem"));
+        let start = Trusted::from_config(&config(&a));
+        let file = format!(
+            "{}\n{}\n{}\n",
+            update(1, &[&b], &[&a, &b]),
+            update(2, &[&rogue], &[&rogue]),
+            update(3, &[&c], &[&b, &c])
+        );
+        let applied = apply("main", &start, &file, "file:///k", NOW + 1);
+        assert_eq!(applied.accepted, [1]);
+        assert!(matches!(applied.refused, Some(UpdateError::Current(_))), "{:?}", applied.refused);
+        assert_eq!(applied.trusted.unwrap().version, 1);
+        let garbage = apply("main", &start, "not a token\n", "file:///k", NOW + 1);
+        assert!(matches!(garbage.refused, Some(UpdateError::NotAnUpdate(_))));
+    }
+
+    #[test]
+    fn stored_state_round_trips_and_anything_unusable_falls_back_to_the_config() {
+        let (a, b) = (key("a.pem"), key("b.pem"));
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("main.keys.json");
+        let cfg = config(&a);
+        let t =
+            apply("main", &Trusted::from_config(&cfg), &update(1, &[&b], &[&a, &b]), "http://x", NOW).trusted.unwrap();
+        std::fs::write(&file, t.to_stored()).unwrap();
+        let loaded = Trusted::load("main", &cfg, &file);
+        assert_eq!((loaded.version, loaded.policy.chain()[0].name()), (1, "b.pem"));
+        assert_eq!(loaded.origin, Origin::Update { source: "http://x".into(), accepted_at: NOW });
+        assert_eq!(loaded.retired.len(), 1);
+        assert!(loaded.describe("main", &file).contains("retired by version 1: a.pem"));
+        // Missing: the config's keys, silently. Corrupt, another keyset's, or tampered: the config's keys.
+        assert_eq!(Trusted::load("main", &cfg, &dir.path().join("none")).version, 0);
+        let stored = String::from_utf8(t.to_stored()).unwrap();
+        for bad in [
+            "{ not json".to_owned(),
+            stored.replace("\\\"keyset\\\":\\\"main\\\"", "\\\"keyset\\\":\\\"other\\\""),
+            stored.replace("\"version\": 1", "\"version\": 7"),
+            stored.replace("BEGIN PUBLIC KEY", "BEGIN NOTHING"),
+            String::new(),
+        ] {
+            assert_ne!(bad, stored);
+            std::fs::write(&file, &bad).unwrap();
+            let got = Trusted::load("main", &cfg, &file);
+            assert_eq!((got.version, got.origin.clone()), (0, Origin::Config), "{bad}");
+            assert!(got.policy.chain()[0].same_key(&a.1), "{bad}");
+        }
+    }
+}
