@@ -234,13 +234,16 @@ impl Policy {
         let mut layers = Vec::new();
         for depth in 0..keys.len() {
             let at = |kind| VerifyError { layer: depth, kind };
-            let unused: Vec<&VerifyingKey> = keys.iter().filter(|k| !signed.iter().any(|s| s.same_key(k))).collect();
+            // Last key first: a token signed in the set's order (first key innermost, as a chain is) costs one
+            // signature check per layer; any other order at most one per key not yet counted.
+            let unused: Vec<&VerifyingKey> =
+                keys.iter().rev().filter(|k| !signed.iter().any(|s| s.same_key(k))).collect();
             let layer = token::verify_layer_of(kind, &current, &unused, now, limits).map_err(|e| {
                 at(match e.kind {
                     K::BadSignature { .. } | K::AlgMismatch { .. } => {
                         match signed.iter().find(|k| token::signed_by(&current, k, limits)) {
                             Some(again) => K::SameKeyTwice(again.name().to_owned()),
-                            None => K::NotInKeySet(names(&unused).join(", ")),
+                            None => K::NotInKeySet(names(&unused).into_iter().rev().collect::<Vec<_>>().join(", ")),
                         }
                     }
                     other => other,

@@ -148,6 +148,7 @@ fn main() -> anyhow::Result<()> {
     drop(verifier);
     drop(nginx);
     ha_bench(&examples)?;
+    update_bench()?;
     devid_bench()?;
     spire_bootstrap_bench()
 }
@@ -404,6 +405,128 @@ fn ha_bench(examples: &Path) -> anyhow::Result<()> {
     println!(
         "new bundle served by the verifier {} after the publish started (refresh: 5s; bounded by it)",
         ms(t.elapsed())
+    );
+    Ok(())
+}
+
+/// Writes `data` to `dest` as the web server would see a deploy: a new file renamed over the old.
+fn deploy(dest: &Path, data: &str) -> anyhow::Result<()> {
+    let tmp = dest.with_extension("deploying");
+    std::fs::write(&tmp, data)?;
+    std::fs::rename(&tmp, dest)?;
+    Ok(())
+}
+
+/// A keyset update and the first bundle signed by the key it introduces, published together: how long until a
+/// node serves that bundle. Each run starts a fresh node that serves the old bundle and publishes right after
+/// the node's fetch: the worst phase of its refresh cycle.
+fn update_bench() -> anyhow::Result<()> {
+    const REFRESH_S: f64 = 1.0;
+    const RUNS: usize = 7;
+    println!("
+== keyset update: publish (update + bundle by the new key) until a node serves the new bundle (bound: the refresh interval, {REFRESH_S} s)");
+    let tmp = tempfile::tempdir()?;
+    let dir = tmp.path();
+    let (server, node, www) = (dir.join("server"), dir.join("node"), dir.join("www"));
+    for d in [server.join("keys"), node.join("keys"), www.clone()] {
+        std::fs::create_dir_all(d)?;
+    }
+    let (a, c, d) = (Swtpm::start()?, Swtpm::start()?, Swtpm::start()?);
+    for (tpm, name) in [(&a, "a.pem"), (&c, "c.pem"), (&d, "d.pem")] {
+        provision(tpm, "ecc-p256", &server.join("keys").join(name))?;
+    }
+    for name in ["a.pem", "c.pem"] {
+        std::fs::copy(server.join("keys").join(name), node.join("keys").join(name))?;
+    }
+    let sock = |n: &str| server.join(format!("{n}.sock"));
+    let _sa = start_signer_publishing(&server, "a", &a, &www, "1h", &sock("a"), &[], None)?;
+    let _sc = start_signer_publishing(&server, "c", &c, &www, "1h", &sock("c"), &["a.pem"], Some("c.pem"))?;
+    let _sd = start_signer_publishing(&server, "d", &d, &www, "1h", &sock("d"), &["d.pem"], Some("c.pem"))?;
+    let (ca1, ca2) =
+        (testbed::pki::spire_ca(dir, "example.org", "ca1")?, testbed::pki::spire_ca(dir, "example.org", "ca2")?);
+    let signed = |socket: &Path, ca: &str| -> anyhow::Result<String> {
+        let r = testbed::agent::send(
+            socket,
+            "POST",
+            "/sign",
+            &[("Content-Type", "application/x-pem-file")],
+            ca.as_bytes(),
+        )?;
+        anyhow::ensure!(r.status == 200, "sign: {} {}", r.status, r.body);
+        Ok(r.body.trim().to_owned())
+    };
+    let (by_a, by_d) = (signed(&sock("a"), &ca1)?, signed(&sock("d"), &ca2)?);
+    let key = |n: &str| server.join("keys").join(n).display().to_string();
+    let (code, update, stderr) = testbed::process::run_bin(
+        testbed::single::SIGN,
+        &[
+            "keys",
+            "--keyset",
+            "main",
+            "--version",
+            "1",
+            "--chain",
+            &key("d.pem"),
+            "--backup",
+            &key("c.pem"),
+            "--new-key-socket",
+            &sock("d").display().to_string(),
+            &sock("c").display().to_string(),
+        ],
+        b"",
+    )?;
+    anyhow::ensure!(code == 0, "sign keys: {stderr}");
+    let nginx = Nginx::start(&www)?;
+    let vsock = node.join("v.sock");
+    let vconf = node.join("v.conf");
+    std::fs::write(
+        &vconf,
+        format!(
+            "keydir: keys\nsocket: {}\nstate-dir: {}\nrefresh: {REFRESH_S}s\nkeyset:\n  main:\n    url: {}\n    keys-url: {}\n    chain: [a.pem]\n    backup: c.pem\n",
+            vsock.display(),
+            node.join("state").display(),
+            nginx.url("/spiffetrustbundle.token"),
+            nginx.url("/keys.tokens")
+        ),
+    )?;
+    let path = testbed::agent::bootstrap_path("main");
+    let mut times = Vec::new();
+    for _ in 0..RUNS {
+        let _ = std::fs::remove_dir_all(node.join("state"));
+        let _ = std::fs::remove_file(www.join("keys.tokens"));
+        deploy(&www.join("spiffetrustbundle.token"), &by_a)?;
+        let verifier = Daemon::spawn(
+            VERIFIER,
+            &[&vconf.display().to_string(), "-l"],
+            &[],
+            &node.join("v.log"),
+            Ready::UnixSocket(vsock.clone()),
+        )?;
+        wait_ok(&vsock, &path)?;
+        let t = Instant::now();
+        deploy(&www.join("keys.tokens"), &update)?;
+        deploy(&www.join("spiffetrustbundle.token"), &by_d)?;
+        loop {
+            let r = testbed::agent::get(&vsock, &path)?;
+            if r.status == 200 && r.body.trim() == ca2.trim() {
+                break;
+            }
+            if t.elapsed() > Duration::from_secs(30) {
+                bail!("the node never served the new key's bundle; log:\n{}", verifier.log_tail());
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        times.push(t.elapsed());
+        drop(verifier);
+    }
+    times.sort();
+    let max = times[RUNS - 1];
+    println!(
+        "publish (just after a fetch) -> served under the new keys, {RUNS} runs: min {} p50 {} max {}; max / refresh interval {:.2}x (bound 1x, plus one fetch)",
+        ms(times[0]),
+        ms(times[RUNS / 2]),
+        ms(max),
+        max.as_secs_f64() / REFRESH_S
     );
     Ok(())
 }
