@@ -6,14 +6,16 @@ set -euo pipefail
 # Usage: install-deps.sh [test]. `test` adds Go and hashicorp's go-plugin (Debian's), for the lane that loads
 # the plugins with go-plugin's own client library; Python's `cryptography`, for the independent tpm_devid
 # implementation the cross-check tests run; and QEMU, a kernel image and busybox-static, for the VM lane
-# (testbed::vm: /dev/tpmrm0 in a VM; the kernel is only installed, never booted by the host).
+# (testbed::vm: /dev/tpmrm0 in a VM; the kernel is only installed, never booted by the host); and prometheus,
+# whose promtool checks each daemon's metrics and whose server fires the shipped alert rules.
 # gcc and libc6-dev: cgo, for the real SPIRE that ci/spire.sh builds (its SQLite datastore).
 PKGS=(swtpm swtpm-tools tpm2-tools libtss2-dev pkg-config nginx openssl gcc libc6-dev)
 if [[ "${1:-}" == test ]]; then
   PKGS+=(golang-1.19-go golang-github-hashicorp-go-plugin-dev golang-google-grpc-dev golang-github-golang-protobuf-1-5-dev
          golang-golang-x-net-dev golang-github-hashicorp-yamux-dev golang-github-hashicorp-go-hclog-dev golang-github-oklog-run-dev
          python3 python3-cryptography
-         qemu-system-x86 linux-image-amd64 busybox-static)
+         qemu-system-x86 linux-image-amd64 busybox-static
+         prometheus)
 fi
 
 # cargo-nextest runs the test binaries in parallel; installed from crates.io once per machine. Without it the
@@ -46,6 +48,9 @@ export INITRD=No
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 # The nginx package starts a system nginx on port 80; the tests run their own instances and need nothing of it.
-if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet nginx 2>/dev/null; then
-  systemctl stop nginx || true
-fi
+# The prometheus package starts a system Prometheus too; the tests start their own.
+for unit in nginx prometheus; do
+  if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet "$unit" 2>/dev/null; then
+    systemctl stop "$unit" || true
+  fi
+done

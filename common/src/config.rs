@@ -231,6 +231,16 @@ pub fn socket_mode(path: &Path, value: Option<&str>, private: Option<&str>) -> R
     Ok(mode)
 }
 
+/// `metrics-addr`: `host:port` (an IP address, or a name resolved once at start-up, e.g. `localhost:9464`); off
+/// when absent or empty.
+pub fn metrics_addr(path: &Path, value: Option<&str>) -> Result<Option<std::net::SocketAddr>, ConfigError> {
+    use std::net::ToSocketAddrs;
+    let Some(v) = value.map(str::trim).filter(|v| !v.is_empty()) else { return Ok(None) };
+    let bad = |reason: String| ConfigError::invalid(path, "metrics-addr", reason);
+    let mut addrs = v.to_socket_addrs().map_err(|e| bad(format!("{v:?} is not host:port ({e})")))?;
+    addrs.next().map(Some).ok_or_else(|| bad(format!("{v:?} resolves to no address")))
+}
+
 /// `keydir`, relative to the config file's directory, `keys` by default (as upstream).
 pub fn keydir(path: &Path, value: Option<&Path>) -> PathBuf {
     relative_to_config(path, value.unwrap_or(Path::new("keys")))
@@ -318,6 +328,20 @@ mod tests {
         let text = "keydir: keys\nkeyset:\n  main:\n    url: http://spire-server.${SAT_TEST_SURELY_UNSET_VAR}/t\n";
         let err = parse_yaml::<serde_yaml_ng::Value>(Path::new("/etc/v.conf"), text).unwrap_err().to_string();
         assert!(err.contains("SAT_TEST_SURELY_UNSET_VAR") && err.contains("url") && err.contains("line 4"), "{err}");
+    }
+
+    #[test]
+    fn metrics_addr_table() {
+        let p = Path::new("/etc/x.conf");
+        assert_eq!(metrics_addr(p, None).unwrap(), None);
+        assert_eq!(metrics_addr(p, Some("")).unwrap(), None);
+        assert_eq!(metrics_addr(p, Some("127.0.0.1:9464")).unwrap(), Some("127.0.0.1:9464".parse().unwrap()));
+        assert_eq!(metrics_addr(p, Some("[::1]:9464")).unwrap(), Some("[::1]:9464".parse().unwrap()));
+        assert!(metrics_addr(p, Some("localhost:9464")).unwrap().is_some_and(|a| a.ip().is_loopback()));
+        for bad in ["9464", ":x", "127.0.0.1", "127.0.0.1:99999", "no such host.invalid:1"] {
+            let err = metrics_addr(p, Some(bad)).unwrap_err().to_string();
+            assert!(err.contains("metrics-addr") && err.contains(bad), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -272,3 +272,40 @@ fn list(names: &[String]) -> String {
         names.join(", ")
     }
 }
+
+impl VerifyErrorKind {
+    /// A short, fixed name for the kind of refusal (a metric label): `malformed`, `wrong_kind`, `signature`,
+    /// `expired`, `time`, `threshold`, `layers` or `not_a_bundle`.
+    pub fn class(&self) -> &'static str {
+        use VerifyErrorKind as K;
+        match self {
+            K::Empty
+            | K::TooLarge(_)
+            | K::Malformed
+            | K::Base64(_)
+            | K::Json { .. }
+            | K::AlgNone
+            | K::AlgNotAllowed(_)
+            | K::ForbiddenHeader(_)
+            | K::WrongType(_)
+            | K::WrongPayloadKind { .. } => "malformed",
+            K::WrongKind { .. } => "wrong_kind",
+            K::AlgMismatch { .. }
+            | K::BadSignature { .. }
+            | K::WrongOrder { .. }
+            | K::BackupAlreadyUsed
+            | K::SameKeyTwice(_)
+            | K::NotInKeySet(_) => "signature",
+            K::Expired { .. } => "expired",
+            K::MissingExp
+            | K::MissingIat
+            | K::NotYetValid { .. }
+            | K::IssuedInFuture { .. }
+            | K::LifetimeTooLong { .. }
+            | K::BadTime(_) => "time",
+            K::ThresholdNotMet { .. } => "threshold",
+            K::TooFewLayers(_) | K::TooManyLayers(_) => "layers",
+            K::NotABundle(_) => "not_a_bundle",
+        }
+    }
+}

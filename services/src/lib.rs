@@ -4,6 +4,7 @@
 //! - [`verifier`]: fetches, verifies and serves the bundle to the SPIRE agent on each node.
 //! - [`signer_http`]: co-signs tokens already signed by an approved server key, through the local signer-unix.
 //! - [`server`]: unix sockets and the HTTP server they all run.
+//! - [`metrics`]: Prometheus metrics and `/healthz` on the optional `metrics-addr`.
 //!
 //! Only signer-unix touches a TPM: it is behind the `tpm` feature (on by default). Built with
 //! `--no-default-features`, the verifier and signer-http need no libtss2. The clients and helpers the daemons
@@ -11,6 +12,7 @@
 //!
 //! Data flows one way: bundle -> sign -> publish -> fetch -> verify -> serve.
 
+pub mod metrics;
 pub mod server;
 pub mod signer_http;
 #[cfg(feature = "tpm")]

@@ -121,3 +121,11 @@ pub fn post(path: &str, content_type: &str, body: &[u8]) -> Vec<u8> {
     raw.extend_from_slice(body);
     raw
 }
+
+/// `GET path` over TCP as HTTP/1.0 (no chunked answers, the connection closes after it): for metrics,
+/// `/healthz` and Prometheus' API.
+pub fn http_get(addr: std::net::SocketAddr, path: &str) -> anyhow::Result<AgentResponse> {
+    let source =
+        if addr.is_ipv4() { std::net::Ipv4Addr::LOCALHOST.into() } else { std::net::Ipv6Addr::LOCALHOST.into() };
+    tcp_from(source, addr, format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
+}

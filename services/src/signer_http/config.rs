@@ -31,6 +31,7 @@ struct Raw {
     timeout: Option<config::Scalar>,
     max_lifetime: Option<config::Scalar>,
     read_timeout: Option<config::Scalar>,
+    metrics_addr: Option<String>,
 }
 
 /// TLS files for the listener.
@@ -71,6 +72,8 @@ pub struct SignerHttpConfig {
     pub limits: crypto::Limits,
     /// Time a client has to send its request head, and again its body.
     pub read_timeout: Duration,
+    /// `metrics-addr`: Prometheus metrics and `/healthz` over TCP (off when absent).
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 /// Parses `listen-addr` in Go's forms: `:8181` (every address, IPv6 and IPv4), `127.0.0.1:8181`, `[::1]:8181`.
@@ -146,6 +149,7 @@ impl SignerHttpConfig {
             limits.max_lifetime_secs = l.as_secs().max(1);
         }
         Ok(SignerHttpConfig {
+            metrics_addr: config::metrics_addr(path, raw.metrics_addr.as_deref())?,
             log_format: raw.log_format.unwrap_or_default(),
             socket: raw.socket.unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET)),
             primary,

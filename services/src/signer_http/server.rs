@@ -18,6 +18,7 @@ use tokio::sync::Semaphore;
 
 use super::allow::AllowList;
 use super::config::{SignerHttpConfig, TlsFiles};
+use crate::metrics::Metrics;
 use crate::server::http::{self as server, PeerSlots, Reply, Request, ServerLimits};
 
 /// Disallowed peers answered with a 403 at once, at most this many at a time; past that a refused connection is
@@ -32,6 +33,9 @@ use common::signer_client::{SignerClient, SignerClientError};
 /// Why signer-http could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
+    /// The metrics endpoint could not start.
+    #[error(transparent)]
+    Metrics(#[from] crate::metrics::MetricsError),
     /// No listener could be bound.
     #[error("cannot listen on {addr}: {source}")]
     Listen {
@@ -61,6 +65,32 @@ struct State {
     client: SignerClient,
     verify_slots: Semaphore,
     limits: ServerLimits,
+    metrics: SignerHttpMetrics,
+}
+
+/// signer-http's metrics (`spire_attestor_tpm_signer_http_*`).
+#[derive(Clone)]
+struct SignerHttpMetrics {
+    all: Metrics,
+    /// Requests and connections by result: `refused_at_door` (not in allowed-addrs), `too_many_connections`,
+    /// `bad_token`, `cosigned`, `upstream_failed`, `busy`, `no_endpoint`.
+    requests: prometheus::IntCounterVec,
+}
+
+impl SignerHttpMetrics {
+    fn new() -> Result<SignerHttpMetrics, crate::metrics::MetricsError> {
+        let all = Metrics::new("signer_http");
+        let requests =
+            all.counter("requests_total", "Co-sign requests and refused connections, by result.", &["result"])?;
+        for r in ["refused_at_door", "too_many_connections", "bad_token", "cosigned", "upstream_failed", "busy"] {
+            requests.with_label_values(&[r]);
+        }
+        Ok(SignerHttpMetrics { all, requests })
+    }
+
+    fn count(&self, result: &str) {
+        self.requests.with_label_values(&[result]).inc();
+    }
 }
 
 fn load_tls(files: &TlsFiles) -> Result<tokio_rustls::TlsAcceptor, RunError> {
@@ -118,7 +148,22 @@ pub async fn run(cfg: SignerHttpConfig, shutdown: impl Future<Output = ()>) -> R
     for l in &listeners {
         tracing::info!(addr = %l.local_addr().map(|a| a.to_string()).unwrap_or_default(), tls = tls.is_some(), "signer-http listening");
     }
-    let state = Arc::new(State { verify_slots: Semaphore::new(cfg.max_concurrent), cfg, client, limits });
+    let metrics = SignerHttpMetrics::new()?;
+    let exporter = match cfg.metrics_addr {
+        Some(addr) => Some(crate::metrics::Endpoint::bind(addr).await?.spawn(
+            metrics.all.clone(),
+            Arc::new(|| Ok("ok: serving".to_owned())),
+            Arc::new(|| {}),
+        )),
+        None => None,
+    };
+    let state = Arc::new(State {
+        verify_slots: Semaphore::new(cfg.max_concurrent),
+        cfg,
+        client,
+        limits,
+        metrics: metrics.clone(),
+    });
     let resolver = {
         let allow = allow.clone();
         let every = state.cfg.resolve_interval;
@@ -165,12 +210,14 @@ pub async fn run(cfg: SignerHttpConfig, shutdown: impl Future<Output = ()>) -> R
         };
         let Ok(permit) = slots.clone().try_acquire_owned() else {
             tracing::warn!(%peer, "too many connections; dropping one");
+            metrics.count("too_many_connections");
             continue;
         };
         let _ = stream.set_nodelay(true);
         if !allow.allows(peer.ip()) {
             // Refused before a single byte of the request is read, let alone parsed.
             drop(permit);
+            metrics.count("refused_at_door");
             match refusals.clone().try_acquire_owned() {
                 Ok(turn) => {
                     tracing::warn!(peer = %peer.ip(), "peer not in allowed-addrs; refused before reading its request");
@@ -185,6 +232,7 @@ pub async fn run(cfg: SignerHttpConfig, shutdown: impl Future<Output = ()>) -> R
             continue;
         }
         let Some(ip_slot) = per_ip.try_acquire(peer.ip()) else {
+            metrics.count("too_many_connections");
             tracing::warn!(peer = %peer.ip(), limit = limits.per_peer, "too many connections from one peer; closed");
             continue;
         };
@@ -215,6 +263,9 @@ pub async fn run(cfg: SignerHttpConfig, shutdown: impl Future<Output = ()>) -> R
         a.abort();
     }
     resolver.abort();
+    if let Some(e) = exporter {
+        e.abort();
+    }
     if tokio::time::timeout(Duration::from_secs(10), graceful.shutdown()).await.is_err() {
         tracing::warn!("connections still open after 10 s of shutdown; closing them");
     }
@@ -298,11 +349,23 @@ fn reply(result: Result<Reply, Refusal>, peer: IpAddr) -> Reply {
 impl State {
     async fn handle(&self, req: Request, peer: IpAddr) -> Reply {
         let path = req.uri().path().to_owned();
-        match (req.method().clone(), path.as_str()) {
-            (Method::POST, "/sign") => reply(self.sign(req, peer).await, peer),
-            (_, "/sign") => server::method_not_allowed("POST"),
-            _ => reply(Err(Refusal::NoEndpoint(path)), peer),
-        }
+        let result = match (req.method().clone(), path.as_str()) {
+            (Method::POST, "/sign") => self.sign(req, peer).await,
+            (_, "/sign") => return server::method_not_allowed("POST"),
+            _ => Err(Refusal::NoEndpoint(path)),
+        };
+        let label = match &result {
+            Ok(r) if r.status() == StatusCode::OK => "cosigned",
+            Ok(_) => "bad_request",
+            Err(Refusal::NoEndpoint(_)) => "no_endpoint",
+            Err(Refusal::Busy | Refusal::LocalBusy(_)) => "busy",
+            Err(Refusal::Token(_)) => "bad_token",
+            Err(Refusal::Local(_)) => "upstream_failed",
+        };
+        self.metrics.count(label);
+        let r = reply(result, peer);
+        tracing::debug!(%peer, result = label, status = r.status().as_u16(), "co-sign request");
+        r
     }
 
     async fn sign(&self, req: Request, peer: IpAddr) -> Result<Reply, Refusal> {

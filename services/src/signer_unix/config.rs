@@ -41,6 +41,7 @@ struct Raw {
     threshold: Option<usize>,
     #[serde(default)]
     keys: Vec<String>,
+    metrics_addr: Option<String>,
 }
 
 /// A validated signer-unix configuration.
@@ -76,6 +77,8 @@ pub struct SignerUnixConfig {
     /// What `/publish` accepts, as the nodes verify it: the chain (innermost signer first) and the backup.
     /// `None`: tokens this signer signed alone (a chain of its own key).
     pub publish_policy: Option<crypto::policy::Policy>,
+    /// `metrics-addr`: Prometheus metrics and `/healthz` over TCP (off when absent).
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 /// The most a token may live, so a typo (`100h` for `100m`) cannot mint near-permanent tokens.
@@ -167,6 +170,7 @@ impl SignerUnixConfig {
         Ok(SignerUnixConfig {
             log_format: raw.log_format.unwrap_or_default(),
             publish_policy,
+            metrics_addr: config::metrics_addr(path, raw.metrics_addr.as_deref())?,
             socket: raw.socket.unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET)),
             socket_mode,
             peers: PeerPolicy { uids: raw.allowed_uids, gids: raw.allowed_gids },

@@ -29,26 +29,44 @@ pub enum QueueError {
     Tpm(#[from] TpmError),
 }
 
+/// What the queue reports: each TPM signature's duration, and the requests waiting or in the TPM.
+#[derive(Debug, Clone)]
+pub struct QueueMetrics {
+    /// Seconds per TPM signature.
+    pub latency: prometheus::Histogram,
+    /// Requests queued or being signed.
+    pub depth: prometheus::IntGauge,
+}
+
 /// Handle to the owner thread. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct SignQueue {
     tx: mpsc::Sender<Job>,
     depth: usize,
+    metrics: Option<QueueMetrics>,
 }
 
 impl SignQueue {
-    /// Starts the owner thread for `key` with room for `depth` waiting requests.
-    pub fn start(key: Arc<dyn KeySigner>, depth: usize) -> std::io::Result<SignQueue> {
+    /// Starts the owner thread for `key` with room for `depth` waiting requests, reporting to `metrics`.
+    pub fn start(key: Arc<dyn KeySigner>, depth: usize, metrics: Option<QueueMetrics>) -> std::io::Result<SignQueue> {
         let (tx, mut rx) = mpsc::channel::<Job>(depth);
+        let owner_metrics = metrics.clone();
         std::thread::Builder::new().name("tpm-owner".into()).spawn(move || {
             while let Some(job) = rx.blocking_recv() {
                 if job.reply.is_closed() {
                     tracing::debug!("caller gone before its turn; skipping TPM sign");
+                    if let Some(m) = &owner_metrics {
+                        m.depth.dec();
+                    }
                     continue;
                 }
                 let waited = job.enqueued.elapsed();
                 let started = Instant::now();
                 let result = key.sign_digest(&job.digest);
+                if let Some(m) = &owner_metrics {
+                    m.latency.observe(started.elapsed().as_secs_f64());
+                    m.depth.dec();
+                }
                 tracing::debug!(
                     waited_us = waited.as_micros() as u64,
                     tpm_us = started.elapsed().as_micros() as u64,
@@ -58,16 +76,25 @@ impl SignQueue {
                 let _ = job.reply.send(result);
             }
         })?;
-        Ok(SignQueue { tx, depth })
+        Ok(SignQueue { tx, depth, metrics })
     }
 
     /// Signs `digest`, waiting for its turn; refuses at once when the queue is full.
     pub async fn sign(&self, digest: [u8; 32]) -> Result<Vec<u8>, QueueError> {
         let (reply, rx) = oneshot::channel();
         let job = Job { digest, enqueued: Instant::now(), reply };
-        self.tx.try_send(job).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => QueueError::Full(self.depth),
-            mpsc::error::TrySendError::Closed(_) => QueueError::Stopped,
+        // Counted before the owner can see it, so that the gauge never goes below zero.
+        if let Some(m) = &self.metrics {
+            m.depth.inc();
+        }
+        self.tx.try_send(job).map_err(|e| {
+            if let Some(m) = &self.metrics {
+                m.depth.dec();
+            }
+            match e {
+                mpsc::error::TrySendError::Full(_) => QueueError::Full(self.depth),
+                mpsc::error::TrySendError::Closed(_) => QueueError::Stopped,
+            }
         })?;
         Ok(rx.await.map_err(|_| QueueError::Stopped)??)
     }
@@ -110,7 +137,7 @@ mod tests {
             started: Mutex::new(started_tx),
             release: Mutex::new(release_rx),
         });
-        let queue = SignQueue::start(key, 1).unwrap();
+        let queue = SignQueue::start(key, 1, None).unwrap();
         let first = tokio::spawn({
             let q = queue.clone();
             async move { q.sign([1; 32]).await }
@@ -134,7 +161,8 @@ mod tests {
 
     #[tokio::test]
     async fn tpm_errors_reach_the_caller_with_their_kind() {
-        let queue = SignQueue::start(Arc::new(tpm::mock::SoftwareKey::failing(tpm::KeyType::Rsa2048)), 4).unwrap();
+        let queue =
+            SignQueue::start(Arc::new(tpm::mock::SoftwareKey::failing(tpm::KeyType::Rsa2048)), 4, None).unwrap();
         match queue.sign([0; 32]).await {
             Err(QueueError::Tpm(e)) => assert!(e.is_transient()),
             other => panic!("{other:?}"),

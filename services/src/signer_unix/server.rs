@@ -6,7 +6,8 @@ use std::sync::Arc;
 use http::{header, Method, StatusCode};
 
 use super::config::SignerUnixConfig;
-use super::queue::SignQueue;
+use super::metrics::SignerUnixMetrics;
+use super::queue::{QueueMetrics, SignQueue};
 use super::refusal::{reply, Refusal};
 use crate::server::http::{self as server, Reply, Request, ServerLimits};
 use crate::server::uds::{self, PeerCred};
@@ -34,6 +35,19 @@ pub enum RunError {
     /// The publish policy could not be built.
     #[error("publish policy: {0}")]
     Policy(#[from] crypto::PolicyError),
+    /// The metrics endpoint could not start.
+    #[error(transparent)]
+    Metrics(#[from] crate::metrics::MetricsError),
+}
+
+/// The `kind` label of a sign request, from its Content-Type: `keyset`, `token` or `bundle`.
+fn sign_kind(req: &Request) -> &'static str {
+    let ct = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    match ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase().as_str() {
+        KEYSET_CONTENT_TYPE => "keyset",
+        "application/jwt" => "token",
+        _ => "bundle",
+    }
 }
 
 /// The Content-Type of a keyset document sent to `/sign`.
@@ -62,6 +76,7 @@ struct Signer {
     alg: crypto::Alg,
     limits: ServerLimits,
     publish_lock: tokio::sync::Mutex<()>,
+    metrics: SignerUnixMetrics,
 }
 
 /// Runs signer-unix with `key` until `shutdown` resolves.
@@ -88,7 +103,13 @@ pub async fn run(
             policy.clone()
         }
     };
-    let queue = SignQueue::start(key.clone(), cfg.queue_depth).map_err(RunError::Thread)?;
+    let metrics = SignerUnixMetrics::new()?;
+    let queue_metrics = QueueMetrics { latency: metrics.tpm_sign.clone(), depth: metrics.queue_depth.clone() };
+    let queue = SignQueue::start(key.clone(), cfg.queue_depth, Some(queue_metrics)).map_err(RunError::Thread)?;
+    let endpoint = match cfg.metrics_addr {
+        Some(addr) => Some(crate::metrics::Endpoint::bind(addr).await?),
+        None => None,
+    };
     let listener = uds::bind(&cfg.socket, cfg.socket_mode).await?;
     let limits = ServerLimits { max_body: cfg.max_body, ..ServerLimits::default() };
     tracing::info!(
@@ -108,12 +129,33 @@ pub async fn run(
         alg,
         limits,
         publish_lock: tokio::sync::Mutex::new(()),
+        metrics: metrics.clone(),
+    });
+    // The token already published, if this signer's key signed it: its expiry until the next publish.
+    if let Ok(published) = std::fs::read_to_string(state.cfg.dir.join(&state.cfg.filename)) {
+        if let Ok(layer) = state.own_layer(published.trim()) {
+            metrics.published_expiry.set(layer.claims.exp as f64);
+        }
+    }
+    let exporter = endpoint.map(|e| {
+        let gauges = metrics.clone();
+        e.spawn(
+            metrics.all.clone(),
+            Arc::new(|| Ok("ok: serving".to_owned())),
+            Arc::new(move || {
+                let left = (gauges.published_expiry.get() - now() as f64).max(0.0);
+                gauges.published_expires_in.set(left);
+            }),
+        )
     });
     let handler = move |req: Request, peer: PeerCred| {
         let state = state.clone();
         async move { state.handle(req, peer).await }
     };
     server::serve_unix(listener, peers, limits, handler, shutdown).await;
+    if let Some(e) = exporter {
+        e.abort();
+    }
     tracing::info!("signer-unix stopped");
     Ok(())
 }
@@ -123,8 +165,19 @@ impl Signer {
         let path = req.uri().path().to_owned();
         let uid = peer.uid;
         match (req.method().clone(), path.as_str()) {
-            (Method::POST, "/sign") => reply(self.sign(req, peer).await, uid),
-            (Method::POST, "/publish") => reply(self.publish(req, peer).await, uid),
+            (Method::POST, "/sign") => {
+                let kind = sign_kind(&req);
+                let r = reply(self.sign(req, peer).await, uid);
+                self.metrics.signs.with_label_values(&[kind, SignerUnixMetrics::result(r.status())]).inc();
+                tracing::debug!(kind, peer_uid = uid, status = r.status().as_u16(), "sign request");
+                r
+            }
+            (Method::POST, "/publish") => {
+                let r = reply(self.publish(req, peer).await, uid);
+                self.metrics.publishes.with_label_values(&[SignerUnixMetrics::result(r.status())]).inc();
+                tracing::debug!(peer_uid = uid, status = r.status().as_u16(), "publish request");
+                r
+            }
             (Method::GET, "/healthz") => server::text(StatusCode::OK, format!("ok {}", self.own_key.fingerprint())),
             (Method::GET, "/policy") => {
                 server::ok("application/json", crypto::keyset::policy_to_json(&self.publish_policy))
@@ -242,6 +295,7 @@ impl Signer {
             .await
             .map_err(|_| Refusal::Task)?
             .map_err(Refusal::Write)?;
+        self.metrics.published_expiry.set(exp as f64);
         tracing::info!(file = %self.cfg.filename, bytes = token.len(), exp, peer_uid = peer.uid, "published");
         Ok(server::text(StatusCode::OK, format!("published {} ({} bytes, exp {exp})", self.cfg.filename, token.len())))
     }

@@ -30,6 +30,7 @@ struct Raw {
     max_lifetime: Option<config::Scalar>,
     timeout: Option<config::Scalar>,
     max_token_size: Option<usize>,
+    metrics_addr: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -175,6 +176,8 @@ pub struct VerifierConfig {
     pub ca_file: Option<PathBuf>,
     /// The keysets by name.
     pub keysets: BTreeMap<String, KeysetConfig>,
+    /// `metrics-addr`: Prometheus metrics and `/healthz` over TCP (off when absent).
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 impl VerifierConfig {
@@ -294,6 +297,7 @@ impl VerifierConfig {
             max_token_size,
             ca_file: raw.ca_file.map(|f| config::relative_to_config(path, &f)),
             keysets,
+            metrics_addr: config::metrics_addr(path, raw.metrics_addr.as_deref())?,
         })
     }
 }

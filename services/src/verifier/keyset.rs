@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use super::config::{KeysetConfig, Rejection, Source};
 use super::fetch::{fetch, FetchError, Fetched, Validators};
 use super::keys::{self, Trusted};
+use super::metrics::VerifierMetrics;
 use common::client::HttpClient;
 use common::fsutil;
 use crypto::unix_now as now;
@@ -54,6 +55,7 @@ pub struct Keyset {
     keys_file: PathBuf,
     trusted: RwLock<Arc<Trusted>>,
     keys_validators: Mutex<HashMap<usize, Validators>>,
+    metrics: Arc<VerifierMetrics>,
     current: RwLock<Option<Arc<Served>>>,
     floor: AtomicU64,
     /// When a source last confirmed or replaced the token (ms since `epoch`).
@@ -68,9 +70,12 @@ pub struct Keyset {
 impl Keyset {
     /// Creates the keyset and loads its persisted state from `state_dir` (an unusable state is logged and
     /// ignored).
-    pub fn new(name: &str, cfg: KeysetConfig, state_dir: &Path) -> Keyset {
+    pub fn new(name: &str, cfg: KeysetConfig, state_dir: &Path, metrics: Arc<VerifierMetrics>) -> Keyset {
         let keys_file = keys_state_file(state_dir, name);
         let trusted = Trusted::load(name, &cfg.policy, &keys_file);
+        metrics.keys_version.with_label_values(&[name]).set(trusted.version as f64);
+        metrics.last_success.with_label_values(&[name]).set(0.0);
+        metrics.backup_in_use.with_label_values(&[name]).set(0.0);
         let ks = Keyset {
             name: name.to_owned(),
             cfg,
@@ -78,6 +83,7 @@ impl Keyset {
             keys_file,
             trusted: RwLock::new(Arc::new(trusted)),
             keys_validators: Mutex::new(HashMap::new()),
+            metrics,
             current: RwLock::new(None),
             floor: AtomicU64::new(0),
             contacted_ms: AtomicU64::new(0),
@@ -138,6 +144,8 @@ impl Keyset {
             signed_at: v.signed_at,
             token: token.to_owned(),
         };
+        self.metrics.signed_at.with_label_values(&[&self.name]).set(v.signed_at as f64);
+        self.metrics.backup_in_use.with_label_values(&[&self.name]).set(if v.used_backup { 1.0 } else { 0.0 });
         *common::sync::write(&self.current) = Some(Arc::new(served));
     }
 
@@ -176,6 +184,7 @@ impl Keyset {
 
     fn touch(&self) {
         self.contacted_ms.store((self.epoch.elapsed().as_millis() as u64).max(1), Ordering::Relaxed);
+        self.metrics.last_success.with_label_values(&[&self.name]).set(now() as f64);
     }
 
     /// Refreshes unless a refresh is already running (then returns at once).
@@ -221,9 +230,11 @@ impl Keyset {
             let held = self.trusted();
             let applied = keys::apply(&self.name, &held, &text, &source.to_string(), now());
             if let Some(e) = &applied.refused {
+                self.metrics.keys_updates.with_label_values(&[&self.name, "refused"]).inc();
                 tracing::warn!(keyset = %self.name, %source, version = held.version, reason = %e, "keyset update refused");
             }
             if let Some(newest) = applied.stale {
+                self.metrics.keys_updates.with_label_values(&[&self.name, "stale"]).inc();
                 tracing::warn!(keyset = %self.name, %source, newest, version = held.version, "keyset update refused: the source's newest update is older than the version held (a replay or rollback)");
             }
             let Some(trusted) = applied.trusted else {
@@ -249,6 +260,9 @@ impl Keyset {
             let keys: Vec<&str> = trusted.policy.keys().map(|k| k.name()).collect();
             tracing::info!(keyset = %self.name, %source, from = held.version, version, keys = %keys.join(","), "accepted a keyset update: trusting its keys");
             *common::sync::write(&self.trusted) = Arc::new(trusted);
+            let accepted = applied.accepted.len() as u64;
+            self.metrics.keys_updates.with_label_values(&[&self.name, "accepted"]).inc_by(accepted);
+            self.metrics.keys_version.with_label_values(&[&self.name]).set(version as f64);
             if applied.refused.is_none() {
                 common::sync::lock(&self.keys_validators).insert(i, new_validators);
             }
@@ -269,14 +283,18 @@ impl Keyset {
         for (i, source) in self.cfg.sources.iter().enumerate() {
             let validators = if holding { common::sync::lock(&self.validators).get(&i).cloned() } else { None };
             let fetched = fetch(client, source, validators.as_ref(), max_size, timeout).await;
+            let label = source.to_string();
+            let count = |result: &str| self.metrics.fetches.with_label_values(&[&self.name, &label, result]).inc();
             let (token, new_validators) = match fetched {
                 Ok(Fetched::NotModified) => {
                     tracing::debug!(keyset = %self.name, %source, "not modified");
+                    count("not_modified");
                     self.touch();
                     return;
                 }
                 Ok(Fetched::Token(t, v)) => (t, v),
                 Err(e) => {
+                    count("failed");
                     tracing::warn!(keyset = %self.name, %source, error = %e, "source failed; trying the next");
                     continue;
                 }
@@ -285,15 +303,19 @@ impl Keyset {
             let verified = match self.verify(&token, now) {
                 Ok(v) => v,
                 Err(e) => {
+                    self.metrics.rejected(&self.name, &label, &e);
                     tracing::warn!(keyset = %self.name, %source, error = %e, "token rejected; trying the next source");
                     continue;
                 }
             };
             let floor = self.floor();
             if verified.signed_at < floor {
+                self.metrics.rejections.with_label_values(&[&self.name, "rollback"]).inc();
+                count("rejected");
                 tracing::warn!(keyset = %self.name, %source, signed_at = verified.signed_at, newest = floor, "rollback: token older than one already accepted; rejected");
                 continue;
             }
+            count("accepted");
             let changed = self.serving(now).map(|s| s.signed_at) != Some(verified.signed_at);
             self.floor.store(verified.signed_at, Ordering::SeqCst);
             self.install(&verified, &token);

@@ -8,6 +8,7 @@ mod config;
 mod fetch;
 mod keys;
 mod keyset;
+mod metrics;
 mod oneshot;
 mod server;
 

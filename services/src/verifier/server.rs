@@ -13,6 +13,7 @@ use http::{Method, StatusCode};
 
 use super::config::VerifierConfig;
 use super::keyset::Keyset;
+use super::metrics::VerifierMetrics;
 use crate::server::http::{self as server, Reply, Request, ServerLimits};
 use crate::server::uds::{self, PeerCred, PeerPolicy};
 use common::client::{ClientError, ClientOptions, HttpClient};
@@ -27,6 +28,9 @@ pub enum RunError {
     /// The HTTP client could not be built (CA file).
     #[error(transparent)]
     Client(#[from] ClientError),
+    /// The metrics endpoint could not start.
+    #[error(transparent)]
+    Metrics(#[from] crate::metrics::MetricsError),
     /// The state directory could not be created.
     #[error("state directory {path}: {source}")]
     StateDir {
@@ -109,6 +113,7 @@ impl Refusal {
 #[derive(Debug)]
 pub struct Verifier {
     keysets: BTreeMap<String, Arc<Keyset>>,
+    metrics: Arc<VerifierMetrics>,
     client: HttpClient,
     refresh: Duration,
     timeout: Duration,
@@ -157,23 +162,72 @@ impl Verifier {
             max_body: cfg.max_token_size,
             ca_file: cfg.ca_file.clone(),
         })?;
+        let metrics = Arc::new(VerifierMetrics::new()?);
         let keysets = cfg
             .keysets
             .iter()
-            .map(|(name, ks)| (name.clone(), Arc::new(Keyset::new(name, ks.clone(), &cfg.state_dir))))
+            .map(|(name, ks)| {
+                metrics.refresh_interval.with_label_values(&[name]).set(cfg.refresh.as_secs_f64());
+                (name.clone(), Arc::new(Keyset::new(name, ks.clone(), &cfg.state_dir, metrics.clone())))
+            })
             .collect();
-        Ok(Verifier { keysets, client, refresh: cfg.refresh, timeout: cfg.timeout, max_token_size: cfg.max_token_size })
+        Ok(Verifier {
+            keysets,
+            metrics,
+            client,
+            refresh: cfg.refresh,
+            timeout: cfg.timeout,
+            max_token_size: cfg.max_token_size,
+        })
+    }
+
+    /// Sets the gauges that depend on the time; called before each scrape.
+    pub fn update_gauges(&self) {
+        let now = now();
+        for (name, ks) in &self.keysets {
+            let left = ks.serving(now).map(|s| s.expires_at.saturating_sub(now)).unwrap_or(0);
+            self.metrics.expires_in.with_label_values(&[name]).set(left as f64);
+        }
+    }
+
+    /// Ready once every keyset holds a verified, unexpired bundle; otherwise the reason names those that do not.
+    pub fn health(&self) -> Result<String, String> {
+        let now = now();
+        let missing: Vec<&str> =
+            self.keysets.iter().filter(|(_, ks)| ks.serving(now).is_none()).map(|(n, _)| n.as_str()).collect();
+        if missing.is_empty() {
+            Ok(format!("ok: serving {}", self.keysets.keys().cloned().collect::<Vec<_>>().join(", ")))
+        } else {
+            Err(format!("no verified, unexpired bundle for keyset {}", missing.join(", ")))
+        }
+    }
+
+    /// The metrics, for rendering.
+    pub fn metrics(&self) -> &VerifierMetrics {
+        &self.metrics
     }
 
     /// Answers one request.
     pub async fn handle(self: &Arc<Self>, req: Request) -> Reply {
         if req.method() != Method::GET && req.method() != Method::HEAD && is_bundle_path(req.uri().path()) {
+            self.metrics.requests.with_label_values(&["", "405"]).inc();
             return server::method_not_allowed("GET, HEAD");
         }
-        self.bundle(req).await.unwrap_or_else(|refusal| {
+        // Only a configured keyset's name becomes a label: an agent cannot grow the metrics.
+        let keyset = query_pairs(req.uri().query().unwrap_or(""))
+            .into_iter()
+            .find(|(k, _)| k == "instance")
+            .map(|(_, v)| v)
+            .filter(|v| self.keysets.contains_key(v))
+            .unwrap_or_default();
+        let reply = self.bundle(req).await.unwrap_or_else(|refusal| {
             tracing::debug!(reason = %refusal, "request refused");
             server::text(refusal.status(), refusal.to_string())
-        })
+        });
+        let status = reply.status();
+        self.metrics.requests.with_label_values(&[&keyset, status.as_str()]).inc();
+        tracing::debug!(keyset = %keyset, status = status.as_u16(), "request");
+        reply
     }
 
     async fn bundle(self: &Arc<Self>, req: Request) -> Result<Reply, Refusal> {
@@ -261,6 +315,18 @@ impl Verifier {
 /// Runs listen mode until `shutdown` resolves.
 pub async fn run(cfg: VerifierConfig, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
     let verifier = Arc::new(Verifier::new(&cfg)?);
+    let metrics = match cfg.metrics_addr {
+        Some(addr) => {
+            let endpoint = crate::metrics::Endpoint::bind(addr).await?;
+            let (h, b) = (verifier.clone(), verifier.clone());
+            Some(endpoint.spawn(
+                verifier.metrics().all.clone(),
+                Arc::new(move || h.health()),
+                Arc::new(move || b.update_gauges()),
+            ))
+        }
+        None => None,
+    };
     let listener = uds::bind(&cfg.socket, cfg.socket_mode).await?;
     let refreshers = verifier.spawn_refreshers();
     tracing::info!(socket = %cfg.socket.display(), keysets = ?verifier.keysets.keys().collect::<Vec<_>>(), "verifier ready");
@@ -270,7 +336,7 @@ pub async fn run(cfg: VerifierConfig, shutdown: impl Future<Output = ()>) -> Res
         async move { verifier.handle(req).await }
     };
     server::serve_unix(listener, PeerPolicy::default(), limits, handler, shutdown).await;
-    for r in refreshers {
+    for r in refreshers.into_iter().chain(metrics) {
         r.abort();
     }
     tracing::info!("verifier stopped");
