@@ -3,13 +3,14 @@ SHELL := /bin/bash
 export TSS2_LOG ?= all+NONE
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: help deps testbed test bench fuzz fmt lint build clean
+.PHONY: help deps testbed test bench fuzz package fmt lint build clean
 
 help:
 	@echo "make testbed  - swtpm TPMs, the real daemons, nginx and the real SPIRE: the scenarios step by step"
 	@echo "make test     - every lane: fmt, clippy, unit, TPM on swtpm, end to end, the real SPIRE"
 	@echo "make bench    - measure the performance targets against raw TPM and openssl on this machine"
 	@echo "make fuzz     - run each fuzz target for FUZZ_SECONDS (default 120) with AddressSanitizer"
+	@echo "make package  - .deb and .rpm packages of the release build in target/package/"
 
 deps:
 	@ci/install-deps.sh
@@ -30,6 +31,9 @@ bench: deps
 
 fuzz: deps
 	ci/fuzz.sh
+
+package: deps
+	ci/package.sh release
 
 fmt:
 	cargo fmt --all

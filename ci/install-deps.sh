@@ -7,7 +7,8 @@ set -euo pipefail
 # the plugins with go-plugin's own client library; Python's `cryptography`, for the independent tpm_devid
 # implementation the cross-check tests run; and QEMU, a kernel image and busybox-static, for the VM lane
 # (testbed::vm: /dev/tpmrm0 in a VM; the kernel is only installed, never booted by the host); and prometheus,
-# whose promtool checks each daemon's metrics and whose server fires the shipped alert rules.
+# whose promtool checks each daemon's metrics and whose server fires the shipped alert rules; rpm (rpmbuild,
+# rpm -qlp) and lintian for the packages lane.
 # gcc and libc6-dev: cgo, for the real SPIRE that ci/spire.sh builds (its SQLite datastore).
 PKGS=(swtpm swtpm-tools tpm2-tools libtss2-dev pkg-config nginx openssl gcc libc6-dev)
 if [[ "${1:-}" == test ]]; then
@@ -15,7 +16,8 @@ if [[ "${1:-}" == test ]]; then
          golang-golang-x-net-dev golang-github-hashicorp-yamux-dev golang-github-hashicorp-go-hclog-dev golang-github-oklog-run-dev
          python3 python3-cryptography
          qemu-system-x86 linux-image-amd64 busybox-static
-         prometheus)
+         prometheus
+         rpm lintian)
 fi
 
 # cargo-nextest runs the test binaries in parallel; installed from crates.io once per machine. Without it the

@@ -101,3 +101,4 @@ lane "doc tests" cargo test --workspace --doc --locked
 lane "unit, TPM on swtpm, end to end" tests "$MAIN"
 lane "the real SPIRE end to end" tests "test(/^real_spire_/)"
 lane "the production device path: /dev/tpmrm0 in a VM" vm
+lane "packages: lintian, rpm -qlp, dpkg -i, systemd-analyze verify, purge" ci/package-test.sh

@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# The packages lane of make test: builds the packages from the debug binaries the other lanes use, checks them
+# with lintian (no error) and rpm -qlp (the expected files), installs the .debs with dpkg -i, runs every
+# binary's --version from /usr/bin, verifies the installed units with systemd-analyze, then removes and purges
+# the packages and checks that nothing of theirs is left.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PKGS=(spire-server-attestor-tpm-server spire-server-attestor-tpm-agent spire-server-attestor-tpm-common)
+BINS=(spire-server-attestor-tpm-signer-unix spire-server-attestor-tpm-signer-http spire-server-attestor-tpm-sign
+      spire-server-nodeattestor-tpm-devid spire-server-attestor-tpm-verifier spire-agent-nodeattestor-tpm-devid
+      spire-server-attestor-tpm-devid)
+UNITS=(spire-server-attestor-tpm-signer-unix.service spire-server-attestor-tpm-signer-http.service
+       spire-server-attestor-tpm-verifier.service)
+fail() { echo "packages: $*" >&2; exit 1; }
+
+ci/package.sh debug
+OUT=target/package
+VERSION=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
+
+if command -v lintian >/dev/null 2>&1; then
+  lintian --fail-on error "$OUT"/*.deb 2>&1 | grep -v -e no-manual-page -e 'running with root' || true
+  lintian --fail-on error "$OUT"/*.deb >/dev/null 2>&1 || fail "lintian reports errors (above)"
+  echo "lintian: no error"
+else
+  echo "!! WARNING: lintian is not installed: the packages were NOT linted" >&2
+fi
+
+if command -v rpm >/dev/null 2>&1; then
+  expect() { # rpm, then the files it must list
+    local rpm=$OUT/$1-$VERSION-1.x86_64.rpm listed
+    shift
+    listed=$(rpm -qlp "$rpm")
+    for f in "$@"; do grep -qx "$f" <<<"$listed" || fail "$rpm does not list $f; it lists: $listed"; done
+  }
+  expect spire-server-attestor-tpm-common /usr/bin/spire-server-attestor-tpm-devid \
+    /usr/lib/sysusers.d/spire-server-attestor-tpm.conf /usr/lib/tmpfiles.d/spire-server-attestor-tpm.conf \
+    /etc/spire/server-attestor-tpm/keys
+  expect spire-server-attestor-tpm-server /usr/bin/spire-server-attestor-tpm-signer-unix \
+    /usr/bin/spire-server-attestor-tpm-signer-http /usr/bin/spire-server-attestor-tpm-sign \
+    /usr/bin/spire-server-nodeattestor-tpm-devid /lib/systemd/system/spire-server-attestor-tpm-signer-unix.service \
+    /lib/systemd/system/spire-server-attestor-tpm-signer-http.service /etc/spire/server-attestor-tpm/signer-unix.conf \
+    /etc/spire/server-attestor-tpm/signer-http.conf
+  expect spire-server-attestor-tpm-agent /usr/bin/spire-server-attestor-tpm-verifier \
+    /usr/bin/spire-agent-nodeattestor-tpm-devid /lib/systemd/system/spire-server-attestor-tpm-verifier.service \
+    /etc/spire/server-attestor-tpm/verifier.conf
+  rpm -qp --configfiles "$OUT/spire-server-attestor-tpm-agent-$VERSION-1.x86_64.rpm" | grep -qx /etc/spire/server-attestor-tpm/verifier.conf \
+    || fail "verifier.conf is not a config file of the agent RPM"
+  echo "rpm -qlp: every expected file listed, configs marked"
+else
+  echo "!! WARNING: rpm is not installed: the RPMs were NOT checked" >&2
+fi
+
+# Installing needs root, and must not touch a machine that runs these packages for real.
+if [[ $(id -u) -ne 0 ]]; then
+  echo "!! WARNING: not root: the packages were built and checked but NOT installed" >&2
+  exit 0
+fi
+for p in "${PKGS[@]}"; do
+  if dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q installed; then
+    echo "!! WARNING: $p is installed on this machine: the install test did NOT run (it would remove it)" >&2
+    exit 0
+  fi
+done
+before=$(mktemp)
+after=$(mktemp)
+trap 'rm -f "$before" "$after"' EXIT
+find /etc /usr /lib /var/lib /run -xdev 2>/dev/null | sort > "$before"
+
+dpkg -i "$OUT"/spire-server-attestor-tpm-{common,server,agent}_"$VERSION"_amd64.deb >/dev/null
+for b in "${BINS[@]}"; do
+  out=$("/usr/bin/$b" --version) || fail "/usr/bin/$b --version failed"
+  grep -q "$VERSION" <<<"$out" || fail "/usr/bin/$b --version says $out"
+done
+echo "dpkg -i: every binary answers --version from /usr/bin"
+getent passwd spire-tpm-signer-http >/dev/null || fail "no system user for signer-http"
+[[ -d /etc/spire/server-attestor-tpm/keys ]] || fail "no /etc/spire/server-attestor-tpm/keys"
+[[ -d /var/lib/spire/server-attestor-tpm/verifier && $(stat -c %a /var/lib/spire/server-attestor-tpm/verifier) == 700 ]] \
+  || fail "the verifier's state directory is missing or not 0700"
+units=()
+for u in "${UNITS[@]}"; do units+=("/lib/systemd/system/$u"); done
+if command -v systemd-analyze >/dev/null 2>&1; then
+  # --man=no: the units' documentation pages are not shipped; everything else (binaries, users, syntax) is checked.
+  verify=$(systemd-analyze verify --man=no "${units[@]}" 2>&1) || fail "systemd-analyze verify: $verify"
+  [[ -z $verify ]] || fail "systemd-analyze verify: $verify"
+  echo "systemd-analyze verify: the installed units are clean"
+else
+  echo "!! WARNING: systemd-analyze is not installed: the units were NOT verified" >&2
+fi
+
+dpkg --purge "${PKGS[@]}" >/dev/null
+find /etc /usr /lib /var/lib /run -xdev 2>/dev/null | sort > "$after"
+left=$(comm -13 "$before" "$after" | grep -e spire -e attestor || true)
+[[ -z $left ]] || fail "left behind after purge: $left"
+getent passwd spire-tpm-signer-http >/dev/null && fail "the system user is left after purge"
+getent group spire-tpm-signer-http >/dev/null && fail "the system group is left after purge"
+echo "dpkg --purge: nothing of the packages is left"
