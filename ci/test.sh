@@ -55,6 +55,9 @@ build() {
   # The Go host that loads the sign plugin with hashicorp's go-plugin client (Debian's packages, offline).
   GO111MODULE=off GOPATH=/usr/share/gocode GOCACHE="${TMPDIR:-/tmp}/sat-gocache" GOFLAGS= \
     /usr/lib/go-1.19/bin/go build -o target/debug/goplugin-host ./testbed/goplugin-host
+  # The Go original's way of verifying a token (golang-jwt, Debian's package), for the compatibility test.
+  GO111MODULE=off GOPATH=/usr/share/gocode GOCACHE="${TMPDIR:-/tmp}/sat-gocache" GOFLAGS= \
+    /usr/lib/go-1.19/bin/go build -o target/debug/gojwt-verify ./testbed/gojwt-verify
 }
 
 # The real SPIRE's tests are named real_spire_*, the VM's vm_*; each group runs in a lane of its own.
