@@ -305,16 +305,8 @@ pub fn verify_update(current: &Policy, keyset: &str, held: u64, token: &str, now
             Err(e) => return Err(UpdateError::NewKeyLayer(shifted(e, depth))),
         };
         unsigned.retain(|k| !std::ptr::eq(*k, layer.key));
+        layers.push(LayerInfo::of(depth, layer.key, false, &layer.claims));
         let c = layer.claims;
-        layers.push(LayerInfo {
-            depth,
-            key_name: layer.key.name().to_owned(),
-            backup: false,
-            iss: c.iss,
-            iat: c.iat,
-            nbf: c.nbf,
-            exp: c.exp,
-        });
         rest = match c.payload {
             Payload::Token(inner) => Some(inner),
             _ => None,

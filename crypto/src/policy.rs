@@ -103,6 +103,21 @@ pub struct LayerInfo {
     pub exp: u64,
 }
 
+impl LayerInfo {
+    /// The record of a layer at `depth` that `key` verified.
+    pub(crate) fn of(depth: usize, key: &VerifyingKey, backup: bool, c: &token::Claims) -> LayerInfo {
+        LayerInfo {
+            depth,
+            key_name: key.name().to_owned(),
+            backup,
+            iss: c.iss.clone(),
+            iat: c.iat,
+            nbf: c.nbf,
+            exp: c.exp,
+        }
+    }
+}
+
 /// What peeling every layer under a policy leaves: the layers and the innermost payload.
 #[derive(Debug)]
 pub(crate) struct Peeled {
@@ -250,16 +265,8 @@ impl Policy {
                 })
             })?;
             signed.push(layer.key);
+            layers.push(LayerInfo::of(depth, layer.key, false, &layer.claims));
             let c = layer.claims;
-            layers.push(LayerInfo {
-                depth,
-                key_name: layer.key.name().to_owned(),
-                backup: false,
-                iss: c.iss,
-                iat: c.iat,
-                nbf: c.nbf,
-                exp: c.exp,
-            });
             current = match c.payload {
                 Payload::Token(inner) => inner,
                 payload => {
@@ -305,16 +312,8 @@ impl Policy {
             };
             let backup = !std::ptr::eq(layer.key, expected);
             backup_used |= backup;
+            layers.push(LayerInfo::of(depth, layer.key, backup, &layer.claims));
             let c = layer.claims;
-            layers.push(LayerInfo {
-                depth,
-                key_name: layer.key.name().to_owned(),
-                backup,
-                iss: c.iss,
-                iat: c.iat,
-                nbf: c.nbf,
-                exp: c.exp,
-            });
             let innermost = depth == n - 1;
             current = match (c.payload, innermost) {
                 (Payload::Token(inner), false) => inner,

@@ -65,19 +65,32 @@ fn verifier_config(dir: &Path, socket: &Path, nginx: &Nginx, metrics: SocketAddr
     config
 }
 
+/// Two TPMs with a key each (keys/a.pem RSA, keys/b.pem ECC) and an empty web root.
+struct Lab {
+    tmp: tempfile::TempDir,
+    www: std::path::PathBuf,
+    tpm_a: Swtpm,
+    tpm_b: Swtpm,
+}
+
+fn lab() -> Lab {
+    let tmp = tempfile::tempdir().unwrap();
+    let www = tmp.path().join("www");
+    std::fs::create_dir_all(tmp.path().join("keys")).unwrap();
+    std::fs::create_dir_all(&www).unwrap();
+    let (tpm_a, tpm_b) = (Swtpm::start().unwrap(), Swtpm::start().unwrap());
+    provision(&tpm_a, "rsa2048", &tmp.path().join("keys/a.pem")).unwrap();
+    provision(&tpm_b, "ecc-p256", &tmp.path().join("keys/b.pem")).unwrap();
+    Lab { tmp, www, tpm_a, tpm_b }
+}
+
 #[test]
 fn every_daemon_exports_metrics_promtool_accepts_and_counts_what_happened() {
     if !have("promtool") {
         return;
     }
-    let tmp = tempfile::tempdir().unwrap();
+    let Lab { tmp, www, tpm_a, tpm_b } = lab();
     let dir = tmp.path();
-    let www = dir.join("www");
-    std::fs::create_dir_all(dir.join("keys")).unwrap();
-    std::fs::create_dir_all(&www).unwrap();
-    let (tpm_a, tpm_b) = (Swtpm::start().unwrap(), Swtpm::start().unwrap());
-    provision(&tpm_a, "rsa2048", &dir.join("keys/a.pem")).unwrap();
-    provision(&tpm_b, "ecc-p256", &dir.join("keys/b.pem")).unwrap();
     let nginx = Nginx::start(&www).unwrap();
 
     // The verifier first: before any bundle exists, /healthz names the keyset it cannot serve.
@@ -197,7 +210,7 @@ fn every_daemon_exports_metrics_promtool_accepts_and_counts_what_happened() {
         let got = sample(text, &series).unwrap_or_else(|| panic!("{who}: no {series}\n{text}"));
         assert!(want(got), "{who}: {series} = {got}");
     }
-    // Not every path is a metric: anything else is 404, and a POST is refused.
+    // Only /metrics and /healthz are served.
     assert_eq!(http_get(m_verifier, "/").unwrap().status, 404);
 }
 
@@ -225,14 +238,8 @@ fn prometheus_with_the_shipped_rules_fires_the_fetch_alert_once_nginx_stops() {
     if !have("prometheus") {
         return;
     }
-    let tmp = tempfile::tempdir().unwrap();
+    let Lab { tmp, www, tpm_a, tpm_b } = lab();
     let dir = tmp.path();
-    let www = dir.join("www");
-    std::fs::create_dir_all(dir.join("keys")).unwrap();
-    std::fs::create_dir_all(&www).unwrap();
-    let (tpm_a, tpm_b) = (Swtpm::start().unwrap(), Swtpm::start().unwrap());
-    provision(&tpm_a, "rsa2048", &dir.join("keys/a.pem")).unwrap();
-    provision(&tpm_b, "ecc-p256", &dir.join("keys/b.pem")).unwrap();
     let mut nginx = Nginx::start(&www).unwrap();
     let (sock_a, sock_b) = (dir.join("a.sock"), dir.join("b.sock"));
     let _a = start_signer_publishing(dir, "signer-a", &tpm_a, &www, "10m", &sock_a, &["a.pem", "b.pem"], None).unwrap();
