@@ -21,6 +21,14 @@ pub enum OneShotError {
     /// Client set-up failed.
     #[error(transparent)]
     Client(#[from] common::client::ClientError),
+    /// The keyset's stored state exists but cannot be read (run as the verifier's user, root by default).
+    #[error("cannot read {file}: {source}")]
+    State {
+        /// The state file.
+        file: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
     /// Every source failed; the reasons, one per source.
     #[error("no source gave a valid token:{}", failures(.0))]
     Failed(Vec<(Source, Failure)>),
@@ -47,6 +55,11 @@ fn failures(list: &[(Source, Failure)]) -> String {
 fn trusted(cfg: &VerifierConfig, name: &str) -> Result<(Trusted, std::path::PathBuf), OneShotError> {
     let ks = cfg.keysets.get(name).ok_or_else(|| OneShotError::UnknownKeyset(name.to_owned()))?;
     let file = keys_state_file(&cfg.state_dir, name);
+    // A state this process may not read is not "no state": saying version 0 would be a lie.
+    match std::fs::File::open(&file) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(OneShotError::State { file, source: e }),
+        _ => {}
+    }
     Ok((Trusted::load(name, &ks.policy, &file), file))
 }
 
@@ -86,4 +99,32 @@ pub async fn verify_once(cfg: &VerifierConfig, name: &str, url: Option<&str>) ->
         }
     }
     Err(OneShotError::Failed(reasons))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tpm::KeySigner as _;
+
+    /// `--keys` must not report the config's keys as trusted when it cannot read what the node stored.
+    #[test]
+    fn an_unreadable_state_is_an_error_and_a_missing_one_is_version_zero() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir(d.path().join("keys")).unwrap();
+        let key = tpm::mock::SoftwareKey::generate(tpm::KeyType::EccP256);
+        std::fs::write(d.path().join("keys/a.pem"), crypto::pem::encode("PUBLIC KEY", key.public_key().spki_der()))
+            .unwrap();
+        std::fs::write(d.path().join("not-a-dir"), b"").unwrap();
+        let config = |state: &str| {
+            let text = format!("state-dir: {state}\nkeyset:\n  main:\n    url: http://a/t\n    chain: [a.pem]\n");
+            VerifierConfig::parse(&d.path().join("v.conf"), &text).unwrap()
+        };
+        let fresh = config(&d.path().join("state").display().to_string());
+        let said = describe_keys(&fresh, "main").unwrap();
+        assert!(said.contains("version 0") && said.contains("chain[0]: a.pem"), "{said}");
+        let broken = config(&d.path().join("not-a-dir").display().to_string());
+        let err = describe_keys(&broken, "main").unwrap_err().to_string();
+        assert!(err.contains("cannot read") && err.contains("main.keys.json"), "{err}");
+        assert!(matches!(describe_keys(&fresh, "other"), Err(OneShotError::UnknownKeyset(_))));
+    }
 }
