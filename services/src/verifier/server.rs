@@ -213,29 +213,29 @@ impl Verifier {
             self.metrics.requests.with_label_values(&["", "405"]).inc();
             return server::method_not_allowed("GET, HEAD");
         }
+        let pairs = query_pairs(req.uri().query().unwrap_or(""));
         // Only a configured keyset's name becomes a label: an agent cannot grow the metrics.
-        let keyset = query_pairs(req.uri().query().unwrap_or(""))
-            .into_iter()
+        let keyset = pairs
+            .iter()
             .find(|(k, _)| k == "instance")
-            .map(|(_, v)| v)
-            .filter(|v| self.keysets.contains_key(v))
-            .unwrap_or_default();
-        let reply = self.bundle(req).await.unwrap_or_else(|refusal| {
+            .and_then(|(_, v)| self.keysets.get_key_value(v))
+            .map(|(name, _)| name.as_str())
+            .unwrap_or("");
+        let reply = self.bundle(req, &pairs).await.unwrap_or_else(|refusal| {
             tracing::debug!(reason = %refusal, "request refused");
             server::text(refusal.status(), refusal.to_string())
         });
         let status = reply.status();
-        self.metrics.requests.with_label_values(&[&keyset, status.as_str()]).inc();
+        self.metrics.requests.with_label_values(&[keyset, status.as_str()]).inc();
         tracing::debug!(keyset = %keyset, status = status.as_u16(), "request");
         reply
     }
 
-    async fn bundle(self: &Arc<Self>, req: Request) -> Result<Reply, Refusal> {
+    async fn bundle(self: &Arc<Self>, req: Request, pairs: &[(String, String)]) -> Result<Reply, Refusal> {
         let path = req.uri().path();
         if !is_bundle_path(path) {
             return Err(Refusal::NoEndpoint(path.to_owned()));
         }
-        let pairs = query_pairs(req.uri().query().unwrap_or(""));
         let get = |k: &str| pairs.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str());
         let Some(instance) = get("instance").filter(|i| !i.is_empty()) else {
             return Err(Refusal::NoInstance);
