@@ -391,3 +391,93 @@ async fn signer_unix_signs_keyset_documents_and_updates_and_refuses_what_is_not_
     }
     assert!(!dir.path().join("www-a/spiffetrustbundle.token").exists(), "nothing was published");
 }
+
+/// A bundle token over `CA` by `key`, issued at `iat`.
+fn bundle_token(key: &SoftwareKey, iat: u64) -> String {
+    token_over(key, crypto::token::Payload::Bundle(CA.into()), iat)
+}
+
+fn token_over(key: &SoftwareKey, payload: crypto::token::Payload, iat: u64) -> String {
+    let claims =
+        crypto::token::Claims { payload, iss: String::new(), iat, nbf: iat, exp: iat + 3600, trust_domain: None };
+    let b = crypto::token::TokenBuilder::new(crypto::Alg::Es256, &claims);
+    let sig = key.sign_digest(&b.digest()).unwrap();
+    b.finish(&sig).unwrap()
+}
+
+/// After an update retires the key that signed the last bundle, a restart must keep that bundle's signing time
+/// as the rollback floor: the old code threw the stored state away (its token no longer verifies), and then
+/// took an older token of a key still trusted.
+#[tokio::test]
+async fn the_rollback_floor_survives_a_restart_after_the_key_that_set_it_was_retired() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (SoftwareKey::generate(KeyType::EccP256), SoftwareKey::generate(KeyType::EccP256));
+    std::fs::create_dir_all(dir.path().join("keys")).unwrap();
+    std::fs::write(dir.path().join("keys/a.pem"), pem(&a)).unwrap();
+    let now = crypto::unix_now();
+    let keys_file = dir.path().join("keys.tokens");
+    let metrics = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let keyset =
+        format!("    chain: [a.pem]\n    keys-url: file://{}\nmetrics-addr: \"{metrics}\"\n", keys_file.display());
+    let get_bundle = |client: HttpClient, socket: PathBuf| async move {
+        client
+            .send(Method::GET, &HttpUrl::unix(&socket, "/trustbundle?instance=main"), &[], Bytes::new())
+            .await
+            .unwrap()
+    };
+    let wait = |what: &'static str, client: HttpClient, socket: PathBuf, want: StatusCode| async move {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let status = get_bundle(client.clone(), socket.clone()).await.status;
+            if status == want {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{what}: still {status}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    // a's bundle is served; then the update to chain [b] arrives and a's bundle is no longer served.
+    std::fs::write(dir.path().join("token"), bundle_token(&a, now - 10)).unwrap();
+    {
+        let (_v, socket, client) = verifier(dir.path(), "main", &keyset).await;
+        wait("a's bundle", client.clone(), socket.clone(), StatusCode::OK).await;
+        let vb = crypto::keys::VerifyingKey::from_spki_der("b.pem", b.public_key().spki_der()).unwrap();
+        let next = crypto::policy::Policy::new(vec![vb], None, crypto::Limits::default()).unwrap();
+        let doc = crypto::keyset::Document::new("main", 1, now + 86400, &next).unwrap();
+        let by_a = token_over(&a, crypto::token::Payload::Keyset(doc.text().into()), now);
+        std::fs::write(&keys_file, token_over(&b, crypto::token::Payload::Token(by_a), now)).unwrap();
+        wait("a retired", client, socket, StatusCode::SERVICE_UNAVAILABLE).await;
+    }
+    // The stopped verifier lets go of its metrics port (the event a restart needs), then it restarts.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpListener::bind(metrics).is_err() {
+        assert!(Instant::now() < deadline, "the stopped verifier kept its metrics port");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Restarted: b's token older than a's last one is a rollback; b's newer one is served.
+    std::fs::write(dir.path().join("token"), bundle_token(&b, now - 100)).unwrap();
+    let (_v, socket, client) = verifier(dir.path(), "main", &keyset).await;
+    let rollbacks = || {
+        let client = client.clone();
+        async move {
+            let url = HttpUrl::parse(&format!("http://{metrics}/metrics")).unwrap();
+            let text =
+                String::from_utf8(client.send(Method::GET, &url, &[], Bytes::new()).await.unwrap().body.to_vec())
+                    .unwrap();
+            text.lines()
+                .find_map(|l| {
+                    l.strip_prefix("spire_attestor_tpm_verifier_rejections_total{keyset=\"main\",reason=\"rollback\"} ")
+                })
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .unwrap_or(0)
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while rollbacks().await == 0 {
+        assert!(Instant::now() < deadline, "b's older token was never refused as a rollback");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(get_bundle(client.clone(), socket.clone()).await.status, StatusCode::SERVICE_UNAVAILABLE);
+    std::fs::write(dir.path().join("token"), bundle_token(&b, now)).unwrap();
+    wait("b's newer bundle", client, socket, StatusCode::OK).await;
+}

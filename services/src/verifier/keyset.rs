@@ -119,6 +119,13 @@ impl Keyset {
                 tracing::error!(keyset = %self.name, "state file's signing time does not match its token; ignoring it");
                 return;
             }
+            // Signed by a key an update retired since: it was good when accepted, and its signing time still
+            // bounds what may be accepted next (a replayed older token of a key still trusted).
+            Err(Rejection::Retired { key, version, .. }) => {
+                tracing::info!(keyset = %self.name, key, version, signed_at = stored.signed_at, "stored token signed by a key retired since; kept only as the rollback floor");
+                self.floor.store(stored.signed_at, Ordering::SeqCst);
+                return;
+            }
             Err(e) => {
                 tracing::error!(keyset = %self.name, error = %e, "state file's token does not verify; ignoring it");
                 return;
