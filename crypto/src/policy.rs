@@ -209,7 +209,7 @@ impl Policy {
     /// Verifies every layer of bundle token `token` at time `now` (unix seconds).
     pub fn verify(&self, token: &str, now: u64) -> Result<Verified, VerifyError> {
         let p = self.peel(Kind::Bundle, token, now, &self.limits)?;
-        let at = |kind| VerifyError { layer: p.layers.len() - 1, kind };
+        let at = |kind| VerifyError { layer: p.layers.len().saturating_sub(1), kind };
         let Payload::Bundle(text) = p.payload else {
             return Err(at(K::WrongKind { expected: Kind::Bundle, got: Kind::KeysetUpdate }));
         };
