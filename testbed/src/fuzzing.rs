@@ -10,8 +10,9 @@ use std::path::Path;
 pub type Target = fn(&[u8]);
 
 /// Every target: its name (the corpus directory under `fuzz/corpus/`) and its body.
-pub const TARGETS: [(&str, Target); 10] = [
+pub const TARGETS: [(&str, Target); 11] = [
     ("token", token),
+    ("keyset", keyset),
     ("bundle", bundle),
     ("pem_key", pem_key),
     ("hcl", hcl),
@@ -45,6 +46,29 @@ pub fn token(data: &[u8]) {
         let _ = crypto::token::verify_layer(t, &[&key], 1_800_000_000, &limits);
         if let Ok(policy) = crypto::policy::Policy::new(vec![key], None, limits) {
             let _ = policy.verify(t, 1_800_000_000);
+        }
+    }
+}
+
+/// Keyset updates as a node reads them from `keys-url` (one per line), keyset documents, and the policy JSON
+/// signer-unix's `/policy` answers: a document that parses renders to a document that parses to the same keys.
+pub fn keyset(data: &[u8]) {
+    let Some(t) = text(data) else { return };
+    let limits = crypto::Limits::default();
+    if let Ok(d) = crypto::keyset::Document::parse(t, limits) {
+        let again = crypto::keyset::Document::new(d.keyset(), d.version(), d.expires(), d.policy());
+        assert!(again.is_ok(), "a parsed document does not render: {:?}", again.as_ref().err());
+        let fps = |p: &crypto::policy::Policy| p.keys().map(|k| k.fingerprint().to_owned()).collect::<Vec<_>>();
+        if let Ok(again) = again {
+            assert_eq!(fps(again.policy()), fps(d.policy()), "a rendered document holds other keys");
+        }
+    }
+    let _ = crypto::keyset::policy_from_json(t, limits);
+    if let Ok(key) = crypto::keys::VerifyingKey::from_pem("k", KEY.as_bytes()) {
+        if let Ok(policy) = crypto::policy::Policy::new(vec![key], None, limits) {
+            for line in t.lines() {
+                let _ = crypto::keyset::verify_update(&policy, "main", 0, line, 1_800_000_000);
+            }
         }
     }
 }
