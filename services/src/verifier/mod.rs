@@ -1,8 +1,10 @@
-//! The verifier: runs on every node, fetches the signed token, checks every signature against the keyset's
-//! policy (chain plus backup), and serves the verified bundle to the SPIRE agent on a unix socket.
+//! The verifier: runs on every node, follows the keyset's signed updates (`keys-url`), fetches the signed
+//! token, checks every signature against the policy the keyset trusts now (chain plus backup, or a threshold),
+//! and serves the verified bundle to the SPIRE agent on a unix socket; metrics and `/healthz` on `metrics-addr`.
 //!
 //! Invariants: never serves an unverified, expired or rolled-back bundle; keeps serving the last good bundle
-//! while sources are down, until that token's `exp`; the rollback floor survives restarts.
+//! while sources are down, until that token's `exp`; the rollback floor and the trusted keys' version survive
+//! restarts, and neither ever goes back.
 
 mod config;
 mod fetch;
