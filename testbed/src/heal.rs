@@ -13,8 +13,8 @@ use anyhow::ensure;
 use crate::agent;
 use crate::nginx::Nginx;
 use crate::pki;
-use crate::process::{run_bin, Daemon, Ready};
-use crate::single::{provision, sign_cli, start_signer_publishing, wait_for, Report, SIGN, VERIFIER};
+use crate::process::run_bin;
+use crate::single::{provision, sign_cli, start_signer_publishing, start_verifier, wait_for, Report, SIGN, VERIFIER};
 use crate::swtpm::Swtpm;
 
 /// Where nginx serves keyset updates (one update token per line, oldest first).
@@ -36,16 +36,6 @@ fn node_config(node: &Path, socket: &Path, main: &Nginx, ha: &Nginx) -> anyhow::
         ),
     )?;
     Ok(config)
-}
-
-fn start_node(node: &Path, config: &Path, socket: &Path) -> anyhow::Result<Daemon> {
-    Daemon::spawn(
-        VERIFIER,
-        &[&config.display().to_string(), "-l"],
-        &[],
-        &node.join("verifier.log"),
-        Ready::UnixSocket(socket.to_owned()),
-    )
 }
 
 /// Runs `sign keys ARGS`; returns (exit code, stdout, stderr).
@@ -105,7 +95,7 @@ pub fn run(report: Report<'_>) -> anyhow::Result<()> {
         start_signer_publishing(&server, "signer-a", &tpm_a, &www, "10m", &sock("a"), &["a.pem"], Some("c.pem"))?;
     let vsock = node.join("verifier.sock");
     let vconf = node_config(&node, &vsock, &nginx, &nginx_ha)?;
-    let mut verifier = start_node(&node, &vconf, &vsock)?;
+    let mut verifier = start_verifier(&node, &vconf, &vsock)?;
     let ca1 = pki::spire_ca(dir, "example.org", "ca1")?;
     sign_cli(&sock("a"), &[], &ca1)?;
     wait_for(&vsock, "main", "the first bundle", |r| r.status == 200 && r.body.trim() == ca1.trim())?;
@@ -222,7 +212,7 @@ pub fn run(report: Report<'_>) -> anyhow::Result<()> {
     std::fs::write(&keys_out, format!("{}\n{}\n", v1.trim(), v2.trim()))?;
     ensure!(verifier.stop()?, "verifier did not stop cleanly");
     std::fs::write(node.join("state/main.keys.json"), b"{ not json")?;
-    let verifier = start_node(&node, &vconf, &vsock)?;
+    let verifier = start_verifier(&node, &vconf, &vsock)?;
     verifier.wait_log("unusable keyset state; trusting the config's keys (version 0)", 1)?;
     verifier.wait_log("accepted a keyset update", 1)?;
     wait_for(&vsock, "main", "d's bundle after the restart", |r| r.status == 200 && r.body.trim() == ca2.trim())?;

@@ -11,7 +11,7 @@ use std::path::Path;
 use testbed::agent::{self, http_get};
 use testbed::nginx::Nginx;
 use testbed::process::{Daemon, Ready};
-use testbed::single::{provision, sign_cli, start_signer_publishing, wait_for, VERIFIER};
+use testbed::single::{provision, sign_cli, start_signer_publishing, start_verifier, wait_for};
 use testbed::swtpm::Swtpm;
 
 fn free_addr() -> SocketAddr {
@@ -97,14 +97,7 @@ fn every_daemon_exports_metrics_promtool_accepts_and_counts_what_happened() {
     let (m_verifier, m_unix, m_http) = (free_addr(), free_addr(), free_addr());
     let vsock = dir.join("verifier.sock");
     let vconf = verifier_config(dir, &vsock, &nginx, m_verifier);
-    let _verifier = Daemon::spawn(
-        VERIFIER,
-        &[vconf.to_str().unwrap(), "-l"],
-        &[],
-        &dir.join("verifier.log"),
-        Ready::UnixSocket(vsock.clone()),
-    )
-    .unwrap();
+    let _verifier = start_verifier(dir, &vconf, &vsock).unwrap();
     let health = http_get(m_verifier, "/healthz").unwrap();
     assert_eq!(health.status, 503, "{health:?}");
     assert!(health.body.contains("keyset main"), "{health:?}");
@@ -257,14 +250,7 @@ fn prometheus_with_the_shipped_rules_fires_the_fetch_alert_once_nginx_stops() {
     let m_verifier = free_addr();
     let vsock = dir.join("verifier.sock");
     let vconf = verifier_config(dir, &vsock, &nginx, m_verifier);
-    let _verifier = Daemon::spawn(
-        VERIFIER,
-        &[vconf.to_str().unwrap(), "-l"],
-        &[],
-        &dir.join("verifier.log"),
-        Ready::UnixSocket(vsock.clone()),
-    )
-    .unwrap();
+    let _verifier = start_verifier(dir, &vconf, &vsock).unwrap();
     wait_for(&vsock, "main", "the bundle", |r| r.status == 200).unwrap();
 
     let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/prometheus/alerts.yml");
