@@ -481,3 +481,39 @@ async fn the_rollback_floor_survives_a_restart_after_the_key_that_set_it_was_ret
     std::fs::write(dir.path().join("token"), bundle_token(&b, now)).unwrap();
     wait("b's newer bundle", client, socket, StatusCode::OK).await;
 }
+
+/// `keys-mirrors` stand in for `keys-url` as `mirrors` do for `url`: an update the first source does not have
+/// (404, a missing file) is taken from the next. The old code stopped at the first "none published".
+#[tokio::test]
+async fn a_keyset_update_missing_at_keys_url_is_taken_from_a_mirror() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (SoftwareKey::generate(KeyType::EccP256), SoftwareKey::generate(KeyType::EccP256));
+    std::fs::create_dir_all(dir.path().join("keys")).unwrap();
+    std::fs::write(dir.path().join("keys/a.pem"), pem(&a)).unwrap();
+    let now = crypto::unix_now();
+    let vb = crypto::keys::VerifyingKey::from_spki_der("b.pem", b.public_key().spki_der()).unwrap();
+    let next = crypto::policy::Policy::new(vec![vb], None, crypto::Limits::default()).unwrap();
+    let doc = crypto::keyset::Document::new("main", 1, now + 86400, &next).unwrap();
+    let by_a = token_over(&a, crypto::token::Payload::Keyset(doc.text().into()), now);
+    let mirror = dir.path().join("mirror.tokens");
+    std::fs::write(&mirror, token_over(&b, crypto::token::Payload::Token(by_a), now)).unwrap();
+    // Only b may sign now: b's bundle is served once the mirror's update is in.
+    std::fs::write(dir.path().join("token"), bundle_token(&b, now)).unwrap();
+    let keyset = format!(
+        "    chain: [a.pem]\n    keys-url: file://{}\n    keys-mirrors: [\"file://{}\"]\n",
+        dir.path().join("missing.tokens").display(),
+        mirror.display()
+    );
+    let (_v, socket, client) = verifier(dir.path(), "main", &keyset).await;
+    let url = HttpUrl::unix(&socket, "/trustbundle?instance=main");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = client.send(Method::GET, &url, &[], Bytes::new()).await.unwrap();
+        if r.status == StatusCode::OK {
+            assert_eq!(r.body, CA.as_bytes());
+            break;
+        }
+        assert!(Instant::now() < deadline, "the mirror's update was never taken: {}", r.status);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

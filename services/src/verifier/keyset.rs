@@ -225,9 +225,10 @@ impl Keyset {
             let (text, new_validators) = match fetch(client, source, validators.as_ref(), max_size, timeout).await {
                 Ok(Fetched::NotModified) => return,
                 Ok(Fetched::Token(t, v)) => (t, v),
+                // None published here is normal, but a mirror may hold what this source lost: try the next.
                 Err(e) if not_published(source, &e) => {
-                    tracing::debug!(keyset = %self.name, %source, "no keyset update published");
-                    return;
+                    tracing::debug!(keyset = %self.name, %source, "no keyset update published; trying the next source");
+                    continue;
                 }
                 Err(e) => {
                     tracing::warn!(keyset = %self.name, %source, error = %e, "keyset update source failed; trying the next");
