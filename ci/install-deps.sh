@@ -15,7 +15,7 @@ if [[ "${1:-}" == test ]]; then
   PKGS+=(golang-1.19-go golang-github-hashicorp-go-plugin-dev golang-google-grpc-dev golang-github-golang-protobuf-1-5-dev
          golang-golang-x-net-dev golang-github-hashicorp-yamux-dev golang-github-hashicorp-go-hclog-dev golang-github-oklog-run-dev golang-github-golang-jwt-jwt-dev
          python3 python3-cryptography
-         qemu-system-x86 linux-image-amd64 busybox-static
+         qemu-system-x86 linux-image-amd64 busybox-static systemd curl
          prometheus
          rpm lintian)
 fi

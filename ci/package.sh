@@ -96,15 +96,8 @@ stage spire-server-attestor-tpm-common
 root=$OUT/spire-server-attestor-tpm-common/root
 install_bins "$root" "${common_bins[@]}"
 mkdir -p "$root/usr/lib/sysusers.d" "$root/usr/lib/tmpfiles.d" "$root/$ETC/keys" "$root/usr/share/spire-server-attestor-tpm"
-cat > "$root/usr/lib/sysusers.d/spire-server-attestor-tpm.conf" <<'EOF'
-# signer-http runs as this user (it needs no root: only the network, its keys and signer-unix's socket).
-u spire-tpm-signer-http - "SPIRE ServerAttestor TPM signer-http" / /usr/sbin/nologin
-EOF
-cat > "$root/usr/lib/tmpfiles.d/spire-server-attestor-tpm.conf" <<'EOF'
-# The sockets of signer-unix and the verifier; the verifier's state (last good token, rollback floor, keys).
-d /run/spire/server-attestor-tpm 0755 root root -
-d /var/lib/spire/server-attestor-tpm/verifier 0700 root root -
-EOF
+install -m 0644 systemd/sysusers.conf "$root/usr/lib/sysusers.d/spire-server-attestor-tpm.conf"
+install -m 0644 systemd/tmpfiles.conf "$root/usr/lib/tmpfiles.d/spire-server-attestor-tpm.conf"
 install -m 0644 deploy/prometheus/alerts.yml "$root/usr/share/spire-server-attestor-tpm/prometheus-alerts.yml"
 
 # --- server
@@ -122,6 +115,7 @@ install_units_and_confs "$root" 'agent_units[@]' 'agent_confs[@]'
 # Maintainer scripts, the same for .deb and .rpm: users and directories from the shipped sysusers/tmpfiles
 # files; units reloaded, never started by the package (each daemon needs its keys and config first).
 common_post='if command -v systemd-sysusers >/dev/null 2>&1; then systemd-sysusers spire-server-attestor-tpm.conf; elif ! getent passwd spire-tpm-signer-http >/dev/null; then useradd --system --no-create-home --home-dir / --shell /usr/sbin/nologin spire-tpm-signer-http; fi
+if ! command -v systemd-sysusers >/dev/null 2>&1 && ! getent group tss >/dev/null; then groupadd --system tss; fi
 if command -v systemd-tmpfiles >/dev/null 2>&1; then systemd-tmpfiles --create spire-server-attestor-tpm.conf || true; fi'
 common_purge='rm -rf /var/lib/spire/server-attestor-tpm /run/spire/server-attestor-tpm
 rmdir /var/lib/spire /run/spire /etc/spire 2>/dev/null || true

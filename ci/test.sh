@@ -75,12 +75,15 @@ tests() {
   fi
 }
 
-# The VM lane needs QEMU, a kernel image and busybox-static (ci/install-deps.sh test installs them as root).
+# The VM lane needs QEMU, a kernel image, busybox-static, and systemd and curl for its systemd boot
+# (ci/install-deps.sh test installs them as root).
 vm() {
   local missing=()
   command -v qemu-system-x86_64 >/dev/null || missing+=(qemu-system-x86)
   compgen -G '/boot/vmlinuz-*' >/dev/null || missing+=(linux-image-amd64)
   [[ -x /bin/busybox ]] && ! ldd /bin/busybox >/dev/null 2>&1 || missing+=(busybox-static)
+  [[ -x /lib/systemd/systemd ]] || missing+=(systemd)
+  command -v curl >/dev/null || missing+=(curl)
   if [[ ${#missing[@]} -gt 0 ]]; then
     echo "!! WARNING: the VM lane (/dev/tpmrm0) is NOT RUN: missing packages ${missing[*]}" >&2
     echo "!! install them with: apt-get install -y --no-install-recommends ${missing[*]}" >&2

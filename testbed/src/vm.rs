@@ -8,6 +8,10 @@
 //! command's exit status, stdout and stderr, and the files the test wants, to the host on the second serial
 //! port, base64 per line; the host waits for the script's end marker, then stops QEMU and its swtpm by PID.
 //! The TPM state outlives a boot, so booting again on it is a power cycle.
+//!
+//! [`Init::Systemd`] boots Debian's systemd as PID 1 instead (from the same initramfs, plus a layer with systemd,
+//! curl and the remaining daemons): the script then runs as a oneshot service and can start the units the
+//! packages ship, under their sandboxing, as production does.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -33,6 +37,51 @@ const TCTI_LIBS: [&str; 2] = ["libtss2-tctildr.so.0", "libtss2-tcti-device.so.0"
 
 /// Where Debian's multiarch libraries are.
 const LIB_DIR: &str = "/lib/x86_64-linux-gnu";
+
+/// What runs as PID 1 in the guest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Init {
+    /// busybox: `/init` runs the script itself.
+    Shell,
+    /// Debian's systemd: the script runs as `sat-test.service`, with `systemctl` and the project's units at hand.
+    Systemd,
+}
+
+/// Host programs the systemd layer adds: (host path, guest path).
+const SYSTEMD_PROGRAMS: [(&str, &str); 5] = [
+    ("/lib/systemd/systemd", "lib/systemd/systemd"),
+    ("/usr/bin/systemctl", "usr/bin/systemctl"),
+    ("/usr/bin/systemd-sysusers", "usr/bin/systemd-sysusers"),
+    ("/usr/bin/systemd-tmpfiles", "usr/bin/systemd-tmpfiles"),
+    ("/usr/bin/curl", "usr/bin/curl"),
+];
+
+/// The project's daemons only the systemd layer carries (the base image has the rest).
+const SYSTEMD_BINS: [&str; 2] = ["spire-server-attestor-tpm-verifier", "spire-server-attestor-tpm-signer-http"];
+
+/// `rdinit` of a systemd boot: the API file systems, the result port, then systemd as PID 1.
+const INIT_SYSTEMD: &str = r#"#!/bin/sh
+/bin/busybox --install -s /bin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+stty -F /dev/ttyS1 raw -echo
+exec /lib/systemd/systemd --unit=sat.target
+"#;
+
+/// The units of a systemd boot: the targets every service's default dependencies name, and the script's service.
+const SYSTEMD_UNITS: [(&str, &str); 5] = [
+    ("sysinit.target", "[Unit]\nDescription=sat: system initialization\n"),
+    ("basic.target", "[Unit]\nDescription=sat: basic system\nRequires=sysinit.target\nAfter=sysinit.target\n"),
+    ("shutdown.target", "[Unit]\nDescription=sat: shutdown\nDefaultDependencies=no\n"),
+    ("sat.target", "[Unit]\nDescription=sat: the test\nRequires=sat-test.service\nAfter=sat-test.service\n"),
+    (
+        "sat-test.service",
+        "[Unit]\nDescription=sat: the test script\n\n[Service]\nType=oneshot\nTimeoutStartSec=infinity\n\
+         ExecStart=/bin/sh -c 'cd /tmp; . /sat/lib.sh; . /sat/test.sh; echo SAT-END >>/dev/ttyS1'\n\
+         StandardOutput=file:/dev/console\nStandardError=inherit\n",
+    ),
+];
 
 /// How long one boot may take, script included, before the VM is killed.
 const BOOT_DEADLINE: Duration = Duration::from_secs(240);
@@ -105,6 +154,12 @@ pub fn missing_parts() -> Option<String> {
     }
     if !Path::new("/bin/busybox").is_file() || !is_static("/bin/busybox") {
         missing.push("busybox-static");
+    }
+    // The systemd boot's PID 1 and its HTTP client.
+    for (path, package) in [("/lib/systemd/systemd", "systemd"), ("/usr/bin/curl", "curl")] {
+        if !Path::new(path).is_file() {
+            missing.push(package);
+        }
     }
     (!missing.is_empty()).then(|| missing.join(" "))
 }
@@ -211,18 +266,26 @@ fn stripped(path: &Path) -> anyhow::Result<Vec<u8>> {
     Ok(std::fs::read(if ok { tmp.path() } else { path })?)
 }
 
-/// The guest image shared by every boot of this process: built once, about 60 MB uncompressed.
-fn base_image() -> anyhow::Result<Arc<Vec<u8>>> {
-    static IMAGE: OnceLock<Result<Arc<Vec<u8>>, String>> = OnceLock::new();
+/// The guest image shared by every boot of this process (about 60 MB uncompressed), and the libraries it holds.
+fn base_image() -> anyhow::Result<Arc<BaseImage>> {
+    static IMAGE: OnceLock<Result<Arc<BaseImage>, String>> = OnceLock::new();
     IMAGE
         .get_or_init(|| build_base_image().map(Arc::new).map_err(|e| format!("{e:#}")))
         .clone()
         .map_err(|e| anyhow::anyhow!("building the VM image: {e}"))
 }
 
-fn build_base_image() -> anyhow::Result<Vec<u8>> {
+struct BaseImage {
+    cpio: Vec<u8>,
+    libs: std::collections::BTreeSet<PathBuf>,
+}
+
+/// The directories the base image creates (`LIB_DIR` last).
+const BASE_DIRS: &str = "bin dev proc sys tmp run root etc usr usr/bin lib lib64 lib/x86_64-linux-gnu";
+
+fn build_base_image() -> anyhow::Result<BaseImage> {
     let mut cpio = Cpio::default();
-    for d in ["bin", "dev", "proc", "sys", "tmp", "run", "root", "etc", "usr", "usr/bin", "lib", "lib64", LIB_DIR] {
+    for d in BASE_DIRS.split_whitespace() {
         cpio.dir(d);
     }
     // The kernel opens /dev/console for /init before devtmpfs is mounted.
@@ -251,12 +314,103 @@ fn build_base_image() -> anyhow::Result<Vec<u8>> {
         libs.extend(libraries(&path)?);
         libs.insert(path);
     }
-    for lib in libs {
+    for lib in &libs {
         let name = lib.display().to_string();
-        let data = std::fs::read(&lib).with_context(|| format!("reading {name}"))?;
+        let data = std::fs::read(lib).with_context(|| format!("reading {name}"))?;
         cpio.file(&name, 0o755, &data);
     }
-    Ok(cpio.finish())
+    Ok(BaseImage { cpio: cpio.finish(), libs })
+}
+
+/// The layer a systemd boot adds on top of the base image: systemd, systemctl, systemd-sysusers and
+/// systemd-tmpfiles, curl, the verifier and signer-http, their libraries, the units of [`SYSTEMD_UNITS`], and
+/// the users Debian's tpm-udev creates (the group tss owns `/dev/tpmrm0` there).
+fn systemd_layer() -> anyhow::Result<Arc<Vec<u8>>> {
+    static LAYER: OnceLock<Result<Arc<Vec<u8>>, String>> = OnceLock::new();
+    LAYER
+        .get_or_init(|| build_systemd_layer().map(Arc::new).map_err(|e| format!("{e:#}")))
+        .clone()
+        .map_err(|e| anyhow::anyhow!("building the VM's systemd layer: {e}"))
+}
+
+fn build_systemd_layer() -> anyhow::Result<Vec<u8>> {
+    let base = base_image()?;
+    let mut layer = Layer::new(BASE_DIRS.split_whitespace());
+    let mut programs: Vec<(PathBuf, String)> =
+        SYSTEMD_PROGRAMS.iter().map(|(host, guest)| (PathBuf::from(host), (*guest).to_owned())).collect();
+    for name in SYSTEMD_BINS {
+        programs.push((bin_path(name)?, format!("usr/bin/{name}")));
+    }
+    let mut libs = std::collections::BTreeSet::new();
+    for (path, dest) in &programs {
+        let data =
+            stripped(path).with_context(|| format!("reading {} (apt-get install systemd curl)", path.display()))?;
+        layer.file(dest, 0o755, &data);
+        libs.extend(libraries(path)?);
+    }
+    for lib in libs.difference(&base.libs) {
+        let name = lib.display().to_string();
+        layer.file(&name, 0o755, &std::fs::read(lib).with_context(|| format!("reading {name}"))?);
+    }
+    layer.file("init-systemd", 0o755, INIT_SYSTEMD.as_bytes());
+    layer.file(
+        "etc/passwd",
+        0o644,
+        b"root:x:0:0:root:/root:/bin/sh\ntss:x:109:109:TPM software stack:/var/lib/tpm:/bin/false\n",
+    );
+    layer.file("etc/group", 0o644, b"root:x:0:\ntss:x:109:\n");
+    layer.file("etc/os-release", 0o644, b"NAME=sat\nID=sat\n");
+    layer.file("etc/machine-id", 0o444, b"5a7c0de1b0075a7c0de1b0075a7c0de1\n");
+    for (name, text) in SYSTEMD_UNITS {
+        layer.file(&format!("etc/systemd/system/{name}"), 0o644, text.as_bytes());
+    }
+    for d in ["var/lib", "srv", "usr/sbin"] {
+        layer.dirs(d);
+    }
+    layer.symlink("var/run", "../run");
+    Ok(layer.cpio.finish())
+}
+
+/// A cpio archive whose entries get their parent directories first (the kernel's unpacker creates none).
+struct Layer {
+    cpio: Cpio,
+    dirs: std::collections::BTreeSet<String>,
+}
+
+impl Layer {
+    fn new<'a>(existing: impl Iterator<Item = &'a str>) -> Layer {
+        Layer { cpio: Cpio::default(), dirs: existing.map(str::to_owned).collect() }
+    }
+
+    fn dirs(&mut self, path: &str) {
+        let path = path.trim_start_matches('/');
+        let mut at = String::new();
+        for part in path.split('/').filter(|p| !p.is_empty()) {
+            if !at.is_empty() {
+                at.push('/');
+            }
+            at.push_str(part);
+            if self.dirs.insert(at.clone()) {
+                self.cpio.dir(&at);
+            }
+        }
+    }
+
+    fn parents(&mut self, path: &str) {
+        if let Some((parent, _)) = path.trim_start_matches('/').rsplit_once('/') {
+            self.dirs(parent);
+        }
+    }
+
+    fn file(&mut self, path: &str, mode: u32, data: &[u8]) {
+        self.parents(path);
+        self.cpio.file(path, mode, data);
+    }
+
+    fn symlink(&mut self, path: &str, target: &str) {
+        self.parents(path);
+        self.cpio.symlink(path, target);
+    }
 }
 
 /// A TPM state for VM boots; it outlives each boot (a boot is a power cycle of the machine, not of the TPM).
@@ -389,6 +543,11 @@ impl Drop for Owned {
 /// Boots the VM on `tpm`, runs `script` (busybox sh, with the helpers) with `files` under `/sat/`, and returns
 /// what it reported. QEMU and swtpm are stopped by PID on every path.
 pub fn boot(tpm: &VmTpm, script: &str, files: &[(&str, &[u8])]) -> anyhow::Result<Boot> {
+    boot_with(Init::Shell, tpm, script, files)
+}
+
+/// [`boot`] with the given PID 1: under [`Init::Systemd`] the script runs as a service of Debian's systemd.
+pub fn boot_with(init: Init, tpm: &VmTpm, script: &str, files: &[(&str, &[u8])]) -> anyhow::Result<Boot> {
     if let Some(missing) = missing_parts() {
         bail!("the VM needs the packages {missing} (`ci/install-deps.sh test` installs them)");
     }
@@ -405,8 +564,11 @@ pub fn boot(tpm: &VmTpm, script: &str, files: &[(&str, &[u8])]) -> anyhow::Resul
         extra.file(&format!("sat/{name}"), 0o644, data);
     }
     let initrd = dir.join("initrd.cpio");
-    let mut image = Vec::with_capacity(base.len() + 4096);
-    image.extend_from_slice(&base);
+    let mut image = Vec::with_capacity(base.cpio.len() + 4096);
+    image.extend_from_slice(&base.cpio);
+    if init == Init::Systemd {
+        image.extend_from_slice(&systemd_layer()?);
+    }
     image.extend_from_slice(&extra.finish());
     std::fs::write(&initrd, image)?;
 
@@ -444,7 +606,11 @@ pub fn boot(tpm: &VmTpm, script: &str, files: &[(&str, &[u8])]) -> anyhow::Resul
             .arg(&kernel)
             .arg("-initrd")
             .arg(&initrd)
-            .args(["-append", "console=ttyS0 quiet panic=-1"])
+            .arg("-append")
+            .arg(match init {
+                Init::Shell => "console=ttyS0 quiet panic=-1",
+                Init::Systemd => "console=ttyS0 quiet panic=-1 rdinit=/init-systemd",
+            })
             .args(["-serial", &format!("file:{}", console.display())])
             .args(["-serial", &format!("file:{}", results.display())])
             .args(["-chardev", &format!("socket,id=chrtpm,path={}", ctrl.display())])
@@ -530,6 +696,28 @@ mod tests {
         for bad in ["SAT-RUN a x\n\n\n", "SAT-RUN a 0\n!!\n\n", "SAT-FILE /x\n***\n"] {
             assert!(parse_report(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn a_layer_creates_each_missing_parent_once_before_its_entries() {
+        let mut layer = Layer::new(["usr"].into_iter());
+        layer.file("/usr/lib/x/libs.so", 0o755, b"1");
+        layer.file("usr/lib/x/other.so", 0o755, b"2");
+        layer.symlink("var/run", "../run");
+        let out = layer.cpio.finish();
+        let names: Vec<String> = out
+            .windows(6)
+            .enumerate()
+            .filter(|(_, w)| *w == b"070701")
+            .map(|(at, _)| {
+                let name = &out[at + 110..];
+                String::from_utf8_lossy(&name[..name.iter().position(|b| *b == 0).unwrap()]).into_owned()
+            })
+            .collect();
+        assert_eq!(
+            names,
+            ["usr/lib", "usr/lib/x", "usr/lib/x/libs.so", "usr/lib/x/other.so", "var", "var/run", "TRAILER!!!"]
+        );
     }
 
     #[test]

@@ -445,3 +445,172 @@ fn vm_reboot_keeps_the_persistent_key_and_signer_unix_signs_with_it_again() {
     let (code, _, _) = verifier_on_host(tempfile::tempdir().unwrap().path(), out.as_bytes(), token);
     assert_ne!(code, 0, "a token verified with a key that did not sign it");
 }
+
+/// The configs of the systemd boot, where the packages put them: signer-unix (key a, the shipped socket and
+/// publish directory), signer-http co-signing for server b, the verifier with one keyset per server.
+const UNIT_CONFIGS: [(&str, &str); 4] = [
+    (
+        "signer-unix.conf",
+        "socket: /var/run/spire/server-attestor-tpm/signer-unix.sock\ntpm-address: 0x81008006\nduration: 10m\n\
+         dir: /usr/share/nginx/html\nissuer: vm-server-a\nmetrics-addr: \"127.0.0.1:9465\"\n",
+    ),
+    (
+        "signer-http.conf",
+        "socket: /var/run/spire/server-attestor-tpm/signer-unix.sock\nkeydir: keys\nprimary: b.pem\n\
+         listen-addr: \"127.0.0.1:8181\"\nallowed-addrs: [127.0.0.1]\nmetrics-addr: \"127.0.0.1:9466\"\n",
+    ),
+    (
+        "verifier.conf",
+        "keydir: keys\nsocket: /var/run/spire/server-attestor-tpm/verifier.sock\nmetrics-addr: \"127.0.0.1:9464\"\n\
+         keyset:\n  a:\n    url: file:///usr/share/nginx/html/spiffetrustbundle.token\n    chain: [a.pem]\n\
+         \x20 b:\n    url: file:///srv/www-b/spiffetrustbundle.token\n    chain: [b.pem, a.pem]\n",
+    ),
+    // Server b, started by hand: its tokens go through a's signer-http.
+    (
+        "b.conf",
+        "socket: /run/b.sock\ntpm-address: 0x81008007\nduration: 10m\ndir: /srv/www-b\nissuer: vm-server-b\n\
+         keydir: /etc/spire/server-attestor-tpm/keys\nchain: [b.pem, a.pem]\n",
+    ),
+];
+
+/// The units the packages ship, as installed there; the script does what the packages' maintainer scripts do.
+const UNITS: [&str; 3] = [
+    "spire-server-attestor-tpm-signer-unix.service",
+    "spire-server-attestor-tpm-signer-http.service",
+    "spire-server-attestor-tpm-verifier.service",
+];
+
+/// The shipped units, with every sandboxing directive they carry, run under Debian's systemd as PID 1 on the
+/// kernel's `/dev/tpmrm0` with the modes Debian's tpm-udev gives it (tss:tss 0660): signer-unix signs and
+/// publishes into the shipped publish directory, signer-http co-signs, the verifier serves both keysets, each
+/// daemon's metrics and health answer; each daemon's seccomp filter, no-new-privileges and empty capability
+/// set are in force. Negative row: without the tss group, which the old unit lacked, signer-unix cannot open
+/// the TPM.
+#[test]
+fn vm_shipped_units_run_sandboxed_under_systemd() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bundle = bundle(tmp.path());
+    let tpm = VmTpm::blank().unwrap();
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let read = |p: &str| std::fs::read(repo.join(p)).unwrap();
+    let mut files: Vec<(String, Vec<u8>)> = vec![
+        ("bundle.pem".into(), bundle.clone().into_bytes()),
+        ("sysusers.conf".into(), read("systemd/sysusers.conf")),
+        ("tmpfiles.conf".into(), read("systemd/tmpfiles.conf")),
+    ];
+    for unit in UNITS {
+        files.push((unit.into(), read(&format!("systemd/{unit}"))));
+    }
+    for (name, text) in UNIT_CONFIGS {
+        files.push((name.into(), text.as_bytes().to_vec()));
+    }
+    let su = "spire-server-attestor-tpm-signer-unix";
+    let etc = "/etc/spire/server-attestor-tpm";
+    let run_dir = "/var/run/spire/server-attestor-tpm";
+    let script = format!(
+        "mkdir -p /lib/systemd/system /usr/lib/sysusers.d /usr/lib/tmpfiles.d {etc}/keys /usr/share/nginx/html /srv/www-b /run/sat-logs\n\
+         for u in {units}; do\n\
+           cp /sat/$u /lib/systemd/system/\n\
+           mkdir -p /etc/systemd/system/$u.d\n\
+           printf '[Service]\\nStandardOutput=append:/run/sat-logs/%s.log\\n' $u >/etc/systemd/system/$u.d/sat-log.conf\n\
+         done\n\
+         cp /sat/sysusers.conf /usr/lib/sysusers.d/spire-server-attestor-tpm.conf\n\
+         cp /sat/tmpfiles.conf /usr/lib/tmpfiles.d/spire-server-attestor-tpm.conf\n\
+         for c in signer-unix signer-http verifier; do cp /sat/$c.conf {etc}/; done\n\
+         run sysusers systemd-sysusers spire-server-attestor-tpm.conf\n\
+         run tmpfiles systemd-tmpfiles --create spire-server-attestor-tpm.conf\n\
+         chown tss:tss /dev/tpmrm0; chmod 0660 /dev/tpmrm0; chown tss:root /dev/tpm0; chmod 0660 /dev/tpm0\n\
+         run provision-a {su} provision --handle 0x81008006 --out {etc}/keys/a.pem\n\
+         run provision-b {su} provision --handle 0x81008007 --out {etc}/keys/b.pem\n\
+         chmod 0644 {etc}/keys/*.pem\n\
+         run reload systemctl daemon-reload\n\
+         run start-signer-unix systemctl start {su}\n\
+         wait_for 60 -S {run_dir}/signer-unix.sock\n\
+         run start-signer-http systemctl start spire-server-attestor-tpm-signer-http\n\
+         {su} /sat/b.conf >/tmp/b.log 2>&1 &\n\
+         B=$!\n\
+         wait_for 60 -S /run/b.sock\n\
+         run sign-a sh -c 'spire-server-attestor-tpm-sign {run_dir}/signer-unix.sock < /sat/bundle.pem'\n\
+         wait_log /run/sat-logs/spire-server-attestor-tpm-signer-http.service.log listening 60\n\
+         run sign-b sh -c 'spire-server-attestor-tpm-sign /run/b.sock http://127.0.0.1:8181/sign < /sat/bundle.pem'\n\
+         run published stat -c '%a %U %F' /usr/share/nginx/html/spiffetrustbundle.token\n\
+         run start-verifier systemctl start spire-server-attestor-tpm-verifier\n\
+         wait_for 60 -S {run_dir}/verifier.sock\n\
+         run served-a curl -sS --fail --unix-socket {run_dir}/verifier.sock 'http://localhost/trustbundle?instance=a'\n\
+         run served-b curl -sS --fail --unix-socket {run_dir}/verifier.sock 'http://localhost/trustbundle?instance=b'\n\
+         for port in 9464 9465 9466; do\n\
+           run health-$port curl -sS --fail http://127.0.0.1:$port/healthz\n\
+           run metrics-$port curl -sS --fail http://127.0.0.1:$port/metrics\n\
+         done\n\
+         for u in {units}; do\n\
+           run active-$u systemctl is-active $u\n\
+           run sandbox-$u sh -c \"grep -E '^(Uid|Groups|NoNewPrivs|Seccomp|CapEff|CapBnd):' /proc/$(systemctl show -p MainPID --value $u)/status\"\n\
+         done\n\
+         run tss-gid sh -c 'grep ^tss: /etc/group'\n\
+         mkdir -p /etc/systemd/system/{su}.service.d\n\
+         printf '[Service]\\nSupplementaryGroups=\\n' >/etc/systemd/system/{su}.service.d/no-tss.conf\n\
+         : >/run/sat-logs/{su}.service.log\n\
+         systemctl daemon-reload\n\
+         systemctl restart {su}\n\
+         wait_log /run/sat-logs/{su}.service.log 'ermission denied' 60\n\
+         run sign-no-tss sh -c 'spire-server-attestor-tpm-sign {run_dir}/signer-unix.sock < /sat/bundle.pem'\n\
+         kill $B\n\
+         bring /run/sat-logs/*.log /tmp/b.log /srv/www-b/spiffetrustbundle.token {etc}/keys/a.pem {etc}/keys/b.pem\n",
+        units = UNITS.join(" "),
+    );
+    let files: Vec<(&str, &[u8])> = files.iter().map(|(n, d)| (n.as_str(), d.as_slice())).collect();
+    let boot = match vm::boot_with(vm::Init::Systemd, &tpm, &script, &files) {
+        Ok(b) => b,
+        Err(e) => panic!("{e:#}"),
+    };
+    eprintln!("VM boot (systemd) and script: {:.1} s", boot.wall.as_secs_f64());
+    for step in
+        ["sysusers", "tmpfiles", "provision-a", "provision-b", "reload", "start-signer-unix", "start-signer-http"]
+    {
+        boot.ok(step).unwrap();
+    }
+    let log = |unit: &str| boot.text(&format!("/run/sat-logs/{unit}.log")).unwrap_or_default();
+    let signed = boot.ok("sign-a").unwrap_or_else(|e| panic!("{e:#}\nsigner-unix: {}", log(UNITS[0])));
+    assert!(signed.stdout.starts_with("ey"), "{}", signed.stdout);
+    boot.ok("sign-b").unwrap_or_else(|e| panic!("{e:#}\nsigner-http: {}", log(UNITS[1])));
+    assert_eq!(boot.ok("published").unwrap().stdout.trim(), "644 root regular file");
+    // What the verifier under its unit serves is the bundle, and the host's verifier agrees on the tokens.
+    for keyset in ["a", "b"] {
+        let served = boot.ok(&format!("served-{keyset}")).unwrap_or_else(|e| panic!("{e:#}\n{}", log(UNITS[2])));
+        assert_eq!(served.stdout, bundle, "keyset {keyset}");
+    }
+    let a_pem = boot.file("/etc/spire/server-attestor-tpm/keys/a.pem").unwrap();
+    assert_eq!(verify_on_host(tmp.path(), a_pem, signed.stdout.trim().as_bytes()), bundle);
+    // Each daemon counted what it did: the verifier two requests served, signer-unix its signs, signer-http
+    // its co-signature.
+    for (port, counter) in [(9464, "requests_total"), (9465, "signs_total"), (9466, "requests_total")] {
+        boot.ok(&format!("health-{port}")).unwrap();
+        let metrics = &boot.ok(&format!("metrics-{port}")).unwrap().stdout;
+        let counted = metrics.lines().any(|l| {
+            let (name, value) = l.split_once('{').map(|(n, rest)| (n, rest.rsplit(' ').next())).unwrap_or((l, None));
+            name.ends_with(counter) && value.and_then(|v| v.parse::<f64>().ok()).is_some_and(|v| v > 0.0)
+        });
+        assert!(counted, "port {port}: no {counter} counted:\n{metrics}");
+    }
+    let tss = boot.ok("tss-gid").unwrap().stdout.clone();
+    let tss_gid = tss.trim().split(':').nth(2).unwrap().to_owned();
+    for unit in UNITS {
+        assert_eq!(boot.ok(&format!("active-{unit}")).unwrap().stdout.trim(), "active");
+        let status = boot.ok(&format!("sandbox-{unit}")).unwrap().stdout.clone();
+        for want in ["NoNewPrivs:\t1", "Seccomp:\t2", "CapEff:\t0000000000000000", "CapBnd:\t0000000000000000"] {
+            assert!(status.contains(want), "{unit}: {want:?} not in\n{status}");
+        }
+        let groups = status.lines().find(|l| l.starts_with("Groups:")).unwrap_or_default();
+        assert_eq!(groups.split_whitespace().any(|g| g == tss_gid), unit == UNITS[0], "{unit}: {groups}");
+        assert_readable(unit, &log(unit));
+    }
+    let uid = |unit: &str| {
+        let status = boot.ok(&format!("sandbox-{unit}")).unwrap().stdout.clone();
+        status.lines().find(|l| l.starts_with("Uid:")).unwrap().split_whitespace().nth(1).unwrap().to_owned()
+    };
+    assert_ne!(uid(UNITS[1]), "0", "signer-http runs as its own user");
+    // Negative row: the old unit's groups (no tss) leave root without capabilities unable to open the TPM.
+    let refused = boot.run("sign-no-tss").unwrap();
+    assert_ne!(refused.status, 0, "signed without the tss group: {}", refused.stdout);
+    assert!(log(UNITS[0]).contains("ermission denied"), "{}", log(UNITS[0]));
+}
