@@ -190,6 +190,20 @@ async fn signer_http_cosigns_tokens_of_its_primary_only() {
         }
         other => panic!("{other:?}"),
     }
+    // Its primary's token, but expired (past the leeway) or not yet valid: minted with those times instead of
+    // waiting for a real token to expire.
+    let now = crypto::unix_now();
+    for (iat, says) in [(now - 3600 - 60, &["expired at"][..]), (now + 600, &["in the future", "not valid before"])] {
+        match server.cosign(&url, &bundle_token(&server_key, iat)).await {
+            Err(SignerClientError::Status { status, reason, .. }) => {
+                assert_eq!(status, StatusCode::BAD_REQUEST, "{says:?}: {reason}");
+                assert!(says.iter().any(|s| reason.contains(s)), "{says:?}: {reason}");
+            }
+            other => panic!("{says:?}: {other:?}"),
+        }
+    }
+    // The same check passes a token minted now: the rows above fail on time alone.
+    server.cosign(&url, &bundle_token(&server_key, now)).await.unwrap();
 }
 
 #[tokio::test]
