@@ -192,6 +192,8 @@ pub fn plugin_main(
         std::process::exit(2);
     }
     crate::hclog::init();
+    // Before any thread starts: libtss2's own stderr records would reach SPIRE's log beside our errors.
+    common::logging::quiet_tss_logging();
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {

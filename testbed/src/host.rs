@@ -50,9 +50,13 @@ impl PluginHost {
     /// Launches `bin` with the magic cookie `cookie=cookie` and SPIRE's go-plugin environment, reads the
     /// handshake (60 s at most, as go-plugin allows), dials, opens the broker and stdio streams, and sends the
     /// host-services ConnInfo.
+    /// The plugin gets neither `RUST_LOG` nor `TSS2_LOG`, as under an operator's SPIRE: what it logs is what an
+    /// operator reads.
     pub fn launch(bin: &str, cookie: &str) -> anyhow::Result<PluginHost> {
         let path = bin_path(bin)?;
         let mut child = Command::new(&path)
+            .env_remove("RUST_LOG")
+            .env_remove("TSS2_LOG")
             .env(cookie, cookie)
             .env("PLUGIN_MIN_PORT", "10000")
             .env("PLUGIN_MAX_PORT", "25000")

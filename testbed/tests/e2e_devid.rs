@@ -179,3 +179,23 @@ fn check_command_reports_each_step_and_names_the_failing_one() {
     assert!(out.contains("FAIL  agent:") && out.contains("DevID password was refused"), "{out}");
     assert!(!out.contains("nope"), "{out}");
 }
+
+/// The agent plugin's log is what SPIRE's log shows an operator: a refused DevID password is our one error
+/// naming it, with no record from libtss2's own logging (the old plugin never quieted it) or tss-esapi's
+/// internals, and no colour escapes.
+#[test]
+fn a_wrong_devid_password_is_one_readable_error_without_tss_internals() {
+    let lab = DevIdLab::new(LabOptions { devid_password: Some("pw"), ..LabOptions::default() }).unwrap();
+    let agent = PluginHost::launch(AGENT, "NodeAttestor").unwrap();
+    agent.init().unwrap();
+    let hcl = lab.agent_hcl().replace("devid_password = \"pw\"", "devid_password = \"nope\"");
+    assert_ne!(hcl, lab.agent_hcl(), "the lab's agent config names its DevID password");
+    agent.configure(&hcl, "example.org").unwrap();
+    let err = agent.aid_attestation().unwrap_err();
+    assert!(err.message().contains("DevID password"), "{}", err.message());
+    let log = agent.stderr_lines().join("\n");
+    for internal in ["esys:", "tcti:", "sys:src/", "Closing context", "Closing handle", "ESYS handle", "\u{1b}"] {
+        assert!(!log.contains(internal), "the plugin's log carries {internal:?}:\n{log}");
+    }
+    assert!(!log.contains("nope"), "the password reached the log:\n{log}");
+}
