@@ -128,7 +128,7 @@ impl AllowList {
             AllowEntry::Net { base, prefix } => base.is_ipv4() == peer.is_ipv4() && mask(peer, *prefix) == *base,
             AllowEntry::Host(_) => false,
         });
-        static_match || self.resolved.read().map(|m| m.values().any(|set| set.contains(&peer))).unwrap_or(false)
+        static_match || common::sync::read(&self.resolved).values().any(|set| set.contains(&peer))
     }
 
     /// Re-resolves every host name. A name that fails keeps its previous addresses (a DNS hiccup must not lock
