@@ -211,8 +211,8 @@ impl Publisher {
     }
 
     /// Signs and publishes when needed; returns whether it published.
-    pub async fn publish(&self, bundle: Bundle) -> Result<bool, Status> {
-        let configured = self.config.get()?;
+    pub async fn publish(&self, bundle: Bundle) -> Result<bool, PublishError> {
+        let configured = self.config.get().map_err(PublishError::NotConfigured)?;
         let (cfg, client) = (&configured.cfg, &configured.client);
         let mut last = self.published.lock().await;
         let changed = last.bundle.as_ref() != Some(&bundle);
@@ -221,16 +221,16 @@ impl Publisher {
         if !changed && !due && !expiring {
             return Ok(false);
         }
-        let text = render(&bundle, cfg.format).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let text = render(&bundle, cfg.format).map_err(PublishError::Render)?;
         let started = Instant::now();
         let token =
             client.sign_chain_for(text.as_bytes(), cfg.trust_domain.as_deref(), &cfg.urls).await.map_err(|e| {
                 tracing::error!(error = %e, "signing failed; nothing published");
-                Status::unavailable(format!("could not sign bundle: {e}"))
+                PublishError::Sign(e)
             })?;
         client.publish(&token).await.map_err(|e| {
             tracing::error!(error = %e, "publishing failed");
-            Status::unavailable(format!("could not publish bundle: {e}"))
+            PublishError::Publish(e)
         })?;
         last.refresh_at = refresh_point(&token);
         last.bundle = Some(bundle);
@@ -247,6 +247,38 @@ impl Publisher {
     }
 }
 
+/// Why a PublishBundle call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// Configure has not succeeded yet (the slot's own status).
+    #[error("{}", .0.message())]
+    NotConfigured(Status),
+    /// The request carried no bundle.
+    #[error("missing bundle in request")]
+    NoBundle,
+    /// The bundle cannot be rendered in the configured format.
+    #[error("{0}")]
+    Render(RenderError),
+    /// signer-unix or a co-signer did not sign.
+    #[error("could not sign bundle: {0}")]
+    Sign(common::signer_client::SignerClientError),
+    /// signer-unix did not publish.
+    #[error("could not publish bundle: {0}")]
+    Publish(common::signer_client::SignerClientError),
+}
+
+/// The one conversion to SPIRE: a bad request is INVALID_ARGUMENT, a signer that failed UNAVAILABLE (SPIRE
+/// logs it and calls again on its next publish).
+impl From<PublishError> for Status {
+    fn from(e: PublishError) -> Status {
+        match e {
+            PublishError::NotConfigured(status) => status,
+            PublishError::NoBundle | PublishError::Render(_) => Status::invalid_argument(e.to_string()),
+            PublishError::Sign(_) | PublishError::Publish(_) => Status::unavailable(e.to_string()),
+        }
+    }
+}
+
 /// The gRPC face of [`Publisher`].
 #[derive(Debug, Clone, Default)]
 pub struct PublisherService(pub Arc<Publisher>);
@@ -257,7 +289,7 @@ impl BundlePublisher for PublisherService {
         &self,
         req: Request<PublishBundleRequest>,
     ) -> Result<Response<PublishBundleResponse>, Status> {
-        let bundle = req.into_inner().bundle.ok_or_else(|| Status::invalid_argument("missing bundle in request"))?;
+        let bundle = req.into_inner().bundle.ok_or(PublishError::NoBundle)?;
         self.0.publish(bundle).await?;
         Ok(Response::new(PublishBundleResponse {}))
     }

@@ -234,9 +234,37 @@ pub struct AgentService(pub Arc<AgentPlugin>);
 
 type Outbound = Pin<Box<dyn Stream<Item = Result<PayloadOrChallengeResponse, Status>> + Send>>;
 
-fn internal(e: impl std::fmt::Display) -> Status {
-    tracing::error!(error = %e, "attestation failed");
-    Status::internal(e.to_string())
+/// Why an AidAttestation stream ended before the agent answered the challenge.
+#[derive(Debug, thiserror::Error)]
+enum AidFailure {
+    /// The TPM, the DevID files or the challenge: our error, with its step.
+    #[error("{0}")]
+    Attest(AgentError),
+    /// The blocking task running the TPM work did not complete.
+    #[error("TPM task failed: {0}")]
+    Task(tokio::task::JoinError),
+    #[error("no challenge from the server in time")]
+    Timeout,
+    #[error("agent closed the stream")]
+    Closed,
+    /// The stream itself failed (SPIRE's status, passed on).
+    #[error("{}", .0.message())]
+    Stream(Status),
+}
+
+/// The one conversion to SPIRE: a failure of ours is INTERNAL with its reason (and logged here).
+impl From<AidFailure> for Status {
+    fn from(e: AidFailure) -> Status {
+        match e {
+            AidFailure::Stream(status) => status,
+            AidFailure::Timeout => Status::deadline_exceeded(e.to_string()),
+            AidFailure::Closed => Status::cancelled(e.to_string()),
+            AidFailure::Attest(_) | AidFailure::Task(_) => {
+                tracing::error!(error = %e, "attestation failed");
+                Status::internal(e.to_string())
+            }
+        }
+    }
 }
 
 #[tonic::async_trait]
@@ -255,30 +283,32 @@ impl NodeAttestor for AgentService {
             let _turn = plugin.one_at_a_time.lock().await;
             let run = async {
                 let c = cfg.clone();
-                let (payload, pending) =
-                    tokio::task::spawn_blocking(move || begin(&c)).await.map_err(internal)?.map_err(internal)?;
+                let (payload, pending) = tokio::task::spawn_blocking(move || begin(&c))
+                    .await
+                    .map_err(AidFailure::Task)?
+                    .map_err(AidFailure::Attest)?;
                 tracing::info!(device = %cfg.device, bytes = payload.len(), "sending tpm_devid attestation payload");
                 tx.send(Ok(PayloadOrChallengeResponse { data: Some(Data::Payload(payload)) }))
                     .await
-                    .map_err(|_| Status::cancelled("agent closed the stream"))?;
+                    .map_err(|_| AidFailure::Closed)?;
                 let challenge = match tokio::time::timeout(CHALLENGE_TIMEOUT, inbound.message()).await {
-                    Err(_) => return Err(Status::deadline_exceeded("no challenge from the server in time")),
-                    Ok(Err(status)) => return Err(status),
+                    Err(_) => return Err(AidFailure::Timeout),
+                    Ok(Err(status)) => return Err(AidFailure::Stream(status)),
                     Ok(Ok(None)) => return Ok(()),
                     Ok(Ok(Some(c))) => c.challenge,
                 };
                 let response = tokio::task::spawn_blocking(move || answer(&pending, &challenge))
                     .await
-                    .map_err(internal)?
-                    .map_err(internal)?;
+                    .map_err(AidFailure::Task)?
+                    .map_err(AidFailure::Attest)?;
                 tracing::info!("answered the tpm_devid challenge");
                 tx.send(Ok(PayloadOrChallengeResponse { data: Some(Data::ChallengeResponse(response)) }))
                     .await
-                    .map_err(|_| Status::cancelled("agent closed the stream"))?;
+                    .map_err(|_| AidFailure::Closed)?;
                 Ok(())
             };
-            if let Err(status) = run.await {
-                let _ = tx.send(Err(status)).await;
+            if let Err(failure) = run.await {
+                let _ = tx.send(Err(Status::from(failure))).await;
             }
         });
         Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))

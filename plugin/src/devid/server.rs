@@ -108,9 +108,46 @@ pub struct ServerService(pub Arc<ServerPlugin>);
 
 type Outbound = Pin<Box<dyn Stream<Item = Result<AttestResponse, Status>> + Send>>;
 
-fn refuse(e: crypto::devid::DevIdError) -> Status {
-    tracing::warn!(reason = %e, "tpm_devid attestation refused");
-    Status::invalid_argument(e.to_string())
+/// Why an Attest stream ended without the agent's attributes.
+#[derive(Debug, thiserror::Error)]
+enum AttestFailure {
+    #[error("missing attestation payload")]
+    NoPayload,
+    #[error("missing challenge response")]
+    NoResponse,
+    #[error("no challenge response in time")]
+    Timeout,
+    #[error("stream closed")]
+    Closed,
+    /// The payload or the response failed a check: the agent proved nothing.
+    #[error("{0}")]
+    Refused(crypto::devid::DevIdError),
+    /// The stream itself failed (SPIRE's status, passed on).
+    #[error("{}", .0.message())]
+    Stream(Status),
+}
+
+impl From<Status> for AttestFailure {
+    fn from(s: Status) -> AttestFailure {
+        AttestFailure::Stream(s)
+    }
+}
+
+/// The one conversion to SPIRE: what the agent sent (or failed to send) is INVALID_ARGUMENT, with the reason
+/// SPIRE logs; a refusal is also logged here.
+impl From<AttestFailure> for Status {
+    fn from(e: AttestFailure) -> Status {
+        match e {
+            AttestFailure::Stream(status) => status,
+            AttestFailure::Timeout => Status::deadline_exceeded(e.to_string()),
+            AttestFailure::Closed => Status::cancelled(e.to_string()),
+            AttestFailure::Refused(ref reason) => {
+                tracing::warn!(%reason, "tpm_devid attestation refused");
+                Status::invalid_argument(e.to_string())
+            }
+            AttestFailure::NoPayload | AttestFailure::NoResponse => Status::invalid_argument(e.to_string()),
+        }
+    }
 }
 
 #[tonic::async_trait]
@@ -125,30 +162,30 @@ impl NodeAttestor for ServerService {
             let run = async {
                 let payload = match inbound.message().await? {
                     Some(AttestRequest { request: Some(In::Payload(p)) }) if !p.is_empty() => p,
-                    _ => return Err(Status::invalid_argument("missing attestation payload")),
+                    _ => return Err(AttestFailure::NoPayload),
                 };
-                let (challenge, pending) = cfg.verifier.challenge(&payload, now()).map_err(refuse)?;
+                let (challenge, pending) = cfg.verifier.challenge(&payload, now()).map_err(AttestFailure::Refused)?;
                 tx.send(Ok(AttestResponse { response: Some(Out::Challenge(challenge)) }))
                     .await
-                    .map_err(|_| Status::cancelled("stream closed"))?;
+                    .map_err(|_| AttestFailure::Closed)?;
                 let response = match tokio::time::timeout(RESPONSE_TIMEOUT, inbound.message()).await {
-                    Err(_) => return Err(Status::deadline_exceeded("no challenge response in time")),
+                    Err(_) => return Err(AttestFailure::Timeout),
                     Ok(r) => match r? {
                         Some(AttestRequest { request: Some(In::ChallengeResponse(r)) }) if !r.is_empty() => r,
-                        _ => return Err(Status::invalid_argument("missing challenge response")),
+                        _ => return Err(AttestFailure::NoResponse),
                     },
                 };
-                let attested = pending.verify(&response).map_err(refuse)?;
+                let attested = pending.verify(&response).map_err(AttestFailure::Refused)?;
                 let spiffe_id = format!("spiffe://{}{}", cfg.trust_domain, attested.agent_path());
                 tracing::info!(agent = %spiffe_id, selectors = ?attested.selectors, "tpm_devid attestation passed");
                 let attributes = AgentAttributes { spiffe_id, selector_values: attested.selectors, can_reattest: true };
                 tx.send(Ok(AttestResponse { response: Some(Out::AgentAttributes(attributes)) }))
                     .await
-                    .map_err(|_| Status::cancelled("stream closed"))?;
+                    .map_err(|_| AttestFailure::Closed)?;
                 Ok(())
             };
-            if let Err(status) = run.await {
-                let _ = tx.send(Err(status)).await;
+            if let Err(failure) = run.await {
+                let _ = tx.send(Err(Status::from(failure))).await;
             }
         });
         Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
