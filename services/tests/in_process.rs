@@ -149,6 +149,71 @@ async fn signer_unix_answers_503_when_its_key_fails() {
     }
 }
 
+/// signer-http in-process on 127.0.0.1, co-signing with `local_socket` the tokens of `primary`; waits until it
+/// accepts connections.
+async fn signer_http(dir: &Path, local_socket: &Path, primary: &SoftwareKey) -> (Running, u16) {
+    let keys = dir.join("keys");
+    std::fs::create_dir_all(&keys).unwrap();
+    std::fs::write(keys.join("primary.pem"), pem(primary)).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let text = format!(
+        "socket: {}\nkeydir: keys\nprimary: primary.pem\nlisten-addr: 127.0.0.1:{port}\nallowed-addrs: [127.0.0.1]\n",
+        local_socket.display()
+    );
+    let cfg = services::signer_http::SignerHttpConfig::parse(&dir.join("signer-http.conf"), &text).unwrap();
+    let running = spawn(move |stop| services::signer_http::run(cfg, async move { drop(stop.await) }));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+        assert!(Instant::now() < deadline, "signer-http never listened");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    (running, port)
+}
+
+/// What a raw HTTP/1.1 GET on `stream` gets back: the response bytes, or nothing when the server closed it.
+async fn raw_get(stream: &mut tokio::net::TcpStream) -> Vec<u8> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _ = stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    let mut buf = vec![0; 256];
+    match tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf)).await {
+        Ok(Ok(n)) => buf[..n].to_vec(),
+        Ok(Err(_)) => Vec::new(),
+        Err(_) => panic!("neither answered nor closed within 10 s"),
+    }
+}
+
+/// One allowed peer address holds at most 32 connections (ServerLimits::per_peer): the next is closed
+/// unanswered, and once the held ones go, that address is served again. (The old signer-http had no cap: an
+/// allowed but faulty peer could take every descriptor.)
+#[tokio::test]
+async fn signer_http_caps_the_connections_of_one_peer_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = Arc::new(SoftwareKey::generate(KeyType::EccP256));
+    let (_local, local_socket) = signer_unix(dir.path(), "local", key.clone(), "").await;
+    let (_http, port) = signer_http(dir.path(), &local_socket, &key).await;
+    let mut held = Vec::new();
+    for _ in 0..32 {
+        held.push(tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap());
+    }
+    // Each held connection is served: it answers a request (and stays open, keep-alive).
+    for stream in held.iter_mut().take(2) {
+        assert!(raw_get(stream).await.starts_with(b"HTTP/1.1 "), "a held connection was not served");
+    }
+    let mut extra = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let answer = raw_get(&mut extra).await;
+    assert!(answer.is_empty(), "the 33rd connection was served: {}", String::from_utf8_lossy(&answer));
+    drop(held);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut again = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        if raw_get(&mut again).await.starts_with(b"HTTP/1.1 ") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the address was not served again after its connections closed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test]
 async fn signer_http_cosigns_tokens_of_its_primary_only() {
     let dir = tempfile::tempdir().unwrap();
@@ -156,21 +221,7 @@ async fn signer_http_cosigns_tokens_of_its_primary_only() {
         (Arc::new(SoftwareKey::generate(KeyType::EccP256)), Arc::new(SoftwareKey::generate(KeyType::EccP256)));
     let (_server, server_socket) = signer_unix(dir.path(), "server", server_key.clone(), "").await;
     let (_local, local_socket) = signer_unix(dir.path(), "local", cosigner_key.clone(), "").await;
-    let keys = dir.path().join("keys");
-    std::fs::create_dir_all(&keys).unwrap();
-    std::fs::write(keys.join("primary.pem"), pem(&server_key)).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let text = format!(
-        "socket: {}\nkeydir: keys\nprimary: primary.pem\nlisten-addr: 127.0.0.1:{port}\nallowed-addrs: [127.0.0.1]\n",
-        local_socket.display()
-    );
-    let cfg = services::signer_http::SignerHttpConfig::parse(&dir.path().join("signer-http.conf"), &text).unwrap();
-    let _http = spawn(move |stop| services::signer_http::run(cfg, async move { drop(stop.await) }));
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
-        assert!(Instant::now() < deadline, "signer-http never listened");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let (_http, port) = signer_http(dir.path(), &local_socket, &server_key).await;
 
     let server = SignerClient::new(&server_socket, Duration::from_secs(5)).unwrap();
     let url = HttpUrl::parse(&format!("http://127.0.0.1:{port}/sign")).unwrap();
@@ -530,4 +581,31 @@ async fn a_keyset_update_missing_at_keys_url_is_taken_from_a_mirror() {
         assert!(Instant::now() < deadline, "the mirror's update was never taken: {}", r.status);
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// An idle keep-alive connection on a unix socket is closed after the 5 s idle limit (ServerLimits'
+/// header_timeout), well before the old 10 s: idle clients cannot hold the socket's connections for long.
+#[tokio::test]
+async fn an_idle_keep_alive_connection_on_the_verifier_socket_is_closed_after_5_s() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let key = SoftwareKey::generate(KeyType::EccP256);
+    std::fs::create_dir_all(dir.path().join("keys")).unwrap();
+    std::fs::write(dir.path().join("keys/k.pem"), pem(&key)).unwrap();
+    let (_v, socket, _) = verifier(dir.path(), "main", "    chain: [k.pem]\n").await;
+    let mut stream = tokio::net::UnixStream::connect(&socket).await.unwrap();
+    stream.write_all(b"GET /trustbundle?instance=main HTTP/1.1\r\nHost: localhost\r\n\r\n").await.unwrap();
+    let mut buf = vec![0; 4096];
+    let n = stream.read(&mut buf).await.unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 503"), "{}", String::from_utf8_lossy(&buf[..n]));
+    let idle = Instant::now();
+    // The rest of that response, if any, then the close.
+    loop {
+        match tokio::time::timeout(Duration::from_secs(8), stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(_)) => continue,
+            Err(_) => panic!("an idle keep-alive connection was still open after 8 s"),
+        }
+    }
+    assert!(idle.elapsed() >= Duration::from_secs(4), "closed after {:?}, before the idle limit", idle.elapsed());
 }

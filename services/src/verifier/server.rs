@@ -370,6 +370,24 @@ mod tests {
         let file = tmp.path().join("file");
         std::fs::write(&file, b"").unwrap();
         assert!(prepare_state_dir(&file).unwrap_err().to_string().contains("not a directory"));
+        // Another user's directory, even a private one: as root, one given to nobody; otherwise root's own "/".
+        let foreign = if own_uid() == 0 {
+            let d = tmp.path().join("nobodys");
+            std::fs::create_dir(&d).unwrap();
+            std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o700)).unwrap();
+            std::os::unix::fs::chown(&d, Some(65534), Some(65534)).unwrap();
+            d
+        } else {
+            std::path::PathBuf::from("/")
+        };
+        let err = prepare_state_dir(&foreign).unwrap_err().to_string();
+        assert!(err.contains("owned by uid"), "{err}");
+    }
+
+    /// This process's uid, as the daemon reads it.
+    fn own_uid() -> u32 {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata("/proc/self").unwrap().uid()
     }
 
     #[test]
