@@ -354,8 +354,12 @@ impl Keyset {
         let stored = Stored { token: token.to_owned(), signed_at, accepted_at };
         let Ok(data) = serde_json::to_vec(&stored) else { return };
         let file = self.state_file.clone();
-        let written =
-            tokio::task::spawn_blocking(move || fsutil::write_atomic(&file, ".state.tmp", &data, 0o600)).await;
+        let written = tokio::task::spawn_blocking(move || {
+            #[cfg(test)]
+            tests::hold_write(&file);
+            fsutil::write_atomic(&file, ".state.tmp", &data, 0o600)
+        })
+        .await;
         let error = match written {
             Ok(Ok(())) => return,
             Ok(Err(e)) => e.to_string(),
@@ -376,5 +380,101 @@ fn not_published(source: &Source, e: &FetchError) -> bool {
         (_, FetchError::Status(s)) => *s == http::StatusCode::NOT_FOUND,
         (Source::File(_), FetchError::File { source, .. }) => source.kind() == std::io::ErrorKind::NotFound,
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc::{channel, Receiver, Sender};
+
+    use super::*;
+    use tpm::KeySigner;
+
+    /// A state write a test holds: the writer reports when it started, then waits to be released (3 s at most).
+    struct Gate {
+        file: PathBuf,
+        started: Sender<Instant>,
+        release: Receiver<()>,
+    }
+
+    static GATE: Mutex<Option<Gate>> = Mutex::new(None);
+
+    /// Called by [`Keyset::persist`]'s writer before it writes `file`.
+    pub(super) fn hold_write(file: &Path) {
+        let gate = {
+            let mut slot = common::sync::lock(&GATE);
+            if slot.as_ref().is_some_and(|g| g.file == file) {
+                slot.take()
+            } else {
+                None
+            }
+        };
+        if let Some(gate) = gate {
+            let _ = gate.started.send(Instant::now());
+            let _ = gate.release.recv_timeout(Duration::from_secs(3));
+        }
+    }
+
+    /// While the state (two fsyncs) is being written, the event loop that answers agents keeps running and the
+    /// new bundle is already served. The old verifier wrote it on the loop: the loop stood still for the whole
+    /// write (here the 3 s the held write waits).
+    #[tokio::test(flavor = "current_thread")]
+    async fn the_state_is_written_off_the_event_loop() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = tpm::mock::SoftwareKey::generate(tpm::KeyType::EccP256);
+        std::fs::create_dir_all(dir.path().join("keys")).unwrap();
+        let pem = crypto::pem::encode("PUBLIC KEY", key.public_key().spki_der());
+        std::fs::write(dir.path().join("keys/k.pem"), pem).unwrap();
+        let now = crypto::unix_now();
+        let bundle = include_str!("../../../crypto/tests/data/ca-ec.pem");
+        let claims = crypto::token::Claims {
+            payload: crypto::token::Payload::Bundle(bundle.into()),
+            iss: String::new(),
+            iat: now,
+            nbf: now,
+            exp: now + 600,
+            trust_domain: None,
+        };
+        let builder = crypto::token::TokenBuilder::new(crypto::Alg::Es256, &claims);
+        let signature = key.sign_digest(&builder.digest()).unwrap();
+        let token = builder.finish(&signature).unwrap();
+        std::fs::write(dir.path().join("token"), token).unwrap();
+        let text = format!(
+            "keydir: keys\nsocket: {0}/v.sock\nstate-dir: {0}/state\nkeyset:\n  main:\n    url: file://{0}/token\n    chain: [k.pem]\n",
+            dir.path().display()
+        );
+        let cfg = super::super::VerifierConfig::parse(&dir.path().join("v.conf"), &text).unwrap();
+        std::fs::create_dir_all(&cfg.state_dir).unwrap();
+        let metrics = Arc::new(VerifierMetrics::new().unwrap());
+        let ks = Arc::new(Keyset::new("main", cfg.keysets["main"].clone(), &cfg.state_dir, metrics));
+        let (started_tx, started) = channel();
+        let (release, release_rx) = channel();
+        *common::sync::lock(&GATE) =
+            Some(Gate { file: ks.state_file.clone(), started: started_tx, release: release_rx });
+
+        let client = HttpClient::new(common::client::ClientOptions {
+            timeout: Duration::from_secs(5),
+            max_body: 1 << 20,
+            ca_file: None,
+        })
+        .unwrap();
+        let refreshing = ks.clone();
+        let refresh = tokio::spawn(async move { refreshing.refresh(&client, 1 << 20, Duration::from_secs(5)).await });
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let write_started = loop {
+            if let Ok(at) = started.try_recv() {
+                break at;
+            }
+            assert!(Instant::now() < deadline, "the state was never written");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        };
+        // The loop runs a timer while the write is held.
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let lag = write_started.elapsed();
+        assert!(ks.serving(crypto::unix_now()).is_some(), "the bundle is served before its state is on disk");
+        let _ = release.send(());
+        refresh.await.unwrap();
+        assert!(lag < Duration::from_secs(2), "the event loop stood still for {lag:?} while the state was written");
+        assert!(ks.state_file.is_file(), "the state was written once released");
     }
 }
