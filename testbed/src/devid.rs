@@ -259,8 +259,14 @@ pub struct ExplosiveChain {
 }
 
 impl ExplosiveChain {
-    /// Makes the certificates with openssl in `dir`.
+    /// Makes the certificates with openssl in `dir`, the attacker's key P-256.
     pub fn new(dir: &Path) -> anyhow::Result<ExplosiveChain> {
+        ExplosiveChain::with_key(dir, &["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"])
+    }
+
+    /// The same certificates under an attacker's key made with `genpkey_args` (e.g. RSA-8192, the costliest
+    /// signature check an agent can make the server do).
+    pub fn with_key(dir: &Path, genpkey_args: &[&str]) -> anyhow::Result<ExplosiveChain> {
         use crypto::devid::chain::parse_pem_bundle;
         let load = |name: &str| -> anyhow::Result<crypto::devid::Cert> {
             parse_pem_bundle(&std::fs::read(dir.join(name))?)
@@ -270,7 +276,10 @@ impl ExplosiveChain {
                 .context("no certificate")
         };
         make_devid_ca(dir, "trusted")?;
-        openssl(&["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", "k.key"], dir)?;
+        let mut genpkey = vec!["genpkey"];
+        genpkey.extend_from_slice(genpkey_args);
+        genpkey.extend(["-out", "k.key"]);
+        openssl(&genpkey, dir)?;
         let self_issued = |n: usize, san: bool| -> anyhow::Result<crypto::devid::Cert> {
             let (serial, out) = ((n + 1).to_string(), format!("i{n}.pem"));
             let san_ext = format!("subjectAltName=URI:spiffe://evil/{n}");

@@ -25,3 +25,23 @@ fn every_fuzz_corpus_replays_without_a_panic() {
         }
     }
 }
+
+/// Every target `make fuzz` runs (`fuzz/Cargo.toml`) has its body in `testbed::fuzzing::TARGETS`, and the other
+/// way round: a target added on one side only would never be fuzzed or never be replayed.
+#[test]
+fn the_fuzz_crate_and_the_replay_list_name_the_same_targets() {
+    let manifest = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/Cargo.toml")).unwrap();
+    let mut in_crate: Vec<&str> = manifest
+        .lines()
+        .filter_map(|l| l.strip_prefix("name = \"")?.strip_suffix('"'))
+        .filter(|n| *n != "sat-fuzz")
+        .collect();
+    let mut replayed: Vec<&str> = testbed::fuzzing::TARGETS.iter().map(|(n, _)| *n).collect();
+    in_crate.sort_unstable();
+    replayed.sort_unstable();
+    assert_eq!(in_crate, replayed);
+    for name in replayed {
+        let target = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../fuzz/fuzz_targets/{name}.rs"));
+        assert!(target.is_file(), "{} is missing", target.display());
+    }
+}

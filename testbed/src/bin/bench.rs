@@ -224,10 +224,16 @@ fn chain_bench(lab: &testbed::devid::DevIdLab, chain: &[Vec<u8>], now: u64) -> a
     let roots = parse_pem_bundle(&std::fs::read(lab.path("root.pem"))?).map_err(anyhow::Error::msg)?;
     let dir = tempfile::tempdir()?;
     let attack = testbed::devid::ExplosiveChain::new(dir.path())?;
-    let rows: [(&str, &Cert, &[Cert], &[Cert]); 3] = [
+    let rsa_dir = tempfile::tempdir()?;
+    let rsa = testbed::devid::ExplosiveChain::with_key(
+        rsa_dir.path(),
+        &["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:8192"],
+    )?;
+    let rows: [(&str, &Cert, &[Cert], &[Cert]); 4] = [
         ("genuine (leaf + intermediate -> root)", &certs[0], &certs[1..], &roots),
         ("7 copies of one self-issued CA", &attack.leaf, &attack.copies, &attack.anchors),
-        ("7 self-issued CAs, distinct SANs (worst case)", &attack.leaf, &attack.distinct, &attack.anchors),
+        ("7 self-issued CAs, distinct SANs, P-256", &attack.leaf, &attack.distinct, &attack.anchors),
+        ("7 self-issued CAs, distinct SANs, RSA-8192 (worst case)", &rsa.leaf, &rsa.distinct, &rsa.anchors),
     ];
     for (what, leaf, intermediates, anchors) in rows {
         let mut times = Vec::new();
