@@ -484,8 +484,8 @@ const UNITS: [&str; 3] = [
 /// kernel's `/dev/tpmrm0` with the modes Debian's tpm-udev gives it (tss:tss 0660): signer-unix signs and
 /// publishes into the shipped publish directory, signer-http co-signs, the verifier serves both keysets, each
 /// daemon's metrics and health answer; each daemon's seccomp filter, no-new-privileges and empty capability
-/// set are in force. Negative row: without the tss group, which the old unit lacked, signer-unix cannot open
-/// the TPM.
+/// set are in force; signer-unix also signs on /dev/tpm0 (a misc device, outside the tpm major). Negative row:
+/// without the tss group, which the old unit lacked, signer-unix cannot open the TPM.
 #[test]
 fn vm_shipped_units_run_sandboxed_under_systemd() {
     let tmp = tempfile::tempdir().unwrap();
@@ -521,7 +521,7 @@ fn vm_shipped_units_run_sandboxed_under_systemd() {
          run tmpfiles systemd-tmpfiles --create spire-server-attestor-tpm.conf\n\
          chown tss:tss /dev/tpmrm0; chmod 0660 /dev/tpmrm0; chown tss:root /dev/tpm0; chmod 0660 /dev/tpm0\n\
          run provision-a {su} provision --handle 0x81008006 --out {etc}/keys/a.pem\n\
-         run provision-b {su} provision --handle 0x81008007 --out {etc}/keys/b.pem\n\
+         run provision-b {su} provision --handle 0x81008007 --key-type ecc-p256 --out {etc}/keys/b.pem\n\
          chmod 0644 {etc}/keys/*.pem\n\
          run reload systemctl daemon-reload\n\
          run start-signer-unix systemctl start {su}\n\
@@ -547,6 +547,14 @@ fn vm_shipped_units_run_sandboxed_under_systemd() {
            run sandbox-$u sh -c \"grep -E '^(Uid|Groups|NoNewPrivs|Seccomp|CapEff|CapBnd):' /proc/$(systemctl show -p MainPID --value $u)/status\"\n\
          done\n\
          run tss-gid sh -c 'grep ^tss: /etc/group'\n\
+         systemctl stop {su}\n\
+         rm -f {run_dir}/signer-unix.sock\n\
+         chown root:root /dev/tpm0; chmod 0600 /dev/tpm0\n\
+         echo 'tpm-device: /dev/tpm0' >>{etc}/signer-unix.conf\n\
+         systemctl start {su}\n\
+         wait_for 60 -S {run_dir}/signer-unix.sock\n\
+         run sign-tpm0 sh -c 'spire-server-attestor-tpm-sign {run_dir}/signer-unix.sock < /sat/bundle.pem'\n\
+         sed -i '/^tpm-device:/d' {etc}/signer-unix.conf\n\
          mkdir -p /etc/systemd/system/{su}.service.d\n\
          printf '[Service]\\nSupplementaryGroups=\\n' >/etc/systemd/system/{su}.service.d/no-tss.conf\n\
          : >/run/sat-logs/{su}.service.log\n\
@@ -609,6 +617,8 @@ fn vm_shipped_units_run_sandboxed_under_systemd() {
         status.lines().find(|l| l.starts_with("Uid:")).unwrap().split_whitespace().nth(1).unwrap().to_owned()
     };
     assert_ne!(uid(UNITS[1]), "0", "signer-http runs as its own user");
+    // /dev/tpm0 (root's, as without tpm-udev) is a device the unit admits too: it is not under the tpm major.
+    boot.ok("sign-tpm0").unwrap_or_else(|e| panic!("{e:#}\nsigner-unix: {}", log(UNITS[0])));
     // Negative row: the old unit's groups (no tss) leave root without capabilities unable to open the TPM.
     let refused = boot.run("sign-no-tss").unwrap();
     assert_ne!(refused.status, 0, "signed without the tss group: {}", refused.stdout);
