@@ -275,15 +275,33 @@ pub fn parse_mode(s: &str) -> Option<u32> {
     u32::from_str_radix(digits, 8).ok().filter(|m| *m <= 0o777)
 }
 
-/// The machine's host name as Go's `os.Hostname` reads it on Linux.
+/// The machine's host name: the name Go's `os.Hostname` gives (it reads the same kernel field).
 pub fn hostname() -> std::io::Result<String> {
-    let name = std::fs::read_to_string("/proc/sys/kernel/hostname")?;
-    Ok(name.trim().to_owned())
+    // uname(2), not /proc/sys/kernel/hostname: the signer-unix unit hides /proc/sys (ProcSubset=pid), and with it
+    // that file, which made signer-unix without `issuer` refuse to start.
+    let uts = rustix::system::uname();
+    let name = uts
+        .nodename()
+        .to_str()
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "the host name is not UTF-8"))?;
+    if name.is_empty() {
+        return Err(std::io::Error::new(std::io::ErrorKind::NotFound, "the host name is empty"));
+    }
+    Ok(name.to_owned())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_host_name_is_the_kernels_without_reading_proc_sys() {
+        let name = hostname().unwrap();
+        assert!(!name.is_empty() && !name.contains('\n'), "{name:?}");
+        if let Ok(proc) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
+            assert_eq!(name, proc.trim());
+        }
+    }
 
     fn env(name: &str) -> Option<String> {
         match name {

@@ -7,6 +7,8 @@
 
 use std::path::Path;
 
+use base64::Engine;
+
 use testbed::process::run_bin;
 use testbed::vm::{self, Boot, VmTpm};
 
@@ -447,12 +449,13 @@ fn vm_reboot_keeps_the_persistent_key_and_signer_unix_signs_with_it_again() {
 }
 
 /// The configs of the systemd boot, where the packages put them: signer-unix (key a, the shipped socket and
-/// publish directory), signer-http co-signing for server b, the verifier with one keyset per server.
+/// publish directory, `iss` the host name as shipped), signer-http co-signing for server b, the verifier with one
+/// keyset per server.
 const UNIT_CONFIGS: [(&str, &str); 4] = [
     (
         "signer-unix.conf",
         "socket: /var/run/spire/server-attestor-tpm/signer-unix.sock\ntpm-address: 0x81008006\nduration: 10m\n\
-         dir: /usr/share/nginx/html\nissuer: vm-server-a\nmetrics-addr: \"127.0.0.1:9465\"\n",
+         dir: /usr/share/nginx/html\nmetrics-addr: \"127.0.0.1:9465\"\n",
     ),
     (
         "signer-http.conf",
@@ -508,7 +511,8 @@ fn vm_shipped_units_run_sandboxed_under_systemd() {
     let etc = "/etc/spire/server-attestor-tpm";
     let run_dir = "/var/run/spire/server-attestor-tpm";
     let script = format!(
-        "mkdir -p /lib/systemd/system /usr/lib/sysusers.d /usr/lib/tmpfiles.d {etc}/keys /usr/share/nginx/html /srv/www-b /run/sat-logs\n\
+        "give_up() {{ bring /run/sat-logs/*.log /tmp/b.log; echo SAT-END >>/dev/ttyS1; exit 0; }}\n\
+         mkdir -p /lib/systemd/system /usr/lib/sysusers.d /usr/lib/tmpfiles.d {etc}/keys /usr/share/nginx/html /srv/www-b /run/sat-logs\n\
          for u in {units}; do\n\
            cp /sat/$u /lib/systemd/system/\n\
            mkdir -p /etc/systemd/system/$u.d\n\
@@ -525,17 +529,18 @@ fn vm_shipped_units_run_sandboxed_under_systemd() {
          chmod 0644 {etc}/keys/*.pem\n\
          run reload systemctl daemon-reload\n\
          run start-signer-unix systemctl start {su}\n\
-         wait_for 60 -S {run_dir}/signer-unix.sock\n\
+         wait_for 60 -S {run_dir}/signer-unix.sock || give_up\n\
          run start-signer-http systemctl start spire-server-attestor-tpm-signer-http\n\
          {su} /sat/b.conf >/tmp/b.log 2>&1 &\n\
          B=$!\n\
-         wait_for 60 -S /run/b.sock\n\
+         wait_for 60 -S /run/b.sock || give_up\n\
          run sign-a sh -c 'spire-server-attestor-tpm-sign {run_dir}/signer-unix.sock < /sat/bundle.pem'\n\
          wait_log /run/sat-logs/spire-server-attestor-tpm-signer-http.service.log listening 60\n\
          run sign-b sh -c 'spire-server-attestor-tpm-sign /run/b.sock http://127.0.0.1:8181/sign < /sat/bundle.pem'\n\
          run published stat -c '%a %U %F' /usr/share/nginx/html/spiffetrustbundle.token\n\
+         run guest-hostname cat /proc/sys/kernel/hostname\n\
          run start-verifier systemctl start spire-server-attestor-tpm-verifier\n\
-         wait_for 60 -S {run_dir}/verifier.sock\n\
+         wait_for 60 -S {run_dir}/verifier.sock || give_up\n\
          run served-a curl -sS --fail --unix-socket {run_dir}/verifier.sock 'http://localhost/trustbundle?instance=a'\n\
          run served-b curl -sS --fail --unix-socket {run_dir}/verifier.sock 'http://localhost/trustbundle?instance=b'\n\
          for port in 9464 9465 9466; do\n\
@@ -552,7 +557,7 @@ fn vm_shipped_units_run_sandboxed_under_systemd() {
          chown root:root /dev/tpm0; chmod 0600 /dev/tpm0\n\
          echo 'tpm-device: /dev/tpm0' >>{etc}/signer-unix.conf\n\
          systemctl start {su}\n\
-         wait_for 60 -S {run_dir}/signer-unix.sock\n\
+         wait_for 60 -S {run_dir}/signer-unix.sock || give_up\n\
          run sign-tpm0 sh -c 'spire-server-attestor-tpm-sign {run_dir}/signer-unix.sock < /sat/bundle.pem'\n\
          sed -i '/^tpm-device:/d' {etc}/signer-unix.conf\n\
          mkdir -p /etc/systemd/system/{su}.service.d\n\
@@ -580,6 +585,11 @@ fn vm_shipped_units_run_sandboxed_under_systemd() {
     let log = |unit: &str| boot.text(&format!("/run/sat-logs/{unit}.log")).unwrap_or_default();
     let signed = boot.ok("sign-a").unwrap_or_else(|e| panic!("{e:#}\nsigner-unix: {}", log(UNITS[0])));
     assert!(signed.stdout.starts_with("ey"), "{}", signed.stdout);
+    // No `issuer` in its config, as shipped: the token names the host (read where the unit hides /proc/sys).
+    let claims = signed.stdout.trim().split('.').nth(1).unwrap();
+    let claims: serde_json::Value =
+        serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(claims).unwrap()).unwrap();
+    assert_eq!(claims["iss"], boot.ok("guest-hostname").unwrap().stdout.trim(), "{claims}");
     boot.ok("sign-b").unwrap_or_else(|e| panic!("{e:#}\nsigner-http: {}", log(UNITS[1])));
     assert_eq!(boot.ok("published").unwrap().stdout.trim(), "644 root regular file");
     // What the verifier under its unit serves is the bundle, and the host's verifier agrees on the tokens.
