@@ -360,6 +360,9 @@ fn build_systemd_layer() -> anyhow::Result<Vec<u8>> {
     );
     layer.file("etc/group", 0o644, b"root:x:0:\ntss:x:109:\n");
     layer.file("etc/os-release", 0o644, b"NAME=sat\nID=sat\n");
+    // Name resolution as on a Debian host: the daemons resolve `localhost` through glibc's NSS.
+    layer.file("etc/hosts", 0o644, b"127.0.0.1 localhost\n::1 localhost\n");
+    layer.file("etc/nsswitch.conf", 0o644, b"passwd: files\ngroup: files\nhosts: files dns\n");
     layer.file("etc/machine-id", 0o444, b"5a7c0de1b0075a7c0de1b0075a7c0de1\n");
     for (name, text) in SYSTEMD_UNITS {
         layer.file(&format!("etc/systemd/system/{name}"), 0o644, text.as_bytes());

@@ -449,8 +449,8 @@ fn vm_reboot_keeps_the_persistent_key_and_signer_unix_signs_with_it_again() {
 }
 
 /// The configs of the systemd boot, where the packages put them: signer-unix (key a, the shipped socket and
-/// publish directory, `iss` the host name as shipped), signer-http co-signing for server b, the verifier with one
-/// keyset per server.
+/// publish directory, `iss` the host name as shipped), signer-http co-signing for server b (allowed by host name),
+/// the verifier with one keyset per server (a's over HTTP from a host name, b's from a file).
 const UNIT_CONFIGS: [(&str, &str); 4] = [
     (
         "signer-unix.conf",
@@ -460,12 +460,12 @@ const UNIT_CONFIGS: [(&str, &str); 4] = [
     (
         "signer-http.conf",
         "socket: /var/run/spire/server-attestor-tpm/signer-unix.sock\nkeydir: keys\nprimary: b.pem\n\
-         listen-addr: \"127.0.0.1:8181\"\nallowed-addrs: [127.0.0.1]\nmetrics-addr: \"127.0.0.1:9466\"\n",
+         listen-addr: \"127.0.0.1:8181\"\nallowed-addrs: [localhost]\nmetrics-addr: \"127.0.0.1:9466\"\n",
     ),
     (
         "verifier.conf",
         "keydir: keys\nsocket: /var/run/spire/server-attestor-tpm/verifier.sock\nmetrics-addr: \"127.0.0.1:9464\"\n\
-         keyset:\n  a:\n    url: file:///usr/share/nginx/html/spiffetrustbundle.token\n    chain: [a.pem]\n\
+         keyset:\n  a:\n    url: http://localhost:8080/spiffetrustbundle.token\n    chain: [a.pem]\n\
          \x20 b:\n    url: file:///srv/www-b/spiffetrustbundle.token\n    chain: [b.pem, a.pem]\n",
     ),
     // Server b, started by hand: its tokens go through a's signer-http.
@@ -539,6 +539,7 @@ fn vm_shipped_units_run_sandboxed_under_systemd() {
          run sign-b sh -c 'spire-server-attestor-tpm-sign /run/b.sock http://127.0.0.1:8181/sign < /sat/bundle.pem'\n\
          run published stat -c '%a %U %F' /usr/share/nginx/html/spiffetrustbundle.token\n\
          run guest-hostname cat /proc/sys/kernel/hostname\n\
+         busybox httpd -p 127.0.0.1:8080 -h /usr/share/nginx/html\n\
          run start-verifier systemctl start spire-server-attestor-tpm-verifier\n\
          wait_for 60 -S {run_dir}/verifier.sock || give_up\n\
          run served-a curl -sS --fail --unix-socket {run_dir}/verifier.sock 'http://localhost/trustbundle?instance=a'\n\
