@@ -510,6 +510,8 @@ fn vm_shipped_units_run_sandboxed_under_systemd() {
     let su = "spire-server-attestor-tpm-signer-unix";
     let etc = "/etc/spire/server-attestor-tpm";
     let run_dir = "/var/run/spire/server-attestor-tpm";
+    // The socket directory is removed after tmpfiles made it, as where a unit starts before tmpfiles ran (or
+    // without it): signer-unix's unit must make it so that signer-http, another user, can reach the socket.
     let script = format!(
         "give_up() {{ bring /run/sat-logs/*.log /tmp/b.log; echo SAT-END >>/dev/ttyS1; exit 0; }}\n\
          mkdir -p /lib/systemd/system /usr/lib/sysusers.d /usr/lib/tmpfiles.d {etc}/keys /usr/share/nginx/html /srv/www-b /run/sat-logs\n\
@@ -523,6 +525,7 @@ fn vm_shipped_units_run_sandboxed_under_systemd() {
          for c in signer-unix signer-http verifier; do cp /sat/$c.conf {etc}/; done\n\
          run sysusers systemd-sysusers spire-server-attestor-tpm.conf\n\
          run tmpfiles systemd-tmpfiles --create spire-server-attestor-tpm.conf\n\
+         rm -rf /run/spire\n\
          chown tss:tss /dev/tpmrm0; chmod 0660 /dev/tpmrm0; chown tss:root /dev/tpm0; chmod 0660 /dev/tpm0\n\
          run provision-a {su} provision --handle 0x81008006 --out {etc}/keys/a.pem\n\
          run provision-b {su} provision --handle 0x81008007 --key-type ecc-p256 --out {etc}/keys/b.pem\n\
