@@ -18,16 +18,14 @@ fn free_addr() -> SocketAddr {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
 }
 
-/// Whether `tool` is installed; says loudly when it is not (ci/install-deps.sh test installs it).
-fn have(tool: &str) -> bool {
+/// Stops the test unless `tool` is installed (`ci/install-deps.sh test` installs it): a missing tool fails the
+/// lane instead of passing a test that checked nothing.
+fn require(tool: &str) {
     let found = std::process::Command::new("sh")
         .args(["-c", &format!("command -v {tool}")])
         .output()
         .is_ok_and(|o| o.status.success());
-    if !found {
-        eprintln!("!! WARNING: {tool} is not installed (Debian package prometheus): this test did NOT run");
-    }
-    found
+    assert!(found, "{tool} is not installed (make test installs it: apt-get install prometheus)");
 }
 
 /// `promtool check metrics` on `text`: exit status and what it said.
@@ -86,9 +84,7 @@ fn lab() -> Lab {
 
 #[test]
 fn every_daemon_exports_metrics_promtool_accepts_and_counts_what_happened() {
-    if !have("promtool") {
-        return;
-    }
+    require("promtool");
     let Lab { tmp, www, tpm_a, tpm_b } = lab();
     let dir = tmp.path();
     let nginx = Nginx::start(&www).unwrap();
@@ -228,9 +224,7 @@ fn alerts(prometheus: SocketAddr) -> Vec<(String, String)> {
 
 #[test]
 fn prometheus_with_the_shipped_rules_fires_the_fetch_alert_once_nginx_stops() {
-    if !have("prometheus") {
-        return;
-    }
+    require("prometheus");
     let Lab { tmp, www, tpm_a, tpm_b } = lab();
     let dir = tmp.path();
     let mut nginx = Nginx::start(&www).unwrap();
