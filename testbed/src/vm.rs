@@ -29,8 +29,15 @@ pub const GUEST_BINS: [&str; 3] =
     ["spire-server-attestor-tpm-signer-unix", "spire-server-attestor-tpm-sign", "spire-server-attestor-tpm-devid"];
 
 /// The tpm2-tools commands the guest has (all are links to Debian's multi-call `tpm2`).
-const TPM2_TOOLS: [&str; 6] =
-    ["tpm2_readpublic", "tpm2_getcap", "tpm2_changeauth", "tpm2_evictcontrol", "tpm2_startup", "tpm2_clear"];
+const TPM2_TOOLS: [&str; 7] = [
+    "tpm2_readpublic",
+    "tpm2_getcap",
+    "tpm2_changeauth",
+    "tpm2_evictcontrol",
+    "tpm2_startup",
+    "tpm2_clear",
+    "tpm2_createprimary",
+];
 
 /// Libraries libtss2's TCTI loader opens by name at run time (`ldd` does not list them).
 const TCTI_LIBS: [&str; 2] = ["libtss2-tctildr.so.0", "libtss2-tcti-device.so.0"];

@@ -16,7 +16,7 @@ const SIGNER: &str = "spire-server-attestor-tpm-signer-unix";
 const VERIFIER: &str = "spire-server-attestor-tpm-verifier";
 
 /// Records of tss-esapi's or libtss2's internals that must never reach an operator's log.
-const TSS_INTERNALS: [&str; 4] = ["Closing context", "Closing handle", "ESYS handle", "esys:"];
+const TSS_INTERNALS: [&str; 6] = ["Closing context", "Closing handle", "ESYS handle", "esys:", "tcti:", "sys:"];
 
 /// Stderr an operator reads: no colour escapes (it is a file, not a terminal), no TSS internals.
 fn assert_readable(what: &str, log: &str) {
@@ -309,10 +309,12 @@ fn vm_two_processes_share_tpmrm0_and_leave_no_object_or_session_behind() {
          wait_log /tmp/loop.ok outside 60\n\
          touch /tmp/check.done\n\
          wait $LOOP\n\
+         {STOP_SIGNER}\
          run transient tpm2_getcap -T device:/dev/tpm0 handles-transient\n\
          run loaded-sessions tpm2_getcap -T device:/dev/tpm0 handles-loaded-session\n\
          run saved-sessions tpm2_getcap -T device:/dev/tpm0 handles-saved-session\n\
-         {STOP_SIGNER}\
+         run leak tpm2_createprimary -T device:/dev/tpm0 -C o -G ecc -c /tmp/leak.ctx\n\
+         run leak-seen tpm2_getcap -T device:/dev/tpm0 handles-transient\n\
          bring /tmp/loop.ok /tmp/loop.failed /tmp/loop.err /tmp/su.log\n"
     );
     let config = signer_config(Some("/dev/tpmrm0"));
@@ -340,6 +342,11 @@ fn vm_two_processes_share_tpmrm0_and_leave_no_object_or_session_behind() {
         let r = boot.ok(handles).unwrap();
         assert_eq!(r.stdout.trim(), "", "{handles} left in the TPM: {}", r.stdout);
     }
+    // Control row: the same query does see an object left behind (/dev/tpm0 has no resource manager to flush
+    // what tpm2_createprimary loaded), so the empty answers above are the TPM's state, not a blind query.
+    boot.ok("leak").unwrap();
+    let seen = boot.ok("leak-seen").unwrap();
+    assert!(seen.stdout.contains("0x80"), "a transient object left on /dev/tpm0 is not listed: {:?}", seen.stdout);
     assert_eq!(boot.ok("su-exit").unwrap().status, 0);
     assert_readable("signer-unix's log", &boot.text("/tmp/su.log").unwrap());
 }
@@ -431,11 +438,15 @@ fn vm_reboot_keeps_the_persistent_key_and_signer_unix_signs_with_it_again() {
          {START_SIGNER}\
          run sign sh -c 'spire-server-attestor-tpm-sign /run/su.sock < /sat/bundle.pem'\n\
          {STOP_SIGNER}\
-         bring /tmp/key.pem /tmp/www/spiffetrustbundle.token\n"
+         bring /tmp/key.pem /tmp/www/spiffetrustbundle.token /tmp/su.log\n"
     );
     let config = signer_config(None);
     let second = boot(&tpm, &script, &[("bundle.pem", bundle.as_bytes()), ("su.conf", config.as_bytes())]);
-    assert!(second.ok("provision").unwrap().stderr.contains("Existing:"), "the key survived the reboot");
+    let provision = second.ok("provision").unwrap();
+    assert!(provision.stderr.contains("Existing:"), "the key survived the reboot");
+    assert_readable("provision after the reboot", &provision.stderr);
+    assert_readable("signer-unix's log after the reboot", &second.text("/tmp/su.log").unwrap());
+    assert_eq!(second.ok("su-exit").unwrap().status, 0);
     assert_eq!(second.file("/tmp/key.pem").unwrap(), key.as_slice());
     second.ok("sign").unwrap();
     let token = second.file("/tmp/www/spiffetrustbundle.token").unwrap();
@@ -476,6 +487,9 @@ const UNIT_CONFIGS: [(&str, &str); 4] = [
     ),
 ];
 
+/// The verifier's socket unit: systemd makes the socket, the verifier runs as its own user.
+const VERIFIER_SOCKET: &str = "spire-server-attestor-tpm-verifier.socket";
+
 /// The units the packages ship, as installed there; the script does what the packages' maintainer scripts do.
 const UNITS: [&str; 3] = [
     "spire-server-attestor-tpm-signer-unix.service",
@@ -501,8 +515,8 @@ fn vm_shipped_units_run_sandboxed_under_systemd() {
         ("sysusers.conf".into(), read("systemd/sysusers.conf")),
         ("tmpfiles.conf".into(), read("systemd/tmpfiles.conf")),
     ];
-    for unit in UNITS {
-        files.push((unit.into(), read(&format!("systemd/{unit}"))));
+    for unit in UNITS.iter().chain([&VERIFIER_SOCKET]) {
+        files.push(((*unit).into(), read(&format!("systemd/{unit}"))));
     }
     for (name, text) in UNIT_CONFIGS {
         files.push((name.into(), text.as_bytes().to_vec()));
@@ -520,6 +534,7 @@ fn vm_shipped_units_run_sandboxed_under_systemd() {
            mkdir -p /etc/systemd/system/$u.d\n\
            printf '[Service]\\nStandardOutput=append:/run/sat-logs/%s.log\\n' $u >/etc/systemd/system/$u.d/sat-log.conf\n\
          done\n\
+         cp /sat/{VERIFIER_SOCKET} /lib/systemd/system/\n\
          cp /sat/sysusers.conf /usr/lib/sysusers.d/spire-server-attestor-tpm.conf\n\
          cp /sat/tmpfiles.conf /usr/lib/tmpfiles.d/spire-server-attestor-tpm.conf\n\
          for c in signer-unix signer-http verifier; do cp /sat/$c.conf {etc}/; done\n\
@@ -547,6 +562,10 @@ fn vm_shipped_units_run_sandboxed_under_systemd() {
          wait_for 60 -S {run_dir}/verifier.sock || give_up\n\
          run served-a curl -sS --fail --unix-socket {run_dir}/verifier.sock 'http://localhost/trustbundle?instance=a'\n\
          run served-b curl -sS --fail --unix-socket {run_dir}/verifier.sock 'http://localhost/trustbundle?instance=b'\n\
+         run sockets stat -c '%n %U:%G %a' {run_dir}/signer-unix.sock {run_dir}/verifier.sock\n\
+         wait_for 30 -f /var/lib/spire/server-attestor-tpm/verifier/a.json\n\
+         run state-dir stat -c '%U %a' /var/lib/spire/server-attestor-tpm/verifier /var/lib/spire/server-attestor-tpm/verifier/a.json\n\
+         run sign-b-again sh -c 'spire-server-attestor-tpm-sign /run/b.sock http://127.0.0.1:8181/sign < /sat/bundle.pem'\n\
          for port in 9464 9465 9466; do\n\
            run health-$port curl -sS --fail http://127.0.0.1:$port/healthz\n\
            run metrics-$port curl -sS --fail http://127.0.0.1:$port/metrics\n\
@@ -631,6 +650,16 @@ fn vm_shipped_units_run_sandboxed_under_systemd() {
         status.lines().find(|l| l.starts_with("Uid:")).unwrap().split_whitespace().nth(1).unwrap().to_owned()
     };
     assert_ne!(uid(UNITS[1]), "0", "signer-http runs as its own user");
+    assert_ne!(uid(UNITS[2]), "0", "the verifier runs as its own user");
+    // The verifier keeps its state in the directory its unit owns, as its user, and serves on the socket systemd
+    // made; starting it re-owned nothing of signer-unix's (the old unit's RuntimeDirectory= gave the shared
+    // directory, signer-unix's socket in it, to root:root, and signer-http could no longer reach signer-unix).
+    let state = boot.ok("state-dir").unwrap_or_else(|e| panic!("{e:#}\n{}", log(UNITS[2]))).stdout.clone();
+    assert_eq!(state, "spire-tpm-verifier 700\nspire-tpm-verifier 600\n", "state directory and file");
+    let sockets = boot.ok("sockets").unwrap().stdout.clone();
+    assert!(sockets.contains("signer-unix.sock root:spire-tpm-signer-http 660"), "{sockets}");
+    assert!(sockets.contains("verifier.sock root:root 660"), "{sockets}");
+    boot.ok("sign-b-again").unwrap_or_else(|e| panic!("{e:#}\nsigner-http: {}", log(UNITS[1])));
     // /dev/tpm0 (root's, as without tpm-udev) is a device the unit admits too: it is not under the tpm major.
     boot.ok("sign-tpm0").unwrap_or_else(|e| panic!("{e:#}\nsigner-unix: {}", log(UNITS[0])));
     // Negative row: the old unit's groups (no tss) leave root without capabilities unable to open the TPM.
