@@ -31,6 +31,7 @@ fn help_and_version_answer_on_stdout_with_exit_0() {
         ("spire-server-attestor-tpm-devid", "provision"),
         ("spire-server-attestor-tpm-devid", "sign-csr"),
         ("spire-server-attestor-tpm-devid", "check"),
+        ("spire-server-attestor-tpm-sign", "keys"),
     ] {
         let (code, out, _) = run_bin(bin, &[sub, "--help"], b"").unwrap();
         assert_eq!(code, 0, "{bin} {sub} --help");
@@ -40,7 +41,7 @@ fn help_and_version_answer_on_stdout_with_exit_0() {
 
 #[test]
 fn usage_errors_go_to_stderr_with_exit_2() {
-    let table: [(&str, &[&str], &str); 12] = [
+    let table: [(&str, &[&str], &str); 14] = [
         ("spire-server-attestor-tpm-signer-unix", &[], "<CONFIG>"),
         ("spire-server-attestor-tpm-signer-unix", &["a.conf", "b.conf"], "cannot be used with"),
         ("spire-server-attestor-tpm-signer-unix", &["provision", "--handle", "0x123"], "not a persistent handle"),
@@ -53,6 +54,8 @@ fn usage_errors_go_to_stderr_with_exit_2() {
         ("spire-server-attestor-tpm-devid", &["provision"], "--out-dir"),
         ("spire-server-attestor-tpm-devid", &["sign-csr", "--csr", "x", "--days", "0"], "--days"),
         ("spire-agent-nodeattestor-tpm-devid", &[], "not meant to be executed directly"),
+        ("spire-server-nodeattestor-tpm-devid", &[], "not meant to be executed directly"),
+        ("spire-server-attestor-tpm-sign", &["keys", "--keyset", "main"], "--version"),
     ];
     for (bin, args, says) in table {
         let (code, out, err) = run_bin(bin, args, b"").unwrap();
