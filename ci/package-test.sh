@@ -10,7 +10,8 @@ BINS=(spire-server-attestor-tpm-signer-unix spire-server-attestor-tpm-signer-htt
       spire-server-nodeattestor-tpm-devid spire-server-attestor-tpm-verifier spire-agent-nodeattestor-tpm-devid
       spire-server-attestor-tpm-devid)
 UNITS=(spire-server-attestor-tpm-signer-unix.service spire-server-attestor-tpm-signer-http.service
-       spire-server-attestor-tpm-verifier.service)
+       spire-server-attestor-tpm-verifier.service spire-server-attestor-tpm-verifier.socket)
+USERS=(spire-tpm-signer-http spire-tpm-verifier)
 fail() { echo "packages: $*" >&2; exit 1; }
 
 ci/package.sh debug
@@ -42,13 +43,21 @@ if command -v rpm >/dev/null 2>&1; then
     /etc/spire/server-attestor-tpm/signer-http.conf
   expect spire-server-attestor-tpm-agent /usr/bin/spire-server-attestor-tpm-verifier \
     /usr/bin/spire-agent-nodeattestor-tpm-devid /lib/systemd/system/spire-server-attestor-tpm-verifier.service \
-    /etc/spire/server-attestor-tpm/verifier.conf
+    /lib/systemd/system/spire-server-attestor-tpm-verifier.socket /etc/spire/server-attestor-tpm/verifier.conf
   rpm -qp --configfiles "$OUT/spire-server-attestor-tpm-agent-$VERSION-1.x86_64.rpm" | grep -qx /etc/spire/server-attestor-tpm/verifier.conf \
     || fail "verifier.conf is not a config file of the agent RPM"
   echo "rpm -qlp: every expected file listed, configs marked"
 else
   echo "!! WARNING: rpm is not installed: the RPMs were NOT checked" >&2
 fi
+
+# The .deb conffiles: every shipped config, so that an upgrade keeps the operator's edits.
+conffiles() { dpkg-deb --ctrl-tarfile "$OUT/$1_${VERSION}_amd64.deb" | tar -xO ./conffiles 2>/dev/null | sort | paste -sd' '; }
+[[ $(conffiles spire-server-attestor-tpm-server) == "/etc/spire/server-attestor-tpm/signer-http.conf /etc/spire/server-attestor-tpm/signer-unix.conf" ]] \
+  || fail "server .deb conffiles: $(conffiles spire-server-attestor-tpm-server)"
+[[ $(conffiles spire-server-attestor-tpm-agent) == "/etc/spire/server-attestor-tpm/verifier.conf" ]] \
+  || fail "agent .deb conffiles: $(conffiles spire-server-attestor-tpm-agent)"
+echo "dpkg-deb: every shipped config is a conffile"
 
 # Installing needs root, and must not touch a machine that runs these packages for real.
 if [[ $(id -u) -ne 0 ]]; then
@@ -72,10 +81,10 @@ for b in "${BINS[@]}"; do
   grep -q "$VERSION" <<<"$out" || fail "/usr/bin/$b --version says $out"
 done
 echo "dpkg -i: every binary answers --version from /usr/bin"
-getent passwd spire-tpm-signer-http >/dev/null || fail "no system user for signer-http"
+for u in "${USERS[@]}"; do getent passwd "$u" >/dev/null || fail "no system user $u"; done
 [[ -d /etc/spire/server-attestor-tpm/keys ]] || fail "no /etc/spire/server-attestor-tpm/keys"
-[[ -d /var/lib/spire/server-attestor-tpm/verifier && $(stat -c %a /var/lib/spire/server-attestor-tpm/verifier) == 700 ]] \
-  || fail "the verifier's state directory is missing or not 0700"
+[[ $(stat -c '%a %U' /var/lib/spire/server-attestor-tpm/verifier 2>&1) == "700 spire-tpm-verifier" ]] \
+  || fail "the verifier's state directory is not 0700 spire-tpm-verifier: $(stat -c '%a %U' /var/lib/spire/server-attestor-tpm/verifier 2>&1)"
 units=()
 for u in "${UNITS[@]}"; do units+=("/lib/systemd/system/$u"); done
 if command -v systemd-analyze >/dev/null 2>&1; then
@@ -91,6 +100,8 @@ dpkg --purge "${PKGS[@]}" >/dev/null
 find /etc /usr /lib /var/lib /run -xdev 2>/dev/null | sort > "$after"
 left=$(comm -13 "$before" "$after" | grep -e spire -e attestor || true)
 [[ -z $left ]] || fail "left behind after purge: $left"
-getent passwd spire-tpm-signer-http >/dev/null && fail "the system user is left after purge"
-getent group spire-tpm-signer-http >/dev/null && fail "the system group is left after purge"
+for u in "${USERS[@]}"; do
+  getent passwd "$u" >/dev/null && fail "the system user $u is left after purge"
+  getent group "$u" >/dev/null && fail "the system group $u is left after purge"
+done
 echo "dpkg --purge: nothing of the packages is left"

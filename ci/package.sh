@@ -33,7 +33,7 @@ server_bins=(spire-server-attestor-tpm-signer-unix spire-server-attestor-tpm-sig
              spire-server-nodeattestor-tpm-devid)
 agent_bins=(spire-server-attestor-tpm-verifier spire-agent-nodeattestor-tpm-devid)
 server_units=(spire-server-attestor-tpm-signer-unix.service spire-server-attestor-tpm-signer-http.service)
-agent_units=(spire-server-attestor-tpm-verifier.service)
+agent_units=(spire-server-attestor-tpm-verifier.socket spire-server-attestor-tpm-verifier.service)
 server_confs=(signer-unix.conf signer-http.conf)
 agent_confs=(verifier.conf)
 
@@ -114,12 +114,12 @@ install_units_and_confs "$root" 'agent_units[@]' 'agent_confs[@]'
 
 # Maintainer scripts, the same for .deb and .rpm: users and directories from the shipped sysusers/tmpfiles
 # files; units reloaded, never started by the package (each daemon needs its keys and config first).
-common_post='if command -v systemd-sysusers >/dev/null 2>&1; then systemd-sysusers spire-server-attestor-tpm.conf; elif ! getent passwd spire-tpm-signer-http >/dev/null; then useradd --system --no-create-home --home-dir / --shell /usr/sbin/nologin spire-tpm-signer-http; fi
+common_post='if command -v systemd-sysusers >/dev/null 2>&1; then systemd-sysusers spire-server-attestor-tpm.conf; else for u in spire-tpm-signer-http spire-tpm-verifier; do getent passwd $u >/dev/null || useradd --system --user-group --no-create-home --home-dir / --shell /usr/sbin/nologin $u; done; fi
 if ! command -v systemd-sysusers >/dev/null 2>&1 && ! getent group tss >/dev/null; then groupadd --system tss; fi
 if command -v systemd-tmpfiles >/dev/null 2>&1; then systemd-tmpfiles --create spire-server-attestor-tpm.conf || true; fi'
 common_purge='rm -rf /var/lib/spire/server-attestor-tpm /run/spire/server-attestor-tpm
 rmdir /var/lib/spire /run/spire /etc/spire 2>/dev/null || true
-if getent passwd spire-tpm-signer-http >/dev/null; then userdel spire-tpm-signer-http || true; fi'
+for u in spire-tpm-signer-http spire-tpm-verifier; do if getent passwd $u >/dev/null; then userdel $u || true; fi; done'
 reload='if [ -d /run/systemd/system ]; then systemctl daemon-reload || true; fi'
 stop_units() { printf 'if [ -d /run/systemd/system ]; then systemctl stop %s || true; fi\n' "$*"; }
 

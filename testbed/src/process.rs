@@ -51,16 +51,36 @@ impl Daemon {
     /// Starts `bin` with `args`, stdout and stderr to `log`, and waits until `ready` holds (10 s at most).
     pub fn spawn(bin: &str, args: &[&str], envs: &[(&str, &str)], log: &Path, ready: Ready) -> anyhow::Result<Daemon> {
         let path = bin_path(bin)?;
+        Self::spawn_command(bin, Command::new(&path).args(args), envs, log, ready)
+    }
+
+    /// Starts `bin` as systemd's socket activation does, through systemd's own `systemd-socket-activate`: it
+    /// listens on `socket` and, at the first connection, runs `bin` with the listening socket passed
+    /// (`LISTEN_FDS`, `LISTEN_PID`). Ready once the socket accepts connections, which is before `bin` runs.
+    pub fn spawn_activated(bin: &str, socket: &Path, args: &[&str], log: &Path) -> anyhow::Result<Daemon> {
+        let path = bin_path(bin)?;
+        let mut command = Command::new("systemd-socket-activate");
+        command.arg("-l").arg(socket).arg(&path).args(args);
+        Self::spawn_command(bin, &mut command, &[], log, Ready::UnixSocket(socket.to_owned()))
+    }
+
+    fn spawn_command(
+        bin: &str,
+        command: &mut Command,
+        envs: &[(&str, &str)],
+        log: &Path,
+        ready: Ready,
+    ) -> anyhow::Result<Daemon> {
         let out = std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
         let err = out.try_clone()?;
-        let child = Command::new(&path)
-            .args(args)
+        let path = command.get_program().to_owned();
+        let child = command
             .envs(envs.iter().copied())
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
             .spawn()
-            .with_context(|| format!("starting {}", path.display()))?;
+            .with_context(|| format!("starting {}", path.to_string_lossy()))?;
         let mut daemon = Daemon { name: bin.to_owned(), child: Some(child), log: log.to_owned() };
         daemon.wait_ready(&ready, Duration::from_secs(10))?;
         Ok(daemon)
@@ -118,6 +138,22 @@ impl Daemon {
             std::thread::sleep(Duration::from_millis(20));
         }
         Ok(())
+    }
+
+    /// Waits for the daemon to exit by itself (10 s at most): its exit code (`None` for a signal).
+    pub fn wait_exit(&mut self) -> anyhow::Result<Option<i32>> {
+        let Some(child) = self.child.as_mut() else { bail!("{} is not running", self.name) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = child.try_wait()? {
+                self.child = None;
+                return Ok(status.code());
+            }
+            if Instant::now() > deadline {
+                bail!("{} still running after 10 s; log:\n{}", self.name, self.log_tail());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     /// Sends SIGTERM and waits for exit (5 s, then SIGKILL). Returns whether it exited on SIGTERM cleanly.

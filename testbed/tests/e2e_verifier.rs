@@ -454,3 +454,42 @@ fn idle_connections_of_one_uid_cannot_stall_the_agent() {
     let _ = holder.wait();
     assert_eq!(answered, Ok(200), "the agent was stalled by another uid's idle connections ({})", line.trim());
 }
+
+/// systemd socket activation, as the shipped `.socket` unit does it (here through systemd's own
+/// `systemd-socket-activate`): the first connection starts the verifier, which serves agents on the socket it was
+/// given, says so, and leaves the socket file to systemd. Negative rows: a passed socket
+/// at another path than the config's, and `LISTEN_*` variables meant for another process, stop it with the
+/// reason (exit 1) instead of serving where nobody looks or taking a descriptor that is not its socket.
+#[test]
+fn socket_activation_serves_on_the_passed_socket_and_refuses_one_it_was_not_meant_to_take() {
+    let f = Fixture::new();
+    let keyset = f.main_keyset(&f.token_url(), &[]);
+    let config = f.config("act", &keyset);
+    let socket = f.dir().join("act.sock");
+    let args = [config.to_str().unwrap(), "-l"];
+    let mut v = Daemon::spawn_activated(VERIFIER, &socket, &args, &f.dir().join("act.log")).unwrap();
+    let first = get(&socket, &bootstrap_path("main"));
+    assert_eq!((first.status, first.body.as_str()), (200, f.ca.as_str()), "{}", v.log_tail());
+    assert!(v.log().contains("activated=true"), "{}", v.log_tail());
+    assert!(v.stop().unwrap(), "stopped cleanly");
+    assert!(socket.exists(), "the verifier removed the socket systemd owns");
+
+    // The unit passes one socket and the config names another.
+    let elsewhere = f.dir().join("elsewhere.sock");
+    let log = f.dir().join("mismatch.log");
+    let mut v = Daemon::spawn_activated(VERIFIER, &elsewhere, &args, &log).unwrap();
+    drop(std::os::unix::net::UnixStream::connect(&elsewhere));
+    assert_eq!(v.wait_exit().unwrap(), Some(1), "{}", v.log_tail());
+    let said = v.log();
+    assert!(
+        said.contains(&format!("systemd passed a socket at {}", elsewhere.display()))
+            && said.contains(&format!("the config's socket is {}", socket.display())),
+        "{said}"
+    );
+
+    // Variables inherited from a parent that was socket-activated itself: not this process's descriptors.
+    let (code, _, err) =
+        testbed::process::run_bin_env(VERIFIER, &args, &[("LISTEN_FDS", "1"), ("LISTEN_PID", "1")], b"").unwrap();
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("LISTEN_PID \"1\" is not this process"), "{err}");
+}

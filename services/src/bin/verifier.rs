@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use clap::Parser;
 use common::logging::{self, LogFormat};
 use services::server::http::shutdown_signal;
+use services::server::uds;
 use services::verifier::{self, VerifierConfig};
 
 /// Fetches the signed trust bundle, verifies every signature against the configured keys and serves it to
@@ -43,10 +44,12 @@ fn main() {
 fn run(cli: Cli) -> anyhow::Result<()> {
     let cfg = VerifierConfig::load(&cli.config)?;
     logging::init_with(cli.log_format.unwrap_or(cfg.log_format));
+    // Before any thread exists: taking systemd's socket clears LISTEN_FDS/LISTEN_PID from the environment.
+    let inherited = if cli.listen { uds::inherited(&cfg.socket)? } else { None };
     // One thread: the cached path allocates almost nothing and the node's RSS stays small.
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     match cli.keyset {
-        None => runtime.block_on(verifier::run(cfg, shutdown_signal()))?,
+        None => runtime.block_on(verifier::run_on(cfg, inherited, shutdown_signal()))?,
         Some(keyset) if cli.keys => print!("{}", verifier::describe_keys(&cfg, &keyset)?),
         Some(keyset) => print!("{}", runtime.block_on(verifier::verify_once(&cfg, &keyset, cli.url.as_deref()))?),
     }

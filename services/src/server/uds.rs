@@ -1,10 +1,11 @@
-//! Unix sockets: binding with stale-file handling and a file mode, and peer credentials.
+//! Unix sockets: binding with stale-file handling and a file mode, taking one systemd passed, and peer
+//! credentials.
 //!
 //! Invariant: we never delete a path that is not a socket, and never steal a socket a live process is
 //! serving on; a stale socket file left by a crash is replaced.
 
 use std::io;
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use tokio::net::{UnixListener, UnixStream};
@@ -61,6 +62,62 @@ pub async fn bind(path: &Path, mode: u32) -> Result<UnixListener, BindError> {
     let listener = UnixListener::bind(path).map_err(io_err("bind"))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(io_err("chmod socket"))?;
     Ok(listener)
+}
+
+/// Why a socket passed by systemd (socket activation) cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum InheritError {
+    /// `LISTEN_FDS` names another process, or a count we do not serve.
+    #[error("socket activation: {0}")]
+    Environment(String),
+    /// The descriptor is not a listening unix stream socket.
+    #[error("socket activation: the passed descriptor: {0}")]
+    Descriptor(#[source] io::Error),
+    /// The socket is bound somewhere else than the config's `socket`.
+    #[error("socket activation: systemd passed a socket at {passed}, but the config's socket is {configured}")]
+    OtherPath {
+        /// Where the passed socket is bound.
+        passed: String,
+        /// The config's `socket`.
+        configured: PathBuf,
+    },
+}
+
+/// The listening socket systemd passed (socket activation: `LISTEN_PID` is this process, `LISTEN_FDS=1`), if
+/// any. It must be a unix stream socket bound at `path`, the config's socket (the same file, by device and inode),
+/// so that a unit and a config that disagree stop the daemon instead of serving where nobody looks. The socket file belongs to systemd: its
+/// owner and mode come from the `.socket` unit, and the daemon never removes it.
+///
+/// Call it before any thread starts: taking the descriptor clears `LISTEN_FDS` and `LISTEN_PID` from the
+/// environment.
+pub fn inherited(path: &Path) -> Result<Option<std::os::unix::net::UnixListener>, InheritError> {
+    let Ok(fds) = std::env::var("LISTEN_FDS") else { return Ok(None) };
+    // systemd always sets LISTEN_PID; without it (or naming another process) the variables were inherited by
+    // accident and describe descriptors that are not ours.
+    let pid = std::env::var("LISTEN_PID").unwrap_or_default();
+    if pid != std::process::id().to_string() {
+        return Err(InheritError::Environment(format!("LISTEN_FDS is set but LISTEN_PID {pid:?} is not this process")));
+    }
+    if fds != "1" {
+        return Err(InheritError::Environment(format!(
+            "LISTEN_FDS={fds}: the .socket unit must pass exactly one socket"
+        )));
+    }
+    let listener = listenfd::ListenFd::from_env()
+        .take_unix_listener(0)
+        .map_err(InheritError::Descriptor)?
+        .ok_or_else(|| InheritError::Environment("no descriptor at LISTEN_FDS_FIRST_FD".into()))?;
+    let addr = listener.local_addr().map_err(InheritError::Descriptor)?;
+    // The same socket file, whichever name reaches it: a unit says /run, an upstream config /var/run.
+    let identity = |p: &Path| std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()));
+    let same =
+        addr.as_pathname().is_some_and(|passed| identity(passed).is_some() && identity(passed) == identity(path));
+    if !same {
+        let passed = addr.as_pathname().map_or_else(|| "an unnamed address".into(), |p| p.display().to_string());
+        return Err(InheritError::OtherPath { passed, configured: path.to_owned() });
+    }
+    listener.set_nonblocking(true).map_err(InheritError::Descriptor)?;
+    Ok(Some(listener))
 }
 
 /// Who is on the other end of a unix socket connection (SO_PEERCRED).

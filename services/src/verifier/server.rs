@@ -25,6 +25,9 @@ pub enum RunError {
     /// The socket could not be bound.
     #[error(transparent)]
     Bind(#[from] uds::BindError),
+    /// The socket systemd passed could not be taken (wrong path, wrong kind).
+    #[error(transparent)]
+    Inherit(#[from] uds::InheritError),
     /// The HTTP client could not be built (CA file).
     #[error(transparent)]
     Client(#[from] ClientError),
@@ -312,8 +315,18 @@ impl Verifier {
     }
 }
 
-/// Runs listen mode until `shutdown` resolves.
+/// Runs listen mode until `shutdown` resolves, on a socket it binds at `cfg.socket`.
 pub async fn run(cfg: VerifierConfig, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
+    run_on(cfg, None, shutdown).await
+}
+
+/// Runs listen mode until `shutdown` resolves: on `inherited` (the socket systemd passed, see
+/// [`uds::inherited`]) when there is one, else on a socket it binds at `cfg.socket`.
+pub async fn run_on(
+    cfg: VerifierConfig,
+    inherited: Option<std::os::unix::net::UnixListener>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), RunError> {
     let verifier = Arc::new(Verifier::new(&cfg)?);
     let metrics = match cfg.metrics_addr {
         Some(addr) => {
@@ -327,9 +340,17 @@ pub async fn run(cfg: VerifierConfig, shutdown: impl Future<Output = ()>) -> Res
         }
         None => None,
     };
-    let listener = uds::bind(&cfg.socket, cfg.socket_mode).await?;
+    let activated = inherited.is_some();
+    let listener = match inherited {
+        Some(l) => tokio::net::UnixListener::from_std(l).map_err(|source| uds::BindError::Io {
+            path: cfg.socket.clone(),
+            op: "take the passed socket",
+            source,
+        })?,
+        None => uds::bind(&cfg.socket, cfg.socket_mode).await?,
+    };
     let refreshers = verifier.spawn_refreshers();
-    tracing::info!(socket = %cfg.socket.display(), keysets = ?verifier.keysets.keys().collect::<Vec<_>>(), "verifier ready");
+    tracing::info!(socket = %cfg.socket.display(), activated, keysets = ?verifier.keysets.keys().collect::<Vec<_>>(), "verifier ready");
     let limits = ServerLimits { max_body: 4096, ..ServerLimits::default() };
     let handler = move |req: Request, _peer: PeerCred| {
         let verifier = verifier.clone();
