@@ -11,6 +11,7 @@ pub mod ha;
 pub mod heal;
 pub mod host;
 pub mod load;
+pub mod logs;
 pub mod nginx;
 pub mod pki;
 pub mod process;

@@ -362,3 +362,22 @@ fn a_flood_from_a_disallowed_address_is_closed_at_once_and_starves_no_one() {
     let url = format!("http://{addr}/sign");
     sign_cli(&ha.sock_a, &[&url], &ha.ca).unwrap();
 }
+
+/// `log-format: json` for signer-http: one JSON object per line, a co-signature and a refused peer each with their
+/// fields; with `RUST_LOG` unset, no colour escapes.
+#[test]
+fn logs_are_json_lines_with_the_peer_field() {
+    let ha = Ha::new();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let (mut h, addr) = ha.cosigner_with("http-json", &listen, &["127.0.0.2"], &ha.sock_b, "log-format: json\n");
+    let refused = sign_cli(&ha.sock_a, &[&format!("http://{addr}/sign")], &ha.ca);
+    assert!(refused.is_err(), "a peer outside allowed-addrs got a co-signature");
+    h.wait_log("refused before reading its request", 1).unwrap();
+    assert!(h.stop().unwrap(), "stopped cleanly");
+    let said = h.log();
+    testbed::logs::assert_readable("signer-http", &said);
+    let lines = testbed::logs::json_lines(&said);
+    assert!(lines.iter().any(|l| l["message"] == "signer-http listening" && l["addr"] == listen.as_str()), "{said}");
+    let refusal = lines.iter().find(|l| l["message"].as_str().is_some_and(|m| m.contains("refused before"))).unwrap();
+    assert_eq!((&refusal["peer"], &refusal["level"]), (&"127.0.0.1".into(), &"WARN".into()), "{refusal}");
+}

@@ -249,12 +249,8 @@ fn logs_carry_no_colour_escapes_and_no_tss_internals() {
     let provision_log = std::fs::read_to_string(dir.join("provision.log")).unwrap();
     let daemon_log = std::fs::read_to_string(dir.join("daemon.log")).unwrap();
     assert!(daemon_log.contains("signer-unix ready") && daemon_log.contains("published"), "{daemon_log}");
-    for (what, log) in [("provision", &provision_log), ("signer-unix", &daemon_log)] {
-        assert!(!log.contains('\u{1b}'), "{what}: ANSI escapes in a log that is not a terminal:\n{log}");
-        for internal in ["ESYS handle", "Closing context", "Closing handle", "esys:", "Esys_"] {
-            assert!(!log.contains(internal), "{what}: tss-esapi/libtss2 internals ({internal:?}) in:\n{log}");
-        }
-    }
+    testbed::logs::assert_readable("provision", &provision_log);
+    testbed::logs::assert_readable("signer-unix", &daemon_log);
 }
 
 /// The publish policy (`keydir`, `chain`, `backup`): each mistake is named at start and the daemon exits non-zero;
@@ -325,14 +321,8 @@ fn log_format_json_writes_one_object_per_line_with_the_structured_fields() {
     daemon.wait_log("\"message\":\"signed\"", 1).unwrap();
     assert!(daemon.stop().unwrap(), "signer-unix did not stop cleanly");
     let text = std::fs::read_to_string(&log).unwrap();
-    let lines: Vec<serde_json::Value> = text
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line ({e}): {l}")))
-        .collect();
+    let lines = testbed::logs::json_lines(&text);
     assert!(lines.len() >= 3, "{text}");
-    for l in &lines {
-        assert!(l["timestamp"].is_string() && l["level"].is_string() && l["message"].is_string(), "{l}");
-    }
     let signed = lines.iter().find(|l| l["message"] == "signed").unwrap();
     assert_eq!(signed["kind"], "bundle");
     assert!(signed["peer_uid"].is_u64(), "{signed}");

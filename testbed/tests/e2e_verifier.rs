@@ -493,3 +493,33 @@ fn socket_activation_serves_on_the_passed_socket_and_refuses_one_it_was_not_mean
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("LISTEN_PID \"1\" is not this process"), "{err}");
 }
+
+/// `log-format: json` for the verifier: one JSON object per line, the keyset as a field of its own; and as text,
+/// with `RUST_LOG` unset as an operator runs it, no colour escapes in a log that is not a terminal.
+#[test]
+fn logs_are_json_lines_with_the_keyset_field_or_plain_text() {
+    let f = Fixture::new();
+    let keyset = f.main_keyset(&f.token_url(), &[]);
+    for (name, format) in [("json", "log-format: json\n"), ("text", "")] {
+        let config = f.config(name, &keyset);
+        let text = std::fs::read_to_string(&config).unwrap();
+        std::fs::write(&config, format!("{format}{text}")).unwrap();
+        let socket = f.dir().join(format!("{name}.sock"));
+        let log = f.dir().join(format!("{name}.log"));
+        let args = [config.to_str().unwrap(), "-l"];
+        let mut v = Daemon::spawn(VERIFIER, &args, &[], &log, Ready::UnixSocket(socket.clone())).unwrap();
+        assert_eq!(get(&socket, &bootstrap_path("main")).status, 200);
+        v.wait_log("accepted a new bundle", 1).unwrap();
+        assert!(v.stop().unwrap(), "stopped cleanly");
+        let said = std::fs::read_to_string(&log).unwrap();
+        testbed::logs::assert_readable(name, &said);
+        if name == "json" {
+            let lines = testbed::logs::json_lines(&said);
+            let accepted = lines.iter().find(|l| l["message"] == "accepted a new bundle").unwrap();
+            assert_eq!((&accepted["keyset"], &accepted["level"]), (&"main".into(), &"INFO".into()), "{accepted}");
+            assert!(accepted["signed_at"].is_u64(), "{accepted}");
+        } else {
+            assert!(said.contains("accepted a new bundle") && said.contains("keyset=main"), "{said}");
+        }
+    }
+}

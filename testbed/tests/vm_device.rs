@@ -9,22 +9,12 @@ use std::path::Path;
 
 use base64::Engine;
 
+use testbed::logs::assert_readable;
 use testbed::process::run_bin;
 use testbed::vm::{self, Boot, VmTpm};
 
 const SIGNER: &str = "spire-server-attestor-tpm-signer-unix";
 const VERIFIER: &str = "spire-server-attestor-tpm-verifier";
-
-/// Records of tss-esapi's or libtss2's internals that must never reach an operator's log.
-const TSS_INTERNALS: [&str; 6] = ["Closing context", "Closing handle", "ESYS handle", "esys:", "tcti:", "sys:"];
-
-/// Stderr an operator reads: no colour escapes (it is a file, not a terminal), no TSS internals.
-fn assert_readable(what: &str, log: &str) {
-    assert!(!log.contains('\u{1b}'), "{what} carries ANSI escapes:\n{log}");
-    for internal in TSS_INTERNALS {
-        assert!(!log.contains(internal), "{what} carries the TSS internal {internal:?}:\n{log}");
-    }
-}
 
 /// A bundle for the guest to sign.
 fn bundle(dir: &Path) -> String {
