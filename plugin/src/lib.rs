@@ -13,5 +13,6 @@ pub mod hclog;
 pub mod keys;
 pub mod pb;
 pub mod publisher;
+pub mod stream;
 
 pub use cli::sign_and_publish;

@@ -7,11 +7,9 @@
 //! and ends. Attestations are serialized (a TPM without a resource manager has three object slots).
 
 use std::path::Path;
-use std::pin::Pin;
 use std::sync::Arc;
 
 use crypto::devid::wire::{AttestationRequest, ChallengeRequest, ChallengeResponse};
-use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 use tpm::attest::{Evidence, Hierarchies, PendingAttestation};
 use tpm::devid::DevIdBlobs;
@@ -23,6 +21,7 @@ use crate::pb::agent_nodeattestor::node_attestor_server::NodeAttestor;
 use crate::pb::agent_nodeattestor::payload_or_challenge_response::Data;
 use crate::pb::agent_nodeattestor::{Challenge, PayloadOrChallengeResponse};
 use crate::pb::config::CoreConfiguration;
+use crate::stream::{spawn_exchange, Closed, Outbound};
 
 /// The services Init reports.
 pub const SERVICE_NAMES: [&str; 2] =
@@ -232,8 +231,6 @@ impl AgentPlugin {
 #[derive(Debug, Clone, Default)]
 pub struct AgentService(pub Arc<AgentPlugin>);
 
-type Outbound = Pin<Box<dyn Stream<Item = Result<PayloadOrChallengeResponse, Status>> + Send>>;
-
 /// Why an AidAttestation stream ended before the agent answered the challenge.
 #[derive(Debug, thiserror::Error)]
 enum AidFailure {
@@ -246,10 +243,16 @@ enum AidFailure {
     #[error("no challenge from the server in time")]
     Timeout,
     #[error("agent closed the stream")]
-    Closed,
+    Closed(Closed),
     /// The stream itself failed (SPIRE's status, passed on).
     #[error("{}", .0.message())]
     Stream(Status),
+}
+
+impl From<Closed> for AidFailure {
+    fn from(c: Closed) -> AidFailure {
+        AidFailure::Closed(c)
+    }
 }
 
 /// The one conversion to SPIRE: a failure of ours is INTERNAL with its reason (and logged here).
@@ -258,7 +261,7 @@ impl From<AidFailure> for Status {
         match e {
             AidFailure::Stream(status) => status,
             AidFailure::Timeout => Status::deadline_exceeded(e.to_string()),
-            AidFailure::Closed => Status::cancelled(e.to_string()),
+            AidFailure::Closed(_) => Status::cancelled(e.to_string()),
             AidFailure::Attest(_) | AidFailure::Task(_) => {
                 tracing::error!(error = %e, "attestation failed");
                 Status::internal(e.to_string())
@@ -269,7 +272,7 @@ impl From<AidFailure> for Status {
 
 #[tonic::async_trait]
 impl NodeAttestor for AgentService {
-    type AidAttestationStream = Outbound;
+    type AidAttestationStream = Outbound<PayloadOrChallengeResponse>;
 
     async fn aid_attestation(
         &self,
@@ -277,41 +280,30 @@ impl NodeAttestor for AgentService {
     ) -> Result<Response<Self::AidAttestationStream>, Status> {
         let cfg = self.0.config.get()?;
         let mut inbound = req.into_inner();
-        let (tx, rx) = tokio::sync::mpsc::channel(2);
         let plugin = self.0.clone();
-        tokio::spawn(async move {
+        Ok(Response::new(spawn_exchange(|tx| async move {
             let _turn = plugin.one_at_a_time.lock().await;
-            let run = async {
-                let c = cfg.clone();
-                let (payload, pending) = tokio::task::spawn_blocking(move || begin(&c))
-                    .await
-                    .map_err(AidFailure::Task)?
-                    .map_err(AidFailure::Attest)?;
-                tracing::info!(device = %cfg.device, bytes = payload.len(), "sending tpm_devid attestation payload");
-                tx.send(Ok(PayloadOrChallengeResponse { data: Some(Data::Payload(payload)) }))
-                    .await
-                    .map_err(|_| AidFailure::Closed)?;
-                let challenge = match tokio::time::timeout(CHALLENGE_TIMEOUT, inbound.message()).await {
-                    Err(_) => return Err(AidFailure::Timeout),
-                    Ok(Err(status)) => return Err(AidFailure::Stream(status)),
-                    Ok(Ok(None)) => return Ok(()),
-                    Ok(Ok(Some(c))) => c.challenge,
-                };
-                let response = tokio::task::spawn_blocking(move || answer(&pending, &challenge))
-                    .await
-                    .map_err(AidFailure::Task)?
-                    .map_err(AidFailure::Attest)?;
-                tracing::info!("answered the tpm_devid challenge");
-                tx.send(Ok(PayloadOrChallengeResponse { data: Some(Data::ChallengeResponse(response)) }))
-                    .await
-                    .map_err(|_| AidFailure::Closed)?;
-                Ok(())
+            let c = cfg.clone();
+            let (payload, pending) = tokio::task::spawn_blocking(move || begin(&c))
+                .await
+                .map_err(AidFailure::Task)?
+                .map_err(AidFailure::Attest)?;
+            tracing::info!(device = %cfg.device, bytes = payload.len(), "sending tpm_devid attestation payload");
+            tx.send(PayloadOrChallengeResponse { data: Some(Data::Payload(payload)) }).await?;
+            let challenge = match tokio::time::timeout(CHALLENGE_TIMEOUT, inbound.message()).await {
+                Err(_) => return Err(AidFailure::Timeout),
+                Ok(Err(status)) => return Err(AidFailure::Stream(status)),
+                Ok(Ok(None)) => return Ok(()),
+                Ok(Ok(Some(c))) => c.challenge,
             };
-            if let Err(failure) = run.await {
-                let _ = tx.send(Err(Status::from(failure))).await;
-            }
-        });
-        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+            let response = tokio::task::spawn_blocking(move || answer(&pending, &challenge))
+                .await
+                .map_err(AidFailure::Task)?
+                .map_err(AidFailure::Attest)?;
+            tracing::info!("answered the tpm_devid challenge");
+            tx.send(PayloadOrChallengeResponse { data: Some(Data::ChallengeResponse(response)) }).await?;
+            Ok(())
+        })))
     }
 }
 

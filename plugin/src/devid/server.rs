@@ -6,11 +6,9 @@
 //! response and returns the agent ID `spiffe://<td>/spire/agent/tpm_devid/<sha1 of the DevID leaf>` with SPIRE's
 //! selectors and `can_reattest = true`. Refusals are `InvalidArgument` with the failed check's reason.
 
-use std::pin::Pin;
 use std::sync::Arc;
 
 use crypto::devid::{DevIdVerifier, ExtraChecks};
-use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::config::{read_file, ConfigError, ConfigService, ConfigSlot, Fields, PluginConfig};
@@ -19,6 +17,7 @@ use crate::pb::server_nodeattestor::attest_request::Request as In;
 use crate::pb::server_nodeattestor::attest_response::Response as Out;
 use crate::pb::server_nodeattestor::node_attestor_server::NodeAttestor;
 use crate::pb::server_nodeattestor::{AgentAttributes, AttestRequest, AttestResponse};
+use crate::stream::{spawn_exchange, Closed, Outbound};
 use crypto::unix_now as now;
 
 /// The services Init reports.
@@ -106,8 +105,6 @@ impl ServerPlugin {
 #[derive(Debug, Clone, Default)]
 pub struct ServerService(pub Arc<ServerPlugin>);
 
-type Outbound = Pin<Box<dyn Stream<Item = Result<AttestResponse, Status>> + Send>>;
-
 /// Why an Attest stream ended without the agent's attributes.
 #[derive(Debug, thiserror::Error)]
 enum AttestFailure {
@@ -118,7 +115,7 @@ enum AttestFailure {
     #[error("no challenge response in time")]
     Timeout,
     #[error("stream closed")]
-    Closed,
+    Closed(Closed),
     /// The payload or the response failed a check: the agent proved nothing.
     #[error("{0}")]
     Refused(crypto::devid::DevIdError),
@@ -133,6 +130,12 @@ impl From<Status> for AttestFailure {
     }
 }
 
+impl From<Closed> for AttestFailure {
+    fn from(c: Closed) -> AttestFailure {
+        AttestFailure::Closed(c)
+    }
+}
+
 /// The one conversion to SPIRE: what the agent sent (or failed to send) is INVALID_ARGUMENT, with the reason
 /// SPIRE logs; a refusal is also logged here.
 impl From<AttestFailure> for Status {
@@ -140,7 +143,7 @@ impl From<AttestFailure> for Status {
         match e {
             AttestFailure::Stream(status) => status,
             AttestFailure::Timeout => Status::deadline_exceeded(e.to_string()),
-            AttestFailure::Closed => Status::cancelled(e.to_string()),
+            AttestFailure::Closed(_) => Status::cancelled(e.to_string()),
             AttestFailure::Refused(ref reason) => {
                 tracing::warn!(%reason, "tpm_devid attestation refused");
                 Status::invalid_argument(e.to_string())
@@ -152,42 +155,31 @@ impl From<AttestFailure> for Status {
 
 #[tonic::async_trait]
 impl NodeAttestor for ServerService {
-    type AttestStream = Outbound;
+    type AttestStream = Outbound<AttestResponse>;
 
     async fn attest(&self, req: Request<Streaming<AttestRequest>>) -> Result<Response<Self::AttestStream>, Status> {
         let cfg = self.0.config.get()?;
         let mut inbound = req.into_inner();
-        let (tx, rx) = tokio::sync::mpsc::channel(2);
-        tokio::spawn(async move {
-            let run = async {
-                let payload = match inbound.message().await? {
-                    Some(AttestRequest { request: Some(In::Payload(p)) }) if !p.is_empty() => p,
-                    _ => return Err(AttestFailure::NoPayload),
-                };
-                let (challenge, pending) = cfg.verifier.challenge(&payload, now()).map_err(AttestFailure::Refused)?;
-                tx.send(Ok(AttestResponse { response: Some(Out::Challenge(challenge)) }))
-                    .await
-                    .map_err(|_| AttestFailure::Closed)?;
-                let response = match tokio::time::timeout(RESPONSE_TIMEOUT, inbound.message()).await {
-                    Err(_) => return Err(AttestFailure::Timeout),
-                    Ok(r) => match r? {
-                        Some(AttestRequest { request: Some(In::ChallengeResponse(r)) }) if !r.is_empty() => r,
-                        _ => return Err(AttestFailure::NoResponse),
-                    },
-                };
-                let attested = pending.verify(&response).map_err(AttestFailure::Refused)?;
-                let spiffe_id = format!("spiffe://{}{}", cfg.trust_domain, attested.agent_path());
-                tracing::info!(agent = %spiffe_id, selectors = ?attested.selectors, "tpm_devid attestation passed");
-                let attributes = AgentAttributes { spiffe_id, selector_values: attested.selectors, can_reattest: true };
-                tx.send(Ok(AttestResponse { response: Some(Out::AgentAttributes(attributes)) }))
-                    .await
-                    .map_err(|_| AttestFailure::Closed)?;
-                Ok(())
+        Ok(Response::new(spawn_exchange(|tx| async move {
+            let payload = match inbound.message().await? {
+                Some(AttestRequest { request: Some(In::Payload(p)) }) if !p.is_empty() => p,
+                _ => return Err(AttestFailure::NoPayload),
             };
-            if let Err(failure) = run.await {
-                let _ = tx.send(Err(Status::from(failure))).await;
-            }
-        });
-        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+            let (challenge, pending) = cfg.verifier.challenge(&payload, now()).map_err(AttestFailure::Refused)?;
+            tx.send(AttestResponse { response: Some(Out::Challenge(challenge)) }).await?;
+            let response = match tokio::time::timeout(RESPONSE_TIMEOUT, inbound.message()).await {
+                Err(_) => return Err(AttestFailure::Timeout),
+                Ok(r) => match r? {
+                    Some(AttestRequest { request: Some(In::ChallengeResponse(r)) }) if !r.is_empty() => r,
+                    _ => return Err(AttestFailure::NoResponse),
+                },
+            };
+            let attested = pending.verify(&response).map_err(AttestFailure::Refused)?;
+            let spiffe_id = format!("spiffe://{}{}", cfg.trust_domain, attested.agent_path());
+            tracing::info!(agent = %spiffe_id, selectors = ?attested.selectors, "tpm_devid attestation passed");
+            let attributes = AgentAttributes { spiffe_id, selector_values: attested.selectors, can_reattest: true };
+            tx.send(AttestResponse { response: Some(Out::AgentAttributes(attributes)) }).await?;
+            Ok(())
+        })))
     }
 }
