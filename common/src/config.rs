@@ -125,6 +125,27 @@ fn key_on_line(text: &str, line: usize) -> String {
         .unwrap_or_else(|| format!("line {line}"))
 }
 
+/// A daemon's config file: its keys as YAML decodes them (`Raw`, which denies unknown keys) and the one step that
+/// makes them typed, checked values. Reading, `${VAR}` expansion and decoding are the same for every daemon.
+pub trait ConfigFile: Sized {
+    /// The file's keys as the YAML decoder fills them.
+    type Raw: DeserializeOwned;
+
+    /// Turns decoded keys into the config: each value parsed (errors name the key), then the checks across keys.
+    /// `path` names the file in errors and anchors relative paths.
+    fn decode(path: &Path, raw: Self::Raw) -> Result<Self, ConfigError>;
+
+    /// Loads and checks the config file at `path`.
+    fn load(path: &Path) -> Result<Self, ConfigError> {
+        Self::decode(path, load_yaml(path)?)
+    }
+
+    /// Parses config text as if read from `path`.
+    fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        Self::decode(path, parse_yaml(path, text)?)
+    }
+}
+
 /// Reads `path`, expands environment variables, and decodes YAML into `T` (which should deny unknown keys).
 pub fn load_yaml<T: DeserializeOwned>(path: &Path) -> Result<T, ConfigError> {
     let raw = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;

@@ -18,3 +18,6 @@ pub mod signer_http;
 #[cfg(feature = "tpm")]
 pub mod signer_unix;
 pub mod verifier;
+
+/// `load` and `parse` of every daemon's config.
+pub use common::config::ConfigFile;

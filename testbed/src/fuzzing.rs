@@ -4,6 +4,7 @@
 //! Each function must never panic, whatever its input; results are checked for internal consistency where the
 //! parser promises some (a bundle that parses renders in both formats and parses back to the same certificates).
 
+use services::ConfigFile;
 use std::path::Path;
 
 /// A target's body.

@@ -6,6 +6,7 @@ use clap::Parser;
 use common::logging::{self, LogFormat};
 use services::server::http::shutdown_signal;
 use services::signer_http::{self, SignerHttpConfig};
+use services::ConfigFile;
 
 /// Co-signs tokens already signed by an approved SPIRE server key, with this host's TPM (through the local
 /// signer-unix), for the servers listed in `allowed-addrs`.

@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand};
 use common::logging::{self, LogFormat};
 use services::server::http::shutdown_signal;
 use services::signer_unix::{self, SignerUnixConfig};
+use services::ConfigFile;
 use tpm::{KeyType, PersistentHandle, TpmDevice};
 
 /// Signs SPIRE trust bundles with a key that never leaves this host's TPM, on a unix socket, and publishes the

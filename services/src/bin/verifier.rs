@@ -9,6 +9,7 @@ use common::logging::{self, LogFormat};
 use services::server::http::shutdown_signal;
 use services::server::uds;
 use services::verifier::{self, VerifierConfig};
+use services::ConfigFile;
 
 /// Fetches the signed trust bundle, verifies every signature against the configured keys and serves it to
 /// the SPIRE agent on a unix socket (-l); or verifies one keyset's token once and prints the bundle.

@@ -12,9 +12,10 @@ use super::allow::AllowEntry;
 use common::config::{self, ConfigError};
 use common::signer_client::DEFAULT_SOCKET;
 
+/// The file's keys as YAML decodes them.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
-struct Raw {
+pub struct Raw {
     log_format: Option<common::logging::LogFormat>,
     socket: Option<PathBuf>,
     keydir: Option<PathBuf>,
@@ -85,22 +86,34 @@ pub fn parse_listen(s: &str) -> Option<Vec<SocketAddr>> {
     s.parse::<SocketAddr>().ok().map(|a| vec![a])
 }
 
-impl SignerHttpConfig {
-    /// Loads and validates the config file at `path`.
-    pub fn load(path: &Path) -> Result<SignerHttpConfig, ConfigError> {
-        let raw: Raw = config::load_yaml(path)?;
-        Self::from_raw(path, raw)
-    }
+/// Every default of signer-http's config, in one place (`keydir`'s, `keys`, is every daemon's: `config::keydir`).
+#[derive(Debug)]
+struct Defaults {
+    socket: &'static str,
+    listen_addr: &'static str,
+    max_body: usize,
+    max_concurrent: usize,
+    resolve_interval: Duration,
+    timeout: Duration,
+    read_timeout: Duration,
+}
 
-    /// Parses config text as if read from `path`.
-    pub fn parse(path: &Path, text: &str) -> Result<SignerHttpConfig, ConfigError> {
-        let raw: Raw = config::parse_yaml(path, text)?;
-        Self::from_raw(path, raw)
-    }
+const DEFAULTS: Defaults = Defaults {
+    socket: DEFAULT_SOCKET,
+    listen_addr: ":8181",
+    max_body: 1 << 20,
+    max_concurrent: 8,
+    resolve_interval: Duration::from_secs(60),
+    timeout: Duration::from_secs(30),
+    read_timeout: Duration::from_secs(10),
+};
 
-    fn from_raw(path: &Path, raw: Raw) -> Result<SignerHttpConfig, ConfigError> {
+impl config::ConfigFile for SignerHttpConfig {
+    type Raw = Raw;
+
+    fn decode(path: &Path, raw: Raw) -> Result<SignerHttpConfig, ConfigError> {
         let bad = |key: &str, reason: String| ConfigError::invalid(path, key, reason);
-        let keydir = config::relative_to_config(path, &raw.keydir.unwrap_or_else(|| PathBuf::from("keys")));
+        let keydir = config::keydir(path, raw.keydir.as_deref());
         let load_key = |key: &str, name: &str| config::load_key(path, &keydir, key, name);
         let primary = match raw.primary.as_deref() {
             Some(name) if !name.is_empty() => load_key("primary", name)?,
@@ -110,15 +123,9 @@ impl SignerHttpConfig {
             Some(name) if !name.is_empty() => Some(load_key("backup", name)?),
             _ => None,
         };
-        if backup.as_ref().is_some_and(|b| b.fingerprint() == primary.fingerprint()) {
-            return Err(bad("backup", "is the same key as primary".into()));
-        }
-        let listen_raw = raw.listen_addr.unwrap_or_else(|| ":8181".into());
-        let listen = parse_listen(&listen_raw)
+        let listen_raw = raw.listen_addr.as_deref().unwrap_or(DEFAULTS.listen_addr);
+        let listen = parse_listen(listen_raw)
             .ok_or_else(|| bad("listen-addr", format!("{listen_raw:?} is not ':PORT', 'IP:PORT' or '[IPv6]:PORT'")))?;
-        if raw.allowed_addrs.is_empty() {
-            return Err(bad("allowed-addrs", "required: list the SPIRE servers that may ask for co-signatures".into()));
-        }
         let mut allowed = Vec::with_capacity(raw.allowed_addrs.len());
         for (i, entry) in raw.allowed_addrs.iter().enumerate() {
             allowed.push(
@@ -136,34 +143,56 @@ impl SignerHttpConfig {
             (Some(_), None) => return Err(bad("tls-key", "required when tls-cert is set".into())),
             (None, Some(_)) => return Err(bad("tls-cert", "required when tls-key is set".into())),
         };
-        let max_body = config::bounded(path, "max-body", raw.max_body, 1 << 20, 1024..=(16 << 20))?;
-        let max_concurrent = config::bounded(path, "max-concurrent", raw.max_concurrent, 8, 1..=1024)?;
-        let (secs, ms) = (Duration::from_secs, Duration::from_millis);
-        let resolve_interval =
-            config::duration_at_least(path, "resolve-interval", raw.resolve_interval.as_ref(), secs(60), secs(1))?;
-        let timeout = config::duration_at_least(path, "timeout", raw.timeout.as_ref(), secs(30), ms(100))?;
-        let read_timeout =
-            config::duration_at_least(path, "read-timeout", raw.read_timeout.as_ref(), secs(10), ms(100))?;
+        let d = &DEFAULTS;
         let mut limits = crypto::Limits::default();
         if let Some(l) = config::duration(path, "max-lifetime", raw.max_lifetime.as_ref())? {
             limits.max_lifetime_secs = l.as_secs().max(1);
         }
-        Ok(SignerHttpConfig {
+        let ms = Duration::from_millis;
+        let cfg = SignerHttpConfig {
             metrics_addr: config::metrics_addr(path, raw.metrics_addr.as_deref())?,
             log_format: raw.log_format.unwrap_or_default(),
-            socket: raw.socket.unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET)),
+            socket: raw.socket.unwrap_or_else(|| PathBuf::from(d.socket)),
             primary,
             backup,
             listen,
             allowed,
             tls,
-            max_body,
-            max_concurrent,
-            resolve_interval,
-            timeout,
+            max_body: config::bounded(path, "max-body", raw.max_body, d.max_body, 1024..=(16 << 20))?,
+            max_concurrent: config::bounded(path, "max-concurrent", raw.max_concurrent, d.max_concurrent, 1..=1024)?,
+            resolve_interval: config::duration_at_least(
+                path,
+                "resolve-interval",
+                raw.resolve_interval.as_ref(),
+                d.resolve_interval,
+                Duration::from_secs(1),
+            )?,
+            timeout: config::duration_at_least(path, "timeout", raw.timeout.as_ref(), d.timeout, ms(100))?,
             limits,
-            read_timeout,
-        })
+            read_timeout: config::duration_at_least(
+                path,
+                "read-timeout",
+                raw.read_timeout.as_ref(),
+                d.read_timeout,
+                ms(100),
+            )?,
+        };
+        cfg.validate(path)?;
+        Ok(cfg)
+    }
+}
+
+impl SignerHttpConfig {
+    /// The checks across keys.
+    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let bad = |key: &str, reason: &str| Err(ConfigError::invalid(path, key, reason));
+        if self.backup.as_ref().is_some_and(|b| b.fingerprint() == self.primary.fingerprint()) {
+            return bad("backup", "is the same key as primary");
+        }
+        if self.allowed.is_empty() {
+            return bad("allowed-addrs", "required: list the SPIRE servers that may ask for co-signatures");
+        }
+        Ok(())
     }
 }
 
@@ -185,6 +214,7 @@ mod tests {
 #[cfg(test)]
 mod config_tests {
     use super::*;
+    use common::config::ConfigFile;
 
     const KEY: &str = "-----BEGIN PUBLIC KEY-----
 MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEv1qzjTSzw8+TUZQq1z7HQXOqkIuA

@@ -15,9 +15,10 @@ use common::duration::GoDuration;
 
 pub use common::signer_client::DEFAULT_SOCKET;
 
+/// The file's keys as YAML decodes them.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
-struct Raw {
+pub struct Raw {
     log_format: Option<common::logging::LogFormat>,
     socket: Option<PathBuf>,
     tpm_address: Option<String>,
@@ -84,21 +85,33 @@ pub struct SignerUnixConfig {
 /// The most a token may live, so a typo (`100h` for `100m`) cannot mint near-permanent tokens.
 pub const MAX_DURATION: Duration = Duration::from_secs(7 * 24 * 3600);
 
-impl SignerUnixConfig {
-    /// Loads and validates the config file at `path`.
-    pub fn load(path: &Path) -> Result<SignerUnixConfig, ConfigError> {
-        let raw: Raw = config::load_yaml(path)?;
-        Self::from_raw(path, raw)
-    }
+/// Every default of signer-unix's config, in one place (`issuer`'s is the host name, read when it is absent;
+/// `keydir`'s, `keys`, is every daemon's: `config::keydir`).
+#[derive(Debug)]
+struct Defaults {
+    socket: &'static str,
+    duration: Duration,
+    filename: &'static str,
+    tmpfile: &'static str,
+    max_body: usize,
+    queue_depth: usize,
+}
 
-    /// Parses config text as if read from `path` (for tests and `--check`).
-    pub fn parse(path: &Path, text: &str) -> Result<SignerUnixConfig, ConfigError> {
-        let raw: Raw = config::parse_yaml(path, text)?;
-        Self::from_raw(path, raw)
-    }
+const DEFAULTS: Defaults = Defaults {
+    socket: DEFAULT_SOCKET,
+    duration: Duration::from_secs(600),
+    filename: "spiffetrustbundle.token",
+    tmpfile: "spiffetrustbundle.token.tmp",
+    max_body: 1 << 20,
+    queue_depth: 64,
+};
 
-    fn from_raw(path: &Path, raw: Raw) -> Result<SignerUnixConfig, ConfigError> {
+impl config::ConfigFile for SignerUnixConfig {
+    type Raw = Raw;
+
+    fn decode(path: &Path, raw: Raw) -> Result<SignerUnixConfig, ConfigError> {
         let bad = |key: &str, reason: String| ConfigError::invalid(path, key, reason);
+        let d = &DEFAULTS;
         let handle = match raw.tpm_address.as_deref() {
             None => tpm::PersistentHandle::DEFAULT_SIGNING,
             Some(s) => s.parse().map_err(|e: tpm::TpmError| bad("tpm-address", e.to_string()))?,
@@ -107,55 +120,28 @@ impl SignerUnixConfig {
             None | Some("") => None,
             Some(s) => Some(s.parse().map_err(|e: tpm::TpmError| bad("tpm-device", e.to_string()))?),
         };
-        let duration = config::duration(path, "duration", raw.duration.as_ref())?.unwrap_or(Duration::from_secs(600));
-        if duration < Duration::from_secs(1) {
-            return Err(bad("duration", format!("{} is too short (minimum 1s)", GoDuration(duration))));
-        }
-        if duration > MAX_DURATION {
-            return Err(bad("duration", format!("{} is too long (maximum 168h)", GoDuration(duration))));
-        }
         let issuer = match raw.issuer.filter(|s| !s.is_empty()) {
             Some(i) => i,
             None => config::hostname().map_err(|e| bad("issuer", format!("not set and host name unreadable: {e}")))?,
         };
-        let dir = raw
-            .dir
-            .filter(|d| !d.as_os_str().is_empty())
-            .ok_or_else(|| bad("dir", "required: the directory the web server serves the token from".into()))?;
-        let filename = raw.filename.filter(|s| !s.is_empty()).unwrap_or_else(|| "spiffetrustbundle.token".into());
-        let tmpfile = raw.tmpfile.filter(|s| !s.is_empty()).unwrap_or_else(|| "spiffetrustbundle.token.tmp".into());
-        for (key, name) in [("filename", &filename), ("tmpfile", &tmpfile)] {
-            if name.contains('/') || name == "." || name == ".." {
-                return Err(bad(key, format!("{name:?} must be a plain file name inside dir")));
-            }
-        }
-        if filename == tmpfile {
-            return Err(bad("tmpfile", "must differ from filename".into()));
-        }
-        let socket_mode =
-            config::socket_mode(path, raw.socket_mode.as_deref(), Some("lets any local user ask the TPM to sign"))?;
-        let max_body = config::bounded(path, "max-body", raw.max_body, 1 << 20, 1024..=(16 << 20))?;
-        let queue_depth = config::bounded(path, "queue-depth", raw.queue_depth, 64, 1..=4096)?;
         let keydir = config::keydir(path, raw.keydir.as_deref());
-        let mut chain = Vec::with_capacity(raw.chain.len());
-        for (i, name) in raw.chain.iter().enumerate() {
-            chain.push(config::load_key(path, &keydir, &format!("chain[{i}]"), name)?);
-        }
+        let load_keys = |key: &str, names: &[String]| -> Result<Vec<_>, ConfigError> {
+            names
+                .iter()
+                .enumerate()
+                .map(|(i, name)| config::load_key(path, &keydir, &format!("{key}[{i}]"), name))
+                .collect()
+        };
+        let chain = load_keys("chain", &raw.chain)?;
         let backup = match raw.backup.as_deref() {
             Some(name) if !name.is_empty() => Some(config::load_key(path, &keydir, "backup", name)?),
             _ => None,
         };
         let publish_policy = match (raw.threshold, chain.is_empty(), backup) {
-            (Some(threshold), true, None) => {
-                let mut keys = Vec::with_capacity(raw.keys.len());
-                for (i, name) in raw.keys.iter().enumerate() {
-                    keys.push(config::load_key(path, &keydir, &format!("keys[{i}]"), name)?);
-                }
-                Some(
-                    crypto::policy::Policy::threshold(threshold, keys, crypto::Limits::default())
-                        .map_err(|e| bad("threshold", e.to_string()))?,
-                )
-            }
+            (Some(threshold), true, None) => Some(
+                crypto::policy::Policy::threshold(threshold, load_keys("keys", &raw.keys)?, crypto::Limits::default())
+                    .map_err(|e| bad("threshold", e.to_string()))?,
+            ),
             (Some(_), _, _) => return Err(bad("threshold", "replaces chain and backup: give keys instead".into())),
             (None, _, _) if !raw.keys.is_empty() => {
                 return Err(bad("keys", "belongs to a threshold policy: set threshold, or use chain".into()))
@@ -167,29 +153,62 @@ impl SignerUnixConfig {
                     .map_err(|e| bad("chain", e.to_string()))?,
             ),
         };
-        Ok(SignerUnixConfig {
+        let nonempty = |v: Option<String>, default: &str| v.filter(|s| !s.is_empty()).unwrap_or_else(|| default.into());
+        let cfg = SignerUnixConfig {
             log_format: raw.log_format.unwrap_or_default(),
             publish_policy,
             metrics_addr: config::metrics_addr(path, raw.metrics_addr.as_deref())?,
-            socket: raw.socket.unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET)),
-            socket_mode,
+            socket: raw.socket.unwrap_or_else(|| PathBuf::from(d.socket)),
+            socket_mode: config::socket_mode(
+                path,
+                raw.socket_mode.as_deref(),
+                Some("lets any local user ask the TPM to sign"),
+            )?,
             peers: PeerPolicy { uids: raw.allowed_uids, gids: raw.allowed_gids },
             tpm_device,
             handle,
-            duration,
+            duration: config::duration(path, "duration", raw.duration.as_ref())?.unwrap_or(d.duration),
             issuer,
-            dir,
-            filename,
-            tmpfile,
-            max_body,
-            queue_depth,
-        })
+            dir: raw.dir.unwrap_or_default(),
+            filename: nonempty(raw.filename, d.filename),
+            tmpfile: nonempty(raw.tmpfile, d.tmpfile),
+            max_body: config::bounded(path, "max-body", raw.max_body, d.max_body, 1024..=(16 << 20))?,
+            queue_depth: config::bounded(path, "queue-depth", raw.queue_depth, d.queue_depth, 1..=4096)?,
+        };
+        cfg.validate(path)?;
+        Ok(cfg)
+    }
+}
+
+impl SignerUnixConfig {
+    /// The checks across keys, and of values that parsed but cannot be used.
+    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let bad = |key: &str, reason: String| Err(ConfigError::invalid(path, key, reason));
+        if self.duration < Duration::from_secs(1) {
+            return bad("duration", format!("{} is too short (minimum 1s)", GoDuration(self.duration)));
+        }
+        if self.duration > MAX_DURATION {
+            return bad("duration", format!("{} is too long (maximum 168h)", GoDuration(self.duration)));
+        }
+        if self.dir.as_os_str().is_empty() {
+            return bad("dir", "required: the directory the web server serves the token from".into());
+        }
+        for (key, name) in [("filename", &self.filename), ("tmpfile", &self.tmpfile)] {
+            if name.contains('/') || name == "." || name == ".." {
+                return bad(key, format!("{name:?} must be a plain file name inside dir"));
+            }
+        }
+        if self.filename == self.tmpfile {
+            return bad("tmpfile", "must differ from filename".into());
+        }
+        Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use common::config::ConfigFile;
 
     const UPSTREAM: &str = "socket: /var/run/spire/server-attestor-tpm/signer-unix.sock\n\
         tpm-address: 0x81008006\nduration:  10m\ndir: /usr/share/nginx/html\n\

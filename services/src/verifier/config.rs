@@ -16,9 +16,10 @@ pub const DEFAULT_SOCKET: &str = "/var/run/spire/server-attestor-tpm/verifier.so
 /// Where last-known-good tokens and rollback floors are kept.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/spire/server-attestor-tpm/verifier";
 
+/// The file's keys as YAML decodes them.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
-struct Raw {
+pub struct Raw {
     log_format: Option<common::logging::LogFormat>,
     keydir: Option<PathBuf>,
     socket: Option<PathBuf>,
@@ -33,9 +34,10 @@ struct Raw {
     metrics_addr: Option<String>,
 }
 
+/// One keyset's keys as YAML decodes them.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawKeyset {
+pub struct RawKeyset {
     url: Option<String>,
     #[serde(default)]
     mirrors: Vec<String>,
@@ -180,23 +182,34 @@ pub struct VerifierConfig {
     pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
-impl VerifierConfig {
-    /// Loads and validates the config at `path`.
-    pub fn load(path: &Path) -> Result<VerifierConfig, ConfigError> {
-        let raw: Raw = config::load_yaml(path)?;
-        Self::from_raw(path, raw)
-    }
+/// Every default of the verifier's config, in one place (`keydir`'s, `keys`, is every daemon's:
+/// `config::keydir`).
+#[derive(Debug)]
+struct Defaults {
+    socket: &'static str,
+    state_dir: &'static str,
+    refresh: Duration,
+    timeout: Duration,
+    max_token_size: usize,
+}
 
-    /// Parses config text as if read from `path` (key files are read relative to it).
-    pub fn parse(path: &Path, text: &str) -> Result<VerifierConfig, ConfigError> {
-        let raw: Raw = config::parse_yaml(path, text)?;
-        Self::from_raw(path, raw)
-    }
+const DEFAULTS: Defaults = Defaults {
+    socket: DEFAULT_SOCKET,
+    state_dir: DEFAULT_STATE_DIR,
+    refresh: Duration::from_secs(60),
+    timeout: Duration::from_secs(10),
+    max_token_size: 1 << 20,
+};
 
-    fn from_raw(path: &Path, raw: Raw) -> Result<VerifierConfig, ConfigError> {
+impl config::ConfigFile for VerifierConfig {
+    type Raw = Raw;
+
+    fn decode(path: &Path, raw: Raw) -> Result<VerifierConfig, ConfigError> {
         let bad = |key: &str, reason: String| ConfigError::invalid(path, key, reason);
         let keydir = config::keydir(path, raw.keydir.as_deref());
-        let max_token_size = config::bounded(path, "max-token-size", raw.max_token_size, 1 << 20, 1024..=(16 << 20))?;
+        let d = &DEFAULTS;
+        let max_token_size =
+            config::bounded(path, "max-token-size", raw.max_token_size, d.max_token_size, 1024..=(16 << 20))?;
         let mut limits = crypto::Limits { max_token_len: max_token_size, ..crypto::Limits::default() };
         if let Some(l) = config::duration(path, "max-lifetime", raw.max_lifetime.as_ref())? {
             if l < Duration::from_secs(1) {
@@ -214,9 +227,6 @@ impl VerifierConfig {
             Ok(k)
         };
         let raw_sets = raw.keyset.unwrap_or_default();
-        if raw_sets.is_empty() {
-            return Err(bad("keyset", "at least one keyset is required".into()));
-        }
         let mut keysets = BTreeMap::new();
         for (name, ks) in raw_sets {
             let at = |k: &str| format!("keyset.{name}.{k}");
@@ -284,27 +294,40 @@ impl VerifierConfig {
         }
         // The verifier's socket serves a public bundle: other users' access is the operator's call.
         let socket_mode = config::socket_mode(path, raw.socket_mode.as_deref(), None)?;
-        let (secs, ms) = (Duration::from_secs, Duration::from_millis);
-        let refresh = config::duration_at_least(path, "refresh", raw.refresh.as_ref(), secs(60), ms(100))?;
-        let timeout = config::duration_at_least(path, "timeout", raw.timeout.as_ref(), secs(10), ms(100))?;
-        Ok(VerifierConfig {
+        let ms = Duration::from_millis;
+        let refresh = config::duration_at_least(path, "refresh", raw.refresh.as_ref(), d.refresh, ms(100))?;
+        let timeout = config::duration_at_least(path, "timeout", raw.timeout.as_ref(), d.timeout, ms(100))?;
+        let cfg = VerifierConfig {
             log_format: raw.log_format.unwrap_or_default(),
-            socket: raw.socket.unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET)),
+            socket: raw.socket.unwrap_or_else(|| PathBuf::from(d.socket)),
             socket_mode,
-            state_dir: raw.state_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)),
+            state_dir: raw.state_dir.unwrap_or_else(|| PathBuf::from(d.state_dir)),
             refresh,
             timeout,
             max_token_size,
             ca_file: raw.ca_file.map(|f| config::relative_to_config(path, &f)),
             keysets,
             metrics_addr: config::metrics_addr(path, raw.metrics_addr.as_deref())?,
-        })
+        };
+        cfg.validate(path)?;
+        Ok(cfg)
+    }
+}
+
+impl VerifierConfig {
+    /// The checks across keys.
+    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        if self.keysets.is_empty() {
+            return Err(ConfigError::invalid(path, "keyset", "at least one keyset is required"));
+        }
+        Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use common::config::ConfigFile;
 
     const PRIMARY: &str = "-----BEGIN PUBLIC KEY-----
 MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEbHsL+hTCki/R31eORi7am7A7lEPN

@@ -388,6 +388,7 @@ mod tests {
     use std::sync::mpsc::{channel, Receiver, Sender};
 
     use super::*;
+    use common::config::ConfigFile;
     use tpm::KeySigner;
 
     /// A state write a test holds: the writer reports when it started, then waits to be released (3 s at most).

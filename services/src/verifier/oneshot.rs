@@ -104,6 +104,7 @@ pub async fn verify_once(cfg: &VerifierConfig, name: &str, url: Option<&str>) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+    use common::config::ConfigFile;
     use tpm::KeySigner as _;
 
     /// `--keys` must not report the config's keys as trusted when it cannot read what the node stored.
