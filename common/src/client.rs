@@ -145,13 +145,33 @@ pub enum ClientError {
         max: usize,
     },
     /// The CA file could not be used.
-    #[error("CA file {path}: {reason}")]
+    #[error("CA file {path}: {source}")]
     CaFile {
         /// The file.
         path: PathBuf,
         /// Why.
-        reason: String,
+        source: CaFileError,
     },
+    /// rustls refused its own protocol defaults (a build without a usable crypto provider).
+    #[error("TLS configuration: {0}")]
+    TlsConfig(#[source] rustls::Error),
+}
+
+/// Why a `ca-file` cannot serve as the trust roots.
+#[derive(Debug, thiserror::Error)]
+pub enum CaFileError {
+    /// Not readable.
+    #[error("{0}")]
+    Read(#[source] std::io::Error),
+    /// Not PEM certificates.
+    #[error("not PEM certificates: {0}")]
+    Pem(#[source] rustls_pki_types::pem::Error),
+    /// No certificate in it.
+    #[error("no certificates")]
+    Empty,
+    /// A certificate rustls cannot use as a root.
+    #[error("{0}")]
+    Root(#[source] rustls::Error),
 }
 
 /// A response with its body fully read.
@@ -195,16 +215,16 @@ impl HttpClient {
         let mut roots = rustls::RootCertStore::empty();
         match &opts.ca_file {
             Some(path) => {
-                let ca_err = |reason: String| ClientError::CaFile { path: path.clone(), reason };
-                let pem = std::fs::read(path).map_err(|e| ca_err(e.to_string()))?;
+                let ca_err = |source: CaFileError| ClientError::CaFile { path: path.clone(), source };
+                let pem = std::fs::read(path).map_err(|e| ca_err(CaFileError::Read(e)))?;
                 let certs = rustls_pki_types::CertificateDer::pem_slice_iter(&pem)
                     .collect::<Result<Vec<_>, _>>()
-                    .map_err(|e| ca_err(format!("not PEM certificates: {e}")))?;
+                    .map_err(|e| ca_err(CaFileError::Pem(e)))?;
                 if certs.is_empty() {
-                    return Err(ca_err("no certificates".into()));
+                    return Err(ca_err(CaFileError::Empty));
                 }
                 for cert in certs {
-                    roots.add(cert).map_err(|e| ca_err(e.to_string()))?;
+                    roots.add(cert).map_err(|e| ca_err(CaFileError::Root(e)))?;
                 }
             }
             None => {
@@ -218,7 +238,7 @@ impl HttpClient {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let tls = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
-            .map_err(|e| ClientError::CaFile { path: PathBuf::new(), reason: e.to_string() })?
+            .map_err(ClientError::TlsConfig)?
             .with_root_certificates(roots)
             .with_no_client_auth();
         Ok(HttpClient { opts, tls: Arc::new(tls) })

@@ -279,10 +279,21 @@ pub(crate) fn resolve(
     Ok((key, public))
 }
 
+/// Why a TPM public area has no SubjectPublicKeyInfo.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ExportError {
+    /// Not a key type SubjectPublicKeyInfo can carry.
+    #[error("{0}")]
+    Convert(#[source] tss_esapi::Error),
+    /// The DER encoder failed.
+    #[error("{0}")]
+    Encode(#[source] picky_asn1_der::Asn1DerError),
+}
+
 /// SubjectPublicKeyInfo DER of a TPM public area.
-pub(crate) fn spki_der(public: &Public) -> Result<Vec<u8>, String> {
-    let spki = picky_asn1_x509::SubjectPublicKeyInfo::try_from(public.clone()).map_err(|e| e.to_string())?;
-    picky_asn1_der::to_vec(&spki).map_err(|e| e.to_string())
+pub(crate) fn spki_der(public: &Public) -> Result<Vec<u8>, ExportError> {
+    let spki = picky_asn1_x509::SubjectPublicKeyInfo::try_from(public.clone()).map_err(ExportError::Convert)?;
+    picky_asn1_der::to_vec(&spki).map_err(ExportError::Encode)
 }
 
 /// Checks that `public` is a signing key this project signs with, and exports it.

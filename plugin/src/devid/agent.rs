@@ -178,9 +178,23 @@ pub enum AgentError {
         /// The TPM error.
         source: tpm::TpmError,
     },
-    /// The server's challenge is unusable.
-    #[error("bad challenge from server: {0}")]
-    Challenge(String),
+    /// The server's challenge is not the JSON SPIRE sends.
+    #[error("bad challenge from server: unable to unmarshall challenge: {0}")]
+    ChallengeJson(#[source] serde_json::Error),
+    /// The server's challenge lacks a part (SPIRE's agent refuses the same, in the same words).
+    #[error("bad challenge from server: received empty {0} challenge from server")]
+    ChallengeEmpty(&'static str),
+    /// The TPM's ECDSA signature is not the raw r||s it must be.
+    #[error("the TPM's DevID signature: {0}")]
+    Signature(#[source] super::signature::NotRawEcdsa),
+    /// Our own message did not encode (payload or response).
+    #[error("cannot encode the {what}: {source}")]
+    Encode {
+        /// Which message.
+        what: &'static str,
+        /// The encoder's error.
+        source: serde_json::Error,
+    },
 }
 
 /// The first half: open the TPM and gather the evidence (blocking; TPM commands).
@@ -190,27 +204,25 @@ pub fn begin(cfg: &AgentConfig) -> Result<(Vec<u8>, PendingAttestation), AgentEr
         .devid_evidence(&cfg.devid, &cfg.devid_password, &cfg.hierarchies)
         .map_err(|source| AgentError::Tpm { step: "gather the attestation evidence", source })?;
     let json = serde_json::to_vec(&payload(&cfg.chain, evidence))
-        .map_err(|e| AgentError::Challenge(format!("cannot encode payload: {e}")))?;
+        .map_err(|source| AgentError::Encode { what: "payload", source })?;
     Ok((json, pending))
 }
 
 /// The second half: answer the server's challenge JSON (blocking; TPM commands).
 pub fn answer(pending: &PendingAttestation, challenge: &[u8]) -> Result<Vec<u8>, AgentError> {
-    let challenge: ChallengeRequest = serde_json::from_slice(challenge)
-        .map_err(|e| AgentError::Challenge(format!("unable to unmarshall challenge: {e}")))?;
+    let challenge: ChallengeRequest = serde_json::from_slice(challenge).map_err(AgentError::ChallengeJson)?;
     let Some(cred) = challenge.cred_activation else {
-        return Err(AgentError::Challenge("received empty credential activation challenge from server".into()));
+        return Err(AgentError::ChallengeEmpty("credential activation"));
     };
     if challenge.devid.is_empty() {
-        return Err(AgentError::Challenge("received empty DevID challenge from server".into()));
+        return Err(AgentError::ChallengeEmpty("DevID"));
     }
     let response = pending
         .respond(&challenge.devid, &cred.credential, &cred.secret)
         .map_err(|source| AgentError::Tpm { step: "solve the challenge", source })?;
-    let devid = super::signature::der(pending.key_type(), response.devid_signature)
-        .map_err(|e| AgentError::Challenge(format!("the TPM's DevID signature: {e}")))?;
+    let devid = super::signature::der(pending.key_type(), response.devid_signature).map_err(AgentError::Signature)?;
     let json = ChallengeResponse { devid, cred_activation: response.activated_secret.to_vec() };
-    serde_json::to_vec(&json).map_err(|e| AgentError::Challenge(format!("cannot encode response: {e}")))
+    serde_json::to_vec(&json).map_err(|source| AgentError::Encode { what: "response", source })
 }
 
 /// The plugin's state.

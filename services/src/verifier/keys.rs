@@ -13,6 +13,21 @@ use crypto::keys::VerifyingKey;
 use crypto::keyset::{Document, UpdateError};
 use crypto::policy::Policy;
 
+/// Why a stored keyset state cannot be used (the verifier then trusts its config's keys, version 0).
+#[derive(Debug, thiserror::Error)]
+enum StateError {
+    #[error("not the state's JSON: {0}")]
+    Json(#[source] serde_json::Error),
+    #[error("its keyset document: {0}")]
+    Document(#[source] crypto::keyset::DocumentError),
+    #[error("it holds keyset {0:?}")]
+    OtherKeyset(String),
+    #[error("version {stored} does not match its document's {document}")]
+    Version { stored: u64, document: u64 },
+    #[error("a retired key: {0}")]
+    RetiredKey(#[source] crypto::KeyError),
+}
+
 /// Retired keys remembered for diagnosis (the newest are kept).
 const MAX_RETIRED: usize = 32;
 
@@ -101,18 +116,18 @@ impl Trusted {
         }
     }
 
-    fn parse(name: &str, config: &Policy, text: &str) -> Result<Trusted, String> {
-        let stored: Stored = serde_json::from_str(text).map_err(|e| e.to_string())?;
-        let document = Document::parse(&stored.document, *config.limits()).map_err(|e| e.to_string())?;
+    fn parse(name: &str, config: &Policy, text: &str) -> Result<Trusted, StateError> {
+        let stored: Stored = serde_json::from_str(text).map_err(StateError::Json)?;
+        let document = Document::parse(&stored.document, *config.limits()).map_err(StateError::Document)?;
         if document.keyset() != name {
-            return Err(format!("it holds keyset {:?}", document.keyset()));
+            return Err(StateError::OtherKeyset(document.keyset().to_owned()));
         }
         if document.version() != stored.version {
-            return Err(format!("version {} does not match its document's {}", stored.version, document.version()));
+            return Err(StateError::Version { stored: stored.version, document: document.version() });
         }
         let mut retired = Vec::new();
         for r in stored.retired.iter().rev().take(MAX_RETIRED).rev() {
-            let key = VerifyingKey::from_pem(&r.name, r.pem.as_bytes()).map_err(|e| e.to_string())?;
+            let key = VerifyingKey::from_pem(&r.name, r.pem.as_bytes()).map_err(StateError::RetiredKey)?;
             retired.push(Retired { key, by_version: r.by_version });
         }
         Ok(Trusted {
