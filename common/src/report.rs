@@ -21,6 +21,18 @@ pub fn error_chain(e: &(dyn Error + 'static)) -> String {
     line
 }
 
+/// The one conversion of a command's outcome to its exit status: 0; or 1, with `error: ` and the chain (each
+/// cause once) on stderr. Usage errors, exit 2, are clap's.
+pub fn exit(result: Result<(), impl Into<Box<dyn Error + 'static>>>) -> ! {
+    match result {
+        Ok(()) => std::process::exit(0),
+        Err(e) => {
+            eprintln!("error: {}", error_chain(e.into().as_ref()));
+            std::process::exit(1)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -199,8 +199,5 @@ fn main() {
         Command::SignCsr(a) => sign_csr_cmd(a),
         Command::Check(a) => check_cmd(a),
     };
-    if let Err(e) = result {
-        eprintln!("error: {}", common::report::error_chain(e.as_ref()));
-        std::process::exit(1);
-    }
+    common::report::exit(result);
 }

@@ -2,6 +2,7 @@
 //! cookie `BundlePublisher=BundlePublisher`); otherwise the CLI `SOCKET [URL...] < bundle.pem`, and
 //! `keys ...`, which builds a signed keyset update.
 
+use anyhow::Context;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -80,7 +81,7 @@ struct KeysArgs {
     log_format: common::logging::LogFormat,
 }
 
-fn keys(args: KeysArgs) -> ! {
+fn keys(args: KeysArgs) -> anyhow::Result<()> {
     common::logging::init_with(args.log_format);
     let policy = match args.threshold {
         Some(threshold) => plugin::keys::NewPolicy::Threshold { threshold, keys: args.keys },
@@ -96,48 +97,37 @@ fn keys(args: KeysArgs) -> ! {
         urls: args.urls,
         timeout: Duration::from_secs(30),
     };
-    let token = match runtime().block_on(plugin::keys::build(&req)) {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!("error: {}", common::report::error_chain(&e));
-            std::process::exit(1);
-        }
-    };
+    let token = runtime()?.block_on(plugin::keys::build(&req))?;
     match &args.out {
         None => println!("{token}"),
         Some(out) => {
-            if let Err(e) = common::fsutil::write_atomic(out, ".update.tmp", format!("{token}\n").as_bytes(), 0o644) {
-                eprintln!("error: writing {}: {e}", out.display());
-                std::process::exit(1);
-            }
+            common::fsutil::write_atomic(out, ".update.tmp", format!("{token}\n").as_bytes(), 0o644)
+                .with_context(|| format!("writing {}", out.display()))?;
             tracing::info!(file = %out.display(), "keyset update written");
         }
     }
-    std::process::exit(0)
+    Ok(())
 }
 
-fn runtime() -> tokio::runtime::Runtime {
-    match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("spire-server-attestor-tpm-sign: cannot start runtime: {e}");
-            std::process::exit(1);
-        }
-    }
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread().enable_all().build()
 }
 
+/// Plugin mode: the go-plugin host reads our stderr as hclog JSON, so a failure is a log record, then exit 1.
 fn plugin_mode() -> ! {
     plugin::hclog::init();
     let publisher = Arc::new(Publisher::default());
     let config = publisher.config_service();
     let service = PublisherService(publisher);
-    let result = runtime().block_on(plugin::goplugin::serve(
-        &SERVICE_NAMES,
-        |router| router.add_service(BundlePublisherServer::new(service)).add_service(ConfigServer::new(config)),
-        plugin::goplugin::Broker::default(),
-    ));
+    let result = runtime().map_err(anyhow::Error::from).and_then(|rt| {
+        Ok(rt.block_on(plugin::goplugin::serve(
+            &SERVICE_NAMES,
+            |router| router.add_service(BundlePublisherServer::new(service)).add_service(ConfigServer::new(config)),
+            plugin::goplugin::Broker::default(),
+        ))?)
+    });
     if let Err(e) = result {
-        tracing::error!(error = %e, "plugin stopped");
+        tracing::error!(error = %common::report::error_chain(e.as_ref()), "plugin stopped");
         std::process::exit(1);
     }
     std::process::exit(0)
@@ -149,7 +139,7 @@ fn main() {
     }
     let cli = Cli::parse();
     if let Some(Command::Keys(args)) = cli.command {
-        keys(args);
+        common::report::exit(keys(args));
     }
     let Some(socket) = cli.socket else {
         eprint!("{}", plugin::goplugin::NOT_A_HOST);
@@ -157,18 +147,17 @@ fn main() {
         std::process::exit(2);
     };
     common::logging::init_with(cli.log_format);
-    let mut stdin = std::io::stdin().lock();
-    match runtime().block_on(plugin::cli::run(
-        &socket,
-        cli.trust_domain.as_deref(),
-        &cli.urls,
-        &mut stdin,
-        Duration::from_secs(30),
-    )) {
-        Ok(token) => println!("{token}"),
-        Err(e) => {
-            eprintln!("error: {}", common::report::error_chain(&e));
-            std::process::exit(1);
-        }
-    }
+    let signed = || -> anyhow::Result<()> {
+        let mut stdin = std::io::stdin().lock();
+        let token = runtime()?.block_on(plugin::cli::run(
+            &socket,
+            cli.trust_domain.as_deref(),
+            &cli.urls,
+            &mut stdin,
+            Duration::from_secs(30),
+        ))?;
+        println!("{token}");
+        Ok(())
+    };
+    common::report::exit(signed());
 }

@@ -22,10 +22,7 @@ struct Cli {
 
 fn main() {
     let cli = Cli::parse();
-    if let Err(e) = run(cli) {
-        eprintln!("error: {}", common::report::error_chain(e.as_ref()));
-        std::process::exit(1);
-    }
+    common::report::exit(run(cli));
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {

@@ -63,10 +63,7 @@ fn main() {
         (None, Some(config)) => serve(config, cli.log_format),
         (None, None) => Ok(()),
     };
-    if let Err(e) = result {
-        eprintln!("error: {}", common::report::error_chain(e.as_ref()));
-        std::process::exit(1);
-    }
+    common::report::exit(result);
 }
 
 fn device(given: Option<TpmDevice>) -> anyhow::Result<TpmDevice> {
