@@ -11,6 +11,7 @@
 //! - [`sync`]: the one lock-poisoning policy.
 
 pub mod client;
+pub mod clock;
 pub mod config;
 pub mod duration;
 pub mod fsutil;

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::client::{ClientOptions, HttpClient, HttpUrl};
+use common::clock::Clock;
 use common::signer_client::{SignerClient, SignerClientError};
 use http::{Method, StatusCode};
 use tokio::sync::oneshot;
@@ -78,6 +79,11 @@ async fn signer_unix(dir: &Path, name: &str, key: Arc<SoftwareKey>, extra: &str)
 /// Starts the verifier in `dir` (keydir `dir/keys`, socket `dir/v.sock`) with one keyset `name` reading
 /// `dir/token`, whose policy lines are `keyset` (YAML, indented four spaces); returns it, the socket and a client.
 async fn verifier(dir: &Path, name: &str, keyset: &str) -> (Running, PathBuf, HttpClient) {
+    verifier_by(dir, name, keyset, Clock::system()).await
+}
+
+/// [`verifier`] judging tokens by `clock`.
+async fn verifier_by(dir: &Path, name: &str, keyset: &str, clock: Clock) -> (Running, PathBuf, HttpClient) {
     let socket = dir.join("v.sock");
     let text = format!(
         "keydir: keys\nsocket: {}\nstate-dir: {}\nrefresh: 100ms\nkeyset:\n  {name}:\n    url: file://{}\n{keyset}",
@@ -86,7 +92,8 @@ async fn verifier(dir: &Path, name: &str, keyset: &str) -> (Running, PathBuf, Ht
         dir.join("token").display()
     );
     let cfg = services::verifier::VerifierConfig::parse(&dir.join("v.conf"), &text).unwrap();
-    let running = spawn(move |stop| services::verifier::run(cfg, async move { drop(stop.await) }));
+    let options = services::verifier::RunOptions { clock, ..Default::default() };
+    let running = spawn(move |stop| services::verifier::run_with(cfg, options, async move { drop(stop.await) }));
     wait_for_socket(&socket).await;
     let client =
         HttpClient::new(ClientOptions { timeout: Duration::from_secs(5), max_body: 1 << 20, ca_file: None }).unwrap();
@@ -459,6 +466,12 @@ async fn signer_unix_signs_keyset_documents_and_updates_and_refuses_what_is_not_
 }
 
 /// A bundle token over `CA` by `key`, issued at `iat`.
+/// The agent's request for keyset `main`.
+async fn get_bundle(client: HttpClient, socket: PathBuf) -> common::client::ClientResponse {
+    let url = HttpUrl::unix(&socket, "/trustbundle?instance=main");
+    client.send(Method::GET, &url, &[], Bytes::new()).await.unwrap()
+}
+
 fn bundle_token(key: &SoftwareKey, iat: u64) -> String {
     token_over(key, crypto::token::Payload::Bundle(CA.into()), iat)
 }
@@ -469,6 +482,34 @@ fn token_over(key: &SoftwareKey, payload: crypto::token::Payload, iat: u64) -> S
     let b = crypto::token::TokenBuilder::new(crypto::Alg::Es256, &claims);
     let sig = key.sign_digest(&b.digest()).unwrap();
     b.finish(&sig).unwrap()
+}
+
+/// The verifier judges a token's times by its clock: it serves a bundle until the token's `exp` and not a second
+/// longer, and a token signed for later (`iat`, `nbf`) only from then on. The clock is a manual one moved forward,
+/// instead of a test waiting out a token's lifetime.
+#[tokio::test]
+async fn the_verifier_serves_a_token_from_its_iat_until_its_exp_by_its_clock() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = SoftwareKey::generate(KeyType::EccP256);
+    std::fs::create_dir_all(dir.path().join("keys")).unwrap();
+    std::fs::write(dir.path().join("keys/primary.pem"), pem(&key)).unwrap();
+    let start = crypto::unix_now();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, bundle_token(&key, start)).unwrap();
+    let clock = Clock::manual(start);
+    let (_v, socket, client) = verifier_by(dir.path(), "main", "    chain: [primary.pem]\n", clock.clone()).await;
+    let status = || get_bundle(client.clone(), socket.clone());
+    assert_eq!(status().await.status, StatusCode::OK);
+    clock.advance(3599);
+    assert_eq!(status().await.status, StatusCode::OK, "served one second before exp");
+    clock.advance(2);
+    let expired = status().await;
+    assert_eq!(expired.status, StatusCode::SERVICE_UNAVAILABLE, "served after exp");
+    // A token signed for an hour from now is refused until the clock gets there.
+    std::fs::write(&token_file, bundle_token(&key, start + 7200)).unwrap();
+    assert_eq!(status().await.status, StatusCode::SERVICE_UNAVAILABLE, "served before its iat");
+    clock.advance(3600);
+    assert_eq!(status().await.status, StatusCode::OK, "not served once its iat came");
 }
 
 /// After an update retires the key that signed the last bundle, a restart must keep that bundle's signing time
@@ -485,12 +526,6 @@ async fn the_rollback_floor_survives_a_restart_after_the_key_that_set_it_was_ret
     let metrics = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let keyset =
         format!("    chain: [a.pem]\n    keys-url: file://{}\nmetrics-addr: \"{metrics}\"\n", keys_file.display());
-    let get_bundle = |client: HttpClient, socket: PathBuf| async move {
-        client
-            .send(Method::GET, &HttpUrl::unix(&socket, "/trustbundle?instance=main"), &[], Bytes::new())
-            .await
-            .unwrap()
-    };
     let wait = |what: &'static str, client: HttpClient, socket: PathBuf, want: StatusCode| async move {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {

@@ -47,7 +47,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     // One thread: the cached path allocates almost nothing and the node's RSS stays small.
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     match cli.keyset {
-        None => runtime.block_on(verifier::run_on(cfg, inherited, shutdown_signal()))?,
+        None => runtime.block_on(verifier::run_with(
+            cfg,
+            verifier::RunOptions { inherited, ..Default::default() },
+            shutdown_signal(),
+        ))?,
         Some(keyset) if cli.keys => print!("{}", verifier::describe_keys(&cfg, &keyset)?),
         Some(keyset) => print!("{}", runtime.block_on(verifier::verify_once(&cfg, &keyset, cli.url.as_deref()))?),
     }

@@ -21,8 +21,8 @@ use super::fetch::{fetch, FetchError, Fetched, Validators};
 use super::keys::{self, Trusted};
 use super::metrics::VerifierMetrics;
 use common::client::HttpClient;
+use common::clock::Clock;
 use common::fsutil;
-use crypto::unix_now as now;
 
 /// A verified bundle, rendered once for serving.
 #[derive(Debug)]
@@ -65,12 +65,14 @@ pub struct Keyset {
     refreshing: tokio::sync::Mutex<()>,
     /// Completed refresh attempts, successful or not: a waiter that sees it move shares that attempt's result.
     attempts: AtomicU64,
+    /// What `iat`, `exp` and the rollback floor are judged by.
+    clock: Clock,
 }
 
 impl Keyset {
     /// Creates the keyset and loads its persisted state from `state_dir` (an unusable state is logged and
     /// ignored).
-    pub fn new(name: &str, cfg: KeysetConfig, state_dir: &Path, metrics: Arc<VerifierMetrics>) -> Keyset {
+    pub fn new(name: &str, cfg: KeysetConfig, state_dir: &Path, metrics: Arc<VerifierMetrics>, clock: Clock) -> Keyset {
         let keys_file = keys_state_file(state_dir, name);
         let trusted = Trusted::load(name, &cfg.policy, &keys_file);
         metrics.keys_version.with_label_values(&[name]).set(trusted.version as f64);
@@ -91,6 +93,7 @@ impl Keyset {
             validators: Mutex::new(HashMap::new()),
             refreshing: tokio::sync::Mutex::new(()),
             attempts: AtomicU64::new(0),
+            clock,
         };
         ks.load();
         ks
@@ -132,7 +135,7 @@ impl Keyset {
             }
         }
         self.floor.store(stored.signed_at, Ordering::SeqCst);
-        match self.verify(&stored.token, now()) {
+        match self.verify(&stored.token, self.clock.now()) {
             Ok(v) => {
                 tracing::info!(keyset = %self.name, signed_at = v.signed_at, exp = v.expires_at, "serving the stored bundle until a source confirms it");
                 self.install(&v, &stored.token);
@@ -191,7 +194,7 @@ impl Keyset {
 
     fn touch(&self) {
         self.contacted_ms.store((self.epoch.elapsed().as_millis() as u64).max(1), Ordering::Relaxed);
-        self.metrics.last_success.with_label_values(&[&self.name]).set(now() as f64);
+        self.metrics.last_success.with_label_values(&[&self.name]).set(self.clock.now() as f64);
     }
 
     /// Refreshes unless a refresh is already running (then returns at once).
@@ -236,7 +239,7 @@ impl Keyset {
                 }
             };
             let held = self.trusted();
-            let applied = keys::apply(&self.name, &held, &text, &source.to_string(), now());
+            let applied = keys::apply(&self.name, &held, &text, &source.to_string(), self.clock.now());
             if let Some(e) = &applied.refused {
                 self.metrics.keys_updates.with_label_values(&[&self.name, "refused"]).inc();
                 tracing::warn!(keyset = %self.name, %source, version = held.version, reason = %e, "keyset update refused");
@@ -275,8 +278,8 @@ impl Keyset {
                 common::sync::lock(&self.keys_validators).insert(i, new_validators);
             }
             // A bundle the new policy refuses (signed by a retired key) is served no longer.
-            if let Some(cur) = self.serving(now()) {
-                if let Err(e) = self.verify(&cur.token, now()) {
+            if let Some(cur) = self.serving(self.clock.now()) {
+                if let Err(e) = self.verify(&cur.token, self.clock.now()) {
                     tracing::warn!(keyset = %self.name, version, reason = %e, "the held bundle is not signed as the trusted keys require; no longer serving it");
                     *common::sync::write(&self.current) = None;
                 }
@@ -287,7 +290,7 @@ impl Keyset {
 
     async fn refresh_sources(&self, client: &HttpClient, max_size: usize, timeout: Duration) {
         self.refresh_keys(client, max_size, timeout).await;
-        let holding = self.serving(now()).is_some();
+        let holding = self.serving(self.clock.now()).is_some();
         for (i, source) in self.cfg.sources.iter().enumerate() {
             let validators = if holding { common::sync::lock(&self.validators).get(&i).cloned() } else { None };
             let fetched = fetch(client, source, validators.as_ref(), max_size, timeout).await;
@@ -307,7 +310,7 @@ impl Keyset {
                     continue;
                 }
             };
-            let now = now();
+            let now = self.clock.now();
             let verified = match self.verify(&token, now) {
                 Ok(v) => v,
                 Err(e) => {
@@ -338,7 +341,7 @@ impl Keyset {
             self.persist(&token, verified.signed_at, now).await;
             return;
         }
-        match self.serving(now()) {
+        match self.serving(self.clock.now()) {
             Some(s) => {
                 tracing::warn!(keyset = %self.name, exp = s.expires_at, "every source failed; serving the cached bundle until it expires")
             }
@@ -447,7 +450,7 @@ mod tests {
         let cfg = super::super::VerifierConfig::parse(&dir.path().join("v.conf"), &text).unwrap();
         std::fs::create_dir_all(&cfg.state_dir).unwrap();
         let metrics = Arc::new(VerifierMetrics::new().unwrap());
-        let ks = Arc::new(Keyset::new("main", cfg.keysets["main"].clone(), &cfg.state_dir, metrics));
+        let ks = Arc::new(Keyset::new("main", cfg.keysets["main"].clone(), &cfg.state_dir, metrics, Clock::system()));
         let (started_tx, started) = channel();
         let (release, release_rx) = channel();
         *common::sync::lock(&GATE) =

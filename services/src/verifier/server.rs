@@ -17,7 +17,7 @@ use super::metrics::VerifierMetrics;
 use crate::server::http::{self as server, Reply, Request, ServerLimits};
 use crate::server::uds::{self, PeerCred, PeerPolicy};
 use common::client::{ClientError, ClientOptions, HttpClient};
-use crypto::unix_now as now;
+use common::clock::Clock;
 
 /// Why the verifier could not run.
 #[derive(Debug, thiserror::Error)]
@@ -121,6 +121,8 @@ pub struct Verifier {
     refresh: Duration,
     timeout: Duration,
     max_token_size: usize,
+    /// What tokens are judged by.
+    clock: Clock,
 }
 
 /// Decodes `%XX` and `+` in a query component.
@@ -159,6 +161,11 @@ pub fn query_pairs(query: &str) -> Vec<(String, String)> {
 impl Verifier {
     /// Builds the keysets (loading persisted state) and the client.
     pub fn new(cfg: &VerifierConfig) -> Result<Verifier, RunError> {
+        Self::with_clock(cfg, Clock::system())
+    }
+
+    /// [`Verifier::new`] judging tokens by `clock` (tests move a manual one instead of waiting).
+    pub fn with_clock(cfg: &VerifierConfig, clock: Clock) -> Result<Verifier, RunError> {
         prepare_state_dir(&cfg.state_dir)?;
         let client = HttpClient::new(ClientOptions {
             timeout: cfg.timeout,
@@ -171,7 +178,8 @@ impl Verifier {
             .iter()
             .map(|(name, ks)| {
                 metrics.refresh_interval.with_label_values(&[name]).set(cfg.refresh.as_secs_f64());
-                (name.clone(), Arc::new(Keyset::new(name, ks.clone(), &cfg.state_dir, metrics.clone())))
+                let keyset = Keyset::new(name, ks.clone(), &cfg.state_dir, metrics.clone(), clock.clone());
+                (name.clone(), Arc::new(keyset))
             })
             .collect();
         Ok(Verifier {
@@ -181,12 +189,13 @@ impl Verifier {
             refresh: cfg.refresh,
             timeout: cfg.timeout,
             max_token_size: cfg.max_token_size,
+            clock,
         })
     }
 
     /// Sets the gauges that depend on the time; called before each scrape.
     pub fn update_gauges(&self) {
-        let now = now();
+        let now = self.clock.now();
         for (name, ks) in &self.keysets {
             let left = ks.serving(now).map(|s| s.expires_at.saturating_sub(now)).unwrap_or(0);
             self.metrics.expires_in.with_label_values(&[name]).set(left as f64);
@@ -195,7 +204,7 @@ impl Verifier {
 
     /// Ready once every keyset holds a verified, unexpired bundle; otherwise the reason names those that do not.
     pub fn health(&self) -> Result<String, String> {
-        let now = now();
+        let now = self.clock.now();
         let missing: Vec<&str> =
             self.keysets.iter().filter(|(_, ks)| ks.serving(now).is_none()).map(|(n, _)| n.as_str()).collect();
         if missing.is_empty() {
@@ -274,7 +283,7 @@ impl Verifier {
                 "SPIRE agent (re)bootstrap request"
             );
         }
-        let served = match ks.serving(now()) {
+        let served = match ks.serving(self.clock.now()) {
             Some(s) => {
                 if ks.stale(self.refresh) {
                     let (me, ks) = (self.clone(), ks.clone());
@@ -284,7 +293,7 @@ impl Verifier {
             }
             None => {
                 ks.refresh(&self.client, self.max_token_size, self.timeout).await;
-                match ks.serving(now()) {
+                match ks.serving(self.clock.now()) {
                     Some(s) => s,
                     None => return Err(Refusal::NoBundle(instance.to_owned())),
                 }
@@ -315,19 +324,27 @@ impl Verifier {
     }
 }
 
-/// Runs listen mode until `shutdown` resolves, on a socket it binds at `cfg.socket`.
-pub async fn run(cfg: VerifierConfig, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
-    run_on(cfg, None, shutdown).await
+/// How listen mode runs beyond its config file.
+#[derive(Debug, Default)]
+pub struct RunOptions {
+    /// The socket systemd passed (see [`uds::inherited`]); without one, the verifier binds `cfg.socket`.
+    pub inherited: Option<std::os::unix::net::UnixListener>,
+    /// The clock tokens are judged by: the system's, or a test's manual one.
+    pub clock: Clock,
 }
 
-/// Runs listen mode until `shutdown` resolves: on `inherited` (the socket systemd passed, see
-/// [`uds::inherited`]) when there is one, else on a socket it binds at `cfg.socket`.
-pub async fn run_on(
+/// Runs listen mode until `shutdown` resolves, on a socket it binds at `cfg.socket`, by the system clock.
+pub async fn run(cfg: VerifierConfig, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
+    run_with(cfg, RunOptions::default(), shutdown).await
+}
+
+/// Runs listen mode until `shutdown` resolves, as `options` say.
+pub async fn run_with(
     cfg: VerifierConfig,
-    inherited: Option<std::os::unix::net::UnixListener>,
+    options: RunOptions,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), RunError> {
-    let verifier = Arc::new(Verifier::new(&cfg)?);
+    let verifier = Arc::new(Verifier::with_clock(&cfg, options.clock)?);
     let metrics = match cfg.metrics_addr {
         Some(addr) => {
             let endpoint = crate::metrics::Endpoint::bind(addr).await?;
@@ -340,8 +357,8 @@ pub async fn run_on(
         }
         None => None,
     };
-    let activated = inherited.is_some();
-    let listener = match inherited {
+    let activated = options.inherited.is_some();
+    let listener = match options.inherited {
         Some(l) => tokio::net::UnixListener::from_std(l).map_err(|source| uds::BindError::Io {
             path: cfg.socket.clone(),
             op: "take the passed socket",
