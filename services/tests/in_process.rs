@@ -512,6 +512,69 @@ async fn the_verifier_serves_a_token_from_its_iat_until_its_exp_by_its_clock() {
     assert_eq!(status().await.status, StatusCode::OK, "not served once its iat came");
 }
 
+/// One series of a Prometheus text scrape of `addr`, if present.
+async fn scrape(client: &HttpClient, addr: std::net::SocketAddr, series: &str) -> Option<f64> {
+    let url = HttpUrl::parse(&format!("http://{addr}/metrics")).unwrap();
+    let body = client.send(Method::GET, &url, &[], Bytes::new()).await.unwrap().body;
+    let text = String::from_utf8(body.to_vec()).unwrap();
+    text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// The verifier's metrics say why it refused each token (`rejections_total` by reason) and when the offline backup
+/// key stands in (`backup_key_in_use`), so the shipped alerts can fire on them: garbage, a stranger's signature,
+/// the backup standing in, the primary again, then the primary's token expired (by a manual clock).
+#[tokio::test]
+async fn the_verifier_counts_each_rejection_by_reason_and_shows_the_backup_in_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, c, x) = (
+        SoftwareKey::generate(KeyType::EccP256),
+        SoftwareKey::generate(KeyType::EccP256),
+        SoftwareKey::generate(KeyType::EccP256),
+    );
+    std::fs::create_dir_all(dir.path().join("keys")).unwrap();
+    std::fs::write(dir.path().join("keys/a.pem"), pem(&a)).unwrap();
+    std::fs::write(dir.path().join("keys/c.pem"), pem(&c)).unwrap();
+    let metrics = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let start = crypto::unix_now();
+    let clock = Clock::manual(start);
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, "a.b.c").unwrap();
+    let keyset = format!("    chain: [a.pem]\n    backup: c.pem\nmetrics-addr: \"{metrics}\"\n");
+    let (_v, socket, client) = verifier_by(dir.path(), "main", &keyset, clock.clone()).await;
+    let series = |name: &str, labels: &str| format!("spire_attestor_tpm_verifier_{name}{{keyset=\"main\"{labels}}}");
+    let until = |what: &'static str, name: String, want: fn(f64) -> bool| {
+        let client = client.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                let got = scrape(&client, metrics, &name).await;
+                if got.is_some_and(want) {
+                    return;
+                }
+                assert!(Instant::now() < deadline, "{what}: {name} = {got:?}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    let rejected = |reason: &str| series("rejections_total", &format!(",reason=\"{reason}\""));
+    let backup = series("backup_key_in_use", "");
+    assert_eq!(get_bundle(client.clone(), socket.clone()).await.status, StatusCode::SERVICE_UNAVAILABLE);
+    until("garbage", rejected("malformed"), |v| v >= 1.0).await;
+    std::fs::write(&token_file, bundle_token(&x, start)).unwrap();
+    until("a stranger's signature", rejected("signature"), |v| v >= 1.0).await;
+    std::fs::write(&token_file, bundle_token(&c, start)).unwrap();
+    until("the backup standing in", backup.clone(), |v| v == 1.0).await;
+    assert_eq!(get_bundle(client.clone(), socket.clone()).await.status, StatusCode::OK);
+    std::fs::write(&token_file, bundle_token(&a, start + 1)).unwrap();
+    clock.advance(1);
+    until("the primary again", backup, |v| v == 0.0).await;
+    assert_eq!(scrape(&client, metrics, &rejected("expired")).await.unwrap_or(0.0), 0.0);
+    // Past exp and the 5 s of clock skew tolerated on it.
+    clock.advance(3610);
+    assert_eq!(get_bundle(client.clone(), socket.clone()).await.status, StatusCode::SERVICE_UNAVAILABLE);
+    until("the primary's token expired", rejected("expired"), |v| v >= 1.0).await;
+}
+
 /// After an update retires the key that signed the last bundle, a restart must keep that bundle's signing time
 /// as the rollback floor: the old code threw the stored state away (its token no longer verifies), and then
 /// took an older token of a key still trusted.
