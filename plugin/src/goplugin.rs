@@ -177,20 +177,20 @@ pub async fn serve(
 }
 
 /// The whole life of a plugin binary that has no other mode: refuses to run unless a host launched it with the
-/// magic cookie `cookie` (`--help` and `--version` answer; anything else exits 2 saying what the binary is),
-/// logs hclog JSON to stderr, serves until the host's Shutdown, exits non-zero on failure.
-pub fn plugin_main(
-    bin: &'static str,
+/// magic cookie `cookie` (its command line `Cli`, which takes no argument, answers `--help` and `--version`;
+/// anything else exits 2 saying what the binary is), logs hclog JSON to stderr, serves until the host's Shutdown,
+/// exits non-zero on failure.
+pub fn plugin_main<Cli: clap::Parser>(
     cookie: &str,
-    about: &'static str,
     plugin_services: &[&str],
     add: impl FnOnce(tonic::transport::server::Router) -> tonic::transport::server::Router,
 ) {
     if !launched_as(cookie) {
-        clap::Command::new(bin).version(env!("CARGO_PKG_VERSION")).about(about).get_matches();
+        Cli::parse();
         eprint!("{NOT_A_HOST}");
         std::process::exit(2);
     }
+    let bin = Cli::command().get_name().to_owned();
     crate::hclog::init();
     // Before any thread starts: libtss2's own stderr records would reach SPIRE's log beside our errors.
     common::logging::quiet_tss_logging();

@@ -7,17 +7,16 @@ use plugin::devid::agent::{AgentPlugin, AgentService, SERVICE_NAMES};
 use plugin::pb::agent_nodeattestor::node_attestor_server::NodeAttestorServer;
 use plugin::pb::config::config_server::ConfigServer;
 
-const ABOUT: &str = "SPIRE agent NodeAttestor plugin for tpm_devid: proves to the server that this node's DevID key lives in its TPM. SPIRE starts it (agent.conf: NodeAttestor \"tpm_devid\" with plugin_cmd).";
+/// SPIRE agent NodeAttestor plugin for tpm_devid: proves to the server that this node's DevID key lives in its TPM. SPIRE starts it (agent.conf: NodeAttestor "tpm_devid" with plugin_cmd).
+#[derive(clap::Parser)]
+#[command(name = "spire-agent-nodeattestor-tpm-devid", version)]
+struct Cli {}
 
 fn main() {
     let plugin = Arc::new(AgentPlugin::default());
     let config = plugin.config_service();
     let service = AgentService(plugin);
-    plugin::goplugin::plugin_main(
-        "spire-agent-nodeattestor-tpm-devid",
-        "NodeAttestor",
-        ABOUT,
-        &SERVICE_NAMES,
-        |router| router.add_service(NodeAttestorServer::new(service.clone())).add_service(ConfigServer::new(config)),
-    );
+    plugin::goplugin::plugin_main::<Cli>("NodeAttestor", &SERVICE_NAMES, |router| {
+        router.add_service(NodeAttestorServer::new(service.clone())).add_service(ConfigServer::new(config))
+    });
 }

@@ -126,11 +126,14 @@ impl Config for Forger {
     }
 }
 
-const ABOUT: &str = "Test only: a tpm_devid agent NodeAttestor that sends a forged payload.";
+/// Test only: a tpm_devid agent NodeAttestor that sends a forged payload.
+#[derive(clap::Parser)]
+#[command(name = "forged-devid-agent", version)]
+struct Cli {}
 
 fn main() {
     let f = Forger::default();
-    plugin::goplugin::plugin_main("forged-devid-agent", "NodeAttestor", ABOUT, &SERVICE_NAMES, |router| {
+    plugin::goplugin::plugin_main::<Cli>("NodeAttestor", &SERVICE_NAMES, |router| {
         router.add_service(NodeAttestorServer::new(f.clone())).add_service(ConfigServer::new(f))
     });
 }
