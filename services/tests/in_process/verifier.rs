@@ -1,269 +1,19 @@
-//! The three daemons run in-process on software keys (the `mock` feature, a dev-dependency only): signer-unix
-//! signs and publishes, signer-http co-signs through it, the verifier serves what it verified. Real sockets, no
-//! TPM, no nginx, no other process: the unit lane's view of the handlers. The same paths with swtpm, nginx and
-//! the real binaries are in `testbed/tests/e2e_*`.
+//! The verifier in-process: what it serves, by which keys and clock, what it counts, what it refuses.
 
-// signer-unix is behind the `tpm` feature.
-#![cfg(feature = "tpm")]
-// Test code: a failed step should stop the test with its message.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-use services::ConfigFile;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::client::{ClientOptions, HttpClient, HttpUrl};
+use common::client::{HttpClient, HttpUrl};
 use common::clock::Clock;
 use common::signer_client::{SignerClient, SignerClientError};
 use http::{Method, StatusCode};
-use tokio::sync::oneshot;
+use services::ConfigFile;
 use tpm::mock::SoftwareKey;
 use tpm::{KeySigner, KeyType};
 
-const CA: &str = include_str!("../../crypto/tests/data/ca-ec.pem");
-
-/// A daemon running on this test's runtime until the guard is dropped.
-struct Running {
-    stop: Option<oneshot::Sender<()>>,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-    }
-}
-
-fn spawn<F, E>(run: impl FnOnce(oneshot::Receiver<()>) -> F) -> Running
-where
-    F: std::future::Future<Output = Result<(), E>> + Send + 'static,
-    E: std::fmt::Display,
-{
-    let (stop, stopped) = oneshot::channel();
-    let fut = run(stopped);
-    tokio::spawn(async move {
-        if let Err(e) = fut.await {
-            panic!("daemon failed: {e}");
-        }
-    });
-    Running { stop: Some(stop) }
-}
-
-async fn wait_for_socket(path: &Path) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while tokio::net::UnixStream::connect(path).await.is_err() {
-        assert!(Instant::now() < deadline, "{} never accepted", path.display());
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
-fn pem(key: &SoftwareKey) -> String {
-    crypto::pem::encode("PUBLIC KEY", key.public_key().spki_der())
-}
-
-/// Starts signer-unix on `key` in `dir` (socket `dir/NAME.sock`, publish dir `dir/www-NAME`).
-async fn signer_unix(dir: &Path, name: &str, key: Arc<SoftwareKey>, extra: &str) -> (Running, PathBuf) {
-    let socket = dir.join(format!("{name}.sock"));
-    let www = dir.join(format!("www-{name}"));
-    std::fs::create_dir_all(&www).unwrap();
-    let text = format!("socket: {}\ndir: {}\nduration: 10m\nissuer: {name}\n{extra}", socket.display(), www.display());
-    let cfg = services::signer_unix::SignerUnixConfig::parse(&dir.join(format!("{name}.conf")), &text).unwrap();
-    let running = spawn(move |stop| services::signer_unix::run(cfg, key, async move { drop(stop.await) }));
-    wait_for_socket(&socket).await;
-    (running, socket)
-}
-
-/// Starts the verifier in `dir` (keydir `dir/keys`, socket `dir/v.sock`) with one keyset `name` reading
-/// `dir/token`, whose policy lines are `keyset` (YAML, indented four spaces); returns it, the socket and a client.
-async fn verifier(dir: &Path, name: &str, keyset: &str) -> (Running, PathBuf, HttpClient) {
-    verifier_by(dir, name, keyset, Clock::system()).await
-}
-
-/// [`verifier`] judging tokens by `clock`.
-async fn verifier_by(dir: &Path, name: &str, keyset: &str, clock: Clock) -> (Running, PathBuf, HttpClient) {
-    let socket = dir.join("v.sock");
-    let text = format!(
-        "keydir: keys\nsocket: {}\nstate-dir: {}\nrefresh: 100ms\nkeyset:\n  {name}:\n    url: file://{}\n{keyset}",
-        socket.display(),
-        dir.join("state").display(),
-        dir.join("token").display()
-    );
-    let cfg = services::verifier::VerifierConfig::parse(&dir.join("v.conf"), &text).unwrap();
-    let options = services::verifier::RunOptions { clock, ..Default::default() };
-    let running = spawn(move |stop| services::verifier::run_with(cfg, options, async move { drop(stop.await) }));
-    wait_for_socket(&socket).await;
-    let client =
-        HttpClient::new(ClientOptions { timeout: Duration::from_secs(5), max_body: 1 << 20, ca_file: None }).unwrap();
-    (running, socket, client)
-}
-
-fn policy(keys: &[&SoftwareKey]) -> crypto::policy::Policy {
-    let chain = keys
-        .iter()
-        .enumerate()
-        .map(|(i, k)| crypto::keys::VerifyingKey::from_spki_der(&format!("k{i}"), k.public_key().spki_der()).unwrap())
-        .collect();
-    crypto::policy::Policy::new(chain, None, crypto::Limits::default()).unwrap()
-}
-
-#[tokio::test]
-async fn signer_unix_signs_a_bundle_publishes_only_what_verifies_and_refuses_the_rest() {
-    let dir = tempfile::tempdir().unwrap();
-    let key = Arc::new(SoftwareKey::generate(KeyType::EccP256));
-    let (_signer, socket) = signer_unix(dir.path(), "a", key.clone(), "").await;
-    let client = SignerClient::new(&socket, Duration::from_secs(5)).unwrap();
-
-    let token = client.sign_bundle(CA.as_bytes()).await.unwrap();
-    let verified = policy(&[&key]).verify(&token, crypto::unix_now()).unwrap();
-    assert_eq!(verified.bundle.to_pem(), CA, "the token carries the bundle it was given");
-    client.publish(&token).await.unwrap();
-    let published = dir.path().join("www-a/spiffetrustbundle.token");
-    assert_eq!(std::fs::read_to_string(&published).unwrap(), token);
-
-    // Negative rows: not a bundle; a token by another key; garbage to publish. Nothing changes on disk.
-    let other = SoftwareKey::generate(KeyType::EccP256);
-    let (_other_signer, other_socket) = signer_unix(dir.path(), "b", Arc::new(other), "").await;
-    let foreign = SignerClient::new(&other_socket, Duration::from_secs(5)).unwrap().sign_bundle(CA.as_bytes()).await;
-    let foreign = foreign.unwrap();
-    for (what, result, want) in [
-        ("not a bundle", client.sign_bundle(b"not a bundle").await.map(drop), StatusCode::BAD_REQUEST),
-        ("publish a token by another key", client.publish(&foreign).await, StatusCode::UNPROCESSABLE_ENTITY),
-        ("publish garbage", client.publish("a.b.c").await, StatusCode::UNPROCESSABLE_ENTITY),
-    ] {
-        match result {
-            Err(SignerClientError::Status { status, reason, .. }) => {
-                assert_eq!(status, want, "{what}: {reason}");
-                assert!(!reason.is_empty(), "{what}: a reason");
-            }
-            other => panic!("{what}: {other:?}"),
-        }
-    }
-    assert_eq!(std::fs::read_to_string(&published).unwrap(), token, "the last good token stays published");
-    let left: Vec<_> = std::fs::read_dir(dir.path().join("www-a")).unwrap().collect();
-    assert_eq!(left.len(), 1, "no temporary file left behind");
-}
-
-#[tokio::test]
-async fn signer_unix_answers_503_when_its_key_fails() {
-    let dir = tempfile::tempdir().unwrap();
-    let (_signer, socket) = signer_unix(dir.path(), "f", Arc::new(SoftwareKey::failing(KeyType::EccP256)), "").await;
-    let client = SignerClient::new(&socket, Duration::from_secs(5)).unwrap();
-    match client.sign_bundle(CA.as_bytes()).await {
-        Err(SignerClientError::Status { status, .. }) => assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE),
-        other => panic!("{other:?}"),
-    }
-}
-
-/// signer-http in-process on 127.0.0.1, co-signing with `local_socket` the tokens of `primary`; waits until it
-/// accepts connections.
-async fn signer_http(dir: &Path, local_socket: &Path, primary: &SoftwareKey) -> (Running, u16) {
-    let keys = dir.join("keys");
-    std::fs::create_dir_all(&keys).unwrap();
-    std::fs::write(keys.join("primary.pem"), pem(primary)).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let text = format!(
-        "socket: {}\nkeydir: keys\nprimary: primary.pem\nlisten-addr: 127.0.0.1:{port}\nallowed-addrs: [127.0.0.1]\n",
-        local_socket.display()
-    );
-    let cfg = services::signer_http::SignerHttpConfig::parse(&dir.join("signer-http.conf"), &text).unwrap();
-    let running = spawn(move |stop| services::signer_http::run(cfg, async move { drop(stop.await) }));
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
-        assert!(Instant::now() < deadline, "signer-http never listened");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    (running, port)
-}
-
-/// What a raw HTTP/1.1 GET on `stream` gets back: the response bytes, or nothing when the server closed it.
-async fn raw_get(stream: &mut tokio::net::TcpStream) -> Vec<u8> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let _ = stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await;
-    let mut buf = vec![0; 256];
-    match tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf)).await {
-        Ok(Ok(n)) => buf[..n].to_vec(),
-        Ok(Err(_)) => Vec::new(),
-        Err(_) => panic!("neither answered nor closed within 10 s"),
-    }
-}
-
-/// One allowed peer address holds at most 32 connections (ServerLimits::per_peer): the next is closed
-/// unanswered, and once the held ones go, that address is served again. (The old signer-http had no cap: an
-/// allowed but faulty peer could take every descriptor.)
-#[tokio::test]
-async fn signer_http_caps_the_connections_of_one_peer_address() {
-    let dir = tempfile::tempdir().unwrap();
-    let key = Arc::new(SoftwareKey::generate(KeyType::EccP256));
-    let (_local, local_socket) = signer_unix(dir.path(), "local", key.clone(), "").await;
-    let (_http, port) = signer_http(dir.path(), &local_socket, &key).await;
-    let mut held = Vec::new();
-    for _ in 0..32 {
-        held.push(tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap());
-    }
-    // Each held connection is served: it answers a request (and stays open, keep-alive).
-    for stream in held.iter_mut().take(2) {
-        assert!(raw_get(stream).await.starts_with(b"HTTP/1.1 "), "a held connection was not served");
-    }
-    let mut extra = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-    let answer = raw_get(&mut extra).await;
-    assert!(answer.is_empty(), "the 33rd connection was served: {}", String::from_utf8_lossy(&answer));
-    drop(held);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let mut again = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-        if raw_get(&mut again).await.starts_with(b"HTTP/1.1 ") {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the address was not served again after its connections closed");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-#[tokio::test]
-async fn signer_http_cosigns_tokens_of_its_primary_only() {
-    let dir = tempfile::tempdir().unwrap();
-    let (server_key, cosigner_key) =
-        (Arc::new(SoftwareKey::generate(KeyType::EccP256)), Arc::new(SoftwareKey::generate(KeyType::EccP256)));
-    let (_server, server_socket) = signer_unix(dir.path(), "server", server_key.clone(), "").await;
-    let (_local, local_socket) = signer_unix(dir.path(), "local", cosigner_key.clone(), "").await;
-    let (_http, port) = signer_http(dir.path(), &local_socket, &server_key).await;
-
-    let server = SignerClient::new(&server_socket, Duration::from_secs(5)).unwrap();
-    let url = HttpUrl::parse(&format!("http://127.0.0.1:{port}/sign")).unwrap();
-    let token = server.sign_chain(CA.as_bytes(), std::slice::from_ref(&url)).await.unwrap();
-    let verified = policy(&[&server_key, &cosigner_key]).verify(&token, crypto::unix_now()).unwrap();
-    assert_eq!(verified.layers.len(), 2);
-
-    // A token its primary did not sign: refused with a reason, no co-signature.
-    let stranger = Arc::new(SoftwareKey::generate(KeyType::EccP256));
-    let (_stranger, stranger_socket) = signer_unix(dir.path(), "stranger", stranger, "").await;
-    let theirs = SignerClient::new(&stranger_socket, Duration::from_secs(5)).unwrap();
-    let foreign = theirs.sign_bundle(CA.as_bytes()).await.unwrap();
-    match server.cosign(&url, &foreign).await {
-        Err(SignerClientError::Status { status, reason, .. }) => {
-            assert_eq!(status, StatusCode::BAD_REQUEST);
-            assert!(reason.contains("token refused"), "{reason}");
-        }
-        other => panic!("{other:?}"),
-    }
-    // Its primary's token, but expired (past the leeway) or not yet valid: minted with those times instead of
-    // waiting for a real token to expire.
-    let now = crypto::unix_now();
-    for (iat, says) in [(now - 3600 - 60, &["expired at"][..]), (now + 600, &["in the future", "not valid before"])] {
-        match server.cosign(&url, &bundle_token(&server_key, iat)).await {
-            Err(SignerClientError::Status { status, reason, .. }) => {
-                assert_eq!(status, StatusCode::BAD_REQUEST, "{says:?}: {reason}");
-                assert!(says.iter().any(|s| reason.contains(s)), "{says:?}: {reason}");
-            }
-            other => panic!("{says:?}: {other:?}"),
-        }
-    }
-    // The same check passes a token minted now: the rows above fail on time alone.
-    server.cosign(&url, &bundle_token(&server_key, now)).await.unwrap();
-}
+use super::support::*;
 
 #[tokio::test]
 async fn verifier_serves_only_a_bundle_it_verified() {
@@ -358,7 +108,7 @@ async fn verifier_with_a_trust_domain_serves_only_bundles_signed_for_it() {
     let signer = SignerClient::new(&socket, Duration::from_secs(5)).unwrap();
     let for_us = signer.sign_bundle_for(CA.as_bytes(), Some("example.org")).await.unwrap();
     // Another trust domain's CA, signed for it: the node bound to example.org refuses it.
-    let their_ca = include_str!("../../crypto/tests/data/ca-other-td.pem");
+    let their_ca = include_str!("../../../crypto/tests/data/ca-other-td.pem");
     let for_them = signer.sign_bundle_for(their_ca.as_bytes(), Some("other.org")).await.unwrap();
     let unbound = signer.sign_bundle(CA.as_bytes()).await.unwrap();
     // signer-unix refuses what is not a trust domain name, before signing anything; and a bundle whose CA
@@ -401,89 +151,6 @@ async fn verifier_with_a_trust_domain_serves_only_bundles_signed_for_it() {
     }
 }
 
-#[tokio::test]
-async fn signer_unix_signs_keyset_documents_and_updates_and_refuses_what_is_not_one() {
-    let dir = tempfile::tempdir().unwrap();
-    let key = Arc::new(SoftwareKey::generate(KeyType::EccP256));
-    let (_signer, socket) = signer_unix(dir.path(), "a", key.clone(), "").await;
-    let client = SignerClient::new(&socket, Duration::from_secs(5)).unwrap();
-    let now = crypto::unix_now();
-    let new_policy = policy(&[&key]);
-    let doc = crypto::keyset::Document::new("main", 1, now + 30 * 86400, &new_policy).unwrap();
-
-    // The document becomes the innermost layer of an update; its layers live until the document expires.
-    let update = client.sign_keyset(doc.text()).await.unwrap();
-    let inspected = crypto::token::inspect(&update).unwrap();
-    assert_eq!(
-        (inspected.kind, inspected.payload, inspected.exp),
-        (crypto::token::Kind::KeysetUpdate, "spiffeks", doc.expires())
-    );
-    // Wrapped again, it stays an update; a node holding `policy` accepts it, and no bundle verifier does.
-    let wrapped = client.sign_token(&update).await.unwrap();
-    assert_eq!(crypto::token::inspect(&wrapped).unwrap().kind, crypto::token::Kind::KeysetUpdate);
-    let refused = policy(&[&key]).verify(&update, now).unwrap_err();
-    assert!(
-        matches!(refused.kind, crypto::VerifyErrorKind::WrongKind { .. }),
-        "an update is never a bundle: {refused}"
-    );
-    // GET /policy answers the publish policy (its own key when none is configured).
-    let current = crypto::keyset::policy_from_json(&client.policy().await.unwrap(), crypto::Limits::default()).unwrap();
-    assert!(current.chain()[0].same_key(&new_policy.chain()[0]));
-    crypto::keyset::verify_update(&current, "main", 0, &update, now).unwrap();
-
-    let expired = crypto::keyset::Document::new("main", 1, now - 1, &new_policy).unwrap();
-    let post = |ct: &'static str, path: &'static str, body: String| {
-        let http = HttpClient::new(ClientOptions::default()).unwrap();
-        let socket = socket.clone();
-        async move {
-            let url = HttpUrl::unix(&socket, path);
-            let headers = [(http::header::CONTENT_TYPE, http::HeaderValue::from_static(ct))];
-            http.send(Method::POST, &url, &headers, Bytes::from(body)).await.unwrap()
-        }
-    };
-    const KS: &str = "application/spiffe-keyset+json";
-    for (what, resp, says) in [
-        ("an expired document", post(KS, "/sign", expired.text().to_owned()).await, "expired"),
-        ("not a document", post(KS, "/sign", "{\"keyset\":\"main\"}".into()).await, "not a keyset document"),
-        ("a bundle sent as a document", post(KS, "/sign", CA.into()).await, "not a keyset document"),
-        (
-            "a trust domain on a document",
-            post(KS, "/sign?trust-domain=example.org", doc.text().into()).await,
-            "trust-domain",
-        ),
-        (
-            "an update to publish as a bundle",
-            post("application/jwt", "/publish", update.clone()).await,
-            "a keyset update",
-        ),
-    ] {
-        let body = String::from_utf8_lossy(&resp.body).into_owned();
-        let want = if what.contains("publish") { StatusCode::UNPROCESSABLE_ENTITY } else { StatusCode::BAD_REQUEST };
-        assert_eq!(resp.status, want, "{what}: {body}");
-        assert!(body.contains(says), "{what}: {body}");
-    }
-    assert!(!dir.path().join("www-a/spiffetrustbundle.token").exists(), "nothing was published");
-}
-
-/// A bundle token over `CA` by `key`, issued at `iat`.
-/// The agent's request for keyset `main`.
-async fn get_bundle(client: HttpClient, socket: PathBuf) -> common::client::ClientResponse {
-    let url = HttpUrl::unix(&socket, "/trustbundle?instance=main");
-    client.send(Method::GET, &url, &[], Bytes::new()).await.unwrap()
-}
-
-fn bundle_token(key: &SoftwareKey, iat: u64) -> String {
-    token_over(key, crypto::token::Payload::Bundle(CA.into()), iat)
-}
-
-fn token_over(key: &SoftwareKey, payload: crypto::token::Payload, iat: u64) -> String {
-    let claims =
-        crypto::token::Claims { payload, iss: String::new(), iat, nbf: iat, exp: iat + 3600, trust_domain: None };
-    let b = crypto::token::TokenBuilder::new(crypto::Alg::Es256, &claims);
-    let sig = key.sign_digest(&b.digest()).unwrap();
-    b.finish(&sig).unwrap()
-}
-
 /// The verifier judges a token's times by its clock: it serves a bundle until the token's `exp` and not a second
 /// longer, and a token signed for later (`iat`, `nbf`) only from then on. The clock is a manual one moved forward,
 /// instead of a test waiting out a token's lifetime.
@@ -510,14 +177,6 @@ async fn the_verifier_serves_a_token_from_its_iat_until_its_exp_by_its_clock() {
     assert_eq!(status().await.status, StatusCode::SERVICE_UNAVAILABLE, "served before its iat");
     clock.advance(3600);
     assert_eq!(status().await.status, StatusCode::OK, "not served once its iat came");
-}
-
-/// One series of a Prometheus text scrape of `addr`, if present.
-async fn scrape(client: &HttpClient, addr: std::net::SocketAddr, series: &str) -> Option<f64> {
-    let url = HttpUrl::parse(&format!("http://{addr}/metrics")).unwrap();
-    let body = client.send(Method::GET, &url, &[], Bytes::new()).await.unwrap().body;
-    let text = String::from_utf8(body.to_vec()).unwrap();
-    text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
 /// The verifier's metrics say why it refused each token (`rejections_total` by reason) and when the offline backup
