@@ -5,7 +5,6 @@
 //! that names the key; a refused configuration changes nothing (the one in force stays); `Configure` answers OK
 //! only once the new configuration is stored; a plugin never runs with a configuration `Validate` would refuse.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::{Arc, RwLock};
@@ -83,78 +82,179 @@ impl ConfigError {
     }
 }
 
-/// The keys of one `hcl_configuration`, taken one by one with their types; every key must be known.
-#[derive(Debug)]
-pub struct Fields {
-    map: BTreeMap<String, Value>,
+/// Decodes `hcl_configuration` into `T`, a plugin's raw config (`#[serde(deny_unknown_fields, default)]`, every
+/// key optional): an unknown key, and a value of the wrong type, are refused naming the key (`urls[1]` for a list
+/// item), in the words SPIRE's operators see. What is required, and what the values mean, is `T`'s owner's to check.
+pub fn decode<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, ConfigError> {
+    T::deserialize(MapDe { entries: hcl::parse(text)?.into_iter(), pending: None, prefix: String::new() })
+        .map_err(|e| e.0)
 }
 
-impl Fields {
-    /// Parses `text` and refuses any key not in `known`.
-    pub fn parse(text: &str, known: &[&str]) -> Result<Fields, ConfigError> {
-        let map = hcl::parse(text)?;
-        if let Some(key) = map.keys().find(|k| !known.contains(&k.as_str())) {
-            return Err(ConfigError::UnknownKey { key: key.clone(), known: known.join(", ") });
-        }
-        Ok(Fields { map })
+/// A [`ConfigError`] in serde's clothes.
+#[derive(Debug)]
+struct DeError(ConfigError);
+
+impl std::fmt::Display for DeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for DeError {}
+
+impl serde::de::Error for DeError {
+    fn custom<M: std::fmt::Display>(msg: M) -> Self {
+        DeError(ConfigError::invalid("configuration", msg.to_string()))
     }
 
-    fn wrong(key: &str, want: &'static str, got: &Value) -> ConfigError {
-        ConfigError::WrongType { key: key.to_owned(), want, got: got.kind() }
+    fn unknown_field(field: &str, expected: &'static [&'static str]) -> Self {
+        DeError(ConfigError::UnknownKey { key: field.to_owned(), known: expected.join(", ") })
     }
 
-    /// A string value.
-    pub fn string(&mut self, key: &str) -> Result<Option<String>, ConfigError> {
-        match self.map.remove(key) {
+    fn missing_field(field: &'static str) -> Self {
+        DeError(ConfigError::Missing(field))
+    }
+}
+
+/// The keys of a map (the top level, or a block), each value decoded under its key's name.
+struct MapDe {
+    entries: std::collections::btree_map::IntoIter<String, Value>,
+    pending: Option<(String, Value)>,
+    prefix: String,
+}
+
+impl<'de> serde::de::MapAccess<'de> for MapDe {
+    type Error = DeError;
+
+    fn next_key_seed<K: serde::de::DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>, DeError> {
+        let Some((key, value)) = self.entries.next() else { return Ok(None) };
+        let name = serde::de::IntoDeserializer::<DeError>::into_deserializer(key.clone());
+        let decoded = seed.deserialize(name)?;
+        self.pending = Some((format!("{}{key}", self.prefix), value));
+        Ok(Some(decoded))
+    }
+
+    fn next_value_seed<V: serde::de::DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, DeError> {
+        let (key, value) = self.pending.take().ok_or_else(|| serde::de::Error::custom("a value without its key"))?;
+        seed.deserialize(ValueDe { key, value })
+    }
+}
+
+impl<'de> serde::Deserializer<'de> for MapDe {
+    type Error = DeError;
+
+    fn deserialize_any<V: serde::de::Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
+        visitor.visit_map(self)
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf option unit
+        unit_struct newtype_struct seq tuple tuple_struct map struct enum identifier ignored_any
+    }
+}
+
+/// One value, named by its key for errors.
+struct ValueDe {
+    key: String,
+    value: Value,
+}
+
+impl ValueDe {
+    fn wrong(self, want: &'static str) -> DeError {
+        DeError(ConfigError::WrongType { key: self.key, want, got: self.value.kind() })
+    }
+}
+
+/// The items of a list, named `key[i]`.
+struct SeqDe {
+    key: String,
+    items: std::iter::Enumerate<std::vec::IntoIter<Value>>,
+}
+
+impl<'de> serde::de::SeqAccess<'de> for SeqDe {
+    type Error = DeError;
+
+    fn next_element_seed<T: serde::de::DeserializeSeed<'de>>(&mut self, seed: T) -> Result<Option<T::Value>, DeError> {
+        match self.items.next() {
             None => Ok(None),
-            Some(Value::Str(s)) => Ok(Some(s)),
-            Some(other) => Err(Self::wrong(key, "a string", &other)),
+            Some((i, value)) => seed.deserialize(ValueDe { key: format!("{}[{i}]", self.key), value }).map(Some),
+        }
+    }
+}
+
+impl<'de> serde::Deserializer<'de> for ValueDe {
+    type Error = DeError;
+
+    fn deserialize_any<V: serde::de::Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
+        match self.value {
+            Value::Str(s) | Value::Num(s) => visitor.visit_string(s),
+            Value::Bool(b) => visitor.visit_bool(b),
+            Value::List(items) => visitor.visit_seq(SeqDe { key: self.key, items: items.into_iter().enumerate() }),
+            Value::Block(map) => {
+                visitor.visit_map(MapDe { entries: map.into_iter(), pending: None, prefix: format!("{}.", self.key) })
+            }
         }
     }
 
-    /// A boolean value.
-    pub fn bool(&mut self, key: &str) -> Result<Option<bool>, ConfigError> {
-        match self.map.remove(key) {
-            None => Ok(None),
-            Some(Value::Bool(b)) => Ok(Some(b)),
-            Some(other) => Err(Self::wrong(key, "true or false", &other)),
+    fn deserialize_bool<V: serde::de::Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
+        match self.value {
+            Value::Bool(b) => visitor.visit_bool(b),
+            _ => Err(self.wrong("true or false")),
         }
     }
 
-    /// A list of strings.
-    pub fn strings(&mut self, key: &str) -> Result<Option<Vec<String>>, ConfigError> {
-        match self.map.remove(key) {
-            None => Ok(None),
-            Some(Value::List(items)) => items
-                .into_iter()
-                .enumerate()
-                .map(|(i, item)| match item {
-                    Value::Str(s) => Ok(s),
-                    other => Err(Self::wrong(&format!("{key}[{i}]"), "a string", &other)),
-                })
-                .collect::<Result<Vec<_>, _>>()
-                .map(Some),
-            Some(other) => Err(Self::wrong(key, "a list of strings", &other)),
+    fn deserialize_string<V: serde::de::Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
+        match self.value {
+            Value::Str(s) => visitor.visit_string(s),
+            _ => Err(self.wrong("a string")),
         }
     }
 
-    /// A string value parsed as `T`.
-    pub fn parsed<T>(&mut self, key: &str) -> Result<Option<T>, ConfigError>
-    where
-        T: FromStr,
-        T::Err: std::error::Error + Send + Sync + 'static,
-    {
-        self.string(key)?
-            .map(|s| s.parse::<T>().map_err(|e| ConfigError::Value { key: key.to_owned(), source: Box::new(e) }))
-            .transpose()
+    fn deserialize_str<V: serde::de::Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
+        self.deserialize_string(visitor)
     }
 
-    /// A non-empty path.
-    pub fn path(&mut self, key: &str) -> Result<Option<PathBuf>, ConfigError> {
-        match self.string(key)? {
-            Some(s) if s.is_empty() => Err(ConfigError::invalid(key, "an empty path")),
-            other => Ok(other.map(PathBuf::from)),
+    fn deserialize_seq<V: serde::de::Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
+        match self.value {
+            Value::List(items) => visitor.visit_seq(SeqDe { key: self.key, items: items.into_iter().enumerate() }),
+            _ => Err(self.wrong("a list")),
         }
+    }
+
+    fn deserialize_option<V: serde::de::Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
+        visitor.visit_some(self)
+    }
+
+    fn deserialize_newtype_struct<V: serde::de::Visitor<'de>>(
+        self,
+        _name: &'static str,
+        visitor: V,
+    ) -> Result<V::Value, DeError> {
+        visitor.visit_newtype_struct(self)
+    }
+
+    serde::forward_to_deserialize_any! {
+        i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char bytes byte_buf unit
+        unit_struct tuple tuple_struct map struct enum identifier ignored_any
+    }
+}
+
+/// `value` parsed as `T` (a Go duration, a URL, a TPM device), the parser's error named by `key`.
+pub fn parsed<T>(key: &str, value: Option<&str>) -> Result<Option<T>, ConfigError>
+where
+    T: FromStr,
+    T::Err: std::error::Error + Send + Sync + 'static,
+{
+    value
+        .map(|s| s.parse::<T>().map_err(|e| ConfigError::Value { key: key.to_owned(), source: Box::new(e) }))
+        .transpose()
+}
+
+/// A path that must not be empty when given.
+pub fn path(key: &str, value: Option<PathBuf>) -> Result<Option<PathBuf>, ConfigError> {
+    match value {
+        Some(p) if p.as_os_str().is_empty() => Err(ConfigError::invalid(key, "an empty path")),
+        other => Ok(other),
     }
 }
 
@@ -243,31 +343,39 @@ impl<C: PluginConfig> Config for ConfigService<C> {
 mod tests {
     use super::*;
 
+    #[derive(Debug, Default, serde::Deserialize)]
+    #[serde(deny_unknown_fields, default)]
+    struct Raw {
+        a: Option<String>,
+        b: Option<bool>,
+        c: Vec<String>,
+        d: Option<String>,
+        e: Option<PathBuf>,
+    }
+
     #[test]
-    fn fields_table() {
-        let mut f =
-            Fields::parse("a = \"x\"\nb = true\nc = [\"1\", \"2\"]\nd = \"5s\"\n", &["a", "b", "c", "d", "e"]).unwrap();
-        assert_eq!(f.string("a").unwrap().as_deref(), Some("x"));
-        assert_eq!(f.bool("b").unwrap(), Some(true));
-        assert_eq!(f.strings("c").unwrap(), Some(vec!["1".to_string(), "2".to_string()]));
-        assert_eq!(f.parsed::<common::duration::GoDuration>("d").unwrap().map(|d| d.0.as_secs()), Some(5));
-        assert_eq!(f.string("e").unwrap(), None);
-        type Take = fn(&mut Fields) -> Result<(), ConfigError>;
-        let bad: [(&str, Take, &str); 6] = [
-            ("a = 1", |f| f.string("a").map(drop), "a: expected a string, got a number"),
-            ("a = \"x\"", |f| f.bool("a").map(drop), "a: expected true or false, got a string"),
-            ("a = [\"x\", 2]", |f| f.strings("a").map(drop), "a[1]: expected a string, got a number"),
-            ("a = \"x\"", |f| f.strings("a").map(drop), "a: expected a list of strings"),
-            ("a = \"soon\"", |f| f.parsed::<common::duration::GoDuration>("a").map(drop), "a: "),
-            ("a = \"\"", |f| f.path("a").map(drop), "a: an empty path"),
-        ];
-        for (text, take, want) in bad {
-            let err = take(&mut Fields::parse(text, &["a"]).unwrap()).unwrap_err().to_string();
-            assert!(err.starts_with(want), "{text}: {err}");
+    fn decode_table() {
+        let raw: Raw = decode("a = \"x\"\nb = true\nc = [\"1\", \"2\"]\nd = \"5s\"\n").unwrap();
+        assert_eq!(raw.a.as_deref(), Some("x"));
+        assert_eq!(raw.b, Some(true));
+        assert_eq!(raw.c, ["1", "2"]);
+        let d = parsed::<common::duration::GoDuration>("d", raw.d.as_deref()).unwrap();
+        assert_eq!(d.map(|d| d.0.as_secs()), Some(5));
+        assert!(raw.e.is_none());
+        assert!(decode::<Raw>("").unwrap().a.is_none(), "every key is optional");
+        for (text, want) in [
+            ("a = 1", "a: expected a string, got a number"),
+            ("b = \"x\"", "b: expected true or false, got a string"),
+            ("c = [\"x\", 2]", "c[1]: expected a string, got a number"),
+            ("c = \"x\"", "c: expected a list, got a string"),
+            ("e = [\"x\"]", "e: expected a string, got a list"),
+            ("zz = 1", "unknown key \"zz\" (known: a, b, c, d, e)"),
+        ] {
+            assert_eq!(decode::<Raw>(text).unwrap_err().to_string(), want, "{text}");
         }
-        let err = Fields::parse("zz = 1", &["a", "b"]).unwrap_err().to_string();
-        assert_eq!(err, "unknown key \"zz\" (known: a, b)");
-        assert!(Fields::parse("a = ", &["a"]).unwrap_err().to_string().contains("line 1"));
+        assert!(parsed::<common::duration::GoDuration>("d", Some("soon")).unwrap_err().to_string().starts_with("d: "));
+        assert_eq!(path("e", Some(PathBuf::new())).unwrap_err().to_string(), "e: an empty path");
+        assert!(decode::<Raw>("a = ").unwrap_err().to_string().contains("line 1"));
     }
 
     #[test]

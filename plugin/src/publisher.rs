@@ -16,7 +16,7 @@ use common::signer_client::SignerClient;
 use common::signer_client::DEFAULT_SOCKET;
 use tonic::{Request, Response, Status};
 
-use crate::config::{ConfigError, ConfigService, ConfigSlot, Fields, PluginConfig};
+use crate::config::{self, ConfigError, ConfigService, ConfigSlot, PluginConfig};
 use crate::pb::bundlepublisher::bundle_publisher_server::BundlePublisher;
 use crate::pb::bundlepublisher::{PublishBundleRequest, PublishBundleResponse};
 use crate::pb::config::CoreConfiguration;
@@ -66,8 +66,20 @@ impl Default for PublisherConfig {
     }
 }
 
-/// The keys `hcl_configuration` may hold.
-const KEYS: [&str; 8] = ["socket", "urls", "frequency", "format", "timeout", "dir", "filename", "tmpfile"];
+/// `hcl_configuration` as written: every key optional; `dir`, `filename` and `tmpfile` (upstream's) are
+/// accepted and noted as ignored.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct Raw {
+    socket: Option<PathBuf>,
+    urls: Vec<String>,
+    frequency: Option<String>,
+    format: Option<String>,
+    timeout: Option<String>,
+    dir: Option<String>,
+    filename: Option<String>,
+    tmpfile: Option<String>,
+}
 
 impl PublisherConfig {
     /// Cross-field and range checks.
@@ -86,23 +98,23 @@ impl PublisherConfig {
 
 /// Parses `hcl_configuration`; errors name the key. Returns the notes for SPIRE's `Validate`.
 pub fn parse_config(text: &str) -> Result<(PublisherConfig, Vec<String>), ConfigError> {
-    let mut f = Fields::parse(text, &KEYS)?;
+    let raw: Raw = config::decode(text)?;
     let mut cfg = PublisherConfig::default();
-    if let Some(socket) = f.path("socket")? {
+    if let Some(socket) = config::path("socket", raw.socket)? {
         cfg.socket = socket;
     }
-    for (i, url) in f.strings("urls")?.unwrap_or_default().iter().enumerate() {
+    for (i, url) in raw.urls.iter().enumerate() {
         cfg.urls.push(
             HttpUrl::parse(url).map_err(|e| ConfigError::Value { key: format!("urls[{i}]"), source: Box::new(e) })?,
         );
     }
-    if let Some(d) = f.parsed::<GoDuration>("frequency")? {
+    if let Some(d) = config::parsed::<GoDuration>("frequency", raw.frequency.as_deref())? {
         cfg.frequency = d.0;
     }
-    if let Some(d) = f.parsed::<GoDuration>("timeout")? {
+    if let Some(d) = config::parsed::<GoDuration>("timeout", raw.timeout.as_deref())? {
         cfg.timeout = d.0;
     }
-    if let Some(format) = f.string("format")? {
+    if let Some(format) = raw.format {
         cfg.format = match format.to_ascii_lowercase().as_str() {
             "pem" => Format::Pem,
             "spiffe" => Format::Spiffe,
@@ -110,8 +122,8 @@ pub fn parse_config(text: &str) -> Result<(PublisherConfig, Vec<String>), Config
         };
     }
     let mut notes = Vec::new();
-    for key in ["dir", "filename", "tmpfile"] {
-        if f.string(key)?.is_some() {
+    for (key, value) in [("dir", &raw.dir), ("filename", &raw.filename), ("tmpfile", &raw.tmpfile)] {
+        if value.is_some() {
             notes.push(format!("{key} belongs to signer-unix's config (where the token is written); ignored here"));
         }
     }

@@ -6,7 +6,7 @@
 //! `/dev/tpmN`); it also takes `swtpm:host=H,port=P`. `AidAttestation` sends one payload, answers one challenge
 //! and ends. Attestations are serialized (a TPM without a resource manager has three object slots).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crypto::devid::wire::{AttestationRequest, ChallengeRequest, ChallengeResponse};
@@ -16,7 +16,7 @@ use tpm::devid::DevIdBlobs;
 use tpm::Password;
 use tpm::{Tpm, TpmDevice};
 
-use crate::config::{read_file, ConfigError, ConfigService, ConfigSlot, Fields, PluginConfig};
+use crate::config::{self, read_file, ConfigError, ConfigService, ConfigSlot, PluginConfig};
 use crate::pb::agent_nodeattestor::node_attestor_server::NodeAttestor;
 use crate::pb::agent_nodeattestor::payload_or_challenge_response::Data;
 use crate::pb::agent_nodeattestor::{Challenge, PayloadOrChallengeResponse};
@@ -82,29 +82,32 @@ pub fn autodetect(dev: &Path) -> Result<TpmDevice, ConfigError> {
     Err(ConfigError::invalid(KEY, "not set and no TPM device found in /dev"))
 }
 
-/// The keys of the agent plugin's `plugin_data` (SPIRE's).
-const KEYS: [&str; 7] = [
-    "devid_cert_path",
-    "devid_priv_path",
-    "devid_pub_path",
-    "devid_password",
-    "owner_hierarchy_password",
-    "endorsement_hierarchy_password",
-    "tpm_device_path",
-];
+/// The agent plugin's `plugin_data` as written (SPIRE's keys).
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct Raw {
+    devid_cert_path: Option<PathBuf>,
+    devid_priv_path: Option<PathBuf>,
+    devid_pub_path: Option<PathBuf>,
+    devid_password: Option<String>,
+    owner_hierarchy_password: Option<String>,
+    endorsement_hierarchy_password: Option<String>,
+    tpm_device_path: Option<String>,
+}
 
 /// Parses and loads the plugin configuration (HCL `plugin_data`).
 pub fn parse_config(text: &str) -> Result<AgentConfig, ConfigError> {
-    let mut f = Fields::parse(text, &KEYS)?;
+    let raw: Raw = config::decode(text)?;
     let password = |s: Option<String>| s.map(|s| Password::new(s.into_bytes())).unwrap_or_default();
-    // Every value's type first, then what is missing.
-    let (cert, private, public) = (f.path("devid_cert_path")?, f.path("devid_priv_path")?, f.path("devid_pub_path")?);
-    let devid_password = password(f.string("devid_password")?);
+    let cert = config::path("devid_cert_path", raw.devid_cert_path)?;
+    let private = config::path("devid_priv_path", raw.devid_priv_path)?;
+    let public = config::path("devid_pub_path", raw.devid_pub_path)?;
+    let devid_password = password(raw.devid_password);
     let hierarchies = Hierarchies {
-        owner: password(f.string("owner_hierarchy_password")?),
-        endorsement: password(f.string("endorsement_hierarchy_password")?),
+        owner: password(raw.owner_hierarchy_password),
+        endorsement: password(raw.endorsement_hierarchy_password),
     };
-    let device_path = f.string("tpm_device_path")?;
+    let device_path = raw.tpm_device_path;
     let cert = cert.ok_or(ConfigError::Missing("devid_cert_path"))?;
     let private = private.ok_or(ConfigError::Missing("devid_priv_path"))?;
     let public = public.ok_or(ConfigError::Missing("devid_pub_path"))?;

@@ -6,12 +6,13 @@
 //! response and returns the agent ID `spiffe://<td>/spire/agent/tpm_devid/<sha1 of the DevID leaf>` with SPIRE's
 //! selectors and `can_reattest = true`. Refusals are `InvalidArgument` with the failed check's reason.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use crypto::devid::{DevIdVerifier, ExtraChecks};
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::config::{read_file, ConfigError, ConfigService, ConfigSlot, Fields, PluginConfig};
+use crate::config::{self, read_file, ConfigError, ConfigService, ConfigSlot, PluginConfig};
 use crate::pb::config::CoreConfiguration;
 use crate::pb::server_nodeattestor::attest_request::Request as In;
 use crate::pb::server_nodeattestor::attest_response::Response as Out;
@@ -36,14 +37,17 @@ pub struct ServerConfig {
     pub verifier: DevIdVerifier,
 }
 
-/// The keys of the server plugin's `plugin_data`: SPIRE's two, and the switches for the checks SPIRE omits.
-const KEYS: [&str; 5] = [
-    "devid_ca_path",
-    "endorsement_ca_path",
-    "check_devid_pub_matches_cert",
-    "check_ak_attributes",
-    "check_qualified_signer",
-];
+/// The server plugin's `plugin_data` as written: SPIRE's two keys, and the switches for the checks SPIRE omits
+/// (each on unless set to false).
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct Raw {
+    devid_ca_path: Option<PathBuf>,
+    endorsement_ca_path: Option<PathBuf>,
+    check_devid_pub_matches_cert: Option<bool>,
+    check_ak_attributes: Option<bool>,
+    check_qualified_signer: Option<bool>,
+}
 
 /// Parses the plugin configuration and loads both CA bundles.
 pub fn parse_config(text: &str, trust_domain: &str) -> Result<ServerConfig, ConfigError> {
@@ -53,17 +57,19 @@ pub fn parse_config(text: &str, trust_domain: &str) -> Result<ServerConfig, Conf
             format!("{trust_domain:?} is not a SPIFFE trust domain name"),
         ));
     }
-    let mut f = Fields::parse(text, &KEYS)?;
-    let devid_ca = f.path("devid_ca_path")?;
-    let ek_ca = f.path("endorsement_ca_path")?;
+    let raw: Raw = config::decode(text)?;
+    let (devid_ca, ek_ca) = (
+        config::path("devid_ca_path", raw.devid_ca_path)?,
+        config::path("endorsement_ca_path", raw.endorsement_ca_path)?,
+    );
     let mut extra = ExtraChecks::default();
-    if let Some(on) = f.bool("check_devid_pub_matches_cert")? {
+    if let Some(on) = raw.check_devid_pub_matches_cert {
         extra.devid_pub_matches_certificate = on;
     }
-    if let Some(on) = f.bool("check_ak_attributes")? {
+    if let Some(on) = raw.check_ak_attributes {
         extra.ak_attributes = on;
     }
-    if let Some(on) = f.bool("check_qualified_signer")? {
+    if let Some(on) = raw.check_qualified_signer {
         extra.qualified_signer = on;
     }
     let devid_ca = devid_ca.ok_or(ConfigError::Missing("devid_ca_path"))?;
