@@ -67,9 +67,15 @@ pub async fn bind(path: &Path, mode: u32) -> Result<UnixListener, BindError> {
 /// Why a socket passed by systemd (socket activation) cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum InheritError {
-    /// `LISTEN_FDS` names another process, or a count we do not serve.
-    #[error("socket activation: {0}")]
-    Environment(String),
+    /// `LISTEN_FDS` is set but `LISTEN_PID` is absent or names another process.
+    #[error("socket activation: LISTEN_FDS is set but LISTEN_PID {0:?} is not this process")]
+    OtherProcess(String),
+    /// More or fewer sockets than the one the verifier serves.
+    #[error("socket activation: LISTEN_FDS={0}: the .socket unit must pass exactly one socket")]
+    Count(String),
+    /// No descriptor where `LISTEN_FDS` says.
+    #[error("socket activation: no descriptor at LISTEN_FDS_FIRST_FD")]
+    NoDescriptor,
     /// The descriptor is not a listening unix stream socket.
     #[error("socket activation: the passed descriptor: {0}")]
     Descriptor(#[source] io::Error),
@@ -84,9 +90,9 @@ pub enum InheritError {
 }
 
 /// The listening socket systemd passed (socket activation: `LISTEN_PID` is this process, `LISTEN_FDS=1`), if
-/// any. It must be a unix stream socket bound at `path`, the config's socket (the same file, by device and inode),
-/// so that a unit and a config that disagree stop the daemon instead of serving where nobody looks. The socket file belongs to systemd: its
-/// owner and mode come from the `.socket` unit, and the daemon never removes it.
+/// any. It must be a unix stream socket bound at `path`, the config's socket (the same file, by device and
+/// inode), so that a unit and a config that disagree stop the daemon instead of serving where nobody looks. The
+/// socket file belongs to systemd: its owner and mode come from the `.socket` unit; the daemon never removes it.
 ///
 /// Call it before any thread starts: taking the descriptor clears `LISTEN_FDS` and `LISTEN_PID` from the
 /// environment.
@@ -96,17 +102,15 @@ pub fn inherited(path: &Path) -> Result<Option<std::os::unix::net::UnixListener>
     // accident and describe descriptors that are not ours.
     let pid = std::env::var("LISTEN_PID").unwrap_or_default();
     if pid != std::process::id().to_string() {
-        return Err(InheritError::Environment(format!("LISTEN_FDS is set but LISTEN_PID {pid:?} is not this process")));
+        return Err(InheritError::OtherProcess(pid));
     }
     if fds != "1" {
-        return Err(InheritError::Environment(format!(
-            "LISTEN_FDS={fds}: the .socket unit must pass exactly one socket"
-        )));
+        return Err(InheritError::Count(fds));
     }
     let listener = listenfd::ListenFd::from_env()
         .take_unix_listener(0)
         .map_err(InheritError::Descriptor)?
-        .ok_or_else(|| InheritError::Environment("no descriptor at LISTEN_FDS_FIRST_FD".into()))?;
+        .ok_or(InheritError::NoDescriptor)?;
     let addr = listener.local_addr().map_err(InheritError::Descriptor)?;
     // The same socket file, whichever name reaches it: a unit says /run, an upstream config /var/run.
     let identity = |p: &Path| std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()));
