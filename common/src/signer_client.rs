@@ -146,13 +146,13 @@ impl SignerClient {
     /// published.)
     pub async fn cosign(&self, url: &HttpUrl, token: &str) -> Result<String, SignerClientError> {
         let reply = self.post_for_token(url, "application/jwt", Bytes::copy_from_slice(token.as_bytes())).await?;
-        match crypto::token::outer_payload_unverified(&reply, &crypto::Limits::default()) {
-            Ok(crypto::token::Payload::Token(inner)) if inner == token => Ok(reply),
-            _ => Err(SignerClientError::NotAToken {
+        if !crypto::token::wraps_exactly(&reply, token, &crypto::Limits::default()) {
+            return Err(SignerClientError::NotAToken {
                 peer: url.to_string(),
                 why: "the reply does not wrap the token sent".into(),
-            }),
+            });
         }
+        Ok(reply)
     }
 
     /// Has signer-unix publish `token` for the web server.

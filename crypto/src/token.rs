@@ -457,6 +457,13 @@ pub fn outer_payload_unverified(token: &str, limits: &Limits) -> Result<Payload,
     payload(&mut parse_claims(parts.claims_b64)?, parts.kind)
 }
 
+/// Whether `outer`'s outermost layer wraps exactly `inner` (checked WITHOUT verifying `outer`'s signature): what a
+/// co-signer, or a signer-unix asked to add its layer, sends back must be the token it was given plus one layer,
+/// never another token.
+pub fn wraps_exactly(outer: &str, inner: &str, limits: &Limits) -> bool {
+    matches!(outer_payload_unverified(outer, limits), Ok(Payload::Token(wrapped)) if wrapped == inner)
+}
+
 /// The innermost layer of `token`, reached by following the `jwt` claims WITHOUT verifying anything, and its
 /// payload. Bounded by `limits.max_depth`; every layer must be of the outermost one's kind. Used by
 /// signer-unix to find the layer it must have signed in a co-signed token, and to read the keyset document

@@ -193,3 +193,22 @@ fn trust_domain_names_table() {
         assert!(!crypto::token::is_trust_domain(bad), "{bad:?}");
     }
 }
+
+/// What a co-signer sends back must be the token it was sent plus one layer: another token, a token wrapping
+/// another token, the token itself, two layers more, or garbage are each refused.
+#[test]
+fn wraps_exactly_table() {
+    let (a, d) = (TestKey::load("rsa-a"), TestKey::load("ec-d"));
+    let limits = crypto::Limits::default();
+    let sent = a.bundle_token(&ca());
+    let other = d.bundle_token(&ca());
+    assert!(token::wraps_exactly(&d.wrap(&sent), &sent, &limits), "one layer over the token sent");
+    for (case, reply) in [
+        ("another token, wrapped", d.wrap(&other)),
+        ("the token sent, unwrapped", sent.clone()),
+        ("two layers over it", d.wrap(&d.wrap(&sent))),
+        ("an error body", "signer failed".to_owned()),
+    ] {
+        assert!(!token::wraps_exactly(&reply, &sent, &limits), "{case}: accepted");
+    }
+}

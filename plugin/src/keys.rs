@@ -161,10 +161,10 @@ pub async fn build(req: &KeysRequest) -> Result<String, KeysError> {
         let signer = SignerClient::new(socket, req.timeout).map_err(KeysError::Client)?;
         let wrapped =
             signer.sign_token(&token).await.map_err(step(format!("new key's signer-unix {}", socket.display())))?;
-        match crypto::token::outer_payload_unverified(&wrapped, &crypto::Limits::default()) {
-            Ok(crypto::token::Payload::Token(inner)) if inner == token => token = wrapped,
-            _ => return Err(KeysError::NotWrapped(socket.clone())),
+        if !crypto::token::wraps_exactly(&wrapped, &token, &crypto::Limits::default()) {
+            return Err(KeysError::NotWrapped(socket.clone()));
         }
+        token = wrapped;
     }
     let held = req.version.saturating_sub(1);
     let update = crypto::keyset::verify_update(&current, &req.keyset, held, &token, crypto::unix_now())
