@@ -7,7 +7,8 @@ use plugin::devid::agent::{AgentPlugin, AgentService, SERVICE_NAMES};
 use plugin::pb::agent_nodeattestor::node_attestor_server::NodeAttestorServer;
 use plugin::pb::config::config_server::ConfigServer;
 
-/// SPIRE agent NodeAttestor plugin for tpm_devid: proves to the server that this node's DevID key lives in its TPM. SPIRE starts it (agent.conf: NodeAttestor "tpm_devid" with plugin_cmd).
+/// SPIRE agent NodeAttestor plugin for tpm_devid: proves to the server that this node's DevID key lives in its TPM.
+/// SPIRE starts it (agent.conf: NodeAttestor "tpm_devid" with plugin_cmd).
 #[derive(clap::Parser)]
 #[command(name = "spire-agent-nodeattestor-tpm-devid", version)]
 struct Cli {}

@@ -7,7 +7,8 @@ use plugin::devid::server::{ServerPlugin, ServerService, SERVICE_NAMES};
 use plugin::pb::config::config_server::ConfigServer;
 use plugin::pb::server_nodeattestor::node_attestor_server::NodeAttestorServer;
 
-/// SPIRE server NodeAttestor plugin for tpm_devid: verifies that an agent's DevID key lives in a genuine TPM. SPIRE starts it (server.conf: NodeAttestor "tpm_devid" with plugin_cmd).
+/// SPIRE server NodeAttestor plugin for tpm_devid: verifies that an agent's DevID key lives in a genuine TPM. SPIRE
+/// starts it (server.conf: NodeAttestor "tpm_devid" with plugin_cmd).
 #[derive(clap::Parser)]
 #[command(name = "spire-server-nodeattestor-tpm-devid", version)]
 struct Cli {}
