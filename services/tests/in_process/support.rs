@@ -159,3 +159,13 @@ pub(crate) async fn scrape(client: &HttpClient, addr: std::net::SocketAddr, seri
     let text = String::from_utf8(body.to_vec()).unwrap();
     text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
 }
+
+/// A test directory whose `keys/` holds each key's public half as PEM, under its name.
+pub(crate) fn dir_with_keys(keys: &[(&str, &SoftwareKey)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("keys")).unwrap();
+    for (name, key) in keys {
+        std::fs::write(dir.path().join("keys").join(name), pem(key)).unwrap();
+    }
+    dir
+}

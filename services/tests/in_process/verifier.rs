@@ -156,10 +156,8 @@ async fn verifier_with_a_trust_domain_serves_only_bundles_signed_for_it() {
 /// instead of a test waiting out a token's lifetime.
 #[tokio::test]
 async fn the_verifier_serves_a_token_from_its_iat_until_its_exp_by_its_clock() {
-    let dir = tempfile::tempdir().unwrap();
     let key = SoftwareKey::generate(KeyType::EccP256);
-    std::fs::create_dir_all(dir.path().join("keys")).unwrap();
-    std::fs::write(dir.path().join("keys/primary.pem"), pem(&key)).unwrap();
+    let dir = dir_with_keys(&[("primary.pem", &key)]);
     let start = crypto::unix_now();
     let token_file = dir.path().join("token");
     std::fs::write(&token_file, bundle_token(&key, start)).unwrap();
@@ -184,15 +182,12 @@ async fn the_verifier_serves_a_token_from_its_iat_until_its_exp_by_its_clock() {
 /// the backup standing in, the primary again, then the primary's token expired (by a manual clock).
 #[tokio::test]
 async fn the_verifier_counts_each_rejection_by_reason_and_shows_the_backup_in_use() {
-    let dir = tempfile::tempdir().unwrap();
     let (a, c, x) = (
         SoftwareKey::generate(KeyType::EccP256),
         SoftwareKey::generate(KeyType::EccP256),
         SoftwareKey::generate(KeyType::EccP256),
     );
-    std::fs::create_dir_all(dir.path().join("keys")).unwrap();
-    std::fs::write(dir.path().join("keys/a.pem"), pem(&a)).unwrap();
-    std::fs::write(dir.path().join("keys/c.pem"), pem(&c)).unwrap();
+    let dir = dir_with_keys(&[("a.pem", &a), ("c.pem", &c)]);
     let metrics = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let start = crypto::unix_now();
     let clock = Clock::manual(start);
@@ -239,10 +234,8 @@ async fn the_verifier_counts_each_rejection_by_reason_and_shows_the_backup_in_us
 /// took an older token of a key still trusted.
 #[tokio::test]
 async fn the_rollback_floor_survives_a_restart_after_the_key_that_set_it_was_retired() {
-    let dir = tempfile::tempdir().unwrap();
     let (a, b) = (SoftwareKey::generate(KeyType::EccP256), SoftwareKey::generate(KeyType::EccP256));
-    std::fs::create_dir_all(dir.path().join("keys")).unwrap();
-    std::fs::write(dir.path().join("keys/a.pem"), pem(&a)).unwrap();
+    let dir = dir_with_keys(&[("a.pem", &a)]);
     let now = crypto::unix_now();
     let keys_file = dir.path().join("keys.tokens");
     let metrics = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
@@ -309,10 +302,8 @@ async fn the_rollback_floor_survives_a_restart_after_the_key_that_set_it_was_ret
 /// (404, a missing file) is taken from the next. The old code stopped at the first "none published".
 #[tokio::test]
 async fn a_keyset_update_missing_at_keys_url_is_taken_from_a_mirror() {
-    let dir = tempfile::tempdir().unwrap();
     let (a, b) = (SoftwareKey::generate(KeyType::EccP256), SoftwareKey::generate(KeyType::EccP256));
-    std::fs::create_dir_all(dir.path().join("keys")).unwrap();
-    std::fs::write(dir.path().join("keys/a.pem"), pem(&a)).unwrap();
+    let dir = dir_with_keys(&[("a.pem", &a)]);
     let now = crypto::unix_now();
     let vb = crypto::keys::VerifyingKey::from_spki_der("b.pem", b.public_key().spki_der()).unwrap();
     let next = crypto::policy::Policy::new(vec![vb], None, crypto::Limits::default()).unwrap();
@@ -346,10 +337,8 @@ async fn a_keyset_update_missing_at_keys_url_is_taken_from_a_mirror() {
 #[tokio::test]
 async fn an_idle_keep_alive_connection_on_the_verifier_socket_is_closed_after_5_s() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let dir = tempfile::tempdir().unwrap();
     let key = SoftwareKey::generate(KeyType::EccP256);
-    std::fs::create_dir_all(dir.path().join("keys")).unwrap();
-    std::fs::write(dir.path().join("keys/k.pem"), pem(&key)).unwrap();
+    let dir = dir_with_keys(&[("k.pem", &key)]);
     let (_v, socket, _) = verifier(dir.path(), "main", "    chain: [k.pem]\n").await;
     let mut stream = tokio::net::UnixStream::connect(&socket).await.unwrap();
     stream.write_all(b"GET /trustbundle?instance=main HTTP/1.1\r\nHost: localhost\r\n\r\n").await.unwrap();
