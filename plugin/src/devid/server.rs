@@ -51,7 +51,7 @@ struct Raw {
 
 /// Parses the plugin configuration and loads both CA bundles.
 pub fn parse_config(text: &str, trust_domain: &str) -> Result<ServerConfig, ConfigError> {
-    if trust_domain.is_empty() || trust_domain.contains(['/', ':']) {
+    if !crypto::token::is_trust_domain(trust_domain) {
         return Err(ConfigError::invalid(
             "trust_domain",
             format!("{trust_domain:?} is not a SPIFFE trust domain name"),
