@@ -122,23 +122,37 @@ impl Bundle {
     }
 
     /// The trust domains of the SPIFFE IDs (`spiffe://TD/...` URI SANs) the certificates carry, in order, once
-    /// each. SPIRE's CA certificates carry `spiffe://TD`.
-    pub fn spiffe_trust_domains(&self) -> Vec<String> {
+    /// each. SPIRE's CA certificates carry `spiffe://TD`. The scheme is compared without regard to case, as Go's
+    /// URL parser (and so SPIRE) reads it; a `spiffe` URI whose trust domain is not a valid one (upper case,
+    /// empty, other characters) is an error, never skipped: it could name another trust domain to a reader that
+    /// parses it more loosely.
+    pub fn spiffe_trust_domains(&self) -> Result<Vec<String>, BundleError> {
         let mut out: Vec<String> = Vec::new();
-        for der in &self.certs {
+        for (index, der) in self.certs.iter().enumerate() {
             let Ok(cert) = Certificate::from_der(der) else { continue };
             let Ok(Some((_, san))) = cert.tbs_certificate.get::<SubjectAltName>() else { continue };
             for name in san.0 {
-                if let GeneralName::UniformResourceIdentifier(uri) = name {
-                    let Some(rest) = uri.as_str().strip_prefix("spiffe://") else { continue };
-                    let td = rest.split('/').next().unwrap_or_default().to_owned();
-                    if !out.contains(&td) {
-                        out.push(td);
+                let GeneralName::UniformResourceIdentifier(uri) = name else { continue };
+                let uri = uri.as_str();
+                let Some((scheme, rest)) = uri.split_once(':') else { continue };
+                if !scheme.eq_ignore_ascii_case("spiffe") {
+                    continue;
+                }
+                let td = rest.strip_prefix("//").map(|r| r.split(['/', '?', '#']).next().unwrap_or_default());
+                match td {
+                    Some(td) if crate::token::is_trust_domain(td) => {
+                        if !out.iter().any(|t| t == td) {
+                            out.push(td.to_owned());
+                        }
+                    }
+                    _ => {
+                        let uri: String = uri.chars().take(120).collect();
+                        return Err(BundleError::BadSpiffeId { index, uri });
                     }
                 }
             }
         }
-        out
+        Ok(out)
     }
 
     /// The certificates, DER.

@@ -59,6 +59,16 @@ pub enum BundleError {
     /// Too many certificates.
     #[error("more than {0} certificates")]
     TooMany(usize),
+    /// A certificate carries a `spiffe` URI whose trust domain is not a valid trust domain name.
+    #[error(
+        "certificate {index} carries SPIFFE ID {uri:?}, whose trust domain is not valid (a-z, 0-9, '.', '-', '_')"
+    )]
+    BadSpiffeId {
+        /// Position in the bundle.
+        index: usize,
+        /// The URI (its first 120 characters).
+        uri: String,
+    },
     /// A certificate whose key cannot be served in SPIFFE form (only RSA and EC P-256/384/521 can): a bundle is
     /// refused whole rather than served differently in PEM and in SPIFFE JSON.
     #[error("certificate {index} has a key type SPIFFE bundles cannot carry (RSA or EC P-256/P-384/P-521 only)")]
@@ -247,12 +257,25 @@ pub enum VerifyErrorKind {
         /// The keys of the set that did not sign.
         missing: Vec<String>,
     },
-    /// A threshold policy: a key signed a second layer (it counts once, and a repeat is refused).
-    #[error("key {0} signed a second layer; each key of the set counts once")]
+    /// A key signed a second layer (each key signs one layer at most).
+    #[error("key {0} signed a second layer; each key signs one layer at most")]
     SameKeyTwice(String),
     /// A threshold policy: the layer is signed by none of the set's keys that have not signed yet.
     #[error("signed by none of the keyset's keys that have not signed yet ({0})")]
     NotInKeySet(String),
+    /// Chain keys signed no layer: the token has fewer layers than the chain (a side's token that lacks its
+    /// co-signature).
+    #[error("no layer by {}{}: the token has {layers} of the chain's {needed} layers", missing.join(", "), if *backup_used { " (the backup stands in for one of them)" } else { "" })]
+    MissingLayers {
+        /// The chain keys without a layer, innermost first.
+        missing: Vec<String>,
+        /// The layers the token has.
+        layers: usize,
+        /// The layers the chain needs.
+        needed: usize,
+        /// Whether the backup signed one of the layers.
+        backup_used: bool,
+    },
     /// The token has fewer layers than the chain has keys.
     #[error("too few layers: the chain needs {0}")]
     TooFewLayers(usize),
@@ -304,7 +327,7 @@ impl VerifyErrorKind {
             | K::LifetimeTooLong { .. }
             | K::BadTime(_) => "time",
             K::ThresholdNotMet { .. } => "threshold",
-            K::TooFewLayers(_) | K::TooManyLayers(_) => "layers",
+            K::TooFewLayers(_) | K::TooManyLayers(_) | K::MissingLayers { .. } => "layers",
             K::NotABundle(_) => "not_a_bundle",
         }
     }

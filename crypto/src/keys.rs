@@ -57,6 +57,18 @@ fn rsa_params(pkcs1: &[u8]) -> Option<(usize, Vec<u8>)> {
     Some((bits, e))
 }
 
+/// The DER SubjectPublicKeyInfo of a key in its one canonical form: RSA with the NULL parameter (RFC 3279
+/// 2.3.1) around the PKCS#1 key as given (DER, so its integers are already minimal), P-256 with the named
+/// curve and the uncompressed point.
+fn canonical_spki(alg: Alg, key: &[u8]) -> Option<Vec<u8>> {
+    let algorithm = match alg {
+        Alg::Rs256 => AlgorithmIdentifierOwned { oid: RSA_ENCRYPTION, parameters: Some(der::asn1::Null.into()) },
+        Alg::Es256 => AlgorithmIdentifierOwned { oid: EC_PUBLIC_KEY, parameters: Some(PRIME256V1.into()) },
+    };
+    let spki = SubjectPublicKeyInfoOwned { algorithm, subject_public_key: BitString::from_bytes(key).ok()? };
+    spki.to_der().ok()
+}
+
 impl VerifyingKey {
     /// Parses a PEM `PUBLIC KEY` (SubjectPublicKeyInfo) or `RSA PUBLIC KEY` (PKCS#1). `name` labels the key in
     /// errors and logs (upstream uses the file name).
@@ -112,14 +124,11 @@ impl VerifyingKey {
             ED25519 => return Err(unsupported("Ed25519".into())),
             other => return Err(unsupported(format!("algorithm {other}"))),
         };
-        let fingerprint = sha2::Sha256::digest(der_bytes).iter().map(|b| format!("{b:02x}")).collect();
-        Ok(VerifyingKey(Arc::new(Inner {
-            name: name.to_owned(),
-            alg,
-            ring_key,
-            spki_der: der_bytes.to_vec(),
-            fingerprint,
-        })))
+        // One key, one encoding: the same key written with or without the RSA NULL parameter (both seen in the
+        // wild) must compare equal, or one key could count twice toward a threshold.
+        let spki_der = canonical_spki(alg, &ring_key).ok_or_else(malformed)?;
+        let fingerprint = sha2::Sha256::digest(&spki_der).iter().map(|b| format!("{b:02x}")).collect();
+        Ok(VerifyingKey(Arc::new(Inner { name: name.to_owned(), alg, ring_key, spki_der, fingerprint })))
     }
 
     /// The key as a PEM `PUBLIC KEY` block (SubjectPublicKeyInfo).
@@ -142,7 +151,7 @@ impl VerifyingKey {
         self.0.alg
     }
 
-    /// Hex SHA-256 of the SubjectPublicKeyInfo DER, for logs.
+    /// Hex SHA-256 of the canonical SubjectPublicKeyInfo DER: equal for equal keys, however they were encoded.
     pub fn fingerprint(&self) -> &str {
         &self.0.fingerprint
     }

@@ -24,6 +24,10 @@ use crate::{KeyError, Limits};
 /// be able to follow the update when it comes back, so updates live far longer than bundle tokens.
 pub const MAX_UPDATE_LIFETIME_SECS: u64 = 400 * 24 * 3600;
 
+/// The most a keyset update may raise the version held: a document signed with version `u64::MAX` (or any far
+/// jump) would otherwise leave no version for any later update, freezing the keyset for good.
+pub const MAX_VERSION_STEP: u64 = 1000;
+
 /// Longest key name in a document.
 const MAX_KEY_NAME: usize = 64;
 
@@ -68,6 +72,17 @@ impl RawPolicy {
     }
 
     fn build(self, limits: Limits) -> Result<Policy, DocumentError> {
+        let names: Vec<&str> = self
+            .chain
+            .iter()
+            .flatten()
+            .chain(&self.backup)
+            .chain(self.keys.iter().flatten())
+            .map(|k| k.name.as_str())
+            .collect();
+        if let Some((i, _)) = names.iter().enumerate().find(|(i, n)| names[..*i].contains(n)) {
+            return Err(DocumentError::DuplicateKeyName(names[i].to_owned()));
+        }
         match (self.chain, self.backup, self.threshold, self.keys) {
             (Some(chain), backup, None, None) => {
                 let chain = chain.iter().map(key).collect::<Result<Vec<_>, _>>()?;
@@ -118,6 +133,9 @@ pub enum DocumentError {
     /// A key name is empty, too long, or not printable.
     #[error("key name {0:?}: 1 to 64 printable characters")]
     BadKeyName(String),
+    /// Two keys of the document share a name: nodes name keys in logs and refusals, so each name means one key.
+    #[error("key name {0:?} is given to two keys")]
+    DuplicateKeyName(String),
     /// A key's PEM is unusable.
     #[error(transparent)]
     Key(#[from] KeyError),
@@ -257,6 +275,20 @@ pub enum UpdateError {
         /// The version held.
         held: u64,
     },
+    /// The version jumps too far above the one held.
+    #[error("version {version} is more than {} above the version held ({held})", MAX_VERSION_STEP)]
+    VersionJump {
+        /// The document's version.
+        version: u64,
+        /// The version held.
+        held: u64,
+    },
+    /// A key of the document carries the name of another key of the current policy: a look-alike.
+    #[error("the update names a new key {name:?}, the name of another key the keyset trusts now")]
+    NameTaken {
+        /// The name.
+        name: String,
+    },
     /// A layer of a key the update introduces failed (expired, malformed).
     #[error("new key's layer: {0}")]
     NewKeyLayer(VerifyError),
@@ -292,6 +324,12 @@ pub fn verify_update(current: &Policy, keyset: &str, held: u64, token: &str, now
     }
     if document.version <= held {
         return Err(UpdateError::NotNewer { version: document.version, held });
+    }
+    if document.version - held > MAX_VERSION_STEP {
+        return Err(UpdateError::VersionJump { version: document.version, held });
+    }
+    if let Some(k) = document.policy.keys().find(|k| current.keys().any(|c| c.name() == k.name() && !c.same_key(k))) {
+        return Err(UpdateError::NameTaken { name: k.name().to_owned() });
     }
     // The new keys' layers, outermost.
     let mut unsigned = document.introduced(current);

@@ -53,6 +53,9 @@ pub enum TrustDomainError {
         /// The keyset's.
         want: String,
     },
+    /// A certificate of the bundle carries a SPIFFE ID that does not parse.
+    #[error("{0}")]
+    BadCertificate(crate::BundleError),
     /// A CA certificate of the bundle names another trust domain.
     #[error("the bundle holds a CA certificate of trust domain {got}, this keyset is for {want}")]
     Certificate {
@@ -73,7 +76,8 @@ impl Verified {
             }
             Some(_) => {}
         }
-        if let Some(got) = self.bundle.spiffe_trust_domains().into_iter().find(|td| td != want) {
+        let domains = self.bundle.spiffe_trust_domains().map_err(TrustDomainError::BadCertificate)?;
+        if let Some(got) = domains.into_iter().find(|td| td != want) {
             return Err(TrustDomainError::Certificate { got, want: want.to_owned() });
         }
         Ok(())
@@ -308,7 +312,7 @@ impl Policy {
             }
             let layer = match token::verify_layer_of(kind, &current, &keys, now, limits) {
                 Ok(l) => l,
-                Err(e) => return Err(at(self.diagnose(&current, e.kind, expected, backup_used, limits))),
+                Err(e) => return Err(self.explain(token, at(e.kind), limits)),
             };
             let backup = !std::ptr::eq(layer.key, expected);
             backup_used |= backup;
@@ -317,8 +321,8 @@ impl Policy {
             let innermost = depth == n - 1;
             current = match (c.payload, innermost) {
                 (Payload::Token(inner), false) => inner,
-                (_, false) => return Err(at(K::TooFewLayers(n))),
-                (Payload::Token(_), true) => return Err(at(K::TooManyLayers(n))),
+                (_, false) => return Err(self.explain(token, at(K::TooFewLayers(n)), limits)),
+                (Payload::Token(_), true) => return Err(self.explain(token, at(K::TooManyLayers(n)), limits)),
                 (payload, true) => {
                     return Ok(Peeled { layers, used_backup: backup_used, payload, trust_domain: c.trust_domain });
                 }
@@ -328,18 +332,66 @@ impl Policy {
         Err(VerifyError { layer: n, kind: K::TooFewLayers(n) })
     }
 
-    /// Refines a signature failure: a layer signed by another chain key means the layers are out of order; a
-    /// layer signed by the backup after the backup already stood in is a second use.
-    fn diagnose(&self, token: &str, kind: K, expected: &VerifyingKey, backup_used: bool, limits: &Limits) -> K {
-        if !matches!(kind, K::BadSignature { .. }) {
-            return kind;
+    /// Says what is really wrong with chain token `token` when `failed` (a signature that does not verify
+    /// with the key expected at its layer, or too few or too many layers) refused it: who signed each layer is
+    /// compared with the chain, and the first of these that holds is the reason: a layer signed by none of the
+    /// keys (`failed` itself, which names the key expected there); a key, or the backup, that signed two
+    /// layers; more layers than the chain has keys; chain keys in the wrong order; chain keys with no layer (a
+    /// side-a token that lacks b's co-signature is that, not an order problem); else a chain key where another
+    /// belongs. Runs only on a refusal, at most `max_depth + 1` layers times the keys in signature checks.
+    fn explain(&self, token: &str, failed: VerifyError, limits: &Limits) -> VerifyError {
+        let (chain, backup) = (self.chain(), self.backup());
+        let n = chain.len();
+        let keys: Vec<&VerifyingKey> = chain.iter().chain(backup).collect();
+        let at = |layer, kind| VerifyError { layer, kind };
+        let name = |i: usize| keys[i].name().to_owned();
+        // Expected at layer d (0 = outermost): chain[n - 1 - d].
+        let expected_at = |d: usize| chain.get(n.wrapping_sub(1 + d)).map(|k| k.name().to_owned());
+        let Some(who) = signers(token, &keys, limits).into_iter().collect::<Option<Vec<usize>>>() else {
+            return failed;
+        };
+        for (d, i) in who.iter().enumerate() {
+            if who[..d].contains(i) {
+                return at(d, if *i == n { K::BackupAlreadyUsed } else { K::SameKeyTwice(name(*i)) });
+            }
         }
-        if backup_used && self.backup().is_some_and(|b| token::signed_by(token, b, limits)) {
-            return K::BackupAlreadyUsed;
+        if who.len() > n {
+            return at(0, K::TooManyLayers(n));
         }
-        if let Some(other) = self.chain().iter().find(|k| !k.same_key(expected) && token::signed_by(token, k, limits)) {
-            return K::WrongOrder { found: other.name().to_owned(), expected: expected.name().to_owned() };
+        // Chain keys only (the backup may stand anywhere), outermost first: their chain positions must fall.
+        let placed: Vec<(usize, usize)> = who.iter().copied().enumerate().filter(|&(_, i)| i < n).collect();
+        if let Some(w) = placed.windows(2).find(|w| w[0].1 < w[1].1) {
+            let (d, i) = w[0];
+            let expected = expected_at(d).unwrap_or_else(|| name(w[1].1));
+            return at(d, K::WrongOrder { found: name(i), expected });
         }
-        K::BadSignature { expected: expected.name().to_owned(), backup_tried: self.backup().is_some() && !backup_used }
+        let backup_used = who.contains(&n);
+        let missing: Vec<String> = (0..n).filter(|i| !who.contains(i)).map(name).collect();
+        if missing.len() > usize::from(backup_used) {
+            let layer = who.len().min(failed.layer);
+            return at(layer, K::MissingLayers { missing, layers: who.len(), needed: n, backup_used });
+        }
+        match (&failed.kind, who.get(failed.layer)) {
+            (K::BadSignature { .. } | K::AlgMismatch { .. }, Some(&i)) if i < n => {
+                let expected = expected_at(failed.layer).unwrap_or_default();
+                at(failed.layer, K::WrongOrder { found: name(i), expected })
+            }
+            _ => failed,
+        }
     }
+}
+
+/// Who signed each layer of `token`, outermost first: the index in `keys` of the key whose signature verifies,
+/// or `None`. Signatures only (no times, no claims): for explaining a refusal, never for accepting.
+fn signers(token: &str, keys: &[&VerifyingKey], limits: &Limits) -> Vec<Option<usize>> {
+    let mut out = Vec::new();
+    let mut current = token.trim().to_owned();
+    for _ in 0..=limits.max_depth {
+        out.push(keys.iter().position(|k| token::signed_by(&current, k, limits)));
+        match token::outer_payload_unverified(&current, limits) {
+            Ok(Payload::Token(inner)) => current = inner,
+            _ => break,
+        }
+    }
+    out
 }

@@ -124,6 +124,29 @@ fn key_parsing_table() {
     assert!(matches!(VerifyingKey::from_pem("x", broken.as_bytes()), Err(KeyError::Malformed { .. })));
 }
 
+/// One key in two DER encodings (an RSA SubjectPublicKeyInfo with and without the NULL parameter) is one key:
+/// same fingerprint, same PEM out, and a policy refuses it twice. It used to count as two keys, so one key met
+/// `threshold: 2`.
+#[test]
+fn one_key_in_two_encodings_is_one_key() {
+    use der::{Decode, Encode};
+    let rsa = TestKey::load("rsa-a");
+    let with_null = rsa.verifying();
+    let der_with_null = crypto::pem::blocks(&rsa.pem).unwrap().remove(0).der;
+    let mut spki = spki::SubjectPublicKeyInfoOwned::from_der(&der_with_null).unwrap();
+    assert!(spki.algorithm.parameters.is_some(), "the control: openssl's form carries NULL");
+    spki.algorithm.parameters = None;
+    let der_without_null = spki.to_der().unwrap();
+    assert_ne!(der_with_null, der_without_null);
+    let without_null = VerifyingKey::from_spki_der("a-again.pem", &der_without_null).unwrap();
+    assert!(without_null.same_key(&with_null), "the same key");
+    assert_eq!(without_null.fingerprint(), with_null.fingerprint());
+    assert_eq!(without_null.to_pem(), with_null.to_pem(), "written out in one canonical form");
+    let b = TestKey::load("rsa-b").verifying();
+    let twice = crypto::policy::Policy::threshold(2, vec![with_null, without_null, b], crypto::Limits::default());
+    assert!(matches!(twice, Err(crypto::PolicyError::DuplicateKey(_))), "{twice:?}");
+}
+
 #[test]
 fn bundle_table() {
     let ca_ec = ca();

@@ -229,6 +229,34 @@ fn refused_updates() {
             },
             |e| matches!(e, UpdateError::Document(DocumentError::Policy(_))),
         ),
+        ("a version far above the one held", &single, 1, signed(&doc("main", 1 + 1001, &replaced), &[&c, &d]), |e| {
+            matches!(e, UpdateError::VersionJump { version: 1002, held: 1 })
+        }),
+        (
+            "the last version there is, which would leave none for a later update",
+            &single,
+            0,
+            signed(&doc("main", u64::MAX, &replaced), &[&c, &d]),
+            |e| matches!(e, UpdateError::VersionJump { version: u64::MAX, held: 0 }),
+        ),
+        (
+            "two keys under one name",
+            &single,
+            0,
+            signed(&v1.replace("ec-d.pem", "rsa-c.pem"), &[&c, &d]),
+            |e| matches!(e, UpdateError::Document(DocumentError::DuplicateKeyName(n)) if n == "rsa-c.pem"),
+        ),
+        (
+            "a new key under the name of a key trusted now",
+            &single,
+            0,
+            {
+                let lookalike =
+                    Policy::new(vec![d.verifying().renamed("rsa-a.pem")], Some(c.verifying()), Limits::default());
+                signed(&doc("main", 1, &lookalike.unwrap()), &[&c, &d])
+            },
+            |e| matches!(e, UpdateError::NameTaken { name } if name == "rsa-a.pem"),
+        ),
     ];
     for (name, current, held, token, want) in cases {
         match verify_update(current, "main", held, &token, NOW + 1) {

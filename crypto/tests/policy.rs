@@ -86,6 +86,8 @@ fn kind_name(k: &K) -> &'static str {
         K::WrongPayloadKind { .. } => "WrongPayloadKind",
         K::TooFewLayers(_) => "TooFewLayers",
         K::TooManyLayers(_) => "TooManyLayers",
+        K::MissingLayers { .. } => "MissingLayers",
+        K::SameKeyTwice(_) => "SameKeyTwice",
         K::NotABundle(_) => "NotABundle",
         _ => "other",
     }
@@ -198,10 +200,10 @@ fn negative_table() {
         ("chain layers in the wrong order", &ba, t_ab.clone(), "WrongOrder"),
         ("backup used for two layers", &two_backup, t_cc, "BackupAlreadyUsed"),
         ("outer layer by an unknown key while a backup is configured", &two_backup_ec, unknown_outer, "BadSignature"),
-        ("too few layers", &cab, t_ab.clone(), "TooFewLayers"),
+        ("a chain key's layer missing", &cab, t_ab.clone(), "MissingLayers"),
         ("too many layers", &only_b, t_ab.clone(), "TooManyLayers"),
         ("innermost carries jwt", &one, a.token_at(Payload::Token("x.y.z".into()), NOW, 600), "TooManyLayers"),
-        ("outer carries spiffetb", &two, b.bundle_token(&bundle), "TooFewLayers"),
+        ("outer carries spiffetb", &two, b.bundle_token(&bundle), "MissingLayers"),
         (
             "both payload claims",
             &one,
@@ -225,6 +227,84 @@ fn negative_table() {
     assert!(seen.len() >= 20, "the table exercises {} distinct error kinds", seen.len());
 }
 
+/// Each refusal of a chain says what is really wrong, in words an operator can act on. A side-a token that lacks
+/// b's co-signature used to be refused as "chain layers in the wrong order".
+#[test]
+fn chain_refusals_name_their_real_cause() {
+    let (a, b, c, d) = (TestKey::load("rsa-a"), TestKey::load("rsa-b"), TestKey::load("rsa-c"), TestKey::load("ec-d"));
+    let bundle = ca();
+    let t_a = a.bundle_token(&bundle);
+    let ab = policy(&[&a, &b], None);
+    let ab_c = policy(&[&a, &b], Some(&c));
+    let abd = policy(&[&a, &b, &d], None);
+    let ab_d = policy(&[&a, &b], Some(&d));
+    let cases: Vec<(&str, &Policy, String, usize, &str)> = vec![
+        (
+            "side a's token without b's co-signature",
+            &ab,
+            t_a.clone(),
+            0,
+            "no layer by rsa-b.pem: the token has 1 of the chain's 2 layers",
+        ),
+        (
+            "the same, the chain's key types mixed",
+            &abd,
+            b.wrap(&t_a),
+            0,
+            "no layer by ec-d.pem: the token has 2 of the chain's 3 layers",
+        ),
+        (
+            "the middle layer missing",
+            &abd,
+            d.wrap(&t_a),
+            1,
+            "no layer by rsa-b.pem: the token has 2 of the chain's 3 layers",
+        ),
+        (
+            "the backup alone for a chain of two",
+            &ab_c,
+            c.bundle_token(&bundle),
+            0,
+            "no layer by rsa-a.pem, rsa-b.pem (the backup stands in for one of them): the token has 1 of the chain's 2 layers",
+        ),
+        ("an extra layer", &ab_c, c.wrap(&b.wrap(&t_a)), 0, "too many layers: the chain has 2"),
+        ("an extra layer by an unknown key", &ab, c.wrap(&b.wrap(&t_a)), 0, "signature does not verify with rsa-b.pem"),
+        (
+            "wrong order",
+            &ab,
+            a.wrap(&b.bundle_token(&bundle)),
+            0,
+            "signed by rsa-a.pem, but rsa-b.pem signs this layer: chain layers in the wrong order",
+        ),
+        ("an unknown key", &ab, c.wrap(&t_a), 0, "signature does not verify with rsa-b.pem"),
+        (
+            "an unknown key, a backup configured",
+            &ab_d,
+            c.wrap(&t_a),
+            0,
+            "signature does not verify with rsa-b.pem nor the backup key",
+        ),
+        (
+            "the backup twice",
+            &ab_c,
+            c.wrap(&c.bundle_token(&bundle)),
+            1,
+            "the backup key already stood in for another layer; it may replace only one",
+        ),
+        (
+            "a chain key twice",
+            &ab_c,
+            a.wrap(&t_a),
+            1,
+            "key rsa-a.pem signed a second layer; each key signs one layer at most",
+        ),
+    ];
+    for (case, p, token, layer, want) in cases {
+        let err = p.verify(&token, NOW).expect_err(case);
+        assert_eq!(err.to_string(), format!("layer {layer}: {want}"), "{case}");
+    }
+}
+
 #[test]
 fn the_go_originals_bypass_is_closed() {
     // anchors.md §1.1: with a backup configured, the Go verifier let an outer layer through unverified when
@@ -232,8 +312,7 @@ fn the_go_originals_bypass_is_closed() {
     let (a, b, c) = (TestKey::load("rsa-a"), TestKey::load("rsa-b"), TestKey::load("rsa-c"));
     let attacker_outer = a.wrap(&a.bundle_token(&ca())); // attacker re-wraps with the inner key
     let err = policy(&[&a, &b], Some(&c)).verify(&attacker_outer, NOW).unwrap_err();
-    assert_eq!(err.layer, 0);
-    assert!(matches!(err.kind, K::WrongOrder { .. } | K::BadSignature { .. }), "{err}");
+    assert_eq!(err.kind, K::SameKeyTwice("rsa-a.pem".into()), "{err}");
     // And an expired outer layer is refused even though its signature is fine.
     let expired_outer = b.token_at(Payload::Token(a.bundle_token(&ca())), NOW - 700, 600);
     let err = policy(&[&a, &b], Some(&c)).verify(&expired_outer, NOW).unwrap_err();
@@ -357,6 +436,11 @@ fn trust_domain_binding_table() {
             a.bundle_token_for(&format!("{}{other_ca}", ca()), "other.org"),
             |e| matches!(e, E::Certificate { got, .. } if got == "example.org"),
         ),
+        (
+            "a CA whose SPIFFE ID does not parse",
+            a.bundle_token_for(&format!("{}{}", ca(), data("ca-upper-td.pem")), "other.org"),
+            |e| matches!(e, E::BadCertificate(crypto::BundleError::BadSpiffeId { index: 1, .. })),
+        ),
     ];
     for (case, token, want) in cases {
         let e = p.verify(&token, NOW).unwrap().check_trust_domain("other.org").unwrap_err();
@@ -364,5 +448,13 @@ fn trust_domain_binding_table() {
     }
     // Both CAs named: their trust domains, once each, in order.
     let two = p.verify(&a.bundle_token_for(&format!("{}{other_ca}", ca()), "example.org"), NOW).unwrap();
-    assert_eq!(two.bundle.spiffe_trust_domains(), ["example.org", "other.org"]);
+    assert_eq!(two.bundle.spiffe_trust_domains().unwrap(), ["example.org", "other.org"]);
+    // Go's URL parser (and so SPIRE) lowercases the scheme: this CA is of other.org. It used to be skipped, so
+    // a keyset for example.org took it.
+    let upper = p.verify(&a.bundle_token_for(&data("ca-upper-scheme.pem"), "example.org"), NOW).unwrap();
+    assert_eq!(upper.bundle.spiffe_trust_domains().unwrap(), ["other.org"]);
+    assert!(matches!(
+        upper.check_trust_domain("example.org"),
+        Err(E::Certificate { got, .. }) if got == "other.org"
+    ));
 }

@@ -230,7 +230,8 @@ impl Signer {
             // A bundle bound to one trust domain that holds another's CA would be refused by every node that
             // checks the binding: refuse it here, before anything is signed or published.
             if let Some(td) = &trust_domain {
-                if let Some(other) = bundle.spiffe_trust_domains().into_iter().find(|t| t != td) {
+                let domains = bundle.spiffe_trust_domains().map_err(Refusal::NotABundle)?;
+                if let Some(other) = domains.into_iter().find(|t| t != td) {
                     return Err(Refusal::ForeignCa { trust_domain: td.clone(), other });
                 }
             }
