@@ -117,9 +117,14 @@ install_units_and_confs "$root" 'agent_units[@]' 'agent_confs[@]'
 common_post='if command -v systemd-sysusers >/dev/null 2>&1; then systemd-sysusers spire-server-attestor-tpm.conf; else for u in spire-tpm-signer-http spire-tpm-verifier; do getent passwd $u >/dev/null || useradd --system --user-group --no-create-home --home-dir / --shell /usr/sbin/nologin $u; done; fi
 if ! command -v systemd-sysusers >/dev/null 2>&1 && ! getent group tss >/dev/null; then groupadd --system tss; fi
 if command -v systemd-tmpfiles >/dev/null 2>&1; then systemd-tmpfiles --create spire-server-attestor-tpm.conf || true; fi'
+# Purge (Debian only) removes the state; the system users stay, as Debian policy asks: a later user must not
+# inherit their uids, and with them files they still own.
 common_purge='rm -rf /var/lib/spire/server-attestor-tpm /run/spire/server-attestor-tpm
-rmdir /var/lib/spire /run/spire /etc/spire 2>/dev/null || true
-for u in spire-tpm-signer-http spire-tpm-verifier; do if getent passwd $u >/dev/null; then userdel $u || true; fi; done'
+rmdir /var/lib/spire /run/spire /etc/spire 2>/dev/null || true'
+# RPM has no purge: an erase (dnf remove, an erase and reinstall) must keep every node's rollback floor and
+# accepted keyset updates, so it removes only the runtime directory.
+rpm_erase='rm -rf /run/spire/server-attestor-tpm
+rmdir /run/spire 2>/dev/null || true'
 reload='if [ -d /run/systemd/system ]; then systemctl daemon-reload || true; fi'
 stop_units() { printf 'if [ -d /run/systemd/system ]; then systemctl stop %s || true; fi\n' "$*"; }
 
@@ -211,13 +216,14 @@ deb spire-server-attestor-tpm-agent "spire-server-attestor-tpm-common (= $VERSIO
   "$reload" "$(stop_units "${agent_units[@]}")" "$reload"
 
 if command -v rpmbuild >/dev/null 2>&1; then
-  rpm_pkg spire-server-attestor-tpm-common "spire-server-attestor-tpm: the devid tool, user and directories" "$common_post" "" "$common_purge"
+  rpm_pkg spire-server-attestor-tpm-common "spire-server-attestor-tpm: the devid tool, user and directories" "$common_post" "" "$rpm_erase"
   rpm_pkg spire-server-attestor-tpm-server "spire-server-attestor-tpm: signer-unix, signer-http, the sign and tpm_devid server plugins" \
     "$reload" "$(stop_units "${server_units[@]}")" "$reload"
   rpm_pkg spire-server-attestor-tpm-agent "spire-server-attestor-tpm: the verifier and the tpm_devid agent plugin" \
     "$reload" "$(stop_units "${agent_units[@]}")" "$reload"
 else
-  echo "!! WARNING: rpmbuild is not installed (Debian package rpm): no RPMs were built" >&2
+  echo "rpmbuild is not installed (Debian package rpm): no RPMs can be built" >&2
+  exit 1
 fi
 rm -rf "$OUT/rpmbuild"
 ls -1 "$OUT"/*.deb "$OUT"/*.rpm 2>/dev/null

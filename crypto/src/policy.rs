@@ -148,6 +148,24 @@ pub struct Verified {
     pub trust_domain: Option<String>,
 }
 
+/// The policy in a few words, naming its keys: `chain a.pem, b.pem, backup c.pem` or `threshold 2 of a.pem,
+/// b.pem, c.pem` (for refusals that say which keys a token was checked against).
+impl std::fmt::Display for Policy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names = |keys: &[VerifyingKey]| keys.iter().map(|k| k.name()).collect::<Vec<_>>().join(", ");
+        match &self.rule {
+            Rule::Chain { chain, backup } => {
+                write!(f, "chain {}", names(chain))?;
+                match backup {
+                    Some(b) => write!(f, ", backup {}", b.name()),
+                    None => Ok(()),
+                }
+            }
+            Rule::Threshold { threshold, keys } => write!(f, "threshold {threshold} of {}", names(keys)),
+        }
+    }
+}
+
 impl Policy {
     /// Builds a policy. Keys must be distinct; the chain is not empty and no longer than `limits.max_depth`.
     pub fn new(chain: Vec<VerifyingKey>, backup: Option<VerifyingKey>, limits: Limits) -> Result<Policy, PolicyError> {

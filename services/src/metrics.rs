@@ -16,13 +16,21 @@ use hyper_util::server::graceful::GracefulShutdown;
 use prometheus::{Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, IntCounterVec, IntGauge, Opts, Registry};
 use tokio::sync::Semaphore;
 
-use crate::server::http::{self as server, Reply, Request, ServerLimits};
+use crate::server::http::{self as server, PeerSlots, Reply, Request, ServerLimits};
 
 /// The prefix of every metric of this project.
 pub const NAMESPACE: &str = "spire_attestor_tpm";
 
-/// Scrapers served at once; more wait for a slot.
+/// Connections served at once; more are closed at once (a scraper retries at its next interval).
 const MAX_SCRAPERS: usize = 8;
+/// Connections served at once for one peer address: one peer cannot take every slot (40 idle connections from
+/// one address used to hold `/healthz` for 25 s, past Prometheus' 10 s scrape timeout).
+const MAX_PER_PEER: usize = 2;
+/// Time a scraper has to send its request head; also the longest an idle keep-alive connection is kept.
+const IDLE: Duration = Duration::from_secs(2);
+
+/// Which peer addresses may connect (signer-http's `allowed-addrs`, say); anyone when absent.
+pub type Admit = Arc<dyn Fn(std::net::IpAddr) -> bool + Send + Sync>;
 
 /// Why the metrics endpoint could not start.
 #[derive(Debug, thiserror::Error)]
@@ -140,22 +148,40 @@ impl Endpoint {
 
     /// Serves until the returned task is aborted.
     pub fn spawn(self, metrics: Metrics, health: Health, before: BeforeScrape) -> tokio::task::JoinHandle<()> {
-        tokio::spawn(serve(self.listener, metrics, health, before))
+        self.spawn_admitting(metrics, health, before, Arc::new(|_| true))
+    }
+
+    /// [`Endpoint::spawn`], serving only the peers `admit` allows (the others are closed before a byte is read).
+    pub fn spawn_admitting(
+        self,
+        metrics: Metrics,
+        health: Health,
+        before: BeforeScrape,
+        admit: Admit,
+    ) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(serve(self.listener, metrics, health, before, admit))
     }
 }
 
-async fn serve(listener: tokio::net::TcpListener, metrics: Metrics, health: Health, before: BeforeScrape) {
+async fn serve(
+    listener: tokio::net::TcpListener,
+    metrics: Metrics,
+    health: Health,
+    before: BeforeScrape,
+    admit: Admit,
+) {
     let limits = ServerLimits {
         max_body: 0,
-        header_timeout: Duration::from_secs(5),
-        body_timeout: Duration::from_secs(5),
-        ..ServerLimits::default()
+        header_timeout: IDLE,
+        body_timeout: IDLE,
+        max_connections: MAX_SCRAPERS,
+        per_peer: MAX_PER_PEER,
     };
     let slots = Arc::new(Semaphore::new(MAX_SCRAPERS));
+    let per_peer = PeerSlots::new(MAX_PER_PEER);
     let graceful = GracefulShutdown::new();
     loop {
-        let Ok(permit) = slots.clone().acquire_owned().await else { return };
-        let (stream, _) = match listener.accept().await {
+        let (stream, peer) = match listener.accept().await {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(error = %e, "metrics: accept failed");
@@ -163,6 +189,15 @@ async fn serve(listener: tokio::net::TcpListener, metrics: Metrics, health: Heal
                 continue;
             }
         };
+        if !admit(peer.ip()) {
+            tracing::debug!(peer = %peer.ip(), "metrics: peer not allowed; closed");
+            continue;
+        }
+        let (Ok(total), Some(mine)) = (slots.clone().try_acquire_owned(), per_peer.try_acquire(peer.ip())) else {
+            tracing::debug!(peer = %peer.ip(), "metrics: too many connections; closed");
+            continue;
+        };
+        let permit = (total, mine);
         let (metrics, health, before) = (metrics.clone(), health.clone(), before.clone());
         let service = service_fn(move |req: Request| {
             let reply = answer(&req, &metrics, &health, &before);

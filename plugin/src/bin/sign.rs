@@ -1,8 +1,7 @@
 //! `spire-server-attestor-tpm-sign`: a SPIRE BundlePublisher plugin when SPIRE starts it (no arguments, magic
 //! cookie `BundlePublisher=BundlePublisher`); otherwise the CLI `SOCKET [URL...] < bundle.pem`, and
-//! `keys ...`, which builds a signed keyset update.
+//! `keys ...`, which builds a signed keyset update one signing host at a time.
 
-use anyhow::Context;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,75 +35,98 @@ struct Cli {
 enum Command {
     /// Build a signed keyset update, so that nodes trust new keys without being touched.
     ///
-    /// The keyset's new policy is signed by signer-unix at SOCKET and each co-signer URL (the policy it
-    /// replaces), then by the signer-unix of each key it introduces. Checked
-    /// against SOCKET's publish policy; written to --out (standard output without it) only when it verifies.
+    /// Each signing host adds its layer by hand, as root (signer-unix signs updates only for `keyset-uids`, and
+    /// signer-http never co-signs one): the first host signs the new policy's document (--keyset ...), each
+    /// other host of the policy it replaces runs --add-layer on the file the one before wrote (--partial), and
+    /// each key the update introduces signs last (--new-key-socket). --out checks the whole update against
+    /// SOCKET's publish policy (the policy it replaces, as nodes verify it) and appends it to the published keys
+    /// file; --complete does that for an update signed elsewhere. Nothing is written where nodes read unless the
+    /// whole update verifies.
     Keys(KeysArgs),
 }
 
 #[derive(clap::Args)]
-#[command(group(clap::ArgGroup::new("policy").required(true).args(["chain", "threshold"])))]
+#[command(group(clap::ArgGroup::new("begin").required(true).args(["keyset", "add_layer", "complete"])))]
+#[command(group(clap::ArgGroup::new("policy").args(["chain", "threshold"])))]
+#[command(group(clap::ArgGroup::new("output").args(["out", "partial"])))]
 struct KeysArgs {
-    /// The keyset's name, as the nodes' verifier config names it.
-    #[arg(long)]
-    keyset: String,
+    /// A new update for this keyset (the nodes' verifier config names it); needs --version and a policy.
+    #[arg(long, requires_all = ["version", "policy"])]
+    keyset: Option<String>,
     /// The new version: above every version published before (1 for the first update).
-    #[arg(long)]
-    version: u64,
+    #[arg(long, requires = "keyset")]
+    version: Option<u64>,
     /// The new chain's public key files, innermost signer first (comma-separated).
-    #[arg(long, value_delimiter = ',', value_name = "a.pem[,b.pem...]", conflicts_with_all = ["threshold", "keys"])]
+    #[arg(long, value_delimiter = ',', value_name = "a.pem[,b.pem...]", requires = "keyset", conflicts_with_all = ["threshold", "keys"])]
     chain: Vec<PathBuf>,
     /// The new chain's backup key file.
     #[arg(long, value_name = "c.pem", requires = "chain")]
     backup: Option<PathBuf>,
     /// A threshold policy instead: K of --keys must sign.
-    #[arg(long, value_name = "K", requires = "keys")]
+    #[arg(long, value_name = "K", requires_all = ["keys", "keyset"])]
     threshold: Option<usize>,
     /// The threshold's key files (comma-separated).
     #[arg(long, value_delimiter = ',', value_name = "a.pem,b.pem,c.pem", requires = "threshold")]
     keys: Vec<PathBuf>,
-    /// signer-unix socket of a key the update introduces; it signs the update too (repeat for each).
+    /// Add this host's layer (signer-unix at SOCKET) to the update another host started, in FILE.
+    #[arg(long, value_name = "FILE")]
+    add_layer: Option<PathBuf>,
+    /// Sign nothing: check the update in FILE, signed by every host, and append it to --out.
+    #[arg(long, value_name = "FILE", requires = "out", conflicts_with = "new_key_sockets")]
+    complete: Option<PathBuf>,
+    /// signer-unix socket of a key the update introduces; it signs the update last (repeat for each).
     #[arg(long = "new-key-socket", value_name = "SOCKET")]
     new_key_sockets: Vec<PathBuf>,
-    /// Write the update here (atomically, mode 0644) instead of standard output.
+    /// The published keys file (one update per line, oldest first): the whole update is appended, atomically;
+    /// refused if the file already holds this version or a later one. Standard output without it.
     #[arg(long, value_name = "FILE")]
     out: Option<PathBuf>,
+    /// Write the update as it is, still missing layers, for the next signing host's --add-layer.
+    #[arg(long, value_name = "FILE")]
+    partial: Option<PathBuf>,
     /// How long the update stays valid (Go duration; nodes off for longer need it re-signed).
     #[arg(long, value_name = "DURATION", default_value = "8760h")]
     valid_for: common::duration::GoDuration,
-    /// signer-unix's socket: a signer of the policy the update replaces.
+    /// This host's signer-unix socket. Its publish policy is the policy the update replaces.
     socket: PathBuf,
-    /// Co-signers of the policy it replaces (signer-http /sign URLs), in order.
-    urls: Vec<String>,
     /// Log lines as text (default) or json.
     #[arg(long, value_name = "text|json", default_value = "text")]
     log_format: common::logging::LogFormat,
 }
 
 fn keys(args: KeysArgs) -> anyhow::Result<()> {
+    use plugin::keys::{Begin, NewPolicy, Output};
     common::logging::init_with(args.log_format);
-    let policy = match args.threshold {
-        Some(threshold) => plugin::keys::NewPolicy::Threshold { threshold, keys: args.keys },
-        None => plugin::keys::NewPolicy::Chain { chain: args.chain, backup: args.backup },
+    let begin = match (args.keyset, args.version, args.add_layer, args.complete) {
+        (Some(keyset), Some(version), None, None) => Begin::New {
+            keyset,
+            version,
+            policy: match args.threshold {
+                Some(threshold) => NewPolicy::Threshold { threshold, keys: args.keys },
+                None => NewPolicy::Chain { chain: args.chain, backup: args.backup },
+            },
+            valid_for: args.valid_for.0,
+        },
+        (None, None, Some(file), None) => Begin::AddLayer(file),
+        (None, None, None, Some(file)) => Begin::Complete(file),
+        _ => anyhow::bail!("give one of --keyset (with --version), --add-layer or --complete"),
+    };
+    let output = match (args.out, args.partial) {
+        (Some(out), None) => Output::Append(out),
+        (None, Some(partial)) => Output::Partial(partial),
+        _ => Output::Stdout,
     };
     let req = plugin::keys::KeysRequest {
-        keyset: args.keyset,
-        version: args.version,
-        policy,
-        valid_for: args.valid_for.0,
-        new_key_sockets: args.new_key_sockets,
+        begin,
         socket: args.socket,
-        urls: args.urls,
+        new_key_sockets: args.new_key_sockets,
+        output,
         timeout: Duration::from_secs(30),
     };
-    let token = runtime()?.block_on(plugin::keys::build(&req))?;
-    match &args.out {
-        None => println!("{token}"),
-        Some(out) => {
-            common::fsutil::write_atomic(out, ".update.tmp", format!("{token}\n").as_bytes(), 0o644)
-                .with_context(|| format!("writing {}", out.display()))?;
-            tracing::info!(file = %out.display(), "keyset update written");
-        }
+    let stdout = matches!(req.output, Output::Stdout);
+    let built = runtime()?.block_on(plugin::keys::run(&req))?;
+    if stdout {
+        println!("{}", built.token);
     }
     Ok(())
 }

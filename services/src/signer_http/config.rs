@@ -222,11 +222,18 @@ YTB0iWwvVno82cQ8T00B/rTqySC3bNYnAaGcRUg/t87yH0zxumMadhUqdA==
 -----END PUBLIC KEY-----
 ";
 
+    const OTHER_KEY: &str = "-----BEGIN PUBLIC KEY-----
+MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEcnt/RgPaxnfKUmJHopdzWKy4nY9l
+toqsKg0muqrn8dcFiUNbclMJqHrPcyL3RFpdtpaNaj7OiWwzVZ27iSGURg==
+-----END PUBLIC KEY-----
+";
+
+    /// A key directory with a.pem and c.pem (two keys) and same.pem (a.pem again).
     fn dir() -> tempfile::TempDir {
         let d = tempfile::tempdir().unwrap();
         std::fs::create_dir(d.path().join("keys")).unwrap();
-        for k in ["a.pem", "c.pem"] {
-            std::fs::write(d.path().join("keys").join(k), KEY).unwrap();
+        for (k, pem) in [("a.pem", KEY), ("c.pem", OTHER_KEY), ("same.pem", KEY)] {
+            std::fs::write(d.path().join("keys").join(k), pem).unwrap();
         }
         d
     }
@@ -235,18 +242,18 @@ YTB0iWwvVno82cQ8T00B/rTqySC3bNYnAaGcRUg/t87yH0zxumMadhUqdA==
     fn shipped_example_parses_and_errors_name_the_key() {
         let d = dir();
         let path = d.path().join("signer-http.conf");
-        // a.pem and c.pem are the same key in this fixture: the example's backup is refused for that reason only.
         let shipped = include_str!("../../conf/signer-http.conf");
         // Unset, the trust domain variable is an error naming it and the key (it used to become empty).
         let err = SignerHttpConfig::parse(&path, shipped).unwrap_err().to_string();
         assert!(err.contains("SPIFFE_TRUST_DOMAIN") && err.contains("allowed-addrs"), "{err}");
         let shipped = shipped.replace("${SPIFFE_TRUST_DOMAIN}", "example.org");
-        let err = SignerHttpConfig::parse(&path, &shipped).unwrap_err().to_string();
-        assert!(err.contains("backup") && err.contains("same key"), "{err}");
-        let ok = shipped.replace("backup: c.pem", "");
-        let c = SignerHttpConfig::parse(&path, &ok).unwrap();
+        let c = SignerHttpConfig::parse(&path, &shipped).unwrap();
         assert_eq!(c.listen.len(), 2);
-        assert_eq!(c.allowed.len(), 2);
+        // The other server only: 127.0.0.1 would let every local user of the host reach the co-signer.
+        assert_eq!(c.allowed, [AllowEntry::Host("spire-server.example.org".into())]);
+        let same = shipped.replace("backup: c.pem", "backup: same.pem");
+        let err = SignerHttpConfig::parse(&path, &same).unwrap_err().to_string();
+        assert!(err.contains("backup") && err.contains("same key"), "{err}");
         let cases = [
             ("primary: a.pem\nallowed-addrs: [127.0.0.1]\nbogus: 1\n", "bogus"),
             ("allowed-addrs: [127.0.0.1]\n", "primary"),

@@ -2,7 +2,8 @@
 //! bounded verification, and forwarding to signer-unix.
 //!
 //! Order of checks for `POST /sign`: peer address (before any byte of the body is read) -> body size ->
-//! outermost signature with `primary` or `backup` (pinned algorithm, `exp` required) -> signer-unix wraps it.
+//! a bundle token (keyset updates are refused: they need root on each signing host) -> outermost signature with
+//! `primary` or `backup` (pinned algorithm, `exp` required) -> signer-unix wraps it.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -73,7 +74,7 @@ struct State {
 struct SignerHttpMetrics {
     all: Metrics,
     /// Requests and connections by result: `refused_at_door` (not in allowed-addrs), `too_many_connections`,
-    /// `bad_token`, `cosigned`, `upstream_failed`, `busy`, `no_endpoint`.
+    /// `bad_token`, `keyset_update`, `cosigned`, `upstream_failed`, `busy`, `no_endpoint`.
     requests: prometheus::IntCounterVec,
 }
 
@@ -82,7 +83,15 @@ impl SignerHttpMetrics {
         let all = Metrics::new("signer_http");
         let requests =
             all.counter("requests_total", "Co-sign requests and refused connections, by result.", &["result"])?;
-        for r in ["refused_at_door", "too_many_connections", "bad_token", "cosigned", "upstream_failed", "busy"] {
+        for r in [
+            "refused_at_door",
+            "too_many_connections",
+            "bad_token",
+            "keyset_update",
+            "cosigned",
+            "upstream_failed",
+            "busy",
+        ] {
             requests.with_label_values(&[r]);
         }
         Ok(SignerHttpMetrics { all, requests })
@@ -150,11 +159,19 @@ pub async fn run(cfg: SignerHttpConfig, shutdown: impl Future<Output = ()>) -> R
     }
     let metrics = SignerHttpMetrics::new()?;
     let exporter = match cfg.metrics_addr {
-        Some(addr) => Some(crate::metrics::Endpoint::bind(addr).await?.spawn(
-            metrics.all.clone(),
-            Arc::new(|| Ok("ok: serving".to_owned())),
-            Arc::new(|| {}),
-        )),
+        // The metrics answer this host (127.0.0.1, ::1) and the peers it co-signs for, like the co-signing
+        // endpoint: not every peer that can reach the port.
+        Some(addr) => {
+            let admit = allow.clone();
+            let local =
+                |ip: IpAddr| ip == IpAddr::from([127, 0, 0, 1]) || ip == IpAddr::from([0u16, 0, 0, 0, 0, 0, 0, 1]);
+            Some(crate::metrics::Endpoint::bind(addr).await?.spawn_admitting(
+                metrics.all.clone(),
+                Arc::new(|| Ok("ok: serving".to_owned())),
+                Arc::new(|| {}),
+                Arc::new(move |ip: IpAddr| local(ip.to_canonical()) || admit.allows(ip)),
+            ))
+        }
         None => None,
     };
     let state = Arc::new(State {
@@ -312,6 +329,11 @@ enum Refusal {
     Busy,
     #[error("token refused: {0}")]
     Token(crypto::VerifyError),
+    #[error(
+        "signer-http does not co-sign keyset updates: root on this host adds its layer with \
+         `spire-server-attestor-tpm-sign keys --add-layer`"
+    )]
+    KeysetUpdate,
     /// signer-unix answered 503 (its TPM queue is full, or it is stopping).
     #[error("local signer busy; retry")]
     LocalBusy(SignerClientError),
@@ -326,6 +348,7 @@ impl Refusal {
             Refusal::NoEndpoint(_) => StatusCode::NOT_FOUND,
             Refusal::Busy | Refusal::LocalBusy(_) => StatusCode::SERVICE_UNAVAILABLE,
             Refusal::Token(_) => StatusCode::BAD_REQUEST,
+            Refusal::KeysetUpdate => StatusCode::FORBIDDEN,
             Refusal::Local(_) => StatusCode::BAD_GATEWAY,
         }
     }
@@ -333,6 +356,7 @@ impl Refusal {
     fn log(&self, peer: IpAddr) {
         match self {
             Refusal::Token(e) => tracing::warn!(%peer, error = %e, "refusing to co-sign"),
+            Refusal::KeysetUpdate => tracing::warn!(%peer, "refusing to co-sign a keyset update"),
             Refusal::LocalBusy(e) | Refusal::Local(e) => tracing::error!(%peer, error = %e, "signer-unix failed"),
             other => tracing::debug!(%peer, reason = %other, "request refused"),
         }
@@ -360,6 +384,7 @@ impl State {
             Err(Refusal::NoEndpoint(_)) => "no_endpoint",
             Err(Refusal::Busy | Refusal::LocalBusy(_)) => "busy",
             Err(Refusal::Token(_)) => "bad_token",
+            Err(Refusal::KeysetUpdate) => "keyset_update",
             Err(Refusal::Local(_)) => "upstream_failed",
         };
         self.metrics.count(label);
@@ -380,15 +405,14 @@ impl State {
         if let Some(b) = &self.cfg.backup {
             keys.push(b);
         }
-        // A keyset update is co-signed as a bundle token is, with the lifetime updates may have.
+        // Never a keyset update: one moves what every node trusts for good, so each signing host adds its layer by
+        // a deliberate act of root there (`sign keys --add-layer`), never by an automatic service. A co-signer
+        // that did would let one compromised server write the fleet's keyset.
         let kind = crypto::token::kind_of(token).map_err(Refusal::Token)?;
-        let limits = match kind {
-            crypto::token::Kind::Bundle => self.cfg.limits,
-            crypto::token::Kind::KeysetUpdate => {
-                crypto::Limits { max_lifetime_secs: crypto::keyset::MAX_UPDATE_LIFETIME_SECS, ..self.cfg.limits }
-            }
-        };
-        let layer = crypto::token::verify_layer_of(kind, token, &keys, now, &limits).map_err(Refusal::Token)?;
+        if kind == crypto::token::Kind::KeysetUpdate {
+            return Err(Refusal::KeysetUpdate);
+        }
+        let layer = crypto::token::verify_layer(token, &keys, now, &self.cfg.limits).map_err(Refusal::Token)?;
         if self.cfg.backup.as_ref().is_some_and(|b| std::ptr::eq(layer.key, b)) {
             tracing::warn!(%peer, key = layer.key.name(), "co-signing a token signed by the BACKUP key");
         }

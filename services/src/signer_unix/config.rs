@@ -1,8 +1,9 @@
 //! signer-unix configuration: the upstream YAML keys plus ours, decoded once into typed values.
 //!
 //! Upstream keys: `socket`, `tpm-address`, `duration`, `issuer` (default: host name), `dir`, `filename`, `tmpfile`.
-//! Ours: `tpm-device`, `socket-mode`, `allowed-uids`, `allowed-gids`, `max-body`, `queue-depth`, and the
-//! publish policy `keydir`, `chain`, `backup` (what nodes verify; `/publish` refuses anything else).
+//! Ours: `tpm-device`, `socket-mode`, `allowed-uids`, `allowed-gids`, `keyset-uids` (who may have keyset
+//! updates signed), `max-body`, `queue-depth`, and the publish policy `keydir`, `chain`, `backup` (what nodes
+//! verify; `/publish` refuses anything else).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -33,6 +34,7 @@ pub struct Raw {
     allowed_uids: Vec<u32>,
     #[serde(default)]
     allowed_gids: Vec<u32>,
+    keyset_uids: Option<Vec<u32>>,
     max_body: Option<usize>,
     queue_depth: Option<usize>,
     keydir: Option<PathBuf>,
@@ -56,6 +58,10 @@ pub struct SignerUnixConfig {
     pub socket_mode: u32,
     /// Peers allowed beyond the file mode.
     pub peers: PeerPolicy,
+    /// `keyset-uids`: the only peers (by uid) whose keyset documents and keyset update layers this signer
+    /// signs (default: root). A keyset update moves what every node trusts for good, so it takes a person
+    /// with root on each signing host, never a service such as signer-http or the sign plugin.
+    pub keyset_uids: Vec<u32>,
     /// The TPM; `None` means autodetect `/dev/tpmrm0` then `/dev/tpm0`.
     pub tpm_device: Option<tpm::TpmDevice>,
     /// The signing key's persistent handle.
@@ -95,6 +101,7 @@ struct Defaults {
     tmpfile: &'static str,
     max_body: usize,
     queue_depth: usize,
+    keyset_uids: &'static [u32],
 }
 
 const DEFAULTS: Defaults = Defaults {
@@ -104,6 +111,7 @@ const DEFAULTS: Defaults = Defaults {
     tmpfile: "spiffetrustbundle.token.tmp",
     max_body: 1 << 20,
     queue_depth: 64,
+    keyset_uids: &[0],
 };
 
 impl config::ConfigFile for SignerUnixConfig {
@@ -165,6 +173,7 @@ impl config::ConfigFile for SignerUnixConfig {
                 Some("lets any local user ask the TPM to sign"),
             )?,
             peers: PeerPolicy { uids: raw.allowed_uids, gids: raw.allowed_gids },
+            keyset_uids: raw.keyset_uids.unwrap_or_else(|| d.keyset_uids.to_vec()),
             tpm_device,
             handle,
             duration: config::duration(path, "duration", raw.duration.as_ref())?.unwrap_or(d.duration),
@@ -226,6 +235,7 @@ mod tests {
         assert_eq!(c.filename, "spiffetrustbundle.token");
         assert_eq!(c.tmpfile, "spiffetrustbundle.token.tmp");
         assert_eq!(c.socket_mode, 0o660);
+        assert_eq!(c.keyset_uids, [0], "keyset updates: root only, by default");
         assert!(c.tpm_device.is_none());
         assert!(!c.issuer.is_empty());
     }
@@ -248,6 +258,7 @@ mod tests {
             ("dir: /x\nmax-body: 10\n", "max-body"),
             ("dir: /x\nqueue-depth: 0\n", "queue-depth"),
             ("dir: /x\nallowed-uids: [root]\n", "allowed-uids"),
+            ("dir: /x\nkeyset-uids: [-1]\n", "keyset-uids"),
         ];
         for (text, key) in cases {
             let err = parse(text).unwrap_err().to_string();
@@ -266,9 +277,11 @@ mod tests {
     fn ours_parse() {
         let c = parse(
             "dir: /srv\ntpm-device: \"swtpm:host=127.0.0.1,port=2321\"\nsocket-mode: \"0600\"\n\
-             allowed-uids: [0, 998]\nallowed-gids: [997]\nissuer: a.example.org\nduration: 1h\n",
+             allowed-uids: [0, 998]\nallowed-gids: [997]\nissuer: a.example.org\nduration: 1h\n\
+             keyset-uids: [0, 1000]\n",
         )
         .unwrap();
+        assert_eq!(c.keyset_uids, [0, 1000]);
         assert_eq!(c.socket_mode, 0o600);
         assert_eq!(c.peers.uids, vec![0, 998]);
         assert_eq!(c.issuer, "a.example.org");

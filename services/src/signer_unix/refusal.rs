@@ -39,8 +39,12 @@ pub(crate) enum Refusal {
     SelfCheck(crypto::VerifyError),
     #[error("refusing to publish: not a valid token carrying this signer's signature: {0}")]
     NotOurs(crypto::VerifyError),
-    #[error("refusing to publish: the token does not verify against the publish chain: {0}")]
-    NotVerified(crypto::VerifyError),
+    #[error("refusing to publish: {error}; checked against the publish policy ({policy})")]
+    NotVerified { error: crypto::VerifyError, policy: String },
+    #[error(
+        "peer uid {0} may not have keyset updates signed (keyset-uids; root only by default): run `sign keys` as root"
+    )]
+    KeysetNotAllowed(u32),
     #[error("publish failed; previous token kept; see signer-unix log")]
     Write(std::io::Error),
     #[error("publish task failed; previous token kept")]
@@ -62,6 +66,7 @@ impl Refusal {
     pub(crate) fn status(&self) -> StatusCode {
         match self {
             Refusal::NoEndpoint(_) => StatusCode::NOT_FOUND,
+            Refusal::KeysetNotAllowed(_) => StatusCode::FORBIDDEN,
             Refusal::BadTrustDomain(_)
             | Refusal::TrustDomainOnToken
             | Refusal::ForeignCa { .. }
@@ -71,7 +76,7 @@ impl Refusal {
             | Refusal::NotABundle(_) => StatusCode::BAD_REQUEST,
             Refusal::QueueFull(_) | Refusal::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             Refusal::Tpm(e) if e.is_transient() => StatusCode::SERVICE_UNAVAILABLE,
-            Refusal::NotOurs(_) | Refusal::NotVerified(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Refusal::NotOurs(_) | Refusal::NotVerified { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Refusal::Tpm(_)
             | Refusal::UnusableSignature(_)
             | Refusal::SelfCheck(_)
@@ -89,8 +94,11 @@ impl Refusal {
                 tracing::error!(error = %e, "freshly signed token does not verify with our own key")
             }
             Refusal::NotOurs(e) => tracing::warn!(error = %e, peer_uid, "refusing to publish"),
-            Refusal::NotVerified(e) => {
-                tracing::warn!(error = %e, peer_uid, "refusing to publish: the token does not verify as nodes verify it")
+            Refusal::NotVerified { error, policy } => {
+                tracing::warn!(%error, %policy, peer_uid, "refusing to publish: the token does not verify as nodes verify it")
+            }
+            Refusal::KeysetNotAllowed(_) => {
+                tracing::warn!(peer_uid, "refusing to sign a keyset update for a peer outside keyset-uids")
             }
             Refusal::Write(e) => tracing::error!(error = %e, "publish write failed"),
             other => tracing::debug!(reason = %other, peer_uid, "request refused"),

@@ -71,8 +71,11 @@ struct Signer {
     cfg: SignerUnixConfig,
     queue: SignQueue,
     own_key: crypto::keys::VerifyingKey,
-    /// What `/publish` accepts: every layer verified as the nodes verify it.
-    publish_policy: crypto::policy::Policy,
+    /// What `/publish` accepts: every layer verified as the nodes verify it; `None` (no `chain` configured, as in
+    /// the Go original's config): this signer's innermost layer, and well-formed, unexpired layers around it.
+    publish_policy: Option<crypto::policy::Policy>,
+    /// Its own key alone, as a policy (`GET /policy` without a configured chain).
+    own_policy: crypto::policy::Policy,
     alg: crypto::Alg,
     limits: ServerLimits,
     publish_lock: tokio::sync::Mutex<()>,
@@ -94,15 +97,19 @@ pub async fn run(
     };
     let own_key = crypto::keys::VerifyingKey::from_spki_der(&cfg.handle.to_string(), key.public_key().spki_der())
         .map_err(RunError::Key)?;
-    let publish_policy = match &cfg.publish_policy {
-        None => crypto::policy::Policy::new(vec![own_key.clone()], None, crypto::Limits::default())?,
-        Some(policy) => {
-            if !policy.keys().any(|k| k.same_key(&own_key)) {
-                return Err(RunError::NotInChain(own_key.fingerprint().to_owned()));
-            }
-            policy.clone()
+    let publish_policy = cfg.publish_policy.clone();
+    let own_policy = crypto::policy::Policy::new(vec![own_key.clone()], None, crypto::Limits::default())?;
+    match &publish_policy {
+        Some(policy) if !policy.keys().any(|k| k.same_key(&own_key)) => {
+            return Err(RunError::NotInChain(own_key.fingerprint().to_owned()))
         }
-    };
+        Some(_) => {}
+        None => tracing::warn!(
+            "no `chain` configured: /publish checks this signer's own (innermost) layer and only the form and \
+             expiry of co-signers' layers around it; set `keydir` and `chain` (the nodes' policy) so that it \
+             verifies every layer before publishing"
+        ),
+    }
     let metrics = SignerUnixMetrics::new()?;
     let queue_metrics = QueueMetrics { latency: metrics.tpm_sign.clone(), depth: metrics.queue_depth.clone() };
     let queue = SignQueue::start(key.clone(), cfg.queue_depth, Some(queue_metrics)).map_err(RunError::Thread)?;
@@ -126,6 +133,7 @@ pub async fn run(
         queue,
         own_key,
         publish_policy,
+        own_policy,
         alg,
         limits,
         publish_lock: tokio::sync::Mutex::new(()),
@@ -179,9 +187,11 @@ impl Signer {
                 r
             }
             (Method::GET, "/healthz") => server::text(StatusCode::OK, format!("ok {}", self.own_key.fingerprint())),
-            (Method::GET, "/policy") => {
-                server::ok("application/json", crypto::keyset::policy_to_json(&self.publish_policy))
-            }
+            // Without a configured chain: its own key alone, the policy of a signer that signs alone.
+            (Method::GET, "/policy") => match &self.publish_policy {
+                Some(policy) => server::ok("application/json", crypto::keyset::policy_to_json(policy)),
+                None => server::ok("application/json", crypto::keyset::policy_to_json(&self.own_policy)),
+            },
             (_, "/sign" | "/publish") => server::method_not_allowed("POST"),
             (_, "/policy") => server::method_not_allowed("GET"),
             _ => reply(Err(Refusal::NoEndpoint(path)), uid),
@@ -238,6 +248,11 @@ impl Signer {
             crypto::token::Payload::Bundle(text)
         };
         let token_kind = payload.kind();
+        // A keyset update moves what every node trusts, for good: only the uids named for it (root by default),
+        // never a service such as signer-http or the sign plugin, may have this TPM sign one.
+        if token_kind == crypto::token::Kind::KeysetUpdate && !self.cfg.keyset_uids.contains(&peer.uid) {
+            return Err(Refusal::KeysetNotAllowed(peer.uid));
+        }
         let kind = match (&payload, token_kind) {
             (crypto::token::Payload::Bundle(_), _) => "bundle",
             (crypto::token::Payload::Keyset(_), _) => "keyset",
@@ -257,6 +272,43 @@ impl Signer {
             .map_err(Refusal::SelfCheck)?;
         tracing::info!(kind, peer_uid = peer.uid, exp = claims.exp, bytes = token.len(), "signed");
         Ok(server::ok("application/jwt", token))
+    }
+
+    /// `/publish` without a publish policy (the Go original's config): this signer's layer must be the innermost
+    /// and verify, and each layer around it must be a well-formed bundle-token layer that has not expired (their
+    /// signatures need the co-signers' keys, which only `keydir` + `chain` give). Returns the earliest `exp`.
+    fn check_unchained(&self, token: &str, now: u64) -> Result<u64, Refusal> {
+        let limits = crypto::Limits::default();
+        let mut current = token.to_owned();
+        let mut exp = u64::MAX;
+        for layer in 0..limits.max_depth {
+            let at = |kind| crypto::VerifyError { layer, kind };
+            let outer = crypto::token::inspect(&current).map_err(|e| Refusal::NotOurs(at(e.kind)))?;
+            if outer.kind != crypto::token::Kind::Bundle {
+                let kind =
+                    crypto::VerifyErrorKind::WrongKind { expected: crypto::token::Kind::Bundle, got: outer.kind };
+                return Err(Refusal::NotOurs(at(kind)));
+            }
+            match crypto::token::outer_payload_unverified(&current, &limits) {
+                Ok(crypto::token::Payload::Token(inner)) => {
+                    if now > outer.exp.saturating_add(limits.leeway_secs) {
+                        let kind = crypto::VerifyErrorKind::Expired { exp: outer.exp, now };
+                        return Err(Refusal::NotOurs(at(kind)));
+                    }
+                    exp = exp.min(outer.exp);
+                    current = inner;
+                }
+                _ => {
+                    let own = crypto::token::verify_layer(&current, &[&self.own_key], now, &limits)
+                        .map_err(|e| Refusal::NotOurs(at(e.kind)))?;
+                    return Ok(exp.min(own.claims.exp));
+                }
+            }
+        }
+        Err(Refusal::NotOurs(crypto::VerifyError {
+            layer: limits.max_depth,
+            kind: crypto::VerifyErrorKind::TooManyLayers(limits.max_depth),
+        }))
     }
 
     /// The layer of `token` that this signer signed: the outermost one (a token it signed alone), or, for a
@@ -283,11 +335,20 @@ impl Signer {
             Err(reply) => return Ok(reply),
         };
         let token = text.trim();
-        let layer = self.own_layer(token).map_err(Refusal::NotOurs)?;
-        // Every layer, as the nodes will check it: a co-signature that does not verify (a faulty co-signer, a
-        // tampered hop) would otherwise be published and then refused by every node until the next publish.
-        self.publish_policy.verify(token, now()).map_err(Refusal::NotVerified)?;
-        let exp = layer.claims.exp;
+        let now = now();
+        let exp = match &self.publish_policy {
+            Some(policy) => {
+                self.own_layer(token).map_err(Refusal::NotOurs)?;
+                // Every layer, as the nodes will check it: a co-signature that does not verify (a faulty
+                // co-signer, a tampered hop) would otherwise be published and then refused by every node until
+                // the next publish.
+                let verified = policy
+                    .verify(token, now)
+                    .map_err(|error| Refusal::NotVerified { error, policy: policy.to_string() })?;
+                verified.expires_at
+            }
+            None => self.check_unchained(token, now)?,
+        };
         let dest = self.cfg.dir.join(&self.cfg.filename);
         let prefix = self.cfg.tmpfile.clone();
         let data = token.as_bytes().to_vec();

@@ -120,6 +120,9 @@ pub enum Rejection {
     /// The token is for another trust domain.
     #[error(transparent)]
     TrustDomain(#[from] crypto::policy::TrustDomainError),
+    /// The keyset's stored keyset state is unusable: nothing is trusted until it is repaired or removed.
+    #[error("{0}")]
+    KeysState(String),
     /// A layer is signed by a key a keyset update retired.
     #[error("signed by key {key}, retired by keyset update version {version}: {error}")]
     Retired {

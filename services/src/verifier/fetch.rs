@@ -50,6 +50,9 @@ pub enum FetchError {
     /// Not UTF-8.
     #[error("body is not UTF-8")]
     NotText,
+    /// The fetch's task ended without an answer.
+    #[error("the fetch task failed")]
+    Task,
 }
 
 /// Fetches from `source`, sending `validators` as If-None-Match / If-Modified-Since when given.
@@ -106,6 +109,31 @@ pub async fn fetch(
             }
         }
     }
+}
+
+/// Fetches every source in `sources` at once, each with its `validators` and `timeout`: the answers, in the
+/// sources' order, after one timeout at most however many sources hang.
+pub async fn fetch_all(
+    client: &HttpClient,
+    sources: &[Source],
+    validators: Vec<Option<Validators>>,
+    max_size: usize,
+    timeout: Duration,
+) -> Vec<Result<Fetched, FetchError>> {
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, (source, validators)) in
+        sources.iter().zip(validators.into_iter().chain(std::iter::repeat(None))).enumerate()
+    {
+        let (client, source) = (client.clone(), source.clone());
+        tasks.spawn(async move { (i, fetch(&client, &source, validators.as_ref(), max_size, timeout).await) });
+    }
+    let mut answers: Vec<Option<Result<Fetched, FetchError>>> = sources.iter().map(|_| None).collect();
+    while let Some(done) = tasks.join_next().await {
+        if let Ok((i, answer)) = done {
+            answers[i] = Some(answer);
+        }
+    }
+    answers.into_iter().map(|a| a.unwrap_or(Err(FetchError::Task))).collect()
 }
 
 #[cfg(test)]

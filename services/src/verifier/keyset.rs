@@ -17,7 +17,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use super::config::{KeysetConfig, Rejection, Source};
-use super::fetch::{fetch, FetchError, Fetched, Validators};
+use super::fetch::{fetch, fetch_all, FetchError, Fetched, Validators};
 use super::keys::{self, Trusted};
 use super::metrics::VerifierMetrics;
 use common::client::HttpClient;
@@ -54,7 +54,12 @@ pub struct Keyset {
     state_file: PathBuf,
     keys_file: PathBuf,
     trusted: RwLock<Arc<Trusted>>,
-    keys_validators: Mutex<HashMap<usize, Validators>>,
+    /// Why the stored keyset state cannot be used, if it cannot: then nothing is trusted (never the wider
+    /// `keydir`) until an operator repairs or removes the file.
+    keys_unusable: Option<String>,
+    /// Per keys source: the validators and text of its last answer (a 304 reuses the text, so a chain split
+    /// across sources is still followed).
+    keys_cache: Mutex<HashMap<usize, (Validators, Arc<str>)>>,
     metrics: Arc<VerifierMetrics>,
     current: RwLock<Option<Arc<Served>>>,
     floor: AtomicU64,
@@ -74,7 +79,19 @@ impl Keyset {
     /// ignored).
     pub fn new(name: &str, cfg: KeysetConfig, state_dir: &Path, metrics: Arc<VerifierMetrics>, clock: Clock) -> Keyset {
         let keys_file = keys_state_file(state_dir, name);
-        let trusted = Trusted::load(name, &cfg.policy, &keys_file);
+        let (trusted, keys_unusable) = match Trusted::load(name, &cfg.policy, &keys_file) {
+            Ok(t) => (t, None),
+            Err(e) => {
+                let reason = format!(
+                    "keyset state {} is unusable ({}): trusting no key until it is repaired or removed (removing it \
+                     trusts keydir again, from version 0)",
+                    keys_file.display(),
+                    common::report::error_chain(&e)
+                );
+                tracing::error!(keyset = name, %reason, "unusable keyset state; serving nothing");
+                (Trusted::from_config(&cfg.policy), Some(reason))
+            }
+        };
         metrics.keys_version.with_label_values(&[name]).set(trusted.version as f64);
         metrics.last_success.with_label_values(&[name]).set(0.0);
         metrics.backup_in_use.with_label_values(&[name]).set(0.0);
@@ -84,7 +101,8 @@ impl Keyset {
             state_file: state_dir.join(format!("{name}.json")),
             keys_file,
             trusted: RwLock::new(Arc::new(trusted)),
-            keys_validators: Mutex::new(HashMap::new()),
+            keys_unusable,
+            keys_cache: Mutex::new(HashMap::new()),
             metrics,
             current: RwLock::new(None),
             floor: AtomicU64::new(0),
@@ -161,6 +179,9 @@ impl Keyset {
 
     /// Verifies a bundle token under the policy trusted now.
     pub fn verify(&self, token: &str, now: u64) -> Result<crypto::policy::Verified, Rejection> {
+        if let Some(reason) = &self.keys_unusable {
+            return Err(Rejection::KeysState(reason.clone()));
+        }
         let trusted = self.trusted();
         self.cfg.verify_trusted(&trusted, token, now)
     }
@@ -168,6 +189,11 @@ impl Keyset {
     /// The policy trusted now.
     pub fn trusted(&self) -> Arc<Trusted> {
         common::sync::read(&self.trusted).clone()
+    }
+
+    /// Why this keyset trusts no key, when its stored keyset state is unusable.
+    pub fn unusable(&self) -> Option<&str> {
+        self.keys_unusable.as_deref()
     }
 
     /// The trust domain this keyset is bound to, if any.
@@ -220,71 +246,88 @@ impl Keyset {
         self.attempts.fetch_add(1, Ordering::SeqCst);
     }
 
-    /// Fetches the keyset updates (the first source that answers) and applies what is newer than the version
-    /// held, each verified against the policy in force when it comes.
+    /// Fetches every keys source at once (so the phase takes one timeout at most, however many sources hang) and
+    /// applies the newest chain of updates that verifies across all of them, each update against the policy in
+    /// force when its turn comes. A source that fails, answers garbage or holds nothing newer is one source of
+    /// several, never the end of the search.
     async fn refresh_keys(&self, client: &HttpClient, max_size: usize, timeout: Duration) {
-        for (i, source) in self.cfg.keys_sources.iter().enumerate() {
-            let validators = common::sync::lock(&self.keys_validators).get(&i).cloned();
-            let (text, new_validators) = match fetch(client, source, validators.as_ref(), max_size, timeout).await {
-                Ok(Fetched::NotModified) => return,
-                Ok(Fetched::Token(t, v)) => (t, v),
-                // None published here is normal, but a mirror may hold what this source lost: try the next.
-                Err(e) if not_published(source, &e) => {
-                    tracing::debug!(keyset = %self.name, %source, "no keyset update published; trying the next source");
-                    continue;
-                }
-                Err(e) => {
-                    tracing::warn!(keyset = %self.name, %source, error = %e, "keyset update source failed; trying the next");
-                    continue;
-                }
-            };
-            let held = self.trusted();
-            let applied = keys::apply(&self.name, &held, &text, &source.to_string(), self.clock.now());
-            if let Some(e) = &applied.refused {
-                self.metrics.keys_updates.with_label_values(&[&self.name, "refused"]).inc();
-                tracing::warn!(keyset = %self.name, %source, version = held.version, reason = %e, "keyset update refused");
-            }
-            if let Some(newest) = applied.stale {
-                self.metrics.keys_updates.with_label_values(&[&self.name, "stale"]).inc();
-                tracing::warn!(keyset = %self.name, %source, newest, version = held.version, "keyset update refused: the source's newest update is older than the version held (a replay or rollback)");
-            }
-            let Some(trusted) = applied.trusted else {
-                if applied.refused.is_none() {
-                    common::sync::lock(&self.keys_validators).insert(i, new_validators);
-                }
-                return;
-            };
-            let data = trusted.to_stored();
-            let file = self.keys_file.clone();
-            match tokio::task::spawn_blocking(move || fsutil::write_atomic(&file, ".keys.tmp", &data, 0o600)).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => {
-                    tracing::error!(keyset = %self.name, file = %self.keys_file.display(), error = %e, "cannot store the keyset update; not applying it");
-                    return;
-                }
-                Err(e) => {
-                    tracing::error!(keyset = %self.name, error = %e, "keyset update store task failed; not applying it");
-                    return;
-                }
-            }
-            let version = trusted.version;
-            let keys: Vec<&str> = trusted.policy.keys().map(|k| k.name()).collect();
-            tracing::info!(keyset = %self.name, %source, from = held.version, version, keys = %keys.join(","), "accepted a keyset update: trusting its keys");
-            *common::sync::write(&self.trusted) = Arc::new(trusted);
-            let accepted = applied.accepted.len() as u64;
-            self.metrics.keys_updates.with_label_values(&[&self.name, "accepted"]).inc_by(accepted);
-            self.metrics.keys_version.with_label_values(&[&self.name]).set(version as f64);
-            if applied.refused.is_none() {
-                common::sync::lock(&self.keys_validators).insert(i, new_validators);
-            }
-            // A bundle the new policy refuses (signed by a retired key) is served no longer.
-            if let Some(cur) = self.serving(self.clock.now()) {
-                if let Err(e) = self.verify(&cur.token, self.clock.now()) {
-                    tracing::warn!(keyset = %self.name, version, reason = %e, "the held bundle is not signed as the trusted keys require; no longer serving it");
-                    *common::sync::write(&self.current) = None;
-                }
-            }
+        if self.keys_unusable.is_some() || self.cfg.keys_sources.is_empty() {
             return;
+        }
+        let validators: Vec<Option<Validators>> = (0..self.cfg.keys_sources.len())
+            .map(|i| common::sync::lock(&self.keys_cache).get(&i).map(|(v, _)| v.clone()))
+            .collect();
+        let answers = fetch_all(client, &self.cfg.keys_sources, validators, max_size, timeout).await;
+        let held = self.trusted();
+        // Each source's text: a fresh answer, or the last one on a 304.
+        let mut texts: Vec<(String, Arc<str>, bool)> = Vec::new();
+        for (i, answer) in answers.into_iter().enumerate() {
+            let source = &self.cfg.keys_sources[i];
+            match answer {
+                Ok(Fetched::Token(text, validators)) => {
+                    let text: Arc<str> = Arc::from(text);
+                    common::sync::lock(&self.keys_cache).insert(i, (validators, text.clone()));
+                    if let Some(newest) = text.lines().filter_map(keys::claimed_version).max() {
+                        if newest < held.version {
+                            self.metrics.keys_updates.with_label_values(&[&self.name, "stale"]).inc();
+                            tracing::warn!(keyset = %self.name, %source, newest, version = held.version, "keys source is stale: its newest update is older than the version held (a replay or rollback); trying the others");
+                        }
+                    }
+                    texts.push((source.to_string(), text, true));
+                }
+                Ok(Fetched::NotModified) => match common::sync::lock(&self.keys_cache).get(&i) {
+                    Some((_, text)) => texts.push((source.to_string(), text.clone(), false)),
+                    None => tracing::warn!(keyset = %self.name, %source, "unexpected 304 from a keys source"),
+                },
+                // None published here is normal, but another source may hold what this one lost.
+                Err(e) if not_published(source, &e) => {
+                    tracing::debug!(keyset = %self.name, %source, "no keyset update published here")
+                }
+                Err(e) => {
+                    tracing::warn!(keyset = %self.name, %source, error = %e, "keys source failed; trying the others")
+                }
+            }
+        }
+        let pairs: Vec<(&str, &str)> = texts.iter().map(|(s, t, _)| (s.as_str(), &**t)).collect();
+        let applied = keys::apply(&self.name, &held, &keys::lines(&pairs), self.clock.now());
+        for (source, e) in &applied.refused {
+            // A line of a text already seen (a 304) was refused, and said so, when it was new.
+            if texts.iter().any(|(s, _, fresh)| s == source && *fresh) {
+                self.metrics.keys_updates.with_label_values(&[&self.name, "refused"]).inc();
+                tracing::warn!(keyset = %self.name, %source, version = held.version, reason = %e, "keyset update refused; skipping it");
+            }
+        }
+        let Some(trusted) = applied.trusted else { return };
+        let data = trusted.to_stored();
+        let file = self.keys_file.clone();
+        match tokio::task::spawn_blocking(move || fsutil::write_atomic(&file, ".keys.tmp", &data, 0o600)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::error!(keyset = %self.name, file = %self.keys_file.display(), error = %e, "cannot store the keyset update; not applying it");
+                return;
+            }
+            Err(e) => {
+                tracing::error!(keyset = %self.name, error = %e, "keyset update store task failed; not applying it");
+                return;
+            }
+        }
+        let version = trusted.version;
+        let keys: Vec<&str> = trusted.policy.keys().map(|k| k.name()).collect();
+        let source = match &trusted.origin {
+            keys::Origin::Update { source, .. } => source.clone(),
+            keys::Origin::Config => String::new(),
+        };
+        tracing::info!(keyset = %self.name, %source, from = held.version, version, keys = %keys.join(","), "accepted a keyset update: trusting its keys");
+        *common::sync::write(&self.trusted) = Arc::new(trusted);
+        let accepted = applied.accepted.len() as u64;
+        self.metrics.keys_updates.with_label_values(&[&self.name, "accepted"]).inc_by(accepted);
+        self.metrics.keys_version.with_label_values(&[&self.name]).set(version as f64);
+        // A bundle the new policy refuses (signed by a retired key) is served no longer.
+        if let Some(cur) = self.serving(self.clock.now()) {
+            if let Err(e) = self.verify(&cur.token, self.clock.now()) {
+                tracing::warn!(keyset = %self.name, version, reason = %e, "the held bundle is not signed as the trusted keys require; no longer serving it");
+                *common::sync::write(&self.current) = None;
+            }
         }
     }
 

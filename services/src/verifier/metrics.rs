@@ -83,6 +83,7 @@ impl VerifierMetrics {
             Rejection::Policy(e) => e.kind.class(),
             Rejection::TrustDomain(_) => "trust_domain",
             Rejection::Retired { .. } => "retired_key",
+            Rejection::KeysState(_) => "keys_state",
         };
         self.rejections.with_label_values(&[keyset, reason]).inc();
         self.fetches.with_label_values(&[keyset, source, "rejected"]).inc();

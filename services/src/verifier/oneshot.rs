@@ -1,10 +1,11 @@
 //! One-shot mode: fetch a keyset's token (or one from a given URL), verify it under the keys the node trusts
-//! (a stored keyset update's, else the config's), return the bundle PEM; or print those keys. Writes no
-//! state; used by operators to check a node by hand.
+//! (a stored keyset update's, else the config's) moved by the keyset updates its keys sources publish, exactly
+//! as the daemon would but in memory, and return the bundle PEM; or print the keys the node holds. Writes no
+//! state; used by operators to check a node by hand, and to feed `trust_bundle_path`.
 
 use super::config::{parse_source, Source, SourceError, VerifierConfig};
-use super::fetch::{fetch, FetchError, Fetched};
-use super::keys::Trusted;
+use super::fetch::{fetch, fetch_all, FetchError, Fetched};
+use super::keys::{self, StateError, Trusted};
 use super::keyset::keys_state_file;
 use common::client::{ClientOptions, HttpClient};
 use crypto::unix_now as now;
@@ -21,13 +22,14 @@ pub enum OneShotError {
     /// Client set-up failed.
     #[error(transparent)]
     Client(#[from] common::client::ClientError),
-    /// The keyset's stored state exists but cannot be read (run as the verifier's user, root by default).
-    #[error("cannot read {file}: {source}")]
+    /// The keyset's stored state exists but cannot be used (run as the verifier's user, or repair it).
+    #[error("keyset state {file}")]
     State {
         /// The state file.
         file: std::path::PathBuf,
         /// Why.
-        source: std::io::Error,
+        #[source]
+        source: StateError,
     },
     /// Every source failed; the reasons, one per source.
     #[error("no source gave a valid token:{}", failures(.0))]
@@ -56,11 +58,40 @@ fn trusted(cfg: &VerifierConfig, name: &str) -> Result<(Trusted, std::path::Path
     let ks = cfg.keysets.get(name).ok_or_else(|| OneShotError::UnknownKeyset(name.to_owned()))?;
     let file = keys_state_file(&cfg.state_dir, name);
     // A state this process may not read is not "no state": saying version 0 would be a lie.
-    match std::fs::File::open(&file) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(OneShotError::State { file, source: e }),
-        _ => {}
+    let trusted =
+        Trusted::load(name, &ks.policy, &file).map_err(|source| OneShotError::State { file: file.clone(), source })?;
+    Ok((trusted, file))
+}
+
+/// `trusted` moved by the updates keyset `name`'s keys sources publish, under the daemon's rules, in memory.
+async fn follow_updates(client: &HttpClient, cfg: &VerifierConfig, name: &str, trusted: Trusted) -> Trusted {
+    let sources = &cfg.keysets[name].keys_sources;
+    let answers = fetch_all(client, sources, vec![], cfg.max_token_size, cfg.timeout).await;
+    let mut texts = Vec::new();
+    for (source, answer) in sources.iter().zip(answers) {
+        match answer {
+            Ok(Fetched::Token(text, _)) => texts.push((source.to_string(), text)),
+            Ok(Fetched::NotModified) => {}
+            Err(e) => tracing::debug!(keyset = name, %source, error = %e, "keys source gave nothing"),
+        }
     }
-    Ok((Trusted::load(name, &ks.policy, &file), file))
+    let pairs: Vec<(&str, &str)> = texts.iter().map(|(s, t)| (s.as_str(), t.as_str())).collect();
+    let applied = keys::apply(name, &trusted, &keys::lines(&pairs), now());
+    for (source, e) in &applied.refused {
+        tracing::warn!(keyset = name, %source, reason = %e, "keyset update refused; skipping it");
+    }
+    match applied.trusted {
+        Some(t) => {
+            tracing::info!(
+                keyset = name,
+                from = trusted.version,
+                version = t.version,
+                "following keyset updates (in memory; nothing stored)"
+            );
+            t
+        }
+        None => trusted,
+    }
 }
 
 /// The policy keyset `name` trusts now, its version and where it came from, as text.
@@ -82,6 +113,7 @@ pub async fn verify_once(cfg: &VerifierConfig, name: &str, url: Option<&str>) ->
         max_body: cfg.max_token_size,
         ca_file: cfg.ca_file.clone(),
     })?;
+    let trusted = follow_updates(&client, cfg, name, trusted).await;
     let mut reasons = Vec::new();
     for source in &sources {
         match fetch(&client, source, None, cfg.max_token_size, cfg.timeout).await {
@@ -124,7 +156,7 @@ mod tests {
         let said = describe_keys(&fresh, "main").unwrap();
         assert!(said.contains("version 0") && said.contains("chain[0]: a.pem"), "{said}");
         let broken = config(&d.path().join("not-a-dir").display().to_string());
-        let err = describe_keys(&broken, "main").unwrap_err().to_string();
+        let err = common::report::error_chain(&describe_keys(&broken, "main").unwrap_err());
         assert!(err.contains("cannot read") && err.contains("main.keys.json"), "{err}");
         assert!(matches!(describe_keys(&fresh, "other"), Err(OneShotError::UnknownKeyset(_))));
     }

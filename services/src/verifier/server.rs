@@ -207,10 +207,13 @@ impl Verifier {
         let now = self.clock.now();
         let missing: Vec<&str> =
             self.keysets.iter().filter(|(_, ks)| ks.serving(now).is_none()).map(|(n, _)| n.as_str()).collect();
+        let unusable: Vec<&str> = self.keysets.values().filter_map(|ks| ks.unusable()).collect();
         if missing.is_empty() {
             Ok(format!("ok: serving {}", self.keysets.keys().cloned().collect::<Vec<_>>().join(", ")))
-        } else {
+        } else if unusable.is_empty() {
             Err(format!("no verified, unexpired bundle for keyset {}", missing.join(", ")))
+        } else {
+            Err(format!("no verified, unexpired bundle for keyset {}; {}", missing.join(", "), unusable.join("; ")))
         }
     }
 

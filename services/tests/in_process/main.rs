@@ -11,3 +11,4 @@
 mod signers;
 mod support;
 mod verifier;
+mod walls;

@@ -103,12 +103,22 @@ pub(crate) fn policy(keys: &[&SoftwareKey]) -> crypto::policy::Policy {
 /// signer-http in-process on 127.0.0.1, co-signing with `local_socket` the tokens of `primary`; waits until it
 /// accepts connections.
 pub(crate) async fn signer_http(dir: &Path, local_socket: &Path, primary: &SoftwareKey) -> (Running, u16) {
+    signer_http_with(dir, local_socket, primary, "").await
+}
+
+/// [`signer_http`] with `extra` config lines.
+pub(crate) async fn signer_http_with(
+    dir: &Path,
+    local_socket: &Path,
+    primary: &SoftwareKey,
+    extra: &str,
+) -> (Running, u16) {
     let keys = dir.join("keys");
     std::fs::create_dir_all(&keys).unwrap();
     std::fs::write(keys.join("primary.pem"), pem(primary)).unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let text = format!(
-        "socket: {}\nkeydir: keys\nprimary: primary.pem\nlisten-addr: 127.0.0.1:{port}\nallowed-addrs: [127.0.0.1]\n",
+        "socket: {}\nkeydir: keys\nprimary: primary.pem\nlisten-addr: 127.0.0.1:{port}\nallowed-addrs: [127.0.0.1]\n{extra}",
         local_socket.display()
     );
     let cfg = services::signer_http::SignerHttpConfig::parse(&dir.join("signer-http.conf"), &text).unwrap();
