@@ -330,7 +330,11 @@ impl Policy {
             }
             let layer = match token::verify_layer_of(kind, &current, &keys, now, limits) {
                 Ok(l) => l,
-                Err(e) => return Err(self.explain(token, at(e.kind), limits)),
+                Err(e) if matches!(e.kind, K::BadSignature { .. } | K::AlgMismatch { .. }) => {
+                    return Err(self.explain(token, at(e.kind), limits))
+                }
+                // Anything else (a malformed layer, another kind of token, a time) is exactly what it says.
+                Err(e) => return Err(at(e.kind)),
             };
             let backup = !std::ptr::eq(layer.key, expected);
             backup_used |= backup;

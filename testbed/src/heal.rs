@@ -144,6 +144,7 @@ pub fn run(report: Report<'_>) -> anyhow::Result<()> {
     verifier.wait_log("not signed as the keyset's current policy requires", 1)?;
     ensure!(trusted_keys(&vconf, "main")?.contains("version 0"), "a refused update changed the trusted keys");
     report("  node: not signed as the keyset's current policy requires; still version 0");
+    std::fs::remove_file(&keys_out)?;
 
     report("The backup c and the new TPM d sign the update `chain: [d], backup: c` (sign keys), published by nginx.");
     let mut args = vec!["--version", "1"];
@@ -195,25 +196,40 @@ pub fn run(report: Report<'_>) -> anyhow::Result<()> {
     ensure!(thief.stop()?, "the thief's signer-unix did not stop cleanly");
     sign_cli(&sock("d"), &[], &ca2)?;
 
-    report("d re-signs the keyset before it expires (version 2); then the older version 1 is replayed alone.");
-    let args = ["--version", "2", new_chain[0], new_chain[1], new_chain[2], new_chain[3], new_chain[4], new_chain[5]];
-    let mut args = args.to_vec();
-    args.push(&sock_d);
-    let (code, v2, stderr) = sign_keys(&args)?;
+    report("d re-signs the keyset before it expires (version 2), appended to the published file after version 1.");
+    let mut args = vec!["--version", "2"];
+    args.extend_from_slice(&new_chain);
+    args.extend(["--out", &out, &sock_d]);
+    let (code, _, stderr) = sign_keys(&args)?;
     ensure!(code == 0, "sign keys v2 failed ({code}): {stderr}");
-    std::fs::write(&keys_out, format!("{}\n{}\n", v1.trim(), v2.trim()))?;
+    let both = std::fs::read_to_string(&keys_out)?;
+    ensure!(both.lines().count() == 2 && both.starts_with(v1.trim()), "--out did not append: {both}");
     verifier.wait_log("accepted a keyset update", 2)?;
+    let (code, _, stderr) = sign_keys(&args)?;
+    ensure!(code == 1 && stderr.contains("already holds version 2"), "version 2 again: {code}: {stderr}");
+    ensure!(std::fs::read_to_string(&keys_out)? == both, "a refused --out changed the published file");
+    report("  sign keys --out: appended (the file holds versions 1 and 2); version 2 again refused, file unchanged");
+    report("The older version 1 is replayed alone.");
+    let v2 = both.lines().nth(1).unwrap_or_default().to_owned();
     std::fs::write(&keys_out, &v1)?;
-    verifier.wait_log("older than the version held", 1)?;
+    verifier.wait_log("stale", 1)?;
     ensure!(trusted_keys(&vconf, "main")?.contains("version 2"), "the replayed update rolled the keys back");
-    report("  node: version 2 accepted; the replayed version 1 refused (older than the version held)");
+    report("  node: version 2 kept; the source is stale (its newest update is older than the version held)");
 
-    report("The node restarts with a corrupt keyset state: it falls back to its keydir, then follows both updates.");
+    report("The node restarts with a corrupt keyset state: it trusts no key and says why, rather than keydir again.");
     std::fs::write(&keys_out, format!("{}\n{}\n", v1.trim(), v2.trim()))?;
     ensure!(verifier.stop()?, "verifier did not stop cleanly");
-    std::fs::write(node.join("state/main.keys.json"), b"{ not json")?;
+    let state = node.join("state/main.keys.json");
+    std::fs::write(&state, b"{ not json")?;
+    let mut verifier = start_verifier(&node, &vconf, &vsock)?;
+    verifier.wait_log("unusable keyset state; serving nothing", 1)?;
+    let resp = agent::get(&vsock, &agent::bootstrap_path("main"))?;
+    ensure!(resp.status == 503, "a node with a corrupt keys state served: {resp:?}");
+    report("  node: 503; its log names the file and says: trusting no key until it is repaired or removed");
+    report("The operator removes the file: the node trusts keydir again and follows both updates.");
+    ensure!(verifier.stop()?, "verifier did not stop cleanly");
+    std::fs::remove_file(&state)?;
     let verifier = start_verifier(&node, &vconf, &vsock)?;
-    verifier.wait_log("unusable keyset state; trusting the config's keys (version 0)", 1)?;
     verifier.wait_log("accepted a keyset update", 1)?;
     wait_for(&vsock, "main", "d's bundle after the restart", |r| r.status == 200 && r.body.trim() == ca2.trim())?;
     ensure!(trusted_keys(&vconf, "main")?.contains("version 2"), "the node did not follow both updates");
@@ -239,9 +255,10 @@ pub fn run(report: Report<'_>) -> anyhow::Result<()> {
     wait_for(&vsock, "ha", "the HA bundle", |r| r.status == 200 && r.body.trim() == ca_ha.trim())?;
     report("  agent (instance ha): 200 with the bundle signed by a and co-signed by b");
 
-    report("a and b (through signer-http) sign the update `threshold: 2` over {a, b, c}: no key is new.");
+    report("The update `threshold: 2` over {a, b, c} is signed by hand on each server: no key is new.");
     let set = format!("{},{},{}", path(&key("a.pem")), path(&key("b.pem")), path(&key("c.pem")));
     let ha_keys = www_ha.join(KEYS_FILE);
+    let (work_a, work_b) = (server.join("ha-update.a"), server.join("ha-update.ab"));
     let (code, _, stderr) = sign_keys(&[
         "--keyset",
         "ha",
@@ -251,12 +268,27 @@ pub fn run(report: Report<'_>) -> anyhow::Result<()> {
         "2",
         "--keys",
         &set,
-        "--out",
-        &path(&ha_keys),
+        "--partial",
+        &path(&work_a),
         &path(&sock("ha-a")),
-        &cosign_b,
     ])?;
-    ensure!(code == 0, "sign keys (threshold) failed ({code}): {stderr}");
+    ensure!(code == 0, "sign keys on a failed ({code}): {stderr}");
+    report("  on a (root): sign keys --keyset ha --version 1 --threshold 2 ... --partial ha-update.a");
+    let started = std::fs::read_to_string(&work_a)?;
+    let r = agent::tcp_from(
+        "127.0.0.1".parse()?,
+        http_b,
+        &agent::post("/sign", "application/jwt", started.trim().as_bytes()),
+    )?;
+    ensure!(r.status == 403 && r.body.contains("does not co-sign keyset updates"), "signer-http b: {r:?}");
+    report(&format!("  b's signer-http, asked to co-sign it: 403 {}", r.body.trim()));
+    let (code, _, stderr) =
+        sign_keys(&["--add-layer", &path(&work_a), "--partial", &path(&work_b), &path(&sock("ha-b"))])?;
+    ensure!(code == 0, "sign keys --add-layer on b failed ({code}): {stderr}");
+    report("  on b (root): sign keys --add-layer ha-update.a --partial ha-update.ab");
+    let (code, _, stderr) = sign_keys(&["--complete", &path(&work_b), "--out", &path(&ha_keys), &path(&sock("ha-a"))])?;
+    ensure!(code == 0, "sign keys --complete on a failed ({code}): {stderr}");
+    report("  on a: sign keys --complete ha-update.ab --out keys.tokens (checked against a's publish policy)");
     verifier.wait_log("accepted a keyset update", 2)?;
     ensure!(trusted_keys(&vconf, "ha")?.contains("threshold: 2 of 3"), "the HA keyset did not move");
     report("  node: --keys for ha: version 1, threshold: 2 of 3");
