@@ -111,23 +111,29 @@ mod tests {
     /// link's target (as root) and chmod it 0644; a link at the published name was followed by readers.
     #[test]
     fn planted_links_are_never_written_through() {
-        let dir = tempfile::tempdir().unwrap();
-        let victim = dir.path().join("victim");
-        std::fs::write(&victim, b"precious").unwrap();
-        std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o600)).unwrap();
-        let www = dir.path().join("www");
-        std::fs::create_dir(&www).unwrap();
-        let dest = www.join("spiffetrustbundle.token");
-        // The old fixed temporary name, and the published name itself, both point at the victim.
-        symlink(&victim, www.join("spiffetrustbundle.token.tmp")).unwrap();
-        symlink(&victim, &dest).unwrap();
-        write_atomic(&dest, "spiffetrustbundle.token.tmp", b"token", 0o644).unwrap();
-        assert_eq!(std::fs::read(&victim).unwrap(), b"precious", "the victim was overwritten");
-        assert_eq!(std::fs::metadata(&victim).unwrap().permissions().mode() & 0o777, 0o600, "victim chmod'ed");
-        let meta = std::fs::symlink_metadata(&dest).unwrap();
-        assert!(meta.file_type().is_file(), "the published file is not a regular file");
-        assert_eq!(std::fs::read(&dest).unwrap(), b"token");
-        // The planted temporary-name link is left alone (not followed, not used).
-        assert!(std::fs::symlink_metadata(www.join("spiffetrustbundle.token.tmp")).unwrap().file_type().is_symlink());
+        // Both writers: the state files' and the one signer-unix's /publish (and `sign keys --out`) use.
+        type Writer = fn(&Path, &str, &[u8], u32) -> std::io::Result<()>;
+        for (name, write) in [("write_atomic", write_atomic as Writer), ("publish_atomic", publish_atomic)] {
+            let dir = tempfile::tempdir().unwrap();
+            let victim = dir.path().join("victim");
+            std::fs::write(&victim, b"precious").unwrap();
+            std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o600)).unwrap();
+            let www = dir.path().join("www");
+            std::fs::create_dir(&www).unwrap();
+            let dest = www.join("spiffetrustbundle.token");
+            // The old fixed temporary name, and the published name itself, both point at the victim.
+            symlink(&victim, www.join("spiffetrustbundle.token.tmp")).unwrap();
+            symlink(&victim, &dest).unwrap();
+            write(&dest, "spiffetrustbundle.token.tmp", b"token", 0o644).unwrap();
+            assert_eq!(std::fs::read(&victim).unwrap(), b"precious", "{name}: the victim was overwritten");
+            assert_eq!(std::fs::metadata(&victim).unwrap().permissions().mode() & 0o777, 0o600, "{name}: chmod");
+            let meta = std::fs::symlink_metadata(&dest).unwrap();
+            assert!(meta.file_type().is_file(), "{name}: the published file is not a regular file");
+            assert_eq!(std::fs::read(&dest).unwrap(), b"token", "{name}");
+            assert_eq!(meta.permissions().mode() & 0o777, 0o644, "{name}: the mode asked for");
+            // The planted temporary-name link is left alone (not followed, not used).
+            let tmp = std::fs::symlink_metadata(www.join("spiffetrustbundle.token.tmp")).unwrap();
+            assert!(tmp.file_type().is_symlink(), "{name}");
+        }
     }
 }

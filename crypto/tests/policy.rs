@@ -305,6 +305,30 @@ fn chain_refusals_name_their_real_cause() {
     }
 }
 
+/// Nesting is bounded: a token nested deeper than `max_depth` (8) is refused, by a policy and by the unverified walk
+/// signer-unix and `sign keys` use, before more than `max_depth` layers are read.
+#[test]
+fn nesting_deeper_than_the_limit_is_refused() {
+    let a = TestKey::load("rsa-a");
+    let limits = Limits::default();
+    let mut token = a.bundle_token(&ca());
+    for _ in 0..limits.max_depth {
+        token = a.wrap(&token);
+    }
+    let err = crypto::token::innermost_unverified(&token, &limits).unwrap_err();
+    assert_eq!(err.kind, K::TooManyLayers(limits.max_depth), "{err}");
+    let keys = ["rsa-a", "rsa-b", "rsa-c"].map(TestKey::load);
+    let set = Policy::threshold(3, keys.iter().map(|k| k.verifying()).collect(), limits).unwrap();
+    assert!(set.verify(&token, NOW).is_err());
+    // `max_depth` layers are read to their end.
+    let mut deepest = a.bundle_token(&ca());
+    for _ in 1..limits.max_depth {
+        deepest = a.wrap(&deepest);
+    }
+    let (_, payload) = crypto::token::innermost_unverified(&deepest, &limits).unwrap();
+    assert!(matches!(payload, Payload::Bundle(_)));
+}
+
 #[test]
 fn the_go_originals_bypass_is_closed() {
     // anchors.md §1.1: with a backup configured, the Go verifier let an outer layer through unverified when

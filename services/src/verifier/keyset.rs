@@ -523,5 +523,8 @@ mod tests {
         refresh.await.unwrap();
         assert!(lag < Duration::from_secs(2), "the event loop stood still for {lag:?} while the state was written");
         assert!(ks.state_file.is_file(), "the state was written once released");
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&ks.state_file).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "the state (the rollback floor) is the verifier's alone");
     }
 }
