@@ -160,4 +160,44 @@ mod tests {
         assert!(err.contains("cannot read") && err.contains("main.keys.json"), "{err}");
         assert!(matches!(describe_keys(&fresh, "other"), Err(OneShotError::UnknownKeyset(_))));
     }
+
+    /// The one-shot mode follows the published keyset updates, in memory: a node (or an init container feeding
+    /// `trust_bundle_path`) that verifies this way is not cut off by the first TPM replacement. It used to verify
+    /// under the stored or configured keys only, and refused the new key's bundle for good. Nothing is stored.
+    #[tokio::test]
+    async fn one_shot_follows_keyset_updates_and_stores_nothing() {
+        use crypto::token::{Claims, Payload, TokenBuilder};
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir(d.path().join("keys")).unwrap();
+        let (a, b) = (
+            tpm::mock::SoftwareKey::generate(tpm::KeyType::EccP256),
+            tpm::mock::SoftwareKey::generate(tpm::KeyType::EccP256),
+        );
+        std::fs::write(d.path().join("keys/a.pem"), crypto::pem::encode("PUBLIC KEY", a.public_key().spki_der()))
+            .unwrap();
+        let now = now();
+        let sign = |key: &tpm::mock::SoftwareKey, payload: Payload| {
+            let claims = Claims { payload, iss: String::new(), iat: now, nbf: now, exp: now + 600, trust_domain: None };
+            let builder = TokenBuilder::new(crypto::Alg::Es256, &claims);
+            let signature = key.sign_digest(&builder.digest()).unwrap();
+            builder.finish(&signature).unwrap()
+        };
+        let vb = crypto::keys::VerifyingKey::from_spki_der("b.pem", b.public_key().spki_der()).unwrap();
+        let next = crypto::policy::Policy::new(vec![vb], None, crypto::Limits::default()).unwrap();
+        let doc = crypto::keyset::Document::new("main", 1, now + 86400, &next).unwrap();
+        let update = sign(&b, Payload::Token(sign(&a, Payload::Keyset(doc.text().into()))));
+        std::fs::write(d.path().join("keys.tokens"), format!("{update}\n")).unwrap();
+        let bundle = include_str!("../../../crypto/tests/data/ca-ec.pem");
+        std::fs::write(d.path().join("token"), sign(&b, Payload::Bundle(bundle.into()))).unwrap();
+        let text = format!(
+            "state-dir: {0}/state\nkeyset:\n  main:\n    url: file://{0}/token\n    keys-url: file://{0}/keys.tokens\n    chain: [a.pem]\n",
+            d.path().display()
+        );
+        let cfg = VerifierConfig::parse(&d.path().join("v.conf"), &text).unwrap();
+        assert_eq!(verify_once(&cfg, "main", None).await.unwrap(), bundle, "b's bundle, after the update to b");
+        assert!(!d.path().join("state").exists(), "the one-shot mode stored something");
+        // Without the update, b's bundle is refused (the control).
+        std::fs::remove_file(d.path().join("keys.tokens")).unwrap();
+        assert!(verify_once(&cfg, "main", None).await.is_err());
+    }
 }
