@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Every test lane, exactly as CI runs it: formatting, lints, the layering check, unit, TPM (swtpm) and
-# end-to-end (real binaries, swtpm, nginx) tests, then the real SPIRE lane. Each lane prints its wall time.
+# The test lanes, exactly as CI runs them, each with its wall time. `ci/test.sh` (make test) runs every lane, the
+# unit lane first: it needs nothing but Rust, so a newcomer reaches it before any package is installed or SPIRE
+# is built. `ci/test.sh LANE...` runs some: unit, tpm, e2e, spire, vm, packages (the Makefile's test-LANE).
+# A lane whose tools are missing fails, saying which; none is skipped silently.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # A fresh clone gains nothing from incremental state: it only costs disk (about 2 GB here).
@@ -12,7 +14,7 @@ lane() {
   shift
   echo "== $name"
   "$@"
-  times+=("$(printf '%-44s %5d s' "$name" $((SECONDS - start)))")
+  times+=("$(printf '%-52s %5d s' "$name" $((SECONDS - start)))")
   echo "== $name: $((SECONDS - start)) s"
 }
 summary() {
@@ -24,6 +26,26 @@ summary() {
 }
 trap summary EXIT
 
+# The unit lane's crates without the `esapi`/`tpm` features: no libtss2, no TPM, no system package.
+UNIT=(-p crypto -p common -p services -p plugin -p tpm --no-default-features)
+
+nextest() { # ARGS...: cargo nextest run. The unit lane, which runs before anything is installed, falls back to cargo
+  # test on a machine without cargo-nextest; the lanes selected by a filter expression need it (ci/install-deps.sh
+  # installs it from crates.io) and fail without it.
+  if cargo nextest --version >/dev/null 2>&1; then
+    cargo nextest run --locked --no-fail-fast --final-status-level fail "$@"
+  elif [[ " $* " != *" -E "* ]]; then
+    echo "cargo-nextest is not installed (yet): running cargo test" >&2
+    cargo test --locked --no-fail-fast "$@"
+  else
+    echo "cargo-nextest is not installed, and this lane selects its tests with a filter expression: run" >&2
+    echo "ci/install-deps.sh test (it installs cargo-nextest from crates.io), then the lane again" >&2
+    return 1
+  fi
+}
+
+deps() { ci/install-deps.sh test; }
+
 layering() {
   if cargo tree --workspace --locked -e normal,build -f '{p} {f}' --prefix none | grep -E '^tpm v[^ ]* .*\bmock\b'; then
     echo "the tpm crate's mock feature is reachable from a non-dev dependency" >&2
@@ -33,35 +55,39 @@ layering() {
     echo "only the tpm crate may use tss-esapi" >&2
     return 1
   fi
-  # Only what opens a TPM builds tss-esapi: without the `tpm` feature, the verifier, signer-http, the sign
-  # plugin and the tpm_devid server plugin need no libtss2. And the plugins never build the daemons.
   # `cargo tree -i X` fails with "package ID specification `X` did not match any packages" when nothing in the
   # graph depends on X: that is the answer we want. Any other failure fails the lane instead of passing it.
   depends_on() {
     local out
     # shellcheck disable=SC2086
-    if out=$(cargo tree --locked -p $1 -e normal,build -i "$2" 2>&1); then
+    if out=$(cargo tree --locked $1 -i "$2" 2>&1); then
       grep -q "^$2 v" <<<"$out"
     elif grep -q 'did not match any packages' <<<"$out"; then
       return 1
     else
-      echo "cargo tree -p $1 -i $2 failed: $out" >&2
+      echo "cargo tree $1 -i $2 failed: $out" >&2
       exit 1
     fi
   }
+  # The unit lane, dev-dependencies included, needs no libtss2; nor do the verifier, signer-http, the sign plugin
+  # and the tpm_devid server plugin. And the plugins never build the daemons.
+  if depends_on "${UNIT[*]} -e normal,dev,build" tss-esapi; then
+    echo "the unit lane builds tss-esapi (libtss2)" >&2
+    return 1
+  fi
   local pkg
-  for pkg in common "services --no-default-features" "plugin --no-default-features"; do
-    if depends_on "$pkg" tss-esapi; then
+  for pkg in "-p common" "-p services --no-default-features" "-p plugin --no-default-features"; do
+    if depends_on "$pkg -e normal,build" tss-esapi; then
       echo "$pkg builds tss-esapi" >&2
       return 1
     fi
   done
-  if depends_on plugin services; then
+  if depends_on "-p plugin -e normal,build" services; then
     echo "plugin depends on services (the daemons)" >&2
     return 1
   fi
   # The check can see: the default build of services (signer-unix) does build tss-esapi.
-  depends_on services tss-esapi || { echo "the layering check no longer sees tss-esapi under services" >&2; return 1; }
+  depends_on "-p services -e normal,build" tss-esapi || { echo "the layering check no longer sees tss-esapi under services" >&2; return 1; }
   cargo clippy --locked -p services -p plugin --no-default-features --all-targets -- -D warnings
 }
 
@@ -75,23 +101,14 @@ build() {
     /usr/lib/go-1.19/bin/go build -o target/debug/gojwt-verify ./testbed/gojwt-verify
 }
 
-# The real SPIRE's tests are named real_spire_*, the VM's vm_*; each group runs in a lane of its own.
-MAIN="not test(/^real_spire_/) and not test(/^vm_/)"
-tests() {
-  if cargo nextest --version >/dev/null 2>&1; then
-    cargo nextest run --workspace --locked --no-fail-fast --final-status-level fail -E "$1"
-  else
-    echo "!! cargo-nextest is not installed (ci/install-deps.sh could not install it): running cargo test" >&2
-    case $1 in
-      "$MAIN") cargo test --workspace --locked --no-fail-fast -- --skip real_spire_ --skip vm_ ;;
-      *real_spire_*) cargo test --locked --no-fail-fast -p testbed --test e2e_spire ;;
-      *vm_*) cargo test --locked --no-fail-fast -p testbed --test vm_device ;;
-    esac
-  fi
+spire() {
+  SAT_SPIRE_BIN=$(ci/spire.sh)
+  export SAT_SPIRE_BIN
+  "$SAT_SPIRE_BIN/spire-server" --version
 }
 
 # The VM lane needs QEMU, a kernel image, busybox-static, and systemd and curl for its systemd boot
-# (ci/install-deps.sh test installs them as root).
+# (ci/install-deps.sh test installs them as root). Without them it fails, naming them.
 vm() {
   local missing=()
   command -v qemu-system-x86_64 >/dev/null || missing+=(qemu-system-x86)
@@ -100,26 +117,96 @@ vm() {
   [[ -x /lib/systemd/systemd ]] || missing+=(systemd)
   command -v curl >/dev/null || missing+=(curl)
   if [[ ${#missing[@]} -gt 0 ]]; then
-    echo "!! WARNING: the VM lane (/dev/tpmrm0) is NOT RUN: missing packages ${missing[*]}" >&2
-    echo "!! install them with: apt-get install -y --no-install-recommends ${missing[*]}" >&2
-    return 0
+    echo "the VM lane (/dev/tpmrm0) cannot run: missing packages ${missing[*]}" >&2
+    echo "install them with: apt-get install -y --no-install-recommends ${missing[*]}" >&2
+    return 1
   fi
-  tests "test(/^vm_/)"
+  nextest --workspace -E 'test(/^vm_/)'
 }
 
-spire() {
-  SAT_SPIRE_BIN=$(ci/spire.sh)
-  export SAT_SPIRE_BIN
-  "$SAT_SPIRE_BIN/spire-server" --version
+# Each lane of the README's table, as a nextest filter over the workspace (the real SPIRE's tests are named
+# real_spire_*, the VM's vm_*).
+# The TPM lane also runs the library tests that need the `esapi` feature (plugin's tpm_devid agent, testbed's).
+TPM='package(tpm) | binary(tpm_swtpm) | binary(tpm_devid) | (kind(lib) & rdeps(tpm))'
+E2E='binary(e2e_single) | binary(e2e_signer_unix) | binary(e2e_signer_http) | binary(e2e_verifier) | binary(e2e_plugin) | binary(e2e_ha) | binary(e2e_heal) | binary(cli)'
+GOPLUGIN='binary(e2e_goplugin) | binary(e2e_go_verifier)'
+DEVID='binary(e2e_devid) | binary(devid_negative) | binary(devid_recorded) | binary(devid_xcheck)'
+METRICS='binary(e2e_metrics)'
+FUZZ='binary(fuzz_corpus)'
+UNIT_PKGS='package(crypto) | package(common) | package(services) | package(plugin) | package(tpm)'
+EVERY="$UNIT_PKGS | $TPM | $E2E | $GOPLUGIN | $DEVID | $METRICS | $FUZZ | test(/^real_spire_/) | test(/^vm_/)"
+
+# Every test of the workspace is in a lane: a new test binary no lane names fails here instead of never running.
+every_test_has_a_lane() {
+  local orphans
+  orphans=$(cargo nextest list --workspace --locked --message-format oneline -E "not ($EVERY)" 2>/dev/null)
+  if [[ -n $orphans ]]; then
+    echo "tests in no lane (name their binary in ci/test.sh):" >&2
+    echo "$orphans" >&2
+    return 1
+  fi
 }
 
-lane "fmt" cargo fmt --all -- --check
+run_lane() {
+  case $1 in
+    unit)
+      lane "fmt" cargo fmt --all -- --check
+      lane "unit (needs no system package)" nextest "${UNIT[@]}"
+      ;;
+    tpm)
+      lane "system packages" deps
+      lane "TPM on swtpm" nextest --workspace -E "$TPM"
+      ;;
+    e2e)
+      lane "system packages" deps
+      lane "build the binaries the end-to-end tests run" build
+      lane "end to end (real binaries, swtpm, nginx)" nextest --workspace -E "$E2E"
+      lane "go-plugin (hashicorp's client, golang-jwt)" nextest --workspace -E "$GOPLUGIN"
+      lane "tpm_devid (SPIRE-like host, negative tables, xcheck)" nextest --workspace -E "$DEVID"
+      lane "metrics (promtool, a real Prometheus)" nextest --workspace -E "$METRICS"
+      lane "fuzz corpora" nextest --workspace -E "$FUZZ"
+      ;;
+    spire)
+      lane "system packages" deps
+      lane "build the binaries the end-to-end tests run" build
+      lane "SPIRE v1.13.3 (built once per machine)" spire
+      lane "the real SPIRE end to end" nextest --workspace -E 'test(/^real_spire_/)'
+      ;;
+    vm)
+      lane "system packages" deps
+      lane "build the binaries the end-to-end tests run" build
+      lane "the production device path: /dev/tpmrm0 in a VM" vm
+      ;;
+    packages)
+      lane "system packages" deps
+      lane "packages: lintian, rpm -qlp, dpkg -i, systemd-analyze verify, purge" ci/package-test.sh
+      ;;
+    *)
+      echo "unknown lane $1: use unit, tpm, e2e, spire, vm or packages" >&2
+      exit 2
+      ;;
+  esac
+}
+
+if [[ $# -gt 0 ]]; then
+  for l in "$@"; do run_lane "$l"; done
+  exit 0
+fi
+# Everything, unit first; the checks that need the system packages after they are installed.
+run_lane unit
+lane "system packages" deps
 lane "clippy" cargo clippy --workspace --all-targets --locked -- -D warnings
 lane "layering: no mock TPM shipped, tss-esapi only where a TPM is opened" layering
 lane "build the binaries the end-to-end tests run" build
-lane "SPIRE v1.13.3 (built once per machine)" spire
 lane "doc tests" cargo test --workspace --doc --locked
-lane "unit, TPM on swtpm, end to end" tests "$MAIN"
-lane "the real SPIRE end to end" tests "test(/^real_spire_/)"
+lane "every test is in a lane" every_test_has_a_lane
+lane "TPM on swtpm" nextest --workspace -E "$TPM"
+lane "end to end (real binaries, swtpm, nginx)" nextest --workspace -E "$E2E"
+lane "go-plugin (hashicorp's client, golang-jwt)" nextest --workspace -E "$GOPLUGIN"
+lane "tpm_devid (SPIRE-like host, negative tables, xcheck)" nextest --workspace -E "$DEVID"
+lane "metrics (promtool, a real Prometheus)" nextest --workspace -E "$METRICS"
+lane "fuzz corpora" nextest --workspace -E "$FUZZ"
+lane "SPIRE v1.13.3 (built once per machine)" spire
+lane "the real SPIRE end to end" nextest --workspace -E 'test(/^real_spire_/)'
 lane "the production device path: /dev/tpmrm0 in a VM" vm
 lane "packages: lintian, rpm -qlp, dpkg -i, systemd-analyze verify, purge" ci/package-test.sh

@@ -6,8 +6,8 @@
 //! - [`server`]: unix sockets and the HTTP server they all run.
 //! - [`metrics`]: Prometheus metrics and `/healthz` on the optional `metrics-addr`.
 //!
-//! Only signer-unix touches a TPM: it is behind the `tpm` feature (on by default). Built with
-//! `--no-default-features`, the verifier and signer-http need no libtss2. The clients and helpers the daemons
+//! Only signer-unix opens a TPM: that part (and its binary) is behind the `tpm` feature (on by default). Built
+//! with `--no-default-features`, every daemon's handlers, the verifier and signer-http need no libtss2. The clients and helpers the daemons
 //! share with the plugins live in the `common` crate.
 //!
 //! Data flows one way: bundle -> sign -> publish -> fetch -> verify -> serve.
@@ -15,7 +15,6 @@
 pub mod metrics;
 pub mod server;
 pub mod signer_http;
-#[cfg(feature = "tpm")]
 pub mod signer_unix;
 pub mod verifier;
 

@@ -6,8 +6,6 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use tss_esapi::tcti_ldr::{DeviceConfig, NetworkTPMConfig, TctiNameConf};
-
 use crate::error::TpmError;
 
 /// A TPM location.
@@ -40,7 +38,9 @@ impl TpmDevice {
         matches!(self, TpmDevice::Swtpm { .. })
     }
 
-    pub(crate) fn tcti(&self) -> Result<TctiNameConf, TpmError> {
+    #[cfg(feature = "esapi")]
+    pub(crate) fn tcti(&self) -> Result<tss_esapi::tcti_ldr::TctiNameConf, TpmError> {
+        use tss_esapi::tcti_ldr::{DeviceConfig, NetworkTPMConfig, TctiNameConf};
         match self {
             TpmDevice::Device(path) => Ok(TctiNameConf::Device(
                 DeviceConfig::from_str(&path.display().to_string())

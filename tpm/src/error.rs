@@ -39,6 +39,7 @@ pub enum TpmError {
         source: std::io::Error,
     },
     /// The TPM could not be reached (connection refused, device gone, TPM restarting).
+    #[cfg(feature = "esapi")]
     #[error("TPM {device} unavailable during {op}: {source}")]
     Unavailable {
         /// The device.
@@ -59,6 +60,7 @@ pub enum TpmError {
         attempts: u32,
     },
     /// The TPM refused a command.
+    #[cfg(feature = "esapi")]
     #[error("TPM {device}: {op} failed: {source}")]
     Command {
         /// The device.
@@ -131,6 +133,7 @@ pub enum TpmError {
         reason: String,
     },
     /// ActivateCredential refused the challenge: it was not made for this TPM's EK and this AK.
+    #[cfg(feature = "esapi")]
     #[error("TPM {device} refused to activate the credential (not made for this EK and AK): {source}")]
     CredentialRefused {
         /// The device.
@@ -159,7 +162,9 @@ impl TpmError {
     /// True when trying again later may succeed (the TPM was unreachable, busy, or held by another process).
     pub fn is_transient(&self) -> bool {
         match self {
-            TpmError::Unavailable { .. } | TpmError::Busy { .. } => true,
+            #[cfg(feature = "esapi")]
+            TpmError::Unavailable { .. } => true,
+            TpmError::Busy { .. } => true,
             TpmError::DeviceOpen { source, .. } => source.raw_os_error() == Some(16),
             _ => false,
         }

@@ -9,26 +9,36 @@
 //! - DevID keys for SPIRE's `tpm_devid`, kept as blobs under the H-1/H-2 storage key ([`devid`]), and the
 //!   agent side of its attestation: AK, EK, EK certificate, Certify, credential activation ([`attest`]).
 //!
+//! Everything that talks to a TPM is behind the `esapi` feature (on by default); without it the crate is the
+//! trait, key types, handles, device names and passwords, and builds with no system library (the unit lane).
+//!
 //! Invariant: the signature algorithm is fixed by the key's type (RSA-2048 -> RS256, ECC P-256 -> ES256); no
 //! caller can choose a scheme. Software keys exist only behind the `mock` feature, which only dev-dependencies
 //! enable.
 
+#[cfg(feature = "esapi")]
 pub mod attest;
 mod device;
+#[cfg(feature = "esapi")]
 pub mod devid;
 mod error;
+#[cfg(feature = "esapi")]
 mod esapi;
 mod handle;
 mod key;
 #[cfg(feature = "mock")]
 pub mod mock;
+#[cfg(feature = "esapi")]
 mod objects;
+#[cfg(feature = "esapi")]
 pub mod provision;
 mod secret;
+#[cfg(feature = "esapi")]
 mod templates;
 
 pub use device::TpmDevice;
 pub use error::TpmError;
+#[cfg(feature = "esapi")]
 pub use esapi::{Tpm, TpmKey, DEFAULT_RECHECK};
 pub use handle::PersistentHandle;
 pub use key::{KeyType, PublicKey};

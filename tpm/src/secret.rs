@@ -1,12 +1,7 @@
 //! Secrets the crate hands to the TPM: hierarchy and key passwords. Zeroized on drop, redacted in `Debug`,
 //! never in error text or logs; they leave this module only as the TPM's `Auth` structure.
 
-use std::convert::TryFrom;
-
-use tss_esapi::structures::Auth;
 use zeroize::Zeroizing;
-
-use crate::esapi::Conn;
 
 /// A password for a hierarchy or a key: zeroized on drop, never printed.
 #[derive(Clone, Default)]
@@ -18,8 +13,9 @@ impl Password {
         Password(Zeroizing::new(bytes))
     }
 
-    pub(crate) fn auth(&self) -> Result<Auth, tss_esapi::Error> {
-        Auth::try_from(self.0.to_vec())
+    #[cfg(feature = "esapi")]
+    pub(crate) fn auth(&self) -> Result<tss_esapi::structures::Auth, tss_esapi::Error> {
+        tss_esapi::structures::Auth::try_from(self.0.to_vec())
     }
 }
 
@@ -30,7 +26,8 @@ impl std::fmt::Debug for Password {
 }
 
 /// A fresh password of 32 bytes from the TPM's RNG (the ephemeral AK's).
-pub(crate) fn random_password(conn: &mut Conn) -> Result<Password, tss_esapi::Error> {
+#[cfg(feature = "esapi")]
+pub(crate) fn random_password(conn: &mut crate::esapi::Conn) -> Result<Password, tss_esapi::Error> {
     let bytes = conn.ctx.execute_without_session(|ctx| ctx.get_random(32))?;
     Ok(Password::new(bytes.value().to_vec()))
 }

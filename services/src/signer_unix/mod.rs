@@ -12,9 +12,11 @@ mod metrics;
 mod queue;
 mod refusal;
 mod server;
+#[cfg(feature = "tpm")]
 mod tpm_open;
 
 pub use config::{SignerUnixConfig, DEFAULT_SOCKET, MAX_DURATION};
 pub use queue::{QueueError, QueueMetrics, SignQueue};
 pub use server::{run, RunError};
+#[cfg(feature = "tpm")]
 pub use tpm_open::wait_for_key;

@@ -3,8 +3,6 @@
 //! TPM, no nginx, no other process: the unit lane's view of the handlers. The same paths with swtpm, nginx and
 //! the real binaries are in `testbed/tests/e2e_*`.
 
-// signer-unix is behind the `tpm` feature.
-#![cfg(feature = "tpm")]
 // Test code: a failed step should stop the test with its message.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
