@@ -1,7 +1,8 @@
 //! Client side of the signing chain: signer-unix's socket API and co-signer (signer-http) URLs.
 //!
-//! Invariant: nothing but a well-formed token ever leaves these functions as a token. A non-200 status, an
-//! empty body, or a body that is not a compact JWS is an error carrying the peer's reason, so an error body
+//! Invariant: nothing but a well-formed token ever leaves these functions as a token: a [`Token`], read once
+//! here, whose fields (kind, layers, earliest `exp`) later hops use instead of parsing it again. A non-200 status,
+//! an empty body, or a body that is not a compact JWS is an error carrying the peer's reason, so an error body
 //! can never be published as a token (the Go original's defect).
 
 use std::path::{Path, PathBuf};
@@ -11,6 +12,8 @@ use bytes::Bytes;
 use http::{header, HeaderValue, Method, StatusCode};
 
 use crate::client::{ClientError, ClientOptions, HttpClient, HttpUrl};
+use crypto::token::Token;
+use crypto::TrustDomain;
 
 /// signer-unix's socket path in the upstream units; the sign plugin and signer-http use it by default.
 pub const DEFAULT_SOCKET: &str = "/var/run/spire/server-attestor-tpm/signer-unix.sock";
@@ -31,9 +34,6 @@ pub enum SignerClientError {
         /// The first line of its body.
         reason: String,
     },
-    /// The trust domain to bind the bundle to is not a SPIFFE trust domain name.
-    #[error("trust domain {0:?} is not a SPIFFE trust domain name (a-z, 0-9, '.', '-', '_')")]
-    BadTrustDomain(String),
     /// The peer answered 200 but not with a token.
     #[error("{peer} answered 200 without a token: {why}")]
     NotAToken {
@@ -77,7 +77,7 @@ impl SignerClient {
         url: &HttpUrl,
         content_type: &'static str,
         body: Bytes,
-    ) -> Result<String, SignerClientError> {
+    ) -> Result<Token, SignerClientError> {
         let headers = [(header::CONTENT_TYPE, HeaderValue::from_static(content_type))];
         let resp = self.http.send(Method::POST, url, &headers, body).await?;
         let peer = url.to_string();
@@ -87,12 +87,11 @@ impl SignerClient {
         let text = std::str::from_utf8(&resp.body)
             .map_err(|_| SignerClientError::NotAToken { peer: peer.clone(), why: "body is not UTF-8".into() })?
             .trim();
-        crypto::token::inspect(text).map_err(|e| SignerClientError::NotAToken { peer, why: e.to_string() })?;
-        Ok(text.to_owned())
+        Token::parse(text).map_err(|e| SignerClientError::NotAToken { peer, why: e.to_string() })
     }
 
     /// Has signer-unix sign a bundle (PEM or SPIFFE JSON); returns the token.
-    pub async fn sign_bundle(&self, bundle: &[u8]) -> Result<String, SignerClientError> {
+    pub async fn sign_bundle(&self, bundle: &[u8]) -> Result<Token, SignerClientError> {
         self.sign_bundle_for(bundle, None).await
     }
 
@@ -100,12 +99,9 @@ impl SignerClient {
     pub async fn sign_bundle_for(
         &self,
         bundle: &[u8],
-        trust_domain: Option<&str>,
-    ) -> Result<String, SignerClientError> {
+        trust_domain: Option<&TrustDomain>,
+    ) -> Result<Token, SignerClientError> {
         let path = match trust_domain {
-            Some(td) if !crypto::token::is_trust_domain(td) => {
-                return Err(SignerClientError::BadTrustDomain(td.into()))
-            }
             Some(td) => format!("/sign?trust-domain={td}"),
             None => "/sign".to_owned(),
         };
@@ -114,7 +110,7 @@ impl SignerClient {
     }
 
     /// Has signer-unix sign keyset document `document` (JSON): the innermost layer of a keyset update.
-    pub async fn sign_keyset(&self, document: &str) -> Result<String, SignerClientError> {
+    pub async fn sign_keyset(&self, document: &str) -> Result<Token, SignerClientError> {
         let url = HttpUrl::unix(&self.socket, "/sign");
         self.post_for_token(&url, "application/spiffe-keyset+json", Bytes::copy_from_slice(document.as_bytes())).await
     }
@@ -135,7 +131,7 @@ impl SignerClient {
     }
 
     /// Has signer-unix wrap `token` with its own signature (claim `jwt`).
-    pub async fn sign_token(&self, token: &str) -> Result<String, SignerClientError> {
+    pub async fn sign_token(&self, token: &str) -> Result<Token, SignerClientError> {
         let url = HttpUrl::unix(&self.socket, "/sign");
         self.post_for_token(&url, "application/jwt", Bytes::copy_from_slice(token.as_bytes())).await
     }
@@ -144,9 +140,9 @@ impl SignerClient {
     /// `token`: a faulty co-signer, or anyone on a plain-HTTP hop, cannot swap in another token. (Its own
     /// signature is checked by signer-unix's `/publish` against the configured chain, before anything is
     /// published.)
-    pub async fn cosign(&self, url: &HttpUrl, token: &str) -> Result<String, SignerClientError> {
+    pub async fn cosign(&self, url: &HttpUrl, token: &Token) -> Result<Token, SignerClientError> {
         let reply = self.post_for_token(url, "application/jwt", Bytes::copy_from_slice(token.as_bytes())).await?;
-        if !crypto::token::wraps_exactly(&reply, token, &crypto::Limits::default()) {
+        if !reply.wraps(token) {
             return Err(SignerClientError::NotAToken {
                 peer: url.to_string(),
                 why: "the reply does not wrap the token sent".into(),
@@ -172,7 +168,7 @@ impl SignerClient {
 
     /// Signs `bundle` locally, then has each co-signer in `cosigners` add its signature, in order.
     /// Publishes nothing.
-    pub async fn sign_chain(&self, bundle: &[u8], cosigners: &[HttpUrl]) -> Result<String, SignerClientError> {
+    pub async fn sign_chain(&self, bundle: &[u8], cosigners: &[HttpUrl]) -> Result<Token, SignerClientError> {
         self.sign_chain_for(bundle, None, cosigners).await
     }
 
@@ -180,9 +176,9 @@ impl SignerClient {
     pub async fn sign_chain_for(
         &self,
         bundle: &[u8],
-        trust_domain: Option<&str>,
+        trust_domain: Option<&TrustDomain>,
         cosigners: &[HttpUrl],
-    ) -> Result<String, SignerClientError> {
+    ) -> Result<Token, SignerClientError> {
         let mut token = self.sign_bundle_for(bundle, trust_domain).await?;
         for url in cosigners {
             token = self.cosign(url, &token).await?;

@@ -1,5 +1,5 @@
 //! The token format, the verification policy, and key and bundle parsing. Pure: no I/O, no clock (callers pass
-//! `now` as unix seconds), no TPM.
+//! `now` as unix seconds, read from `common::clock`), no TPM.
 //!
 //! - [`token`]: compact JWS tokens bit-compatible with the Go original (claims `spiffetb` or a nested `jwt`,
 //!   plus `iss`, `exp`, `nbf`, `iat`); building signing inputs and verifying one layer.
@@ -9,6 +9,7 @@
 //!   introduces, with a version that only goes up.
 //! - [`keys`]: public keys from PEM, with the algorithm pinned to the key type.
 //! - [`bundle`]: X.509 trust bundles in PEM and SPIFFE JSON form.
+//! - [`TrustDomain`]: a SPIFFE trust domain name, validated once at the edge.
 //! - [`devid`]: the server side of SPIRE's `tpm_devid` node attestation (checks, MakeCredential, selectors).
 //!
 //! Invariant: nothing in this crate accepts a signature made with an algorithm other than the one the key's
@@ -22,8 +23,10 @@ pub mod keyset;
 pub mod pem;
 pub mod policy;
 pub mod token;
+mod trust_domain;
 
 pub use error::{BundleError, KeyError, PolicyError, TokenError, VerifyError, VerifyErrorKind};
+pub use trust_domain::{BadTrustDomain, TrustDomain};
 
 /// A JWS algorithm this project signs and verifies with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -76,10 +79,4 @@ impl Default for Limits {
     fn default() -> Self {
         Limits { leeway_secs: 5, max_lifetime_secs: 24 * 3600, max_token_len: 1 << 20, max_depth: 8 }
     }
-}
-
-/// Unix seconds now: the one clock read for this project. Every check in this crate takes `now` as an argument
-/// instead, so a test can hand it any time it likes.
-pub fn unix_now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }

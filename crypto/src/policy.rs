@@ -68,7 +68,8 @@ pub enum TrustDomainError {
 
 impl Verified {
     /// Checks that the token was signed for `want` and that no CA certificate in it names another trust domain.
-    pub fn check_trust_domain(&self, want: &str) -> Result<(), TrustDomainError> {
+    pub fn check_trust_domain(&self, want: &crate::TrustDomain) -> Result<(), TrustDomainError> {
+        let want = want.as_str();
         match self.trust_domain.as_deref() {
             None => return Err(TrustDomainError::Unbound { want: want.to_owned() }),
             Some(got) if got != want => {
@@ -95,6 +96,8 @@ pub struct LayerInfo {
     pub depth: usize,
     /// Name of the key that verified it.
     pub key_name: String,
+    /// That key's fingerprint (hex SHA-256 of its canonical SubjectPublicKeyInfo).
+    pub key_fingerprint: String,
     /// Whether that key was the backup.
     pub backup: bool,
     /// Issuer.
@@ -113,6 +116,7 @@ impl LayerInfo {
         LayerInfo {
             depth,
             key_name: key.name().to_owned(),
+            key_fingerprint: key.fingerprint().to_owned(),
             backup,
             iss: c.iss.clone(),
             iat: c.iat,

@@ -108,10 +108,7 @@ pub struct Claims {
     pub trust_domain: Option<String>,
 }
 
-/// Whether `td` is a SPIFFE trust domain name: 1 to 255 of lowercase letters, digits, `.`, `-` and `_`.
-pub fn is_trust_domain(td: &str) -> bool {
-    (1..=255).contains(&td.len()) && td.bytes().all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'-' | b'_'))
-}
+pub use crate::trust_domain::is_trust_domain;
 
 /// Writes `s` as a JSON string the way Go's encoding/json does (HTML-safe: `<`, `>`, `&`, U+2028, U+2029
 /// escaped).
@@ -450,18 +447,146 @@ pub fn inspect(token: &str) -> Result<Inspected, VerifyError> {
     Ok(Inspected { alg: parts.alg, kind: parts.kind, payload, exp })
 }
 
+/// A compact token whose every layer is well formed (a header with an allowed `alg`, claims with `exp`, `iat` and
+/// exactly one payload of the token's kind), read once, WITHOUT verifying any signature or time: what the signer
+/// client hands on, so the plugin, the co-signer hops and the re-sign schedule read its fields instead of parsing
+/// it again. An error body is never a `Token`. Dereferences to the compact text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Token {
+    text: String,
+    kind: Kind,
+    layers: usize,
+    exp: u64,
+    /// SHA-256 of the token the outermost layer wraps, when it wraps one.
+    wrapped: Option<[u8; 32]>,
+}
+
+impl Token {
+    /// Reads every layer of `text` (trimmed) once, at most `Limits::default().max_depth` deep.
+    pub fn parse(text: &str) -> Result<Token, VerifyError> {
+        let limits = Limits::default();
+        let text = text.trim();
+        let mut current = text.to_owned();
+        let (mut kind, mut exp, mut wrapped) = (None, u64::MAX, None);
+        for layer in 0..limits.max_depth {
+            let at = |e: VerifyError| VerifyError { layer, kind: e.kind };
+            let parts = split(&current, &limits).map_err(at)?;
+            if parts.signature.is_empty() {
+                return Err(at(fail(K::Malformed)));
+            }
+            let outer = *kind.get_or_insert(parts.kind);
+            if parts.kind != outer {
+                return Err(at(fail(K::WrongKind { expected: outer, got: parts.kind })));
+            }
+            let mut raw = parse_claims(parts.claims_b64).map_err(at)?;
+            exp = exp.min(time(raw.exp, "exp").map_err(at)?.ok_or_else(|| at(fail(K::MissingExp)))?);
+            time(raw.iat, "iat").map_err(at)?.ok_or_else(|| at(fail(K::MissingIat)))?;
+            match payload(&mut raw, parts.kind).map_err(at)? {
+                Payload::Token(inner) => {
+                    if layer == 0 {
+                        wrapped = Some(sha2::Sha256::digest(inner.as_bytes()).into());
+                    }
+                    current = inner;
+                }
+                _ => return Ok(Token { text: text.to_owned(), kind: outer, layers: layer + 1, exp, wrapped }),
+            }
+        }
+        Err(VerifyError { layer: limits.max_depth, kind: K::TooManyLayers(limits.max_depth) })
+    }
+
+    /// The compact text.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// The compact text, owned.
+    pub fn into_string(self) -> String {
+        self.text
+    }
+
+    /// Bundle token or keyset update.
+    pub fn kind(&self) -> Kind {
+        self.kind
+    }
+
+    /// How many layers it has (1: signed once).
+    pub fn layers(&self) -> usize {
+        self.layers
+    }
+
+    /// The earliest `exp` of all its layers: when it stops being good, whoever signed it.
+    pub fn exp(&self) -> u64 {
+        self.exp
+    }
+
+    /// Whether its outermost layer wraps exactly `inner` (checked WITHOUT verifying its signature): what a
+    /// co-signer, or a signer-unix asked to add its layer, sends back must be the token it was given plus one
+    /// layer, never another token.
+    pub fn wraps(&self, inner: &Token) -> bool {
+        self.layers == inner.layers + 1 && self.wrapped == Some(sha2::Sha256::digest(inner.text.as_bytes()).into())
+    }
+}
+
+impl std::ops::Deref for Token {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.text
+    }
+}
+
+impl std::fmt::Display for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl PartialEq<str> for Token {
+    fn eq(&self, other: &str) -> bool {
+        self.text == other
+    }
+}
+
+impl PartialEq<&str> for Token {
+    fn eq(&self, other: &&str) -> bool {
+        self.text == *other
+    }
+}
+
+impl PartialEq<String> for Token {
+    fn eq(&self, other: &String) -> bool {
+        &self.text == other
+    }
+}
+
+impl PartialEq<Token> for String {
+    fn eq(&self, other: &Token) -> bool {
+        *self == other.text
+    }
+}
+
+impl PartialEq<Token> for &str {
+    fn eq(&self, other: &Token) -> bool {
+        *self == other.text
+    }
+}
+
+impl AsRef<[u8]> for Token {
+    fn as_ref(&self) -> &[u8] {
+        self.text.as_bytes()
+    }
+}
+
+impl AsRef<str> for Token {
+    fn as_ref(&self) -> &str {
+        &self.text
+    }
+}
+
 /// The payload of `token`'s outermost layer, WITHOUT verifying its signature or times. A co-signer's reply is
 /// checked with this to wrap exactly the token it was sent.
 pub fn outer_payload_unverified(token: &str, limits: &Limits) -> Result<Payload, VerifyError> {
     let parts = split(token, limits)?;
     payload(&mut parse_claims(parts.claims_b64)?, parts.kind)
-}
-
-/// Whether `outer`'s outermost layer wraps exactly `inner` (checked WITHOUT verifying `outer`'s signature): what a
-/// co-signer, or a signer-unix asked to add its layer, sends back must be the token it was given plus one layer,
-/// never another token.
-pub fn wraps_exactly(outer: &str, inner: &str, limits: &Limits) -> bool {
-    matches!(outer_payload_unverified(outer, limits), Ok(Payload::Token(wrapped)) if wrapped == inner)
 }
 
 /// The innermost layer of `token`, reached by following the `jwt` claims WITHOUT verifying anything, and its

@@ -218,20 +218,27 @@ fn trust_domain_names_table() {
 }
 
 /// What a co-signer sends back must be the token it was sent plus one layer: another token, a token wrapping
-/// another token, the token itself, two layers more, or garbage are each refused.
+/// another token, the token itself, two layers more, or garbage are each refused. `Token` reads every layer once.
 #[test]
-fn wraps_exactly_table() {
+fn a_token_wraps_exactly_the_token_sent() {
+    use crypto::token::Token;
     let (a, d) = (TestKey::load("rsa-a"), TestKey::load("ec-d"));
-    let limits = crypto::Limits::default();
-    let sent = a.bundle_token(&ca());
+    let sent = Token::parse(&a.bundle_token(&ca())).unwrap();
     let other = d.bundle_token(&ca());
-    assert!(token::wraps_exactly(&d.wrap(&sent), &sent, &limits), "one layer over the token sent");
+    let reply = Token::parse(&d.wrap(&sent)).unwrap();
+    assert!(reply.wraps(&sent), "one layer over the token sent");
+    assert_eq!((reply.layers(), reply.kind(), reply.exp()), (2, token::Kind::Bundle, NOW + 600));
     for (case, reply) in [
         ("another token, wrapped", d.wrap(&other)),
-        ("the token sent, unwrapped", sent.clone()),
+        ("the token sent, unwrapped", sent.to_string()),
         ("two layers over it", d.wrap(&d.wrap(&sent))),
-        ("an error body", "signer failed".to_owned()),
     ] {
-        assert!(!token::wraps_exactly(&reply, &sent, &limits), "{case}: accepted");
+        assert!(!Token::parse(&reply).unwrap().wraps(&sent), "{case}: accepted");
     }
+    for bad in ["signer failed", "a.b.c", ""] {
+        assert!(Token::parse(bad).is_err(), "{bad:?} taken for a token");
+    }
+    // The earliest exp of any layer, not the outer one's.
+    let short_inner = Token::parse(&d.wrap(&a.token_at(Payload::Bundle(ca()), NOW, 60))).unwrap();
+    assert_eq!(short_inner.exp(), NOW + 60);
 }

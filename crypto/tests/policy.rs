@@ -446,7 +446,7 @@ fn trust_domain_binding_table() {
     let bound = a.bundle_token_for(&ca(), "example.org");
     let v = p.verify(&bound, NOW).unwrap();
     assert_eq!(v.trust_domain.as_deref(), Some("example.org"));
-    assert_eq!(v.check_trust_domain("example.org"), Ok(()));
+    assert_eq!(v.check_trust_domain(&"example.org".parse().unwrap()), Ok(()));
     type Want = fn(&E) -> bool;
     let cases: Vec<(&str, String, Want)> = vec![
         (
@@ -467,7 +467,7 @@ fn trust_domain_binding_table() {
         ),
     ];
     for (case, token, want) in cases {
-        let e = p.verify(&token, NOW).unwrap().check_trust_domain("other.org").unwrap_err();
+        let e = p.verify(&token, NOW).unwrap().check_trust_domain(&"other.org".parse().unwrap()).unwrap_err();
         assert!(want(&e), "{case}: {e}");
     }
     // Both CAs named: their trust domains, once each, in order.
@@ -478,7 +478,7 @@ fn trust_domain_binding_table() {
     let upper = p.verify(&a.bundle_token_for(&data("ca-upper-scheme.pem"), "example.org"), NOW).unwrap();
     assert_eq!(upper.bundle.spiffe_trust_domains().unwrap(), ["other.org"]);
     assert!(matches!(
-        upper.check_trust_domain("example.org"),
+        upper.check_trust_domain(&"example.org".parse().unwrap()),
         Err(E::Certificate { got, .. }) if got == "other.org"
     ));
 }

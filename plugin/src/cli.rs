@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use common::client::{ClientError, HttpUrl};
 use common::signer_client::{SignerClient, SignerClientError};
+use crypto::token::Token;
+use crypto::TrustDomain;
 
 /// Largest bundle read from standard input.
 pub const MAX_BUNDLE: usize = 1 << 20;
@@ -44,9 +46,9 @@ pub enum CliError {
 pub async fn sign_and_publish(
     client: &SignerClient,
     bundle: &[u8],
-    trust_domain: Option<&str>,
+    trust_domain: Option<&TrustDomain>,
     cosigners: &[HttpUrl],
-) -> Result<String, CliError> {
+) -> Result<Token, CliError> {
     let token = client.sign_chain_for(bundle, trust_domain, cosigners).await.map_err(CliError::Sign)?;
     client.publish(&token).await.map_err(CliError::Publish)?;
     Ok(token)
@@ -56,11 +58,11 @@ pub async fn sign_and_publish(
 /// returns the token to print.
 pub async fn run(
     socket: &Path,
-    trust_domain: Option<&str>,
+    trust_domain: Option<&TrustDomain>,
     urls: &[String],
     stdin: &mut impl Read,
     timeout: Duration,
-) -> Result<String, CliError> {
+) -> Result<Token, CliError> {
     let cosigners = urls.iter().map(|u| HttpUrl::parse(u)).collect::<Result<Vec<_>, _>>().map_err(CliError::Url)?;
     let mut bundle = Vec::new();
     stdin.take(MAX_BUNDLE as u64 + 1).read_to_end(&mut bundle).map_err(CliError::Input)?;

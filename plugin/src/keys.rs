@@ -24,7 +24,7 @@ use common::signer_client::{SignerClient, SignerClientError};
 use crypto::keys::VerifyingKey;
 use crypto::keyset::{Document, DocumentError, Update, UpdateError};
 use crypto::policy::Policy;
-use crypto::token::Payload;
+use crypto::token::{Payload, Token};
 use crypto::VerifyErrorKind;
 
 /// Largest key file read.
@@ -95,13 +95,15 @@ pub struct KeysRequest {
     pub output: Output,
     /// Per-call timeout.
     pub timeout: Duration,
+    /// What the document's expiry and the check are judged by.
+    pub clock: common::clock::Clock,
 }
 
 /// What a run produced (already written, unless it goes to standard output).
 #[derive(Debug)]
 pub struct Built {
     /// The update token.
-    pub token: String,
+    pub token: Token,
     /// The update as a node would accept it, when it is whole.
     pub update: Option<Update>,
 }
@@ -236,7 +238,7 @@ fn document_of(token: &str) -> Result<Document, String> {
 }
 
 /// The one update in `path`.
-fn read_update(path: &Path) -> Result<(String, Document), KeysError> {
+fn read_update(path: &Path) -> Result<(Token, Document), KeysError> {
     let bad = |why: String| KeysError::NotAnUpdate { path: path.to_owned(), why };
     let bytes = read_bounded(path, MAX_UPDATE_FILE)?;
     let text = String::from_utf8(bytes).map_err(|_| bad("not text".into()))?;
@@ -244,16 +246,17 @@ fn read_update(path: &Path) -> Result<(String, Document), KeysError> {
     let (Some(token), None) = (lines.next(), lines.next()) else {
         return Err(bad("it must hold exactly one update (one line)".into()));
     };
-    let document = document_of(token).map_err(bad)?;
-    Ok((token.to_owned(), document))
+    let token = Token::parse(token).map_err(|e| bad(e.to_string()))?;
+    let document = document_of(&token).map_err(bad)?;
+    Ok((token, document))
 }
 
 /// Has signer-unix at `socket` wrap `token`; the reply must wrap exactly what was sent.
-async fn wrap(socket: &Path, token: &str, timeout: Duration, what: &str) -> Result<String, KeysError> {
+async fn wrap(socket: &Path, token: &Token, timeout: Duration, what: &str) -> Result<Token, KeysError> {
     let signer = SignerClient::new(socket, timeout).map_err(KeysError::Client)?;
     let step = format!("{what} {}", socket.display());
     let wrapped = signer.sign_token(token).await.map_err(|source| KeysError::Sign { step, source })?;
-    if !crypto::token::wraps_exactly(&wrapped, token, &crypto::Limits::default()) {
+    if !wrapped.wraps(token) {
         return Err(KeysError::NotWrapped(socket.to_owned()));
     }
     Ok(wrapped)
@@ -284,7 +287,7 @@ async fn check(req: &KeysRequest, token: &str, document: &Document) -> Result<Up
     let current =
         crypto::keyset::policy_from_json(&json, crypto::Limits::default()).map_err(|e| current_policy(Box::new(e)))?;
     let held = document.version().saturating_sub(1);
-    crypto::keyset::verify_update(&current, document.keyset(), held, token, crypto::unix_now()).map_err(|e| {
+    crypto::keyset::verify_update(&current, document.keyset(), held, token, req.clock.now()).map_err(|e| {
         if only_missing_layers(&e) {
             KeysError::Incomplete(e)
         } else {
@@ -325,7 +328,7 @@ pub async fn run(req: &KeysRequest) -> Result<Built, KeysError> {
     let (mut token, document) = match &req.begin {
         Begin::New { keyset, version, policy, valid_for } => {
             let policy = new_policy(policy)?;
-            let expires = crypto::unix_now() + valid_for.as_secs().clamp(1, crypto::keyset::MAX_UPDATE_LIFETIME_SECS);
+            let expires = req.clock.now() + valid_for.as_secs().clamp(1, crypto::keyset::MAX_UPDATE_LIFETIME_SECS);
             let document = Document::new(keyset, *version, expires, &policy)?;
             let local = SignerClient::new(&req.socket, req.timeout).map_err(KeysError::Client)?;
             let step = format!("signer-unix {}", req.socket.display());

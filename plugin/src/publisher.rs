@@ -6,6 +6,7 @@
 //! Invariants: every network call has its own deadline; a failure publishes nothing and returns a gRPC error
 //! with the reason; only a well-formed token from the chain is ever published (see `common::signer_client`).
 
+use common::clock::Clock;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,7 +22,6 @@ use crate::pb::bundlepublisher::bundle_publisher_server::BundlePublisher;
 use crate::pb::bundlepublisher::{PublishBundleRequest, PublishBundleResponse};
 use crate::pb::config::CoreConfiguration;
 use crate::pb::types::Bundle;
-use crypto::unix_now as now;
 
 /// The gRPC service names this plugin reports to SPIRE's Init.
 pub const SERVICE_NAMES: [&str; 2] =
@@ -50,7 +50,7 @@ pub struct PublisherConfig {
     /// Deadline of each call (sign, each co-sign, publish).
     pub timeout: Duration,
     /// SPIRE's trust domain (from Configure's core configuration): the bundle is signed for it.
-    pub trust_domain: Option<String>,
+    pub trust_domain: Option<crypto::TrustDomain>,
 }
 
 impl Default for PublisherConfig {
@@ -150,10 +150,10 @@ impl PluginConfig for Configured {
     fn load(hcl: &str, core: Option<&CoreConfiguration>) -> Result<(Self, Vec<String>), ConfigError> {
         let (mut cfg, notes) = parse_config(hcl)?;
         cfg.trust_domain = match core.map(|c| c.trust_domain.as_str()).filter(|t| !t.is_empty()) {
-            Some(td) if !crypto::token::is_trust_domain(td) => {
-                return Err(ConfigError::invalid("trust_domain", format!("{td:?} is not a SPIFFE trust domain name")))
-            }
-            other => other.map(str::to_owned),
+            Some(td) => Some(
+                td.parse().map_err(|e: crypto::BadTrustDomain| ConfigError::invalid("trust_domain", e.to_string()))?,
+            ),
+            None => None,
         };
         let client = SignerClient::new(&cfg.socket, cfg.timeout)
             .map_err(|e| ConfigError::Value { key: "urls".into(), source: Box::new(e) })?;
@@ -163,7 +163,7 @@ impl PluginConfig for Configured {
     fn log_configured(&self) {
         let cfg = &self.cfg;
         tracing::info!(socket = %cfg.socket.display(), cosigners = cfg.urls.len(), frequency = %GoDuration(cfg.frequency),
-            trust_domain = cfg.trust_domain.as_deref().unwrap_or(""), "configured");
+            trust_domain = cfg.trust_domain.as_ref().map(|t| t.as_str()).unwrap_or(""), "configured");
     }
 }
 
@@ -172,6 +172,8 @@ impl PluginConfig for Configured {
 pub struct Publisher {
     config: Arc<ConfigSlot<Configured>>,
     published: tokio::sync::Mutex<Published>,
+    /// When a token is due for re-signing is judged by this clock (the system's; a test's manual one).
+    clock: Clock,
 }
 
 /// Why SPIRE's bundle could not be rendered for signing.
@@ -202,21 +204,18 @@ pub fn render(bundle: &Bundle, format: Format) -> Result<String, RenderError> {
     }
 }
 
-/// When to re-sign a token: half-way through the shortest-lived layer.
-fn refresh_point(token: &str) -> u64 {
-    let limits = crypto::Limits::default();
-    let outer = crypto::token::inspect(token).map(|i| i.exp).unwrap_or(0);
-    let inner = crypto::token::innermost_unverified(token, &limits)
-        .ok()
-        .and_then(|(t, _)| crypto::token::inspect(&t).ok())
-        .map(|i| i.exp)
-        .unwrap_or(outer);
-    let exp = outer.min(inner);
-    let issued = now();
-    issued + exp.saturating_sub(issued) / 2
+/// When to re-sign a token issued at `issued`: half-way through its shortest-lived layer (the `exp` the signers
+/// chose, read once when the token arrived).
+fn refresh_point(token: &crypto::token::Token, issued: u64) -> u64 {
+    issued + token.exp().saturating_sub(issued) / 2
 }
 
 impl Publisher {
+    /// A publisher judging the re-sign point by `clock` (tests move a manual one instead of waiting).
+    pub fn with_clock(clock: Clock) -> Publisher {
+        Publisher { clock, ..Publisher::default() }
+    }
+
     /// SPIRE's Config service for this plugin.
     pub fn config_service(&self) -> ConfigService<Configured> {
         ConfigService(self.config.clone())
@@ -229,14 +228,15 @@ impl Publisher {
         let mut last = self.published.lock().await;
         let changed = last.bundle.as_ref() != Some(&bundle);
         let due = last.at.is_none_or(|at| at.elapsed() >= cfg.frequency);
-        let expiring = now() >= last.refresh_at;
+        let expiring = self.clock.now() >= last.refresh_at;
         if !changed && !due && !expiring {
             return Ok(false);
         }
         let text = render(&bundle, cfg.format).map_err(PublishError::Render)?;
         let started = Instant::now();
+        let issued = self.clock.now();
         let token =
-            client.sign_chain_for(text.as_bytes(), cfg.trust_domain.as_deref(), &cfg.urls).await.map_err(|e| {
+            client.sign_chain_for(text.as_bytes(), cfg.trust_domain.as_ref(), &cfg.urls).await.map_err(|e| {
                 tracing::error!(error = %e, "signing failed; nothing published");
                 PublishError::Sign(e)
             })?;
@@ -244,7 +244,7 @@ impl Publisher {
             tracing::error!(error = %e, "publishing failed");
             PublishError::Publish(e)
         })?;
-        last.refresh_at = refresh_point(&token);
+        last.refresh_at = refresh_point(&token, issued);
         last.bundle = Some(bundle);
         last.at = Some(Instant::now());
         tracing::info!(

@@ -148,7 +148,7 @@ pub fn tpm2(data: &[u8]) {
 /// The verifier's query string (what SPIRE's agent sends).
 pub fn query(data: &[u8]) {
     let Some(t) = text(data) else { return };
-    let _ = services::verifier::query_pairs(t);
+    let _ = services::server::http::query_pairs(t);
 }
 
 /// `${VAR}` expansion of config files.

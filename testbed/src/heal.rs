@@ -125,7 +125,7 @@ pub fn run(report: Report<'_>) -> anyhow::Result<()> {
     let doc = crypto::keyset::Document::new(
         "main",
         1,
-        crypto::unix_now() + 3600,
+        common::clock::unix_now() + 3600,
         &crypto::policy::Policy::new(
             vec![crypto::keys::VerifyingKey::from_pem("d.pem", &std::fs::read(key("d.pem"))?)?],
             Some(crypto::keys::VerifyingKey::from_pem("c.pem", &std::fs::read(key("c.pem"))?)?),

@@ -143,7 +143,7 @@ pub fn rogue_token_with(dir: &Path, payload: crypto::token::Payload) -> anyhow::
             .output()?;
         ensure!(out.status.success(), "openssl genpkey failed");
     }
-    let now = crypto::unix_now();
+    let now = common::clock::unix_now();
     let claims = crypto::token::Claims {
         payload,
         iss: "rogue".into(),

@@ -6,10 +6,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use common::clock::unix_now as now;
 use crypto::devid::tpm2::{alg, attr, KeyParams, RsaSignature, Scheme, TpmPublic};
 use crypto::devid::wire::{AttestationRequest, ChallengeRequest, ChallengeResponse};
 use crypto::devid::{ChainError, DevIdError, DevIdVerifier, ExtraChecks};
-use crypto::unix_now as now;
 use rsa::pkcs8::DecodePrivateKey;
 use rsa::signature::{SignatureEncoding, Signer};
 use rsa::traits::PublicKeyParts;
@@ -547,7 +547,7 @@ fn chain_building_refuses_non_ca_issuers_path_length_and_unknown_critical_extens
     issue("san", "root", "san.ext", "subjectAltName=critical,dirName:dir_sect\n[dir_sect]\nCN=tpm\n");
     let one = |f: &str| parse_pem_bundle(&std::fs::read(p.join(f)).unwrap()).unwrap().remove(0);
     let root = vec![one("root.pem")];
-    let now = crypto::unix_now();
+    let now = common::clock::unix_now();
     // Accepted: a direct leaf, and a critical SAN with only a directoryName (as EK certificates carry).
     assert_eq!(verify(&one("leaf.pem"), &[], &root, now).unwrap().len(), 1);
     verify(&one("san.pem"), &[], &root, now).unwrap();

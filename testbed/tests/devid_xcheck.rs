@@ -8,8 +8,8 @@
 use std::path::Path;
 use std::process::Command;
 
+use common::clock::unix_now as now;
 use crypto::devid::{DevIdVerifier, ExtraChecks};
-use crypto::unix_now as now;
 use testbed::devid::{DevIdLab, LabOptions};
 
 /// Debian's interpreter, with Debian's `python3-cryptography` (installed by `make test`), whatever else is on PATH.

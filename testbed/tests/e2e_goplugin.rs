@@ -32,7 +32,7 @@ fn hashicorps_go_plugin_client_loads_the_plugin_and_publishes() {
     let token = std::fs::read_to_string(dir.join("www/spiffetrustbundle.token")).unwrap();
     let key = crypto::keys::VerifyingKey::from_pem("k", &std::fs::read(dir.join("key.pem")).unwrap()).unwrap();
     let policy = crypto::policy::Policy::new(vec![key], None, crypto::Limits::default()).unwrap();
-    let now = crypto::unix_now();
+    let now = common::clock::unix_now();
     assert_eq!(policy.verify(&token, now).unwrap().bundle.to_pem(), ca);
     // go-plugin parsed our stderr as hclog JSON: its logger re-emits the plugin's lines with their level.
     assert!(!err.contains("[ERROR]"), "{err}");

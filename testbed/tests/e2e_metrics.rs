@@ -187,7 +187,7 @@ fn every_daemon_exports_metrics_promtool_accepts_and_counts_what_happened() {
         ("verifier", format!("{p}verifier_keys_version{{keyset=\"main\"}}"), |v| v == 0.0),
         ("verifier", format!("{p}verifier_refresh_interval_seconds{{keyset=\"main\"}}"), |v| v == 1.0),
         ("verifier", format!("{p}verifier_last_successful_fetch_timestamp_seconds{{keyset=\"main\"}}"), |v| {
-            (v - crypto::unix_now() as f64).abs() < 30.0
+            (v - common::clock::unix_now() as f64).abs() < 30.0
         }),
     ];
     for (who, series, want) in rows {

@@ -53,7 +53,7 @@ fn loads_like_spire_publishes_and_unloads() {
     let first = published(&s).expect("nothing published");
     let key = crypto::keys::VerifyingKey::from_pem("k", &std::fs::read(s.tmp.path().join("key.pem")).unwrap()).unwrap();
     let policy = crypto::policy::Policy::new(vec![key], None, crypto::Limits::default()).unwrap();
-    let now = crypto::unix_now();
+    let now = common::clock::unix_now();
     assert_eq!(policy.verify(&first, now).unwrap().bundle.to_pem(), s.ca);
     // SPIRE calls every 30 s with the same bundle: nothing is re-signed.
     host.publish_bundle(Some(bundle.clone())).unwrap();

@@ -8,7 +8,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crypto::unix_now as now;
+use common::clock::unix_now as now;
 use testbed::agent::{post, tcp_from};
 use testbed::pki;
 use testbed::process::{Daemon, Ready};

@@ -47,7 +47,7 @@ fn sign_cli_publishes_a_token_our_verifier_and_jsonwebtoken_accept() {
         let pem = std::fs::read(f.dir.join("key.pem")).unwrap();
         let key = crypto::keys::VerifyingKey::from_pem("key.pem", &pem).unwrap();
         let policy = crypto::policy::Policy::new(vec![key], None, crypto::Limits::default()).unwrap();
-        let now = crypto::unix_now();
+        let now = common::clock::unix_now();
         let verified = policy.verify(&token, now).unwrap();
         assert_eq!(verified.bundle.certificates().len(), 1);
         // An independent JWT implementation agrees.

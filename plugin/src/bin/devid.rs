@@ -108,7 +108,7 @@ struct CheckArgs {
     endorsement_ca: PathBuf,
     /// The trust domain of the printed agent ID.
     #[arg(long, value_name = "TD", default_value = "example.org")]
-    trust_domain: String,
+    trust_domain: crypto::TrustDomain,
 }
 
 fn password(flag: &str, file: Option<&Path>) -> anyhow::Result<Password> {
@@ -181,6 +181,7 @@ fn check_cmd(a: CheckArgs) -> anyhow::Result<()> {
         devid_ca: a.devid_ca,
         endorsement_ca: a.endorsement_ca,
         trust_domain: a.trust_domain,
+        clock: common::clock::Clock::system(),
     };
     let (id, attested) = check(&req, &mut std::io::stdout())?;
     println!("agent ID   {id}");

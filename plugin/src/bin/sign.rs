@@ -25,7 +25,7 @@ struct Cli {
     urls: Vec<String>,
     /// Bind the bundle to this SPIFFE trust domain (verifier keysets with `trust-domain` require it).
     #[arg(long, value_name = "TD")]
-    trust_domain: Option<String>,
+    trust_domain: Option<crypto::TrustDomain>,
     /// Log lines as text (default) or json.
     #[arg(long, value_name = "text|json", default_value = "text")]
     log_format: common::logging::LogFormat,
@@ -122,6 +122,7 @@ fn keys(args: KeysArgs) -> anyhow::Result<()> {
         new_key_sockets: args.new_key_sockets,
         output,
         timeout: Duration::from_secs(30),
+        clock: common::clock::Clock::system(),
     };
     let stdout = matches!(req.output, Output::Stdout);
     let built = runtime()?.block_on(plugin::keys::run(&req))?;
@@ -173,7 +174,7 @@ fn main() {
         let mut stdin = std::io::stdin().lock();
         let token = runtime()?.block_on(plugin::cli::run(
             &socket,
-            cli.trust_domain.as_deref(),
+            cli.trust_domain.as_ref(),
             &cli.urls,
             &mut stdin,
             Duration::from_secs(30),

@@ -33,7 +33,9 @@ pub struct CheckRequest {
     /// The server's `endorsement_ca_path`.
     pub endorsement_ca: PathBuf,
     /// The trust domain for the printed agent ID.
-    pub trust_domain: String,
+    pub trust_domain: crypto::TrustDomain,
+    /// What the server side judges certificate validity by.
+    pub clock: common::clock::Clock,
 }
 
 /// Whatever a step's own error is.
@@ -99,7 +101,7 @@ pub fn run(req: &CheckRequest, out: &mut dyn Write) -> Result<(String, Attested)
         let detail = format!("{} bytes of payload from {}", payload.len(), cfg.device);
         Ok(((payload, pending), detail))
     })?;
-    let now = crypto::unix_now();
+    let now = req.clock.now();
     let (challenge, challenged) = steps
         .run("server: DevID chain, EK certificate and chain, AK certification", || {
             Ok((verifier.challenge(&payload, now)?, String::new()))

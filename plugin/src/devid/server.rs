@@ -19,7 +19,6 @@ use crate::pb::server_nodeattestor::attest_response::Response as Out;
 use crate::pb::server_nodeattestor::node_attestor_server::NodeAttestor;
 use crate::pb::server_nodeattestor::{AgentAttributes, AttestRequest, AttestResponse};
 use crate::stream::{spawn_exchange, Closed, Outbound};
-use crypto::unix_now as now;
 
 /// The services Init reports.
 pub const SERVICE_NAMES: [&str; 2] =
@@ -32,7 +31,7 @@ const RESPONSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     /// The trust domain (from SPIRE's core configuration).
-    pub trust_domain: String,
+    pub trust_domain: crypto::TrustDomain,
     /// The verifier with both CA sets loaded.
     pub verifier: DevIdVerifier,
 }
@@ -51,12 +50,9 @@ struct Raw {
 
 /// Parses the plugin configuration and loads both CA bundles.
 pub fn parse_config(text: &str, trust_domain: &str) -> Result<ServerConfig, ConfigError> {
-    if !crypto::token::is_trust_domain(trust_domain) {
-        return Err(ConfigError::invalid(
-            "trust_domain",
-            format!("{trust_domain:?} is not a SPIFFE trust domain name"),
-        ));
-    }
+    let trust_domain: crypto::TrustDomain = trust_domain
+        .parse()
+        .map_err(|e: crypto::BadTrustDomain| ConfigError::invalid("trust_domain", e.to_string()))?;
     let raw: Raw = config::decode(text)?;
     let (devid_ca, ek_ca) = (
         config::path("devid_ca_path", raw.devid_ca_path)?,
@@ -80,7 +76,7 @@ pub fn parse_config(text: &str, trust_domain: &str) -> Result<ServerConfig, Conf
                 key: "devid_ca_path, endorsement_ca_path".into(),
                 source: Box::new(e),
             })?;
-    Ok(ServerConfig { trust_domain: trust_domain.to_string(), verifier })
+    Ok(ServerConfig { trust_domain, verifier })
 }
 
 impl PluginConfig for ServerConfig {
@@ -98,9 +94,16 @@ impl PluginConfig for ServerConfig {
 #[derive(Debug, Default)]
 pub struct ServerPlugin {
     config: Arc<ConfigSlot<ServerConfig>>,
+    /// What certificate validity is judged by (the system's; a test's manual one).
+    clock: common::clock::Clock,
 }
 
 impl ServerPlugin {
+    /// A plugin judging certificate validity by `clock` (tests move a manual one instead of waiting).
+    pub fn with_clock(clock: common::clock::Clock) -> ServerPlugin {
+        ServerPlugin { clock, ..ServerPlugin::default() }
+    }
+
     /// SPIRE's Config service for this plugin.
     pub fn config_service(&self) -> ConfigService<ServerConfig> {
         ConfigService(self.config.clone())
@@ -165,13 +168,14 @@ impl NodeAttestor for ServerService {
 
     async fn attest(&self, req: Request<Streaming<AttestRequest>>) -> Result<Response<Self::AttestStream>, Status> {
         let cfg = self.0.config.get()?;
+        let clock = self.0.clock.clone();
         let mut inbound = req.into_inner();
         Ok(Response::new(spawn_exchange(|tx| async move {
             let payload = match inbound.message().await? {
                 Some(AttestRequest { request: Some(In::Payload(p)) }) if !p.is_empty() => p,
                 _ => return Err(AttestFailure::NoPayload),
             };
-            let (challenge, pending) = cfg.verifier.challenge(&payload, now()).map_err(AttestFailure::Refused)?;
+            let (challenge, pending) = cfg.verifier.challenge(&payload, clock.now()).map_err(AttestFailure::Refused)?;
             tx.send(AttestResponse { response: Some(Out::Challenge(challenge)) }).await?;
             let response = match tokio::time::timeout(RESPONSE_TIMEOUT, inbound.message()).await {
                 Err(_) => return Err(AttestFailure::Timeout),

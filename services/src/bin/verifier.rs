@@ -53,7 +53,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             shutdown_signal(),
         ))?,
         Some(keyset) if cli.keys => print!("{}", verifier::describe_keys(&cfg, &keyset)?),
-        Some(keyset) => print!("{}", runtime.block_on(verifier::verify_once(&cfg, &keyset, cli.url.as_deref()))?),
+        Some(keyset) => print!(
+            "{}",
+            runtime.block_on(verifier::verify_once(
+                &cfg,
+                &keyset,
+                cli.url.as_deref(),
+                &common::clock::Clock::system()
+            ))?
+        ),
     }
     Ok(())
 }

@@ -309,3 +309,73 @@ pub async fn shutdown_signal() {
         }
     }
 }
+
+/// Decodes `%XX` and `+` in a query component.
+fn decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            // Exactly two hex digits (from_str_radix alone would take a sign: `%+1` as byte 0x01).
+            b'%' if i + 2 < bytes.len() && bytes[i + 1].is_ascii_hexdigit() && bytes[i + 2].is_ascii_hexdigit() => {
+                let hex = |b: u8| (b as char).to_digit(16).unwrap_or(0) as u8;
+                out.push(hex(bytes[i + 1]) << 4 | hex(bytes[i + 2]));
+                i += 2;
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The query's key/value pairs, decoded.
+pub fn query_pairs(query: &str) -> Vec<(String, String)> {
+    query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| match p.split_once('=') {
+            Some((k, v)) => (decode(k), decode(v)),
+            None => (decode(p), String::new()),
+        })
+        .collect()
+}
+
+/// The media type of a request's `Content-Type` (lowercase, without parameters), or "" when absent.
+pub fn content_type(headers: &http::HeaderMap) -> String {
+    let value = headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    value.split(';').next().unwrap_or("").trim().to_ascii_lowercase()
+}
+
+#[cfg(test)]
+mod query_tests {
+    use super::*;
+
+    #[test]
+    fn query_table() {
+        let q =
+            query_pairs("instance=main&spire-attest-start-time=2026-08-22T10%3A00%3A00Z&x&format=spiffe&a=b+c&bad=%zz");
+        let get = |k: &str| q.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone());
+        assert_eq!(get("instance").as_deref(), Some("main"));
+        assert_eq!(get("spire-attest-start-time").as_deref(), Some("2026-08-22T10:00:00Z"));
+        assert_eq!(get("x").as_deref(), Some(""));
+        assert_eq!(get("a").as_deref(), Some("b c"));
+        assert_eq!(get("bad").as_deref(), Some("%zz"));
+        // A sign is not a hex digit (the old decoder read `%+1` as byte 0x01); a short escape stays literal.
+        for (raw, want) in [("%+1", "% 1"), ("%-1", "%-1"), ("%4", "%4"), ("%", "%"), ("%41x", "Ax"), ("%7e", "~")] {
+            let q = query_pairs(&format!("k={raw}"));
+            assert_eq!(q[0].1, want, "{raw}");
+        }
+        assert!(query_pairs("").is_empty());
+    }
+
+    #[test]
+    fn content_type_is_the_media_type_in_lower_case() {
+        let mut h = http::HeaderMap::new();
+        assert_eq!(content_type(&h), "");
+        h.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("Application/JWT; charset=utf-8"));
+        assert_eq!(content_type(&h), "application/jwt");
+    }
+}

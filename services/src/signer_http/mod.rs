@@ -10,4 +10,4 @@ mod server;
 
 pub use allow::{AllowEntry, AllowError, AllowList};
 pub use config::{parse_listen, SignerHttpConfig, TlsFiles};
-pub use server::{run, RunError};
+pub use server::{run, run_with, RunError};

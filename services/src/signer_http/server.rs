@@ -63,6 +63,8 @@ pub enum RunError {
 
 struct State {
     cfg: SignerHttpConfig,
+    /// What each token's `exp`, `nbf` and `iat` are judged by.
+    clock: common::clock::Clock,
     client: SignerClient,
     verify_slots: Semaphore,
     limits: ServerLimits,
@@ -143,6 +145,15 @@ async fn bind_all(addrs: &[SocketAddr]) -> Result<Vec<TcpListener>, RunError> {
 
 /// Runs signer-http until `shutdown` resolves.
 pub async fn run(cfg: SignerHttpConfig, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
+    run_with(cfg, common::clock::Clock::system(), shutdown).await
+}
+
+/// [`run`], judging tokens by `clock` (tests move a manual one instead of waiting).
+pub async fn run_with(
+    cfg: SignerHttpConfig,
+    clock: common::clock::Clock,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), RunError> {
     let tls = cfg.tls.as_ref().map(load_tls).transpose()?;
     let client = SignerClient::new(&cfg.socket, cfg.timeout)?;
     let allow = AllowList::new(cfg.allowed.clone());
@@ -175,6 +186,7 @@ pub async fn run(cfg: SignerHttpConfig, shutdown: impl Future<Output = ()>) -> R
         None => None,
     };
     let state = Arc::new(State {
+        clock,
         verify_slots: Semaphore::new(cfg.max_concurrent),
         cfg,
         client,
@@ -400,7 +412,7 @@ impl State {
         };
         let token = text.trim();
         let slot = self.verify_slots.try_acquire().map_err(|_| Refusal::Busy)?;
-        let now = crypto::unix_now();
+        let now = self.clock.now();
         let mut keys = vec![&self.cfg.primary];
         if let Some(b) = &self.cfg.backup {
             keys.push(b);
@@ -408,11 +420,10 @@ impl State {
         // Never a keyset update: one moves what every node trusts for good, so each signing host adds its layer by
         // a deliberate act of root there (`sign keys --add-layer`), never by an automatic service. A co-signer
         // that did would let one compromised server write the fleet's keyset.
-        let kind = crypto::token::kind_of(token).map_err(Refusal::Token)?;
-        if kind == crypto::token::Kind::KeysetUpdate {
-            return Err(Refusal::KeysetUpdate);
-        }
-        let layer = crypto::token::verify_layer(token, &keys, now, &self.cfg.limits).map_err(Refusal::Token)?;
+        let layer = crypto::token::verify_layer(token, &keys, now, &self.cfg.limits).map_err(|e| match e.kind {
+            crypto::VerifyErrorKind::WrongKind { got: crypto::token::Kind::KeysetUpdate, .. } => Refusal::KeysetUpdate,
+            _ => Refusal::Token(e),
+        })?;
         if self.cfg.backup.as_ref().is_some_and(|b| std::ptr::eq(layer.key, b)) {
             tracing::warn!(%peer, key = layer.key.name(), "co-signing a token signed by the BACKUP key");
         }
@@ -423,7 +434,7 @@ impl State {
             }
             _ => Refusal::Local(e),
         })?;
-        tracing::info!(%peer, signer = layer.key.name(), %kind, bytes = wrapped.len(), "co-signed");
-        Ok(server::ok("application/jwt", wrapped))
+        tracing::info!(%peer, signer = layer.key.name(), bytes = wrapped.len(), "co-signed");
+        Ok(server::ok("application/jwt", wrapped.into_string()))
     }
 }

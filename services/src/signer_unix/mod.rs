@@ -17,6 +17,6 @@ mod tpm_open;
 
 pub use config::{SignerUnixConfig, DEFAULT_SOCKET, MAX_DURATION};
 pub use queue::{QueueError, QueueMetrics, SignQueue};
-pub use server::{run, RunError};
+pub use server::{run, run_with, RunError};
 #[cfg(feature = "tpm")]
 pub use tpm_open::wait_for_key;

@@ -11,8 +11,8 @@ use crate::server::http::{self as server, Reply};
 pub(crate) enum Refusal {
     #[error("no such endpoint {0:?}; use /sign, /publish or /policy")]
     NoEndpoint(String),
-    #[error("trust-domain {0:?} is not a SPIFFE trust domain name (a-z, 0-9, '.', '-', '_')")]
-    BadTrustDomain(String),
+    #[error("trust-domain: {0}")]
+    BadTrustDomain(crypto::BadTrustDomain),
     #[error("trust-domain binds a bundle; a token is wrapped as it is")]
     TrustDomainOnToken,
     #[error("the bundle holds a CA certificate of trust domain {other}, not {trust_domain}")]

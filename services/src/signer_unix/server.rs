@@ -3,7 +3,7 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use http::{header, Method, StatusCode};
+use http::{Method, StatusCode};
 
 use super::config::SignerUnixConfig;
 use super::metrics::SignerUnixMetrics;
@@ -11,8 +11,8 @@ use super::queue::{QueueMetrics, SignQueue};
 use super::refusal::{reply, Refusal};
 use crate::server::http::{self as server, Reply, Request, ServerLimits};
 use crate::server::uds::{self, PeerCred};
+use common::clock::Clock;
 use common::fsutil;
-use crypto::unix_now as now;
 
 /// Why the daemon could not run.
 #[derive(Debug, thiserror::Error)]
@@ -40,13 +40,33 @@ pub enum RunError {
     Metrics(#[from] crate::metrics::MetricsError),
 }
 
-/// The `kind` label of a sign request, from its Content-Type: `keyset`, `token` or `bundle`.
-fn sign_kind(req: &Request) -> &'static str {
-    let ct = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
-    match ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase().as_str() {
-        KEYSET_CONTENT_TYPE => "keyset",
-        "application/jwt" => "token",
-        _ => "bundle",
+/// What a sign request carries, from its Content-Type (read once).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SignBody {
+    /// A trust bundle, PEM or SPIFFE JSON (any other Content-Type).
+    Bundle,
+    /// A token to wrap (`application/jwt`).
+    Token,
+    /// A keyset document (`application/spiffe-keyset+json`).
+    Keyset,
+}
+
+impl SignBody {
+    fn of(headers: &http::HeaderMap) -> SignBody {
+        match server::content_type(headers).as_str() {
+            KEYSET_CONTENT_TYPE => SignBody::Keyset,
+            "application/jwt" => SignBody::Token,
+            _ => SignBody::Bundle,
+        }
+    }
+
+    /// The `kind` label of its metrics.
+    fn label(self) -> &'static str {
+        match self {
+            SignBody::Bundle => "bundle",
+            SignBody::Token => "token",
+            SignBody::Keyset => "keyset",
+        }
     }
 }
 
@@ -80,12 +100,24 @@ struct Signer {
     limits: ServerLimits,
     publish_lock: tokio::sync::Mutex<()>,
     metrics: SignerUnixMetrics,
+    /// What `iat`, `exp` and every time check are judged by.
+    clock: Clock,
 }
 
 /// Runs signer-unix with `key` until `shutdown` resolves.
 pub async fn run(
     cfg: SignerUnixConfig,
     key: Arc<dyn tpm::KeySigner>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), RunError> {
+    run_with(cfg, key, Clock::system(), shutdown).await
+}
+
+/// [`run`], signing and judging times by `clock` (tests move a manual one instead of waiting).
+pub async fn run_with(
+    cfg: SignerUnixConfig,
+    key: Arc<dyn tpm::KeySigner>,
+    clock: Clock,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), RunError> {
     if !cfg.dir.is_dir() {
@@ -138,11 +170,12 @@ pub async fn run(
         limits,
         publish_lock: tokio::sync::Mutex::new(()),
         metrics: metrics.clone(),
+        clock: clock.clone(),
     });
     // The token already published, if this signer's key signed it: its expiry until the next publish.
     if let Ok(published) = std::fs::read_to_string(state.cfg.dir.join(&state.cfg.filename)) {
-        if let Ok(layer) = state.own_layer(published.trim()) {
-            metrics.published_expiry.set(layer.claims.exp as f64);
+        if let Ok(exp) = state.publishable(published.trim()) {
+            metrics.published_expiry.set(exp as f64);
         }
     }
     let exporter = endpoint.map(|e| {
@@ -151,7 +184,7 @@ pub async fn run(
             metrics.all.clone(),
             Arc::new(|| Ok("ok: serving".to_owned())),
             Arc::new(move || {
-                let left = (gauges.published_expiry.get() - now() as f64).max(0.0);
+                let left = (gauges.published_expiry.get() - clock.now() as f64).max(0.0);
                 gauges.published_expires_in.set(left);
             }),
         )
@@ -174,8 +207,9 @@ impl Signer {
         let uid = peer.uid;
         match (req.method().clone(), path.as_str()) {
             (Method::POST, "/sign") => {
-                let kind = sign_kind(&req);
-                let r = reply(self.sign(req, peer).await, uid);
+                let body = SignBody::of(req.headers());
+                let kind = body.label();
+                let r = reply(self.sign(req, body, peer).await, uid);
                 self.metrics.signs.with_label_values(&[kind, SignerUnixMetrics::result(r.status())]).inc();
                 tracing::debug!(kind, peer_uid = uid, status = r.status().as_u16(), "sign request");
                 r
@@ -198,28 +232,21 @@ impl Signer {
         }
     }
 
-    async fn sign(&self, req: Request, peer: PeerCred) -> Result<Reply, Refusal> {
+    async fn sign(&self, req: Request, body: SignBody, peer: PeerCred) -> Result<Reply, Refusal> {
         let (parts, text) = match server::read_text(req, &self.limits).await {
             Ok(t) => t,
             Err(reply) => return Ok(reply),
         };
-        let content_type = parts
-            .headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
-            .unwrap_or_default();
-        let wants_jwt = content_type == "application/jwt";
-        let keyset_document = content_type == KEYSET_CONTENT_TYPE;
+        let (wants_jwt, keyset_document) = (body == SignBody::Token, body == SignBody::Keyset);
         // `?trust-domain=TD` binds a bundle to its SPIFFE trust domain (claim `spiffetd`).
-        let trust_domain =
-            match parts.uri.query().unwrap_or("").split('&').find_map(|kv| kv.strip_prefix("trust-domain=")) {
+        let query = server::query_pairs(parts.uri.query().unwrap_or(""));
+        let trust_domain: Option<crypto::TrustDomain> =
+            match query.iter().find(|(k, _)| k == "trust-domain").map(|(_, v)| v.as_str()) {
                 None | Some("") => None,
-                Some(td) if !crypto::token::is_trust_domain(td) => return Err(Refusal::BadTrustDomain(td.to_owned())),
                 Some(_) if wants_jwt || keyset_document => return Err(Refusal::TrustDomainOnToken),
-                Some(td) => Some(td.to_owned()),
+                Some(td) => Some(td.parse().map_err(Refusal::BadTrustDomain)?),
             };
-        let now = now();
+        let now = self.clock.now();
         // A keyset update's layers live until its document expires (capped); a bundle's for `duration`.
         let mut exp = now + self.cfg.duration.as_secs();
         let payload = if keyset_document {
@@ -241,8 +268,8 @@ impl Signer {
             // checks the binding: refuse it here, before anything is signed or published.
             if let Some(td) = &trust_domain {
                 let domains = bundle.spiffe_trust_domains().map_err(Refusal::NotABundle)?;
-                if let Some(other) = domains.into_iter().find(|t| t != td) {
-                    return Err(Refusal::ForeignCa { trust_domain: td.clone(), other });
+                if let Some(other) = domains.into_iter().find(|t| td != t.as_str()) {
+                    return Err(Refusal::ForeignCa { trust_domain: td.to_string(), other });
                 }
             }
             crypto::token::Payload::Bundle(text)
@@ -259,6 +286,7 @@ impl Signer {
             (_, crypto::token::Kind::KeysetUpdate) => "keyset-token",
             _ => "token",
         };
+        let trust_domain = trust_domain.map(|td| td.to_string());
         let claims =
             crypto::token::Claims { payload, iss: self.cfg.issuer.clone(), iat: now, nbf: now, exp, trust_domain };
         let builder = crypto::token::TokenBuilder::new(self.alg, &claims);
@@ -274,11 +302,26 @@ impl Signer {
         Ok(server::ok("application/jwt", token))
     }
 
-    /// `/publish` without a publish policy (the Go original's config): this signer's layer must be the innermost
-    /// and verify, and each layer around it must be a well-formed bundle-token layer that has not expired (their
-    /// signatures need the co-signers' keys, which only `keydir` + `chain` give). Returns the earliest `exp`.
-    fn check_unchained(&self, token: &str, now: u64) -> Result<u64, Refusal> {
+    /// Whether `token` may be published, and its earliest `exp`. With a publish policy: every layer verifies as
+    /// the nodes verify it (a co-signature that does not, from a faulty co-signer or a tampered hop, would be
+    /// published and then refused by every node until the next publish), and one of them is this signer's.
+    /// Without one (the Go original's config): this signer's layer is the innermost and verifies, and each layer
+    /// around it is a well-formed bundle-token layer that has not expired (their signatures need the co-signers'
+    /// keys, which only `keydir` + `chain` give).
+    fn publishable(&self, token: &str) -> Result<u64, Refusal> {
+        let now = self.clock.now();
         let limits = crypto::Limits::default();
+        if let Some(policy) = &self.publish_policy {
+            let verified = policy
+                .verify(token, now)
+                .map_err(|error| Refusal::NotVerified { error, policy: policy.to_string() })?;
+            if !verified.layers.iter().any(|l| l.key_fingerprint == self.own_key.fingerprint()) {
+                let kind =
+                    crypto::VerifyErrorKind::BadSignature { expected: self.own_key.name().into(), backup_tried: false };
+                return Err(Refusal::NotOurs(crypto::VerifyError { layer: 0, kind }));
+            }
+            return Ok(verified.expires_at);
+        }
         let mut current = token.to_owned();
         let mut exp = u64::MAX;
         for layer in 0..limits.max_depth {
@@ -311,44 +354,13 @@ impl Signer {
         }))
     }
 
-    /// The layer of `token` that this signer signed: the outermost one (a token it signed alone), or, for a
-    /// token co-signed by others after it, the innermost one (the bundle's origin). Signature, `exp` and times
-    /// are checked; the co-signers' outer layers are the verifiers' business (signer-unix has no keys for them).
-    fn own_layer<'k>(&'k self, token: &str) -> Result<crypto::token::VerifiedLayer<'k>, crypto::VerifyError> {
-        let limits = crypto::Limits::default();
-        let now = now();
-        match crypto::token::verify_layer(token, &[&self.own_key], now, &limits) {
-            Ok(l) => Ok(l),
-            Err(outer) => {
-                let (inner, _) = crypto::token::innermost_unverified(token, &limits).map_err(|_| outer.clone())?;
-                if inner == token {
-                    return Err(outer);
-                }
-                crypto::token::verify_layer(&inner, &[&self.own_key], now, &limits)
-            }
-        }
-    }
-
     async fn publish(&self, req: Request, peer: PeerCred) -> Result<Reply, Refusal> {
         let (_, text) = match server::read_text(req, &self.limits).await {
             Ok(t) => t,
             Err(reply) => return Ok(reply),
         };
         let token = text.trim();
-        let now = now();
-        let exp = match &self.publish_policy {
-            Some(policy) => {
-                self.own_layer(token).map_err(Refusal::NotOurs)?;
-                // Every layer, as the nodes will check it: a co-signature that does not verify (a faulty
-                // co-signer, a tampered hop) would otherwise be published and then refused by every node until
-                // the next publish.
-                let verified = policy
-                    .verify(token, now)
-                    .map_err(|error| Refusal::NotVerified { error, policy: policy.to_string() })?;
-                verified.expires_at
-            }
-            None => self.check_unchained(token, now)?,
-        };
+        let exp = self.publishable(token)?;
         let dest = self.cfg.dir.join(&self.cfg.filename);
         let prefix = self.cfg.tmpfile.clone();
         let data = token.as_bytes().to_vec();

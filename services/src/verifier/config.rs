@@ -106,7 +106,7 @@ pub struct KeysetConfig {
     /// The chain and backup keys, or the threshold and its keys.
     pub policy: crypto::policy::Policy,
     /// `trust-domain`: tokens must be signed for it and carry no CA certificate of another.
-    pub trust_domain: Option<String>,
+    pub trust_domain: Option<crypto::TrustDomain>,
     /// `keys-url` first, then `keys-mirrors`: where signed keyset updates are published (none: no updates).
     pub keys_sources: Vec<Source>,
 }
@@ -275,10 +275,10 @@ impl config::ConfigFile for VerifierConfig {
                 }
             };
             let trust_domain = match ks.trust_domain {
-                Some(td) if !crypto::token::is_trust_domain(&td) => {
-                    return Err(bad(&at("trust-domain"), format!("{td:?} is not a SPIFFE trust domain name")))
+                Some(td) => {
+                    Some(td.parse().map_err(|e: crypto::BadTrustDomain| bad(&at("trust-domain"), e.to_string()))?)
                 }
-                other => other,
+                None => None,
             };
             let mut keys_sources = Vec::new();
             match ks.keys_url.filter(|u| !u.is_empty()) {

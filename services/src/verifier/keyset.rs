@@ -197,8 +197,8 @@ impl Keyset {
     }
 
     /// The trust domain this keyset is bound to, if any.
-    pub fn trust_domain(&self) -> Option<&str> {
-        self.cfg.trust_domain.as_deref()
+    pub fn trust_domain(&self) -> Option<&crypto::TrustDomain> {
+        self.cfg.trust_domain.as_ref()
     }
 
     /// The bundle to serve now, if a valid one is held.
@@ -472,7 +472,7 @@ mod tests {
         std::fs::create_dir_all(dir.path().join("keys")).unwrap();
         let pem = crypto::pem::encode("PUBLIC KEY", key.public_key().spki_der());
         std::fs::write(dir.path().join("keys/k.pem"), pem).unwrap();
-        let now = crypto::unix_now();
+        let now = common::clock::unix_now();
         let bundle = include_str!("../../../crypto/tests/data/ca-ec.pem");
         let claims = crypto::token::Claims {
             payload: crypto::token::Payload::Bundle(bundle.into()),
@@ -518,7 +518,7 @@ mod tests {
         // The loop runs a timer while the write is held.
         tokio::time::sleep(Duration::from_millis(10)).await;
         let lag = write_started.elapsed();
-        assert!(ks.serving(crypto::unix_now()).is_some(), "the bundle is served before its state is on disk");
+        assert!(ks.serving(common::clock::unix_now()).is_some(), "the bundle is served before its state is on disk");
         let _ = release.send(());
         refresh.await.unwrap();
         assert!(lag < Duration::from_secs(2), "the event loop stood still for {lag:?} while the state was written");

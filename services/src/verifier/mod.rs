@@ -17,4 +17,4 @@ mod server;
 pub use config::{parse_source, KeysetConfig, Source, VerifierConfig, DEFAULT_SOCKET, DEFAULT_STATE_DIR};
 pub use keys::{Origin, Trusted};
 pub use oneshot::{describe_keys, verify_once, OneShotError};
-pub use server::{query_pairs, run, run_with, RunError, RunOptions, Verifier};
+pub use server::{run, run_with, RunError, RunOptions, Verifier};

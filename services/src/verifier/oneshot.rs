@@ -8,7 +8,7 @@ use super::fetch::{fetch, fetch_all, FetchError, Fetched};
 use super::keys::{self, StateError, Trusted};
 use super::keyset::keys_state_file;
 use common::client::{ClientOptions, HttpClient};
-use crypto::unix_now as now;
+use common::clock::Clock;
 
 /// Why one-shot verification failed.
 #[derive(Debug, thiserror::Error)]
@@ -64,7 +64,13 @@ fn trusted(cfg: &VerifierConfig, name: &str) -> Result<(Trusted, std::path::Path
 }
 
 /// `trusted` moved by the updates keyset `name`'s keys sources publish, under the daemon's rules, in memory.
-async fn follow_updates(client: &HttpClient, cfg: &VerifierConfig, name: &str, trusted: Trusted) -> Trusted {
+async fn follow_updates(
+    client: &HttpClient,
+    cfg: &VerifierConfig,
+    name: &str,
+    trusted: Trusted,
+    clock: &Clock,
+) -> Trusted {
     let sources = &cfg.keysets[name].keys_sources;
     let answers = fetch_all(client, sources, vec![], cfg.max_token_size, cfg.timeout).await;
     let mut texts = Vec::new();
@@ -76,7 +82,7 @@ async fn follow_updates(client: &HttpClient, cfg: &VerifierConfig, name: &str, t
         }
     }
     let pairs: Vec<(&str, &str)> = texts.iter().map(|(s, t)| (s.as_str(), t.as_str())).collect();
-    let applied = keys::apply(name, &trusted, &keys::lines(&pairs), now());
+    let applied = keys::apply(name, &trusted, &keys::lines(&pairs), clock.now());
     for (source, e) in &applied.refused {
         tracing::warn!(keyset = name, %source, reason = %e, "keyset update refused; skipping it");
     }
@@ -100,8 +106,14 @@ pub fn describe_keys(cfg: &VerifierConfig, name: &str) -> Result<String, OneShot
     Ok(trusted.describe(name, &file))
 }
 
-/// Fetches and verifies keyset `name` from `url` or its configured sources; returns the bundle as PEM.
-pub async fn verify_once(cfg: &VerifierConfig, name: &str, url: Option<&str>) -> Result<String, OneShotError> {
+/// Fetches and verifies keyset `name` from `url` or its configured sources at `clock`'s time; returns the bundle
+/// as PEM.
+pub async fn verify_once(
+    cfg: &VerifierConfig,
+    name: &str,
+    url: Option<&str>,
+    clock: &Clock,
+) -> Result<String, OneShotError> {
     let (trusted, _) = trusted(cfg, name)?;
     let ks = &cfg.keysets[name];
     let sources = match url {
@@ -113,11 +125,11 @@ pub async fn verify_once(cfg: &VerifierConfig, name: &str, url: Option<&str>) ->
         max_body: cfg.max_token_size,
         ca_file: cfg.ca_file.clone(),
     })?;
-    let trusted = follow_updates(&client, cfg, name, trusted).await;
+    let trusted = follow_updates(&client, cfg, name, trusted, clock).await;
     let mut reasons = Vec::new();
     for source in &sources {
         match fetch(&client, source, None, cfg.max_token_size, cfg.timeout).await {
-            Ok(Fetched::Token(token, _)) => match ks.verify_trusted(&trusted, &token, now()) {
+            Ok(Fetched::Token(token, _)) => match ks.verify_trusted(&trusted, &token, clock.now()) {
                 Ok(v) => {
                     for l in &v.layers {
                         tracing::info!(layer = l.depth, key = %l.key_name, backup = l.backup, iss = %l.iss, exp = l.exp, "layer verified");
@@ -175,7 +187,7 @@ mod tests {
         );
         std::fs::write(d.path().join("keys/a.pem"), crypto::pem::encode("PUBLIC KEY", a.public_key().spki_der()))
             .unwrap();
-        let now = now();
+        let now = common::clock::unix_now();
         let sign = |key: &tpm::mock::SoftwareKey, payload: Payload| {
             let claims = Claims { payload, iss: String::new(), iat: now, nbf: now, exp: now + 600, trust_domain: None };
             let builder = TokenBuilder::new(crypto::Alg::Es256, &claims);
@@ -194,10 +206,14 @@ mod tests {
             d.path().display()
         );
         let cfg = VerifierConfig::parse(&d.path().join("v.conf"), &text).unwrap();
-        assert_eq!(verify_once(&cfg, "main", None).await.unwrap(), bundle, "b's bundle, after the update to b");
+        assert_eq!(
+            verify_once(&cfg, "main", None, &Clock::system()).await.unwrap(),
+            bundle,
+            "b's bundle, after the update to b"
+        );
         assert!(!d.path().join("state").exists(), "the one-shot mode stored something");
         // Without the update, b's bundle is refused (the control).
         std::fs::remove_file(d.path().join("keys.tokens")).unwrap();
-        assert!(verify_once(&cfg, "main", None).await.is_err());
+        assert!(verify_once(&cfg, "main", None, &Clock::system()).await.is_err());
     }
 }

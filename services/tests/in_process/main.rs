@@ -8,5 +8,6 @@
 
 mod signers;
 mod support;
+mod times;
 mod verifier;
 mod walls;

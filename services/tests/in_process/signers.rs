@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use common::client::{ClientOptions, HttpClient, HttpUrl};
 use common::signer_client::{SignerClient, SignerClientError};
+use crypto::token::Token;
 use http::{Method, StatusCode};
 use tpm::mock::SoftwareKey;
 use tpm::KeyType;
@@ -20,7 +21,7 @@ async fn signer_unix_signs_a_bundle_publishes_only_what_verifies_and_refuses_the
     let client = SignerClient::new(&socket, Duration::from_secs(5)).unwrap();
 
     let token = client.sign_bundle(CA.as_bytes()).await.unwrap();
-    let verified = policy(&[&key]).verify(&token, crypto::unix_now()).unwrap();
+    let verified = policy(&[&key]).verify(&token, common::clock::unix_now()).unwrap();
     assert_eq!(verified.bundle.to_pem(), CA, "the token carries the bundle it was given");
     client.publish(&token).await.unwrap();
     let published = dir.path().join("www-a/spiffetrustbundle.token");
@@ -104,7 +105,7 @@ async fn signer_http_cosigns_tokens_of_its_primary_only() {
     let server = SignerClient::new(&server_socket, Duration::from_secs(5)).unwrap();
     let url = HttpUrl::parse(&format!("http://127.0.0.1:{port}/sign")).unwrap();
     let token = server.sign_chain(CA.as_bytes(), std::slice::from_ref(&url)).await.unwrap();
-    let verified = policy(&[&server_key, &cosigner_key]).verify(&token, crypto::unix_now()).unwrap();
+    let verified = policy(&[&server_key, &cosigner_key]).verify(&token, common::clock::unix_now()).unwrap();
     assert_eq!(verified.layers.len(), 2);
 
     // A token its primary did not sign: refused with a reason, no co-signature.
@@ -121,9 +122,9 @@ async fn signer_http_cosigns_tokens_of_its_primary_only() {
     }
     // Its primary's token, but expired (past the leeway) or not yet valid: minted with those times instead of
     // waiting for a real token to expire.
-    let now = crypto::unix_now();
+    let now = common::clock::unix_now();
     for (iat, says) in [(now - 3600 - 60, &["expired at"][..]), (now + 600, &["in the future", "not valid before"])] {
-        match server.cosign(&url, &bundle_token(&server_key, iat)).await {
+        match server.cosign(&url, &Token::parse(&bundle_token(&server_key, iat)).unwrap()).await {
             Err(SignerClientError::Status { status, reason, .. }) => {
                 assert_eq!(status, StatusCode::BAD_REQUEST, "{says:?}: {reason}");
                 assert!(says.iter().any(|s| reason.contains(s)), "{says:?}: {reason}");
@@ -132,7 +133,7 @@ async fn signer_http_cosigns_tokens_of_its_primary_only() {
         }
     }
     // The same check passes a token minted now: the rows above fail on time alone.
-    server.cosign(&url, &bundle_token(&server_key, now)).await.unwrap();
+    server.cosign(&url, &Token::parse(&bundle_token(&server_key, now)).unwrap()).await.unwrap();
 }
 
 #[tokio::test]
@@ -141,7 +142,7 @@ async fn signer_unix_signs_keyset_documents_and_updates_and_refuses_what_is_not_
     let key = Arc::new(SoftwareKey::generate(KeyType::EccP256));
     let (_signer, socket) = signer_unix(dir.path(), "a", key.clone(), "").await;
     let client = SignerClient::new(&socket, Duration::from_secs(5)).unwrap();
-    let now = crypto::unix_now();
+    let now = common::clock::unix_now();
     let new_policy = policy(&[&key]);
     let doc = crypto::keyset::Document::new("main", 1, now + 30 * 86400, &new_policy).unwrap();
 
@@ -187,7 +188,7 @@ async fn signer_unix_signs_keyset_documents_and_updates_and_refuses_what_is_not_
         ),
         (
             "an update to publish as a bundle",
-            post("application/jwt", "/publish", update.clone()).await,
+            post("application/jwt", "/publish", update.to_string()).await,
             "a keyset update",
         ),
     ] {

@@ -57,12 +57,23 @@ pub(crate) fn pem(key: &SoftwareKey) -> String {
 
 /// Starts signer-unix on `key` in `dir` (socket `dir/NAME.sock`, publish dir `dir/www-NAME`).
 pub(crate) async fn signer_unix(dir: &Path, name: &str, key: Arc<SoftwareKey>, extra: &str) -> (Running, PathBuf) {
+    signer_unix_by(dir, name, key, extra, Clock::system()).await
+}
+
+/// [`signer_unix`] signing and judging times by `clock`.
+pub(crate) async fn signer_unix_by(
+    dir: &Path,
+    name: &str,
+    key: Arc<SoftwareKey>,
+    extra: &str,
+    clock: Clock,
+) -> (Running, PathBuf) {
     let socket = dir.join(format!("{name}.sock"));
     let www = dir.join(format!("www-{name}"));
     std::fs::create_dir_all(&www).unwrap();
     let text = format!("socket: {}\ndir: {}\nduration: 10m\nissuer: {name}\n{extra}", socket.display(), www.display());
     let cfg = services::signer_unix::SignerUnixConfig::parse(&dir.join(format!("{name}.conf")), &text).unwrap();
-    let running = spawn(move |stop| services::signer_unix::run(cfg, key, async move { drop(stop.await) }));
+    let running = spawn(move |stop| services::signer_unix::run_with(cfg, key, clock, async move { drop(stop.await) }));
     wait_for_socket(&socket).await;
     (running, socket)
 }
@@ -113,6 +124,17 @@ pub(crate) async fn signer_http_with(
     primary: &SoftwareKey,
     extra: &str,
 ) -> (Running, u16) {
+    signer_http_by(dir, local_socket, primary, extra, Clock::system()).await
+}
+
+/// [`signer_http_with`] judging tokens by `clock`.
+pub(crate) async fn signer_http_by(
+    dir: &Path,
+    local_socket: &Path,
+    primary: &SoftwareKey,
+    extra: &str,
+    clock: Clock,
+) -> (Running, u16) {
     let keys = dir.join("keys");
     std::fs::create_dir_all(&keys).unwrap();
     std::fs::write(keys.join("primary.pem"), pem(primary)).unwrap();
@@ -122,7 +144,7 @@ pub(crate) async fn signer_http_with(
         local_socket.display()
     );
     let cfg = services::signer_http::SignerHttpConfig::parse(&dir.join("signer-http.conf"), &text).unwrap();
-    let running = spawn(move |stop| services::signer_http::run(cfg, async move { drop(stop.await) }));
+    let running = spawn(move |stop| services::signer_http::run_with(cfg, clock, async move { drop(stop.await) }));
     let deadline = Instant::now() + Duration::from_secs(10);
     while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
         assert!(Instant::now() < deadline, "signer-http never listened");

@@ -106,18 +106,20 @@ async fn verifier_with_a_trust_domain_serves_only_bundles_signed_for_it() {
     let key = Arc::new(SoftwareKey::generate(KeyType::EccP256));
     let (_signer, socket) = signer_unix(dir.path(), "s", key.clone(), "").await;
     let signer = SignerClient::new(&socket, Duration::from_secs(5)).unwrap();
-    let for_us = signer.sign_bundle_for(CA.as_bytes(), Some("example.org")).await.unwrap();
+    let for_us = signer.sign_bundle_for(CA.as_bytes(), Some(&"example.org".parse().unwrap())).await.unwrap();
     // Another trust domain's CA, signed for it: the node bound to example.org refuses it.
     let their_ca = include_str!("../../../crypto/tests/data/ca-other-td.pem");
-    let for_them = signer.sign_bundle_for(their_ca.as_bytes(), Some("other.org")).await.unwrap();
+    let for_them = signer.sign_bundle_for(their_ca.as_bytes(), Some(&"other.org".parse().unwrap())).await.unwrap();
     let unbound = signer.sign_bundle(CA.as_bytes()).await.unwrap();
     // signer-unix refuses what is not a trust domain name, before signing anything; and a bundle whose CA
     // names another trust domain than the one it is to be bound to.
-    match signer.sign_bundle_for(CA.as_bytes(), Some("Not A Domain")).await {
-        Err(SignerClientError::BadTrustDomain(_)) => {}
-        other => panic!("{other:?}"),
-    }
-    match signer.sign_bundle_for(CA.as_bytes(), Some("elsewhere.org")).await {
+    assert!("Not A Domain".parse::<crypto::TrustDomain>().is_err(), "the client cannot even name it");
+    let http = HttpClient::new(common::client::ClientOptions::default()).unwrap();
+    let url = HttpUrl::unix(&socket, "/sign?trust-domain=Not%20A%20Domain");
+    let refused = http.send(Method::POST, &url, &[], Bytes::from(CA)).await.unwrap();
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{:?}", refused.body);
+    assert!(String::from_utf8_lossy(&refused.body).contains("not a SPIFFE trust domain name"));
+    match signer.sign_bundle_for(CA.as_bytes(), Some(&"elsewhere.org".parse().unwrap())).await {
         Err(SignerClientError::Status { status, reason, .. }) => {
             assert_eq!(status, StatusCode::BAD_REQUEST);
             assert!(reason.contains("trust domain example.org, not elsewhere.org"), "{reason}");
@@ -130,7 +132,7 @@ async fn verifier_with_a_trust_domain_serves_only_bundles_signed_for_it() {
     let verify = |token: &str| {
         let text = "keydir: keys\nkeyset:\n  main:\n    url: file:///unused\n    chain: [k.pem]\n    trust-domain: example.org\n";
         let cfg = services::verifier::VerifierConfig::parse(&dir.path().join("v.conf"), text).unwrap();
-        cfg.keysets["main"].verify(token, crypto::unix_now()).map(|_| ()).map_err(|e| e.to_string())
+        cfg.keysets["main"].verify(token, common::clock::unix_now()).map(|_| ()).map_err(|e| e.to_string())
     };
     assert_eq!(verify(&for_us), Ok(()));
     assert!(verify(&for_them).unwrap_err().contains("signed for trust domain other.org"));
@@ -158,7 +160,7 @@ async fn verifier_with_a_trust_domain_serves_only_bundles_signed_for_it() {
 async fn the_verifier_serves_a_token_from_its_iat_until_its_exp_by_its_clock() {
     let key = SoftwareKey::generate(KeyType::EccP256);
     let dir = dir_with_keys(&[("primary.pem", &key)]);
-    let start = crypto::unix_now();
+    let start = common::clock::unix_now();
     let token_file = dir.path().join("token");
     std::fs::write(&token_file, bundle_token(&key, start)).unwrap();
     let clock = Clock::manual(start);
@@ -189,7 +191,7 @@ async fn the_verifier_counts_each_rejection_by_reason_and_shows_the_backup_in_us
     );
     let dir = dir_with_keys(&[("a.pem", &a), ("c.pem", &c)]);
     let metrics = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-    let start = crypto::unix_now();
+    let start = common::clock::unix_now();
     let clock = Clock::manual(start);
     let token_file = dir.path().join("token");
     std::fs::write(&token_file, "a.b.c").unwrap();
@@ -236,7 +238,7 @@ async fn the_verifier_counts_each_rejection_by_reason_and_shows_the_backup_in_us
 async fn the_rollback_floor_survives_a_restart_after_the_key_that_set_it_was_retired() {
     let (a, b) = (SoftwareKey::generate(KeyType::EccP256), SoftwareKey::generate(KeyType::EccP256));
     let dir = dir_with_keys(&[("a.pem", &a)]);
-    let now = crypto::unix_now();
+    let now = common::clock::unix_now();
     let keys_file = dir.path().join("keys.tokens");
     let metrics = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let keyset =
@@ -304,7 +306,7 @@ async fn the_rollback_floor_survives_a_restart_after_the_key_that_set_it_was_ret
 async fn a_keyset_update_missing_at_keys_url_is_taken_from_a_mirror() {
     let (a, b) = (SoftwareKey::generate(KeyType::EccP256), SoftwareKey::generate(KeyType::EccP256));
     let dir = dir_with_keys(&[("a.pem", &a)]);
-    let now = crypto::unix_now();
+    let now = common::clock::unix_now();
     let vb = crypto::keys::VerifyingKey::from_spki_der("b.pem", b.public_key().spki_der()).unwrap();
     let next = crypto::policy::Policy::new(vec![vb], None, crypto::Limits::default()).unwrap();
     let doc = crypto::keyset::Document::new("main", 1, now + 86400, &next).unwrap();

@@ -72,7 +72,7 @@ async fn signer_http_is_no_oracle_for_keyset_updates() {
     let (_a_http, port) = signer_http(dir.path(), &a_socket, &b).await;
     let url = HttpUrl::parse(&format!("http://127.0.0.1:{port}/sign")).unwrap();
     let server_b = SignerClient::new(&b_socket, Duration::from_secs(5)).unwrap();
-    let now = crypto::unix_now();
+    let now = common::clock::unix_now();
     let theirs = Policy::new(vec![verifying("a.pem", &attacker)], None, crypto::Limits::default()).unwrap();
     let doc = Document::new("a", 1, now + 86400, &theirs).unwrap();
     let started = server_b.sign_keyset(doc.text()).await.unwrap();
@@ -94,7 +94,7 @@ async fn signer_unix_signs_keyset_updates_only_for_keyset_uids() {
     let (_mine, mine_socket) = signer_unix(dir.path(), "mine", k.clone(), &format!("keyset-uids: [{me}]\n")).await;
     let strict = SignerClient::new(&strict_socket, Duration::from_secs(5)).unwrap();
     let mine = SignerClient::new(&mine_socket, Duration::from_secs(5)).unwrap();
-    let now = crypto::unix_now();
+    let now = common::clock::unix_now();
     let doc = Document::new("main", 1, now + 86400, &policy(&[&*k])).unwrap();
     let started = mine.sign_keyset(doc.text()).await.unwrap();
     for (what, result) in [
@@ -123,9 +123,9 @@ async fn publish_takes_cosigned_tokens_without_a_chain_and_names_the_failing_lay
         signer_unix(dir.path(), "chained", a.clone(), "keydir: keys\nchain: [a.pem, b.pem]\n").await;
     let upstream = SignerClient::new(&upstream_socket, Duration::from_secs(5)).unwrap();
     let chained = SignerClient::new(&chained_socket, Duration::from_secs(5)).unwrap();
-    let now = crypto::unix_now();
+    let now = common::clock::unix_now();
     let by_a = upstream.sign_bundle(CA.as_bytes()).await.unwrap();
-    let cosigned = token_over(&b, Payload::Token(by_a.clone()), now);
+    let cosigned = token_over(&b, Payload::Token(by_a.to_string()), now);
     upstream.publish(&cosigned).await.unwrap();
     let published = dir.path().join("www-upstream/spiffetrustbundle.token");
     assert_eq!(std::fs::read_to_string(&published).unwrap(), cosigned);
@@ -136,7 +136,7 @@ async fn publish_takes_cosigned_tokens_without_a_chain_and_names_the_failing_lay
         (
             "no chain: an expired co-signature",
             &upstream,
-            token_over(&b, Payload::Token(by_a.clone()), now - 7200),
+            token_over(&b, Payload::Token(by_a.to_string()), now - 7200),
             vec!["layer 0", "expired"],
         ),
         (
@@ -148,19 +148,19 @@ async fn publish_takes_cosigned_tokens_without_a_chain_and_names_the_failing_lay
         (
             "no chain: a co-signature that is not a token layer",
             &upstream,
-            format!("{}.x", token_over(&b, Payload::Token(by_a.clone()), now)),
+            format!("{}.x", token_over(&b, Payload::Token(by_a.to_string()), now)),
             vec!["layer 0", "not a compact JWS"],
         ),
         (
             "chain: a co-signature by a stranger",
             &chained,
-            token_over(&stranger, Payload::Token(by_a.clone()), now),
+            token_over(&stranger, Payload::Token(by_a.to_string()), now),
             vec!["layer 0", "signature does not verify with b.pem", "(chain a.pem, b.pem)"],
         ),
         (
             "chain: b's co-signature missing",
             &chained,
-            by_a.clone(),
+            by_a.to_string(),
             vec!["layer 0", "no layer by b.pem", "(chain a.pem, b.pem)"],
         ),
     ];
@@ -190,7 +190,7 @@ async fn until_status(client: &HttpClient, socket: &Path, want: StatusCode, what
 #[tokio::test]
 async fn a_keyset_update_is_found_whatever_the_other_keys_sources_answer() {
     let (a, b, c, rogue) = (key(), key(), key(), key());
-    let now = crypto::unix_now();
+    let now = common::clock::unix_now();
     let v1 = update("main", 1, ("b.pem", &b), &[&a, &b], now);
     let v2 = update("main", 2, ("c.pem", &c), &[&b, &c], now);
     let cases: Vec<(&str, Option<String>, String, &Arc<SoftwareKey>)> = vec![
@@ -269,7 +269,7 @@ async fn a_corrupt_keys_state_trusts_nothing_until_it_is_removed() {
     std::fs::create_dir_all(dir.path().join("state")).unwrap();
     let state = dir.path().join("state/main.keys.json");
     std::fs::write(&state, "{ not json").unwrap();
-    std::fs::write(dir.path().join("token"), bundle_token(&a, crypto::unix_now())).unwrap();
+    std::fs::write(dir.path().join("token"), bundle_token(&a, common::clock::unix_now())).unwrap();
     let metrics = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let keyset = format!("    chain: [a.pem]\nmetrics-addr: \"{metrics}\"\n");
     {
@@ -308,7 +308,7 @@ async fn wait_until_free(addr: std::net::SocketAddr) {
 async fn an_older_token_from_a_mirror_is_a_rollback() {
     let a = key();
     let dir = dir_with_keys(&[("a.pem", &*a)]);
-    let now = crypto::unix_now();
+    let now = common::clock::unix_now();
     let mirror = dir.path().join("mirror.token");
     std::fs::write(dir.path().join("token"), bundle_token(&a, now)).unwrap();
     std::fs::write(&mirror, bundle_token(&a, now - 60)).unwrap();
@@ -362,7 +362,7 @@ async fn etag_source(token: String) -> u16 {
 async fn a_304_after_exp_serves_nothing() {
     let a = key();
     let dir = dir_with_keys(&[("a.pem", &*a)]);
-    let start = crypto::unix_now();
+    let start = common::clock::unix_now();
     let clock = Clock::manual(start);
     let port = etag_source(bundle_token(&a, start)).await;
     // The keyset's url is the file; the HTTP source is its mirror: the file is missing, so the mirror answers.
@@ -387,7 +387,7 @@ async fn connect_from(from: [u8; 4], addr: std::net::SocketAddr) -> tokio::net::
 async fn one_peer_cannot_take_the_metrics_endpoint() {
     let a = key();
     let dir = dir_with_keys(&[("a.pem", &*a)]);
-    std::fs::write(dir.path().join("token"), bundle_token(&a, crypto::unix_now())).unwrap();
+    std::fs::write(dir.path().join("token"), bundle_token(&a, common::clock::unix_now())).unwrap();
     let metrics = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let metrics = std::net::SocketAddr::from(([0, 0, 0, 0], metrics.port()));
     let keyset = format!("    chain: [a.pem]\nmetrics-addr: \"{metrics}\"\n");

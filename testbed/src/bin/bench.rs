@@ -163,7 +163,7 @@ fn devid_bench() -> anyhow::Result<()> {
     let cfg = plugin::devid::agent::parse_config(&lab.agent_hcl()).map_err(anyhow::Error::msg)?;
     let read = |f: &str| std::fs::read(lab.path(f));
     let verifier = DevIdVerifier::new(&read("root.pem")?, &read("endorsement-ca.pem")?, ExtraChecks::default())?;
-    let now = crypto::unix_now();
+    let now = common::clock::unix_now();
     let (mut tpm_t, mut soft_t, mut share) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..15 {
         let t = Instant::now();
