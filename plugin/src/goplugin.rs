@@ -190,7 +190,16 @@ pub fn plugin_main<Cli: clap::Parser>(
         eprint!("{NOT_A_HOST}");
         std::process::exit(2);
     }
-    let bin = Cli::command().get_name().to_owned();
+    serve_plugin(Cli::command().get_name(), plugin_services, add);
+}
+
+/// A plugin's life once a host launched it: hclog JSON on stderr, serving until the host's Shutdown; exits 1,
+/// logging why, on failure. Also the sign binary's plugin mode (it has a command line mode besides).
+pub fn serve_plugin(
+    bin: &str,
+    plugin_services: &[&str],
+    add: impl FnOnce(tonic::transport::server::Router) -> tonic::transport::server::Router,
+) {
     crate::hclog::init();
     // Before any thread starts: libtss2's own stderr records would reach SPIRE's log beside our errors.
     common::logging::quiet_tss_logging();
@@ -202,7 +211,7 @@ pub fn plugin_main<Cli: clap::Parser>(
         }
     };
     if let Err(e) = runtime.block_on(serve(plugin_services, add, Broker::default())) {
-        tracing::error!(error = %e, "plugin stopped");
+        tracing::error!(error = %common::report::error_chain(&e), "plugin stopped");
         std::process::exit(1);
     }
 }

@@ -9,6 +9,8 @@ pub mod ca;
 #[cfg(feature = "tpm")]
 pub mod check;
 #[cfg(feature = "tpm")]
+pub mod cli;
+#[cfg(feature = "tpm")]
 pub mod csr;
 #[cfg(feature = "tpm")]
 pub mod provision;

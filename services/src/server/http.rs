@@ -310,6 +310,44 @@ pub async fn shutdown_signal() {
     }
 }
 
+/// Every daemon's reasons to refuse or fail a request (one enum per daemon, in its `refusal` module): each
+/// knows its HTTP status, its metric label and how it is logged, so that [`reply`] answers all of them alike.
+pub trait Refusal: std::fmt::Display {
+    /// Who asked (a unix socket peer's uid, a TCP peer's address), for the log.
+    type Peer: ?Sized;
+    /// The one place a status is chosen.
+    fn status(&self) -> StatusCode;
+    /// The `result` label of the daemon's request counter: by default `refused` (4xx), `busy` (503) or `failed`.
+    fn label(&self) -> &'static str {
+        match self.status().as_u16() {
+            503 => "busy",
+            400..=499 => "refused",
+            _ => "failed",
+        }
+    }
+    /// Logs the refusal once, with the detail the peer does not get (a TPM's error, a file's path).
+    fn log(&self, peer: &Self::Peer);
+}
+
+/// The reply for a handler's result: a refusal logged once and answered with its status and its reason.
+pub fn reply<R: Refusal>(result: Result<Reply, R>, peer: &R::Peer) -> Reply {
+    result.unwrap_or_else(|refusal| {
+        refusal.log(peer);
+        text(refusal.status(), refusal.to_string())
+    })
+}
+
+/// The metric label of a handler's result: `ok` for a 200, the refusal's own label otherwise.
+pub fn result_label<R: Refusal>(result: &Result<Reply, R>) -> &'static str {
+    match result {
+        Ok(r) if r.status() == StatusCode::OK => "ok",
+        Ok(r) if r.status() == StatusCode::SERVICE_UNAVAILABLE => "busy",
+        Ok(r) if r.status().is_client_error() => "refused",
+        Ok(_) => "failed",
+        Err(refusal) => refusal.label(),
+    }
+}
+
 /// Decodes `%XX` and `+` in a query component.
 fn decode(s: &str) -> String {
     let bytes = s.as_bytes();

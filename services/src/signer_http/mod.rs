@@ -6,6 +6,8 @@
 
 mod allow;
 mod config;
+mod metrics;
+mod refusal;
 mod server;
 
 pub use allow::{AllowEntry, AllowError, AllowList};

@@ -19,7 +19,8 @@ use tokio::sync::Semaphore;
 
 use super::allow::AllowList;
 use super::config::{SignerHttpConfig, TlsFiles};
-use crate::metrics::Metrics;
+use super::metrics::SignerHttpMetrics;
+use super::refusal::Refusal;
 use crate::server::http::{self as server, PeerSlots, Reply, Request, ServerLimits};
 
 /// Disallowed peers answered with a 403 at once, at most this many at a time; past that a refused connection is
@@ -69,39 +70,6 @@ struct State {
     verify_slots: Semaphore,
     limits: ServerLimits,
     metrics: SignerHttpMetrics,
-}
-
-/// signer-http's metrics (`spire_attestor_tpm_signer_http_*`).
-#[derive(Clone)]
-struct SignerHttpMetrics {
-    all: Metrics,
-    /// Requests and connections by result: `refused_at_door` (not in allowed-addrs), `too_many_connections`,
-    /// `bad_token`, `keyset_update`, `cosigned`, `upstream_failed`, `busy`, `no_endpoint`.
-    requests: prometheus::IntCounterVec,
-}
-
-impl SignerHttpMetrics {
-    fn new() -> Result<SignerHttpMetrics, crate::metrics::MetricsError> {
-        let all = Metrics::new("signer_http");
-        let requests =
-            all.counter("requests_total", "Co-sign requests and refused connections, by result.", &["result"])?;
-        for r in [
-            "refused_at_door",
-            "too_many_connections",
-            "bad_token",
-            "keyset_update",
-            "cosigned",
-            "upstream_failed",
-            "busy",
-        ] {
-            requests.with_label_values(&[r]);
-        }
-        Ok(SignerHttpMetrics { all, requests })
-    }
-
-    fn count(&self, result: &str) {
-        self.requests.with_label_values(&[result]).inc();
-    }
 }
 
 fn load_tls(files: &TlsFiles) -> Result<tokio_rustls::TlsAcceptor, RunError> {
@@ -170,21 +138,10 @@ pub async fn run_with(
     }
     let metrics = SignerHttpMetrics::new()?;
     let exporter = match cfg.metrics_addr {
-        // The metrics answer this host (127.0.0.1, ::1) and the peers it co-signs for, like the co-signing
-        // endpoint: not every peer that can reach the port.
-        Some(addr) => {
-            let admit = allow.clone();
-            let local =
-                |ip: IpAddr| ip == IpAddr::from([127, 0, 0, 1]) || ip == IpAddr::from([0u16, 0, 0, 0, 0, 0, 0, 1]);
-            Some(crate::metrics::Endpoint::bind(addr).await?.spawn_admitting(
-                metrics.all.clone(),
-                Arc::new(|| Ok("ok: serving".to_owned())),
-                Arc::new(|| {}),
-                Arc::new(move |ip: IpAddr| local(ip.to_canonical()) || admit.allows(ip)),
-            ))
-        }
+        Some(addr) => Some(spawn_metrics(addr, &metrics, &allow).await?),
         None => None,
     };
+    let resolver = spawn_resolver(allow.clone(), cfg.resolve_interval);
     let state = Arc::new(State {
         clock,
         verify_slots: Semaphore::new(cfg.max_concurrent),
@@ -193,99 +150,24 @@ pub async fn run_with(
         limits,
         metrics: metrics.clone(),
     });
-    let resolver = {
-        let allow = allow.clone();
-        let every = state.cfg.resolve_interval;
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            tick.tick().await;
-            loop {
-                tick.tick().await;
-                allow.resolve().await;
-            }
-        })
+    let door = Door {
+        allow,
+        slots: Arc::new(Semaphore::new(limits.max_connections)),
+        refusals: Arc::new(Semaphore::new(REFUSALS_IN_FLIGHT)),
+        per_ip: PeerSlots::new(limits.per_peer),
+        metrics,
+        tls: tls.is_some(),
     };
     let graceful = GracefulShutdown::new();
-    let slots = Arc::new(Semaphore::new(limits.max_connections));
-    let refusals = Arc::new(Semaphore::new(REFUSALS_IN_FLIGHT));
-    let per_ip = PeerSlots::new(limits.per_peer);
-    let (tx, rx) = tokio::sync::mpsc::channel(64);
-    let mut acceptors = Vec::new();
-    for l in listeners {
-        let tx = tx.clone();
-        acceptors.push(tokio::spawn(async move {
-            loop {
-                match l.accept().await {
-                    Ok(conn) => {
-                        if tx.send(conn).await.is_err() {
-                            break;
-                        }
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
-                }
-            }
-        }));
-    }
-    drop(tx);
-    let mut rx = rx;
+    let (acceptors, mut incoming) = spawn_acceptors(listeners);
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
             _ = &mut shutdown => break,
-            c = rx.recv() => match c { Some(c) => c, None => break },
+            c = incoming.recv() => match c { Some(c) => c, None => break },
         };
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            tracing::warn!(%peer, "too many connections; dropping one");
-            metrics.count("too_many_connections");
-            continue;
-        };
-        let _ = stream.set_nodelay(true);
-        if !allow.allows(peer.ip()) {
-            // Refused before a single byte of the request is read, let alone parsed.
-            drop(permit);
-            metrics.count("refused_at_door");
-            match refusals.clone().try_acquire_owned() {
-                Ok(turn) => {
-                    tracing::warn!(peer = %peer.ip(), "peer not in allowed-addrs; refused before reading its request");
-                    let tls = tls.is_some();
-                    tokio::spawn(async move {
-                        refuse(stream, peer.ip(), tls).await;
-                        drop(turn);
-                    });
-                }
-                Err(_) => tracing::debug!(peer = %peer.ip(), "peer not in allowed-addrs; closed unanswered"),
-            }
-            continue;
-        }
-        let Some(ip_slot) = per_ip.try_acquire(peer.ip()) else {
-            metrics.count("too_many_connections");
-            tracing::warn!(peer = %peer.ip(), limit = limits.per_peer, "too many connections from one peer; closed");
-            continue;
-        };
-        let permit = (permit, ip_slot);
-        let state = state.clone();
-        let service = service_fn(move |req: Request| {
-            let state = state.clone();
-            async move { Ok::<_, Infallible>(state.handle(req, peer.ip()).await) }
-        });
-        match &tls {
-            None => server::spawn_connection(stream, service, &limits, &graceful, permit),
-            Some(acceptor) => {
-                let acceptor = acceptor.clone();
-                let graceful_conn = graceful.watcher();
-                tokio::spawn(async move {
-                    match tokio::time::timeout(limits.header_timeout, acceptor.accept(stream)).await {
-                        Ok(Ok(tls_stream)) => {
-                            server::serve_watched(tls_stream, service, &limits, graceful_conn, permit).await
-                        }
-                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
-                    }
-                });
-            }
+        if let Some((stream, permit)) = door.admit(stream, peer) {
+            serve(stream, peer, state.clone(), tls.clone(), &limits, &graceful, permit);
         }
     }
     for a in acceptors {
@@ -300,6 +182,149 @@ pub async fn run_with(
     }
     tracing::info!("signer-http stopped");
     Ok(())
+}
+
+/// The metrics endpoint: it answers this host (127.0.0.1, ::1) and the peers signer-http co-signs for, like the
+/// co-signing port, not every peer that can reach it.
+async fn spawn_metrics(
+    addr: SocketAddr,
+    metrics: &SignerHttpMetrics,
+    allow: &AllowList,
+) -> Result<tokio::task::JoinHandle<()>, RunError> {
+    let admit = allow.clone();
+    let local = |ip: IpAddr| ip == IpAddr::from([127, 0, 0, 1]) || ip == IpAddr::from([0u16, 0, 0, 0, 0, 0, 0, 1]);
+    Ok(crate::metrics::Endpoint::bind(addr).await?.spawn_admitting(
+        metrics.all.clone(),
+        Arc::new(|| Ok("ok: serving".to_owned())),
+        Arc::new(|| {}),
+        Arc::new(move |ip: IpAddr| local(ip.to_canonical()) || admit.allows(ip)),
+    ))
+}
+
+/// Re-resolves the host names of `allowed-addrs` every `every`.
+fn spawn_resolver(allow: AllowList, every: Duration) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            allow.resolve().await;
+        }
+    })
+}
+
+/// One task per listener, handing each accepted connection to the one loop that admits them.
+fn spawn_acceptors(
+    listeners: Vec<TcpListener>,
+) -> (Vec<tokio::task::JoinHandle<()>>, tokio::sync::mpsc::Receiver<(tokio::net::TcpStream, SocketAddr)>) {
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    let acceptors = listeners
+        .into_iter()
+        .map(|l| {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                loop {
+                    match l.accept().await {
+                        Ok(conn) => {
+                            if tx.send(conn).await.is_err() {
+                                break;
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "accept failed");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    (acceptors, rx)
+}
+
+/// Who gets in: a connection slot, a peer in `allowed-addrs` (refused before a byte is read), and a slot of its
+/// address's own.
+struct Door {
+    allow: AllowList,
+    slots: Arc<Semaphore>,
+    refusals: Arc<Semaphore>,
+    per_ip: PeerSlots<IpAddr>,
+    metrics: SignerHttpMetrics,
+    tls: bool,
+}
+
+/// What an admitted connection holds until it closes.
+type Permit = (tokio::sync::OwnedSemaphorePermit, crate::server::http::PeerSlot<IpAddr>);
+
+impl Door {
+    /// The connection and its permit when it may be served; otherwise it is refused (a 403, a few at a time) or
+    /// closed, and counted.
+    fn admit(&self, stream: tokio::net::TcpStream, peer: SocketAddr) -> Option<(tokio::net::TcpStream, Permit)> {
+        let Ok(permit) = self.slots.clone().try_acquire_owned() else {
+            tracing::warn!(%peer, "too many connections; dropping one");
+            self.metrics.count("too_many_connections");
+            return None;
+        };
+        let _ = stream.set_nodelay(true);
+        if !self.allow.allows(peer.ip()) {
+            drop(permit);
+            self.metrics.count("refused_at_door");
+            self.refuse(stream, peer.ip());
+            return None;
+        }
+        let Some(ip_slot) = self.per_ip.try_acquire(peer.ip()) else {
+            self.metrics.count("too_many_connections");
+            tracing::warn!(peer = %peer.ip(), "too many connections from one peer; closed");
+            return None;
+        };
+        Some((stream, (permit, ip_slot)))
+    }
+
+    /// A disallowed peer: answered with a 403 before a single byte of its request is read (let alone parsed),
+    /// at most [`REFUSALS_IN_FLIGHT`] at a time; past that, closed unanswered.
+    fn refuse(&self, stream: tokio::net::TcpStream, peer: IpAddr) {
+        let Ok(turn) = self.refusals.clone().try_acquire_owned() else {
+            tracing::debug!(%peer, "peer not in allowed-addrs; closed unanswered");
+            return;
+        };
+        tracing::warn!(%peer, "peer not in allowed-addrs; refused before reading its request");
+        let tls = self.tls;
+        tokio::spawn(async move {
+            refuse(stream, peer, tls).await;
+            drop(turn);
+        });
+    }
+}
+
+/// Serves one admitted connection, over TLS when configured.
+fn serve(
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    state: Arc<State>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    limits: &ServerLimits,
+    graceful: &GracefulShutdown,
+    permit: Permit,
+) {
+    let service = service_fn(move |req: Request| {
+        let state = state.clone();
+        async move { Ok::<_, Infallible>(state.handle(req, peer.ip()).await) }
+    });
+    match tls {
+        None => server::spawn_connection(stream, service, limits, graceful, permit),
+        Some(acceptor) => {
+            let (limits, graceful_conn) = (*limits, graceful.watcher());
+            tokio::spawn(async move {
+                match tokio::time::timeout(limits.header_timeout, acceptor.accept(stream)).await {
+                    Ok(Ok(tls_stream)) => {
+                        server::serve_watched(tls_stream, service, &limits, graceful_conn, permit).await
+                    }
+                    Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                    Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                }
+            });
+        }
+    }
 }
 
 /// Answers a disallowed peer with a fixed 403 and closes, without reading its request. Over TLS the handshake
@@ -331,57 +356,6 @@ async fn refuse(mut stream: tokio::net::TcpStream, peer: IpAddr, tls: bool) {
     }
 }
 
-/// Every way a co-sign request can fail, with its status decided here once; the peer gets the variant's text, the
-/// log the detail.
-#[derive(Debug, thiserror::Error)]
-enum Refusal {
-    #[error("no such endpoint {0:?}; use /sign")]
-    NoEndpoint(String),
-    #[error("too many verifications in progress; retry")]
-    Busy,
-    #[error("token refused: {0}")]
-    Token(crypto::VerifyError),
-    #[error(
-        "signer-http does not co-sign keyset updates: root on this host adds its layer with \
-         `spire-server-attestor-tpm-sign keys --add-layer`"
-    )]
-    KeysetUpdate,
-    /// signer-unix answered 503 (its TPM queue is full, or it is stopping).
-    #[error("local signer busy; retry")]
-    LocalBusy(SignerClientError),
-    /// Any other signer-unix failure: its text (socket path included) stays in our log.
-    #[error("local signer failed; see signer-http's log")]
-    Local(SignerClientError),
-}
-
-impl Refusal {
-    fn status(&self) -> StatusCode {
-        match self {
-            Refusal::NoEndpoint(_) => StatusCode::NOT_FOUND,
-            Refusal::Busy | Refusal::LocalBusy(_) => StatusCode::SERVICE_UNAVAILABLE,
-            Refusal::Token(_) => StatusCode::BAD_REQUEST,
-            Refusal::KeysetUpdate => StatusCode::FORBIDDEN,
-            Refusal::Local(_) => StatusCode::BAD_GATEWAY,
-        }
-    }
-
-    fn log(&self, peer: IpAddr) {
-        match self {
-            Refusal::Token(e) => tracing::warn!(%peer, error = %e, "refusing to co-sign"),
-            Refusal::KeysetUpdate => tracing::warn!(%peer, "refusing to co-sign a keyset update"),
-            Refusal::LocalBusy(e) | Refusal::Local(e) => tracing::error!(%peer, error = %e, "signer-unix failed"),
-            other => tracing::debug!(%peer, reason = %other, "request refused"),
-        }
-    }
-}
-
-fn reply(result: Result<Reply, Refusal>, peer: IpAddr) -> Reply {
-    result.unwrap_or_else(|refusal| {
-        refusal.log(peer);
-        server::text(refusal.status(), refusal.to_string())
-    })
-}
-
 impl State {
     async fn handle(&self, req: Request, peer: IpAddr) -> Reply {
         let path = req.uri().path().to_owned();
@@ -390,17 +364,13 @@ impl State {
             (_, "/sign") => return server::method_not_allowed("POST"),
             _ => Err(Refusal::NoEndpoint(path)),
         };
-        let label = match &result {
-            Ok(r) if r.status() == StatusCode::OK => "cosigned",
-            Ok(_) => "bad_request",
-            Err(Refusal::NoEndpoint(_)) => "no_endpoint",
-            Err(Refusal::Busy | Refusal::LocalBusy(_)) => "busy",
-            Err(Refusal::Token(_)) => "bad_token",
-            Err(Refusal::KeysetUpdate) => "keyset_update",
-            Err(Refusal::Local(_)) => "upstream_failed",
+        let label = match server::result_label(&result) {
+            "ok" => "cosigned",
+            "refused" => "bad_request",
+            other => other,
         };
         self.metrics.count(label);
-        let r = reply(result, peer);
+        let r = server::reply(result, &peer);
         tracing::debug!(%peer, result = label, status = r.status().as_u16(), "co-sign request");
         r
     }

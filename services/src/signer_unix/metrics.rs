@@ -46,14 +46,4 @@ impl SignerUnixMetrics {
             all: m,
         })
     }
-
-    /// The result label for a refusal's HTTP status.
-    pub fn result(status: http::StatusCode) -> &'static str {
-        match status.as_u16() {
-            200 => "ok",
-            503 => "busy",
-            400..=499 => "refused",
-            _ => "failed",
-        }
-    }
 }

@@ -7,6 +7,8 @@
 //! verifies with this signer's own key are published; every reply carries a status with a reason and a 200
 //! always carries a body.
 
+#[cfg(feature = "tpm")]
+pub mod cli;
 mod config;
 mod metrics;
 mod queue;

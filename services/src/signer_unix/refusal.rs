@@ -4,7 +4,6 @@
 use http::StatusCode;
 
 use super::queue::QueueError;
-use crate::server::http::{self as server, Reply};
 
 /// Why a request was refused or failed.
 #[derive(Debug, thiserror::Error)]
@@ -61,9 +60,10 @@ impl From<QueueError> for Refusal {
     }
 }
 
-impl Refusal {
-    /// The one place a status is chosen.
-    pub(crate) fn status(&self) -> StatusCode {
+impl crate::server::http::Refusal for Refusal {
+    type Peer = u32;
+
+    fn status(&self) -> StatusCode {
         match self {
             Refusal::NoEndpoint(_) => StatusCode::NOT_FOUND,
             Refusal::KeysetNotAllowed(_) => StatusCode::FORBIDDEN,
@@ -85,7 +85,8 @@ impl Refusal {
         }
     }
 
-    fn log(&self, peer_uid: u32) {
+    fn log(&self, peer_uid: &u32) {
+        let peer_uid = *peer_uid;
         match self {
             Refusal::QueueFull(waiting) => tracing::warn!(waiting, peer_uid, "TPM queue full; refusing sign request"),
             Refusal::Tpm(e) => tracing::error!(error = %e, transient = e.is_transient(), peer_uid, "TPM sign failed"),
@@ -104,12 +105,4 @@ impl Refusal {
             other => tracing::debug!(reason = %other, peer_uid, "request refused"),
         }
     }
-}
-
-/// The reply for a handler's result: the refusal logged once and answered with its status and reason.
-pub(crate) fn reply(result: Result<Reply, Refusal>, peer_uid: u32) -> Reply {
-    result.unwrap_or_else(|refusal| {
-        refusal.log(peer_uid);
-        server::text(refusal.status(), refusal.to_string())
-    })
 }

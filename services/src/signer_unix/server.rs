@@ -8,7 +8,7 @@ use http::{Method, StatusCode};
 use super::config::SignerUnixConfig;
 use super::metrics::SignerUnixMetrics;
 use super::queue::{QueueMetrics, SignQueue};
-use super::refusal::{reply, Refusal};
+use super::refusal::Refusal;
 use crate::server::http::{self as server, Reply, Request, ServerLimits};
 use crate::server::uds::{self, PeerCred};
 use common::clock::Clock;
@@ -104,6 +104,27 @@ struct Signer {
     clock: Clock,
 }
 
+/// What `/publish` checks against (the configured chain, which must hold this signer's key; `None` without one,
+/// said once, loudly), and this signer's key alone as a policy (`GET /policy` without a chain).
+fn publish_policies(
+    cfg: &SignerUnixConfig,
+    own_key: &crypto::keys::VerifyingKey,
+) -> Result<(Option<crypto::policy::Policy>, crypto::policy::Policy), RunError> {
+    let own_policy = crypto::policy::Policy::new(vec![own_key.clone()], None, crypto::Limits::default())?;
+    match &cfg.publish_policy {
+        Some(policy) if !policy.keys().any(|k| k.same_key(own_key)) => {
+            return Err(RunError::NotInChain(own_key.fingerprint().to_owned()))
+        }
+        Some(_) => {}
+        None => tracing::warn!(
+            "no `chain` configured: /publish checks this signer's own (innermost) layer and only the form and \
+             expiry of co-signers' layers around it; set `keydir` and `chain` (the nodes' policy) so that it \
+             verifies every layer before publishing"
+        ),
+    }
+    Ok((cfg.publish_policy.clone(), own_policy))
+}
+
 /// Runs signer-unix with `key` until `shutdown` resolves.
 pub async fn run(
     cfg: SignerUnixConfig,
@@ -129,19 +150,7 @@ pub async fn run_with(
     };
     let own_key = crypto::keys::VerifyingKey::from_spki_der(&cfg.handle.to_string(), key.public_key().spki_der())
         .map_err(RunError::Key)?;
-    let publish_policy = cfg.publish_policy.clone();
-    let own_policy = crypto::policy::Policy::new(vec![own_key.clone()], None, crypto::Limits::default())?;
-    match &publish_policy {
-        Some(policy) if !policy.keys().any(|k| k.same_key(&own_key)) => {
-            return Err(RunError::NotInChain(own_key.fingerprint().to_owned()))
-        }
-        Some(_) => {}
-        None => tracing::warn!(
-            "no `chain` configured: /publish checks this signer's own (innermost) layer and only the form and \
-             expiry of co-signers' layers around it; set `keydir` and `chain` (the nodes' policy) so that it \
-             verifies every layer before publishing"
-        ),
-    }
+    let (publish_policy, own_policy) = publish_policies(&cfg, &own_key)?;
     let metrics = SignerUnixMetrics::new()?;
     let queue_metrics = QueueMetrics { latency: metrics.tpm_sign.clone(), depth: metrics.queue_depth.clone() };
     let queue = SignQueue::start(key.clone(), cfg.queue_depth, Some(queue_metrics)).map_err(RunError::Thread)?;
@@ -209,14 +218,16 @@ impl Signer {
             (Method::POST, "/sign") => {
                 let body = SignBody::of(req.headers());
                 let kind = body.label();
-                let r = reply(self.sign(req, body, peer).await, uid);
-                self.metrics.signs.with_label_values(&[kind, SignerUnixMetrics::result(r.status())]).inc();
+                let result = self.sign(req, body, peer).await;
+                self.metrics.signs.with_label_values(&[kind, server::result_label(&result)]).inc();
+                let r = server::reply(result, &uid);
                 tracing::debug!(kind, peer_uid = uid, status = r.status().as_u16(), "sign request");
                 r
             }
             (Method::POST, "/publish") => {
-                let r = reply(self.publish(req, peer).await, uid);
-                self.metrics.publishes.with_label_values(&[SignerUnixMetrics::result(r.status())]).inc();
+                let result = self.publish(req, peer).await;
+                self.metrics.publishes.with_label_values(&[server::result_label(&result)]).inc();
+                let r = server::reply(result, &uid);
                 tracing::debug!(peer_uid = uid, status = r.status().as_u16(), "publish request");
                 r
             }
@@ -228,7 +239,7 @@ impl Signer {
             },
             (_, "/sign" | "/publish") => server::method_not_allowed("POST"),
             (_, "/policy") => server::method_not_allowed("GET"),
-            _ => reply(Err(Refusal::NoEndpoint(path)), uid),
+            _ => server::reply(Err(Refusal::NoEndpoint(path)), &uid),
         }
     }
 

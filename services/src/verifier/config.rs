@@ -135,7 +135,81 @@ pub enum Rejection {
     },
 }
 
+/// The sources of key `key` (its first entry) and of the mirrors after it, in order.
+fn decode_sources(
+    path: &Path,
+    at: &str,
+    first: Option<String>,
+    mirrors: &[String],
+    mirrors_key: &str,
+) -> Result<Vec<Source>, ConfigError> {
+    let bad = |key: &str, reason: String| ConfigError::invalid(path, key, reason);
+    let mut sources = Vec::new();
+    match first.filter(|u| !u.is_empty()) {
+        Some(u) => sources.push(parse_source(&u).map_err(|e| bad(at, e.to_string()))?),
+        None if !mirrors.is_empty() => {
+            let first_key = at.rsplit('.').next().unwrap_or(at);
+            return Err(bad(mirrors_key, format!("needs {first_key} (tried first)")));
+        }
+        None => {}
+    }
+    for (i, m) in mirrors.iter().enumerate() {
+        sources.push(parse_source(m).map_err(|e| bad(&format!("{mirrors_key}[{i}]"), e.to_string()))?);
+    }
+    Ok(sources)
+}
+
 impl KeysetConfig {
+    /// Keyset `name` as written under `keyset:`, its keys loaded through `load_key` (each file read once).
+    fn decode(
+        path: &Path,
+        name: &str,
+        ks: RawKeyset,
+        limits: crypto::Limits,
+        load_key: &mut dyn FnMut(&str, &str) -> Result<crypto::keys::VerifyingKey, ConfigError>,
+    ) -> Result<KeysetConfig, ConfigError> {
+        let bad = |key: &str, reason: String| ConfigError::invalid(path, key, reason);
+        let at = |k: &str| format!("keyset.{name}.{k}");
+        if ks.url.as_deref().is_none_or(str::is_empty) {
+            return Err(bad(&at("url"), "required".into()));
+        }
+        let sources = decode_sources(path, &at("url"), ks.url, &ks.mirrors, &at("mirrors"))?;
+        let policy = match ks.threshold {
+            None => {
+                if !ks.keys.is_empty() {
+                    return Err(bad(&at("keys"), "belongs to a threshold policy: set threshold, or use chain".into()));
+                }
+                if ks.chain.is_empty() {
+                    return Err(bad(&at("chain"), "needs at least one key (or threshold and keys)".into()));
+                }
+                let chain = (ks.chain.iter().enumerate())
+                    .map(|(i, k)| load_key(&format!("keyset.{name}.chain[{i}]"), k))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let backup = match ks.backup.as_deref() {
+                    Some(b) if !b.is_empty() => Some(load_key(&at("backup"), b)?),
+                    _ => None,
+                };
+                crypto::policy::Policy::new(chain, backup, limits).map_err(|e| bad(&at("chain"), e.to_string()))?
+            }
+            Some(threshold) => {
+                if !ks.chain.is_empty() || ks.backup.is_some() {
+                    return Err(bad(&at("threshold"), "replaces chain and backup: give keys instead".into()));
+                }
+                let keys = (ks.keys.iter().enumerate())
+                    .map(|(i, k)| load_key(&format!("keyset.{name}.keys[{i}]"), k))
+                    .collect::<Result<Vec<_>, _>>()?;
+                crypto::policy::Policy::threshold(threshold, keys, limits)
+                    .map_err(|e| bad(&at("threshold"), e.to_string()))?
+            }
+        };
+        let trust_domain = match ks.trust_domain {
+            Some(td) => Some(td.parse().map_err(|e: crypto::BadTrustDomain| bad(&at("trust-domain"), e.to_string()))?),
+            None => None,
+        };
+        let keys_sources = decode_sources(path, &at("keys-url"), ks.keys_url, &ks.keys_mirrors, &at("keys-mirrors"))?;
+        Ok(KeysetConfig { sources, policy, trust_domain, keys_sources })
+    }
+
     /// Verifies `token` at `now` under the config's keys: the policy, then the trust-domain binding.
     pub fn verify(&self, token: &str, now: u64) -> Result<crypto::policy::Verified, Rejection> {
         self.verify_trusted(&super::keys::Trusted::from_config(&self.policy), token, now)
@@ -229,71 +303,13 @@ impl config::ConfigFile for VerifierConfig {
             loaded.insert(name.to_owned(), k.clone());
             Ok(k)
         };
-        let raw_sets = raw.keyset.unwrap_or_default();
         let mut keysets = BTreeMap::new();
-        for (name, ks) in raw_sets {
-            let at = |k: &str| format!("keyset.{name}.{k}");
+        for (name, ks) in raw.keyset.unwrap_or_default() {
             if !crypto::keyset::is_keyset_name(&name) {
                 return Err(bad(&format!("keyset.{name}"), "names are 1 to 64 letters, digits, - and _".into()));
             }
-            let url = ks.url.filter(|u| !u.is_empty()).ok_or_else(|| bad(&at("url"), "required".into()))?;
-            let mut sources = vec![parse_source(&url).map_err(|e| bad(&at("url"), e.to_string()))?];
-            for (i, m) in ks.mirrors.iter().enumerate() {
-                sources.push(parse_source(m).map_err(|e| bad(&format!("keyset.{name}.mirrors[{i}]"), e.to_string()))?);
-            }
-            let policy = match ks.threshold {
-                None => {
-                    if !ks.keys.is_empty() {
-                        return Err(bad(
-                            &at("keys"),
-                            "belongs to a threshold policy: set threshold, or use chain".into(),
-                        ));
-                    }
-                    if ks.chain.is_empty() {
-                        return Err(bad(&at("chain"), "needs at least one key (or threshold and keys)".into()));
-                    }
-                    let mut chain = Vec::with_capacity(ks.chain.len());
-                    for (i, k) in ks.chain.iter().enumerate() {
-                        chain.push(load_key(&format!("keyset.{name}.chain[{i}]"), k)?);
-                    }
-                    let backup = match ks.backup.as_deref() {
-                        Some(b) if !b.is_empty() => Some(load_key(&at("backup"), b)?),
-                        _ => None,
-                    };
-                    crypto::policy::Policy::new(chain, backup, limits).map_err(|e| bad(&at("chain"), e.to_string()))?
-                }
-                Some(threshold) => {
-                    if !ks.chain.is_empty() || ks.backup.is_some() {
-                        return Err(bad(&at("threshold"), "replaces chain and backup: give keys instead".into()));
-                    }
-                    let mut keys = Vec::with_capacity(ks.keys.len());
-                    for (i, k) in ks.keys.iter().enumerate() {
-                        keys.push(load_key(&format!("keyset.{name}.keys[{i}]"), k)?);
-                    }
-                    crypto::policy::Policy::threshold(threshold, keys, limits)
-                        .map_err(|e| bad(&at("threshold"), e.to_string()))?
-                }
-            };
-            let trust_domain = match ks.trust_domain {
-                Some(td) => {
-                    Some(td.parse().map_err(|e: crypto::BadTrustDomain| bad(&at("trust-domain"), e.to_string()))?)
-                }
-                None => None,
-            };
-            let mut keys_sources = Vec::new();
-            match ks.keys_url.filter(|u| !u.is_empty()) {
-                Some(u) => keys_sources.push(parse_source(&u).map_err(|e| bad(&at("keys-url"), e.to_string()))?),
-                None if !ks.keys_mirrors.is_empty() => {
-                    return Err(bad(&at("keys-mirrors"), "needs keys-url (tried first)".into()))
-                }
-                None => {}
-            }
-            for (i, m) in ks.keys_mirrors.iter().enumerate() {
-                keys_sources.push(
-                    parse_source(m).map_err(|e| bad(&format!("keyset.{name}.keys-mirrors[{i}]"), e.to_string()))?,
-                );
-            }
-            keysets.insert(name, KeysetConfig { sources, policy, trust_domain, keys_sources });
+            let keyset = KeysetConfig::decode(path, &name, ks, limits, &mut load_key)?;
+            keysets.insert(name, keyset);
         }
         // The verifier's socket serves a public bundle: other users' access is the operator's call.
         let socket_mode = config::socket_mode(path, raw.socket_mode.as_deref(), None)?;

@@ -12,6 +12,7 @@ mod keys;
 mod keyset;
 mod metrics;
 mod oneshot;
+mod refusal;
 mod server;
 
 pub use config::{parse_source, KeysetConfig, Source, VerifierConfig, DEFAULT_SOCKET, DEFAULT_STATE_DIR};

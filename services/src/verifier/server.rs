@@ -9,11 +9,12 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{Method, StatusCode};
+use http::Method;
 
 use super::config::VerifierConfig;
 use super::keyset::Keyset;
 use super::metrics::VerifierMetrics;
+use super::refusal::Refusal;
 use crate::server::http::{self as server, Reply, Request, ServerLimits};
 use crate::server::uds::{self, PeerCred, PeerPolicy};
 use common::client::{ClientError, ClientOptions, HttpClient};
@@ -82,34 +83,6 @@ fn prepare_state_dir(dir: &std::path::Path) -> Result<(), RunError> {
 
 fn is_bundle_path(path: &str) -> bool {
     path == "/trustbundle" || path == "/trustbundle/"
-}
-
-/// Every way a bundle request is refused, with its status decided here once.
-#[derive(Debug, thiserror::Error)]
-enum Refusal {
-    #[error("no such endpoint {0:?}; use /trustbundle?instance=NAME")]
-    NoEndpoint(String),
-    #[error("query parameter instance is required")]
-    NoInstance,
-    #[error("format {0:?}: use pem or spiffe")]
-    Format(String),
-    #[error("unknown instance {0:?}")]
-    UnknownInstance(String),
-    #[error("instance {instance:?} serves trust domain {serves}, not {asked}")]
-    TrustDomain { instance: String, serves: String, asked: String },
-    #[error("no valid bundle for {0:?}: no source has a token that verifies and has not expired")]
-    NoBundle(String),
-}
-
-impl Refusal {
-    fn status(&self) -> StatusCode {
-        match self {
-            Refusal::NoEndpoint(_) | Refusal::UnknownInstance(_) => StatusCode::NOT_FOUND,
-            Refusal::NoInstance | Refusal::Format(_) => StatusCode::BAD_REQUEST,
-            Refusal::TrustDomain { .. } => StatusCode::FORBIDDEN,
-            Refusal::NoBundle(_) => StatusCode::SERVICE_UNAVAILABLE,
-        }
-    }
 }
 
 /// Shared state of a running verifier.
@@ -203,10 +176,7 @@ impl Verifier {
             .and_then(|(_, v)| self.keysets.get_key_value(v))
             .map(|(name, _)| name.as_str())
             .unwrap_or("");
-        let reply = self.bundle(req, &pairs).await.unwrap_or_else(|refusal| {
-            tracing::debug!(reason = %refusal, "request refused");
-            server::text(refusal.status(), refusal.to_string())
-        });
+        let reply = server::reply(self.bundle(req, &pairs).await, &());
         let status = reply.status();
         self.metrics.requests.with_label_values(&[keyset, status.as_str()]).inc();
         tracing::debug!(keyset = %keyset, status = status.as_u16(), "request");

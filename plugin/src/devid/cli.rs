@@ -1,0 +1,204 @@
+//! The command line of `spire-server-attestor-tpm-devid`: DevID provisioning for SPIRE's `tpm_devid`
+//! (`provision`), a file-based DevID CA for labs and tests (`sign-csr`), and the whole exchange run locally, step
+//! by step (`check`).
+
+use std::path::{Path, PathBuf};
+
+use crate::devid::provision::{provision, read_password, ProvisionRequest};
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use tpm::{KeyType, Password, TpmDevice};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "spire-server-attestor-tpm-devid",
+    version,
+    about = "DevID keys for SPIRE's tpm_devid node attestation"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// Log lines as text (default) or json.
+    #[arg(long, value_name = "text|json", default_value = "text", global = true)]
+    log_format: common::logging::LogFormat,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Creates a DevID key in this machine's TPM and its certificate request (devid.priv.blob, devid.pub.blob,
+    /// devid.csr in --out-dir).
+    Provision(ProvisionArgs),
+    /// Issues a DevID certificate for a CSR with a CA key in a file (labs and tests; production uses its own CA).
+    SignCsr(SignCsrArgs),
+    /// Runs the whole tpm_devid exchange locally, agent and server side, and says which step fails.
+    Check(CheckArgs),
+}
+
+#[derive(Args, Debug)]
+struct ProvisionArgs {
+    /// The TPM (default: /dev/tpmrm0, then /dev/tpm0).
+    #[arg(long, value_name = "DEV")]
+    tpm_device: Option<TpmDevice>,
+    /// rsa2048 or ecc-p256.
+    #[arg(long, default_value = "rsa2048")]
+    key_type: KeyType,
+    /// The CSR's subject common name (default: this host's name).
+    #[arg(long, value_name = "NAME")]
+    subject_cn: Option<String>,
+    /// The DevID key's password, read from a file.
+    #[arg(long, value_name = "F")]
+    devid_password_file: Option<PathBuf>,
+    /// The owner hierarchy's password, read from a file.
+    #[arg(long, value_name = "F")]
+    owner_password_file: Option<PathBuf>,
+    /// Where the blobs and the CSR go.
+    #[arg(long, value_name = "DIR")]
+    out_dir: PathBuf,
+}
+
+#[derive(Args, Debug)]
+struct SignCsrArgs {
+    /// The DevID's certificate request (PEM).
+    #[arg(long, value_name = "F")]
+    csr: PathBuf,
+    /// The issuing CA certificate (PEM).
+    #[arg(long, value_name = "F")]
+    ca_cert: PathBuf,
+    /// The issuing CA's private key (PEM).
+    #[arg(long, value_name = "F")]
+    ca_key: PathBuf,
+    /// Intermediates to append after the DevID certificate (PEM).
+    #[arg(long, value_name = "F")]
+    chain: Option<PathBuf>,
+    /// Validity in days.
+    #[arg(long, default_value_t = 365, value_parser = clap::value_parser!(u32).range(1..=3650))]
+    days: u32,
+    /// Where the certificate (and chain) goes.
+    #[arg(long, value_name = "F")]
+    out: PathBuf,
+}
+
+#[derive(Args, Debug)]
+struct CheckArgs {
+    /// The TPM (default: SPIRE's autodetection: exactly one /dev/tpmrmN, else exactly one /dev/tpmN).
+    #[arg(long, value_name = "DEV")]
+    tpm_device: Option<TpmDevice>,
+    /// The agent's devid_cert_path.
+    #[arg(long, value_name = "F")]
+    devid_cert: PathBuf,
+    /// The agent's devid_priv_path.
+    #[arg(long, value_name = "F")]
+    devid_priv: PathBuf,
+    /// The agent's devid_pub_path.
+    #[arg(long, value_name = "F")]
+    devid_pub: PathBuf,
+    /// The DevID key's password, read from a file.
+    #[arg(long, value_name = "F")]
+    devid_password_file: Option<PathBuf>,
+    /// The owner hierarchy's password, read from a file.
+    #[arg(long, value_name = "F")]
+    owner_password_file: Option<PathBuf>,
+    /// The endorsement hierarchy's password, read from a file.
+    #[arg(long, value_name = "F")]
+    endorsement_password_file: Option<PathBuf>,
+    /// The server's devid_ca_path.
+    #[arg(long, value_name = "F")]
+    devid_ca: PathBuf,
+    /// The server's endorsement_ca_path.
+    #[arg(long, value_name = "F")]
+    endorsement_ca: PathBuf,
+    /// The trust domain of the printed agent ID.
+    #[arg(long, value_name = "TD", default_value = "example.org")]
+    trust_domain: crypto::TrustDomain,
+}
+
+fn password(flag: &str, file: Option<&Path>) -> anyhow::Result<Password> {
+    match file {
+        None => Ok(Password::default()),
+        Some(f) => read_password(f).with_context(|| format!("{flag} {}", f.display())),
+    }
+}
+
+fn provision_cmd(a: ProvisionArgs) -> anyhow::Result<()> {
+    let device = match a.tpm_device {
+        Some(d) => d,
+        None => TpmDevice::autodetect()?,
+    };
+    let subject_cn = match a.subject_cn {
+        Some(c) => c,
+        None => common::config::hostname().context("--subject-cn not given and no host name")?,
+    };
+    let req = ProvisionRequest {
+        device,
+        key_type: a.key_type,
+        subject_cn,
+        devid_password: password("--devid-password-file", a.devid_password_file.as_deref())?,
+        owner_password: password("--owner-password-file", a.owner_password_file.as_deref())?,
+        out_dir: a.out_dir,
+    };
+    provision(&req)?;
+    eprintln!(
+        "{} DevID created under the {} SRK on {}; wrote devid.priv.blob, devid.pub.blob, devid.csr in {}",
+        req.key_type,
+        if req.key_type == KeyType::Rsa2048 { "H-1" } else { "H-2" },
+        req.device,
+        req.out_dir.display()
+    );
+    Ok(())
+}
+
+fn sign_csr_cmd(a: SignCsrArgs) -> anyhow::Result<()> {
+    let read = |flag: &str, f: &Path| std::fs::read_to_string(f).with_context(|| format!("{flag} {}", f.display()));
+    let chain = a.chain.as_deref().map(|f| read("--chain", f)).transpose()?.unwrap_or_default();
+    let pem = crate::devid::ca::sign_csr(
+        &read("--csr", &a.csr)?,
+        &read("--ca-cert", &a.ca_cert)?,
+        &read("--ca-key", &a.ca_key)?,
+        &chain,
+        a.days,
+    )?;
+    common::fsutil::write_atomic(&a.out, ".sign-csr.tmp", pem.as_bytes(), 0o644)
+        .with_context(|| format!("writing {}", a.out.display()))?;
+    eprintln!("issued {} (valid {} days)", a.out.display(), a.days);
+    Ok(())
+}
+
+fn check_cmd(a: CheckArgs) -> anyhow::Result<()> {
+    use crate::devid::check::{run as check, CheckRequest};
+    let device = match a.tpm_device {
+        Some(d) => d,
+        None => crate::devid::agent::autodetect(Path::new("/dev"))?,
+    };
+    let req = CheckRequest {
+        device,
+        devid_cert: a.devid_cert,
+        devid_priv: a.devid_priv,
+        devid_pub: a.devid_pub,
+        devid_password: password("--devid-password-file", a.devid_password_file.as_deref())?,
+        hierarchies: tpm::attest::Hierarchies {
+            owner: password("--owner-password-file", a.owner_password_file.as_deref())?,
+            endorsement: password("--endorsement-password-file", a.endorsement_password_file.as_deref())?,
+        },
+        devid_ca: a.devid_ca,
+        endorsement_ca: a.endorsement_ca,
+        trust_domain: a.trust_domain,
+        clock: common::clock::Clock::system(),
+    };
+    let (id, attested) = check(&req, &mut std::io::stdout())?;
+    println!("agent ID   {id}");
+    for s in &attested.selectors {
+        println!("selector   tpm_devid:{s}");
+    }
+    Ok(())
+}
+
+/// Runs the subcommand the command line names.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    common::logging::quiet_tss_logging();
+    common::logging::init_with(cli.log_format);
+    match cli.command {
+        Command::Provision(a) => provision_cmd(a),
+        Command::SignCsr(a) => sign_csr_cmd(a),
+        Command::Check(a) => check_cmd(a),
+    }
+}
