@@ -128,7 +128,7 @@ vm() {
 # real_spire_*, the VM's vm_*).
 # The TPM lane also runs the library tests that need the `esapi` feature (plugin's tpm_devid agent, testbed's).
 TPM='package(tpm) | binary(tpm_swtpm) | binary(tpm_devid) | (kind(lib) & rdeps(tpm))'
-E2E='binary(e2e_single) | binary(e2e_signer_unix) | binary(e2e_signer_http) | binary(e2e_verifier) | binary(e2e_plugin) | binary(e2e_ha) | binary(e2e_heal) | binary(cli)'
+E2E='binary(docs) | binary(e2e_single) | binary(e2e_signer_unix) | binary(e2e_signer_http) | binary(e2e_verifier) | binary(e2e_plugin) | binary(e2e_ha) | binary(e2e_heal) | binary(cli)'
 GOPLUGIN='binary(e2e_goplugin) | binary(e2e_go_verifier)'
 DEVID='binary(e2e_devid) | binary(devid_negative) | binary(devid_recorded) | binary(devid_xcheck)'
 METRICS='binary(e2e_metrics)'
