@@ -43,7 +43,7 @@ fn anchors(text: &str) -> Vec<String> {
 }
 
 /// The fenced code blocks of `text` with info string `lang`.
-fn blocks<'t>(text: &'t str, lang: &str) -> Vec<String> {
+fn blocks(text: &str, lang: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut current: Option<(String, usize)> = None;
     for line in text.lines() {
