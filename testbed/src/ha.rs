@@ -22,9 +22,7 @@ use crate::swtpm::Swtpm;
 /// The co-signer binary.
 pub const SIGNER_HTTP: &str = "spire-server-attestor-tpm-signer-http";
 
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
+use crate::ports::free_port;
 
 /// Starts signer-http for server `name`, in front of `socket`, trusting `primary` (and backup c).
 pub(crate) fn start_cosigner(

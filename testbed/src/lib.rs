@@ -14,6 +14,7 @@ pub mod load;
 pub mod logs;
 pub mod nginx;
 pub mod pki;
+pub mod ports;
 pub mod process;
 pub mod real_spire;
 pub mod single;

@@ -17,9 +17,7 @@ pub struct Nginx {
     https: bool,
 }
 
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
+use crate::ports::free_port;
 
 impl Nginx {
     /// Serves `root` at `http://127.0.0.1:PORT/`. `/slow/NAME` serves the same files at 1 byte per second,

@@ -326,7 +326,7 @@ pub fn single(report: Report<'_>) -> anyhow::Result<()> {
 
 /// Starts signer-http for `name` in front of `socket`, co-signing tokens whose innermost layer `primary` signed.
 pub fn cosigner(dir: &Path, name: &str, socket: &Path, primary: &str) -> anyhow::Result<(Daemon, String)> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let port = crate::ports::free_port()?;
     let conf = dir.join(format!("{name}.conf"));
     std::fs::write(
         &conf,

@@ -47,9 +47,7 @@ pub fn short_dir(prefix: &str) -> anyhow::Result<tempfile::TempDir> {
     Ok(tempfile::Builder::new().prefix(prefix).tempdir_in("/tmp")?)
 }
 
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
+use crate::ports::free_port;
 
 /// Lowercase hex SHA-256 of a file (SPIRE's `plugin_checksum`).
 pub fn sha256_file(path: &Path) -> anyhow::Result<String> {

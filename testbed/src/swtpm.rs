@@ -22,17 +22,7 @@ pub struct Swtpm {
     ek_ca: Option<PathBuf>,
 }
 
-/// Two consecutive free ports on 127.0.0.1 (P, P+1).
-fn free_port_pair() -> anyhow::Result<u16> {
-    for _ in 0..200 {
-        let l = std::net::TcpListener::bind("127.0.0.1:0")?;
-        let port = l.local_addr()?.port();
-        if port < u16::MAX && std::net::TcpListener::bind(("127.0.0.1", port + 1)).is_ok() {
-            return Ok(port);
-        }
-    }
-    bail!("no free port pair found")
-}
+use crate::ports::free_port_pair;
 
 fn answers(port: u16) -> bool {
     let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else { return false };

@@ -15,7 +15,7 @@ use testbed::single::{provision, sign_cli, start_signer_publishing, start_verifi
 use testbed::swtpm::Swtpm;
 
 fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+    SocketAddr::from(([127, 0, 0, 1], testbed::ports::free_port().unwrap()))
 }
 
 /// Stops the test unless `tool` is installed (`ci/install-deps.sh test` installs it): a missing tool fails the

@@ -27,7 +27,7 @@ struct Ha {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    testbed::ports::free_port().unwrap()
 }
 
 impl Ha {
