@@ -1,5 +1,6 @@
 //! The daemons of spire-server-attestor-tpm and the plumbing they share.
 //!
+//! - [`devid_ca`]: the enrollment CA: DevID certificates for nodes that prove an approved TPM.
 //! - [`signer_unix`]: owns the TPM, signs bundles and tokens on a unix socket, publishes the token atomically.
 //! - [`verifier`]: fetches, verifies and serves the bundle to the SPIRE agent on each node.
 //! - [`signer_http`]: co-signs tokens already signed by an approved server key, through the local signer-unix.
@@ -12,6 +13,7 @@
 //!
 //! Data flows one way: bundle -> sign -> publish -> fetch -> verify -> serve.
 
+pub mod devid_ca;
 pub mod metrics;
 pub mod server;
 pub mod signer_http;

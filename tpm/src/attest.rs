@@ -67,6 +67,32 @@ pub struct Evidence {
     pub certification_signature: Vec<u8>,
 }
 
+/// What the TPM produced for an enrollment request: the EK, a fresh AK and the DevID, all as TPMT_PUBLIC.
+#[derive(Debug, Clone)]
+pub struct EnrollEvidence {
+    /// The EK's TPMT_PUBLIC (TCG default RSA template).
+    pub ek_pub: Vec<u8>,
+    /// The EK certificate (DER) from NV 0x01C00002, when the TPM has one (a virtual TPM may not).
+    pub ek_cert: Option<Vec<u8>>,
+    /// The AK's TPMT_PUBLIC.
+    pub ak_pub: Vec<u8>,
+    /// The DevID's TPMT_PUBLIC.
+    pub devid_pub: Vec<u8>,
+}
+
+/// The TPM's answers to the enrollment CA's challenge.
+#[derive(Debug)]
+pub struct EnrollProof {
+    /// TPMS_ATTEST of TPM2_Certify(DevID, AK) with the nonce as qualifying data.
+    pub certify_info: Vec<u8>,
+    /// The AK's TPMT_SIGNATURE over it.
+    pub certify_signature: Vec<u8>,
+    /// The DevID's signature over the nonce, as the TPM made it (PKCS#1 v1.5, or `r || s` for ECDSA).
+    pub devid_signature: Vec<u8>,
+    /// The secret the AK recovered from the credential.
+    pub activated_secret: Zeroizing<Vec<u8>>,
+}
+
 /// The TPM's answers to SPIRE's `ChallengeRequest`.
 #[derive(Debug)]
 pub struct Response {
@@ -130,6 +156,38 @@ fn create_ek(conn: &mut Conn, device: &str, endorsement: &Password) -> Result<Ke
         })
         .map(|r| r.key_handle)
         .map_err(|e| step_error(device, "create EK", Some("endorsement hierarchy password"), e))
+}
+
+/// A fresh ephemeral RSA AK (RSASSA-SHA256, restricted) under the H-1 SRK, with a random password: its wrapped
+/// private blob, its public area and the password; and, when `load`, its handle (the caller flushes it).
+#[allow(clippy::type_complexity)]
+fn create_ak(
+    conn: &mut Conn,
+    dev: &str,
+    owner: &Password,
+    load: bool,
+) -> Result<(Vec<u8>, Public, Password, Option<KeyHandle>), OpError> {
+    let ak_auth = random_password(conn)?;
+    let (private, public, handle) = with_srk(conn, dev, KeyType::Rsa2048, owner, |conn, srk| {
+        let created = conn
+            .ctx
+            .execute_with_session(Some(AuthSession::Password), |ctx| {
+                ctx.create(srk, ak_template()?, Some(ak_auth.auth()?), None, None, None)
+            })
+            .map_err(|e| step_error(dev, "create AK", Some("owner hierarchy password"), e))?;
+        let handle = match load {
+            true => Some(
+                conn.ctx
+                    .execute_with_session(Some(AuthSession::Password), |ctx| {
+                        ctx.load(srk, created.out_private.clone(), created.out_public.clone())
+                    })
+                    .map_err(|e| step_error(dev, "load AK", None, e))?,
+            ),
+            false => None,
+        };
+        Ok((created.out_private.value().to_vec(), created.out_public, handle))
+    })?;
+    Ok((private, public, ak_auth, handle))
 }
 
 /// Loads the AK from its wrapped blob under a fresh H-1 SRK.
@@ -202,23 +260,8 @@ impl Tpm {
             let devid_handle = load_devid(conn, dev, devid, &hierarchies.owner)?;
             with_transient(conn, devid_handle, |conn| {
                 conn.ctx.tr_set_auth(ObjectHandle::from(devid_handle), devid_auth.auth()?)?;
-                let ak_auth = random_password(conn)?;
-                let (ak_private, ak_public, ak) =
-                    with_srk(conn, dev, KeyType::Rsa2048, &hierarchies.owner, |conn, srk| {
-                        let created = conn
-                            .ctx
-                            .execute_with_session(Some(AuthSession::Password), |ctx| {
-                                ctx.create(srk, ak_template()?, Some(ak_auth.auth()?), None, None, None)
-                            })
-                            .map_err(|e| step_error(dev, "create AK", Some("owner hierarchy password"), e))?;
-                        let ak = conn
-                            .ctx
-                            .execute_with_session(Some(AuthSession::Password), |ctx| {
-                                ctx.load(srk, created.out_private.clone(), created.out_public.clone())
-                            })
-                            .map_err(|e| step_error(dev, "load AK", None, e))?;
-                        Ok((created.out_private.value().to_vec(), created.out_public, ak))
-                    })?;
+                let (ak_private, ak_public, ak_auth, ak) = create_ak(conn, dev, &hierarchies.owner, true)?;
+                let ak = ak.ok_or(OpError::Final(TpmError::BadBlob { what: "AK", reason: "not loaded".into() }))?;
                 with_transient(conn, ak, |conn| {
                     conn.ctx.tr_set_auth(ObjectHandle::from(ak), ak_auth.auth()?)?;
                     let ek = create_ek(conn, dev, &hierarchies.endorsement)?;
@@ -267,7 +310,93 @@ impl Tpm {
     }
 }
 
+impl Tpm {
+    /// The first half of an enrollment: the EK (and its certificate when NV holds one), a fresh AK and the DevID's
+    /// public area (the DevID is loaded once, so that a blob of another TPM is refused now, not after the CA's
+    /// challenge). Nothing stays loaded in the TPM.
+    pub fn enrollment_evidence(
+        &self,
+        devid: &DevIdBlobs,
+        devid_auth: &Password,
+        hierarchies: &Hierarchies,
+    ) -> Result<(EnrollEvidence, PendingAttestation), TpmError> {
+        let device = self.device().to_string();
+        let dev = device.as_str();
+        let (evidence, ak_private, ak_public, ak_auth) = self.with_context("DevID enrollment", |conn| {
+            let devid_handle = load_devid(conn, dev, devid, &hierarchies.owner)?;
+            with_transient(conn, devid_handle, |_| Ok(()))?;
+            let (ak_private, ak_public, ak_auth, _) = create_ak(conn, dev, &hierarchies.owner, false)?;
+            let ek = create_ek(conn, dev, &hierarchies.endorsement)?;
+            with_transient(conn, ek, |conn| {
+                let (ek_public, _, _) = conn.ctx.read_public(ek)?;
+                let ek_cert = match read_ek_cert(conn, dev) {
+                    Ok(cert) => Some(cert),
+                    Err(OpError::Final(TpmError::NoEkCertificate { .. })) => None,
+                    Err(e) => return Err(e),
+                };
+                let evidence = EnrollEvidence {
+                    ek_pub: ek_public.marshall()?,
+                    ek_cert,
+                    ak_pub: ak_public.marshall()?,
+                    devid_pub: devid.public.clone(),
+                };
+                Ok((evidence, ak_private.clone(), ak_public.clone(), ak_auth.clone()))
+            })
+        })?;
+        let pending = PendingAttestation {
+            tpm: self.clone(),
+            devid: devid.clone(),
+            devid_auth: devid_auth.clone(),
+            hierarchies: hierarchies.clone(),
+            ak_private,
+            ak_public,
+            ak_auth,
+        };
+        Ok((evidence, pending))
+    }
+}
+
 impl PendingAttestation {
+    /// The second half of an enrollment: the AK certifies the DevID with `nonce` as qualifying data, the DevID
+    /// signs `nonce`, and the AK activates the credential with the EK.
+    pub fn answer_enrollment(&self, nonce: &[u8], credential: &[u8], secret: &[u8]) -> Result<EnrollProof, TpmError> {
+        let device = self.tpm.device().to_string();
+        let dev = device.as_str();
+        let qualifying = Data::try_from(nonce.to_vec())
+            .map_err(|_| TpmError::BadBlob { what: "enrollment nonce", reason: format!("{} bytes", nonce.len()) })?;
+        let (certify_info, certify_signature) = self.tpm.with_context("DevID certification", |conn| {
+            let devid = load_devid(conn, dev, &self.devid, &self.hierarchies.owner)?;
+            with_transient(conn, devid, |conn| {
+                conn.ctx.tr_set_auth(ObjectHandle::from(devid), self.devid_auth.auth()?)?;
+                let ak = load_ak(conn, dev, self)?;
+                with_transient(conn, ak, |conn| {
+                    let (attest, signature) = conn
+                        .ctx
+                        .execute_with_sessions(
+                            (Some(AuthSession::Password), Some(AuthSession::Password), None),
+                            |ctx| {
+                                ctx.certify(
+                                    ObjectHandle::from(devid),
+                                    ak,
+                                    qualifying.clone(),
+                                    SignatureScheme::RsaSsa { hash_scheme: HashScheme::new(HashingAlgorithm::Sha256) },
+                                )
+                            },
+                        )
+                        .map_err(|e| step_error(dev, "certify the DevID with the AK", Some("DevID password"), e))?;
+                    Ok((attest.marshall()?, signature.marshall()?))
+                })
+            })
+        })?;
+        let response = self.respond(nonce, credential, secret)?;
+        Ok(EnrollProof {
+            certify_info,
+            certify_signature,
+            devid_signature: response.devid_signature,
+            activated_secret: response.activated_secret,
+        })
+    }
+
     /// The DevID's key type (it fixes the signature's form).
     pub fn key_type(&self) -> KeyType {
         self.devid.key.key_type()

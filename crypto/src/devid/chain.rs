@@ -131,6 +131,29 @@ impl Cert {
             .next_back()
     }
 
+    /// The TPM manufacturer, model and firmware version an EK certificate's subjectAltName directoryName carries
+    /// (`tcg-at-tpmManufacturer` 2.23.133.2.1, `tcg-at-tpmModel` .2, `tcg-at-tpmVersion` .3), as their UTF8String
+    /// values. Only meaningful once the certificate verified.
+    pub fn tpm_info(&self) -> super::ek::TpmInfo {
+        let mut info = super::ek::TpmInfo::default();
+        let Ok(Some((_, san))) = self.cert.tbs_certificate.get::<x509_cert::ext::pkix::SubjectAltName>() else {
+            return info;
+        };
+        for name in san.0 {
+            let x509_cert::ext::pkix::name::GeneralName::DirectoryName(dn) = name else { continue };
+            for atv in dn.0.iter().flat_map(|rdn| rdn.0.iter()) {
+                let value = std::str::from_utf8(atv.value.value()).ok().map(str::to_owned);
+                match atv.oid.to_string().as_str() {
+                    "2.23.133.2.1" => info.manufacturer = value,
+                    "2.23.133.2.2" => info.model = value,
+                    "2.23.133.2.3" => info.version = value,
+                    _ => {}
+                }
+            }
+        }
+        info
+    }
+
     /// SHA-1 of the DER, lowercase hex (SPIRE's fingerprints).
     pub fn sha1_hex(&self) -> String {
         hex(ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, &self.der).as_ref())

@@ -173,6 +173,32 @@ pub enum DevIdError {
     /// The EK cannot protect a credential.
     #[error("cannot make a credential for the EK: {0}")]
     EkKey(&'static str),
+    /// The DevID key is not one the TPM made and cannot export.
+    #[error("the DevID is not a fixedTPM, fixedParent, sensitiveDataOrigin, unrestricted signing key (attributes 0x{attributes:08x})")]
+    DevIdAttributes {
+        /// TPMA_OBJECT of the DevID.
+        attributes: u32,
+    },
+    /// A DevID key type this CA does not certify.
+    #[error("the DevID key is neither RSA-2048 nor ECC P-256")]
+    DevIdKeyType,
+    /// The certification's qualifying data is not the verifier's nonce: replayed, or made for another exchange.
+    #[error("the DevID certification was not made for this exchange (its qualifying data is not the nonce)")]
+    StaleCertification,
+    /// The EK policy needs the EK listed, and it is not.
+    #[error("EK {hash} is not in the inventory of approved EKs")]
+    EkNotListed {
+        /// The EK's hash.
+        hash: String,
+    },
+    /// Neither a certificate chaining to a configured CA nor the inventory approves the EK.
+    #[error("EK {hash} is neither certified by a configured endorsement CA ({certificate}) nor in the inventory")]
+    EkNeither {
+        /// The EK's hash.
+        hash: String,
+        /// Why its certificate did not count.
+        certificate: Box<DevIdError>,
+    },
     /// The AK is not RSA.
     #[error("only RSA keys are supported (AK)")]
     AkNotRsa,

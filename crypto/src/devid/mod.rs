@@ -17,6 +17,8 @@
 
 pub mod chain;
 mod credential;
+pub mod ek;
+pub mod enroll;
 mod error;
 pub mod tpm2;
 pub mod wire;
@@ -224,6 +226,32 @@ impl DevIdVerifier {
         ak_pub: &TpmPublic,
         devid_pub: &TpmPublic,
     ) -> Result<(), DevIdError> {
+        let certify = Certification {
+            ak_pub,
+            info: &req.certified_devid,
+            signature: &req.certification_signature,
+            devid_pub,
+            devid_pub_raw: &req.devid_pub,
+        };
+        certify.check(self.extra, None)
+    }
+}
+
+/// A TPM2_Certify of a DevID by an AK, as received: what both SPIRE's attestation and the enrollment CA check.
+pub(crate) struct Certification<'a> {
+    pub(crate) ak_pub: &'a TpmPublic,
+    pub(crate) info: &'a [u8],
+    pub(crate) signature: &'a [u8],
+    pub(crate) devid_pub: &'a TpmPublic,
+    pub(crate) devid_pub_raw: &'a [u8],
+}
+
+impl Certification<'_> {
+    /// The AK is an RSASSA signing key (with `extra`, a restricted, fixed, TPM-made one); its signature over the
+    /// TPMS_ATTEST verifies; the attest is a TPM-generated certify of exactly the DevID's Name; and, when given,
+    /// its qualifying data is `extra_data` (the verifier's nonce: the certification is fresh).
+    pub(crate) fn check(&self, extra: ExtraChecks, extra_data: Option<&[u8]>) -> Result<(), DevIdError> {
+        let ak_pub = self.ak_pub;
         let KeyParams::Rsa { modulus, exponent, .. } = &ak_pub.params else {
             return Err(DevIdError::AkNotRsa);
         };
@@ -235,10 +263,10 @@ impl DevIdVerifier {
         }
         let required =
             attr::RESTRICTED | attr::SIGN | attr::FIXED_TPM | attr::FIXED_PARENT | attr::SENSITIVE_DATA_ORIGIN;
-        if self.extra.ak_attributes && (!ak_pub.has(required) || ak_pub.has(attr::DECRYPT)) {
+        if extra.ak_attributes && (!ak_pub.has(required) || ak_pub.has(attr::DECRYPT)) {
             return Err(DevIdError::AkAttributes { attributes: ak_pub.attributes });
         }
-        let sig = RsaSignature::parse(&req.certification_signature)
+        let sig = RsaSignature::parse(self.signature)
             .map_err(|source| DevIdError::Tpm2 { field: "CertificationSignature", source })?;
         if ak_pub.scheme.scheme != alg::RSASSA || sig.scheme != alg::RSASSA || sig.hash != ak_pub.scheme.hash {
             return Err(DevIdError::CertifyScheme { scheme: sig.scheme, hash: sig.hash });
@@ -251,24 +279,28 @@ impl DevIdVerifier {
         };
         let e = TpmPublic::rsa_exponent(*exponent).to_be_bytes();
         let key = ring::signature::RsaPublicKeyComponents { n: strip(modulus), e: strip(&e) };
-        key.verify(algorithm, &req.certified_devid, &sig.signature).map_err(|_| DevIdError::CertifySignature)?;
+        key.verify(algorithm, self.info, &sig.signature).map_err(|_| DevIdError::CertifySignature)?;
 
-        let attest = Attest::parse(&req.certified_devid)
-            .map_err(|source| DevIdError::Tpm2 { field: "CertifiedDevID", source })?;
+        let attest = Attest::parse(self.info).map_err(|source| DevIdError::Tpm2 { field: "CertifiedDevID", source })?;
         if attest.magic != tpm2::TPM_GENERATED {
             return Err(DevIdError::AttestMagic(attest.magic));
         }
         if attest.kind != tpm2::ST_ATTEST_CERTIFY {
             return Err(DevIdError::AttestType(attest.kind));
         }
-        if self.extra.qualified_signer {
+        if extra.qualified_signer {
             let alg = attest.qualified_signer.get(..2).map(|a| u16::from_be_bytes([a[0], a[1]]));
             let want = tpm2::digest_len(ak_pub.name_alg).map(|n| n + 2);
             if alg != Some(ak_pub.name_alg) || Some(attest.qualified_signer.len()) != want {
                 return Err(DevIdError::QualifiedSigner);
             }
         }
-        let devid_name = tpm2::name(&req.devid_pub, devid_pub.name_alg)
+        if let Some(want) = extra_data {
+            if !constant_time_eq(&attest.extra_data, want) {
+                return Err(DevIdError::StaleCertification);
+            }
+        }
+        let devid_name = tpm2::name(self.devid_pub_raw, self.devid_pub.name_alg)
             .map_err(|source| DevIdError::Tpm2 { field: "DevIDPub", source })?;
         if attest.certified_name != devid_name {
             return Err(DevIdError::CertifyName);

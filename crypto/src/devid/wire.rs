@@ -65,7 +65,7 @@ pub struct ChallengeResponse {
     pub cred_activation: Vec<u8>,
 }
 
-mod b64 {
+pub(crate) mod b64 {
     use super::*;
 
     pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
@@ -80,7 +80,7 @@ mod b64 {
     }
 }
 
-mod b64_list {
+pub(crate) mod b64_list {
     use super::*;
 
     pub fn serialize<S: Serializer>(v: &[Vec<u8>], s: S) -> Result<S::Ok, S::Error> {

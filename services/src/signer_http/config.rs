@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::allow::AllowEntry;
+pub use crate::server::tls::TlsFiles;
 use common::config::{self, ConfigError};
 use common::signer_client::DEFAULT_SOCKET;
 
@@ -33,15 +34,6 @@ pub struct Raw {
     max_lifetime: Option<config::Scalar>,
     read_timeout: Option<config::Scalar>,
     metrics_addr: Option<String>,
-}
-
-/// TLS files for the listener.
-#[derive(Debug, Clone)]
-pub struct TlsFiles {
-    /// Certificate chain (PEM).
-    pub cert: PathBuf,
-    /// Private key (PEM).
-    pub key: PathBuf,
 }
 
 /// A validated signer-http configuration.

@@ -18,7 +18,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 use super::allow::AllowList;
-use super::config::{SignerHttpConfig, TlsFiles};
+use super::config::SignerHttpConfig;
 use super::metrics::SignerHttpMetrics;
 use super::refusal::Refusal;
 use crate::server::http::{self as server, PeerSlots, Reply, Request, ServerLimits};
@@ -39,24 +39,11 @@ pub enum RunError {
     #[error(transparent)]
     Metrics(#[from] crate::metrics::MetricsError),
     /// No listener could be bound.
-    #[error("cannot listen on {addr}: {source}")]
-    Listen {
-        /// The address.
-        addr: String,
-        /// The error.
-        source: std::io::Error,
-    },
-    /// A TLS certificate or key file is unusable.
-    #[error("TLS: {}: {source}", path.display())]
-    TlsFile {
-        /// The file.
-        path: std::path::PathBuf,
-        /// Why.
-        source: rustls_pki_types::pem::Error,
-    },
-    /// The certificate and key do not make a TLS server configuration.
-    #[error("TLS: {0}")]
-    Tls(#[from] rustls::Error),
+    #[error(transparent)]
+    Listen(#[from] crate::server::tls::ListenError),
+    /// The TLS certificate or key is unusable.
+    #[error(transparent)]
+    Tls(#[from] crate::server::tls::TlsError),
     /// The signer-unix client could not be built.
     #[error("signer-unix client: {0}")]
     Client(#[from] common::client::ClientError),
@@ -72,45 +59,6 @@ struct State {
     metrics: SignerHttpMetrics,
 }
 
-fn load_tls(files: &TlsFiles) -> Result<tokio_rustls::TlsAcceptor, RunError> {
-    use rustls_pki_types::pem::PemObject;
-    let certs = rustls_pki_types::CertificateDer::pem_file_iter(&files.cert)
-        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-        .map_err(|source| RunError::TlsFile { path: files.cert.clone(), source })?;
-    let key = rustls_pki_types::PrivateKeyDer::from_pem_file(&files.key)
-        .map_err(|source| RunError::TlsFile { path: files.key.clone(), source })?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)?;
-    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
-}
-
-/// Binds every listen address that can be bound (`:PORT` means IPv6 and IPv4; one family missing is fine).
-async fn bind_all(addrs: &[SocketAddr]) -> Result<Vec<TcpListener>, RunError> {
-    let mut listeners = Vec::new();
-    let mut last_err = None;
-    for addr in addrs {
-        let socket = if addr.is_ipv6() { tokio::net::TcpSocket::new_v6() } else { tokio::net::TcpSocket::new_v4() };
-        let bound = socket.and_then(|s| {
-            s.set_reuseaddr(true)?;
-            s.bind(*addr)?;
-            s.listen(1024)
-        });
-        match bound {
-            Ok(l) => listeners.push(l),
-            // `[::]:P` already covers IPv4 on a dual-stack host, so the `0.0.0.0:P` twin may be busy: fine.
-            Err(e) => last_err = Some((addr.to_string(), e)),
-        }
-    }
-    if listeners.is_empty() {
-        let (addr, source) = last_err.unwrap_or_else(|| ("(none)".into(), std::io::Error::other("no address")));
-        return Err(RunError::Listen { addr, source });
-    }
-    Ok(listeners)
-}
-
 /// Runs signer-http until `shutdown` resolves.
 pub async fn run(cfg: SignerHttpConfig, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
     run_with(cfg, common::clock::Clock::system(), shutdown).await
@@ -122,11 +70,11 @@ pub async fn run_with(
     clock: common::clock::Clock,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), RunError> {
-    let tls = cfg.tls.as_ref().map(load_tls).transpose()?;
+    let tls = cfg.tls.as_ref().map(crate::server::tls::acceptor).transpose()?;
     let client = SignerClient::new(&cfg.socket, cfg.timeout)?;
     let allow = AllowList::new(cfg.allowed.clone());
     allow.resolve().await;
-    let listeners = bind_all(&cfg.listen).await?;
+    let listeners = crate::server::tls::bind_all(&cfg.listen).await?;
     let limits = ServerLimits {
         max_body: cfg.max_body,
         header_timeout: cfg.read_timeout,

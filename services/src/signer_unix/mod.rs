@@ -14,11 +14,9 @@ mod metrics;
 mod queue;
 mod refusal;
 mod server;
-#[cfg(feature = "tpm")]
-mod tpm_open;
 
+#[cfg(feature = "tpm")]
+pub use crate::server::tpm_key::wait_for_key;
 pub use config::{SignerUnixConfig, DEFAULT_SOCKET, MAX_DURATION};
 pub use queue::{QueueError, QueueMetrics, SignQueue};
 pub use server::{run, run_with, RunError};
-#[cfg(feature = "tpm")]
-pub use tpm_open::wait_for_key;

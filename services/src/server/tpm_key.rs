@@ -1,4 +1,5 @@
-//! Opening the signing key at start-up, waiting out a TPM that is there but not available yet.
+//! Opening a daemon's TPM key (signer-unix's, the enrollment CA's) at start-up, waiting out a TPM that is there but
+//! not available yet.
 //!
 //! Invariant: a transient failure (the TPM busy, restarting, or `/dev/tpm0` held by another process) is logged
 //! with its cause and retried with a backoff until the key opens or the daemon is told to stop; a permanent one
