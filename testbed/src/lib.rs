@@ -5,6 +5,7 @@
 
 pub mod agent;
 pub mod devid;
+pub mod devid_ca;
 pub mod devid_scenario;
 pub mod fuzzing;
 pub mod ha;

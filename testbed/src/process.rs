@@ -175,6 +175,17 @@ impl Daemon {
     }
 }
 
+impl Daemon {
+    /// Kills it with SIGKILL, at once: whatever it was doing is cut short.
+    pub fn kill(&mut self) -> anyhow::Result<()> {
+        if let Some(mut child) = self.child.take() {
+            child.kill()?;
+            child.wait()?;
+        }
+        Ok(())
+    }
+}
+
 impl Drop for Daemon {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {

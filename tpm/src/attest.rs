@@ -311,6 +311,19 @@ impl Tpm {
 }
 
 impl Tpm {
+    /// The EK's TPMT_PUBLIC (TCG default RSA template), for its hash (`devid ek-hash`).
+    pub fn ek_public(&self, hierarchies: &Hierarchies) -> Result<Vec<u8>, TpmError> {
+        let device = self.device().to_string();
+        let dev = device.as_str();
+        self.with_context("read the EK", |conn| {
+            let ek = create_ek(conn, dev, &hierarchies.endorsement)?;
+            with_transient(conn, ek, |conn| {
+                let (public, _, _) = conn.ctx.read_public(ek)?;
+                Ok(public.marshall()?)
+            })
+        })
+    }
+
     /// The first half of an enrollment: the EK (and its certificate when NV holds one), a fresh AK and the DevID's
     /// public area (the DevID is loaded once, so that a blob of another TPM is refused now, not after the CA's
     /// challenge). Nothing stays loaded in the TPM.

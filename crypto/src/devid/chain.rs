@@ -154,6 +154,16 @@ impl Cert {
         info
     }
 
+    /// notAfter, unix seconds.
+    pub fn not_after(&self) -> u64 {
+        self.cert.tbs_certificate.validity.not_after.to_unix_duration().as_secs()
+    }
+
+    /// The serial number's bytes.
+    pub fn serial(&self) -> &[u8] {
+        self.cert.tbs_certificate.serial_number.as_bytes()
+    }
+
     /// SHA-1 of the DER, lowercase hex (SPIRE's fingerprints).
     pub fn sha1_hex(&self) -> String {
         hex(ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, &self.der).as_ref())

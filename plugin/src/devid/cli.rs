@@ -32,6 +32,61 @@ enum Command {
     SignCsr(SignCsrArgs),
     /// Runs the whole tpm_devid exchange locally, agent and server side, and says which step fails.
     Check(CheckArgs),
+    /// Has the enrollment CA issue this node's DevID certificate (or renew it), proving its TPM; writes
+    /// devid.crt.pem, devid.priv.blob and devid.pub.blob in --out-dir.
+    Enroll(EnrollArgs),
+    /// Prints this TPM's inventory line for the enrollment CA: `sha256:<hash of the EK> NAME`.
+    EkHash(EkHashArgs),
+}
+
+#[derive(Args, Debug)]
+struct EnrollArgs {
+    /// The enrollment CA's URL (https://HOST:PORT).
+    #[arg(long)]
+    url: String,
+    /// The DevID CA chain (PEM) the issued certificate must chain to.
+    #[arg(long, value_name = "CA.pem")]
+    ca_cert: PathBuf,
+    /// The CA bundle the enrollment CA's HTTPS certificate chains to (default: the system's roots).
+    #[arg(long, value_name = "FILE")]
+    tls_ca: Option<PathBuf>,
+    /// A one-time enrollment token, read from a file (when this TPM is not in the CA's inventory).
+    #[arg(long, value_name = "F")]
+    token_file: Option<PathBuf>,
+    /// Where devid.crt.pem, devid.priv.blob and devid.pub.blob go (SPIRE's agent plugin reads them there).
+    #[arg(long, value_name = "DIR", default_value = "/var/lib/spire/agent/devid")]
+    out_dir: PathBuf,
+    /// The TPM (default: /dev/tpmrm0, then /dev/tpm0).
+    #[arg(long, value_name = "DEV")]
+    tpm_device: Option<TpmDevice>,
+    /// rsa2048 or ecc-p256, for a DevID created now.
+    #[arg(long, default_value = "rsa2048")]
+    key_type: KeyType,
+    /// Renew the certificate held when it has less than this left (Go duration); otherwise it is kept.
+    #[arg(long, value_name = "DURATION")]
+    renew_before: Option<common::duration::GoDuration>,
+    /// The DevID key's password, read from a file.
+    #[arg(long, value_name = "F")]
+    devid_password_file: Option<PathBuf>,
+    /// The owner hierarchy's password, read from a file.
+    #[arg(long, value_name = "F")]
+    owner_password_file: Option<PathBuf>,
+    /// The endorsement hierarchy's password, read from a file.
+    #[arg(long, value_name = "F")]
+    endorsement_password_file: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+struct EkHashArgs {
+    /// The TPM (default: /dev/tpmrm0, then /dev/tpm0).
+    #[arg(long, value_name = "DEV")]
+    tpm_device: Option<TpmDevice>,
+    /// The name the node should get (default: this host's name).
+    #[arg(long)]
+    name: Option<String>,
+    /// The endorsement hierarchy's password, read from a file.
+    #[arg(long, value_name = "F")]
+    endorsement_password_file: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -192,6 +247,73 @@ fn check_cmd(a: CheckArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn enroll_cmd(a: EnrollArgs) -> anyhow::Result<()> {
+    use crate::devid::enroll::{enroll, EnrollRequestArgs, Outcome};
+    let device = match a.tpm_device {
+        Some(d) => d,
+        None => TpmDevice::autodetect()?,
+    };
+    let token = match &a.token_file {
+        Some(f) => {
+            Some(std::fs::read_to_string(f).with_context(|| format!("--token-file {}", f.display()))?.trim().to_owned())
+        }
+        None => None,
+    };
+    let req = EnrollRequestArgs {
+        url: a.url,
+        ca_cert: a.ca_cert,
+        tls_ca: a.tls_ca,
+        token,
+        out_dir: a.out_dir,
+        device,
+        key_type: a.key_type,
+        devid_password: password("--devid-password-file", a.devid_password_file.as_deref())?,
+        hierarchies: tpm::attest::Hierarchies {
+            owner: password("--owner-password-file", a.owner_password_file.as_deref())?,
+            endorsement: password("--endorsement-password-file", a.endorsement_password_file.as_deref())?,
+        },
+        renew_before: a.renew_before.map(|d| d.0),
+        timeout: std::time::Duration::from_secs(30),
+        now: common::clock::unix_now(),
+    };
+    match enroll(&req)? {
+        Outcome::Enrolled(e) | Outcome::Renewed(e) => {
+            eprintln!(
+                "DevID certificate for {} (serial {}, valid until {}) written to {}",
+                e.name,
+                e.serial,
+                e.not_after,
+                req.out_dir.join(crate::devid::enroll::CERT_FILE).display()
+            );
+        }
+        Outcome::Kept { not_after } => {
+            let left = not_after.saturating_sub(req.now) / 86_400;
+            eprintln!("the DevID held is kept: its certificate is valid for {left} more days (until {not_after})");
+        }
+    }
+    Ok(())
+}
+
+fn ek_hash_cmd(a: EkHashArgs) -> anyhow::Result<()> {
+    let device = match a.tpm_device {
+        Some(d) => d,
+        None => TpmDevice::autodetect()?,
+    };
+    let name = match a.name {
+        Some(n) => n,
+        None => common::config::hostname().context("--name not given and no host name")?,
+    };
+    if !crypto::devid::ek::is_node_name(&name) {
+        anyhow::bail!("name {name:?}: 1 to {} letters, digits, '.', '-', '_'", crypto::devid::ek::MAX_NAME);
+    }
+    let hierarchies = tpm::attest::Hierarchies {
+        endorsement: password("--endorsement-password-file", a.endorsement_password_file.as_deref())?,
+        ..Default::default()
+    };
+    println!("{}", crate::devid::enroll::ek_hash_line(&device, &hierarchies, &name)?);
+    Ok(())
+}
+
 /// Runs the subcommand the command line names.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     common::logging::quiet_tss_logging();
@@ -200,5 +322,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Provision(a) => provision_cmd(a),
         Command::SignCsr(a) => sign_csr_cmd(a),
         Command::Check(a) => check_cmd(a),
+        Command::Enroll(a) => enroll_cmd(a),
+        Command::EkHash(a) => ek_hash_cmd(a),
     }
 }

@@ -13,6 +13,8 @@ pub mod cli;
 #[cfg(feature = "tpm")]
 pub mod csr;
 #[cfg(feature = "tpm")]
+pub mod enroll;
+#[cfg(feature = "tpm")]
 pub mod provision;
 pub mod server;
 #[cfg(feature = "tpm")]

@@ -1,0 +1,213 @@
+//! The enrollment CA as a test runs it: the real `spire-server-attestor-tpm-devid-ca` binary with its key in a
+//! swtpm, an HTTPS identity from a private test CA, an inventory and the manufacturers' CAs the test chooses; and
+//! nodes enrolling with the real `spire-server-attestor-tpm-devid enroll` on their own swtpm.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{ensure, Context};
+
+use crate::pki;
+use crate::ports::free_port;
+use crate::process::{run_bin, Daemon, Ready};
+use crate::swtpm::Swtpm;
+
+/// The CA binary.
+pub const CA: &str = "spire-server-attestor-tpm-devid-ca";
+/// The node's devid tool.
+pub const DEVID: &str = "spire-server-attestor-tpm-devid";
+
+/// How the CA is set up.
+#[derive(Debug, Clone, Default)]
+pub struct CaOptions {
+    /// Manufacturer CA chains (PEM files) the CA trusts for EK certificates.
+    pub endorsement_cas: Vec<PathBuf>,
+    /// The inventory's text (`sha256:<hex> name` lines); `None`: no inventory.
+    pub inventory: Option<String>,
+    /// The CA key's type (`rsa2048` or `ecc-p256`).
+    pub key_type: Option<&'static str>,
+    /// `validity` (Go duration), when not the default.
+    pub validity: Option<&'static str>,
+    /// `crl-lifetime`, when not the default.
+    pub crl_lifetime: Option<&'static str>,
+    /// A `metrics-addr`.
+    pub metrics_addr: Option<std::net::SocketAddr>,
+}
+
+/// A running enrollment CA.
+#[derive(Debug)]
+pub struct CaSite {
+    dir: tempfile::TempDir,
+    /// The CA key's TPM.
+    pub tpm: Swtpm,
+    daemon: Option<Daemon>,
+    /// `https://127.0.0.1:PORT`.
+    pub url: String,
+    /// Its config file.
+    pub config: PathBuf,
+    /// The CA its HTTPS certificate chains to (`enroll --tls-ca`).
+    pub tls_ca: PathBuf,
+    /// The DevID CA chain (`enroll --ca-cert`, SPIRE's `devid_ca_path`).
+    pub ca_cert: PathBuf,
+    /// Where the CRL is written.
+    pub crl: PathBuf,
+    /// The inventory file.
+    pub inventory: PathBuf,
+    addr: std::net::SocketAddr,
+}
+
+impl CaSite {
+    /// Provisions the CA key and certificate, and starts the CA.
+    pub fn start(options: &CaOptions) -> anyhow::Result<CaSite> {
+        let dir = tempfile::tempdir()?;
+        let d = dir.path();
+        let (tls_ca, tls_cert, tls_key) = pki::tls_server(d)?;
+        let tpm = Swtpm::start()?;
+        let mut endorsement = String::new();
+        for chain in &options.endorsement_cas {
+            endorsement.push_str(&std::fs::read_to_string(chain)?);
+        }
+        let addr: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
+        let (ca_cert, crl, inventory) = (d.join("devid-ca.pem"), d.join("www/devid.crl"), d.join("inventory"));
+        std::fs::create_dir_all(d.join("www"))?;
+        std::fs::write(&inventory, options.inventory.as_deref().unwrap_or(""))?;
+        let mut config = format!(
+            "listen-addr: \"{addr}\"\ntls-cert: {}\ntls-key: {}\ntpm-device: \"{}\"\nca-cert: {}\nstate-dir: {}\ncrl: {}\n",
+            tls_cert.display(),
+            tls_key.display(),
+            tpm.device(),
+            ca_cert.display(),
+            d.join("state").display(),
+            crl.display()
+        );
+        if !endorsement.is_empty() {
+            std::fs::write(d.join("manufacturers.pem"), endorsement)?;
+            config.push_str(&format!("endorsement-ca: {}\n", d.join("manufacturers.pem").display()));
+        }
+        if options.inventory.is_some() {
+            config.push_str(&format!("inventory: {}\n", inventory.display()));
+        }
+        for (key, value) in [("validity", options.validity), ("crl-lifetime", options.crl_lifetime)] {
+            if let Some(v) = value {
+                config.push_str(&format!("{key}: {v}\n"));
+            }
+        }
+        if let Some(m) = options.metrics_addr {
+            config.push_str(&format!("metrics-addr: \"{m}\"\n"));
+        }
+        let config_path = d.join("devid-ca.conf");
+        std::fs::write(&config_path, config)?;
+        let conf = config_path.display().to_string();
+        let key_type = options.key_type.unwrap_or("ecc-p256");
+        let (code, _, stderr) = run_bin(
+            CA,
+            &["provision", &conf, "--self-signed", "--subject-cn", "Test Fleet DevID CA", "--key-type", key_type],
+            b"",
+        )?;
+        ensure!(code == 0, "devid-ca provision failed ({code}): {stderr}");
+        let mut site = CaSite {
+            dir,
+            tpm,
+            daemon: None,
+            url: format!("https://{addr}"),
+            config: config_path,
+            tls_ca,
+            ca_cert,
+            crl,
+            inventory,
+            addr,
+        };
+        site.restart()?;
+        Ok(site)
+    }
+
+    /// The test directory.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// (Re)starts the CA process.
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        if let Some(mut old) = self.daemon.take() {
+            old.stop()?;
+        }
+        let log = self.dir.path().join(format!("devid-ca.{}.log", crate::ports::free_port()?));
+        let conf = self.config.display().to_string();
+        self.daemon = Some(Daemon::spawn(CA, &[&conf], &[], &log, Ready::TcpAddr(self.addr))?);
+        Ok(())
+    }
+
+    /// The running CA process.
+    pub fn daemon(&mut self) -> anyhow::Result<&mut Daemon> {
+        self.daemon.as_mut().context("the CA is not running")
+    }
+
+    /// Kills the CA with SIGKILL (no chance to finish anything).
+    pub fn kill9(&mut self) -> anyhow::Result<()> {
+        if let Some(mut d) = self.daemon.take() {
+            d.kill()?;
+        }
+        Ok(())
+    }
+
+    /// `devid-ca ARGS... CONFIG`: (exit code, stdout, stderr).
+    pub fn admin(&self, args: &[&str]) -> anyhow::Result<(i32, String, String)> {
+        let mut all: Vec<&str> = args.to_vec();
+        let conf = self.config.display().to_string();
+        all.push(&conf);
+        run_bin(CA, &all, b"")
+    }
+
+    /// A one-time token for `name`.
+    pub fn token(&self, name: &str, ttl: &str) -> anyhow::Result<String> {
+        let (code, out, err) = self.admin(&["token", "create", "--name", name, "--ttl", ttl])?;
+        ensure!(code == 0, "token create failed ({code}): {err}");
+        Ok(out.trim().to_owned())
+    }
+
+    /// The certificates the CA lists: (serial, state, name, not_after, ek hash).
+    pub fn list(&self) -> anyhow::Result<Vec<Vec<String>>> {
+        let (code, out, err) = self.admin(&["list"])?;
+        ensure!(code == 0, "list failed ({code}): {err}");
+        Ok(out.lines().map(|l| l.split_whitespace().map(str::to_owned).collect()).collect())
+    }
+
+    /// Appends `line` to the inventory (the CA re-reads it).
+    pub fn approve(&self, line: &str) -> anyhow::Result<()> {
+        let mut text = std::fs::read_to_string(&self.inventory)?;
+        text.push_str(line.trim());
+        text.push('\n');
+        std::fs::write(&self.inventory, text)?;
+        Ok(())
+    }
+
+    /// `devid enroll` of the node on `tpm` into `out_dir`, with `extra` arguments: (exit code, stderr).
+    pub fn enroll(&self, tpm: &Swtpm, out_dir: &Path, extra: &[&str]) -> anyhow::Result<(i32, String)> {
+        let device = tpm.device().to_string();
+        let (out, ca, tls) =
+            (out_dir.display().to_string(), self.ca_cert.display().to_string(), self.tls_ca.display().to_string());
+        let mut args = vec![
+            "enroll",
+            "--url",
+            &self.url,
+            "--ca-cert",
+            &ca,
+            "--tls-ca",
+            &tls,
+            "--out-dir",
+            &out,
+            "--tpm-device",
+            &device,
+        ];
+        args.extend_from_slice(extra);
+        let (code, _, stderr) = run_bin(DEVID, &args, b"")?;
+        Ok((code, stderr))
+    }
+}
+
+/// The inventory line of the node on `tpm` (`devid ek-hash`).
+pub fn ek_hash_line(tpm: &Swtpm, name: &str) -> anyhow::Result<String> {
+    let device = tpm.device().to_string();
+    let (code, out, err) = run_bin(DEVID, &["ek-hash", "--tpm-device", &device, "--name", name], b"")?;
+    ensure!(code == 0, "ek-hash failed ({code}): {err}");
+    Ok(out.trim().to_owned())
+}
