@@ -53,6 +53,17 @@ pub struct CaSite {
     /// The inventory file.
     pub inventory: PathBuf,
     addr: std::net::SocketAddr,
+    /// The in-process CA's stop signal and thread.
+    in_process: Option<(tokio::sync::oneshot::Sender<()>, std::thread::JoinHandle<anyhow::Result<()>>)>,
+}
+
+impl Drop for CaSite {
+    fn drop(&mut self) {
+        if let Some((stop, thread)) = self.in_process.take() {
+            let _ = stop.send(());
+            let _ = thread.join();
+        }
+    }
 }
 
 impl CaSite {
@@ -115,8 +126,37 @@ impl CaSite {
             crl,
             inventory,
             addr,
+            in_process: None,
         };
         site.restart()?;
+        Ok(site)
+    }
+
+    /// [`CaSite::start`], the CA running in this process (the real code, its key in the swtpm) and judging every
+    /// time by `clock`, so a test can move it past a token's or a certificate's expiry instead of waiting.
+    pub fn start_in_process(options: &CaOptions, clock: common::clock::Clock) -> anyhow::Result<CaSite> {
+        let mut site = Self::start(options)?;
+        if let Some(mut d) = site.daemon.take() {
+            d.stop()?;
+        }
+        let cfg = <services::devid_ca::config::DevIdCaConfig as services::ConfigFile>::load(&site.config)?;
+        let key = tpm::Tpm::open(&site.tpm.device())?.signing_key(cfg.handle)?;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let addr = site.addr;
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+            runtime.block_on(services::devid_ca::server::run(cfg, std::sync::Arc::new(key), clock, async move {
+                let _ = stopped.await;
+            }))?;
+            anyhow::Ok(())
+        });
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while std::net::TcpStream::connect(addr).is_err() {
+            ensure!(!thread.is_finished(), "the in-process CA stopped at start");
+            ensure!(std::time::Instant::now() < deadline, "the in-process CA never listened");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        site.in_process = Some((stop, thread));
         Ok(site)
     }
 
@@ -210,4 +250,74 @@ pub fn ek_hash_line(tpm: &Swtpm, name: &str) -> anyhow::Result<String> {
     let (code, out, err) = run_bin(DEVID, &["ek-hash", "--tpm-device", &device, "--name", name], b"")?;
     ensure!(code == 0, "ek-hash failed ({code}): {err}");
     Ok(out.trim().to_owned())
+}
+
+/// A node speaking the enrollment protocol step by step, so a test can change any part of it (the real `enroll`
+/// does the honest thing in one go).
+#[derive(Debug)]
+pub struct RawNode {
+    tpm: tpm::Tpm,
+    /// Its DevID, in its TPM.
+    pub blobs: tpm::devid::DevIdBlobs,
+    hierarchies: tpm::attest::Hierarchies,
+}
+
+impl RawNode {
+    /// A node on `tpm` with a fresh DevID of `key_type`.
+    pub fn new(tpm: &Swtpm, key_type: tpm::KeyType) -> anyhow::Result<RawNode> {
+        let t = tpm::Tpm::open(&tpm.device())?;
+        let hierarchies = tpm::attest::Hierarchies::default();
+        let blobs = t.create_devid(key_type, &hierarchies.owner, &tpm::Password::default())?;
+        Ok(RawNode { tpm: t, blobs, hierarchies })
+    }
+
+    /// Exchange 1's request, and the TPM state to answer with.
+    pub fn request(
+        &self,
+        token: Option<&str>,
+    ) -> anyhow::Result<(crypto::devid::enroll::EnrollRequest, tpm::attest::PendingAttestation)> {
+        let (evidence, pending) =
+            self.tpm.enrollment_evidence(&self.blobs, &tpm::Password::default(), &self.hierarchies)?;
+        let request = crypto::devid::enroll::EnrollRequest {
+            ek_pub: evidence.ek_pub,
+            ek_cert: evidence.ek_cert.unwrap_or_default(),
+            ak_pub: evidence.ak_pub,
+            devid_pub: evidence.devid_pub,
+            token: token.map(str::to_owned),
+            renew: Vec::new(),
+        };
+        Ok((request, pending))
+    }
+
+    /// Exchange 2's honest answer to `challenge`.
+    pub fn answer(
+        &self,
+        pending: &tpm::attest::PendingAttestation,
+        challenge: &crypto::devid::enroll::EnrollChallenge,
+    ) -> anyhow::Result<crypto::devid::enroll::EnrollAnswer> {
+        let proof = pending.answer_enrollment(&challenge.nonce, &challenge.credential, &challenge.secret)?;
+        Ok(crypto::devid::enroll::EnrollAnswer {
+            session: challenge.session.clone(),
+            certify_info: proof.certify_info,
+            certify_signature: proof.certify_signature,
+            devid_signature: plugin::devid::signature::der(self.blobs.key.key_type(), proof.devid_signature)?,
+            activated_secret: proof.activated_secret.to_vec(),
+        })
+    }
+}
+
+impl CaSite {
+    /// POSTs `body` (JSON) to `path`: (status, body).
+    pub fn post(&self, path: &str, body: &impl serde::Serialize) -> anyhow::Result<(u16, String)> {
+        let client = common::client::HttpClient::new(common::client::ClientOptions {
+            timeout: std::time::Duration::from_secs(30),
+            max_body: 1 << 20,
+            ca_file: Some(self.tls_ca.clone()),
+        })?;
+        let url = common::client::HttpUrl::parse(&format!("{}{path}", self.url))?;
+        let body = bytes::Bytes::from(serde_json::to_vec(body)?);
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let resp = runtime.block_on(client.send(http::Method::POST, &url, &[], body))?;
+        Ok((resp.status.as_u16(), String::from_utf8_lossy(&resp.body).into_owned()))
+    }
 }

@@ -103,3 +103,195 @@ fn nodes_with_a_token_or_in_the_inventory_enroll_rsa_and_ecc_with_and_without_pa
     assert_eq!(listed.len(), 2, "{listed:?}");
     assert!(listed.iter().all(|row| row[1] == "issued"), "{listed:?}");
 }
+
+/// Every refusal, each with its reason, against the CA running in-process on a manual clock (its key in swtpm;
+/// the nodes' TPMs are swtpm too). A refused enrollment writes nothing and leaves the CA's state as it was.
+#[test]
+fn the_negative_table() {
+    use crypto::devid::enroll::{EnrollAnswer, EnrollChallenge};
+    use testbed::devid_ca::RawNode;
+    let (a, b, stranger, listed) = (
+        Swtpm::start_with_ek().unwrap(),
+        Swtpm::start_with_ek().unwrap(),
+        Swtpm::start_with_ek().unwrap(),
+        Swtpm::start_with_ek().unwrap(),
+    );
+    let clock = common::clock::Clock::manual(common::clock::unix_now());
+    let ca = CaSite::start_in_process(
+        &CaOptions {
+            // stranger's manufacturer is not trusted; listed is in the inventory as "listed".
+            endorsement_cas: vec![
+                a.ek_ca().unwrap().to_owned(),
+                b.ek_ca().unwrap().to_owned(),
+                listed.ek_ca().unwrap().to_owned(),
+            ],
+            inventory: Some(format!("{}\n", ek_hash_line(&listed, "listed").unwrap())),
+            validity: Some("1h"),
+            ..CaOptions::default()
+        },
+        clock.clone(),
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = |name: &str, token: &str| {
+        let f = dir.path().join(name);
+        std::fs::write(&f, token).unwrap();
+        f.display().to_string()
+    };
+    let refused = |what: &str, (code, err): (i32, String), says: &str| {
+        assert_eq!(code, 1, "{what}: {err}");
+        assert!(err.contains(says), "{what}: {says:?} not in {err:?}");
+    };
+
+    // An EK that chains to no configured root, even with a token; and a genuine EK with no approval at all.
+    let t = ca.token("stranger", "1h").unwrap();
+    let out = dir.path().join("stranger");
+    refused(
+        "an EK no configured CA certified",
+        ca.enroll(&stranger, &out, &["--token-file", &token_file("t0", &t)]).unwrap(),
+        "neither certified by a configured endorsement CA",
+    );
+    assert!(!out.join("devid.crt.pem").exists(), "a refused enrollment wrote a certificate");
+    refused(
+        "a genuine EK neither listed nor holding a token",
+        ca.enroll(&b, &dir.path().join("b0"), &[]).unwrap(),
+        "neither in the inventory nor holding an enrollment token",
+    );
+
+    // A token works once, for one name, until it expires.
+    let once = token_file("t1", &ca.token("node-a", "1h").unwrap());
+    assert_eq!(ca.enroll(&a, &dir.path().join("a"), &["--token-file", &once]).unwrap().0, 0);
+    refused(
+        "a token used twice",
+        ca.enroll(&b, &dir.path().join("b1"), &["--token-file", &once]).unwrap(),
+        "used already",
+    );
+    let short = token_file("t2", &ca.token("node-b", "1m").unwrap());
+    clock.advance(120);
+    refused("an expired token", ca.enroll(&b, &dir.path().join("b2"), &["--token-file", &short]).unwrap(), "expired");
+    let other = token_file("t3", &ca.token("not-listed", "1h").unwrap());
+    refused(
+        "a token for another name than the inventory's",
+        ca.enroll(&listed, &dir.path().join("l"), &["--token-file", &other]).unwrap(),
+        "in the inventory as listed; the token is for not-listed",
+    );
+
+    // Protocol deviations, with a node that speaks the protocol step by step.
+    let honest = RawNode::new(&b, tpm::KeyType::EccP256).unwrap();
+    let other_tpm = RawNode::new(&a, tpm::KeyType::EccP256).unwrap();
+    let begin = |request: &crypto::devid::enroll::EnrollRequest| -> EnrollChallenge {
+        let (status, body) = ca.post("/v1/enroll", request).unwrap();
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str(&body).unwrap()
+    };
+    let answer_refused = |what: &str, answer: &EnrollAnswer, says: &str| {
+        let (status, body) = ca.post("/v1/enroll/answer", answer).unwrap();
+        assert_eq!(status, 403, "{what}: {body}");
+        assert!(body.contains(says), "{what}: {says:?} not in {body:?}");
+    };
+    let t = ca.token("node-b", "1h").unwrap();
+    // An AK that is not in the EK's TPM: b's EK, a's AK. Only a TPM holding both could recover the secret.
+    let (mut request, _) = honest.request(Some(&t)).unwrap();
+    let (theirs, their_pending) = other_tpm.request(None).unwrap();
+    request.ak_pub = theirs.ak_pub;
+    let challenge = begin(&request);
+    let mut answer = other_tpm.answer(&their_pending, &challenge).unwrap_or_else(|_| EnrollAnswer {
+        session: challenge.session.clone(),
+        activated_secret: vec![0; 32],
+        ..EnrollAnswer::default()
+    });
+    answer.session = challenge.session.clone();
+    answer_refused("an AK not in the EK's TPM", &answer, "credential activation failed");
+    // A DevID that is another object than the one certified: a software P-256 key posing as the DevID.
+    let (mut request, pending) = honest.request(Some(&t)).unwrap();
+    let soft = tpm::mock::SoftwareKey::generate(tpm::KeyType::EccP256);
+    let mut posing = crypto::devid::tpm2::TpmPublic::parse(&request.devid_pub, "DevID").unwrap();
+    let spki = tpm::KeySigner::public_key(&soft).spki_der().to_vec();
+    if let crypto::devid::tpm2::KeyParams::Ecc { x, y, .. } = &mut posing.params {
+        *x = spki[spki.len() - 64..spki.len() - 32].to_vec();
+        *y = spki[spki.len() - 32..].to_vec();
+    }
+    request.devid_pub = posing.marshal();
+    let challenge = begin(&request);
+    answer_refused(
+        "a software key posing as the DevID",
+        &honest.answer(&pending, &challenge).unwrap(),
+        "the certified name is not DevIDPub",
+    );
+    // A DevID the TPM could export (fixedTPM cleared in what is sent): refused before any challenge.
+    let (mut request, _) = honest.request(Some(&t)).unwrap();
+    let mut loose = crypto::devid::tpm2::TpmPublic::parse(&request.devid_pub, "DevID").unwrap();
+    loose.attributes &= !crypto::devid::tpm2::attr::FIXED_TPM;
+    request.devid_pub = loose.marshal();
+    let (status, body) = ca.post("/v1/enroll", &request).unwrap();
+    assert!(status == 403 && body.contains("fixedTPM"), "{status}: {body}");
+    // A certification made for another exchange (another nonce), with this exchange's activated secret.
+    // One request (one AK) begun twice: two sessions, two nonces.
+    let (request, pending) = honest.request(Some(&t)).unwrap();
+    let (first, second) = (begin(&request), begin(&request));
+    let stale = honest.answer(&pending, &first).unwrap();
+    let fresh = honest.answer(&pending, &second).unwrap();
+    let replanted = EnrollAnswer {
+        certify_info: stale.certify_info.clone(),
+        certify_signature: stale.certify_signature.clone(),
+        ..fresh
+    };
+    answer_refused("a certification for another exchange", &replanted, "not made for this exchange");
+    // The honest answer issues; the same answer again is a replay.
+    let (status, body) = ca.post("/v1/enroll/answer", &stale).unwrap();
+    assert_eq!(status, 200, "{body}");
+    answer_refused("a replayed answer", &stale, "unknown, used or expired enrollment session");
+
+    // Renewal of a revoked certificate, and of an expired one.
+    let out_a = dir.path().join("a");
+    let serial = ca.list().unwrap().iter().find(|r| r[2] == "node-a").unwrap()[0].clone();
+    let (code, _, err) = ca.admin(&["revoke", "--serial", &serial]).unwrap();
+    assert_eq!(code, 0, "{err}");
+    refused(
+        "renewing a revoked certificate",
+        ca.enroll(&a, &out_a, &["--renew-before", "100h"]).unwrap(),
+        "was revoked",
+    );
+    let out_b = dir.path().join("b-renew");
+    let t = token_file("t4", &ca.token("node-b", "1h").unwrap());
+    let (code, err) = ca.enroll(&b, &out_b, &["--token-file", &t]).unwrap();
+    assert_eq!(code, 0, "{err}");
+    clock.advance(2 * 3600);
+    let (code, err) = ca.enroll(&b, &out_b, &["--renew-before", "2h"]).unwrap();
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("not valid now"), "renewing an expired certificate: {err}");
+
+    // On the node: a certificate that does not chain to --ca-cert is refused, and nothing is written.
+    let foreign = CaSite::start(&CaOptions { inventory: Some(String::new()), ..CaOptions::default() }).unwrap();
+    let t = token_file("t5", &ca.token("node-b2", "3h").unwrap());
+    let out = dir.path().join("b-foreign");
+    let device = b.device().to_string();
+    let args = [
+        "enroll",
+        "--url",
+        &ca.url,
+        "--ca-cert",
+        &foreign.ca_cert.display().to_string(),
+        "--tls-ca",
+        &ca.tls_ca.display().to_string(),
+        "--out-dir",
+        &out.display().to_string(),
+        "--tpm-device",
+        &device,
+        "--token-file",
+        &t,
+    ];
+    let (code, _, err) = run_bin(DEVID, &args, b"").unwrap();
+    refused("a certificate that does not chain to --ca-cert", (code, err), "does not chain to --ca-cert");
+    assert!(!out.join("devid.crt.pem").exists(), "an unchained certificate was written");
+    // A certificate that chains but is for another key than this node's DevID.
+    let a_chain = std::fs::read_to_string(out_a.join("devid.crt.pem")).unwrap();
+    let enrolled = crypto::devid::enroll::Enrolled { chain_pem: a_chain, name: "node-a".into(), ..Default::default() };
+    let ca_pem = std::fs::read(&ca.ca_cert).unwrap();
+    let now = common::clock::unix_now();
+    let a_key = std::fs::read(out_a.join("devid.pub.blob")).unwrap();
+    let a_spki = crypto::devid::ek::spki_der(&crypto::devid::tpm2::TpmPublic::parse(&a_key, "DevID").unwrap()).unwrap();
+    plugin::devid::enroll::check_issued(&enrolled, &ca_pem, &a_spki, now).unwrap();
+    let err = plugin::devid::enroll::check_issued(&enrolled, &ca_pem, honest.blobs.key.spki_der(), now).unwrap_err();
+    assert!(err.to_string().contains("does not certify this node's DevID key"), "{err}");
+}

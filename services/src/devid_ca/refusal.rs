@@ -19,6 +19,8 @@ pub(crate) enum Refusal {
     NotApproved { hash: String },
     #[error("EK {hash} is in the inventory without a name: give it one there, or enroll with a token")]
     Unnamed { hash: String },
+    #[error("EK {hash} is in the inventory as {listed}; the token is for {token}")]
+    OtherName { hash: String, listed: String, token: String },
     #[error("{0}")]
     Denied(DbError),
     #[error("the certificate to renew: {0}")]
@@ -55,6 +57,7 @@ impl crate::server::http::Refusal for Refusal {
             Refusal::Proof(_)
             | Refusal::NotApproved { .. }
             | Refusal::Unnamed { .. }
+            | Refusal::OtherName { .. }
             | Refusal::Denied(_)
             | Refusal::Renewal(_)
             | Refusal::UnknownSession => StatusCode::FORBIDDEN,

@@ -39,6 +39,8 @@ pub const SESSION_TTL: Duration = Duration::from_secs(60);
 const MAX_SESSIONS: usize = 1024;
 /// Largest request body.
 const MAX_BODY: usize = enroll::MAX_MESSAGE;
+/// How far back a certificate's notBefore is set, for nodes whose clocks lag the CA's.
+const CLOCK_SKEW: Duration = Duration::from_secs(300);
 /// How often the CRL task looks for new revocations.
 const CRL_POLL: Duration = Duration::from_secs(1);
 
@@ -440,6 +442,10 @@ impl Ca {
         }
         if let Some(token) = &req.token {
             let info = self.db.token(token, now)?;
+            // A TPM the inventory names keeps that name: a token cannot rename it.
+            if let Some(listed) = begun.ek.name.as_ref().filter(|listed| **listed != info.name) {
+                return Err(Refusal::OtherName { hash, listed: listed.clone(), token: info.name });
+            }
             return Ok((info.name, Approval::Token(token.clone())));
         }
         match (&begun.ek.listed, &begun.ek.name) {
@@ -471,7 +477,8 @@ impl Ca {
         let serial = x509::random_serial().map_err(|e| Refusal::Internal(e.to_string()))?;
         let serial_hex = x509::serial_hex(&serial);
         let hash = session.begun.ek.hash.to_string();
-        let not_before = now.saturating_sub(60);
+        // Backdated five minutes: a node whose clock is a little behind the CA's still accepts its certificate.
+        let not_before = now.saturating_sub(CLOCK_SKEW.as_secs());
         let not_after = now + self.cfg.validity.as_secs();
         let reservation = Reservation {
             serial: &serial_hex,
