@@ -7,6 +7,7 @@
 //! pathLenConstraint, and no unhandled critical extension. Like Go's `x509.Verify` with `ExtKeyUsageAny`, leaf
 //! EKUs are not restricted. Every certificate in the anchor set is a trust anchor.
 
+use der::asn1::ObjectIdentifier as Oid;
 use der::{Decode, Encode};
 use x509_cert::ext::pkix::{BasicConstraints, KeyUsage};
 use x509_cert::Certificate;
@@ -229,12 +230,20 @@ impl Cert {
 
     /// Verifies this certificate's signature with `issuer`'s key.
     fn signed_by(&self, issuer: &Cert) -> Result<(), ChainError> {
-        let (key_alg, curve, key) = issuer.spki();
         let sig_alg = self.cert.signature_algorithm.oid;
-        let unsupported = || ChainError::Unsupported {
-            subject: self.subject.clone(),
-            detail: format!("signature {sig_alg}, issuer key {key_alg}"),
-        };
+        issuer.check_signature(sig_alg, &self.tbs, self.cert.signature.raw_bytes()).map_err(|e| match e {
+            SignatureError::Unsupported(detail) => ChainError::Unsupported { subject: self.subject.clone(), detail },
+            SignatureError::Bad => {
+                ChainError::BadSignature { subject: self.subject.clone(), issuer: issuer.subject.clone() }
+            }
+        })
+    }
+
+    /// Verifies `sig`, made with algorithm `sig_alg` over `signed`, with this certificate's key: the signatures
+    /// an X.509 issuer makes (certificates, CRLs).
+    pub(crate) fn check_signature(&self, sig_alg: Oid, signed: &[u8], sig: &[u8]) -> Result<(), SignatureError> {
+        let (key_alg, curve, key) = self.spki();
+        let unsupported = || SignatureError::Unsupported(format!("signature {sig_alg}, issuer key {key_alg}"));
         let algorithm: &dyn ring::signature::VerificationAlgorithm = if key_alg == oid::RSA {
             match sig_alg {
                 a if a == oid::SHA256_RSA => &ring::signature::RSA_PKCS1_2048_8192_SHA256,
@@ -253,10 +262,17 @@ impl Cert {
         } else {
             return Err(unsupported());
         };
-        let sig = self.cert.signature.raw_bytes();
-        ring::signature::UnparsedPublicKey::new(algorithm, key)
-            .verify(&self.tbs, sig)
-            .map_err(|_| ChainError::BadSignature { subject: self.subject.clone(), issuer: issuer.subject.clone() })
+        ring::signature::UnparsedPublicKey::new(algorithm, key).verify(signed, sig).map_err(|_| SignatureError::Bad)
+    }
+
+    /// The subject name, as encoded.
+    pub(crate) fn subject_name(&self) -> &x509_cert::name::Name {
+        &self.cert.tbs_certificate.subject
+    }
+
+    /// The issuer name, as encoded.
+    pub(crate) fn issuer_name(&self) -> &x509_cert::name::Name {
+        &self.cert.tbs_certificate.issuer
     }
 
     fn issued_by_name(&self, issuer: &Cert) -> bool {
@@ -279,6 +295,15 @@ impl Cert {
             && self.cert.tbs_certificate.subject_public_key_info == other.cert.tbs_certificate.subject_public_key_info
             && san(self) == san(other)
     }
+}
+
+/// Why a signature did not verify with a certificate's key.
+#[derive(Debug)]
+pub(crate) enum SignatureError {
+    /// The algorithm is not one this verifier accepts for that key.
+    Unsupported(String),
+    /// The signature does not verify.
+    Bad,
 }
 
 /// `RSAPublicKey ::= SEQUENCE { modulus INTEGER, publicExponent INTEGER }` (RFC 8017 A.1.1).

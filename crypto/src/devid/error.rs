@@ -249,6 +249,20 @@ pub enum DevIdError {
     /// The activated secret is not the one the credential carried.
     #[error("credential activation failed: nonces are different")]
     ProofOfResidency,
+    /// The DevID certificate's serial is on its issuer's CRL.
+    #[error("the DevID certificate (serial {serial}) is revoked")]
+    Revoked {
+        /// The serial, lowercase hex.
+        serial: String,
+    },
+    /// The CRL of the DevID certificate's issuer is past its nextUpdate: revocations since are unknown.
+    #[error("the CRL of {issuer} is past its nextUpdate ({next_update}); refusing its certificates until a current CRL is in devid_crl_path")]
+    CrlPastNextUpdate {
+        /// The CRL's issuer.
+        issuer: String,
+        /// Its nextUpdate, unix seconds.
+        next_update: u64,
+    },
     /// The system random generator failed.
     #[error("random number generator failed")]
     Random,

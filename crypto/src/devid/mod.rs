@@ -17,6 +17,7 @@
 
 pub mod chain;
 mod credential;
+pub mod crl;
 pub mod ek;
 pub mod enroll;
 mod error;
@@ -132,6 +133,11 @@ impl DevIdVerifier {
             ek_anchors: load("endorsement_ca_path", endorsement_ca_pem)?,
             extra,
         })
+    }
+
+    /// The DevID CAs (`devid_ca_path`).
+    pub fn devid_anchors(&self) -> &[Cert] {
+        &self.devid_anchors
     }
 
     /// Checks an attestation payload at `now` (unix seconds) and returns the challenge to send (JSON) with the
@@ -354,6 +360,11 @@ fn selectors(leaf: &Cert, chains: &[Vec<Cert>]) -> Vec<String> {
 }
 
 impl Challenged {
+    /// The DevID leaf certificate the payload presented (verified up to a DevID CA).
+    pub fn leaf(&self) -> &Cert {
+        &self.leaf
+    }
+
     /// Checks the agent's challenge response: the DevID certificate's key signed the nonce, and the TPM recovered
     /// the secret.
     pub fn verify(self, response: &[u8]) -> Result<Attested, DevIdError> {

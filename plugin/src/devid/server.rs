@@ -2,7 +2,8 @@
 //!
 //! Configuration is SPIRE's (`devid_ca_path`, `endorsement_ca_path`, both required) plus three switches for the
 //! checks SPIRE omits, all on by default: `check_devid_pub_matches_cert`, `check_ak_attributes`,
-//! `check_qualified_signer` (see `crypto::devid`). `Attest` takes one payload, sends one challenge, checks one
+//! `check_qualified_signer` (see `crypto::devid`); and `devid_crl_path`, the DevID CA's CRL, which SPIRE's
+//! plugin does not have ([`super::revocation`]): a revoked DevID is refused before any challenge. `Attest` takes one payload, sends one challenge, checks one
 //! response and returns the agent ID `spiffe://<td>/spire/agent/tpm_devid/<sha1 of the DevID leaf>` with SPIRE's
 //! selectors and `can_reattest = true`. Refusals are `InvalidArgument` with the failed check's reason.
 
@@ -12,6 +13,7 @@ use std::sync::Arc;
 use crypto::devid::{DevIdVerifier, ExtraChecks};
 use tonic::{Request, Response, Status, Streaming};
 
+use super::revocation::CrlFile;
 use crate::config::{self, read_file, ConfigError, ConfigService, ConfigSlot, PluginConfig};
 use crate::pb::config::CoreConfiguration;
 use crate::pb::server_nodeattestor::attest_request::Request as In;
@@ -34,6 +36,8 @@ pub struct ServerConfig {
     pub trust_domain: crypto::TrustDomain,
     /// The verifier with both CA sets loaded.
     pub verifier: DevIdVerifier,
+    /// The DevID CA's CRL, when `devid_crl_path` is set.
+    pub crl: Option<Arc<CrlFile>>,
 }
 
 /// The server plugin's `plugin_data` as written: SPIRE's two keys, and the switches for the checks SPIRE omits
@@ -46,6 +50,7 @@ struct Raw {
     check_devid_pub_matches_cert: Option<bool>,
     check_ak_attributes: Option<bool>,
     check_qualified_signer: Option<bool>,
+    devid_crl_path: Option<PathBuf>,
 }
 
 /// Parses the plugin configuration and loads both CA bundles.
@@ -76,7 +81,11 @@ pub fn parse_config(text: &str, trust_domain: &str) -> Result<ServerConfig, Conf
                 key: "devid_ca_path, endorsement_ca_path".into(),
                 source: Box::new(e),
             })?;
-    Ok(ServerConfig { trust_domain, verifier })
+    let crl = match config::path("devid_crl_path", raw.devid_crl_path)? {
+        Some(path) => Some(Arc::new(CrlFile::load(&path, verifier.devid_anchors())?)),
+        None => None,
+    };
+    Ok(ServerConfig { trust_domain, verifier, crl })
 }
 
 impl PluginConfig for ServerConfig {
@@ -86,7 +95,13 @@ impl PluginConfig for ServerConfig {
     }
 
     fn log_configured(&self) {
-        tracing::info!(trust_domain = %self.trust_domain, "configured");
+        let crl = self.crl.as_ref().map(|c| c.current());
+        tracing::info!(
+            trust_domain = %self.trust_domain,
+            crl_issuer = crl.as_ref().map(|c| c.issuer()),
+            crl_revoked = crl.as_ref().map(|c| c.len()),
+            "configured"
+        );
     }
 }
 
@@ -175,7 +190,11 @@ impl NodeAttestor for ServerService {
                 Some(AttestRequest { request: Some(In::Payload(p)) }) if !p.is_empty() => p,
                 _ => return Err(AttestFailure::NoPayload),
             };
-            let (challenge, pending) = cfg.verifier.challenge(&payload, clock.now()).map_err(AttestFailure::Refused)?;
+            let now = clock.now();
+            let (challenge, pending) = cfg.verifier.challenge(&payload, now).map_err(AttestFailure::Refused)?;
+            if let Some(crl) = &cfg.crl {
+                crl.current().check(pending.leaf(), now).map_err(AttestFailure::Refused)?;
+            }
             tx.send(AttestResponse { response: Some(Out::Challenge(challenge)) }).await?;
             let response = match tokio::time::timeout(RESPONSE_TIMEOUT, inbound.message()).await {
                 Err(_) => return Err(AttestFailure::Timeout),

@@ -311,6 +311,112 @@ mod tests {
         }
     }
 
+    /// A DevID leaf for `serial` from this CA.
+    fn leaf_of(key: &CaKey, ca_cert: &Certificate, serial: &SerialNumber) -> Cert {
+        let node = tpm::mock::SoftwareKey::generate(tpm::KeyType::EccP256);
+        let spki = tpm::KeySigner::public_key(&node).spki_der().to_vec();
+        let leaf = issue_devid(key, ca_cert, serial.clone(), "node", &spki, 1_800_000_000, 1_900_000_000).unwrap();
+        Cert::from_der(&leaf.to_der().unwrap()).unwrap()
+    }
+
+    fn pem(list: &CertificateList) -> Vec<u8> {
+        crypto::pem::encode("X509 CRL", &list.to_der().unwrap()).into_bytes()
+    }
+
+    /// What the CA writes is what the server plugin's `devid_crl_path` reads: the revoked serial is refused, the
+    /// others pass, a certificate of another CA is not this CRL's to judge, and past nextUpdate nothing of this
+    /// CA passes.
+    #[test]
+    fn the_cas_crl_revokes_its_serials_for_the_plugin_and_fails_closed_past_next_update() {
+        use crypto::devid::crl::Crl;
+        use crypto::devid::DevIdError;
+        for kind in [tpm::KeyType::Rsa2048, tpm::KeyType::EccP256] {
+            let (key, ca_cert) = ca(kind);
+            let anchor = Cert::from_der(&ca_cert.to_der().unwrap()).unwrap();
+            let (revoked, kept) = (random_serial().unwrap(), random_serial().unwrap());
+            let list = crl(
+                &key,
+                &ca_cert,
+                &[Revoked { serial: revoked.clone(), at: 1_800_000_200 }],
+                3,
+                1_800_000_200,
+                1_800_604_800,
+            )
+            .unwrap();
+            for bytes in [pem(&list), list.to_der().unwrap()] {
+                let parsed = Crl::parse(&bytes, std::slice::from_ref(&anchor)).unwrap();
+                assert_eq!((parsed.len(), parsed.next_update()), (1, 1_800_604_800));
+                let now = 1_800_000_300;
+                let refused = parsed.check(&leaf_of(&key, &ca_cert, &revoked), now).unwrap_err();
+                assert!(
+                    matches!(refused, DevIdError::Revoked { ref serial } if *serial == serial_hex(&revoked)),
+                    "{refused}"
+                );
+                parsed.check(&leaf_of(&key, &ca_cert, &kept), now).unwrap();
+                let stale = parsed.check(&leaf_of(&key, &ca_cert, &kept), 1_800_604_800).unwrap_err();
+                assert!(matches!(stale, DevIdError::CrlPastNextUpdate { .. }), "{stale}");
+                let (other_key, other_cert) = {
+                    let k = CaKey::new(Arc::new(tpm::mock::SoftwareKey::generate(kind)));
+                    let c = self_signed(&k, "Another CA", 1_800_000_000, 3650).unwrap();
+                    (k, c)
+                };
+                parsed.check(&leaf_of(&other_key, &other_cert, &revoked), 1_900_000_000).unwrap();
+            }
+        }
+    }
+
+    /// Every CRL the plugin must not take, each with its reason.
+    #[test]
+    fn crls_that_are_not_the_cas_are_refused_with_their_reason() {
+        use crypto::devid::crl::{Crl, CrlError, MAX_CRL};
+        let (key, ca_cert) = ca(tpm::KeyType::EccP256);
+        let anchor = Cert::from_der(&ca_cert.to_der().unwrap()).unwrap();
+        let anchors = std::slice::from_ref(&anchor);
+        let good = crl(&key, &ca_cert, &[], 5, 1_800_000_200, 1_800_604_800).unwrap();
+        // Same subject, another key: the signature does not verify.
+        let impostor = CaKey::new(Arc::new(tpm::mock::SoftwareKey::generate(tpm::KeyType::EccP256)));
+        let forged = crl(&impostor, &ca_cert, &[], 6, 1_800_000_200, 1_800_604_800).unwrap();
+        let other = self_signed(&impostor, "Another CA", 1_800_000_000, 3650).unwrap();
+        let foreign = crl(&impostor, &other, &[], 6, 1_800_000_200, 1_800_604_800).unwrap();
+        let mut no_next = good.clone();
+        no_next.tbs_cert_list.next_update = None;
+        let mut delta = good.clone();
+        delta.tbs_cert_list.crl_extensions.as_mut().unwrap().push(Extension {
+            extn_id: ObjectIdentifier::new_unwrap("2.5.29.27"),
+            critical: true,
+            extn_value: OctetString::new(5u64.to_der().unwrap()).unwrap(),
+        });
+        let mut v1 = good.clone();
+        v1.tbs_cert_list.version = x509_cert::Version::V1;
+        let mut two = pem(&good);
+        two.extend(pem(&good));
+        type Want = fn(&CrlError) -> bool;
+        let rows: Vec<(&str, Vec<u8>, Want)> = vec![
+            ("another key under the CA's name", pem(&forged), |e| matches!(e, CrlError::BadSignature(_))),
+            ("another CA", pem(&foreign), |e| matches!(e, CrlError::UnknownIssuer(_))),
+            ("no nextUpdate", pem(&no_next), |e| matches!(e, CrlError::NoNextUpdate)),
+            ("a delta CRL", pem(&delta), |e| matches!(e, CrlError::UnhandledCritical(o) if o == "2.5.29.27")),
+            ("v1", pem(&v1), |e| matches!(e, CrlError::Version | CrlError::Der(_))),
+            ("two CRLs in one file", two, |e| matches!(e, CrlError::Format(_))),
+            ("a certificate", crypto::pem::encode("CERTIFICATE", &ca_cert.to_der().unwrap()).into_bytes(), |e| {
+                matches!(e, CrlError::Format(_))
+            }),
+            ("DER with a byte after it", [good.to_der().unwrap(), vec![0]].concat(), |e| {
+                matches!(e, CrlError::Der(_) | CrlError::NotDer)
+            }),
+            ("larger than the limit", vec![b' '; MAX_CRL + 1], |e| matches!(e, CrlError::TooLarge { .. })),
+        ];
+        for (what, bytes, want) in rows {
+            let err = Crl::parse(&bytes, anchors).unwrap_err();
+            assert!(want(&err), "{what}: {err}");
+        }
+        // A lower CRL number may not replace a higher one (an old file put back); equal or higher may.
+        let newer =
+            Crl::parse(&pem(&crl(&key, &ca_cert, &[], 300, 1_800_000_300, 1_800_604_900).unwrap()), anchors).unwrap();
+        let older = Crl::parse(&pem(&good), anchors).unwrap();
+        assert!(newer.may_replace(&older) && newer.may_replace(&newer) && !older.may_replace(&newer));
+    }
+
     #[test]
     fn serials_and_names_refuse_what_they_cannot_hold() {
         for bad in ["", "0", "zz", &"00".repeat(21)] {
