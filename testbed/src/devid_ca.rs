@@ -321,3 +321,56 @@ impl CaSite {
         Ok((resp.status.as_u16(), String::from_utf8_lossy(&resp.body).into_owned()))
     }
 }
+
+/// The agent plugin's `plugin_data` (HCL) for a node enrolled into `out_dir` on `tpm`.
+pub fn agent_hcl(tpm: &Swtpm, out_dir: &Path) -> String {
+    format!(
+        "tpm_device_path = \"{}\"\ndevid_cert_path = \"{}\"\ndevid_priv_path = \"{}\"\ndevid_pub_path = \"{}\"\n",
+        tpm.device(),
+        out_dir.join("devid.crt.pem").display(),
+        out_dir.join("devid.priv.blob").display(),
+        out_dir.join("devid.pub.blob").display(),
+    )
+}
+
+/// The DevID leaf certificate a node holds in `out_dir`.
+pub fn held_leaf(out_dir: &Path) -> anyhow::Result<crypto::devid::Cert> {
+    let certs = crypto::devid::chain::parse_pem_bundle(&std::fs::read(out_dir.join("devid.crt.pem"))?)?;
+    certs.into_iter().next().context("no certificate in devid.crt.pem")
+}
+
+impl CaSite {
+    /// Our server plugin's `plugin_data` (HCL): this CA's chain, the manufacturers' CAs in `endorsement_ca`, and
+    /// this CA's CRL when `with_crl`.
+    pub fn server_hcl(&self, endorsement_ca: &Path, with_crl: bool) -> String {
+        let mut hcl = format!(
+            "devid_ca_path = \"{}\"\nendorsement_ca_path = \"{}\"\n",
+            self.ca_cert.display(),
+            endorsement_ca.display()
+        );
+        if with_crl {
+            hcl.push_str(&format!("devid_crl_path = \"{}\"\n", self.crl.display()));
+        }
+        hcl
+    }
+
+    /// The CRL file as the server plugin reads it, verified against the CA's certificate.
+    pub fn read_crl(&self) -> anyhow::Result<crypto::devid::crl::Crl> {
+        let anchors = crypto::devid::chain::parse_pem_bundle(&std::fs::read(&self.ca_cert)?)?;
+        Ok(crypto::devid::crl::Crl::parse(&std::fs::read(&self.crl)?, &anchors)?)
+    }
+
+    /// Waits until the CRL file lists `serial` (the CA writes it within seconds of a revocation).
+    pub fn wait_for_crl_listing(&self, serial: &[u8]) -> anyhow::Result<crypto::devid::crl::Crl> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            // The file is replaced by rename: a read sees the old CRL or the new one, never half of one.
+            let crl = self.read_crl()?;
+            if crl.revokes(serial) {
+                return Ok(crl);
+            }
+            ensure!(std::time::Instant::now() < deadline, "the CRL still does not list the serial after 30 s");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+}

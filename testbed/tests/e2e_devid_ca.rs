@@ -295,3 +295,122 @@ fn the_negative_table() {
     let err = plugin::devid::enroll::check_issued(&enrolled, &ca_pem, honest.blobs.key.spki_der(), now).unwrap_err();
     assert!(err.to_string().contains("does not certify this node's DevID key"), "{err}");
 }
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A node's whole life with the real CA: a virtual TPM without an EK certificate enrolls through the inventory,
+/// a node with a token renews without one inside its window and keeps its DevID outside it, our server plugin
+/// admits both certificate holders until they are revoked (by serial, by EK), then refuses them at their next
+/// attestation; a revoked certificate cannot be renewed and a revoked EK cannot enroll again, token or not.
+#[test]
+fn nodes_renew_in_their_window_and_revoked_ones_are_refused_by_our_server_plugin_and_cannot_enroll_again() {
+    use testbed::devid_ca::{agent_hcl, held_leaf};
+    use testbed::host::{relay, PluginHost};
+    let (a, b, v) = (Swtpm::start_with_ek().unwrap(), Swtpm::start_with_ek().unwrap(), Swtpm::start().unwrap());
+    assert!(v.ek_ca().is_none(), "v is a virtual TPM without an EK certificate");
+    let lines = format!("{}\n{}\n", ek_hash_line(&b, "node-b").unwrap(), ek_hash_line(&v, "node-v").unwrap());
+    let ca = CaSite::start(&CaOptions {
+        endorsement_cas: vec![a.ek_ca().unwrap().to_owned(), b.ek_ca().unwrap().to_owned()],
+        inventory: Some(lines),
+        validity: Some("2h"),
+        crl_lifetime: Some("10m"),
+        ..CaOptions::default()
+    })
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = |n: &str| dir.path().join(n);
+    let crl_before = std::fs::read(&ca.crl).unwrap();
+
+    // v: no EK certificate, listed by its EK's hash.
+    let (code, err) = ca.enroll(&v, &out("v"), &[]).unwrap();
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(held_leaf(&out("v")).unwrap().common_name(false).as_deref(), Some("node-v"));
+    let (code, err) = ca.enroll(&b, &out("b"), &["--key-type", "ecc-p256"]).unwrap();
+    assert_eq!(code, 0, "{err}");
+    // a: a token, once.
+    std::fs::write(out("token"), ca.token("node-a", "1h").unwrap()).unwrap();
+    let token = out("token").display().to_string();
+    let (code, err) = ca.enroll(&a, &out("a"), &["--token-file", &token]).unwrap();
+    assert_eq!(code, 0, "{err}");
+    let first = held_leaf(&out("a")).unwrap();
+
+    // Outside the window (2h left, renew 1h before): kept. Inside (renew 3h before): renewed without a token,
+    // the name carried over, a new serial.
+    let (code, err) = ca.enroll(&a, &out("a"), &["--renew-before", "1h"]).unwrap();
+    assert!(code == 0 && err.contains("is kept"), "{err}");
+    assert_eq!(held_leaf(&out("a")).unwrap().der(), first.der(), "kept means the same certificate");
+    let (code, err) = ca.enroll(&a, &out("a"), &["--renew-before", "3h"]).unwrap();
+    assert!(code == 0 && err.contains("renewed"), "{err}");
+    let renewed = held_leaf(&out("a")).unwrap();
+    assert_ne!(renewed.serial(), first.serial());
+    assert_eq!(renewed.common_name(false).as_deref(), Some("node-a"));
+    let listed = ca.list().unwrap();
+    assert_eq!(listed.len(), 4, "v, b, a and a's renewal: {listed:?}");
+
+    // Our server plugin with the CA's CRL admits a and b.
+    let manufacturers = out("manufacturers.pem");
+    let both = [a.ek_ca().unwrap(), b.ek_ca().unwrap()].map(|p| std::fs::read_to_string(p).unwrap()).concat();
+    std::fs::write(&manufacturers, both).unwrap();
+    let server = PluginHost::launch("spire-server-nodeattestor-tpm-devid", "NodeAttestor").unwrap();
+    server.init().unwrap();
+    server.configure(&ca.server_hcl(&manufacturers, true), "example.org").unwrap();
+    let agent_of = |tpm: &Swtpm, dir: &std::path::Path| {
+        let agent = PluginHost::launch("spire-agent-nodeattestor-tpm-devid", "NodeAttestor").unwrap();
+        agent.init().unwrap();
+        agent.configure(&agent_hcl(tpm, dir), "example.org").unwrap();
+        agent
+    };
+    let (agent_a, agent_b) = (agent_of(&a, &out("a")), agent_of(&b, &out("b")));
+    for (agent, name) in [(&agent_a, "node-a"), (&agent_b, "node-b")] {
+        let admitted = relay(agent, &server).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(admitted.attributes.selector_values.contains(&format!("subject:cn:{name}")), "{admitted:?}");
+    }
+
+    // Revoke a's certificate by serial: the CRL names it, the plugin refuses a at its next attestation, and the
+    // certificate cannot be renewed.
+    let (code, _, err) = ca.admin(&["revoke", "--serial", &hex(renewed.serial())]).unwrap();
+    assert_eq!(code, 0, "{err}");
+    ca.wait_for_crl_listing(renewed.serial()).unwrap();
+    let refused = relay(&agent_a, &server).unwrap_err().to_string();
+    assert!(refused.contains("InvalidArgument") && refused.contains("is revoked"), "{refused}");
+    relay(&agent_b, &server).unwrap();
+    let (code, err) = ca.enroll(&a, &out("a"), &["--renew-before", "3h"]).unwrap();
+    assert!(code != 0 && err.contains("was revoked"), "{err}");
+
+    // Revoke b's EK: its certificate is listed, the plugin refuses it, and b may not enroll again, with a token
+    // or through the inventory, even from scratch.
+    let b_hash = ek_hash_line(&b, "x").unwrap().split(' ').next().unwrap().to_owned();
+    let (code, _, err) = ca.admin(&["revoke", "--ek-hash", &b_hash]).unwrap();
+    assert_eq!(code, 0, "{err}");
+    ca.wait_for_crl_listing(held_leaf(&out("b")).unwrap().serial()).unwrap();
+    let refused = relay(&agent_b, &server).unwrap_err().to_string();
+    assert!(refused.contains("is revoked"), "{refused}");
+    std::fs::write(out("token-b"), ca.token("node-b2", "1h").unwrap()).unwrap();
+    let token_b = out("token-b").display().to_string();
+    for extra in [vec!["--token-file", token_b.as_str()], vec![]] {
+        let (code, err) = ca.enroll(&b, &out("b-again"), &extra).unwrap();
+        assert!(code != 0 && err.contains("may not enroll again"), "{extra:?}: {err}");
+        assert!(!out("b-again").join("devid.crt.pem").exists(), "{extra:?}: nothing written");
+    }
+
+    // What the plugin reads from devid_crl_path: an older CRL put back, or a broken file, is not taken; the last
+    // good CRL stays in force.
+    let anchors = crypto::devid::chain::parse_pem_bundle(&std::fs::read(&ca.ca_cert).unwrap()).unwrap();
+    let copy = out("copy.crl");
+    std::fs::write(&copy, std::fs::read(&ca.crl).unwrap()).unwrap();
+    let file = plugin::devid::revocation::CrlFile::load(&copy, &anchors).unwrap();
+    for (what, bytes) in [("the first CRL, older", crl_before), ("garbage", b"not a CRL".to_vec())] {
+        std::fs::write(&copy, bytes).unwrap();
+        assert!(file.current().revokes(renewed.serial()), "{what} replaced the last good CRL");
+    }
+    std::fs::write(&copy, b"broken").unwrap();
+    let err = plugin::devid::revocation::CrlFile::load(&copy, &anchors).unwrap_err().to_string();
+    assert!(err.contains("devid_crl_path"), "a first CRL that is bad does not configure: {err}");
+
+    let states: Vec<(String, String)> = ca.list().unwrap().into_iter().map(|r| (r[2].clone(), r[1].clone())).collect();
+    for (name, state) in [("node-a", "revoked"), ("node-b", "revoked"), ("node-v", "issued")] {
+        assert!(states.iter().any(|(n, s)| n == name && s == state), "{name} {state}: {states:?}");
+    }
+}

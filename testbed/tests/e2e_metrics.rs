@@ -295,3 +295,42 @@ fn prometheus_with_the_shipped_rules_fires_the_fetch_alert_once_nginx_stops() {
     assert!(!firing("SpireTrustBundleExpiresSoon"), "{:?}", alerts(web));
     assert_eq!(agent::get(&vsock, &agent::bootstrap_path("main")).unwrap().status, 200);
 }
+
+/// The enrollment CA's metrics after one enrollment and one refusal: each exchange counted by step and result,
+/// the TPM's signatures timed (the first CRL and the certificate), and the CRL's times and age, which the shipped
+/// alert rules read. `promtool check metrics` accepts the output.
+#[test]
+fn the_enrollment_ca_counts_enrollments_times_its_tpm_and_exposes_the_crls_age() {
+    use testbed::devid_ca::{ek_hash_line, CaOptions, CaSite};
+    let (listed, stranger) = (Swtpm::start_with_ek().unwrap(), Swtpm::start_with_ek().unwrap());
+    let m = free_addr();
+    let ca = CaSite::start(&CaOptions {
+        endorsement_cas: vec![listed.ek_ca().unwrap().to_owned()],
+        inventory: Some(format!("{}\n", ek_hash_line(&listed, "node-1").unwrap())),
+        crl_lifetime: Some("1h"),
+        metrics_addr: Some(m),
+        ..CaOptions::default()
+    })
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (code, err) = ca.enroll(&listed, &dir.path().join("1"), &[]).unwrap();
+    assert_eq!(code, 0, "{err}");
+    let (code, err) = ca.enroll(&stranger, &dir.path().join("2"), &[]).unwrap();
+    assert_ne!(code, 0, "{err}");
+    let r = http_get(m, "/metrics").unwrap();
+    assert_eq!(r.status, 200);
+    let (ok, said) = promtool_check(&r.body);
+    assert!(ok && said.trim().is_empty(), "promtool check metrics: {said}\n{}", r.body);
+    let p = "spire_attestor_tpm_devid_ca_";
+    let get =
+        |series: &str| sample(&r.body, &format!("{p}{series}")).unwrap_or_else(|| panic!("no {series}\n{}", r.body));
+    assert_eq!(get("enrollments_total{result=\"ok\",step=\"begin\"}"), 1.0);
+    assert_eq!(get("enrollments_total{result=\"ok\",step=\"answer\"}"), 1.0);
+    assert_eq!(get("enrollments_total{result=\"refused\",step=\"begin\"}"), 1.0);
+    assert!(get("tpm_sign_seconds_count") >= 2.0, "the first CRL and the certificate");
+    let (this, next, age) =
+        (get("crl_this_update_timestamp_seconds"), get("crl_next_update_timestamp_seconds"), get("crl_age_seconds"));
+    assert_eq!(next - this, 3600.0, "nextUpdate is crl-lifetime after thisUpdate");
+    assert!((0.0..300.0).contains(&age), "age {age}");
+    assert_eq!(http_get(m, "/healthz").unwrap().status, 200);
+}

@@ -166,6 +166,11 @@ impl Crl {
         self.revoked.len()
     }
 
+    /// True when it lists the certificate with serial `serial` (big-endian bytes).
+    pub fn revokes(&self, serial: &[u8]) -> bool {
+        self.revoked.contains(strip(serial))
+    }
+
     /// True when it revokes nothing.
     pub fn is_empty(&self) -> bool {
         self.revoked.is_empty()

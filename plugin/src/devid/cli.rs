@@ -276,10 +276,12 @@ fn enroll_cmd(a: EnrollArgs) -> anyhow::Result<()> {
         timeout: std::time::Duration::from_secs(30),
         now: common::clock::unix_now(),
     };
-    match enroll(&req)? {
-        Outcome::Enrolled(e) | Outcome::Renewed(e) => {
+    let outcome = enroll(&req)?;
+    match outcome {
+        Outcome::Enrolled(ref e) | Outcome::Renewed(ref e) => {
+            let how = if matches!(outcome, Outcome::Renewed(_)) { "renewed" } else { "enrolled" };
             eprintln!(
-                "DevID certificate for {} (serial {}, valid until {}) written to {}",
+                "{how}: DevID certificate for {} (serial {}, valid until {}) written to {}",
                 e.name,
                 e.serial,
                 e.not_after,
