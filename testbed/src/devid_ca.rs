@@ -181,6 +181,11 @@ impl CaSite {
         self.daemon.as_mut().context("the CA is not running")
     }
 
+    /// The CA process's PID, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.daemon.as_ref().and_then(Daemon::pid)
+    }
+
     /// Kills the CA with SIGKILL (no chance to finish anything).
     pub fn kill9(&mut self) -> anyhow::Result<()> {
         if let Some(mut d) = self.daemon.take() {

@@ -414,3 +414,142 @@ fn nodes_renew_in_their_window_and_revoked_ones_are_refused_by_our_server_plugin
         assert!(states.iter().any(|(n, s)| n == name && s == state), "{name} {state}: {states:?}");
     }
 }
+
+/// kill -9 of the CA while 50 enrollments are being answered at once (10 nodes, 5 sessions each; two nodes
+/// enroll with tokens, eight virtual TPMs through the inventory). Afterwards the database is consistent: serials
+/// are unique, every certificate a node received is recorded as issued, nothing is left pending, and a token is
+/// spent exactly when a certificate issued under it exists. The CA starts again and serves: a token given back by
+/// an abandoned reservation enrolls a node.
+#[test]
+fn kill_9_during_50_concurrent_enrollments_leaves_the_database_consistent_and_the_ca_serves_again() {
+    use crypto::devid::enroll::{EnrollAnswer, EnrollChallenge, Enrolled};
+    use testbed::devid_ca::RawNode;
+    const NODES: usize = 10;
+    const EACH: usize = 5;
+    let tpms: Vec<Swtpm> = std::thread::scope(|s| {
+        let started: Vec<_> =
+            (0..NODES).map(|i| s.spawn(move || if i < 2 { Swtpm::start_with_ek() } else { Swtpm::start() })).collect();
+        started.into_iter().map(|h| h.join().unwrap().unwrap()).collect()
+    });
+    let inventory: String =
+        (2..NODES).map(|i| format!("{}\n", ek_hash_line(&tpms[i], &format!("node-{i}")).unwrap())).collect();
+    let mut ca = CaSite::start(&CaOptions {
+        endorsement_cas: vec![tpms[0].ek_ca().unwrap().to_owned(), tpms[1].ek_ca().unwrap().to_owned()],
+        inventory: Some(inventory),
+        ..CaOptions::default()
+    })
+    .unwrap();
+    let tokens: Vec<Vec<(String, String)>> = (0..2)
+        .map(|i| {
+            (0..EACH)
+                .map(|j| {
+                    let name = format!("tok-{i}-{j}");
+                    (name.clone(), ca.token(&name, "1h").unwrap())
+                })
+                .collect()
+        })
+        .collect();
+
+    // Every session begun and answered by its TPM, the answers held back.
+    let answers: Vec<EnrollAnswer> = std::thread::scope(|s| {
+        let (ca, tokens) = (&ca, &tokens);
+        let prepared: Vec<_> = tpms
+            .iter()
+            .enumerate()
+            .map(|(i, tpm)| {
+                s.spawn(move || {
+                    let node = RawNode::new(tpm, tpm::KeyType::EccP256).unwrap();
+                    (0..EACH)
+                        .map(|j| {
+                            let token = tokens.get(i).map(|t| t[j].1.as_str());
+                            let (request, pending) = node.request(token).unwrap();
+                            let (status, body) = ca.post("/v1/enroll", &request).unwrap();
+                            assert_eq!(status, 200, "node {i}, session {j}: {body}");
+                            let challenge: EnrollChallenge = serde_json::from_str(&body).unwrap();
+                            node.answer(&pending, &challenge).unwrap()
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        prepared.into_iter().flat_map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(answers.len(), NODES * EACH);
+    // The token nodes' answers go last, so the kill is likely to find some of them reserved and unsigned.
+    let answers: Vec<EnrollAnswer> = answers[2 * EACH..].iter().chain(&answers[..2 * EACH]).cloned().collect();
+
+    // All 50 answers at once; the CA is killed as soon as the first certificate comes back.
+    let (first, delivered) = std::sync::mpsc::channel::<()>();
+    let results: Vec<Option<Enrolled>> = std::thread::scope(|s| {
+        let ca_ref = &ca;
+        let sent: Vec<_> = answers
+            .iter()
+            .map(|answer| {
+                let first = first.clone();
+                s.spawn(move || match ca_ref.post("/v1/enroll/answer", answer) {
+                    Ok((200, body)) => {
+                        let _ = first.send(());
+                        Some(serde_json::from_str::<Enrolled>(&body).unwrap())
+                    }
+                    _ => None,
+                })
+            })
+            .collect();
+        delivered.recv_timeout(std::time::Duration::from_secs(60)).expect("no certificate came back");
+        let pid = ca_ref.pid().unwrap();
+        let killed = std::process::Command::new("kill").args(["-9", &pid.to_string()]).status().unwrap();
+        assert!(killed.success());
+        sent.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    ca.kill9().unwrap();
+    let received: Vec<&Enrolled> = results.iter().flatten().collect();
+    assert!(!received.is_empty() && received.len() < NODES * EACH, "killed mid-way: {} delivered", received.len());
+
+    let listed = ca.list().unwrap();
+    let mut serials: Vec<&str> = listed.iter().map(|r| r[0].as_str()).collect();
+    serials.sort_unstable();
+    serials.dedup();
+    assert_eq!(serials.len(), listed.len(), "a serial twice: {listed:?}");
+    assert!(listed.iter().all(|r| r[1] == "issued" || r[1] == "abandoned"), "nothing pending: {listed:?}");
+    let issued: std::collections::BTreeMap<&str, &str> =
+        listed.iter().filter(|r| r[1] == "issued").map(|r| (r[0].as_str(), r[2].as_str())).collect();
+    for e in &received {
+        assert_eq!(issued.get(e.serial.as_str()), Some(&e.name.as_str()), "delivered but not recorded: {e:?}");
+    }
+    eprintln!(
+        "{} of {} certificates delivered before the kill, {} issued, {} abandoned",
+        received.len(),
+        NODES * EACH,
+        issued.len(),
+        listed.len() - issued.len()
+    );
+    let (code, out, err) = ca.admin(&["token", "list"]).unwrap();
+    assert_eq!(code, 0, "{err}");
+    let mut unspent = Vec::new();
+    for line in out.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        match fields.as_slice() {
+            [name, _, "spent", serial] => assert_eq!(issued.get(serial), Some(name), "{line}: spent, nothing issued"),
+            [name, _, "unspent"] => {
+                assert!(!issued.values().any(|n| n == name), "{line}: unspent, yet a certificate was issued");
+                unspent.push(name.to_string());
+            }
+            _ => panic!("token list: {line}"),
+        }
+    }
+    assert_eq!(out.lines().count(), 2 * EACH);
+
+    ca.restart().unwrap();
+    // A token not spent (never reached the CA, or given back by an abandoned reservation) enrolls now; if the
+    // kill came after every token was spent, a new one does.
+    let (given_back, token) = match unspent.first() {
+        Some(name) => (name.clone(), tokens.iter().flatten().find(|(n, _)| n == name).unwrap().1.clone()),
+        None => ("tok-0-new".to_owned(), ca.token("tok-0-new", "1h").unwrap()),
+    };
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("token"), &token).unwrap();
+    let owner = if given_back.starts_with("tok-0") { &tpms[0] } else { &tpms[1] };
+    let token_file = dir.path().join("token").display().to_string();
+    let (code, err) = ca.enroll(owner, &dir.path().join("out"), &["--token-file", &token_file]).unwrap();
+    assert!(code == 0 && err.contains(&format!("for {given_back}")), "{err}");
+}

@@ -74,6 +74,8 @@ struct ProvisionArgs {
 enum TokenCommand {
     /// Prints a new one-time token that lets one node with a genuine TPM enroll under NAME.
     Create(TokenArgs),
+    /// Lists the tokens: name, expiry, and the serial that spent each (never the tokens themselves).
+    List(ListArgs),
 }
 
 #[derive(Args, Debug)]
@@ -118,6 +120,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             match command {
                 Command::Provision(a) => provision(a),
                 Command::Token(TokenCommand::Create(a)) => token(a),
+                Command::Token(TokenCommand::List(a)) => token_list(a),
                 Command::Revoke(a) => revoke(a),
                 Command::List(a) => list(a),
             }
@@ -228,6 +231,20 @@ fn revoke(a: RevokeArgs) -> anyhow::Result<()> {
             eprintln!("revoked EK {hash} and its {n} certificate(s); it may not enroll again");
         }
         (None, None) => bail!("give --serial or --ek-hash"),
+    }
+    Ok(())
+}
+
+fn token_list(a: ListArgs) -> anyhow::Result<()> {
+    let cfg = DevIdCaConfig::load(&a.config)?;
+    let now = common::clock::unix_now();
+    for t in open_db(&cfg)?.tokens()? {
+        let state = match (&t.spent_serial, t.expires <= now) {
+            (Some(serial), _) => format!("spent {serial}"),
+            (None, true) => "expired".to_owned(),
+            (None, false) => "unspent".to_owned(),
+        };
+        println!("{} {} {state}", t.name, t.expires);
     }
     Ok(())
 }

@@ -98,6 +98,19 @@ pub struct CertRecord {
     pub revoked: bool,
 }
 
+/// A token as `token list` shows it (never the token, nor its hash).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRecord {
+    /// The name it binds.
+    pub name: String,
+    /// When it was created (unix seconds).
+    pub created: u64,
+    /// When it expires (unix seconds).
+    pub expires: u64,
+    /// The serial of the reservation or certificate that spent it.
+    pub spent_serial: Option<String>,
+}
+
 /// A certificate to reserve a serial for.
 #[derive(Debug, Clone)]
 pub struct Reservation<'a> {
@@ -260,6 +273,24 @@ impl Db {
              FROM certificates c ORDER BY reserved_at, serial",
         )?;
         let rows = stmt.query_map([], record)?.collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    /// Every token, oldest first.
+    pub fn tokens(&self) -> Result<Vec<TokenRecord>, DbError> {
+        let conn = self.conn();
+        let mut stmt =
+            conn.prepare("SELECT name, created, expires, spent_serial FROM tokens ORDER BY created, name")?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(TokenRecord {
+                    name: r.get(0)?,
+                    created: r.get::<_, i64>(1)? as u64,
+                    expires: r.get::<_, i64>(2)? as u64,
+                    spent_serial: r.get(3)?,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(rows)
     }
 
