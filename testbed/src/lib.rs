@@ -7,6 +7,7 @@ pub mod agent;
 pub mod devid;
 pub mod devid_ca;
 pub mod devid_scenario;
+pub mod fleet;
 pub mod fuzzing;
 pub mod ha;
 pub mod heal;

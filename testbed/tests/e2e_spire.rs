@@ -37,6 +37,14 @@ fn real_spire_node_powered_down_too_long_rebootstraps() {
     assert!(steps.iter().any(|s| s.contains("serving SVIDs again")), "{steps:?}");
 }
 
+/// (h) A fleet enrolls itself: three nodes enroll with the CA and attest; one is revoked and refused.
+#[test]
+fn real_spire_fleet_enrolls_itself() {
+    let steps = run(testbed::fleet::run);
+    assert_eq!(steps.iter().filter(|s| s.contains("admitted: spiffe://")).count(), 2, "{steps:?}");
+    assert!(steps.iter().any(|s| s.contains("is refused")), "{steps:?}");
+}
+
 /// (e) Two spire-servers co-signing each other's bundles; one agent per side.
 #[test]
 fn real_spire_ha_two_servers_cosign_and_both_sides_bootstrap() {

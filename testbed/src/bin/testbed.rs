@@ -3,7 +3,7 @@
 type Scenario = fn(testbed::single::Report<'_>) -> anyhow::Result<()>;
 
 fn main() {
-    let scenarios: [(&str, Scenario); 7] = [
+    let scenarios: [(&str, Scenario); 8] = [
         ("Single SPIRE server: primary TPM + offline backup TPM", testbed::single::run),
         ("SPIRE HA: servers a and b co-sign each other's bundles; shared offline backup TPM c", testbed::ha::run),
         (
@@ -17,6 +17,10 @@ fn main() {
         ),
         ("The real SPIRE: tpm_devid between our plugins and SPIRE's own, RSA and ECC", testbed::real_spire::devid),
         ("The real SPIRE: a node powered down too long heals itself", testbed::real_spire::powered_down),
+        (
+            "The real SPIRE: a fleet enrolls itself (the enrollment CA, tokens, the inventory, revocation)",
+            testbed::fleet::run,
+        ),
     ];
     for (title, scenario) in scenarios {
         println!("\n== {title}");
