@@ -9,10 +9,12 @@ cd "$(dirname "$0")/.."
 PKGS=(spire-server-attestor-tpm-server spire-server-attestor-tpm-agent spire-server-attestor-tpm-common)
 BINS=(spire-server-attestor-tpm-signer-unix spire-server-attestor-tpm-signer-http spire-server-attestor-tpm-sign
       spire-server-nodeattestor-tpm-devid spire-server-attestor-tpm-verifier spire-agent-nodeattestor-tpm-devid
-      spire-server-attestor-tpm-devid)
+      spire-server-attestor-tpm-devid spire-server-attestor-tpm-devid-ca)
 UNITS=(spire-server-attestor-tpm-signer-unix.service spire-server-attestor-tpm-signer-http.service
-       spire-server-attestor-tpm-verifier.service spire-server-attestor-tpm-verifier.socket)
-USERS=(spire-tpm-signer-http spire-tpm-verifier)
+       spire-server-attestor-tpm-verifier.service spire-server-attestor-tpm-verifier.socket
+       spire-server-attestor-tpm-devid-ca.service spire-server-attestor-tpm-devid-renew.service
+       spire-server-attestor-tpm-devid-renew.timer)
+USERS=(spire-tpm-signer-http spire-tpm-verifier spire-tpm-devid-ca)
 fail() { echo "packages: $*" >&2; exit 1; }
 
 ci/package.sh debug
@@ -41,10 +43,13 @@ if command -v rpm >/dev/null 2>&1; then
     /usr/bin/spire-server-attestor-tpm-signer-http /usr/bin/spire-server-attestor-tpm-sign \
     /usr/bin/spire-server-nodeattestor-tpm-devid /lib/systemd/system/spire-server-attestor-tpm-signer-unix.service \
     /lib/systemd/system/spire-server-attestor-tpm-signer-http.service /etc/spire/server-attestor-tpm/signer-unix.conf \
-    /etc/spire/server-attestor-tpm/signer-http.conf
+    /etc/spire/server-attestor-tpm/signer-http.conf /usr/bin/spire-server-attestor-tpm-devid-ca \
+    /lib/systemd/system/spire-server-attestor-tpm-devid-ca.service /etc/spire/server-attestor-tpm/devid-ca.conf
   expect spire-server-attestor-tpm-agent /usr/bin/spire-server-attestor-tpm-verifier \
     /usr/bin/spire-agent-nodeattestor-tpm-devid /lib/systemd/system/spire-server-attestor-tpm-verifier.service \
-    /lib/systemd/system/spire-server-attestor-tpm-verifier.socket /etc/spire/server-attestor-tpm/verifier.conf
+    /lib/systemd/system/spire-server-attestor-tpm-verifier.socket /etc/spire/server-attestor-tpm/verifier.conf \
+    /lib/systemd/system/spire-server-attestor-tpm-devid-renew.service \
+    /lib/systemd/system/spire-server-attestor-tpm-devid-renew.timer /etc/spire/server-attestor-tpm/devid-renew.env
   rpm -qp --configfiles "$OUT/spire-server-attestor-tpm-agent-$VERSION-1.x86_64.rpm" | grep -qx /etc/spire/server-attestor-tpm/verifier.conf \
     || fail "verifier.conf is not a config file of the agent RPM"
   echo "rpm -qlp: every expected file listed, configs marked"
@@ -59,9 +64,9 @@ fi
 
 # The .deb conffiles: every shipped config, so that an upgrade keeps the operator's edits.
 conffiles() { dpkg-deb --ctrl-tarfile "$OUT/$1_${VERSION}_amd64.deb" | tar -xO ./conffiles 2>/dev/null | sort | paste -sd' '; }
-[[ $(conffiles spire-server-attestor-tpm-server) == "/etc/spire/server-attestor-tpm/signer-http.conf /etc/spire/server-attestor-tpm/signer-unix.conf" ]] \
+[[ $(conffiles spire-server-attestor-tpm-server) == "/etc/spire/server-attestor-tpm/devid-ca.conf /etc/spire/server-attestor-tpm/signer-http.conf /etc/spire/server-attestor-tpm/signer-unix.conf" ]] \
   || fail "server .deb conffiles: $(conffiles spire-server-attestor-tpm-server)"
-[[ $(conffiles spire-server-attestor-tpm-agent) == "/etc/spire/server-attestor-tpm/verifier.conf" ]] \
+[[ $(conffiles spire-server-attestor-tpm-agent) == "/etc/spire/server-attestor-tpm/devid-renew.env /etc/spire/server-attestor-tpm/verifier.conf" ]] \
   || fail "agent .deb conffiles: $(conffiles spire-server-attestor-tpm-agent)"
 echo "dpkg-deb: every shipped config is a conffile"
 
@@ -87,6 +92,9 @@ for u in "${USERS[@]}"; do getent passwd "$u" >/dev/null || fail "no system user
 [[ -d /etc/spire/server-attestor-tpm/keys ]] || fail "no /etc/spire/server-attestor-tpm/keys"
 [[ $(stat -c '%a %U' /var/lib/spire/server-attestor-tpm/verifier 2>&1) == "700 spire-tpm-verifier" ]] \
   || fail "the verifier's state directory is not 0700 spire-tpm-verifier: $(stat -c '%a %U' /var/lib/spire/server-attestor-tpm/verifier 2>&1)"
+id -nG spire-tpm-devid-ca | grep -qw tss || fail "spire-tpm-devid-ca is not in group tss: $(id -nG spire-tpm-devid-ca)"
+[[ $(stat -c '%a %U' /var/lib/spire/server-attestor-tpm/devid-crl 2>&1) == "755 spire-tpm-devid-ca" ]] \
+  || fail "the CRL directory is not 0755 spire-tpm-devid-ca: $(stat -c '%a %U' /var/lib/spire/server-attestor-tpm/devid-crl 2>&1)"
 units=()
 for u in "${UNITS[@]}"; do units+=("/lib/systemd/system/$u"); done
 if command -v systemd-analyze >/dev/null 2>&1; then

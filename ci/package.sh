@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # make package: Debian packages (dpkg-deb) and RPMs (rpmbuild), three of each:
 #   spire-server-attestor-tpm-common  the devid tool, the system user, runtime directories, /etc/spire/server-attestor-tpm
-#   spire-server-attestor-tpm-server  signer-unix, signer-http, the sign plugin, the server NodeAttestor (+ units)
-#   spire-server-attestor-tpm-agent   the verifier, the agent NodeAttestor (+ unit)
+#   spire-server-attestor-tpm-server  signer-unix, signer-http, the sign plugin, the server NodeAttestor, the DevID
+#                                     enrollment CA (+ units)
+#   spire-server-attestor-tpm-agent   the verifier, the agent NodeAttestor (+ units), the DevID renewal timer
 # server and agent both depend on common, so one host can run both. Written to target/package/.
 # Usage: ci/package.sh [release|debug]   (make test packages the debug build it already has; make package: release)
 set -euo pipefail
@@ -30,12 +31,14 @@ mkdir -p "$OUT"
 
 common_bins=(spire-server-attestor-tpm-devid)
 server_bins=(spire-server-attestor-tpm-signer-unix spire-server-attestor-tpm-signer-http spire-server-attestor-tpm-sign
-             spire-server-nodeattestor-tpm-devid)
+             spire-server-nodeattestor-tpm-devid spire-server-attestor-tpm-devid-ca)
 agent_bins=(spire-server-attestor-tpm-verifier spire-agent-nodeattestor-tpm-devid)
-server_units=(spire-server-attestor-tpm-signer-unix.service spire-server-attestor-tpm-signer-http.service)
-agent_units=(spire-server-attestor-tpm-verifier.socket spire-server-attestor-tpm-verifier.service)
-server_confs=(signer-unix.conf signer-http.conf)
-agent_confs=(verifier.conf)
+server_units=(spire-server-attestor-tpm-signer-unix.service spire-server-attestor-tpm-signer-http.service
+              spire-server-attestor-tpm-devid-ca.service)
+agent_units=(spire-server-attestor-tpm-verifier.socket spire-server-attestor-tpm-verifier.service
+             spire-server-attestor-tpm-devid-renew.service spire-server-attestor-tpm-devid-renew.timer)
+server_confs=(signer-unix.conf signer-http.conf devid-ca.conf)
+agent_confs=(verifier.conf devid-renew.env)
 
 # The Debian packages providing the libraries `ldd` names, plus the TCTI that libtss2 loads at run time.
 deb_depends() {
@@ -114,8 +117,8 @@ install_units_and_confs "$root" 'agent_units[@]' 'agent_confs[@]'
 
 # Maintainer scripts, the same for .deb and .rpm: users and directories from the shipped sysusers/tmpfiles
 # files; units reloaded, never started by the package (each daemon needs its keys and config first).
-common_post='if command -v systemd-sysusers >/dev/null 2>&1; then systemd-sysusers spire-server-attestor-tpm.conf; else for u in spire-tpm-signer-http spire-tpm-verifier; do getent passwd $u >/dev/null || useradd --system --user-group --no-create-home --home-dir / --shell /usr/sbin/nologin $u; done; fi
-if ! command -v systemd-sysusers >/dev/null 2>&1 && ! getent group tss >/dev/null; then groupadd --system tss; fi
+common_post='if command -v systemd-sysusers >/dev/null 2>&1; then systemd-sysusers spire-server-attestor-tpm.conf; else for u in spire-tpm-signer-http spire-tpm-verifier spire-tpm-devid-ca; do getent passwd $u >/dev/null || useradd --system --user-group --no-create-home --home-dir / --shell /usr/sbin/nologin $u; done; fi
+if ! command -v systemd-sysusers >/dev/null 2>&1; then getent group tss >/dev/null || groupadd --system tss; usermod -a -G tss spire-tpm-devid-ca; fi
 if command -v systemd-tmpfiles >/dev/null 2>&1; then systemd-tmpfiles --create spire-server-attestor-tpm.conf || true; fi'
 # Purge (Debian only) removes the state; the system users stay, as Debian policy asks: a later user must not
 # inherit their uids, and with them files they still own.
