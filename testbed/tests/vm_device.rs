@@ -657,3 +657,106 @@ fn vm_shipped_units_run_sandboxed_under_systemd() {
     assert_ne!(refused.status, 0, "signed without the tss group: {}", refused.stdout);
     assert!(log(UNITS[0]).contains("ermission denied"), "{}", log(UNITS[0]));
 }
+
+/// The enrollment CA under its shipped unit (its own user in group tss, its database in its StateDirectory, the
+/// CRL in the directory tmpfiles makes) with its key on the kernel's `/dev/tpmrm0`; the node in the same VM
+/// enrolls on `/dev/tpmrm0` (listed in the inventory by `ek-hash`), `check` accepts the DevID with the approved
+/// name, and the agent package's renewal unit renews it. Nothing is left loaded in the TPM.
+#[test]
+fn vm_enrollment_ca_under_its_unit_and_a_node_enrolling_on_tpmrm0() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (tls_ca, tls_cert, tls_key) = testbed::pki::tls_server(tmp.path()).unwrap();
+    let tpm = VmTpm::manufactured().unwrap();
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let read = |p: &str| std::fs::read(repo.join(p)).unwrap();
+    let etc = "/etc/spire/server-attestor-tpm";
+    let ca_unit = "spire-server-attestor-tpm-devid-ca.service";
+    let renew_unit = "spire-server-attestor-tpm-devid-renew.service";
+    let conf = format!(
+        "listen-addr: \"127.0.0.1:8446\"\ntls-cert: tls/devid-ca.pem\ntls-key: tls/devid-ca.key\ntpm-device: /dev/tpmrm0\n\
+         ca-cert: devid-ca.pem\nendorsement-ca: tpm-manufacturers.pem\ninventory: devid-inventory\n\
+         state-dir: /var/lib/spire/server-attestor-tpm/devid-ca\ncrl: /var/lib/spire/server-attestor-tpm/devid-crl/devid.crl\n"
+    );
+    let renew_env = format!(
+        "DEVID_CA_URL=https://127.0.0.1:8446\nDEVID_RENEW_BEFORE=100000h\n\
+         DEVID_ENROLL_ARGS=--tls-ca {etc}/devid-ca-tls.pem --tpm-device /dev/tpmrm0\n"
+    );
+    let files: Vec<(String, Vec<u8>)> = vec![
+        ("sysusers.conf".into(), read("systemd/sysusers.conf")),
+        ("tmpfiles.conf".into(), read("systemd/tmpfiles.conf")),
+        (ca_unit.into(), read(&format!("systemd/{ca_unit}"))),
+        (renew_unit.into(), read(&format!("systemd/{renew_unit}"))),
+        ("devid-ca.conf".into(), conf.into_bytes()),
+        ("devid-renew.env".into(), renew_env.into_bytes()),
+        ("tls-ca.pem".into(), std::fs::read(&tls_ca).unwrap()),
+        ("tls.pem".into(), std::fs::read(&tls_cert).unwrap()),
+        ("tls.key".into(), std::fs::read(&tls_key).unwrap()),
+        ("ek-ca.pem".into(), std::fs::read(tpm.ek_ca().unwrap()).unwrap()),
+    ];
+    let d = "spire-server-attestor-tpm-devid";
+    let out = "/var/lib/spire/agent/devid";
+    let script = format!(
+        "give_up() {{ bring /run/sat-logs/*.log; echo SAT-END >>/dev/ttyS1; exit 0; }}\n\
+         mkdir -p /lib/systemd/system /usr/lib/sysusers.d /usr/lib/tmpfiles.d {etc}/tls /run/sat-logs\n\
+         for u in {ca_unit} {renew_unit}; do\n\
+           cp /sat/$u /lib/systemd/system/\n\
+           mkdir -p /etc/systemd/system/$u.d\n\
+           printf '[Service]\\nStandardOutput=append:/run/sat-logs/%s.log\\n' $u >/etc/systemd/system/$u.d/sat-log.conf\n\
+         done\n\
+         cp /sat/sysusers.conf /usr/lib/sysusers.d/spire-server-attestor-tpm.conf\n\
+         cp /sat/tmpfiles.conf /usr/lib/tmpfiles.d/spire-server-attestor-tpm.conf\n\
+         cp /sat/devid-ca.conf /sat/devid-renew.env {etc}/\n\
+         cp /sat/tls.pem {etc}/tls/devid-ca.pem; cp /sat/tls.key {etc}/tls/devid-ca.key; cp /sat/tls-ca.pem {etc}/devid-ca-tls.pem\n\
+         cp /sat/ek-ca.pem {etc}/tpm-manufacturers.pem\n\
+         run sysusers systemd-sysusers spire-server-attestor-tpm.conf\n\
+         run tmpfiles systemd-tmpfiles --create spire-server-attestor-tpm.conf\n\
+         chown tss:tss /dev/tpmrm0; chmod 0660 /dev/tpmrm0\n\
+         chgrp spire-tpm-devid-ca {etc}/tls/devid-ca.key; chmod 0640 {etc}/tls/devid-ca.key\n\
+         run ek-hash sh -c '{d} ek-hash --tpm-device /dev/tpmrm0 --name vm-node >{etc}/devid-inventory'\n\
+         run provision-ca spire-server-attestor-tpm-devid-ca provision {etc}/devid-ca.conf --self-signed --subject-cn 'VM DevID CA'\n\
+         run reload systemctl daemon-reload\n\
+         run start-ca systemctl start {ca_unit}\n\
+         wait_log /run/sat-logs/{ca_unit}.log 'CRL signed and written' 60 || give_up\n\
+         run enroll {d} enroll --url https://127.0.0.1:8446 --ca-cert {etc}/devid-ca.pem --tls-ca {etc}/devid-ca-tls.pem --tpm-device /dev/tpmrm0 --key-type rsa2048\n\
+         run check {d} check --tpm-device /dev/tpmrm0 --devid-cert {out}/devid.crt.pem --devid-priv {out}/devid.priv.blob --devid-pub {out}/devid.pub.blob --devid-ca {etc}/devid-ca.pem --endorsement-ca {etc}/tpm-manufacturers.pem\n\
+         cp {out}/devid.crt.pem /tmp/first.pem\n\
+         run renew systemctl start {renew_unit}\n\
+         run modes stat -c '%n %a %U' /var/lib/spire/server-attestor-tpm/devid-ca /var/lib/spire/server-attestor-tpm/devid-crl/devid.crl\n\
+         run active systemctl is-active {ca_unit}\n\
+         run sandbox sh -c \"grep -E '^(Uid|NoNewPrivs|Seccomp|CapEff):' /proc/$(systemctl show -p MainPID --value {ca_unit})/status\"\n\
+         run list spire-server-attestor-tpm-devid-ca list {etc}/devid-ca.conf\n\
+         run leftovers tpm2_getcap -T device:/dev/tpmrm0 handles-transient\n\
+         bring /run/sat-logs/*.log /tmp/first.pem {out}/devid.crt.pem\n"
+    );
+    let files: Vec<(&str, &[u8])> = files.iter().map(|(n, d)| (n.as_str(), d.as_slice())).collect();
+    let boot = match vm::boot_with(vm::Init::Systemd, &tpm, &script, &files) {
+        Ok(b) => b,
+        Err(e) => panic!("{e:#}"),
+    };
+    eprintln!("VM boot (systemd) and script: {:.1} s", boot.wall.as_secs_f64());
+    let log = |unit: &str| boot.text(&format!("/run/sat-logs/{unit}.log")).unwrap_or_default();
+    for step in ["sysusers", "tmpfiles", "ek-hash", "provision-ca", "reload", "start-ca"] {
+        boot.ok(step).unwrap_or_else(|e| panic!("{e:#}\n{}", log(ca_unit)));
+    }
+    let enrolled = boot.ok("enroll").unwrap_or_else(|e| panic!("{e:#}\nCA: {}", log(ca_unit)));
+    assert!(enrolled.stderr.contains("enrolled: DevID certificate for vm-node"), "{}", enrolled.stderr);
+    let checked = boot.ok("check").unwrap();
+    assert!(checked.stdout.contains("subject:cn:vm-node"), "{}", checked.stdout);
+    assert!(checked.stdout.contains("issuer:cn:VM DevID CA"), "{}", checked.stdout);
+    boot.ok("renew").unwrap_or_else(|e| panic!("{e:#}\nrenew: {}\nCA: {}", log(renew_unit), log(ca_unit)));
+    assert!(log(renew_unit).contains("renewed: DevID certificate for vm-node"), "{}", log(renew_unit));
+    assert_ne!(boot.file("/tmp/first.pem").unwrap(), boot.file(&format!("{out}/devid.crt.pem")).unwrap());
+    let modes = boot.ok("modes").unwrap().stdout.clone();
+    assert!(modes.contains("devid-ca 700 spire-tpm-devid-ca"), "{modes}");
+    assert!(modes.contains("devid.crl 644 spire-tpm-devid-ca"), "{modes}");
+    assert_eq!(boot.ok("active").unwrap().stdout.trim(), "active");
+    let status = boot.ok("sandbox").unwrap().stdout.clone();
+    for want in ["NoNewPrivs:\t1", "Seccomp:\t2", "CapEff:\t0000000000000000"] {
+        assert!(status.contains(want), "{want:?} not in\n{status}");
+    }
+    assert!(!status.lines().any(|l| l.starts_with("Uid:\t0\t")), "the CA runs as root:\n{status}");
+    let listed = boot.ok("list").unwrap().stdout.clone();
+    assert_eq!(listed.lines().filter(|l| l.contains(" issued vm-node ")).count(), 2, "{listed}");
+    assert_eq!(boot.ok("leftovers").unwrap().stdout.trim(), "", "objects left loaded in the TPM");
+    assert_readable(ca_unit, &log(ca_unit));
+}

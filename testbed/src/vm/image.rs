@@ -41,8 +41,11 @@ pub(super) const SYSTEMD_PROGRAMS: [(&str, &str); 5] = [
 ];
 
 /// The project's daemons only the systemd layer carries (the base image has the rest).
-pub(super) const SYSTEMD_BINS: [&str; 2] =
-    ["spire-server-attestor-tpm-verifier", "spire-server-attestor-tpm-signer-http"];
+pub(super) const SYSTEMD_BINS: [&str; 3] = [
+    "spire-server-attestor-tpm-verifier",
+    "spire-server-attestor-tpm-signer-http",
+    "spire-server-attestor-tpm-devid-ca",
+];
 
 /// `rdinit` of a systemd boot: the API file systems, the result port, then systemd as PID 1.
 pub(super) const INIT_SYSTEMD: &str = r#"#!/bin/sh
