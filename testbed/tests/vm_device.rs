@@ -672,7 +672,7 @@ fn vm_enrollment_ca_under_its_unit_and_a_node_enrolling_on_tpmrm0() {
     let etc = "/etc/spire/server-attestor-tpm";
     let ca_unit = "spire-server-attestor-tpm-devid-ca.service";
     let renew_unit = "spire-server-attestor-tpm-devid-renew.service";
-    let conf = format!(
+    let conf = String::from(
         "listen-addr: \"127.0.0.1:8446\"\ntls-cert: tls/devid-ca.pem\ntls-key: tls/devid-ca.key\ntpm-device: /dev/tpmrm0\n\
          ca-cert: devid-ca.pem\nendorsement-ca: tpm-manufacturers.pem\ninventory: devid-inventory\n\
          state-dir: /var/lib/spire/server-attestor-tpm/devid-ca\ncrl: /var/lib/spire/server-attestor-tpm/devid-crl/devid.crl\n"
