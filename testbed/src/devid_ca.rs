@@ -311,19 +311,40 @@ impl RawNode {
     }
 }
 
-impl CaSite {
+/// An HTTPS client of the CA with its own connection, kept alive between requests (a node's, or a load
+/// generator's worker).
+#[derive(Debug)]
+pub struct CaClient {
+    client: common::client::HttpClient,
+    runtime: tokio::runtime::Runtime,
+    url: String,
+}
+
+impl CaClient {
     /// POSTs `body` (JSON) to `path`: (status, body).
     pub fn post(&self, path: &str, body: &impl serde::Serialize) -> anyhow::Result<(u16, String)> {
+        let url = common::client::HttpUrl::parse(&format!("{}{path}", self.url))?;
+        let body = bytes::Bytes::from(serde_json::to_vec(body)?);
+        let resp = self.runtime.block_on(self.client.send(http::Method::POST, &url, &[], body))?;
+        Ok((resp.status.as_u16(), String::from_utf8_lossy(&resp.body).into_owned()))
+    }
+}
+
+impl CaSite {
+    /// A client of the CA trusting its HTTPS certificate.
+    pub fn client(&self) -> anyhow::Result<CaClient> {
         let client = common::client::HttpClient::new(common::client::ClientOptions {
             timeout: std::time::Duration::from_secs(30),
             max_body: 1 << 20,
             ca_file: Some(self.tls_ca.clone()),
         })?;
-        let url = common::client::HttpUrl::parse(&format!("{}{path}", self.url))?;
-        let body = bytes::Bytes::from(serde_json::to_vec(body)?);
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-        let resp = runtime.block_on(client.send(http::Method::POST, &url, &[], body))?;
-        Ok((resp.status.as_u16(), String::from_utf8_lossy(&resp.body).into_owned()))
+        Ok(CaClient { client, runtime, url: self.url.clone() })
+    }
+
+    /// POSTs `body` (JSON) to `path` on a new connection: (status, body).
+    pub fn post(&self, path: &str, body: &impl serde::Serialize) -> anyhow::Result<(u16, String)> {
+        self.client()?.post(path, body)
     }
 }
 

@@ -278,14 +278,16 @@ fn enroll_cmd(a: EnrollArgs) -> anyhow::Result<()> {
     };
     let outcome = enroll(&req)?;
     match outcome {
-        Outcome::Enrolled(ref e) | Outcome::Renewed(ref e) => {
+        Outcome::Enrolled(ref issued) | Outcome::Renewed(ref issued) => {
             let how = if matches!(outcome, Outcome::Renewed(_)) { "renewed" } else { "enrolled" };
+            let e = &issued.enrolled;
             eprintln!(
-                "{how}: DevID certificate for {} (serial {}, valid until {}) written to {}",
+                "{how}: DevID certificate for {} (serial {}, valid until {}) written to {}; {} ms in TPM commands",
                 e.name,
                 e.serial,
                 e.not_after,
-                req.out_dir.join(crate::devid::enroll::CERT_FILE).display()
+                req.out_dir.join(crate::devid::enroll::CERT_FILE).display(),
+                issued.tpm_time.as_millis()
             );
         }
         Outcome::Kept { not_after } => {

@@ -9,7 +9,7 @@
 //! each file is written atomically, the certificate last, so a node never holds a certificate for blobs it lacks.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::client::{ClientOptions, HttpClient, HttpUrl};
@@ -59,14 +59,23 @@ pub struct EnrollRequestArgs {
 #[derive(Debug)]
 pub enum Outcome {
     /// A certificate was issued for a new (or reused, uncertified) DevID.
-    Enrolled(Enrolled),
+    Enrolled(Issued),
     /// The certificate was renewed.
-    Renewed(Enrolled),
+    Renewed(Issued),
     /// The DevID was kept: its certificate expires at `not_after`.
     Kept {
         /// notAfter of the certificate held.
         not_after: u64,
     },
+}
+
+/// A certificate the CA issued and the node wrote.
+#[derive(Debug)]
+pub struct Issued {
+    /// What the CA sent.
+    pub enrolled: Enrolled,
+    /// Time spent in TPM commands (opening the TPM, the DevID, the EK and AK, certification, activation).
+    pub tpm_time: Duration,
 }
 
 /// Why no certificate was written.
@@ -165,16 +174,25 @@ pub fn enroll(req: &EnrollRequestArgs) -> Result<Outcome, EnrollError> {
         }
         renew = held.iter().map(|c| c.der().to_vec()).collect();
     }
+    let started = Instant::now();
     let tpm = Tpm::open(&req.device)?;
-    let blobs = if blobs_exist {
-        DevIdBlobs::parse(read(&priv_path)?, read(&pub_path)?)?
+    let created = if blobs_exist {
+        None
     } else {
-        let blobs = tpm.create_devid(req.key_type, &req.hierarchies.owner, &req.devid_password)?;
-        write(&priv_path, &blobs.private, 0o600)?;
-        write(&pub_path, &blobs.public, 0o644)?;
-        blobs
+        Some(tpm.create_devid(req.key_type, &req.hierarchies.owner, &req.devid_password)?)
     };
+    let mut tpm_time = started.elapsed();
+    let blobs = match created {
+        None => DevIdBlobs::parse(read(&priv_path)?, read(&pub_path)?)?,
+        Some(blobs) => {
+            write(&priv_path, &blobs.private, 0o600)?;
+            write(&pub_path, &blobs.public, 0o644)?;
+            blobs
+        }
+    };
+    let started = Instant::now();
     let (evidence, pending) = tpm.enrollment_evidence(&blobs, &req.devid_password, &req.hierarchies)?;
+    tpm_time += started.elapsed();
     let base = req.url.trim_end_matches('/');
     let client =
         HttpClient::new(ClientOptions { timeout: req.timeout, max_body: 1 << 20, ca_file: req.tls_ca.clone() })?;
@@ -193,7 +211,9 @@ pub fn enroll(req: &EnrollRequestArgs) -> Result<Outcome, EnrollError> {
     let body = serde_json::to_vec(&request).map_err(|e| EnrollError::Protocol(e.to_string()))?;
     let challenge: EnrollChallenge =
         runtime.block_on(post(&client, &HttpUrl::parse(&format!("{base}/v1/enroll"))?, body))?;
+    let started = Instant::now();
     let proof = pending.answer_enrollment(&challenge.nonce, &challenge.credential, &challenge.secret)?;
+    tpm_time += started.elapsed();
     let devid_signature = super::signature::der(blobs.key.key_type(), proof.devid_signature)
         .map_err(|e| EnrollError::Protocol(e.to_string()))?;
     let answer = EnrollAnswer {
@@ -208,7 +228,8 @@ pub fn enroll(req: &EnrollRequestArgs) -> Result<Outcome, EnrollError> {
         runtime.block_on(post(&client, &HttpUrl::parse(&format!("{base}/v1/enroll/answer"))?, body))?;
     check_issued(&enrolled, &read(&req.ca_cert)?, blobs.key.spki_der(), req.now)?;
     write(&cert_path, enrolled.chain_pem.as_bytes(), 0o644)?;
-    Ok(if renew.is_empty() { Outcome::Enrolled(enrolled) } else { Outcome::Renewed(enrolled) })
+    let issued = Issued { enrolled, tpm_time };
+    Ok(if renew.is_empty() { Outcome::Enrolled(issued) } else { Outcome::Renewed(issued) })
 }
 
 /// What the CA issued chains to `ca_pem`, certifies `devid_spki`, and names the node as the CA said.

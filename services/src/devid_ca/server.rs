@@ -261,7 +261,7 @@ async fn serve(
     tls: tokio_rustls::TlsAcceptor,
     shutdown: impl Future<Output = ()>,
 ) {
-    let limits = ServerLimits { max_body: MAX_BODY, per_peer: 16, ..ServerLimits::default() };
+    let limits = ServerLimits { max_body: MAX_BODY, per_peer: 64, ..ServerLimits::default() };
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let per_ip = PeerSlots::new(limits.per_peer);
     let graceful = GracefulShutdown::new();
@@ -298,6 +298,8 @@ async fn serve(
             tracing::warn!(%peer, "too many connections; closed");
             continue;
         };
+        // Responses go out as they are written: with Nagle, a small reply waits for the client's delayed ACK.
+        let _ = stream.set_nodelay(true);
         let ca = ca.clone();
         let service = service_fn(move |req: Request| {
             let ca = ca.clone();
