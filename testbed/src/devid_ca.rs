@@ -172,7 +172,10 @@ impl CaSite {
         }
         let log = self.dir.path().join(format!("devid-ca.{}.log", crate::ports::free_port()?));
         let conf = self.config.display().to_string();
-        self.daemon = Some(Daemon::spawn(CA, &[&conf], &[], &log, Ready::TcpAddr(self.addr))?);
+        let daemon = Daemon::spawn(CA, &[&conf], &[], &log, Ready::TcpAddr(self.addr))?;
+        // It listens before it serves: serving starts once its first CRL is written.
+        daemon.wait_log("CRL signed and written", 1)?;
+        self.daemon = Some(daemon);
         Ok(())
     }
 
