@@ -125,6 +125,8 @@ fn every_yaml_example_parses_and_every_whole_config_is_accepted() {
                 services::signer_http::SignerHttpConfig::parse(&path, &example).map(drop)
             } else if has("dir") && has("socket") {
                 services::signer_unix::SignerUnixConfig::parse(&path, &example).map(drop)
+            } else if has("ca-cert") && has("crl") {
+                services::devid_ca::config::DevIdCaConfig::parse(&path, &example).map(drop)
             } else {
                 continue;
             };
@@ -132,5 +134,5 @@ fn every_yaml_example_parses_and_every_whole_config_is_accepted() {
             whole += 1;
         }
     }
-    assert!(parsed >= 7 && whole >= 4, "{parsed} YAML examples, {whole} whole configs: the guides lost them");
+    assert!(parsed >= 8 && whole >= 5, "{parsed} YAML examples, {whole} whole configs: the guides lost them");
 }
