@@ -71,12 +71,16 @@ fn our_agent_passes_their_server(options: LabOptions) {
         d,
     ))
     .unwrap();
-    // Our server, on a fresh exchange with the same DevID, names the agent and its selectors identically.
+    // Our server, on a fresh exchange with the same DevID, names the agent and SPIRE's selectors identically, in
+    // SPIRE's order; what it adds (`ek:*`, from what the TPM proved) comes after them.
     let (payload, pending) = plugin::devid::agent::begin(&cfg).unwrap();
     let (challenge, challenged) = verifier(&lab).challenge(&payload, now()).unwrap();
     let ours = challenged.verify(&plugin::devid::agent::answer(&pending, &challenge).unwrap()).unwrap();
     assert_eq!(theirs["spiffe_id"], format!("spiffe://example.org{}", ours.agent_path()));
-    assert_eq!(theirs["selectors"], serde_json::json!(ours.selectors));
+    let spires = ours.selectors.iter().take_while(|s| !s.starts_with("ek:")).cloned().collect::<Vec<_>>();
+    assert_eq!(theirs["selectors"], serde_json::json!(spires));
+    assert!(ours.selectors[spires.len()..].iter().all(|s| s.starts_with("ek:")), "{:?}", ours.selectors);
+    assert!(ours.selectors[spires.len()].starts_with("ek:hash:"), "{:?}", ours.selectors);
     // Their server refuses our response when the activated secret is wrong (it checks, too).
     let mut bad: serde_json::Value = serde_json::from_slice(&response).unwrap();
     bad["CredActivation"] = serde_json::json!("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=");

@@ -400,13 +400,13 @@ fn nodes_renew_in_their_window_and_revoked_ones_are_refused_by_our_server_plugin
     let anchors = crypto::devid::chain::parse_pem_bundle(&std::fs::read(&ca.ca_cert).unwrap()).unwrap();
     let copy = out("copy.crl");
     std::fs::write(&copy, std::fs::read(&ca.crl).unwrap()).unwrap();
-    let file = plugin::devid::revocation::CrlFile::load(&copy, &anchors).unwrap();
+    let file = plugin::devid::watched::CrlFile::crl(&copy, &anchors).unwrap();
     for (what, bytes) in [("the first CRL, older", crl_before), ("garbage", b"not a CRL".to_vec())] {
         std::fs::write(&copy, bytes).unwrap();
         assert!(file.current().revokes(renewed.serial()), "{what} replaced the last good CRL");
     }
     std::fs::write(&copy, b"broken").unwrap();
-    let err = plugin::devid::revocation::CrlFile::load(&copy, &anchors).unwrap_err().to_string();
+    let err = plugin::devid::watched::CrlFile::crl(&copy, &anchors).unwrap_err().to_string();
     assert!(err.contains("devid_crl_path"), "a first CRL that is bad does not configure: {err}");
 
     let states: Vec<(String, String)> = ca.list().unwrap().into_iter().map(|r| (r[2].clone(), r[1].clone())).collect();

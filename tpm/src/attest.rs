@@ -55,8 +55,9 @@ pub struct Hierarchies {
 pub struct Evidence {
     /// `DevIDPub`: the DevID's TPMT_PUBLIC, as in `devid.pub.blob`.
     pub devid_pub: Vec<u8>,
-    /// `EKCert`: the EK certificate (DER), trimmed to its first DER element.
-    pub ek_cert: Vec<u8>,
+    /// `EKCert`: the EK certificate (DER), trimmed to its first DER element; `None` for a TPM without one in
+    /// NV (a virtual TPM), whose EK a server can accept only by its hash.
+    pub ek_cert: Option<Vec<u8>>,
     /// `EKPub`: the regenerated EK's TPMT_PUBLIC.
     pub ek_pub: Vec<u8>,
     /// `AKPub`: the ephemeral AK's TPMT_PUBLIC.
@@ -228,6 +229,15 @@ fn read_ek_cert(conn: &mut Conn, device: &str) -> Result<Vec<u8>, OpError> {
     })
 }
 
+/// The EK certificate, or `None` when the TPM has none in NV (a virtual TPM); any other failure is an error.
+fn optional_ek_cert(conn: &mut Conn, device: &str) -> Result<Option<Vec<u8>>, OpError> {
+    match read_ek_cert(conn, device) {
+        Ok(cert) => Ok(Some(cert)),
+        Err(OpError::Final(TpmError::NoEkCertificate { .. })) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// The first complete DER element of `bytes` (tag, definite length, contents).
 pub(crate) fn first_der_element(bytes: &[u8]) -> Option<&[u8]> {
     if bytes.len() < 2 || bytes[0] != 0x30 {
@@ -267,7 +277,7 @@ impl Tpm {
                     let ek = create_ek(conn, dev, &hierarchies.endorsement)?;
                     with_transient(conn, ek, |conn| {
                         let (ek_public, _, _) = conn.ctx.read_public(ek)?;
-                        let ek_cert = read_ek_cert(conn, dev)?;
+                        let ek_cert = optional_ek_cert(conn, dev)?;
                         let (attest, signature) = conn
                             .ctx
                             .execute_with_sessions(
@@ -342,11 +352,7 @@ impl Tpm {
             let ek = create_ek(conn, dev, &hierarchies.endorsement)?;
             with_transient(conn, ek, |conn| {
                 let (ek_public, _, _) = conn.ctx.read_public(ek)?;
-                let ek_cert = match read_ek_cert(conn, dev) {
-                    Ok(cert) => Some(cert),
-                    Err(OpError::Final(TpmError::NoEkCertificate { .. })) => None,
-                    Err(e) => return Err(e),
-                };
+                let ek_cert = optional_ek_cert(conn, dev)?;
                 let evidence = EnrollEvidence {
                     ek_pub: ek_public.marshall()?,
                     ek_cert,

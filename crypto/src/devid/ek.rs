@@ -339,10 +339,13 @@ impl EkPolicy {
         EkPolicy { inventory, ..self.clone() }
     }
 
+    /// The endorsement CAs.
+    pub fn anchors(&self) -> &[Cert] {
+        &self.anchors
+    }
+
     /// Checks an EK (its TPMT_PUBLIC, and its certificate when the TPM has one) at `now`.
     pub fn check(&self, ek_pub: &TpmPublic, ek_cert: Option<&[u8]>, now: u64) -> Result<EkProof, DevIdError> {
-        let hash = EkHash::of(ek_pub)?;
-        let listed = self.inventory.as_ref().and_then(|i| i.get(&hash));
         let certified = match ek_cert.filter(|c| !c.is_empty()) {
             Some(der) if !self.anchors.is_empty() => {
                 let cert = Cert::from_der(der)
@@ -358,6 +361,14 @@ impl EkPolicy {
             Some(_) => Err(DevIdError::Missing("endorsement CA (none configured)")),
             None => Err(DevIdError::Missing("endorsement certificate")),
         };
+        self.decide(ek_pub, certified)
+    }
+
+    /// The policy's verdict on an EK, given what its certificate proved (`certified`: the TPM's details from a
+    /// certificate that was checked and chains, or why it did not count) and the inventory.
+    pub fn decide(&self, ek_pub: &TpmPublic, certified: Result<TpmInfo, DevIdError>) -> Result<EkProof, DevIdError> {
+        let hash = EkHash::of(ek_pub)?;
+        let listed = self.inventory.as_ref().and_then(|i| i.get(&hash));
         let unlisted = || DevIdError::EkNotListed { hash: hash.to_string() };
         let certified = match self.mode {
             EkMode::Ca => Some(certified?),

@@ -28,6 +28,7 @@ use zeroize::Zeroizing;
 
 pub use chain::Cert;
 pub use credential::{kdfa_sha256, make_credential};
+use ek::{EkMode, EkPolicy, EkProof};
 pub use error::{CertError, ChainError, DevIdError, Tpm2Error};
 use tpm2::{alg, attr, Attest, KeyParams, RsaSignature, TpmPublic};
 use wire::{AttestationRequest, ChallengeRequest, ChallengeResponse, CredActivation};
@@ -62,12 +63,12 @@ impl ExtraChecks {
         ExtraChecks { devid_pub_matches_certificate: false, ak_attributes: false, qualified_signer: false };
 }
 
-/// The configured trust: DevID CAs and endorsement (TPM manufacturer) CAs. Every certificate in each set is an
-/// anchor, as in SPIRE.
+/// The configured trust: DevID CAs (every certificate an anchor, as in SPIRE) and the EK policy (endorsement CAs,
+/// an inventory of EK hashes, or both).
 #[derive(Debug, Clone)]
 pub struct DevIdVerifier {
     devid_anchors: Vec<Cert>,
-    ek_anchors: Vec<Cert>,
+    ek: EkPolicy,
     extra: ExtraChecks,
 }
 
@@ -118,21 +119,34 @@ pub(crate) fn strip(bytes: &[u8]) -> &[u8] {
     &bytes[start..]
 }
 
+/// A PEM bundle of at least one certificate, named `what` in errors.
+fn load_anchors(what: &'static str, pem: &[u8]) -> Result<Vec<Cert>, DevIdError> {
+    let certs = chain::parse_pem_bundle(pem).map_err(|reason| DevIdError::BadCertificate { what, reason })?;
+    if certs.is_empty() {
+        return Err(DevIdError::BadCertificate { what, reason: CertError::Empty });
+    }
+    Ok(certs)
+}
+
 impl DevIdVerifier {
-    /// Builds a verifier from the PEM bundles of `devid_ca_path` and `endorsement_ca_path`.
+    /// Builds a verifier from the PEM bundles of `devid_ca_path` and `endorsement_ca_path`: SPIRE's trust, an EK
+    /// must have a certificate that chains to an endorsement CA.
     pub fn new(devid_ca_pem: &[u8], endorsement_ca_pem: &[u8], extra: ExtraChecks) -> Result<Self, DevIdError> {
-        let load = |what: &'static str, pem: &[u8]| -> Result<Vec<Cert>, DevIdError> {
-            let certs = chain::parse_pem_bundle(pem).map_err(|reason| DevIdError::BadCertificate { what, reason })?;
-            if certs.is_empty() {
-                return Err(DevIdError::BadCertificate { what, reason: CertError::Empty });
-            }
-            Ok(certs)
-        };
-        Ok(DevIdVerifier {
-            devid_anchors: load("devid_ca_path", devid_ca_pem)?,
-            ek_anchors: load("endorsement_ca_path", endorsement_ca_pem)?,
-            extra,
-        })
+        let anchors = load_anchors("endorsement_ca_path", endorsement_ca_pem)?;
+        // `ca` fails only without anchors, which load_anchors refused already.
+        let ek = EkPolicy::new(anchors, None, Some(EkMode::Ca))
+            .map_err(|_| DevIdError::BadCertificate { what: "endorsement_ca_path", reason: CertError::Empty })?;
+        Self::with_ek_policy(devid_ca_pem, ek, extra)
+    }
+
+    /// Builds a verifier from the PEM bundle of `devid_ca_path` and an EK policy.
+    pub fn with_ek_policy(devid_ca_pem: &[u8], ek: EkPolicy, extra: ExtraChecks) -> Result<Self, DevIdError> {
+        Ok(DevIdVerifier { devid_anchors: load_anchors("devid_ca_path", devid_ca_pem)?, ek, extra })
+    }
+
+    /// The same verifier under another EK policy (an inventory read again).
+    pub fn with_policy(&self, ek: EkPolicy) -> DevIdVerifier {
+        DevIdVerifier { ek, ..self.clone() }
     }
 
     /// The DevID CAs (`devid_ca_path`).
@@ -140,16 +154,57 @@ impl DevIdVerifier {
         &self.devid_anchors
     }
 
+    /// The EK policy in force.
+    pub fn ek_policy(&self) -> &EkPolicy {
+        &self.ek
+    }
+
     /// Checks an attestation payload at `now` (unix seconds) and returns the challenge to send (JSON) with the
-    /// state to check the response against.
+    /// state to check the response against. SPIRE's steps in SPIRE's order; the EK under the EK policy.
     pub fn challenge(&self, payload: &[u8], now: u64) -> Result<(Vec<u8>, Challenged), DevIdError> {
         if payload.len() > MAX_PAYLOAD {
             return Err(DevIdError::TooLarge { what: "attestation payload", len: payload.len(), max: MAX_PAYLOAD });
         }
         let req: AttestationRequest =
             serde_json::from_slice(payload).map_err(|source| DevIdError::Json { what: "attestation data", source })?;
+        let (leaf, chains) = self.check_devid_chain(&req, now)?;
 
-        // DevID certificate chain (SPIRE steps 2-4).
+        // Presence, in SPIRE's order (step 6); the EK certificate only where the policy needs one.
+        let ek_cert_required = self.ek.mode() == EkMode::Ca;
+        for (field, what, required) in [
+            (&req.ak_pub, "attestation key public blob", true),
+            (&req.devid_pub, "DevID key public blob", true),
+            (&req.ek_cert, "endorsement certificate", ek_cert_required),
+            (&req.ek_pub, "endorsement key public blob", true),
+        ] {
+            if required && field.is_empty() {
+                return Err(DevIdError::Missing(what));
+            }
+        }
+        let tpm2 = |field: &'static str, bytes: &[u8]| {
+            TpmPublic::parse(bytes, field).map_err(|source| DevIdError::Tpm2 { field, source })
+        };
+        let devid_pub = tpm2("DevIDPub", &req.devid_pub)?;
+        let ak_pub = tpm2("AKPub", &req.ak_pub)?;
+        let ek_pub = tpm2("EKPub", &req.ek_pub)?;
+        let ek = self.check_ek(&req.ek_cert, &ek_pub, now)?;
+
+        // Certification of the DevID by the AK (step 10).
+        self.check_certification(&req, &ak_pub, &devid_pub)?;
+        if self.extra.devid_pub_matches_certificate && !same_key(&devid_pub, &leaf) {
+            return Err(DevIdError::DevIdPubMismatch);
+        }
+
+        // Credential for the AK under the EK (step 11).
+        let (challenge, nonce, secret) = credential_challenge(&req.ak_pub, &ak_pub, &ek_pub)?;
+        let json = serde_json::to_vec(&challenge).map_err(|source| DevIdError::Json { what: "challenge", source })?;
+        let mut selectors = selectors(&leaf, &chains);
+        selectors.extend(ek.selectors());
+        Ok((json, Challenged { nonce, secret, selectors, leaf }))
+    }
+
+    /// The DevID certificate chain (SPIRE steps 2-4): the leaf and every verified chain.
+    fn check_devid_chain(&self, req: &AttestationRequest, now: u64) -> Result<(Cert, Vec<Vec<Cert>>), DevIdError> {
         if req.devid_cert.is_empty() {
             return Err(DevIdError::NoDevIdCert);
         }
@@ -165,27 +220,23 @@ impl DevIdVerifier {
             .map(|d| parse("DevID intermediate certificate", d))
             .collect::<Result<Vec<_>, _>>()?;
         let chains = chain::verify(&leaf, &intermediates, &self.devid_anchors, now).map_err(DevIdError::DevIdChain)?;
+        Ok((leaf, chains))
+    }
 
-        // Presence, in SPIRE's order (step 6).
-        for (field, what) in [
-            (&req.ak_pub, "attestation key public blob"),
-            (&req.devid_pub, "DevID key public blob"),
-            (&req.ek_cert, "endorsement certificate"),
-            (&req.ek_pub, "endorsement key public blob"),
-        ] {
-            if field.is_empty() {
-                return Err(DevIdError::Missing(what));
-            }
-        }
-        let ek_cert = parse("endorsement certificate", &req.ek_cert)?;
-        let tpm2 = |field: &'static str, bytes: &[u8]| {
-            TpmPublic::parse(bytes, field).map_err(|source| DevIdError::Tpm2 { field, source })
+    /// The EK under the policy: its certificate checked as SPIRE checks it (its key is EKPub, step 8; it chains to
+    /// an endorsement CA, step 9), and its hash against the inventory.
+    fn check_ek(&self, ek_cert: &[u8], ek_pub: &TpmPublic, now: u64) -> Result<EkProof, DevIdError> {
+        let certified = if ek_cert.is_empty() {
+            Err(DevIdError::Missing("endorsement certificate"))
+        } else {
+            self.check_ek_certificate(ek_cert, ek_pub, now)
         };
-        let devid_pub = tpm2("DevIDPub", &req.devid_pub)?;
-        let ak_pub = tpm2("AKPub", &req.ak_pub)?;
-        let ek_pub = tpm2("EKPub", &req.ek_pub)?;
+        self.ek.decide(ek_pub, certified)
+    }
 
-        // EK: the certificate's key is EKPub (step 8), and the certificate chains to a manufacturer CA (step 9).
+    fn check_ek_certificate(&self, der: &[u8], ek_pub: &TpmPublic, now: u64) -> Result<ek::TpmInfo, DevIdError> {
+        let ek_cert = Cert::from_der(der)
+            .map_err(|reason| DevIdError::BadCertificate { what: "endorsement certificate", reason })?;
         let (cert_n, cert_e) = ek_cert.rsa_key().ok_or(DevIdError::EkCertNotRsa)?;
         let KeyParams::Rsa { modulus: ek_n, exponent: ek_e, .. } = &ek_pub.params else {
             return Err(DevIdError::EkPubNotRsa);
@@ -194,36 +245,8 @@ impl DevIdVerifier {
         if strip(ek_n) != cert_n.as_slice() || strip(&ek_e_bytes) != cert_e.as_slice() {
             return Err(DevIdError::EkMismatch);
         }
-        chain::verify(&ek_cert, &[], &self.ek_anchors, now).map_err(DevIdError::EkChain)?;
-
-        // Certification of the DevID by the AK (step 10).
-        self.check_certification(&req, &ak_pub, &devid_pub)?;
-        if self.extra.devid_pub_matches_certificate && !same_key(&devid_pub, &leaf) {
-            return Err(DevIdError::DevIdPubMismatch);
-        }
-
-        // Credential for the AK under the EK (step 11).
-        let ak_name =
-            tpm2::name(&req.ak_pub, ak_pub.name_alg).map_err(|source| DevIdError::Tpm2 { field: "AKPub", source })?;
-        let (sym_alg, sym_bits, sym_mode) = ek_pub.symmetric;
-        if sym_alg != alg::AES || sym_mode != alg::CFB {
-            return Err(DevIdError::EkKey("EK symmetric algorithm is not AES-CFB"));
-        }
-        if ek_pub.name_alg != alg::SHA256 {
-            return Err(DevIdError::EkKey("EK name algorithm is not SHA-256"));
-        }
-        let nonce = random::<32>()?;
-        let secret = Zeroizing::new(random::<32>()?);
-        let seed = Zeroizing::new(random::<32>()?);
-        let (credential, enc_secret) =
-            make_credential(ek_n, TpmPublic::rsa_exponent(*ek_e), sym_bits, &ak_name, &secret[..], &seed[..])?;
-        let challenge = ChallengeRequest {
-            devid: nonce.to_vec(),
-            cred_activation: Some(CredActivation { credential, secret: enc_secret }),
-        };
-        let json = serde_json::to_vec(&challenge).map_err(|source| DevIdError::Json { what: "challenge", source })?;
-
-        Ok((json, Challenged { nonce, secret, selectors: selectors(&leaf, &chains), leaf }))
+        chain::verify(&ek_cert, &[], self.ek.anchors(), now).map_err(DevIdError::EkChain)?;
+        Ok(ek_cert.tpm_info())
     }
 
     fn check_certification(
@@ -313,6 +336,36 @@ impl Certification<'_> {
         }
         Ok(())
     }
+}
+
+/// A challenge, its nonce, and the secret only a TPM holding both the EK and the AK recovers.
+type Credential = (ChallengeRequest, [u8; 32], Zeroizing<[u8; 32]>);
+
+/// MakeCredential for the AK under the EK (SPIRE step 11): the challenge (nonce for the DevID to sign, and the
+/// credential), the nonce, and the secret.
+fn credential_challenge(ak_pub_raw: &[u8], ak_pub: &TpmPublic, ek_pub: &TpmPublic) -> Result<Credential, DevIdError> {
+    let KeyParams::Rsa { modulus: ek_n, exponent: ek_e, .. } = &ek_pub.params else {
+        return Err(DevIdError::EkPubNotRsa);
+    };
+    let ak_name =
+        tpm2::name(ak_pub_raw, ak_pub.name_alg).map_err(|source| DevIdError::Tpm2 { field: "AKPub", source })?;
+    let (sym_alg, sym_bits, sym_mode) = ek_pub.symmetric;
+    if sym_alg != alg::AES || sym_mode != alg::CFB {
+        return Err(DevIdError::EkKey("EK symmetric algorithm is not AES-CFB"));
+    }
+    if ek_pub.name_alg != alg::SHA256 {
+        return Err(DevIdError::EkKey("EK name algorithm is not SHA-256"));
+    }
+    let nonce = random::<32>()?;
+    let secret = Zeroizing::new(random::<32>()?);
+    let seed = Zeroizing::new(random::<32>()?);
+    let (credential, enc_secret) =
+        make_credential(ek_n, TpmPublic::rsa_exponent(*ek_e), sym_bits, &ak_name, &secret[..], &seed[..])?;
+    let challenge = ChallengeRequest {
+        devid: nonce.to_vec(),
+        cred_activation: Some(CredActivation { credential, secret: enc_secret }),
+    };
+    Ok((challenge, nonce, secret))
 }
 
 /// Is the TPM public key the certificate's subject key?

@@ -158,11 +158,15 @@ impl PluginConfig for AgentConfig {
 }
 
 /// The payload of message 1: the evidence plus the certificate chain.
+/// A TPM without an EK certificate sends none: the server must know its EK by hash.
 pub fn payload(chain: &[Vec<u8>], evidence: Evidence) -> AttestationRequest {
+    if evidence.ek_cert.is_none() {
+        tracing::warn!("the TPM has no EK certificate in NV: sending the EK's public key only; the server must list its hash (endorsement_hashes_path)");
+    }
     AttestationRequest {
         devid_cert: chain.to_vec(),
         devid_pub: evidence.devid_pub,
-        ek_cert: evidence.ek_cert,
+        ek_cert: evidence.ek_cert.unwrap_or_default(),
         ek_pub: evidence.ek_pub,
         ak_pub: evidence.ak_pub,
         certified_devid: evidence.certified_devid,

@@ -16,7 +16,7 @@ pub mod csr;
 pub mod enroll;
 #[cfg(feature = "tpm")]
 pub mod provision;
-pub mod revocation;
 pub mod server;
 #[cfg(feature = "tpm")]
 pub mod signature;
+pub mod watched;

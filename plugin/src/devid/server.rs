@@ -1,19 +1,25 @@
 //! `spire-server-nodeattestor-tpm-devid`: the server side of SPIRE's `tpm_devid`, as a NodeAttestor plugin.
 //!
-//! Configuration is SPIRE's (`devid_ca_path`, `endorsement_ca_path`, both required) plus three switches for the
-//! checks SPIRE omits, all on by default: `check_devid_pub_matches_cert`, `check_ak_attributes`,
-//! `check_qualified_signer` (see `crypto::devid`); and `devid_crl_path`, the DevID CA's CRL, which SPIRE's
-//! plugin does not have ([`super::revocation`]): a revoked DevID is refused before any challenge. `Attest` takes one payload, sends one challenge, checks one
+//! Configuration is SPIRE's (`devid_ca_path`, `endorsement_ca_path`) plus three switches for the checks SPIRE
+//! omits, all on by default: `check_devid_pub_matches_cert`, `check_ak_attributes`, `check_qualified_signer` (see
+//! `crypto::devid`); and what SPIRE's plugin does not have ([`super::watched`]): `devid_crl_path`, the DevID CA's
+//! CRL (a revoked DevID is refused before any challenge); `endorsement_hashes_path`, an inventory of EK hashes
+//! (`sha256:<hex> [name]`), which admits an EK without a certificate (a virtual TPM's); and `ek_policy` (`ca`,
+//! `hash`, `ca_or_hash`, `ca_and_hash`; by default whichever of the two files is set, `ca_or_hash` with both).
+//! Selectors: SPIRE's, then `ek:hash:`, the TPM's manufacturer, model and version from a verified EK
+//! certificate, and `ek:name:` from the inventory. `Attest` takes one payload, sends one challenge, checks one
 //! response and returns the agent ID `spiffe://<td>/spire/agent/tpm_devid/<sha1 of the DevID leaf>` with SPIRE's
 //! selectors and `can_reattest = true`. Refusals are `InvalidArgument` with the failed check's reason.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use crypto::devid::chain::parse_pem_bundle;
+use crypto::devid::ek::{EkMode, EkPolicy, Inventory};
 use crypto::devid::{DevIdVerifier, ExtraChecks};
 use tonic::{Request, Response, Status, Streaming};
 
-use super::revocation::CrlFile;
+use super::watched::{CrlFile, HashesFile};
 use crate::config::{self, read_file, ConfigError, ConfigService, ConfigSlot, PluginConfig};
 use crate::pb::config::CoreConfiguration;
 use crate::pb::server_nodeattestor::attest_request::Request as In;
@@ -34,10 +40,22 @@ const RESPONSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120
 pub struct ServerConfig {
     /// The trust domain (from SPIRE's core configuration).
     pub trust_domain: crypto::TrustDomain,
-    /// The verifier with both CA sets loaded.
-    pub verifier: DevIdVerifier,
+    /// The verifier with its CA sets and EK policy (its inventory as first read).
+    pub verifier: Arc<DevIdVerifier>,
+    /// The verifier with the inventory of `endorsement_hashes_path` as it is now.
+    pub hashes: Option<Arc<HashesFile>>,
     /// The DevID CA's CRL, when `devid_crl_path` is set.
     pub crl: Option<Arc<CrlFile>>,
+}
+
+impl ServerConfig {
+    /// The verifier in force (the inventory read again if it changed).
+    pub fn verifier(&self) -> Arc<DevIdVerifier> {
+        match &self.hashes {
+            Some(file) => file.current(),
+            None => self.verifier.clone(),
+        }
+    }
 }
 
 /// The server plugin's `plugin_data` as written: SPIRE's two keys, and the switches for the checks SPIRE omits
@@ -51,6 +69,8 @@ struct Raw {
     check_ak_attributes: Option<bool>,
     check_qualified_signer: Option<bool>,
     devid_crl_path: Option<PathBuf>,
+    endorsement_hashes_path: Option<PathBuf>,
+    ek_policy: Option<String>,
 }
 
 /// Parses the plugin configuration and loads both CA bundles.
@@ -74,18 +94,38 @@ pub fn parse_config(text: &str, trust_domain: &str) -> Result<ServerConfig, Conf
         extra.qualified_signer = on;
     }
     let devid_ca = devid_ca.ok_or(ConfigError::Missing("devid_ca_path"))?;
-    let ek_ca = ek_ca.ok_or(ConfigError::Missing("endorsement_ca_path"))?;
-    let verifier =
-        DevIdVerifier::new(&read_file("devid_ca_path", &devid_ca)?, &read_file("endorsement_ca_path", &ek_ca)?, extra)
-            .map_err(|e| ConfigError::Value {
-                key: "devid_ca_path, endorsement_ca_path".into(),
-                source: Box::new(e),
-            })?;
-    let crl = match config::path("devid_crl_path", raw.devid_crl_path)? {
-        Some(path) => Some(Arc::new(CrlFile::load(&path, verifier.devid_anchors())?)),
+    let hashes_path = config::path("endorsement_hashes_path", raw.endorsement_hashes_path)?;
+    if ek_ca.is_none() && hashes_path.is_none() {
+        return Err(ConfigError::Missing("endorsement_ca_path"));
+    }
+    let devid_ca_pem = read_file("devid_ca_path", &devid_ca)?;
+    let anchors = match &ek_ca {
+        Some(path) => parse_pem_bundle(&read_file("endorsement_ca_path", path)?)
+            .map_err(|e| ConfigError::file("endorsement_ca_path", path, e))?,
+        None => Vec::new(),
+    };
+    if ek_ca.is_some() && anchors.is_empty() {
+        return Err(ConfigError::invalid("endorsement_ca_path", "no certificate in the file"));
+    }
+    let mode = match raw.ek_policy.as_deref() {
+        Some(m) => Some(m.parse::<EkMode>().map_err(|e| ConfigError::invalid("ek_policy", e))?),
         None => None,
     };
-    Ok(ServerConfig { trust_domain, verifier, crl })
+    // The inventory itself is read below, and again whenever it changes; an empty one stands in to check the mode.
+    let policy = EkPolicy::new(anchors, hashes_path.as_ref().map(|_| Inventory::default()), mode)
+        .map_err(|e| ConfigError::invalid("ek_policy", e.to_string()))?;
+    let verifier = DevIdVerifier::with_ek_policy(&devid_ca_pem, policy, extra)
+        .map_err(|e| ConfigError::Value { key: "devid_ca_path".into(), source: Box::new(e) })?;
+    let hashes = match hashes_path {
+        Some(path) => Some(Arc::new(HashesFile::inventory(&path, verifier.clone())?)),
+        None => None,
+    };
+    let crl = match config::path("devid_crl_path", raw.devid_crl_path)? {
+        Some(path) => Some(Arc::new(CrlFile::crl(&path, verifier.devid_anchors())?)),
+        None => None,
+    };
+    let verifier = Arc::new(hashes.as_ref().map_or(verifier, |h| (*h.current()).clone()));
+    Ok(ServerConfig { trust_domain, verifier, hashes, crl })
 }
 
 impl PluginConfig for ServerConfig {
@@ -98,6 +138,7 @@ impl PluginConfig for ServerConfig {
         let crl = self.crl.as_ref().map(|c| c.current());
         tracing::info!(
             trust_domain = %self.trust_domain,
+            ek_policy = %self.verifier.ek_policy().mode(),
             crl_issuer = crl.as_ref().map(|c| c.issuer()),
             crl_revoked = crl.as_ref().map(|c| c.len()),
             "configured"
@@ -191,7 +232,7 @@ impl NodeAttestor for ServerService {
                 _ => return Err(AttestFailure::NoPayload),
             };
             let now = clock.now();
-            let (challenge, pending) = cfg.verifier.challenge(&payload, now).map_err(AttestFailure::Refused)?;
+            let (challenge, pending) = cfg.verifier().challenge(&payload, now).map_err(AttestFailure::Refused)?;
             if let Some(crl) = &cfg.crl {
                 crl.current().check(pending.leaf(), now).map_err(AttestFailure::Refused)?;
             }
