@@ -1,8 +1,9 @@
 //! "A fleet enrolls itself" (`make testbed`, and `real_spire_fleet_enrolls_itself`): the enrollment CA with its
 //! key in its own swtpm; three nodes enroll with the real `enroll` (one by a one-time token, one listed by its EK
-//! hash, one a virtual TPM without an EK certificate, listed too); the real spire-server admits them with SPIRE's
-//! built-in `tpm_devid` (devid_ca_path = the CA's chain) and with ours (plus the CA's CRL); a revoked node that
-//! must attest again is refused.
+//! hash, one a virtual TPM without an EK certificate, listed too); the real spire-server admits the two with EK
+//! certificates with SPIRE's built-in `tpm_devid` (devid_ca_path = the CA's chain), and all three with ours (the
+//! CA's CRL, and its inventory for the EK without a certificate); a revoked node that must attest again is
+//! refused.
 
 use std::path::{Path, PathBuf};
 
@@ -127,14 +128,22 @@ pub fn run(report: Report<'_>) -> anyhow::Result<()> {
     report(&format!("  n2 admitted: {} with tpm_devid:subject:cn:n2", n2.agent_id()?));
     ensure!(builtin.stop(), "spire-server did not stop cleanly");
 
-    report("Our server plugin with devid_crl_path = the CA's CRL: n2 with SPIRE's agent plugin, n1 with ours.");
-    let ours_hcl = ca.server_hcl(&manufacturers, true);
+    report("Our server plugin with devid_crl_path = the CA's CRL and endorsement_hashes_path = the CA's inventory: n2 with SPIRE's agent plugin, n1 and n3 with ours.");
+    let ours_hcl =
+        format!("{}endorsement_hashes_path = \"{}\"\n", ca.server_hcl(&manufacturers, true), ca.inventory.display());
     let plugin = external_plugin("NodeAttestor", "tpm_devid", "spire-server-nodeattestor-tpm-devid", &ours_hcl)?;
     let (mut ours, bundle) = server(plugin)?;
     admitted(&mut ours, &bundle, &n2, n2.spire_agent(&socket), 1)?;
     n2.tpm.restart()?;
     admitted(&mut ours, &bundle, &n1, n1.our_agent()?, 2)?;
-    report("  both admitted, with the same agent IDs and subject:cn as under SPIRE's plugin");
+    report("  n1 and n2 admitted, with the same agent IDs and subject:cn as under SPIRE's plugin");
+    admitted(&mut ours, &bundle, &n3, n3.our_agent()?, 3)?;
+    let (_, selectors) = ours.agent_show(&n3.agent_id()?)?;
+    ensure!(selectors.contains(&"tpm_devid:ek:name:n3".to_owned()), "n3: {selectors:?}");
+    report(&format!(
+        "  n3 (no EK certificate: its EK is known by hash) admitted: {} with tpm_devid:subject:cn:n3, tpm_devid:ek:name:n3",
+        n3.agent_id()?
+    ));
 
     let serial = held_leaf(&n1.out)?.serial().to_vec();
     let hash = ek_hash_line(&n1.tpm, "n1")?;
@@ -155,9 +164,5 @@ pub fn run(report: Report<'_>) -> anyhow::Result<()> {
     again.stop();
     ensure!(ours.stop(), "spire-server did not stop cleanly");
     drop(n1);
-    report(&format!(
-        "n3 (no EK certificate) holds {}; SPIRE's tpm_devid needs an EK certificate to attest, so n3 attests only to a server plugin that accepts EKs by hash.",
-        n3.agent_id()?
-    ));
     Ok(())
 }

@@ -41,7 +41,7 @@ fn real_spire_node_powered_down_too_long_rebootstraps() {
 #[test]
 fn real_spire_fleet_enrolls_itself() {
     let steps = run(testbed::fleet::run);
-    assert_eq!(steps.iter().filter(|s| s.contains("admitted: spiffe://")).count(), 2, "{steps:?}");
+    assert_eq!(steps.iter().filter(|s| s.contains("admitted: spiffe://")).count(), 3, "{steps:?}");
     assert!(steps.iter().any(|s| s.contains("is refused")), "{steps:?}");
 }
 

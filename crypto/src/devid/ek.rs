@@ -438,4 +438,74 @@ mod tests {
         assert_eq!("ca_or_hash".parse::<EkMode>(), Ok(EkMode::CaOrHash));
         assert!("either".parse::<EkMode>().is_err());
     }
+
+    /// An RSA EK public area with modulus bytes `seed` repeated (its hash differs per seed).
+    fn ek(seed: u8) -> TpmPublic {
+        TpmPublic {
+            name_alg: crate::devid::tpm2::alg::SHA256,
+            attributes: 0x0003_00b2,
+            auth_policy: vec![0; 32],
+            symmetric: (crate::devid::tpm2::alg::AES, 128, crate::devid::tpm2::alg::CFB),
+            scheme: crate::devid::tpm2::Scheme { scheme: crate::devid::tpm2::alg::NULL, hash: 0 },
+            params: crate::devid::tpm2::KeyParams::Rsa { bits: 2048, exponent: 0, modulus: vec![0x80 | seed; 256] },
+        }
+    }
+
+    /// Every mode against every combination of what the certificate proved and what the inventory says: the
+    /// verdict, and the reason of each refusal.
+    #[test]
+    fn every_ek_policy_against_every_kind_of_ek() {
+        let (listed, named, stranger) = (ek(1), ek(2), ek(3));
+        let inventory =
+            Inventory::parse(&format!("{}\n{} node-2\n", EkHash::of(&listed).unwrap(), EkHash::of(&named).unwrap()))
+                .unwrap();
+        fn good() -> Result<TpmInfo, DevIdError> {
+            Ok(TpmInfo { manufacturer: Some("id:00001014".into()), model: Some("swtpm".into()), version: None })
+        }
+        fn bad() -> Result<TpmInfo, DevIdError> {
+            Err(DevIdError::EkMismatch)
+        }
+        fn none() -> Result<TpmInfo, DevIdError> {
+            Err(DevIdError::Missing("endorsement certificate"))
+        }
+        let anchors = || {
+            // Any certificate: decide() is handed the certificate's verdict, the anchors only make the mode valid.
+            let pem = include_str!("../../tests/data/ca-ec.pem");
+            crate::devid::chain::parse_pem_bundle(pem.as_bytes()).unwrap()
+        };
+        type Verdict = Result<(bool, Option<&'static str>), &'static str>;
+        // (mode, EK, certificate verdict, expected: Ok((certified, name)) or Err(reason fragment))
+        let rows: Vec<(EkMode, &TpmPublic, fn() -> Result<TpmInfo, DevIdError>, Verdict)> = vec![
+            (EkMode::Ca, &stranger, good, Ok((true, None))),
+            (EkMode::Ca, &listed, bad, Err("differs from EKPub")),
+            (EkMode::Ca, &listed, none, Err("missing endorsement certificate")),
+            (EkMode::Hash, &listed, none, Ok((false, None))),
+            (EkMode::Hash, &named, good, Ok((false, Some("node-2")))),
+            (EkMode::Hash, &stranger, good, Err("not in the inventory")),
+            (EkMode::CaOrHash, &stranger, good, Ok((true, None))),
+            (EkMode::CaOrHash, &named, none, Ok((false, Some("node-2")))),
+            (EkMode::CaOrHash, &listed, bad, Ok((false, None))),
+            (EkMode::CaOrHash, &stranger, bad, Err("neither certified")),
+            (EkMode::CaOrHash, &stranger, none, Err("neither certified")),
+            (EkMode::CaAndHash, &named, good, Ok((true, Some("node-2")))),
+            (EkMode::CaAndHash, &named, none, Err("missing endorsement certificate")),
+            (EkMode::CaAndHash, &stranger, good, Err("not in the inventory")),
+        ];
+        for (mode, ek_pub, certified, want) in rows {
+            let policy = EkPolicy::new(anchors(), Some(inventory.clone()), Some(mode)).unwrap();
+            let got = policy.decide(ek_pub, certified());
+            match (got, want) {
+                (Ok(proof), Ok((is_certified, name))) => {
+                    assert_eq!(proof.certified.is_some(), is_certified, "{mode}: {proof:?}");
+                    assert_eq!(proof.name.as_deref(), name, "{mode}");
+                    let selectors = proof.selectors();
+                    assert_eq!(selectors[0], format!("ek:hash:{}", EkHash::of(ek_pub).unwrap().hex()), "{mode}");
+                    assert_eq!(selectors.contains(&"ek:model:swtpm".to_owned()), is_certified, "{mode}: {selectors:?}");
+                    assert_eq!(selectors.iter().any(|s| s.starts_with("ek:name:")), name.is_some(), "{mode}");
+                }
+                (Err(e), Err(says)) => assert!(e.to_string().contains(says), "{mode}: {says:?} not in {e}"),
+                (got, want) => panic!("{mode}: got {got:?}, want {want:?}"),
+            }
+        }
+    }
 }
