@@ -475,7 +475,8 @@ mod tests {
         };
         type Verdict = Result<(bool, Option<&'static str>), &'static str>;
         // (mode, EK, certificate verdict, expected: Ok((certified, name)) or Err(reason fragment))
-        let rows: Vec<(EkMode, &TpmPublic, fn() -> Result<TpmInfo, DevIdError>, Verdict)> = vec![
+        type Certified = fn() -> Result<TpmInfo, DevIdError>;
+        let rows: Vec<(EkMode, &TpmPublic, Certified, Verdict)> = vec![
             (EkMode::Ca, &stranger, good, Ok((true, None))),
             (EkMode::Ca, &listed, bad, Err("differs from EKPub")),
             (EkMode::Ca, &listed, none, Err("missing endorsement certificate")),
