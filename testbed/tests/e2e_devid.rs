@@ -45,6 +45,34 @@ fn round_trip(options: LabOptions) {
     relay(&agent, &server).unwrap();
 }
 
+/// The `ek:manufacturer`, `ek:model` and `ek:version` selectors are the TCG subjectAltName of the EK certificate
+/// the agent sent (made by swtpm_localca), as openssl prints it; `ek:hash` is the EK's line from `devid ek-hash`.
+#[test]
+fn ek_selectors_are_what_the_ek_certificate_says_as_openssl_reads_it() {
+    let lab = DevIdLab::new(LabOptions::default()).unwrap();
+    let (agent, server) = load(&lab);
+    let exchange = relay(&agent, &server).unwrap();
+    let payload: crypto::devid::wire::AttestationRequest = serde_json::from_slice(&exchange.payload).unwrap();
+    std::fs::write(lab.path("ek.der"), &payload.ek_cert).unwrap();
+    let text =
+        testbed::devid::openssl(&["x509", "-inform", "DER", "-noout", "-text", "-in", "ek.der"], lab.dir()).unwrap();
+    // e.g. `DirName:/2.23.133.2.1=id:00001014/2.23.133.2.2=swtpm/2.23.133.2.3=id:20191023`
+    let dir_name =
+        text.lines().find_map(|l| l.trim().strip_prefix("DirName:")).expect("no DirName in the EK certificate");
+    let attribute = |oid: &str| {
+        dir_name.split('/').find_map(|part| part.strip_prefix(&format!("{oid}="))).map(str::to_owned).unwrap()
+    };
+    let selectors = &exchange.attributes.selector_values;
+    for (kind, oid) in [("manufacturer", "2.23.133.2.1"), ("model", "2.23.133.2.2"), ("version", "2.23.133.2.3")] {
+        let want = format!("ek:{kind}:{}", attribute(oid));
+        assert!(selectors.contains(&want), "{want} not in {selectors:?}");
+    }
+    let line = testbed::devid_ca::ek_hash_line(&lab.tpm, "x").unwrap();
+    let hash = line.split(' ').next().unwrap().trim_start_matches("sha256:");
+    assert!(selectors.contains(&format!("ek:hash:{hash}")), "{selectors:?}");
+    assert!(!selectors.iter().any(|s| s.starts_with("ek:name:")), "no inventory, no name: {selectors:?}");
+}
+
 #[test]
 fn rsa_devid_with_intermediate_attests() {
     round_trip(LabOptions::default());
