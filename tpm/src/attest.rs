@@ -94,6 +94,17 @@ pub struct EnrollProof {
     pub activated_secret: Zeroizing<Vec<u8>>,
 }
 
+/// A TPM2_Quote by the exchange's AK and the values of the PCRs it covers.
+#[derive(Debug, Clone)]
+pub struct Quote {
+    /// The TPMS_ATTEST.
+    pub quoted: Vec<u8>,
+    /// The TPMT_SIGNATURE over it.
+    pub signature: Vec<u8>,
+    /// The PCR values, in ascending PCR order.
+    pub values: Vec<Vec<u8>>,
+}
+
 /// The TPM's answers to SPIRE's `ChallengeRequest`.
 #[derive(Debug)]
 pub struct Response {
@@ -462,6 +473,82 @@ impl PendingAttestation {
             })
         })?;
         Ok(Response { devid_signature, activated_secret: activated })
+    }
+}
+
+impl PendingAttestation {
+    /// TPM2_Quote of the PCRs `pcrs` of bank `bank` (TPM_ALG_ID: SHA-1, -256, -384 or -512) by this exchange's AK,
+    /// qualified by `nonce`, with their values. The values are read before and after the quote; if a PCR was
+    /// extended meanwhile (they only ever change by extension) the quote is made again, up to three times.
+    pub fn quote(&self, nonce: &[u8], bank: u16, pcrs: &[u8]) -> Result<Quote, TpmError> {
+        use tss_esapi::structures::{PcrSelectionListBuilder, PcrSlot};
+        let bad = |what: &'static str, reason: String| TpmError::BadBlob { what, reason };
+        let hash = match bank {
+            0x0004 => HashingAlgorithm::Sha1,
+            0x000B => HashingAlgorithm::Sha256,
+            0x000C => HashingAlgorithm::Sha384,
+            0x000D => HashingAlgorithm::Sha512,
+            other => return Err(bad("PCR bank", format!("0x{other:04x} is not a hash this agent reads"))),
+        };
+        let slots = pcrs
+            .iter()
+            .map(|&i| {
+                let bit = 1u32.checked_shl(u32::from(i)).unwrap_or(0);
+                PcrSlot::try_from(bit).map_err(|_| bad("PCR index", format!("{i} is not a PCR")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let selection = PcrSelectionListBuilder::new()
+            .with_selection(hash, &slots)
+            .build()
+            .map_err(|e| bad("PCR selection", e.to_string()))?;
+        let qualifying =
+            Data::try_from(nonce.to_vec()).map_err(|_| bad("quote nonce", format!("{} bytes", nonce.len())))?;
+        let device = self.tpm.device().to_string();
+        let dev = device.as_str();
+        self.tpm.with_context("PCR quote", |conn| {
+            let ak = load_ak(conn, dev, self)?;
+            with_transient(conn, ak, |conn| {
+                let read = |conn: &mut Conn| -> Result<Vec<Vec<u8>>, OpError> {
+                    let data = conn
+                        .ctx
+                        .execute_without_session(|ctx| tss_esapi::abstraction::pcr::read_all(ctx, selection.clone()))
+                        .map_err(|e| step_error(dev, "read the PCRs", None, e))?;
+                    let bank = data.pcr_bank(hash).ok_or(OpError::Final(TpmError::BadBlob {
+                        what: "PCR read",
+                        reason: "the TPM returned no value for the bank".into(),
+                    }))?;
+                    slots
+                        .iter()
+                        .map(|s| {
+                            bank.get_digest(*s).map(|d| d.value().to_vec()).ok_or(OpError::Final(TpmError::BadBlob {
+                                what: "PCR read",
+                                reason: format!("no value for {s:?}"),
+                            }))
+                        })
+                        .collect()
+                };
+                for _ in 0..3 {
+                    let before = read(conn)?;
+                    let (attest, signature) = conn
+                        .ctx
+                        .execute_with_session(Some(AuthSession::Password), |ctx| {
+                            ctx.quote(ak, qualifying.clone(), SignatureScheme::Null, selection.clone())
+                        })
+                        .map_err(|e| step_error(dev, "quote the PCRs with the AK", None, e))?;
+                    if read(conn)? == before {
+                        return Ok(Quote {
+                            quoted: attest.marshall()?,
+                            signature: signature.marshall()?,
+                            values: before,
+                        });
+                    }
+                }
+                Err(OpError::Final(TpmError::BadBlob {
+                    what: "PCR quote",
+                    reason: "the PCRs kept changing while they were quoted".into(),
+                }))
+            })
+        })
     }
 }
 

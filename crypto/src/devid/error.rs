@@ -249,6 +249,15 @@ pub enum DevIdError {
     /// The activated secret is not the one the credential carried.
     #[error("credential activation failed: nonces are different")]
     ProofOfResidency,
+    /// The PCR quote failed a check.
+    #[error("PCR quote refused: {0}")]
+    Quote(String),
+    /// `require_pcr_policy`, and the agent sent no quote.
+    #[error("no PCR quote in the challenge response, and require_pcr_policy is set (SPIRE's agent plugin sends none)")]
+    NoQuote,
+    /// `require_pcr_policy`, and no set of the policy matches.
+    #[error("no pcr_policy entry matches the quoted PCRs: {0}")]
+    PcrPolicy(String),
     /// The DevID certificate's serial is on its issuer's CRL.
     #[error("the DevID certificate (serial {serial}) is revoked")]
     Revoked {

@@ -21,6 +21,7 @@ pub mod crl;
 pub mod ek;
 pub mod enroll;
 mod error;
+pub mod quote;
 pub mod tpm2;
 pub mod wire;
 
@@ -70,6 +71,19 @@ pub struct DevIdVerifier {
     devid_anchors: Vec<Cert>,
     ek: EkPolicy,
     extra: ExtraChecks,
+    quote: Option<QuotePolicy>,
+}
+
+/// What the server asks of the boot state: a quote over `selection`; `policy`'s names as `boot:` selectors; with
+/// `require`, no attestation without a quote matching one of them.
+#[derive(Debug, Clone)]
+pub struct QuotePolicy {
+    /// The PCRs quoted.
+    pub selection: quote::PcrSelection,
+    /// Named allowed value sets.
+    pub policy: quote::PcrPolicy,
+    /// Refuse an agent whose quote matches no set (or that sends none).
+    pub require: bool,
 }
 
 /// A payload that passed every check, waiting for the agent's challenge response.
@@ -78,6 +92,8 @@ pub struct Challenged {
     secret: Zeroizing<[u8; 32]>,
     leaf: Cert,
     selectors: Vec<String>,
+    ak_pub: TpmPublic,
+    quote: Option<QuotePolicy>,
 }
 
 impl std::fmt::Debug for Challenged {
@@ -141,7 +157,12 @@ impl DevIdVerifier {
 
     /// Builds a verifier from the PEM bundle of `devid_ca_path` and an EK policy.
     pub fn with_ek_policy(devid_ca_pem: &[u8], ek: EkPolicy, extra: ExtraChecks) -> Result<Self, DevIdError> {
-        Ok(DevIdVerifier { devid_anchors: load_anchors("devid_ca_path", devid_ca_pem)?, ek, extra })
+        Ok(DevIdVerifier { devid_anchors: load_anchors("devid_ca_path", devid_ca_pem)?, ek, extra, quote: None })
+    }
+
+    /// The same verifier asking for a PCR quote.
+    pub fn with_quote(self, quote: QuotePolicy) -> DevIdVerifier {
+        DevIdVerifier { quote: Some(quote), ..self }
     }
 
     /// The same verifier under another EK policy (an inventory read again).
@@ -196,11 +217,12 @@ impl DevIdVerifier {
         }
 
         // Credential for the AK under the EK (step 11).
-        let (challenge, nonce, secret) = credential_challenge(&req.ak_pub, &ak_pub, &ek_pub)?;
+        let (mut challenge, nonce, secret) = credential_challenge(&req.ak_pub, &ak_pub, &ek_pub)?;
+        challenge.pcr_quote = self.quote.as_ref().map(|q| quote::QuoteRequest { selection: q.selection.to_string() });
         let json = serde_json::to_vec(&challenge).map_err(|source| DevIdError::Json { what: "challenge", source })?;
         let mut selectors = selectors(&leaf, &chains);
         selectors.extend(ek.selectors());
-        Ok((json, Challenged { nonce, secret, selectors, leaf }))
+        Ok((json, Challenged { nonce, secret, selectors, leaf, ak_pub, quote: self.quote.clone() }))
     }
 
     /// The DevID certificate chain (SPIRE steps 2-4): the leaf and every verified chain.
@@ -364,6 +386,7 @@ fn credential_challenge(ak_pub_raw: &[u8], ak_pub: &TpmPublic, ek_pub: &TpmPubli
     let challenge = ChallengeRequest {
         devid: nonce.to_vec(),
         cred_activation: Some(CredActivation { credential, secret: enc_secret }),
+        pcr_quote: None,
     };
     Ok((challenge, nonce, secret))
 }
@@ -438,6 +461,23 @@ impl Challenged {
         if !constant_time_eq(&resp.cred_activation, &self.secret[..]) {
             return Err(DevIdError::ProofOfResidency);
         }
-        Ok(Attested { fingerprint: self.leaf.sha1_hex(), selectors: self.selectors })
+        // The AK is now proven to be in the EK's TPM: what it quoted is that TPM's boot state.
+        let mut selectors = self.selectors;
+        if let Some(q) = &self.quote {
+            match &resp.pcr_quote {
+                Some(answer) => {
+                    let values = quote::verify(&self.ak_pub, &self.nonce, &q.selection, answer)?;
+                    let names = q.policy.matches(&values);
+                    if q.require && names.is_empty() {
+                        return Err(DevIdError::PcrPolicy(q.policy.explain(&q.selection, &values)));
+                    }
+                    selectors.extend(quote::selectors(&q.selection, &values));
+                    selectors.extend(names.into_iter().map(|n| format!("boot:{n}")));
+                }
+                None if q.require => return Err(DevIdError::NoQuote),
+                None => {}
+            }
+        }
+        Ok(Attested { fingerprint: self.leaf.sha1_hex(), selectors })
     }
 }

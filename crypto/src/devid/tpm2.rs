@@ -62,6 +62,8 @@ pub mod attr {
 pub const TPM_GENERATED: u32 = 0xFF54_4347;
 /// TPM_ST_ATTEST_CERTIFY.
 pub const ST_ATTEST_CERTIFY: u16 = 0x8017;
+/// TPM_ST_ATTEST_QUOTE.
+pub const ST_ATTEST_QUOTE: u16 = 0x8018;
 
 /// The digest size of a TPM hash algorithm.
 pub fn digest_len(hash: u16) -> Option<usize> {
@@ -298,7 +300,16 @@ pub fn name(public_bytes: &[u8], name_alg: u16) -> Result<Vec<u8>, Tpm2Error> {
     Ok(out)
 }
 
-/// A parsed TPMS_ATTEST of type certify.
+/// TPMS_QUOTE_INFO: the PCRs a quote covers and their digest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuoteInfo {
+    /// TPML_PCR_SELECTION: (bank hash, selection bitmap) per bank, as the TPM wrote it.
+    pub selection: Vec<(u16, Vec<u8>)>,
+    /// The digest of the selected PCRs' values, in the signing scheme's hash.
+    pub digest: Vec<u8>,
+}
+
+/// A parsed TPMS_ATTEST of type certify or quote.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Attest {
     /// Magic (must be TPM_GENERATED).
@@ -311,12 +322,19 @@ pub struct Attest {
     pub extra_data: Vec<u8>,
     /// TPMS_CERTIFY_INFO.name (for kind = certify).
     pub certified_name: Vec<u8>,
+    /// TPMS_QUOTE_INFO (for kind = quote).
+    pub quote: Option<QuoteInfo>,
 }
 
 impl Attest {
     /// Parses a TPMS_ATTEST. Only the certify type has its attested part read; other types are reported by kind.
     pub fn parse(bytes: &[u8]) -> Result<Attest, Tpm2Error> {
-        let mut r = Reader { buf: bytes, what: "CertifiedDevID (TPMS_ATTEST)" };
+        Self::parse_as(bytes, "CertifiedDevID (TPMS_ATTEST)")
+    }
+
+    /// Parses a TPMS_ATTEST named `what` in errors; the certify and quote types have their attested part read.
+    pub fn parse_as(bytes: &[u8], what: &'static str) -> Result<Attest, Tpm2Error> {
+        let mut r = Reader { buf: bytes, what };
         let magic = r.u32()?;
         let kind = r.u16()?;
         let qualified_signer = r.tpm2b()?.to_vec();
@@ -326,13 +344,31 @@ impl Attest {
         let _restart = r.u32()?;
         let _safe = r.u8()?;
         let _firmware = r.u64()?;
-        if kind != ST_ATTEST_CERTIFY {
-            return Ok(Attest { magic, kind, qualified_signer, extra_data, certified_name: Vec::new() });
+        let mut attest = Attest { magic, kind, qualified_signer, extra_data, certified_name: Vec::new(), quote: None };
+        match kind {
+            ST_ATTEST_CERTIFY => {
+                attest.certified_name = r.tpm2b()?.to_vec();
+                let _qualified_name = r.tpm2b()?;
+            }
+            ST_ATTEST_QUOTE => {
+                let count = r.u32()?;
+                // A TPM has a handful of banks; more is not a quote any TPM made.
+                if count > 16 {
+                    return Err(Tpm2Error::Unsupported { what: "PCR bank count", value: count.min(0xffff) as u16 });
+                }
+                let mut selection = Vec::new();
+                for _ in 0..count {
+                    let hash = r.u16()?;
+                    let size = r.u8()?;
+                    selection.push((hash, r.take(usize::from(size))?.to_vec()));
+                }
+                let digest = r.tpm2b()?.to_vec();
+                attest.quote = Some(QuoteInfo { selection, digest });
+            }
+            _ => return Ok(attest),
         }
-        let certified_name = r.tpm2b()?.to_vec();
-        let _qualified_name = r.tpm2b()?;
         r.end()?;
-        Ok(Attest { magic, kind, qualified_signer, extra_data, certified_name })
+        Ok(attest)
     }
 }
 

@@ -52,6 +52,10 @@ pub struct ChallengeRequest {
     /// The credential to activate (`null` makes SPIRE's agent fail).
     #[serde(rename = "CredActivation", default)]
     pub cred_activation: Option<CredActivation>,
+    /// Beyond SPIRE's: the PCR quote asked for (absent unless the server has `pcr_selection`; SPIRE's agent
+    /// ignores it).
+    #[serde(rename = "PCRQuote", default, skip_serializing_if = "Option::is_none")]
+    pub pcr_quote: Option<crate::devid::quote::QuoteRequest>,
 }
 
 /// Message 3, agent to server.
@@ -63,6 +67,9 @@ pub struct ChallengeResponse {
     /// The activated secret.
     #[serde(rename = "CredActivation", with = "b64", default)]
     pub cred_activation: Vec<u8>,
+    /// Beyond SPIRE's: the quote, when one was asked for and the agent is ours.
+    #[serde(rename = "PCRQuote", default, skip_serializing_if = "Option::is_none")]
+    pub pcr_quote: Option<crate::devid::quote::QuoteAnswer>,
 }
 
 pub(crate) mod b64 {

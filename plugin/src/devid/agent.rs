@@ -191,6 +191,9 @@ pub enum AgentError {
     /// The server's challenge lacks a part (SPIRE's agent refuses the same, in the same words).
     #[error("bad challenge from server: received empty {0} challenge from server")]
     ChallengeEmpty(&'static str),
+    /// The server asked for a quote of PCRs this agent cannot name.
+    #[error("bad challenge from server: PCR quote: {0}")]
+    Quote(String),
     /// The TPM's ECDSA signature is not the raw r||s it must be.
     #[error("the TPM's DevID signature: {0}")]
     Signature(#[source] super::signature::NotRawEcdsa),
@@ -228,7 +231,23 @@ pub fn answer(pending: &PendingAttestation, challenge: &[u8]) -> Result<Vec<u8>,
         .respond(&challenge.devid, &cred.credential, &cred.secret)
         .map_err(|source| AgentError::Tpm { step: "solve the challenge", source })?;
     let devid = super::signature::der(pending.key_type(), response.devid_signature).map_err(AgentError::Signature)?;
-    let json = ChallengeResponse { devid, cred_activation: response.activated_secret.to_vec() };
+    // Beyond SPIRE's: a quote of the PCRs the server asked for, by the AK just activated, over the same nonce.
+    let pcr_quote = match challenge.pcr_quote {
+        None => None,
+        Some(asked) => {
+            let selection: crypto::devid::quote::PcrSelection = asked.selection.parse().map_err(AgentError::Quote)?;
+            let pcrs: Vec<u8> = selection.pcrs.iter().copied().collect();
+            let quote = pending
+                .quote(&challenge.devid, selection.hash, &pcrs)
+                .map_err(|source| AgentError::Tpm { step: "quote the PCRs", source })?;
+            Some(crypto::devid::quote::QuoteAnswer {
+                quoted: quote.quoted,
+                signature: quote.signature,
+                values: quote.values,
+            })
+        }
+    };
+    let json = ChallengeResponse { devid, cred_activation: response.activated_secret.to_vec(), pcr_quote };
     serde_json::to_vec(&json).map_err(|source| AgentError::Encode { what: "response", source })
 }
 

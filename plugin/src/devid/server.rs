@@ -16,7 +16,8 @@ use std::sync::Arc;
 
 use crypto::devid::chain::parse_pem_bundle;
 use crypto::devid::ek::{EkMode, EkPolicy, Inventory};
-use crypto::devid::{DevIdVerifier, ExtraChecks};
+use crypto::devid::quote::{PcrPolicy, PcrSelection, RawPolicy};
+use crypto::devid::{DevIdVerifier, ExtraChecks, QuotePolicy};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::watched::{CrlFile, HashesFile};
@@ -71,6 +72,9 @@ struct Raw {
     devid_crl_path: Option<PathBuf>,
     endorsement_hashes_path: Option<PathBuf>,
     ek_policy: Option<String>,
+    pcr_selection: Option<String>,
+    pcr_policy: Option<PathBuf>,
+    require_pcr_policy: Option<bool>,
 }
 
 /// Parses the plugin configuration and loads both CA bundles.
@@ -114,8 +118,11 @@ pub fn parse_config(text: &str, trust_domain: &str) -> Result<ServerConfig, Conf
     // The inventory itself is read below, and again whenever it changes; an empty one stands in to check the mode.
     let policy = EkPolicy::new(anchors, hashes_path.as_ref().map(|_| Inventory::default()), mode)
         .map_err(|e| ConfigError::invalid("ek_policy", e.to_string()))?;
-    let verifier = DevIdVerifier::with_ek_policy(&devid_ca_pem, policy, extra)
+    let mut verifier = DevIdVerifier::with_ek_policy(&devid_ca_pem, policy, extra)
         .map_err(|e| ConfigError::Value { key: "devid_ca_path".into(), source: Box::new(e) })?;
+    if let Some(quote) = quote_policy(raw.pcr_selection, raw.pcr_policy, raw.require_pcr_policy)? {
+        verifier = verifier.with_quote(quote);
+    }
     let hashes = match hashes_path {
         Some(path) => Some(Arc::new(HashesFile::inventory(&path, verifier.clone())?)),
         None => None,
@@ -126,6 +133,36 @@ pub fn parse_config(text: &str, trust_domain: &str) -> Result<ServerConfig, Conf
     };
     let verifier = Arc::new(hashes.as_ref().map_or(verifier, |h| (*h.current()).clone()));
     Ok(ServerConfig { trust_domain, verifier, hashes, crl })
+}
+
+/// `pcr_selection`, `pcr_policy` and `require_pcr_policy`: the boot state asked of our agents.
+fn quote_policy(
+    selection: Option<String>,
+    policy: Option<PathBuf>,
+    require: Option<bool>,
+) -> Result<Option<QuotePolicy>, ConfigError> {
+    let require = require.unwrap_or(false);
+    let Some(selection) = selection else {
+        if policy.is_some() || require {
+            return Err(ConfigError::invalid("pcr_selection", "pcr_policy and require_pcr_policy need pcr_selection"));
+        }
+        return Ok(None);
+    };
+    let selection: PcrSelection = selection.parse().map_err(|e: String| ConfigError::invalid("pcr_selection", e))?;
+    let policy = match config::path("pcr_policy", policy)? {
+        Some(path) => {
+            let text = read_file("pcr_policy", &path)?;
+            let raw: RawPolicy =
+                serde_yaml_ng::from_slice(&text).map_err(|e| ConfigError::file("pcr_policy", &path, e))?;
+            PcrPolicy::new(raw, &selection).map_err(|e| ConfigError::file("pcr_policy", &path, e))?
+        }
+        None if require => return Err(ConfigError::invalid("require_pcr_policy", "needs pcr_policy")),
+        None => PcrPolicy::default(),
+    };
+    if require && policy.is_empty() {
+        return Err(ConfigError::invalid("pcr_policy", "names no PCR value set, and require_pcr_policy is set"));
+    }
+    Ok(Some(QuotePolicy { selection, policy, require }))
 }
 
 impl PluginConfig for ServerConfig {

@@ -363,6 +363,7 @@ fn devid_bench() -> anyhow::Result<()> {
         let response = serde_json::to_vec(&ChallengeResponse {
             devid: plugin::devid::signature::der(pending.key_type(), r.devid_signature)?,
             cred_activation: r.activated_secret.to_vec(),
+            pcr_quote: None,
         })?;
         challenged.verify(&response)?;
         outside += t.elapsed();
