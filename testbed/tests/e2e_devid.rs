@@ -225,3 +225,89 @@ fn a_wrong_devid_password_is_one_readable_error_without_tss_internals() {
     testbed::logs::assert_readable("the agent plugin's log", &log);
     assert!(!log.contains("nope"), "the password reached the log:\n{log}");
 }
+
+/// The PCR value `tpm2_pcrread` reports for `bank:index`, lowercase hex.
+fn pcrread(lab: &DevIdLab, bank: &str, index: u8) -> String {
+    let out = lab.tpm.tpm2("tpm2_pcrread", &[&format!("{bank}:{index}")], lab.dir()).unwrap();
+    let line =
+        out.lines().find(|l| l.trim_start().starts_with(&format!("{index} :"))).unwrap_or_else(|| panic!("{out}"));
+    line.rsplit("0x").next().unwrap().trim().to_ascii_lowercase()
+}
+
+/// Two boot states made with `tpm2_pcrextend` (PCR 7 extended with different measurements; the TPM restarted in
+/// between, as a reboot resets the PCRs): the `pcr:` selectors follow `tpm2_pcrread`; the policy names the first
+/// state (`boot:appliance`) and, with `require_pcr_policy`, refuses the second, saying which PCR differs.
+#[test]
+fn the_boot_state_follows_the_pcrs_and_the_policy_admits_one_state_and_refuses_the_other() {
+    let mut lab = DevIdLab::new(LabOptions::default()).unwrap();
+    lab.tpm.tpm2("tpm2_pcrextend", &[&format!("7:sha256={}", "aa".repeat(32))], lab.dir()).unwrap();
+    let (pcr0, appliance) = (pcrread(&lab, "sha256", 0), pcrread(&lab, "sha256", 7));
+    std::fs::write(
+        lab.path("pcr-policy.yaml"),
+        format!("appliance:\n  \"sha256:0\": \"{pcr0}\"\n  \"sha256:7\": \"{appliance}\"\n"),
+    )
+    .unwrap();
+    let agent = PluginHost::launch(AGENT, "NodeAttestor").unwrap();
+    agent.init().unwrap();
+    agent.configure(&lab.agent_hcl(), "example.org").unwrap();
+    let server = |extra: &str| {
+        let server = PluginHost::launch(SERVER, "NodeAttestor").unwrap();
+        server.init().unwrap();
+        server
+            .configure(&format!("{}pcr_selection = \"sha256:0,7\"\n{extra}", lab.server_hcl()), "example.org")
+            .unwrap();
+        server
+    };
+    let policy = format!("pcr_policy = \"{}\"\nrequire_pcr_policy = true\n", lab.path("pcr-policy.yaml").display());
+    let (plain, strict) = (server(""), server(&policy));
+
+    let first = relay(&agent, &plain).unwrap();
+    let s = &first.attributes.selector_values;
+    assert!(s.contains(&format!("pcr:sha256:7:{appliance}")) && s.contains(&format!("pcr:sha256:0:{pcr0}")), "{s:?}");
+    assert!(!s.iter().any(|x| x.starts_with("boot:")), "no policy, no boot: {s:?}");
+    let admitted = relay(&agent, &strict).unwrap();
+    assert!(admitted.attributes.selector_values.contains(&"boot:appliance".to_owned()), "{admitted:?}");
+    assert_eq!(admitted.attributes.spiffe_id, first.attributes.spiffe_id, "the agent ID does not depend on the quote");
+
+    // Another boot: the PCRs reset, PCR 7 measures something else.
+    lab.tpm.restart().unwrap();
+    lab.tpm.tpm2("tpm2_pcrextend", &[&format!("7:sha256={}", "bb".repeat(32))], lab.dir()).unwrap();
+    let other = pcrread(&lab, "sha256", 7);
+    assert_ne!(other, appliance);
+    let second = relay(&agent, &plain).unwrap();
+    assert!(second.attributes.selector_values.contains(&format!("pcr:sha256:7:{other}")), "{second:?}");
+    let refused = relay(&agent, &strict).unwrap_err().to_string();
+    assert!(refused.contains(&format!("appliance: sha256:7 is {other}, the entry wants {appliance}")), "{refused}");
+
+    // The real TPM's answer, tampered with on the way: a PCR value altered to the policy's (the digest gives it
+    // away), or the quote dropped (as SPIRE's agent plugin, which sends none) under require_pcr_policy.
+    type Tamper = fn(&mut serde_json::Value);
+    let rows: [(&str, Tamper, &str); 2] = [
+        (
+            "a PCR value altered",
+            |r| r["PCRQuote"]["PCRValues"][1] = serde_json::json!(hex_to_b64(&pcr_b())),
+            "not the ones quoted",
+        ),
+        ("no quote", |r| drop(r.as_object_mut().unwrap().remove("PCRQuote")), "no PCR quote"),
+    ];
+    for (what, tamper, says) in rows {
+        let (mut a, payload) = agent.aid_attestation().unwrap();
+        let (mut st, challenge) = strict.attest_begin(payload).unwrap();
+        let response = agent.agent_answer(&mut a, challenge).unwrap();
+        let mut json: serde_json::Value = serde_json::from_slice(&response).unwrap();
+        tamper(&mut json);
+        let err = strict.attest_finish(&mut st, serde_json::to_vec(&json).unwrap()).unwrap_err();
+        assert!(err.message().contains(says), "{what}: {says:?} not in {}", err.message());
+    }
+}
+
+/// 32 bytes of 0xbb: a PCR value no TPM here holds.
+fn pcr_b() -> String {
+    "bb".repeat(32)
+}
+
+fn hex_to_b64(hex: &str) -> String {
+    use base64::Engine;
+    let bytes: Vec<u8> = (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap()).collect();
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
