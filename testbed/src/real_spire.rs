@@ -429,9 +429,60 @@ pub fn devid(report: Report<'_>) -> anyhow::Result<()> {
         report("  SPIRE's built-in agent tpm_devid (tpm_device_path = the swtpm's unix socket) -> our server plugin: the same");
         lab.tpm.restart()?;
         if key_type == "rsa2048" {
+            boot_state(&mut lab, &id, report)?;
             forgery(&lab, report)?;
         }
     }
+    Ok(())
+}
+
+/// The boot state through the real binaries: our server plugin with `pcr_selection` quotes through our agent
+/// plugin (`pcr:` selectors, and `boot:` with a policy); SPIRE's agent plugin ignores the request and attests
+/// without them, and is refused under `require_pcr_policy`, which our agent passes.
+fn boot_state(lab: &mut DevIdLab, id: &str, report: Report<'_>) -> anyhow::Result<()> {
+    let pcr = |lab: &DevIdLab, i: u8| -> anyhow::Result<String> {
+        let out = lab.tpm.tpm2("tpm2_pcrread", &[&format!("sha256:{i}")], lab.dir())?;
+        let line = out.lines().find(|l| l.trim_start().starts_with(&format!("{i} :"))).context("tpm2_pcrread")?;
+        Ok(line.rsplit("0x").next().unwrap_or_default().trim().to_ascii_lowercase())
+    };
+    let (pcr0, pcr7) = (pcr(lab, 0)?, pcr(lab, 7)?);
+    std::fs::write(
+        lab.path("pcr-policy.yaml"),
+        format!("lab:\n  \"sha256:0\": \"{pcr0}\"\n  \"sha256:7\": \"{pcr7}\"\n"),
+    )?;
+    let server_hcl = lab.server_hcl();
+    let ours_with = |extra: &str| {
+        let data = format!("{server_hcl}pcr_selection = \"sha256:0,7\"\n{extra}");
+        external_plugin("NodeAttestor", "tpm_devid", "spire-server-nodeattestor-tpm-devid", &data)
+    };
+    let strict = format!("pcr_policy = \"{}\"\nrequire_pcr_policy = true\n", lab.path("pcr-policy.yaml").display());
+    let (_, selectors) = devid_attest(ours_with("")?, our_agent_devid(lab)?, id)?;
+    ensure!(selectors.contains(&format!("tpm_devid:pcr:sha256:7:{pcr7}")), "{selectors:?}");
+    report(&format!("  boot state: our server plugin with pcr_selection = \"sha256:0,7\" and our agent plugin: tpm_devid:pcr:sha256:7:{pcr7}, ..."));
+    let (_, selectors) = devid_attest(ours_with(&strict)?, our_agent_devid(lab)?, id)?;
+    ensure!(selectors.contains(&"tpm_devid:boot:lab".to_owned()), "{selectors:?}");
+    report("    with pcr_policy and require_pcr_policy: tpm_devid:boot:lab");
+    let socket = lab.tpm.restart_unixio()?;
+    let (_, selectors) = devid_attest(ours_with("")?, spire_agent_devid(lab, &socket), id)?;
+    ensure!(!selectors.iter().any(|s| s.starts_with("tpm_devid:pcr:")), "{selectors:?}");
+    report("    SPIRE's agent plugin ignores the quote request and attests, without pcr: selectors");
+    let mut server = SpireServer::start(&ServerOptions::new(TRUST_DOMAIN, vec![ours_with(&strict)?]))?;
+    let bundle = server.path("bootstrap.pem");
+    std::fs::write(&bundle, server.bundle_pem()?)?;
+    let mut a = SpireAgent::start(&AgentOptions {
+        trust_domain: TRUST_DOMAIN.into(),
+        server_port: server.port(),
+        bootstrap: Bootstrap::Path(bundle),
+        attestor: Attestor::Plugin(spire_agent_devid(lab, &socket)),
+        rebootstrap: None,
+    })?;
+    a.wait_log("Failed to retrieve attestation result", 1, STEP)?;
+    server.wait_log("no PCR quote in the challenge response", 1, STEP)?;
+    ensure!(server.agent_ids()?.is_empty(), "our server admitted SPIRE's agent under require_pcr_policy");
+    report("    and under require_pcr_policy our server refuses it: `no PCR quote in the challenge response ...`");
+    a.stop();
+    ensure!(server.stop(), "spire-server did not stop cleanly");
+    lab.tpm.restart()?;
     Ok(())
 }
 

@@ -10,8 +10,15 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 
+/// A stream a raw TPM command can go over.
+trait ReadWrite: Read + Write {}
+impl<T: Read + Write> ReadWrite for T {}
+
 /// TPM2_GetRandom(8): a command any started TPM answers.
 const GET_RANDOM: [u8; 12] = [0x80, 0x01, 0, 0, 0, 0x0c, 0, 0, 0x01, 0x7b, 0, 0x08];
+
+/// TPM2_Shutdown(TPM_SU_CLEAR): what an OS sends before it powers the TPM down.
+const SHUTDOWN: [u8; 12] = [0x80, 0x01, 0, 0, 0, 0x0c, 0, 0, 0x01, 0x45, 0, 0];
 
 /// A running (or stopped) swtpm owned by the caller.
 #[derive(Debug)]
@@ -20,6 +27,8 @@ pub struct Swtpm {
     port: u16,
     state: tempfile::TempDir,
     ek_ca: Option<PathBuf>,
+    /// The unix socket it serves on after [`Swtpm::restart_unixio`], until [`Swtpm::restart`].
+    unixio: Option<PathBuf>,
 }
 
 use crate::ports::free_port_pair;
@@ -106,7 +115,7 @@ impl Swtpm {
     }
 
     fn start_in(state: tempfile::TempDir, ek_ca: Option<PathBuf>) -> anyhow::Result<Swtpm> {
-        let mut tpm = Swtpm { child: None, port: 0, state, ek_ca };
+        let mut tpm = Swtpm { child: None, port: 0, state, ek_ca, unixio: None };
         let mut last = None;
         for _ in 0..10 {
             tpm.port = free_port_pair()?;
@@ -119,6 +128,7 @@ impl Swtpm {
     }
 
     fn spawn(&mut self) -> anyhow::Result<()> {
+        self.unixio = None;
         let tpm_state = self.tpm_state();
         let dir = tpm_state.as_path();
         let log = dir.join("log");
@@ -155,7 +165,24 @@ impl Swtpm {
         }
     }
 
+    /// Stops the process after an orderly TPM2_Shutdown, as a machine's restart does: without it the TPM counts
+    /// each restart against its dictionary-attack protection (a DevID or an AK in use when the power went), and a
+    /// test that restarts a few times finds the TPM in lockout.
     fn kill(&mut self) {
+        if self.child.is_some() {
+            let sent = |s: &mut dyn ReadWrite| {
+                let mut head = [0u8; 10];
+                s.write_all(&SHUTDOWN).is_ok() && s.read_exact(&mut head).is_ok()
+            };
+            let timeout = Some(Duration::from_millis(500));
+            // Best effort: a TPM busy with another client, or already gone, is killed as it is.
+            let _ = match &self.unixio {
+                Some(socket) => std::os::unix::net::UnixStream::connect(socket)
+                    .map(|mut s| s.set_read_timeout(timeout).is_ok() && sent(&mut s)),
+                None => TcpStream::connect(("127.0.0.1", self.port))
+                    .map(|mut s| s.set_read_timeout(timeout).is_ok() && sent(&mut s)),
+            };
+        }
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
@@ -231,6 +258,7 @@ impl Swtpm {
                 let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
                 let mut head = [0u8; 10];
                 if s.write_all(&GET_RANDOM).is_ok() && s.read_exact(&mut head).is_ok() && head[6..10] == [0, 0, 0, 0] {
+                    self.unixio = Some(socket.clone());
                     return Ok(socket);
                 }
             }
