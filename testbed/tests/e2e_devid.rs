@@ -206,6 +206,29 @@ fn check_command_reports_each_step_and_names_the_failing_one() {
     assert_ne!(code, 0);
     assert!(out.contains("FAIL  agent:") && out.contains("DevID password was refused"), "{out}");
     assert!(!out.contains("nope"), "{out}");
+
+    // The server's PCR quote and policy: the added selectors when the boot state matches, and the PCR that
+    // differs when it does not.
+    let pcr7 = pcrread(&lab, "sha256", 7);
+    std::fs::write(lab.path("pcr-policy.yaml"), format!("lab:\n  \"sha256:7\": \"{pcr7}\"\n")).unwrap();
+    let quoted = |a: Vec<String>| {
+        let mut a = a;
+        a.extend(
+            ["--pcr-selection", "sha256:0,7", "--pcr-policy", &s("pcr-policy.yaml"), "--require-pcr-policy"]
+                .map(String::from),
+        );
+        a
+    };
+    let (code, out, err) = run(quoted(args("root.pem", "devid.pw")));
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("PCR quote sha256:0,7, policy required"), "{out}");
+    assert!(out.contains(&format!("selector   tpm_devid:pcr:sha256:7:{pcr7}")), "{out}");
+    assert!(out.contains("selector   tpm_devid:boot:lab") && out.contains("selector   tpm_devid:ek:hash:"), "{out}");
+    lab.tpm.tpm2("tpm2_pcrextend", &[&format!("7:sha256={}", "cc".repeat(32))], lab.dir()).unwrap();
+    let now7 = pcrread(&lab, "sha256", 7);
+    let (code, out, _) = run(quoted(args("root.pem", "devid.pw")));
+    assert_ne!(code, 0);
+    assert!(out.contains(&format!("FAIL  server: proof of possession, proof of residency, the PCR quote and policy: no pcr_policy entry matches the quoted PCRs: lab: sha256:7 is {now7}, the entry wants {pcr7}")), "{out}");
 }
 
 /// The agent plugin's log is what SPIRE's log shows an operator: a refused DevID password is our one error

@@ -180,6 +180,11 @@ impl DevIdVerifier {
         &self.ek
     }
 
+    /// The PCR quote asked for, if any.
+    pub fn quote(&self) -> Option<&QuotePolicy> {
+        self.quote.as_ref()
+    }
+
     /// Checks an attestation payload at `now` (unix seconds) and returns the challenge to send (JSON) with the
     /// state to check the response against. SPIRE's steps in SPIRE's order; the EK under the EK policy.
     pub fn challenge(&self, payload: &[u8], now: u64) -> Result<(Vec<u8>, Challenged), DevIdError> {

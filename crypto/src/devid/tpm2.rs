@@ -329,11 +329,16 @@ pub struct Attest {
 impl Attest {
     /// Parses a TPMS_ATTEST. Only the certify type has its attested part read; other types are reported by kind.
     pub fn parse(bytes: &[u8]) -> Result<Attest, Tpm2Error> {
-        Self::parse_as(bytes, "CertifiedDevID (TPMS_ATTEST)")
+        Self::parse_kind(bytes, "CertifiedDevID (TPMS_ATTEST)", ST_ATTEST_CERTIFY)
     }
 
-    /// Parses a TPMS_ATTEST named `what` in errors; the certify and quote types have their attested part read.
-    pub fn parse_as(bytes: &[u8], what: &'static str) -> Result<Attest, Tpm2Error> {
+    /// Parses a TPMS_ATTEST named `what` in errors. Only the quote type has its attested part read; other types
+    /// are reported by kind.
+    pub fn parse_quote(bytes: &[u8], what: &'static str) -> Result<Attest, Tpm2Error> {
+        Self::parse_kind(bytes, what, ST_ATTEST_QUOTE)
+    }
+
+    fn parse_kind(bytes: &[u8], what: &'static str, wanted: u16) -> Result<Attest, Tpm2Error> {
         let mut r = Reader { buf: bytes, what };
         let magic = r.u32()?;
         let kind = r.u16()?;
@@ -345,6 +350,9 @@ impl Attest {
         let _safe = r.u8()?;
         let _firmware = r.u64()?;
         let mut attest = Attest { magic, kind, qualified_signer, extra_data, certified_name: Vec::new(), quote: None };
+        if kind != wanted {
+            return Ok(attest);
+        }
         match kind {
             ST_ATTEST_CERTIFY => {
                 attest.certified_name = r.tpm2b()?.to_vec();

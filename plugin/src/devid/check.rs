@@ -4,7 +4,7 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use crypto::devid::{Attested, DevIdVerifier, ExtraChecks};
+use crypto::devid::Attested;
 use tpm::attest::Hierarchies;
 use tpm::devid::DevIdBlobs;
 use tpm::Password;
@@ -28,10 +28,8 @@ pub struct CheckRequest {
     pub devid_password: Password,
     /// Hierarchy passwords.
     pub hierarchies: Hierarchies,
-    /// The server's `devid_ca_path`.
-    pub devid_ca: PathBuf,
-    /// The server's `endorsement_ca_path`.
-    pub endorsement_ca: PathBuf,
+    /// The server plugin's `plugin_data` (HCL): its CA sets, EK policy, CRL and PCR quote, as SPIRE would pass it.
+    pub server_hcl: String,
     /// The trust domain for the printed agent ID.
     pub trust_domain: crypto::TrustDomain,
     /// What the server side judges certificate validity by.
@@ -91,25 +89,41 @@ pub fn run(req: &CheckRequest, out: &mut dyn Write) -> Result<(String, Attested)
         };
         Ok((cfg, detail))
     })?;
-    let verifier = steps.run("read the server's CA sets", || {
-        let devid_ca = read_file("devid_ca_path", &req.devid_ca)?;
-        let ek_ca = read_file("endorsement_ca_path", &req.endorsement_ca)?;
-        Ok((DevIdVerifier::new(&devid_ca, &ek_ca, ExtraChecks::default())?, String::new()))
+    let server = steps.run("read the server plugin's configuration", || {
+        let server = crate::devid::server::parse_config(&req.server_hcl, &req.trust_domain.to_string())?;
+        let verifier = server.verifier();
+        let mut detail = format!("ek_policy {}", verifier.ek_policy().mode());
+        if let Some(q) = verifier.quote() {
+            detail.push_str(&format!(
+                ", PCR quote {}{}",
+                q.selection,
+                if q.require { ", policy required" } else { "" }
+            ));
+        }
+        if server.crl.is_some() {
+            detail.push_str(", CRL");
+        }
+        Ok((server, detail))
     })?;
+    let verifier = server.verifier();
     let (payload, pending) = steps.run("agent: DevID, AK, EK, EK certificate and Certify on the TPM", || {
         let (payload, pending) = agent::begin(&cfg)?;
         let detail = format!("{} bytes of payload from {}", payload.len(), cfg.device);
         Ok(((payload, pending), detail))
     })?;
     let now = req.clock.now();
-    let (challenge, challenged) = steps
-        .run("server: DevID chain, EK certificate and chain, AK certification", || {
-            Ok((verifier.challenge(&payload, now)?, String::new()))
-        })?;
-    let response = steps.run("agent: sign the nonce with the DevID and activate the credential", || {
-        Ok((agent::answer(&pending, &challenge)?, String::new()))
+    let (challenge, challenged) = steps.run("server: DevID chain, EK, AK certification, revocation", || {
+        let (challenge, challenged) = verifier.challenge(&payload, now)?;
+        if let Some(crl) = &server.crl {
+            crl.current().check(challenged.leaf(), now)?;
+        }
+        Ok(((challenge, challenged), String::new()))
     })?;
-    let attested = steps.run("server: proof of possession and proof of residency", || {
+    let response = steps
+        .run("agent: sign the nonce with the DevID, activate the credential, quote the PCRs asked", || {
+            Ok((agent::answer(&pending, &challenge)?, String::new()))
+        })?;
+    let attested = steps.run("server: proof of possession, proof of residency, the PCR quote and policy", || {
         Ok((challenged.verify(&response)?, String::new()))
     })?;
     Ok((format!("spiffe://{}{}", req.trust_domain, attested.agent_path()), attested))

@@ -161,7 +161,25 @@ struct CheckArgs {
     devid_ca: PathBuf,
     /// The server's endorsement_ca_path.
     #[arg(long, value_name = "F")]
-    endorsement_ca: PathBuf,
+    endorsement_ca: Option<PathBuf>,
+    /// The server's endorsement_hashes_path (EK hashes, for TPMs without an EK certificate).
+    #[arg(long, value_name = "F")]
+    endorsement_hashes: Option<PathBuf>,
+    /// The server's ek_policy: ca, hash, ca_or_hash or ca_and_hash.
+    #[arg(long, value_name = "MODE")]
+    ek_policy: Option<String>,
+    /// The server's devid_crl_path.
+    #[arg(long, value_name = "F")]
+    devid_crl: Option<PathBuf>,
+    /// The server's pcr_selection (e.g. sha256:0,1,2,3,4,5,6,7).
+    #[arg(long, value_name = "SEL")]
+    pcr_selection: Option<String>,
+    /// The server's pcr_policy.
+    #[arg(long, value_name = "F")]
+    pcr_policy: Option<PathBuf>,
+    /// The server's require_pcr_policy.
+    #[arg(long)]
+    require_pcr_policy: bool,
     /// The trust domain of the printed agent ID.
     #[arg(long, value_name = "TD", default_value = "example.org")]
     trust_domain: crypto::TrustDomain,
@@ -220,6 +238,7 @@ fn sign_csr_cmd(a: SignCsrArgs) -> anyhow::Result<()> {
 
 fn check_cmd(a: CheckArgs) -> anyhow::Result<()> {
     use crate::devid::check::{run as check, CheckRequest};
+    let server_hcl = server_hcl(&a);
     let device = match a.tpm_device {
         Some(d) => d,
         None => crate::devid::agent::autodetect(Path::new("/dev"))?,
@@ -234,8 +253,7 @@ fn check_cmd(a: CheckArgs) -> anyhow::Result<()> {
             owner: password("--owner-password-file", a.owner_password_file.as_deref())?,
             endorsement: password("--endorsement-password-file", a.endorsement_password_file.as_deref())?,
         },
-        devid_ca: a.devid_ca,
-        endorsement_ca: a.endorsement_ca,
+        server_hcl,
         trust_domain: a.trust_domain,
         clock: common::clock::Clock::system(),
     };
@@ -245,6 +263,27 @@ fn check_cmd(a: CheckArgs) -> anyhow::Result<()> {
         println!("selector   tpm_devid:{s}");
     }
     Ok(())
+}
+
+/// The server plugin's `plugin_data` the check's flags describe.
+fn server_hcl(a: &CheckArgs) -> String {
+    let quoted = |s: &str| format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""));
+    let path = |p: &Path| quoted(&p.display().to_string());
+    let mut hcl = format!("devid_ca_path = {}\n", path(&a.devid_ca));
+    for (key, value) in [
+        ("endorsement_ca_path", a.endorsement_ca.as_deref().map(path)),
+        ("endorsement_hashes_path", a.endorsement_hashes.as_deref().map(path)),
+        ("ek_policy", a.ek_policy.as_deref().map(quoted)),
+        ("devid_crl_path", a.devid_crl.as_deref().map(path)),
+        ("pcr_selection", a.pcr_selection.as_deref().map(quoted)),
+        ("pcr_policy", a.pcr_policy.as_deref().map(path)),
+        ("require_pcr_policy", a.require_pcr_policy.then(|| "true".to_owned())),
+    ] {
+        if let Some(v) = value {
+            hcl.push_str(&format!("{key} = {v}\n"));
+        }
+    }
+    hcl
 }
 
 fn enroll_cmd(a: EnrollArgs) -> anyhow::Result<()> {
