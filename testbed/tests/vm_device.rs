@@ -361,6 +361,11 @@ fn vm_devid_provision_and_check_rsa_and_ecc_with_and_without_passwords() {
     for kt in ["rsa2048", "ecc-p256"] {
         script += &flow(&format!("{kt}-plain"), kt, "", "");
     }
+    // The boot state on the kernel's device: a quote of what the VM's firmware measured, beside tpm2_pcrread.
+    script += &format!(
+        "run quote {d} check --tpm-device /dev/tpmrm0 --devid-cert /tmp/rsa2048-plain/devid.pem --devid-priv /tmp/rsa2048-plain/devid.priv.blob --devid-pub /tmp/rsa2048-plain/devid.pub.blob --devid-ca /sat/root.pem --endorsement-ca /sat/ek-ca.pem --pcr-selection sha256:0,1,2,3,4,5,6,7\n\
+         run pcrread tpm2_pcrread -T $T sha256:0,1,2,3,4,5,6,7\n"
+    );
     // Owner and endorsement hierarchy passwords set on the TPM, and a DevID password.
     script += "printf owner-secret >/tmp/owner.pw\nprintf endorsement-secret >/tmp/endorsement.pw\nprintf devid-secret >/tmp/devid.pw\nprintf wrong >/tmp/wrong.pw\n\
         run set-owner tpm2_changeauth -T $T -c o owner-secret\n\
@@ -391,6 +396,17 @@ fn vm_devid_provision_and_check_rsa_and_ecc_with_and_without_passwords() {
             assert_readable(&name, &(check.stdout.clone() + &check.stderr));
         }
     }
+    let quoted = boot.ok("quote").unwrap().stdout.clone();
+    let read = boot.ok("pcrread").unwrap().stdout.clone();
+    let mut measured = 0;
+    for line in read.lines().filter_map(|l| l.trim().split_once(" : 0x")) {
+        let (index, value) = (line.0.trim(), line.1.trim().to_ascii_lowercase());
+        let want = format!("selector   tpm_devid:pcr:sha256:{index}:{value}");
+        assert!(quoted.contains(&want), "{want} not in\n{quoted}");
+        measured += usize::from(value.bytes().any(|b| b != b'0'));
+    }
+    assert_eq!(quoted.matches("tpm_devid:pcr:sha256:").count(), 8, "{quoted}\n{read}");
+    assert!(measured > 0, "the VM's firmware measured nothing into PCRs 0-7:\n{read}");
     boot.ok("set-owner").unwrap();
     boot.ok("set-endorsement").unwrap();
     for (run, names) in [

@@ -15,7 +15,8 @@ pub const GUEST_BINS: [&str; 3] =
     ["spire-server-attestor-tpm-signer-unix", "spire-server-attestor-tpm-sign", "spire-server-attestor-tpm-devid"];
 
 /// The tpm2-tools commands the guest has (all are links to Debian's multi-call `tpm2`).
-pub(super) const TPM2_TOOLS: [&str; 7] = [
+pub(super) const TPM2_TOOLS: [&str; 8] = [
+    "tpm2_pcrread",
     "tpm2_readpublic",
     "tpm2_getcap",
     "tpm2_changeauth",
