@@ -436,6 +436,19 @@ impl PendingAttestation {
     /// of the DevID's scheme), and the AK activates `credential`/`secret` (TPM2B_ID_OBJECT and
     /// TPM2B_ENCRYPTED_SECRET contents) with the EK authorized by PolicySecret(endorsement).
     pub fn respond(&self, nonce: &[u8], credential: &[u8], secret: &[u8]) -> Result<Response, TpmError> {
+        self.respond_and_quote(nonce, credential, secret, None).map(|(response, _)| response)
+    }
+
+    /// [`PendingAttestation::respond`], and beyond SPIRE's, when `quote` names a bank (TPM_ALG_ID) and PCRs: a
+    /// TPM2_Quote of them by the AK just activated, qualified by the same `nonce`, with their values.
+    pub fn respond_and_quote(
+        &self,
+        nonce: &[u8],
+        credential: &[u8],
+        secret: &[u8],
+        quote: Option<(u16, &[u8])>,
+    ) -> Result<(Response, Option<Quote>), TpmError> {
+        let quote = quote.map(|(bank, pcrs)| QuoteArgs::new(nonce, bank, pcrs)).transpose()?;
         let device = self.tpm.device().to_string();
         let dev = device.as_str();
         let data = MaxBuffer::try_from(nonce.to_vec())
@@ -465,22 +478,34 @@ impl PendingAttestation {
         })?;
         let devid_signature = raw_signature(self.key_type(), signature)
             .map_err(|reason| TpmError::BadBlob { what: "DevID signature", reason: reason.into() })?;
-        let activated = self.tpm.with_context("DevID credential activation", |conn| {
+        let (activated, quoted) = self.tpm.with_context("DevID credential activation", |conn| {
             let ak = load_ak(conn, dev, self)?;
             with_transient(conn, ak, |conn| {
                 let ek = create_ek(conn, dev, &self.hierarchies.endorsement)?;
-                with_transient(conn, ek, |conn| activate(conn, dev, self, ak, ek, &credential, &secret))
+                let activated =
+                    with_transient(conn, ek, |conn| activate(conn, dev, self, ak, ek, &credential, &secret))?;
+                let quoted = match &quote {
+                    Some(q) => Some(q.run(conn, dev, ak)?),
+                    None => None,
+                };
+                Ok((activated, quoted))
             })
         })?;
-        Ok(Response { devid_signature, activated_secret: activated })
+        Ok((Response { devid_signature, activated_secret: activated }, quoted))
     }
 }
 
-impl PendingAttestation {
-    /// TPM2_Quote of the PCRs `pcrs` of bank `bank` (TPM_ALG_ID: SHA-1, -256, -384 or -512) by this exchange's AK,
-    /// qualified by `nonce`, with their values. The values are read before and after the quote; if a PCR was
-    /// extended meanwhile (they only ever change by extension) the quote is made again, up to three times.
-    pub fn quote(&self, nonce: &[u8], bank: u16, pcrs: &[u8]) -> Result<Quote, TpmError> {
+/// A TPM2_Quote to make: the PCRs (one bank) and the qualifying data.
+struct QuoteArgs {
+    hash: HashingAlgorithm,
+    slots: Vec<tss_esapi::structures::PcrSlot>,
+    selection: tss_esapi::structures::PcrSelectionList,
+    qualifying: Data,
+}
+
+impl QuoteArgs {
+    /// The PCRs `pcrs` of bank `bank` (TPM_ALG_ID: SHA-1, -256, -384 or -512), qualified by `nonce`.
+    fn new(nonce: &[u8], bank: u16, pcrs: &[u8]) -> Result<QuoteArgs, TpmError> {
         use tss_esapi::structures::{PcrSelectionListBuilder, PcrSlot};
         let bad = |what: &'static str, reason: String| TpmError::BadBlob { what, reason };
         let hash = match bank {
@@ -503,52 +528,44 @@ impl PendingAttestation {
             .map_err(|e| bad("PCR selection", e.to_string()))?;
         let qualifying =
             Data::try_from(nonce.to_vec()).map_err(|_| bad("quote nonce", format!("{} bytes", nonce.len())))?;
-        let device = self.tpm.device().to_string();
-        let dev = device.as_str();
-        self.tpm.with_context("PCR quote", |conn| {
-            let ak = load_ak(conn, dev, self)?;
-            with_transient(conn, ak, |conn| {
-                let read = |conn: &mut Conn| -> Result<Vec<Vec<u8>>, OpError> {
-                    let data = conn
-                        .ctx
-                        .execute_without_session(|ctx| tss_esapi::abstraction::pcr::read_all(ctx, selection.clone()))
-                        .map_err(|e| step_error(dev, "read the PCRs", None, e))?;
-                    let bank = data.pcr_bank(hash).ok_or(OpError::Final(TpmError::BadBlob {
-                        what: "PCR read",
-                        reason: "the TPM returned no value for the bank".into(),
-                    }))?;
-                    slots
-                        .iter()
-                        .map(|s| {
-                            bank.get_digest(*s).map(|d| d.value().to_vec()).ok_or(OpError::Final(TpmError::BadBlob {
-                                what: "PCR read",
-                                reason: format!("no value for {s:?}"),
-                            }))
-                        })
-                        .collect()
-                };
-                for _ in 0..3 {
-                    let before = read(conn)?;
-                    let (attest, signature) = conn
-                        .ctx
-                        .execute_with_session(Some(AuthSession::Password), |ctx| {
-                            ctx.quote(ak, qualifying.clone(), SignatureScheme::Null, selection.clone())
-                        })
-                        .map_err(|e| step_error(dev, "quote the PCRs with the AK", None, e))?;
-                    if read(conn)? == before {
-                        return Ok(Quote {
-                            quoted: attest.marshall()?,
-                            signature: signature.marshall()?,
-                            values: before,
-                        });
-                    }
-                }
-                Err(OpError::Final(TpmError::BadBlob {
-                    what: "PCR quote",
-                    reason: "the PCRs kept changing while they were quoted".into(),
-                }))
+        Ok(QuoteArgs { hash, slots, selection, qualifying })
+    }
+
+    /// The selected PCRs' values, in the order of `slots`.
+    fn read(&self, conn: &mut Conn, dev: &str) -> Result<Vec<Vec<u8>>, OpError> {
+        let data = conn
+            .ctx
+            .execute_without_session(|ctx| tss_esapi::abstraction::pcr::read_all(ctx, self.selection.clone()))
+            .map_err(|e| step_error(dev, "read the PCRs", None, e))?;
+        let missing = |reason: String| OpError::Final(TpmError::BadBlob { what: "PCR read", reason });
+        let bank = data.pcr_bank(self.hash).ok_or_else(|| missing("no value for the bank".into()))?;
+        self.slots
+            .iter()
+            .map(|s| {
+                bank.get_digest(*s).map(|d| d.value().to_vec()).ok_or_else(|| missing(format!("no value for {s:?}")))
             })
-        })
+            .collect()
+    }
+
+    /// Quotes with the loaded AK `ak`. The values are read before and after the quote; a PCR extended meanwhile
+    /// (PCRs only ever change by extension) makes it quote again, up to three times.
+    fn run(&self, conn: &mut Conn, dev: &str, ak: KeyHandle) -> Result<Quote, OpError> {
+        for _ in 0..3 {
+            let before = self.read(conn, dev)?;
+            let (attest, signature) = conn
+                .ctx
+                .execute_with_session(Some(AuthSession::Password), |ctx| {
+                    ctx.quote(ak, self.qualifying.clone(), SignatureScheme::Null, self.selection.clone())
+                })
+                .map_err(|e| step_error(dev, "quote the PCRs with the AK", None, e))?;
+            if self.read(conn, dev)? == before {
+                return Ok(Quote { quoted: attest.marshall()?, signature: signature.marshall()?, values: before });
+            }
+        }
+        Err(OpError::Final(TpmError::BadBlob {
+            what: "PCR quote",
+            reason: "the PCRs kept changing while they were quoted".into(),
+        }))
     }
 }
 

@@ -227,26 +227,23 @@ pub fn answer(pending: &PendingAttestation, challenge: &[u8]) -> Result<Vec<u8>,
     if challenge.devid.is_empty() {
         return Err(AgentError::ChallengeEmpty("DevID"));
     }
-    let response = pending
-        .respond(&challenge.devid, &cred.credential, &cred.secret)
+    // Beyond SPIRE's: the server may ask for a quote of PCRs, made by the AK just activated over the same nonce.
+    let selection = match &challenge.pcr_quote {
+        Some(asked) => Some(asked.selection.parse::<crypto::devid::quote::PcrSelection>().map_err(AgentError::Quote)?),
+        None => None,
+    };
+    let pcrs: Vec<u8> = selection.iter().flat_map(|s| s.pcrs.iter().copied()).collect();
+    let (response, quote) = pending
+        .respond_and_quote(
+            &challenge.devid,
+            &cred.credential,
+            &cred.secret,
+            selection.as_ref().map(|s| (s.hash, pcrs.as_slice())),
+        )
         .map_err(|source| AgentError::Tpm { step: "solve the challenge", source })?;
     let devid = super::signature::der(pending.key_type(), response.devid_signature).map_err(AgentError::Signature)?;
-    // Beyond SPIRE's: a quote of the PCRs the server asked for, by the AK just activated, over the same nonce.
-    let pcr_quote = match challenge.pcr_quote {
-        None => None,
-        Some(asked) => {
-            let selection: crypto::devid::quote::PcrSelection = asked.selection.parse().map_err(AgentError::Quote)?;
-            let pcrs: Vec<u8> = selection.pcrs.iter().copied().collect();
-            let quote = pending
-                .quote(&challenge.devid, selection.hash, &pcrs)
-                .map_err(|source| AgentError::Tpm { step: "quote the PCRs", source })?;
-            Some(crypto::devid::quote::QuoteAnswer {
-                quoted: quote.quoted,
-                signature: quote.signature,
-                values: quote.values,
-            })
-        }
-    };
+    let pcr_quote =
+        quote.map(|q| crypto::devid::quote::QuoteAnswer { quoted: q.quoted, signature: q.signature, values: q.values });
     let json = ChallengeResponse { devid, cred_activation: response.activated_secret.to_vec(), pcr_quote };
     serde_json::to_vec(&json).map_err(|source| AgentError::Encode { what: "response", source })
 }
