@@ -547,19 +547,27 @@ impl QuoteArgs {
             .collect()
     }
 
-    /// Quotes with the loaded AK `ak`. The values are read before and after the quote; a PCR extended meanwhile
-    /// (PCRs only ever change by extension) makes it quote again, up to three times.
+    /// Quotes with the loaded AK `ak` (RSASSA-SHA256, so the quote's digest is SHA-256), then reads the values.
+    /// A PCR extended between the two (PCRs only ever change by extension) shows as a digest that is not the
+    /// values' hash, and the quote is made again, up to three times: one TPM2_Quote and one TPM2_PCR_Read when
+    /// nothing moves.
     fn run(&self, conn: &mut Conn, dev: &str, ak: KeyHandle) -> Result<Quote, OpError> {
+        use sha2::Digest as _;
+        use tss_esapi::structures::AttestInfo;
         for _ in 0..3 {
-            let before = self.read(conn, dev)?;
             let (attest, signature) = conn
                 .ctx
                 .execute_with_session(Some(AuthSession::Password), |ctx| {
                     ctx.quote(ak, self.qualifying.clone(), SignatureScheme::Null, self.selection.clone())
                 })
                 .map_err(|e| step_error(dev, "quote the PCRs with the AK", None, e))?;
-            if self.read(conn, dev)? == before {
-                return Ok(Quote { quoted: attest.marshall()?, signature: signature.marshall()?, values: before });
+            let values = self.read(conn, dev)?;
+            let AttestInfo::Quote { info } = attest.attested() else {
+                return Err(OpError::Final(TpmError::BadBlob { what: "PCR quote", reason: "not a quote".into() }));
+            };
+            let digest = sha2::Sha256::digest(values.concat());
+            if info.pcr_digest().value() == &digest[..] {
+                return Ok(Quote { quoted: attest.marshall()?, signature: signature.marshall()?, values });
             }
         }
         Err(OpError::Final(TpmError::BadBlob {

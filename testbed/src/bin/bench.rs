@@ -49,9 +49,11 @@ fn figure(text: &str, line_has: &str, after: &str) -> Option<f64> {
 fn main() -> anyhow::Result<()> {
     common::logging::quiet_tss_logging();
     let examples = bin_path("spire-server-attestor-tpm-signer-unix")?.parent().context("bin dir")?.join("examples");
-    // `bench enrollment`: that section alone (the others take minutes).
-    if std::env::args().nth(1).as_deref() == Some("enrollment") {
-        return enrollment_bench(&examples);
+    // `bench enrollment` or `bench devid`: that section alone (the others take minutes).
+    match std::env::args().nth(1).as_deref() {
+        Some("enrollment") => return enrollment_bench(&examples),
+        Some("devid") => return devid_bench(),
+        _ => {}
     }
     println!("== verification cost per signature (target: <= 2x openssl speed verify on this machine)");
     let (ossl_rsa, ossl_ec) = openssl_verify_us()?;
@@ -393,7 +395,58 @@ fn devid_bench() -> anyhow::Result<()> {
         relayed.push(t.elapsed());
     }
     println!("for reference, through both plugins over go-plugin (SPIRE-like relay): p50 {}", ms(median(relayed)));
+    drop((agent, server));
+    quote_bench(&lab, &cfg, &verifier, now)?;
     chain_bench(&lab, &cfg.chain, now)
+}
+
+/// The boot state's cost: whole attestations with and without a quote of sha256:0-7, alternating, and the
+/// agent's answer (the only step the quote changes) with and without it, against the rawest TPM2_Quote.
+fn quote_bench(
+    lab: &testbed::devid::DevIdLab,
+    cfg: &plugin::devid::agent::AgentConfig,
+    plain: &crypto::devid::DevIdVerifier,
+    now: u64,
+) -> anyhow::Result<()> {
+    use crypto::devid::quote::{PcrPolicy, PcrSelection};
+    println!(
+        "\n== tpm_devid with the boot state: what a quote of sha256:0-7 adds (target: at most one TPM2_Quote + 10 %)"
+    );
+    let selection: PcrSelection = "sha256:0,1,2,3,4,5,6,7".parse().map_err(anyhow::Error::msg)?;
+    let quoting = plain.clone().with_quote(crypto::devid::QuotePolicy {
+        selection,
+        policy: PcrPolicy::default(),
+        require: false,
+    });
+    let (mut whole, mut answers) = ([Vec::new(), Vec::new()], [Vec::new(), Vec::new()]);
+    for round in 0..30 {
+        let (which, verifier) = if round % 2 == 0 { (0, plain) } else { (1, &quoting) };
+        let t = Instant::now();
+        let (payload, pending) = plugin::devid::agent::begin(cfg)?;
+        let (challenge, challenged) = verifier.challenge(&payload, now)?;
+        let a = Instant::now();
+        let response = plugin::devid::agent::answer(&pending, &challenge)?;
+        answers[which].push(a.elapsed());
+        let attested = challenged.verify(&response)?;
+        whole[which].push(t.elapsed());
+        anyhow::ensure!(attested.selectors.iter().any(|s| s.starts_with("pcr:")) == (which == 1), "quote or not");
+    }
+    let [w0, w1] = whole.map(median);
+    let [a0, a1] = answers.map(median);
+    let tpm::TpmDevice::Swtpm { host, port } = lab.tpm.device() else { anyhow::bail!("the lab's TPM is a swtpm") };
+    let examples = bin_path("spire-server-attestor-tpm-signer-unix")?.parent().context("bin dir")?.join("examples");
+    let raw = run(Command::new(examples.join("quote_bench")).args([host.as_str(), &port.to_string(), "50"]))?;
+    print!("{raw}");
+    let raw_ms = figure(&raw, "raw TPM2_Quote", "both: p50").context("quote_bench printed no p50")?;
+    let added = a1.as_secs_f64() * 1e3 - a0.as_secs_f64() * 1e3;
+    println!("whole attestation, p50 of 15 each: without the quote {}, with it {}", ms(w0), ms(w1));
+    println!(
+        "the agent's answer, p50 of 15 each: without {}, with {}: the quote adds {added:.3} ms = {:.2}x one raw TPM2_Quote with its TPM2_PCR_Read (target <= 1.1x)",
+        ms(a0),
+        ms(a1),
+        added / raw_ms
+    );
+    Ok(())
 }
 
 /// DevID chain building: the genuine chain beside the worst an agent can send (attacker-made intermediates).
