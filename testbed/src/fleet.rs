@@ -145,6 +145,34 @@ pub fn run(report: Report<'_>) -> anyhow::Result<()> {
         n3.agent_id()?
     ));
 
+    ensure!(ours.stop(), "spire-server did not stop cleanly");
+    // The same virtual TPM where the server does not know its EK: SPIRE's trust alone, or another EK listed.
+    let other = Swtpm::start()?;
+    let others = nodes_dir.path().join("other-hashes");
+    std::fs::write(&others, format!("{}\n", ek_hash_line(&other, "other")?))?;
+    for (case, extra, says) in [
+        ("endorsement_ca_path alone (SPIRE's rule)", String::new(), "missing endorsement certificate"),
+        (
+            "another EK's hash listed",
+            format!("endorsement_hashes_path = \"{}\"\n", others.display()),
+            "nor in the inventory",
+        ),
+    ] {
+        let hcl = format!("{}{extra}", ca.server_hcl(&manufacturers, true));
+        let plugin = external_plugin("NodeAttestor", "tpm_devid", "spire-server-nodeattestor-tpm-devid", &hcl)?;
+        let (mut server, bundle) = server(plugin)?;
+        let mut a = agent(&server, &bundle, n3.our_agent()?)?;
+        a.wait_log("Failed to retrieve attestation result", 1, STEP)?;
+        server.wait_log(says, 1, STEP)?;
+        ensure!(server.agent_ids()?.is_empty(), "n3 admitted with {case}");
+        report(&format!("  n3 refused by a server with {case}: `{says}`"));
+        a.stop();
+        ensure!(server.stop(), "spire-server did not stop cleanly");
+    }
+    let (mut ours, bundle) =
+        server(external_plugin("NodeAttestor", "tpm_devid", "spire-server-nodeattestor-tpm-devid", &ours_hcl)?)?;
+    admitted(&mut ours, &bundle, &n1, n1.our_agent()?, 1)?;
+
     let serial = held_leaf(&n1.out)?.serial().to_vec();
     let hash = ek_hash_line(&n1.tpm, "n1")?;
     let hash = hash.split(' ').next().context("ek-hash line")?;
