@@ -9,6 +9,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "bundlepublisher.proto",
         "agentnodeattestor.proto",
         "servernodeattestor.proto",
+        "agentkeymanager.proto",
+        "serverkeymanager.proto",
     ];
     for f in &files {
         println!("cargo:rerun-if-changed=proto/{f}");

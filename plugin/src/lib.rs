@@ -3,6 +3,7 @@
 //! BundlePublisher plugin ([`publisher`]) served over hashicorp go-plugin ([`goplugin`]). [`devid`] holds SPIRE's
 //! `tpm_devid`: DevID provisioning and `check` (the `spire-server-attestor-tpm-devid` binary) and the agent and
 //! server NodeAttestor plugins (`spire-agent-nodeattestor-tpm-devid`, `spire-server-nodeattestor-tpm-devid`).
+//! [`keymanager`] holds the KeyManager plugins (`spire-agent-keymanager-tpm`, `spire-server-keymanager-tpm`).
 
 pub mod cli;
 pub mod config;
@@ -10,6 +11,8 @@ pub mod devid;
 pub mod goplugin;
 pub mod hcl;
 pub mod hclog;
+#[cfg(feature = "tpm")]
+pub mod keymanager;
 pub mod keys;
 pub mod pb;
 pub mod publisher;

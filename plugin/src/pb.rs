@@ -25,6 +25,13 @@ pub mod spire {
                     tonic::include_proto!("spire.plugin.agent.nodeattestor.v1");
                 }
             }
+            /// KeyManager.
+            pub mod keymanager {
+                /// v1.
+                pub mod v1 {
+                    tonic::include_proto!("spire.plugin.agent.keymanager.v1");
+                }
+            }
         }
         /// Server plugin interfaces.
         pub mod server {
@@ -33,6 +40,13 @@ pub mod spire {
                 /// v1.
                 pub mod v1 {
                     tonic::include_proto!("spire.plugin.server.nodeattestor.v1");
+                }
+            }
+            /// KeyManager.
+            pub mod keymanager {
+                /// v1.
+                pub mod v1 {
+                    tonic::include_proto!("spire.plugin.server.keymanager.v1");
                 }
             }
             /// BundlePublisher.
@@ -69,8 +83,10 @@ pub mod spire {
     }
 }
 
+pub use spire::plugin::agent::keymanager::v1 as agent_keymanager;
 pub use spire::plugin::agent::nodeattestor::v1 as agent_nodeattestor;
 pub use spire::plugin::server::bundlepublisher::v1 as bundlepublisher;
+pub use spire::plugin::server::keymanager::v1 as server_keymanager;
 pub use spire::plugin::server::nodeattestor::v1 as server_nodeattestor;
 pub use spire::plugin::types;
 pub use spire::service::common::config::v1 as config;

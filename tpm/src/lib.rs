@@ -6,6 +6,7 @@
 //!   after the TPM restarts and retries `TPM_RC_RETRY`;
 //! - [`KeySigner`]: the trait the services sign through (public key + signature over a SHA-256 digest);
 //! - provisioning of a signing key at a persistent handle ([`provision`]);
+//! - keys that exist outside the TPM only as wrapped blobs, for the KeyManager plugins ([`wrapped`]);
 //! - DevID keys for SPIRE's `tpm_devid`, kept as blobs under the H-1/H-2 storage key ([`devid`]), and the
 //!   agent side of its attestation: AK, EK, EK certificate, Certify, credential activation ([`attest`]).
 //!
@@ -35,6 +36,8 @@ pub mod provision;
 mod secret;
 #[cfg(feature = "esapi")]
 mod templates;
+#[cfg(feature = "esapi")]
+pub mod wrapped;
 
 pub use device::TpmDevice;
 pub use error::TpmError;

@@ -1,0 +1,163 @@
+//! The KeyManager's keys on disk: one SQLite database (`keys.sqlite` in `directory`, 0600) holding, per key ID,
+//! the key's type, its TPM-wrapped blobs and its fingerprint. Nothing in it is usable off the TPM that made it.
+//! A new key for an ID replaces the old one in one transaction: the old blob is gone, and with it the key (a
+//! TPM-wrapped key exists nowhere else).
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use rusqlite::{params, Connection};
+use tpm::wrapped::{WrappedKey, WrappedKind};
+
+/// The database's file name in `directory`.
+pub const FILE: &str = "keys.sqlite";
+
+/// Why the store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// SQLite failed.
+    #[error("{path}: {source}")]
+    Sqlite {
+        /// The database.
+        path: PathBuf,
+        /// Why.
+        source: rusqlite::Error,
+    },
+    /// The directory or the file could not be made private.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A stored key that does not parse.
+    #[error("{path}: key {id:?}: {reason}")]
+    Corrupt {
+        /// The database.
+        path: PathBuf,
+        /// The key ID.
+        id: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// A stored key and its fingerprint.
+#[derive(Debug, Clone)]
+pub struct Stored {
+    /// The key.
+    pub key: WrappedKey,
+    /// Its fingerprint (lowercase hex SHA-256 of its SubjectPublicKeyInfo).
+    pub fingerprint: String,
+}
+
+/// The database.
+#[derive(Debug)]
+pub struct Store {
+    path: PathBuf,
+    conn: Mutex<Connection>,
+}
+
+fn kind_code(kind: WrappedKind) -> i64 {
+    match kind {
+        WrappedKind::EcP256 => 1,
+        WrappedKind::EcP384 => 2,
+        WrappedKind::Rsa2048 => 3,
+        WrappedKind::Rsa4096 => 4,
+    }
+}
+
+fn kind_of(code: i64) -> Option<WrappedKind> {
+    match code {
+        1 => Some(WrappedKind::EcP256),
+        2 => Some(WrappedKind::EcP384),
+        3 => Some(WrappedKind::Rsa2048),
+        4 => Some(WrappedKind::Rsa4096),
+        _ => None,
+    }
+}
+
+impl Store {
+    /// Opens (creating them if needed) `directory` (0700) and its database (0600).
+    pub fn open(directory: &Path) -> Result<Store, StoreError> {
+        let io = |path: &Path| {
+            let path = path.to_owned();
+            move |source| StoreError::Io { path, source }
+        };
+        std::fs::create_dir_all(directory).map_err(io(directory))?;
+        std::fs::set_permissions(directory, std::fs::Permissions::from_mode(0o700)).map_err(io(directory))?;
+        let path = directory.join(FILE);
+        let sqlite = |source| StoreError::Sqlite { path: path.clone(), source };
+        let conn = Connection::open(&path).map_err(sqlite)?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(io(&path))?;
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(sqlite)?;
+        conn.pragma_update(None, "synchronous", "FULL").map_err(sqlite)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(sqlite)?;
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS keys (
+                id TEXT PRIMARY KEY,
+                kind INTEGER NOT NULL,
+                public BLOB NOT NULL,
+                private BLOB NOT NULL,
+                fingerprint TEXT NOT NULL,
+                created INTEGER NOT NULL
+            );",
+        )
+        .map_err(sqlite)?;
+        Ok(Store { path, conn: Mutex::new(conn) })
+    }
+
+    fn sqlite(&self, source: rusqlite::Error) -> StoreError {
+        StoreError::Sqlite { path: self.path.clone(), source }
+    }
+
+    /// Every key, by ID.
+    pub fn load(&self) -> Result<Vec<(String, Stored)>, StoreError> {
+        let conn = common::sync::lock(&self.conn);
+        let mut stmt = conn
+            .prepare("SELECT id, kind, public, private, fingerprint FROM keys ORDER BY id")
+            .map_err(|e| self.sqlite(e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, Vec<u8>>(2)?,
+                    r.get::<_, Vec<u8>>(3)?,
+                    r.get(4)?,
+                ))
+            })
+            .map_err(|e| self.sqlite(e))?
+            .collect::<Result<Vec<(String, i64, Vec<u8>, Vec<u8>, String)>, _>>()
+            .map_err(|e| self.sqlite(e))?;
+        rows.into_iter()
+            .map(|(id, code, public, private, fingerprint)| {
+                let corrupt = |reason: String| StoreError::Corrupt { path: self.path.clone(), id: id.clone(), reason };
+                let kind = kind_of(code).ok_or_else(|| corrupt(format!("unknown key type {code}")))?;
+                let key = WrappedKey::from_blobs(kind, public, private).map_err(|e| corrupt(e.to_string()))?;
+                Ok((id.clone(), Stored { key, fingerprint }))
+            })
+            .collect()
+    }
+
+    /// Stores `stored` under `id`, replacing what was there, durably.
+    pub fn put(&self, id: &str, stored: &Stored, now: u64) -> Result<(), StoreError> {
+        let conn = common::sync::lock(&self.conn);
+        conn.execute(
+            "INSERT INTO keys (id, kind, public, private, fingerprint, created) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT (id) DO UPDATE SET kind = ?2, public = ?3, private = ?4, fingerprint = ?5, created = ?6",
+            params![
+                id,
+                kind_code(stored.key.kind),
+                stored.key.public,
+                stored.key.private,
+                stored.fingerprint,
+                now as i64
+            ],
+        )
+        .map_err(|e| self.sqlite(e))?;
+        Ok(())
+    }
+}
