@@ -130,7 +130,7 @@ vm() {
 TPM='package(tpm) | binary(tpm_swtpm) | binary(tpm_devid) | (kind(lib) & rdeps(tpm))'
 E2E='binary(docs) | binary(e2e_single) | binary(e2e_signer_unix) | binary(e2e_signer_http) | binary(e2e_verifier) | binary(e2e_plugin) | binary(e2e_ha) | binary(e2e_heal) | binary(cli)'
 GOPLUGIN='binary(e2e_goplugin) | binary(e2e_go_verifier)'
-DEVID='binary(e2e_devid) | binary(devid_negative) | binary(devid_recorded) | binary(devid_xcheck) | binary(e2e_devid_ca)'
+DEVID='binary(e2e_devid) | binary(devid_negative) | binary(devid_recorded) | binary(devid_xcheck) | binary(e2e_devid_ca) | binary(e2e_keymanager)'
 METRICS='binary(e2e_metrics)'
 FUZZ='binary(fuzz_corpus)'
 UNIT_PKGS='package(crypto) | package(common) | package(services) | package(plugin) | package(tpm)'
@@ -162,7 +162,7 @@ run_lane() {
       lane "build the binaries the end-to-end tests run" build
       lane "end to end (real binaries, swtpm, nginx)" nextest --workspace -E "$E2E"
       lane "go-plugin (hashicorp's client, golang-jwt)" nextest --workspace -E "$GOPLUGIN"
-      lane "tpm_devid (SPIRE-like host, negative tables, xcheck, enrollment CA)" nextest --workspace -E "$DEVID"
+      lane "tpm_devid and KeyManager (SPIRE-like host, negative tables, xcheck, enrollment CA)" nextest --workspace -E "$DEVID"
       lane "metrics (promtool, a real Prometheus)" nextest --workspace -E "$METRICS"
       lane "fuzz corpora" nextest --workspace -E "$FUZZ"
       ;;
@@ -203,7 +203,7 @@ lane "every test is in a lane" every_test_has_a_lane
 lane "TPM on swtpm" nextest --workspace -E "$TPM"
 lane "end to end (real binaries, swtpm, nginx)" nextest --workspace -E "$E2E"
 lane "go-plugin (hashicorp's client, golang-jwt)" nextest --workspace -E "$GOPLUGIN"
-lane "tpm_devid (SPIRE-like host, negative tables, xcheck, enrollment CA)" nextest --workspace -E "$DEVID"
+lane "tpm_devid and KeyManager (SPIRE-like host, negative tables, xcheck, enrollment CA)" nextest --workspace -E "$DEVID"
 lane "metrics (promtool, a real Prometheus)" nextest --workspace -E "$METRICS"
 lane "fuzz corpora" nextest --workspace -E "$FUZZ"
 lane "SPIRE v1.13.3 (built once per machine)" spire

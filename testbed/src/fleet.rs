@@ -71,6 +71,7 @@ fn agent(server: &SpireServer, bundle: &Path, attestor: String) -> anyhow::Resul
         bootstrap: Bootstrap::Path(bundle.to_owned()),
         attestor: Attestor::Plugin(attestor),
         rebootstrap: None,
+        key_manager: None,
     })
 }
 

@@ -12,6 +12,7 @@ pub mod fuzzing;
 pub mod ha;
 pub mod heal;
 pub mod host;
+pub mod keys_in_tpm;
 pub mod load;
 pub mod logs;
 pub mod nginx;

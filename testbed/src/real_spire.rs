@@ -69,6 +69,7 @@ pub fn attest_and_fetch(
         bootstrap,
         attestor: Attestor::JoinToken(token.clone()),
         rebootstrap: None,
+        key_manager: None,
     })?;
     a.wait_healthy(STEP)?;
     let agent_id = format!("spiffe://{TRUST_DOMAIN}/spire/agent/join_token/{token}");
@@ -257,6 +258,7 @@ pub fn single(report: Report<'_>) -> anyhow::Result<()> {
         bootstrap: through_verifier(&v2sock, "main", "pem"),
         attestor: Attestor::JoinToken(token.clone()),
         rebootstrap: None,
+        key_manager: None,
     })?;
     forged_agent.wait_log("Failed to retrieve attestation result", 1, STEP)?;
     ensure!(forged_agent.log().contains("503 Service Unavailable"), "the agent's failure is not the verifier's 503");
@@ -395,6 +397,7 @@ fn devid_attest(server_plugin: String, agent_plugin: String, id: &str) -> anyhow
         bootstrap: Bootstrap::Path(bundle),
         attestor: Attestor::Plugin(agent_plugin),
         rebootstrap: None,
+        key_manager: None,
     })?;
     a.wait_healthy(STEP)?;
     server.wait_log("Agent attestation request completed", 1, STEP)?;
@@ -475,6 +478,7 @@ fn boot_state(lab: &mut DevIdLab, id: &str, report: Report<'_>) -> anyhow::Resul
         bootstrap: Bootstrap::Path(bundle),
         attestor: Attestor::Plugin(spire_agent_devid(lab, &socket)),
         rebootstrap: None,
+        key_manager: None,
     })?;
     a.wait_log("Failed to retrieve attestation result", 1, STEP)?;
     server.wait_log("no PCR quote in the challenge response", 1, STEP)?;
@@ -549,6 +553,7 @@ fn forgery(lab: &DevIdLab, report: Report<'_>) -> anyhow::Result<()> {
         bootstrap: Bootstrap::Path(bundle),
         attestor: Attestor::Plugin(forged_agent()?),
         rebootstrap: None,
+        key_manager: None,
     })?;
     a.wait_log("Failed to retrieve attestation result", 1, STEP)?;
     server.wait_log("DevIDPub is not the key in the DevID certificate", 1, STEP)?;
@@ -577,6 +582,7 @@ pub fn powered_down(report: Report<'_>) -> anyhow::Result<()> {
         bootstrap: through_verifier(&site.vsock, "main", "pem"),
         attestor: Attestor::Plugin(our_agent_devid(&lab)?),
         rebootstrap: Some(("always", "1s")),
+        key_manager: None,
     };
     report("(g) A node's spire-agent attests with its TPM DevID, rebootstrap_mode = \"always\", rebootstrap_delay = \"1s\".");
     let mut node = SpireAgent::start(&opts)?;
@@ -710,6 +716,7 @@ pub fn bootstrap_timing(rounds: usize) -> anyhow::Result<(Vec<Duration>, Vec<Dur
             bootstrap,
             attestor: Attestor::JoinToken(token),
             rebootstrap: None,
+            key_manager: None,
         };
         let started = Instant::now();
         let mut a = SpireAgent::start(&opts)?;

@@ -203,12 +203,20 @@ pub struct ServerOptions {
     pub ca_ttl: String,
     /// `default_x509_svid_ttl`.
     pub svid_ttl: String,
+    /// A KeyManager plugin block (None: `memory`).
+    pub key_manager: Option<String>,
 }
 
 impl ServerOptions {
     /// A server for `trust_domain` with the join_token attestor and `plugins`.
     pub fn new(trust_domain: &str, plugins: Vec<String>) -> ServerOptions {
-        ServerOptions { trust_domain: trust_domain.into(), plugins, ca_ttl: "24h".into(), svid_ttl: "1h".into() }
+        ServerOptions {
+            trust_domain: trust_domain.into(),
+            plugins,
+            ca_ttl: "24h".into(),
+            svid_ttl: "1h".into(),
+            key_manager: None,
+        }
     }
 }
 
@@ -253,8 +261,9 @@ impl SpireServer {
         let p = dir.path();
         let socket = p.join("api.sock");
         let port = free_port()?;
+        let key_manager = opts.key_manager.clone().unwrap_or_else(|| builtin_plugin("KeyManager", "memory", ""));
         let mut plugins = format!(
-            "  DataStore \"sql\" {{\n    plugin_data {{\n      database_type = \"sqlite3\"\n      connection_string = \"{}\"\n    }}\n  }}\n  KeyManager \"memory\" {{\n    plugin_data {{}}\n  }}\n  NodeAttestor \"join_token\" {{\n    plugin_data {{}}\n  }}\n",
+            "  DataStore \"sql\" {{\n    plugin_data {{\n      database_type = \"sqlite3\"\n      connection_string = \"{}\"\n    }}\n  }}\n{key_manager}  NodeAttestor \"join_token\" {{\n    plugin_data {{}}\n  }}\n",
             p.join("data/datastore.sqlite3").display()
         );
         for block in &opts.plugins {
@@ -422,6 +431,20 @@ impl SpireServer {
     pub fn stop(&mut self) -> bool {
         self.proc.stop()
     }
+
+    /// Stops the server and starts it again on the same config and data (its datastore, its keys).
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        ensure!(self.proc.stop(), "spire-server did not stop cleanly");
+        let p = self.dir.path();
+        self.proc =
+            Proc::spawn("spire-server", &self.bin, &["run", "-config", "server.conf"], p, p.join("server.log"))?;
+        self.wait_healthy(Duration::from_secs(60))
+    }
+
+    /// The server's directory (its data_dir is `data` in it).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
 }
 
 /// How the agent gets its first bundle.
@@ -462,6 +485,8 @@ pub struct AgentOptions {
     pub attestor: Attestor,
     /// `rebootstrap_mode` and `rebootstrap_delay` (None: SPIRE's default, never).
     pub rebootstrap: Option<(&'static str, &'static str)>,
+    /// A KeyManager plugin block (None: `disk` in the agent's data_dir).
+    pub key_manager: Option<String>,
 }
 
 /// A running spire-agent. Its directory (and `data_dir`) outlives a stop, so it can be started again on it.
@@ -511,9 +536,11 @@ impl SpireAgent {
             }
             Attestor::Plugin(block) => block.clone(),
         };
+        let key_manager = opts.key_manager.clone().unwrap_or_else(|| {
+            builtin_plugin("KeyManager", "disk", &format!("directory = \"{}\"", p.join("data").display()))
+        });
         let conf = format!(
-            "agent {{\n{agent}}}\n\nplugins {{\n  KeyManager \"disk\" {{\n    plugin_data {{\n      directory = \"{}\"\n    }}\n  }}\n{attestor}  WorkloadAttestor \"unix\" {{\n    plugin_data {{}}\n  }}\n}}\n",
-            p.join("data").display()
+            "agent {{\n{agent}}}\n\nplugins {{\n{key_manager}{attestor}  WorkloadAttestor \"unix\" {{\n    plugin_data {{}}\n  }}\n}}\n"
         );
         std::fs::write(p.join("agent.conf"), conf)?;
         self.proc =
@@ -622,6 +649,11 @@ impl SpireAgent {
     /// Stops the agent by PID (its directory stays); true when it exited cleanly on SIGTERM.
     pub fn stop(&mut self) -> bool {
         self.proc.take().is_some_and(|mut p| p.stop())
+    }
+
+    /// The agent's directory (its data_dir is `data` in it).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
     }
 }
 

@@ -61,3 +61,10 @@ fn real_spire_refuses_bad_plugin_configs_at_start() {
     }
     assert_eq!(rows.len(), 4);
 }
+
+/// (i) Keys in the TPM: the server's CA and JWT keys and the agent's SVID key made in TPMs, in no file.
+#[test]
+fn real_spire_keys_in_the_tpm() {
+    let steps = run(testbed::keys_in_tpm::run);
+    assert!(steps.iter().any(|s| s.contains("CA rotation")), "{steps:?}");
+}

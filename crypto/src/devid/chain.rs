@@ -83,6 +83,11 @@ impl Cert {
         (spki.algorithm.oid, curve, spki.subject_public_key.raw_bytes())
     }
 
+    /// The subject's SubjectPublicKeyInfo, DER.
+    pub fn spki_der(&self) -> Vec<u8> {
+        self.cert.tbs_certificate.subject_public_key_info.to_der().unwrap_or_default()
+    }
+
     /// True when `spki_der` (a SubjectPublicKeyInfo) is this certificate's subject key (algorithm and key bits).
     pub fn has_key(&self, spki_der: &[u8]) -> bool {
         let Ok(other) = x509_cert::spki::SubjectPublicKeyInfoOwned::from_der(spki_der) else { return false };

@@ -75,12 +75,12 @@ fn password(key: &'static str, path: Option<PathBuf>) -> Result<Password, Config
 pub fn load_state(text: &str, dev: &Path) -> Result<State, ConfigError> {
     let raw: Raw = config::decode(text)?;
     let directory = config::path("directory", raw.directory)?.ok_or(ConfigError::Missing("directory"))?;
+    let owner = password("owner_hierarchy_password_file", raw.owner_hierarchy_password_file)?;
+    let key_password = password("key_password_file", raw.key_password_file)?;
     let device = match raw.tpm_device_path.as_deref().map(str::trim) {
         None | Some("") => crate::devid::agent::autodetect(dev)?,
         Some(s) => s.parse().map_err(|e: tpm::TpmError| ConfigError::invalid("tpm_device_path", e.to_string()))?,
     };
-    let owner = password("owner_hierarchy_password_file", raw.owner_hierarchy_password_file)?;
-    let key_password = password("key_password_file", raw.key_password_file)?;
     let store = Store::open(&directory).map_err(|e| ConfigError::file("directory", &directory, e))?;
     let keys = store.load().map_err(|e| ConfigError::file("directory", &directory, e))?.into_iter().collect();
     let tpm = Tpm::open(&device).map_err(|e| ConfigError::invalid("tpm_device_path", e.to_string()))?;

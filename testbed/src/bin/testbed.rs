@@ -3,7 +3,7 @@
 type Scenario = fn(testbed::single::Report<'_>) -> anyhow::Result<()>;
 
 fn main() {
-    let scenarios: [(&str, Scenario); 8] = [
+    let scenarios: [(&str, Scenario); 9] = [
         ("Single SPIRE server: primary TPM + offline backup TPM", testbed::single::run),
         ("SPIRE HA: servers a and b co-sign each other's bundles; shared offline backup TPM c", testbed::ha::run),
         (
@@ -21,6 +21,7 @@ fn main() {
             "The real SPIRE: a fleet enrolls itself (the enrollment CA, tokens, the inventory, revocation)",
             testbed::fleet::run,
         ),
+        ("The real SPIRE: keys in the TPM (KeyManager \"tpm\" on the server and the agent)", testbed::keys_in_tpm::run),
     ];
     for (title, scenario) in scenarios {
         println!("\n== {title}");
