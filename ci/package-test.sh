@@ -9,7 +9,8 @@ cd "$(dirname "$0")/.."
 PKGS=(spire-server-attestor-tpm-server spire-server-attestor-tpm-agent spire-server-attestor-tpm-common)
 BINS=(spire-server-attestor-tpm-signer-unix spire-server-attestor-tpm-signer-http spire-server-attestor-tpm-sign
       spire-server-nodeattestor-tpm-devid spire-server-attestor-tpm-verifier spire-agent-nodeattestor-tpm-devid
-      spire-server-attestor-tpm-devid spire-server-attestor-tpm-devid-ca)
+      spire-server-attestor-tpm-devid spire-server-attestor-tpm-devid-ca spire-server-keymanager-tpm
+      spire-agent-keymanager-tpm)
 UNITS=(spire-server-attestor-tpm-signer-unix.service spire-server-attestor-tpm-signer-http.service
        spire-server-attestor-tpm-verifier.service spire-server-attestor-tpm-verifier.socket
        spire-server-attestor-tpm-devid-ca.service spire-server-attestor-tpm-devid-renew.service
@@ -44,12 +45,14 @@ if command -v rpm >/dev/null 2>&1; then
     /usr/bin/spire-server-nodeattestor-tpm-devid /lib/systemd/system/spire-server-attestor-tpm-signer-unix.service \
     /lib/systemd/system/spire-server-attestor-tpm-signer-http.service /etc/spire/server-attestor-tpm/signer-unix.conf \
     /etc/spire/server-attestor-tpm/signer-http.conf /usr/bin/spire-server-attestor-tpm-devid-ca \
-    /lib/systemd/system/spire-server-attestor-tpm-devid-ca.service /etc/spire/server-attestor-tpm/devid-ca.conf
+    /lib/systemd/system/spire-server-attestor-tpm-devid-ca.service /etc/spire/server-attestor-tpm/devid-ca.conf \
+    /usr/bin/spire-server-keymanager-tpm
   expect spire-server-attestor-tpm-agent /usr/bin/spire-server-attestor-tpm-verifier \
     /usr/bin/spire-agent-nodeattestor-tpm-devid /lib/systemd/system/spire-server-attestor-tpm-verifier.service \
     /lib/systemd/system/spire-server-attestor-tpm-verifier.socket /etc/spire/server-attestor-tpm/verifier.conf \
     /lib/systemd/system/spire-server-attestor-tpm-devid-renew.service \
-    /lib/systemd/system/spire-server-attestor-tpm-devid-renew.timer /etc/spire/server-attestor-tpm/devid-renew.env
+    /lib/systemd/system/spire-server-attestor-tpm-devid-renew.timer /etc/spire/server-attestor-tpm/devid-renew.env \
+    /usr/bin/spire-agent-keymanager-tpm
   rpm -qp --configfiles "$OUT/spire-server-attestor-tpm-agent-$VERSION-1.x86_64.rpm" | grep -qx /etc/spire/server-attestor-tpm/verifier.conf \
     || fail "verifier.conf is not a config file of the agent RPM"
   echo "rpm -qlp: every expected file listed, configs marked"
