@@ -5,6 +5,10 @@
 //
 // usage: goplugin-host PLUGIN SIGNER_SOCKET BUNDLE_DER
 //        goplugin-host devid AGENT_PLUGIN AGENT_HCL SERVER_PLUGIN SERVER_HCL
+//        goplugin-host keymanager agent|server PLUGIN HCL
+//
+// The keymanager form loads a KeyManager plugin (magic cookie KeyManager), configures it, generates a P-256 key,
+// lists the keys and signs a SHA-256 digest with it, printing what came back.
 //
 // The devid form loads the two tpm_devid NodeAttestor plugins (magic cookie NodeAttestor), configures them with
 // the HCL files' contents, and relays one attestation between them over their bidi streams, as SPIRE's agent and
@@ -118,12 +122,16 @@ func fields(msg []byte) (map[int][][]byte, error) {
 }
 
 func load(path, hclFile string) (*plugin.Client, *grpc.ClientConn) {
+	return loadAs(path, hclFile, "NodeAttestor")
+}
+
+func loadAs(path, hclFile, cookie string) (*plugin.Client, *grpc.ClientConn) {
 	hcl, err := ioutil.ReadFile(hclFile)
 	if err != nil {
 		fail("%v", err)
 	}
 	client := plugin.NewClient(&plugin.ClientConfig{
-		HandshakeConfig:  plugin.HandshakeConfig{ProtocolVersion: 1, MagicCookieKey: "NodeAttestor", MagicCookieValue: "NodeAttestor"},
+		HandshakeConfig:  plugin.HandshakeConfig{ProtocolVersion: 1, MagicCookieKey: cookie, MagicCookieValue: cookie},
 		Plugins:          map[string]plugin.Plugin{"attestor": bundlePublisher{}},
 		Cmd:              exec.Command(path),
 		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
@@ -202,7 +210,50 @@ func devid(args []string) {
 	fmt.Println("unloaded")
 }
 
+func keymanager(side, path, hclFile string) {
+	client, conn := loadAs(path, hclFile, "KeyManager")
+	defer client.Kill()
+	svc := "/spire.plugin." + side + ".keymanager.v1.KeyManager/"
+	// GenerateKeyRequest{key_id = "k", key_type = EC_P256 (1)}
+	gen, err := call(conn, svc+"GenerateKey", append(field(1, []byte("k")), 0x10, 0x01))
+	if err != nil {
+		fail("GenerateKey: %v", err)
+	}
+	pub, err := fields(gen)
+	if err != nil || len(pub[1]) != 1 {
+		fail("GenerateKey: no public key (%v)", err)
+	}
+	key, err := fields(pub[1][0])
+	if err != nil || len(key[3]) != 1 || len(key[4]) != 1 {
+		fail("GenerateKey: public key without pkix_data or fingerprint (%v)", err)
+	}
+	fmt.Printf("generated: %s, %d bytes of pkix_data, fingerprint %s\n", key[1][0], len(key[3][0]), key[4][0])
+	list, err := call(conn, svc+"GetPublicKeys", nil)
+	if err != nil {
+		fail("GetPublicKeys: %v", err)
+	}
+	listed, _ := fields(list)
+	fmt.Printf("listed: %d key(s)\n", len(listed[1]))
+	digest := make([]byte, 32)
+	// SignDataRequest{key_id = "k", data = digest, hash_algorithm = SHA256 (5)}
+	signed, err := call(conn, svc+"SignData", append(append(field(1, []byte("k")), field(2, digest)...), 0x18, 0x05))
+	if err != nil {
+		fail("SignData: %v", err)
+	}
+	sig, err := fields(signed)
+	if err != nil || len(sig[1]) != 1 || len(sig[2]) != 1 {
+		fail("SignData: no signature or fingerprint (%v)", err)
+	}
+	fmt.Printf("signed: %d bytes, fingerprint %s\n", len(sig[1][0]), sig[2][0])
+	client.Kill()
+	fmt.Println("unloaded")
+}
+
 func main() {
+	if len(os.Args) == 5 && os.Args[1] == "keymanager" {
+		keymanager(os.Args[2], os.Args[3], os.Args[4])
+		return
+	}
 	if len(os.Args) == 6 && os.Args[1] == "devid" {
 		devid(os.Args[2:])
 		return

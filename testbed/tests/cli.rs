@@ -7,7 +7,7 @@
 
 use testbed::process::run_bin;
 
-const BINS: [&str; 7] = [
+const BINS: [&str; 10] = [
     "spire-server-attestor-tpm-signer-unix",
     "spire-server-attestor-tpm-signer-http",
     "spire-server-attestor-tpm-verifier",
@@ -15,6 +15,9 @@ const BINS: [&str; 7] = [
     "spire-server-attestor-tpm-devid",
     "spire-agent-nodeattestor-tpm-devid",
     "spire-server-nodeattestor-tpm-devid",
+    "spire-agent-keymanager-tpm",
+    "spire-server-keymanager-tpm",
+    "spire-server-attestor-tpm-devid-ca",
 ];
 
 #[test]
@@ -41,7 +44,7 @@ fn help_and_version_answer_on_stdout_with_exit_0() {
 
 #[test]
 fn usage_errors_go_to_stderr_with_exit_2() {
-    let table: [(&str, &[&str], &str); 14] = [
+    let table: [(&str, &[&str], &str); 16] = [
         ("spire-server-attestor-tpm-signer-unix", &[], "<CONFIG>"),
         ("spire-server-attestor-tpm-signer-unix", &["a.conf", "b.conf"], "cannot be used with"),
         ("spire-server-attestor-tpm-signer-unix", &["provision", "--handle", "0x123"], "not a persistent handle"),
@@ -55,6 +58,8 @@ fn usage_errors_go_to_stderr_with_exit_2() {
         ("spire-server-attestor-tpm-devid", &["sign-csr", "--csr", "x", "--days", "0"], "--days"),
         ("spire-agent-nodeattestor-tpm-devid", &[], "not meant to be executed directly"),
         ("spire-server-nodeattestor-tpm-devid", &[], "not meant to be executed directly"),
+        ("spire-agent-keymanager-tpm", &[], "not meant to be executed directly"),
+        ("spire-server-keymanager-tpm", &[], "not meant to be executed directly"),
         ("spire-server-attestor-tpm-sign", &["keys", "--keyset", "main"], "--version"),
     ];
     for (bin, args, says) in table {

@@ -56,3 +56,29 @@ fn hashicorps_go_plugin_client_relays_a_tpm_devid_attestation_between_our_plugin
     assert!(!err.contains("[ERROR]"), "{err}");
     assert_eq!(lab.tpm_leftovers().unwrap(), "");
 }
+
+/// hashicorp's go-plugin client loads both KeyManager plugins (magic cookie KeyManager) and drives each through
+/// Configure, GenerateKey, GetPublicKeys and SignData, as SPIRE's catalog does.
+#[test]
+fn hashicorps_go_plugin_client_loads_both_keymanager_plugins() {
+    let tpm = testbed::swtpm::Swtpm::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    for side in ["agent", "server"] {
+        let hcl = dir.path().join(format!("{side}.hcl"));
+        let keys = dir.path().join(side);
+        std::fs::write(&hcl, format!("directory = \"{}\"\ntpm_device_path = \"{}\"\n", keys.display(), tpm.device()))
+            .unwrap();
+        let plugin = bin_path(&format!("spire-{side}-keymanager-tpm")).unwrap().display().to_string();
+        let (code, out, err) =
+            run_bin("goplugin-host", &["keymanager", side, &plugin, &hcl.display().to_string()], b"").unwrap();
+        assert_eq!(code, 0, "{side}: go host failed:\n{out}\n{err}");
+        assert!(out.contains("generated: k, 91 bytes of pkix_data"), "{side}: {out}");
+        assert!(out.contains("listed: 1 key(s)") && out.contains("unloaded"), "{side}: {out}");
+        let fp = out.lines().find_map(|l| l.strip_prefix("generated: k, 91 bytes of pkix_data, fingerprint ")).unwrap();
+        let signed = out.lines().find_map(|l| l.strip_prefix("signed: ")).unwrap_or_else(|| panic!("{out}"));
+        let (len, signed_fp) = signed.split_once(" bytes, fingerprint ").unwrap();
+        assert_eq!(signed_fp, fp, "SignData names the key it signed with");
+        assert!((68..=72).contains(&len.parse::<usize>().unwrap()), "a DER ECDSA P-256 signature: {signed}");
+        assert!(!err.contains("[ERROR]"), "{side}: {err}");
+    }
+}
