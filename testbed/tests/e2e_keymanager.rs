@@ -311,13 +311,24 @@ fn keys_survive_a_restart_are_replaced_by_id_leave_nothing_private_on_disk_and_a
         }
     }
 
-    // The TPM is cleared under the plugin: the storage key is gone, and the error says so.
+    // The TPM is cleared under the running plugin: the storage key is gone, and the error says so.
     tpm.tpm2("tpm2_clear", &["-c", "p"], dir.path()).unwrap();
-    let host_server_view = load(SERVER, &tpm, &km);
-    let err = sign(&host_server_view, "agent-svid-A", &digest(SHA256, b"x"), Some(SignerOpts::HashAlgorithm(SHA256)))
-        .unwrap_err();
+    use plugin::pb::agent_keymanager::sign_data_request::SignerOpts as AgentOpts;
+    use plugin::pb::agent_keymanager::SignDataRequest as AgentSign;
+    let signed = host.runtime.block_on(AgentClient::new(host.channel.clone()).sign_data(AgentSign {
+        key_id: "agent-svid-A".into(),
+        data: digest(SHA256, b"x"),
+        signer_opts: Some(AgentOpts::HashAlgorithm(SHA256)),
+    }));
+    let err = signed.unwrap_err();
     assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
     assert!(err.message().contains("cleared or replaced"), "{}", err.message());
-    drop(host);
-    let _ = host_server_view.runtime.block_on(client(&host_server_view).get_public_keys(GetPublicKeysRequest {}));
+    host.unload().unwrap();
+    // Loaded again, it drops the dead keys (SPIRE then makes a new one and attests again) and logs why.
+    let host = load(AGENT, &tpm, &km);
+    let listed = host.runtime.block_on(AgentClient::new(host.channel.clone()).get_public_keys(AgentList {})).unwrap();
+    assert!(listed.into_inner().public_keys.is_empty(), "dead keys are still listed");
+    assert!(host.stderr_lines().iter().any(|l| l.contains("cleared or replaced")), "{:?}", host.stderr_lines());
+    let fresh = agent_generate(&host, "agent-svid-A");
+    assert_eq!(fresh.id, "agent-svid-A");
 }

@@ -211,6 +211,39 @@ impl WrappedKey {
     }
 }
 
+/// Loads `key` (its parsed public area `public`) under the ECC storage key; the storage key is flushed.
+fn load(
+    conn: &mut crate::esapi::Conn,
+    device: &str,
+    key: &WrappedKey,
+    public: &Public,
+    owner: &Password,
+) -> Result<tss_esapi::handles::KeyHandle, OpError> {
+    let private = Private::try_from(key.private.clone()).map_err(|_| {
+        OpError::Final(TpmError::BadBlob {
+            what: "stored key",
+            reason: "the private blob is longer than a TPM2B_PRIVATE".into(),
+        })
+    })?;
+    with_srk(conn, device, KeyType::EccP256, owner, |conn, srk| {
+        conn.ctx
+            .execute_with_session(Some(AuthSession::Password), |ctx| ctx.load(srk, private.clone(), public.clone()))
+            .map_err(|e| match &e {
+                tss_esapi::Error::Tss2Error(rc)
+                    if matches!(
+                        rc.kind(),
+                        Some(
+                            Tss2ResponseCodeKind::Integrity | Tss2ResponseCodeKind::Size | Tss2ResponseCodeKind::Value
+                        )
+                    ) =>
+                {
+                    OpError::Final(TpmError::ForeignBlob { device: device.to_string() })
+                }
+                _ => step_error(device, "load a key", Some("owner hierarchy password"), e),
+            })
+    })
+}
+
 impl Tpm {
     /// Creates a key of `kind` inside the TPM under the storage key, with password `auth`. A kind the TPM cannot
     /// make (RSA-4096 on many) is an error naming it.
@@ -259,6 +292,20 @@ impl Tpm {
         })
     }
 
+    /// Loads `key` under the storage key and flushes it: `Err(ForeignBlob)` when this TPM no longer has the
+    /// storage key it was made under (cleared or replaced).
+    pub fn check_wrapped(&self, key: &WrappedKey, owner: &Password) -> Result<(), TpmError> {
+        let public = Public::unmarshall(&key.public).map_err(|_| TpmError::BadBlob {
+            what: "stored key",
+            reason: "the public area is not a TPMT_PUBLIC".into(),
+        })?;
+        let device = self.device().to_string();
+        self.with_context("load a key", |conn| {
+            let loaded = load(conn, &device, key, &public, owner)?;
+            with_transient(conn, loaded, |_| Ok(()))
+        })
+    }
+
     /// Loads `key` under the storage key, signs `digest` with `scheme`, and flushes it. Returns the RSA signature
     /// (the modulus' length), or ECDSA's `r || s`, each left-padded to the curve's size.
     pub fn sign_wrapped(
@@ -274,29 +321,7 @@ impl Tpm {
         let public = Public::unmarshall(&key.public).map_err(|_| bad("the public area is not a TPMT_PUBLIC"))?;
         let device = self.device().to_string();
         let signature = self.with_context("sign with a key", |conn| {
-            let private = Private::try_from(key.private.clone())
-                .map_err(|_| OpError::Final(bad("the private blob is longer than a TPM2B_PRIVATE")))?;
-            let loaded = with_srk(conn, &device, KeyType::EccP256, owner, |conn, srk| {
-                conn.ctx
-                    .execute_with_session(Some(AuthSession::Password), |ctx| {
-                        ctx.load(srk, private.clone(), public.clone())
-                    })
-                    .map_err(|e| match &e {
-                        tss_esapi::Error::Tss2Error(rc)
-                            if matches!(
-                                rc.kind(),
-                                Some(
-                                    Tss2ResponseCodeKind::Integrity
-                                        | Tss2ResponseCodeKind::Size
-                                        | Tss2ResponseCodeKind::Value
-                                )
-                            ) =>
-                        {
-                            OpError::Final(TpmError::ForeignBlob { device: device.clone() })
-                        }
-                        _ => step_error(&device, "load a key", Some("owner hierarchy password"), e),
-                    })
-            })?;
+            let loaded = load(conn, &device, key, &public, owner)?;
             with_transient(conn, loaded, |conn| {
                 conn.ctx.tr_set_auth(ObjectHandle::from(loaded), auth.auth()?)?;
                 let digest = Digest::try_from(digest.to_vec())?;

@@ -82,8 +82,23 @@ pub fn load_state(text: &str, dev: &Path) -> Result<State, ConfigError> {
         Some(s) => s.parse().map_err(|e: tpm::TpmError| ConfigError::invalid("tpm_device_path", e.to_string()))?,
     };
     let store = Store::open(&directory).map_err(|e| ConfigError::file("directory", &directory, e))?;
-    let keys = store.load().map_err(|e| ConfigError::file("directory", &directory, e))?.into_iter().collect();
+    let stored = store.load().map_err(|e| ConfigError::file("directory", &directory, e))?;
     let tpm = Tpm::open(&device).map_err(|e| ConfigError::invalid("tpm_device_path", e.to_string()))?;
+    // A key the TPM can no longer load (it was cleared or replaced) is dead: it is dropped, so that SPIRE, seeing
+    // no key, makes a new one and attests again instead of failing at every signature.
+    let mut keys = BTreeMap::new();
+    for (id, s) in stored {
+        match tpm.check_wrapped(&s.key, &owner) {
+            Ok(()) => {
+                keys.insert(id, s);
+            }
+            Err(tpm::TpmError::ForeignBlob { device }) => {
+                tracing::warn!(key_id = %id, %device, "the TPM cannot load this key any more (it was cleared or replaced since the key was made): dropped");
+                store.delete(&id).map_err(|e| ConfigError::file("directory", &directory, e))?;
+            }
+            Err(e) => return Err(ConfigError::invalid("tpm_device_path", format!("loading key {id:?}: {e}"))),
+        }
+    }
     Ok(State { directory, tpm, owner, key_password, store, keys: Mutex::new(keys) })
 }
 

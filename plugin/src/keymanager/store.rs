@@ -142,6 +142,13 @@ impl Store {
             .collect()
     }
 
+    /// Forgets the key under `id`.
+    pub fn delete(&self, id: &str) -> Result<(), StoreError> {
+        let conn = common::sync::lock(&self.conn);
+        conn.execute("DELETE FROM keys WHERE id = ?1", params![id]).map_err(|e| self.sqlite(e))?;
+        Ok(())
+    }
+
     /// Stores `stored` under `id`, replacing what was there, durably.
     pub fn put(&self, id: &str, stored: &Stored, now: u64) -> Result<(), StoreError> {
         let conn = common::sync::lock(&self.conn);
