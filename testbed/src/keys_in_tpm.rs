@@ -129,6 +129,76 @@ pub fn run(report: Report<'_>) -> anyhow::Result<()> {
     report(&format!("  CA rotation (localauthority x509 prepare, activate): the new authority is the TPM's x509-CA-B key; {} still verifies", got.id));
     ensure!(agent.stop(), "spire-agent did not stop cleanly");
     ensure!(server.stop(), "spire-server did not stop cleanly");
+    devid_rotation_and_clear(report)
+}
+
+/// tpm_devid through our plugins with the agent's key in the TPM that holds the DevID; SVID rotation makes new
+/// TPM keys and leaves nothing loaded; a TPM cleared under the agent's keys is named, and the agent, which can
+/// attest again, comes back with a new key.
+fn devid_rotation_and_clear(report: Report<'_>) -> anyhow::Result<()> {
+    use crate::devid::{DevIdLab, LabOptions};
+    use crate::real_spire::{our_agent_devid, our_server_devid};
+    report("tpm_devid with KeyManager \"tpm\": one swtpm holds the DevID and the agent's key; agent_ttl 1m, so the agent rotates within a minute.");
+    let lab = DevIdLab::new(LabOptions::default())?;
+    let keys = tempfile::tempdir()?;
+    let mut server = SpireServer::start(&ServerOptions {
+        agent_ttl: Some("1m".into()),
+        ..ServerOptions::new(TRUST_DOMAIN, vec![our_server_devid(&lab)?])
+    })?;
+    let bundle = server.path("bootstrap.pem");
+    std::fs::write(&bundle, server.bundle_pem()?)?;
+    let shared = keys.path().join("shared");
+    let mut opts = AgentOptions {
+        trust_domain: TRUST_DOMAIN.into(),
+        server_port: server.port(),
+        bootstrap: Bootstrap::Path(bundle),
+        attestor: Attestor::Plugin(our_agent_devid(&lab)?),
+        rebootstrap: None,
+        key_manager: Some(key_manager("spire-agent-keymanager-tpm", &shared, &lab.tpm)?),
+    };
+    let mut agent = SpireAgent::start(&opts)?;
+    agent.wait_healthy(STEP)?;
+    let first = agent_svid_spki(agent.dir())?;
+    ensure!(stored_keys(&shared)?.iter().any(|(_, k)| *k == first), "the SVID key is not in the shared TPM's store");
+    report("  attested with tpm_devid; the agent's SVID key and the DevID live in the same TPM");
+    // tpm_devid can attest again, so SPIRE rotates the agent's SVID by a full re-attestation.
+    agent.wait_log("Successfully reattested node", 1, STEP)?;
+    let rotated = agent_svid_spki(agent.dir())?;
+    let stored = stored_keys(&shared)?;
+    ensure!(rotated != first, "the rotated SVID has the old key");
+    ensure!(stored.iter().any(|(_, k)| *k == rotated) && stored.len() == 2, "{stored:?}");
+    let leftovers = lab.tpm.tpm2("tpm2_getcap", &["handles-transient"], lab.dir())?
+        + &lab.tpm.tpm2("tpm2_getcap", &["handles-loaded-session"], lab.dir())?;
+    ensure!(leftovers.trim().is_empty(), "objects or sessions left in the TPM: {leftovers}");
+    report("  `Successfully reattested node` (SPIRE's rotation for an attestor that can attest again): a new TPM key in the other slot (agent-svid-A/B), nothing left loaded in the TPM");
+    ensure!(agent.stop(), "spire-agent did not stop cleanly");
+
+    ensure!(server.stop(), "spire-server did not stop cleanly");
+
+    // The agent's keys on a TPM of their own (SPIRE's default agent_ttl: no rotation meanwhile), which is then
+    // cleared while the agent is down, as a TPM reset by firmware or a replaced board would be.
+    let mut server = SpireServer::start(&ServerOptions::new(TRUST_DOMAIN, vec![our_server_devid(&lab)?]))?;
+    let bundle = server.path("bootstrap.pem");
+    std::fs::write(&bundle, server.bundle_pem()?)?;
+    let key_tpm = Swtpm::start()?;
+    let own = keys.path().join("own");
+    opts.server_port = server.port();
+    opts.bootstrap = Bootstrap::Path(bundle);
+    opts.key_manager = Some(key_manager("spire-agent-keymanager-tpm", &own, &key_tpm)?);
+    let mut agent = SpireAgent::start(&opts)?;
+    agent.wait_healthy(STEP)?;
+    let before = agent_svid_spki(agent.dir())?;
+    ensure!(agent.stop(), "spire-agent did not stop cleanly");
+    key_tpm.tpm2("tpm2_clear", &["-c", "p"], keys.path())?;
+    agent.restart(&opts)?;
+    agent.wait_log("cleared or replaced", 1, STEP)?;
+    agent.wait_healthy(STEP)?;
+    let after = agent_svid_spki(agent.dir())?;
+    ensure!(after != before, "the agent came back with its dead key");
+    ensure!(stored_keys(&own)?.iter().any(|(_, k)| *k == after), "the new SVID key is not in the TPM's store");
+    report("  the agent's key TPM cleared while it was down: at start the plugin names it (`the TPM cannot load this key any more (it was cleared or replaced ...): dropped`); SPIRE, finding no key, makes a new one in the TPM and attests again with its DevID: back, with a new key");
+    agent.stop();
+    ensure!(server.stop(), "spire-server did not stop cleanly");
     Ok(())
 }
 

@@ -205,6 +205,8 @@ pub struct ServerOptions {
     pub svid_ttl: String,
     /// A KeyManager plugin block (None: `memory`).
     pub key_manager: Option<String>,
+    /// `agent_ttl` (None: SPIRE's default).
+    pub agent_ttl: Option<String>,
 }
 
 impl ServerOptions {
@@ -216,6 +218,7 @@ impl ServerOptions {
             ca_ttl: "24h".into(),
             svid_ttl: "1h".into(),
             key_manager: None,
+            agent_ttl: None,
         }
     }
 }
@@ -269,8 +272,9 @@ impl SpireServer {
         for block in &opts.plugins {
             plugins.push_str(block);
         }
+        let agent_ttl = opts.agent_ttl.as_ref().map(|t| format!("  agent_ttl = \"{t}\"\n")).unwrap_or_default();
         let conf = format!(
-            "server {{\n  bind_address = \"127.0.0.1\"\n  bind_port = \"{port}\"\n  socket_path = \"{}\"\n  trust_domain = \"{}\"\n  data_dir = \"{}\"\n  log_level = \"DEBUG\"\n  ca_ttl = \"{}\"\n  default_x509_svid_ttl = \"{}\"\n  ratelimit {{\n    attestation = false\n  }}\n}}\n\nplugins {{\n{plugins}}}\n",
+            "server {{\n  bind_address = \"127.0.0.1\"\n  bind_port = \"{port}\"\n  socket_path = \"{}\"\n  trust_domain = \"{}\"\n  data_dir = \"{}\"\n  log_level = \"DEBUG\"\n  ca_ttl = \"{}\"\n  default_x509_svid_ttl = \"{}\"\n{agent_ttl}  ratelimit {{\n    attestation = false\n  }}\n}}\n\nplugins {{\n{plugins}}}\n",
             socket.display(),
             opts.trust_domain,
             p.join("data").display(),
