@@ -10,9 +10,7 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use plugin::pb::server_keymanager::key_manager_client::KeyManagerClient;
 use plugin::pb::server_keymanager::sign_data_request::{PssOptions, SignerOpts};
-use plugin::pb::server_keymanager::{
-    GenerateKeyRequest, GetPublicKeyRequest, GetPublicKeysRequest, PublicKey, SignDataRequest,
-};
+use plugin::pb::server_keymanager::{GenerateKeyRequest, GetPublicKeyRequest, PublicKey, SignDataRequest};
 use sha2::Digest as _;
 use testbed::host::PluginHost;
 use testbed::swtpm::Swtpm;
