@@ -71,9 +71,13 @@ pub fn run(report: Report<'_>) -> anyhow::Result<()> {
     let authorities = cert_spki(&server.bundle_pem()?)?;
     let ca_key = stored.iter().find(|(id, _)| id == "x509-CA-A").context("no x509-CA-A key in the store")?;
     ensure!(authorities.contains(&ca_key.1), "the bundle's X509 authority is not the TPM's x509-CA-A key");
-    ensure!(stored.iter().any(|(id, _)| id == "JWT-Signer-A"), "no JWT-Signer-A key: {stored:?}");
+    let jwt_key = stored.iter().find(|(id, _)| id == "JWT-Signer-A").context("no JWT-Signer-A key")?;
+    ensure!(
+        jwt_points(&server.cli(&["bundle", "show", "-format", "spiffe"])?)?.contains(&ec_point(&jwt_key.1)?),
+        "the bundle's JWT authority is not the TPM's JWT-Signer-A key"
+    );
     report(&format!(
-        "  the server's X509 CA key (x509-CA-A) and JWT key (JWT-Signer-A) were made in its TPM; the bundle's authority is the TPM key: {} key(s) stored, only as TPM-wrapped blobs",
+        "  the server's X509 CA key (x509-CA-A) and JWT key (JWT-Signer-A) were made in its TPM; the bundle's X509 and JWT authorities are those TPM keys: {} key(s) stored, only as TPM-wrapped blobs",
         stored.len()
     ));
 
@@ -200,6 +204,28 @@ fn devid_rotation_and_clear(report: Report<'_>) -> anyhow::Result<()> {
     agent.stop();
     ensure!(server.stop(), "spire-server did not stop cleanly");
     Ok(())
+}
+
+/// The uncompressed EC point (x || y) of a P-256 SubjectPublicKeyInfo: its last 64 bytes.
+fn ec_point(spki: &[u8]) -> anyhow::Result<Vec<u8>> {
+    ensure!(spki.len() >= 65 && spki[spki.len() - 65] == 0x04, "not an uncompressed P-256 key");
+    Ok(spki[spki.len() - 64..].to_vec())
+}
+
+/// The EC points (x || y) of the JWT authorities in a SPIFFE bundle (JWKS, `use` = `jwt-svid`).
+fn jwt_points(jwks: &str) -> anyhow::Result<Vec<Vec<u8>>> {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let v: serde_json::Value = serde_json::from_str(jwks)?;
+    let keys = v["keys"].as_array().context("no keys in the SPIFFE bundle")?;
+    keys.iter()
+        .filter(|k| k["use"] == "jwt-svid" && k["kty"] == "EC")
+        .map(|k| {
+            let coord =
+                |c: &str| -> anyhow::Result<Vec<u8>> { Ok(b64.decode(k[c].as_str().context("no coordinate")?)?) };
+            Ok([coord("x")?, coord("y")?].concat())
+        })
+        .collect()
 }
 
 /// The SubjectPublicKeyInfo of the agent's SVID as its data_dir caches it.
