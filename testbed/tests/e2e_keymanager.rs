@@ -309,16 +309,22 @@ fn keys_survive_a_restart_are_replaced_by_id_leave_nothing_private_on_disk_and_a
         }
     }
 
-    // The TPM is cleared under the running plugin: the storage key is gone, and the error says so.
-    tpm.tpm2("tpm2_clear", &["-c", "p"], dir.path()).unwrap();
+    // The TPM is cleared under the running plugin, which signed before (so it holds the key's saved context):
+    // the storage key is gone, and the error says so.
     use plugin::pb::agent_keymanager::sign_data_request::SignerOpts as AgentOpts;
     use plugin::pb::agent_keymanager::SignDataRequest as AgentSign;
-    let signed = host.runtime.block_on(AgentClient::new(host.channel.clone()).sign_data(AgentSign {
-        key_id: "agent-svid-A".into(),
-        data: digest(SHA256, b"x"),
-        signer_opts: Some(AgentOpts::HashAlgorithm(SHA256)),
-    }));
-    let err = signed.unwrap_err();
+    let agent_sign = |host: &PluginHost| {
+        host.runtime.block_on(AgentClient::new(host.channel.clone()).sign_data(AgentSign {
+            key_id: "agent-svid-A".into(),
+            data: digest(SHA256, b"x"),
+            signer_opts: Some(AgentOpts::HashAlgorithm(SHA256)),
+        }))
+    };
+    for _ in 0..2 {
+        agent_sign(&host).unwrap();
+    }
+    tpm.tpm2("tpm2_clear", &["-c", "p"], dir.path()).unwrap();
+    let err = agent_sign(&host).unwrap_err();
     assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
     assert!(err.message().contains("cleared or replaced"), "{}", err.message());
     host.unload().unwrap();

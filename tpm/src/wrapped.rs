@@ -11,7 +11,7 @@ use std::convert::TryFrom;
 
 use tss_esapi::attributes::ObjectAttributesBuilder;
 use tss_esapi::constants::response_code::Tss2ResponseCodeKind;
-use tss_esapi::handles::ObjectHandle;
+use tss_esapi::handles::{KeyHandle, ObjectHandle};
 use tss_esapi::interface_types::algorithm::{HashingAlgorithm, PublicAlgorithm};
 use tss_esapi::interface_types::ecc::EccCurve;
 use tss_esapi::interface_types::key_bits::RsaKeyBits;
@@ -109,6 +109,18 @@ pub struct WrappedKey {
 impl std::fmt::Debug for WrappedKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WrappedKey").field("kind", &self.kind).finish_non_exhaustive()
+    }
+}
+
+/// A loaded key's saved TPM context (TPM2_ContextSave): loading it again is one TPM2_ContextLoad instead of
+/// rebuilding the storage key and loading the blob. The TPM encrypts and binds it; it is valid until the TPM is
+/// reset or cleared, after which the full load runs again.
+#[derive(Clone)]
+pub struct SavedKey(tss_esapi::utils::TpmsContext);
+
+impl std::fmt::Debug for SavedKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SavedKey")
     }
 }
 
@@ -316,13 +328,35 @@ impl Tpm {
         digest: &[u8],
         scheme: Scheme,
     ) -> Result<Vec<u8>, TpmError> {
+        self.sign_wrapped_saved(key, owner, auth, digest, scheme, None).map(|(signature, _)| signature)
+    }
+
+    /// [`Tpm::sign_wrapped`], loading the key from `saved` when that still works (one command), else from its
+    /// blobs; in that case the new saved context is returned for next time. The key is flushed either way.
+    pub fn sign_wrapped_saved(
+        &self,
+        key: &WrappedKey,
+        owner: &Password,
+        auth: &Password,
+        digest: &[u8],
+        scheme: Scheme,
+        saved: Option<&SavedKey>,
+    ) -> Result<(Vec<u8>, Option<SavedKey>), TpmError> {
         let tss_scheme = check_scheme(key.kind, scheme, digest)?;
         let bad = |reason: &str| TpmError::BadBlob { what: "stored key", reason: reason.into() };
         let public = Public::unmarshall(&key.public).map_err(|_| bad("the public area is not a TPMT_PUBLIC"))?;
         let device = self.device().to_string();
-        let signature = self.with_context("sign with a key", |conn| {
-            let loaded = load(conn, &device, key, &public, owner)?;
-            with_transient(conn, loaded, |conn| {
+        let (signature, fresh) = self.with_context("sign with a key", |conn| {
+            let restored = saved.and_then(|s| conn.ctx.context_load(s.0.clone()).ok()).map(KeyHandle::from);
+            let (loaded, fresh) = match restored {
+                Some(handle) => (handle, None),
+                None => {
+                    let handle = load(conn, &device, key, &public, owner)?;
+                    let fresh = conn.ctx.context_save(ObjectHandle::from(handle)).ok().map(SavedKey);
+                    (handle, fresh)
+                }
+            };
+            let signature = with_transient(conn, loaded, |conn| {
                 conn.ctx.tr_set_auth(ObjectHandle::from(loaded), auth.auth()?)?;
                 let digest = Digest::try_from(digest.to_vec())?;
                 let ticket = null_ticket()?;
@@ -331,15 +365,16 @@ impl Tpm {
                         ctx.sign(loaded, digest.clone(), tss_scheme, ticket.clone())
                     })
                     .map_err(|e| step_error(&device, "sign with a key", Some("key password"), e))
-            })
+            })?;
+            Ok((signature, fresh))
         })?;
         let size = match key.kind {
             WrappedKind::EcP256 => 32,
             WrappedKind::EcP384 => 48,
             WrappedKind::Rsa2048 | WrappedKind::Rsa4096 => 0,
         };
-        match signature {
-            Signature::RsaSsa(s) | Signature::RsaPss(s) => Ok(s.signature().value().to_vec()),
+        let raw = match signature {
+            Signature::RsaSsa(s) | Signature::RsaPss(s) => s.signature().value().to_vec(),
             Signature::EcDsa(s) => {
                 let (r, s) = (s.signature_r().value(), s.signature_s().value());
                 if r.len() > size || s.len() > size {
@@ -348,9 +383,10 @@ impl Tpm {
                 let mut out = vec![0u8; 2 * size];
                 out[size - r.len()..size].copy_from_slice(r);
                 out[2 * size - s.len()..].copy_from_slice(s);
-                Ok(out)
+                out
             }
-            _ => Err(bad("the TPM signed with another scheme than asked")),
-        }
+            _ => return Err(bad("the TPM signed with another scheme than asked")),
+        };
+        Ok((raw, fresh))
     }
 }

@@ -56,6 +56,9 @@ pub struct State {
     key_password: Password,
     store: Store,
     keys: Mutex<BTreeMap<String, Stored>>,
+    /// Each key's saved TPM context, by fingerprint: a signature restores it (one TPM command) instead of loading
+    /// the blob under a rebuilt storage key; the key is still flushed after each signature.
+    saved: Mutex<std::collections::HashMap<String, tpm::wrapped::SavedKey>>,
 }
 
 fn password(key: &'static str, path: Option<PathBuf>) -> Result<Password, ConfigError> {
@@ -99,7 +102,7 @@ pub fn load_state(text: &str, dev: &Path) -> Result<State, ConfigError> {
             Err(e) => return Err(ConfigError::invalid("tpm_device_path", format!("loading key {id:?}: {e}"))),
         }
     }
-    Ok(State { directory, tpm, owner, key_password, store, keys: Mutex::new(keys) })
+    Ok(State { directory, tpm, owner, key_password, store, keys: Mutex::new(keys), saved: Mutex::default() })
 }
 
 impl PluginConfig for State {
@@ -294,8 +297,9 @@ impl State {
         let this = self.clone();
         let key = stored.key.clone();
         let signed_digest = digest.clone();
-        let raw = tokio::task::spawn_blocking(move || {
-            this.tpm.sign_wrapped(&key, &this.owner, &this.key_password, &signed_digest, scheme)
+        let saved = common::sync::lock(&self.saved).get(&stored.fingerprint).cloned();
+        let (raw, fresh) = tokio::task::spawn_blocking(move || {
+            this.tpm.sign_wrapped_saved(&key, &this.owner, &this.key_password, &signed_digest, scheme, saved.as_ref())
         })
         .await
         .map_err(|e| Status::internal(format!("failed to sign data: {e}")))?
@@ -305,6 +309,9 @@ impl State {
             }
             e => tpm_status(&format!("failed to sign data: keypair {id:?}"), e),
         })?;
+        if let Some(fresh) = fresh {
+            common::sync::lock(&self.saved).insert(stored.fingerprint.clone(), fresh);
+        }
         if let Some(hash) = pss {
             if !pss_salt_is_digest_length(&stored.key.spki_der, hash, &digest, &raw) {
                 return Err(Status::internal(

@@ -222,7 +222,7 @@ fn keymanager_bench(examples: &Path) -> anyhow::Result<()> {
     })?;
     let plugin_rate = n as f64 / started.elapsed().as_secs_f64();
     println!(
-        "the server plugin's SignData, 16 in flight, {n} signatures: {plugin_rate:.0}/s = {:.2}x the raw rate (each loads the key under the storage key, signs, flushes)",
+        "the server plugin's SignData, 16 in flight, {n} signatures: {plugin_rate:.0}/s = {:.2}x the raw rate (each restores the key's saved context, signs, flushes)",
         plugin_rate * raw_ms / 1e3
     );
     drop(host);
