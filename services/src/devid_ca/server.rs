@@ -265,29 +265,7 @@ async fn serve(
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let per_ip = PeerSlots::new(limits.per_peer);
     let graceful = GracefulShutdown::new();
-    let (tx, mut rx) = tokio::sync::mpsc::channel(64);
-    let acceptors: Vec<_> = listeners
-        .into_iter()
-        .map(|l| {
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                loop {
-                    match l.accept().await {
-                        Ok(conn) => {
-                            if tx.send(conn).await.is_err() {
-                                break;
-                            }
-                        }
-                        Err(e) => {
-                            tracing::warn!(error = %e, "accept failed");
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                        }
-                    }
-                }
-            })
-        })
-        .collect();
-    drop(tx);
+    let (acceptors, mut rx) = crate::server::tls::spawn_acceptors(listeners);
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {

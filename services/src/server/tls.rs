@@ -80,3 +80,32 @@ pub async fn bind_all(addrs: &[std::net::SocketAddr]) -> Result<Vec<tokio::net::
     }
     Ok(listeners)
 }
+
+/// One task per listener, handing each accepted connection to the one loop that admits them.
+pub fn spawn_acceptors(
+    listeners: Vec<tokio::net::TcpListener>,
+) -> (Vec<tokio::task::JoinHandle<()>>, tokio::sync::mpsc::Receiver<(tokio::net::TcpStream, std::net::SocketAddr)>) {
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    let acceptors = listeners
+        .into_iter()
+        .map(|l| {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                loop {
+                    match l.accept().await {
+                        Ok(conn) => {
+                            if tx.send(conn).await.is_err() {
+                                break;
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "accept failed");
+                            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    (acceptors, rx)
+}

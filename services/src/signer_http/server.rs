@@ -14,7 +14,6 @@ use std::time::Duration;
 use http::{Method, StatusCode};
 use hyper::service::service_fn;
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 use super::allow::AllowList;
@@ -107,7 +106,7 @@ pub async fn run_with(
         tls: tls.is_some(),
     };
     let graceful = GracefulShutdown::new();
-    let (acceptors, mut incoming) = spawn_acceptors(listeners);
+    let (acceptors, mut incoming) = crate::server::tls::spawn_acceptors(listeners);
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -159,35 +158,6 @@ fn spawn_resolver(allow: AllowList, every: Duration) -> tokio::task::JoinHandle<
             allow.resolve().await;
         }
     })
-}
-
-/// One task per listener, handing each accepted connection to the one loop that admits them.
-fn spawn_acceptors(
-    listeners: Vec<TcpListener>,
-) -> (Vec<tokio::task::JoinHandle<()>>, tokio::sync::mpsc::Receiver<(tokio::net::TcpStream, SocketAddr)>) {
-    let (tx, rx) = tokio::sync::mpsc::channel(64);
-    let acceptors = listeners
-        .into_iter()
-        .map(|l| {
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                loop {
-                    match l.accept().await {
-                        Ok(conn) => {
-                            if tx.send(conn).await.is_err() {
-                                break;
-                            }
-                        }
-                        Err(e) => {
-                            tracing::warn!(error = %e, "accept failed");
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                        }
-                    }
-                }
-            })
-        })
-        .collect();
-    (acceptors, rx)
 }
 
 /// Who gets in: a connection slot, a peer in `allowed-addrs` (refused before a byte is read), and a slot of its
