@@ -141,19 +141,7 @@ fn load_devid(conn: &mut Conn, device: &str, devid: &DevIdBlobs, owner: &Passwor
     with_srk(conn, device, devid.key.key_type(), owner, |conn, srk| {
         conn.ctx
             .execute_with_session(Some(AuthSession::Password), |ctx| ctx.load(srk, private.clone(), public.clone()))
-            .map_err(|e| match &e {
-                tss_esapi::Error::Tss2Error(rc)
-                    if matches!(
-                        rc.kind(),
-                        Some(
-                            Tss2ResponseCodeKind::Integrity | Tss2ResponseCodeKind::Size | Tss2ResponseCodeKind::Value
-                        )
-                    ) =>
-                {
-                    OpError::Final(TpmError::ForeignBlob { device: device.to_string() })
-                }
-                _ => step_error(device, "load DevID", None, e),
-            })
+            .map_err(|e| crate::esapi::load_error(device, "load DevID", None, e))
     })
 }
 

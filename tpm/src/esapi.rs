@@ -108,6 +108,27 @@ pub(crate) fn step_error(
     }
 }
 
+/// A TPM2_Load's failure: a blob whose integrity or size the TPM refuses was made under another storage key
+/// (another TPM, or this one before it was cleared), otherwise what [`step_error`] makes of it.
+pub(crate) fn load_error(
+    device: &str,
+    step: &'static str,
+    secret: Option<&'static str>,
+    e: tss_esapi::Error,
+) -> OpError {
+    match &e {
+        tss_esapi::Error::Tss2Error(rc)
+            if matches!(
+                rc.kind(),
+                Some(Tss2ResponseCodeKind::Integrity | Tss2ResponseCodeKind::Size | Tss2ResponseCodeKind::Value)
+            ) =>
+        {
+            OpError::Final(TpmError::ForeignBlob { device: device.to_string() })
+        }
+        _ => step_error(device, step, secret, e),
+    }
+}
+
 /// What the owner does after a failed run of an operation.
 #[derive(Debug, PartialEq, Eq)]
 enum Next {

@@ -23,7 +23,7 @@ use tss_esapi::structures::{
 use tss_esapi::traits::{Marshall, UnMarshall};
 
 use crate::error::TpmError;
-use crate::esapi::{null_ticket, spki_der, step_error, OpError, Tpm};
+use crate::esapi::{load_error, null_ticket, spki_der, step_error, OpError, Tpm};
 use crate::key::KeyType;
 use crate::objects::{with_srk, with_transient};
 use crate::secret::Password;
@@ -240,19 +240,7 @@ fn load(
     with_srk(conn, device, KeyType::EccP256, owner, |conn, srk| {
         conn.ctx
             .execute_with_session(Some(AuthSession::Password), |ctx| ctx.load(srk, private.clone(), public.clone()))
-            .map_err(|e| match &e {
-                tss_esapi::Error::Tss2Error(rc)
-                    if matches!(
-                        rc.kind(),
-                        Some(
-                            Tss2ResponseCodeKind::Integrity | Tss2ResponseCodeKind::Size | Tss2ResponseCodeKind::Value
-                        )
-                    ) =>
-                {
-                    OpError::Final(TpmError::ForeignBlob { device: device.to_string() })
-                }
-                _ => step_error(device, "load a key", Some("owner hierarchy password"), e),
-            })
+            .map_err(|e| load_error(device, "load a key", Some("owner hierarchy password"), e))
     })
 }
 
