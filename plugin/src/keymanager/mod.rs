@@ -241,11 +241,16 @@ impl State {
             .map_err(|e| tpm_status("failed to generate key", e))?;
         let fingerprint: String = sha2::Sha256::digest(&key.spki_der).iter().map(|b| format!("{b:02x}")).collect();
         let stored = Stored { key, fingerprint };
+        // The store and the keys in memory change together: two GenerateKey for one ID cannot leave them apart.
+        let mut keys = common::sync::lock(&self.keys);
         self.store
             .put(&id, &stored, common::clock::unix_now())
             .map_err(|e| Status::internal(format!("failed to generate key: {e}")))?;
         let public = Self::public(&id, &stored);
-        common::sync::lock(&self.keys).insert(id.clone(), stored);
+        if let Some(old) = keys.insert(id.clone(), stored) {
+            common::sync::lock(&self.saved).remove(&old.fingerprint);
+        }
+        drop(keys);
         tracing::info!(key_id = %id, kind = %kind, fingerprint = %public.fingerprint, "key generated in the TPM");
         Ok(public)
     }
