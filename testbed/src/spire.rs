@@ -207,6 +207,8 @@ pub struct ServerOptions {
     pub key_manager: Option<String>,
     /// `agent_ttl` (None: SPIRE's default).
     pub agent_ttl: Option<String>,
+    /// `log_level` (the tests' DEBUG; a benchmark's INFO).
+    pub log_level: &'static str,
 }
 
 impl ServerOptions {
@@ -219,6 +221,7 @@ impl ServerOptions {
             svid_ttl: "1h".into(),
             key_manager: None,
             agent_ttl: None,
+            log_level: "DEBUG",
         }
     }
 }
@@ -274,10 +277,11 @@ impl SpireServer {
         }
         let agent_ttl = opts.agent_ttl.as_ref().map(|t| format!("  agent_ttl = \"{t}\"\n")).unwrap_or_default();
         let conf = format!(
-            "server {{\n  bind_address = \"127.0.0.1\"\n  bind_port = \"{port}\"\n  socket_path = \"{}\"\n  trust_domain = \"{}\"\n  data_dir = \"{}\"\n  log_level = \"DEBUG\"\n  ca_ttl = \"{}\"\n  default_x509_svid_ttl = \"{}\"\n{agent_ttl}  ratelimit {{\n    attestation = false\n  }}\n}}\n\nplugins {{\n{plugins}}}\n",
+            "server {{\n  bind_address = \"127.0.0.1\"\n  bind_port = \"{port}\"\n  socket_path = \"{}\"\n  trust_domain = \"{}\"\n  data_dir = \"{}\"\n  log_level = \"{}\"\n  ca_ttl = \"{}\"\n  default_x509_svid_ttl = \"{}\"\n{agent_ttl}  ratelimit {{\n    attestation = false\n  }}\n}}\n\nplugins {{\n{plugins}}}\n",
             socket.display(),
             opts.trust_domain,
             p.join("data").display(),
+            opts.log_level,
             opts.ca_ttl,
             opts.svid_ttl,
         );
@@ -309,6 +313,11 @@ impl SpireServer {
         let mut all: Vec<&str> = args.to_vec();
         all.extend(["-socketPath", &socket]);
         cli(&self.bin, &all)
+    }
+
+    /// The server's API socket (`socket_path`).
+    pub fn socket(&self) -> &Path {
+        &self.socket
     }
 
     /// The server's bind port.

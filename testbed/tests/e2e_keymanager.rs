@@ -143,6 +143,76 @@ fn every_key_type_and_scheme_swtpm_supports_signs_what_an_independent_verifier_a
     assert_eq!(leftovers.trim(), "", "objects or sessions left in the TPM");
 }
 
+/// 64 SignData in flight at once, over two keys and three schemes, with malformed requests among them: the
+/// plugin signs what waits under one load per key and scheme, and still every good signature verifies
+/// independently, every bad request is refused alone with its reason, and nothing stays loaded in the TPM.
+#[test]
+fn signatures_in_flight_together_each_verify_and_one_bad_request_spoils_no_other() {
+    let tpm = Swtpm::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let host = load(SERVER, &tpm, &dir.path().join("km"));
+    let ec = generate(&host, "x509-CA-A", 1).unwrap();
+    let rsa = generate(&host, "JWT-Signer-A", 3).unwrap();
+    let pss = Some(SignerOpts::PssOptions(PssOptions { salt_length: -1, hash_algorithm: SHA256 }));
+    // (key, scheme name, options, digest length; 0 means a digest of the wrong length: refused).
+    let kinds: [(&PublicKey, &str, Option<SignerOpts>, usize); 5] = [
+        (&ec, "ecdsa", Some(SignerOpts::HashAlgorithm(SHA256)), 32),
+        (&rsa, "pkcs1", Some(SignerOpts::HashAlgorithm(SHA256)), 32),
+        (&rsa, "pss", pss, 32),
+        (&ec, "ecdsa", Some(SignerOpts::HashAlgorithm(SHA256)), 0),
+        (&rsa, "pkcs1", Some(SignerOpts::HashAlgorithm(SHA256)), 0),
+    ];
+    let requests: Vec<(usize, Vec<u8>)> = (0..64)
+        .map(|i| {
+            let kind = i % kinds.len();
+            let d = sha2::Sha256::digest(format!("request {i}").as_bytes()).to_vec();
+            (kind, if kinds[kind].3 == 0 { d[..20].to_vec() } else { d })
+        })
+        .collect();
+    let answers = host.runtime.block_on(async {
+        let calls = requests.iter().map(|(kind, d)| {
+            let (key, _, opts, _) = kinds[*kind];
+            let req = SignDataRequest { key_id: key.id.clone(), data: d.clone(), signer_opts: opts };
+            let mut c = client(&host);
+            async move { c.sign_data(req).await.map(|r| r.into_inner()) }
+        });
+        let spawned: Vec<_> = calls.map(|call| tokio::spawn(call)).collect();
+        let mut answers = Vec::new();
+        for call in spawned {
+            answers.push(call.await.unwrap());
+        }
+        answers
+    });
+    let (mut items, mut refused) = (Vec::new(), 0);
+    for ((kind, d), answer) in requests.iter().zip(answers) {
+        let (key, scheme, _, len) = kinds[*kind];
+        if len == 0 {
+            let e = answer.unwrap_err();
+            assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+            assert!(e.message().contains("32"), "the refusal names the digest length: {}", e.message());
+            refused += 1;
+            continue;
+        }
+        let answer = answer.unwrap_or_else(|e| panic!("{} {scheme}: {e}", key.id));
+        assert_eq!(answer.key_fingerprint, key.fingerprint);
+        items.push(serde_json::json!({
+            "spki": STANDARD.encode(&key.pkix_data),
+            "scheme": scheme,
+            "hash": "sha256",
+            "digest": STANDARD.encode(d),
+            "signature": STANDARD.encode(&answer.signature),
+        }));
+    }
+    let malformed = requests.iter().filter(|(kind, _)| kinds[*kind].3 == 0).count();
+    assert_eq!((refused, malformed), (25, 25), "every malformed request, and only those, refused");
+    let verdicts = verify_independently(&items);
+    assert_eq!(verdicts.len(), items.len());
+    assert!(verdicts.iter().all(|v| v == "ok"), "{verdicts:?}");
+    let leftovers = tpm.tpm2("tpm2_getcap", &["handles-transient"], dir.path()).unwrap()
+        + &tpm.tpm2("tpm2_getcap", &["handles-loaded-session"], dir.path()).unwrap();
+    assert_eq!(leftovers.trim(), "", "objects or sessions left in the TPM");
+}
+
 /// Each request the TPM cannot or must not honour, refused with its code and reason.
 #[test]
 fn requests_outside_what_a_key_can_sign_are_refused_with_their_reason() {

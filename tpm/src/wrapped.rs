@@ -316,25 +316,34 @@ impl Tpm {
         digest: &[u8],
         scheme: Scheme,
     ) -> Result<Vec<u8>, TpmError> {
-        self.sign_wrapped_saved(key, owner, auth, digest, scheme, None).map(|(signature, _)| signature)
+        let (mut signatures, _) = self.sign_wrapped_batch(key, owner, auth, &[digest], scheme, None)?;
+        signatures.pop().ok_or_else(|| TpmError::BadBlob { what: "stored key", reason: "no signature".into() })
     }
 
-    /// [`Tpm::sign_wrapped`], loading the key from `saved` when that still works (one command), else from its
-    /// blobs; in that case the new saved context is returned for next time. The key is flushed either way.
-    pub fn sign_wrapped_saved(
+    /// Signs each of `digests` with `scheme` under one load of `key`, then flushes it: the key is loaded from
+    /// `saved` when that still works (one command), else from its blobs, in which case the new saved context is
+    /// returned for next time. The signatures come in the order of `digests`, each as [`Tpm::sign_wrapped`]'s.
+    /// One digest the key cannot sign with `scheme` refuses the whole batch, before the TPM is asked anything.
+    pub fn sign_wrapped_batch(
         &self,
         key: &WrappedKey,
         owner: &Password,
         auth: &Password,
-        digest: &[u8],
+        digests: &[&[u8]],
         scheme: Scheme,
         saved: Option<&SavedKey>,
-    ) -> Result<(Vec<u8>, Option<SavedKey>), TpmError> {
-        let tss_scheme = check_scheme(key.kind, scheme, digest)?;
+    ) -> Result<(Vec<Vec<u8>>, Option<SavedKey>), TpmError> {
+        let tss_scheme = match digests.first() {
+            Some(first) => check_scheme(key.kind, scheme, first)?,
+            None => return Ok((Vec::new(), None)),
+        };
+        for digest in &digests[1..] {
+            check_scheme(key.kind, scheme, digest)?;
+        }
         let bad = |reason: &str| TpmError::BadBlob { what: "stored key", reason: reason.into() };
         let public = Public::unmarshall(&key.public).map_err(|_| bad("the public area is not a TPMT_PUBLIC"))?;
         let device = self.device().to_string();
-        let (signature, fresh) = self.with_context("sign with a key", |conn| {
+        let (signatures, fresh) = self.with_context("sign with a key", |conn| {
             let restored = saved.and_then(|s| conn.ctx.context_load(s.0.clone()).ok()).map(KeyHandle::from);
             let (loaded, fresh) = match restored {
                 Some(handle) => (handle, None),
@@ -344,25 +353,31 @@ impl Tpm {
                     (handle, fresh)
                 }
             };
-            let signature = with_transient(conn, loaded, |conn| {
+            let signatures = with_transient(conn, loaded, |conn| {
                 conn.ctx.tr_set_auth(ObjectHandle::from(loaded), auth.auth()?)?;
-                let digest = Digest::try_from(digest.to_vec())?;
                 let ticket = null_ticket()?;
-                conn.ctx
-                    .execute_with_session(Some(AuthSession::Password), |ctx| {
-                        ctx.sign(loaded, digest.clone(), tss_scheme, ticket.clone())
-                    })
-                    .map_err(|e| step_error(&device, "sign with a key", Some("key password"), e))
+                let mut signatures = Vec::with_capacity(digests.len());
+                for digest in digests {
+                    let digest = Digest::try_from(digest.to_vec())?;
+                    let signature = conn
+                        .ctx
+                        .execute_with_session(Some(AuthSession::Password), |ctx| {
+                            ctx.sign(loaded, digest.clone(), tss_scheme, ticket.clone())
+                        })
+                        .map_err(|e| step_error(&device, "sign with a key", Some("key password"), e))?;
+                    signatures.push(signature);
+                }
+                Ok(signatures)
             })?;
-            Ok((signature, fresh))
+            Ok((signatures, fresh))
         })?;
         let size = match key.kind {
             WrappedKind::EcP256 => 32,
             WrappedKind::EcP384 => 48,
             WrappedKind::Rsa2048 | WrappedKind::Rsa4096 => 0,
         };
-        let raw = match signature {
-            Signature::RsaSsa(s) | Signature::RsaPss(s) => s.signature().value().to_vec(),
+        let raw = |signature: Signature| match signature {
+            Signature::RsaSsa(s) | Signature::RsaPss(s) => Ok(s.signature().value().to_vec()),
             Signature::EcDsa(s) => {
                 let (r, s) = (s.signature_r().value(), s.signature_s().value());
                 if r.len() > size || s.len() > size {
@@ -371,10 +386,10 @@ impl Tpm {
                 let mut out = vec![0u8; 2 * size];
                 out[size - r.len()..size].copy_from_slice(r);
                 out[2 * size - s.len()..].copy_from_slice(s);
-                out
+                Ok(out)
             }
-            _ => return Err(bad("the TPM signed with another scheme than asked")),
+            _ => Err(bad("the TPM signed with another scheme than asked")),
         };
-        Ok((raw, fresh))
+        Ok((signatures.into_iter().map(raw).collect::<Result<_, _>>()?, fresh))
     }
 }

@@ -47,6 +47,11 @@ struct Raw {
     key_password_file: Option<PathBuf>,
 }
 
+/// Signatures waiting for the TPM, at most; SignData waits for room beyond that.
+const QUEUE: usize = 256;
+/// Signatures made under one load of a key, at most.
+const BATCH: usize = 32;
+
 /// A configured KeyManager: its TPM, its store and the keys in it.
 #[derive(Debug)]
 pub struct State {
@@ -56,9 +61,108 @@ pub struct State {
     key_password: Password,
     store: Store,
     keys: Mutex<BTreeMap<String, Stored>>,
-    /// Each key's saved TPM context, by fingerprint: a signature restores it (one TPM command) instead of loading
-    /// the blob under a rebuilt storage key; the key is still flushed after each signature.
-    saved: Mutex<std::collections::HashMap<String, tpm::wrapped::SavedKey>>,
+    /// The signing thread's queue ([`Signer`]).
+    signer: tokio::sync::mpsc::Sender<Job>,
+}
+
+/// What the signing thread is asked.
+enum Job {
+    /// Sign one digest.
+    Sign(SignJob),
+    /// The key with this fingerprint was replaced: its saved context is dropped.
+    Forget(String),
+}
+
+/// One SignData waiting for the TPM.
+struct SignJob {
+    id: String,
+    key: tpm::wrapped::WrappedKey,
+    fingerprint: String,
+    digest: Vec<u8>,
+    scheme: Scheme,
+    reply: tokio::sync::oneshot::Sender<Result<Vec<u8>, Status>>,
+}
+
+/// The one thread that signs. It takes every signature waiting (up to [`BATCH`]), and for each key and scheme
+/// among them restores the key once, signs each digest, and flushes it: under load, a key costs one
+/// TPM2_ContextLoad and one TPM2_FlushContext per batch instead of per signature; alone, a signature costs what
+/// it did. A key is never left loaded between batches.
+struct Signer {
+    tpm: Tpm,
+    owner: Password,
+    key_password: Password,
+    /// Each key's saved TPM context, by fingerprint: restoring it is one TPM command instead of rebuilding the
+    /// storage key and loading the blob.
+    saved: std::collections::HashMap<String, tpm::wrapped::SavedKey>,
+}
+
+impl Signer {
+    fn run(mut self, mut queue: tokio::sync::mpsc::Receiver<Job>) {
+        while let Some(first) = queue.blocking_recv() {
+            let mut jobs = vec![first];
+            while jobs.len() < BATCH {
+                match queue.try_recv() {
+                    Ok(job) => jobs.push(job),
+                    Err(_) => break,
+                }
+            }
+            let mut groups: Vec<Vec<SignJob>> = Vec::new();
+            for job in jobs {
+                match job {
+                    Job::Forget(fingerprint) => {
+                        self.saved.remove(&fingerprint);
+                    }
+                    // A request whose caller went away is not signed.
+                    Job::Sign(job) if job.reply.is_closed() => {}
+                    Job::Sign(job) => {
+                        let same = |g: &&mut Vec<SignJob>| {
+                            g[0].fingerprint == job.fingerprint
+                                && g[0].scheme == job.scheme
+                                && g[0].digest.len() == job.digest.len()
+                        };
+                        match groups.iter_mut().find(same) {
+                            Some(group) => group.push(job),
+                            None => groups.push(vec![job]),
+                        }
+                    }
+                }
+            }
+            for group in groups {
+                self.sign(group);
+            }
+        }
+    }
+
+    /// Signs a group of one key, one scheme and one digest length: every digest of it is signable alike, so
+    /// a refusal is every request's.
+    fn sign(&mut self, group: Vec<SignJob>) {
+        let first = &group[0];
+        let digests: Vec<&[u8]> = group.iter().map(|j| j.digest.as_slice()).collect();
+        let saved = self.saved.get(&first.fingerprint);
+        let signed =
+            self.tpm.sign_wrapped_batch(&first.key, &self.owner, &self.key_password, &digests, first.scheme, saved);
+        match signed {
+            Ok((signatures, fresh)) => {
+                if let Some(fresh) = fresh {
+                    self.saved.insert(first.fingerprint.clone(), fresh);
+                }
+                for (job, signature) in group.into_iter().zip(signatures) {
+                    let _ = job.reply.send(Ok(signature));
+                }
+            }
+            Err(e) => {
+                let status = match e {
+                    tpm::TpmError::BadBlob { what: "signing request", reason } => {
+                        Status::invalid_argument(format!("failed to sign data: {reason}"))
+                    }
+                    e => tpm_status(&format!("failed to sign data: keypair {:?}", first.id), e),
+                };
+                for job in group {
+                    let _ = job.reply.send(Err(status.clone()));
+                }
+            }
+        }
+    }
 }
 
 fn password(key: &'static str, path: Option<PathBuf>) -> Result<Password, ConfigError> {
@@ -102,7 +206,18 @@ pub fn load_state(text: &str, dev: &Path) -> Result<State, ConfigError> {
             Err(e) => return Err(ConfigError::invalid("tpm_device_path", format!("loading key {id:?}: {e}"))),
         }
     }
-    Ok(State { directory, tpm, owner, key_password, store, keys: Mutex::new(keys), saved: Mutex::default() })
+    let (signer, queue) = tokio::sync::mpsc::channel(QUEUE);
+    let worker = Signer {
+        tpm: tpm.clone(),
+        owner: owner.clone(),
+        key_password: key_password.clone(),
+        saved: Default::default(),
+    };
+    std::thread::Builder::new()
+        .name("tpm-sign".into())
+        .spawn(move || worker.run(queue))
+        .map_err(|e| ConfigError::invalid("tpm_device_path", format!("starting the signing thread: {e}")))?;
+    Ok(State { directory, tpm, owner, key_password, store, keys: Mutex::new(keys), signer })
 }
 
 impl PluginConfig for State {
@@ -248,7 +363,8 @@ impl State {
             .map_err(|e| Status::internal(format!("failed to generate key: {e}")))?;
         let public = Self::public(&id, &stored);
         if let Some(old) = keys.insert(id.clone(), stored) {
-            common::sync::lock(&self.saved).remove(&old.fingerprint);
+            // Only tidiness: the old key's saved context can no longer be reached. A full queue keeps it.
+            let _ = self.signer.try_send(Job::Forget(old.fingerprint));
         }
         drop(keys);
         tracing::info!(key_id = %id, kind = %kind, fingerprint = %public.fingerprint, "key generated in the TPM");
@@ -299,24 +415,18 @@ impl State {
                 (Scheme::RsaPss(hash), Some(hash))
             }
         };
-        let this = self.clone();
-        let key = stored.key.clone();
-        let signed_digest = digest.clone();
-        let saved = common::sync::lock(&self.saved).get(&stored.fingerprint).cloned();
-        let (raw, fresh) = tokio::task::spawn_blocking(move || {
-            this.tpm.sign_wrapped_saved(&key, &this.owner, &this.key_password, &signed_digest, scheme, saved.as_ref())
-        })
-        .await
-        .map_err(|e| Status::internal(format!("failed to sign data: {e}")))?
-        .map_err(|e| match e {
-            tpm::TpmError::BadBlob { what: "signing request", reason } => {
-                Status::invalid_argument(format!("failed to sign data: {reason}"))
-            }
-            e => tpm_status(&format!("failed to sign data: keypair {id:?}"), e),
-        })?;
-        if let Some(fresh) = fresh {
-            common::sync::lock(&self.saved).insert(stored.fingerprint.clone(), fresh);
-        }
+        let stopped = || Status::internal("failed to sign data: the signing thread stopped");
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let job = SignJob {
+            id,
+            key: stored.key.clone(),
+            fingerprint: stored.fingerprint.clone(),
+            digest: digest.clone(),
+            scheme,
+            reply,
+        };
+        self.signer.send(Job::Sign(job)).await.map_err(|_| stopped())?;
+        let raw = answer.await.map_err(|_| stopped())??;
         if let Some(hash) = pss {
             if !pss_salt_is_digest_length(&stored.key.spki_der, hash, &digest, &raw) {
                 return Err(Status::internal(
