@@ -95,6 +95,7 @@ impl std::fmt::Display for HttpUrl {
 /// Why a request failed. Transport problems and protocol problems are distinct from a non-2xx status,
 /// which is not an error at this layer.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ClientError {
     /// The URL is not usable.
     #[error("bad URL {url:?}: {reason}")]
@@ -159,6 +160,7 @@ pub enum ClientError {
 
 /// Why a `ca-file` cannot serve as the trust roots.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum CaFileError {
     /// Not readable.
     #[error("{0}")]

@@ -9,6 +9,7 @@ use serde::de::DeserializeOwned;
 
 /// Why a config file could not be used. Every variant names the file; `Invalid` names the key.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ConfigError {
     /// The file could not be read.
     #[error("config {path}: cannot read: {source}")]

@@ -15,6 +15,8 @@ pub mod clock;
 pub mod config;
 pub mod duration;
 pub mod fsutil;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 pub mod logging;
 pub mod report;
 pub mod signer_client;

@@ -20,6 +20,7 @@ pub const DEFAULT_SOCKET: &str = "/var/run/spire/server-attestor-tpm/signer-unix
 
 /// Why a sign, co-sign or publish call failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum SignerClientError {
     /// Transport failure (connect, timeout, TLS, oversized reply).
     #[error(transparent)]

@@ -117,6 +117,7 @@ struct RawKey {
 
 /// Why a keyset document is unusable.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum DocumentError {
     /// Not the JSON of a keyset document.
     #[error("not a keyset document: {0}")]
@@ -252,6 +253,7 @@ pub struct Update {
 
 /// Why an update was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum UpdateError {
     /// Not a well-formed update (a bundle token, a malformed layer, a layer of another kind).
     #[error("not a keyset update: {0}")]

@@ -18,6 +18,8 @@
 pub mod bundle;
 pub mod devid;
 mod error;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 pub mod keys;
 pub mod keyset;
 pub mod pem;

@@ -11,6 +11,7 @@ pub struct Block {
 
 /// Why PEM text could not be read.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum PemError {
     /// BEGIN without matching END, or END without BEGIN, or labels differ.
     Framing,

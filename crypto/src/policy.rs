@@ -38,6 +38,7 @@ fn distinct<'a>(keys: impl Iterator<Item = &'a VerifyingKey>) -> Result<(), Poli
 
 /// Why a verified token is not for the trust domain a keyset is bound to.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum TrustDomainError {
     /// The innermost signer bound it to no trust domain.
     #[error("the token is bound to no trust domain; this keyset accepts only {want}")]

@@ -1,4 +1,4 @@
 #![no_main]
-//! Fuzz target `bundle`: see `testbed::fuzzing::bundle`.
+//! Fuzz target `bundle`: see `crypto::fuzzing::bundle`.
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| testbed::fuzzing::bundle(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| crypto::fuzzing::bundle(data));

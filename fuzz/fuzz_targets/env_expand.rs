@@ -1,4 +1,4 @@
 #![no_main]
-//! Fuzz target `env_expand`: see `testbed::fuzzing::env_expand`.
+//! Fuzz target `env_expand`: see `common::fuzzing::env_expand`.
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| testbed::fuzzing::env_expand(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| common::fuzzing::env_expand(data));

@@ -1,4 +1,4 @@
 #![no_main]
-//! Fuzz target `go_duration`: see `testbed::fuzzing::go_duration`.
+//! Fuzz target `go_duration`: see `common::fuzzing::go_duration`.
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| testbed::fuzzing::go_duration(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| common::fuzzing::go_duration(data));

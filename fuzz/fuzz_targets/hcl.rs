@@ -1,4 +1,4 @@
 #![no_main]
-//! Fuzz target `hcl`: see `testbed::fuzzing::hcl`.
+//! Fuzz target `hcl`: see `plugin::fuzzing::hcl`.
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| testbed::fuzzing::hcl(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| plugin::fuzzing::hcl(data));

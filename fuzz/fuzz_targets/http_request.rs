@@ -1,4 +1,4 @@
 #![no_main]
-//! Fuzz target `http_request`: see `testbed::fuzzing::http_request`.
+//! Fuzz target `http_request`: see `services::fuzzing::http_request`.
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| testbed::fuzzing::http_request(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| services::fuzzing::http_request(data));

@@ -1,4 +1,4 @@
 #![no_main]
-//! Fuzz target `keyset`: see `testbed::fuzzing::keyset`.
+//! Fuzz target `keyset`: see `crypto::fuzzing::keyset`.
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| testbed::fuzzing::keyset(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| crypto::fuzzing::keyset(data));

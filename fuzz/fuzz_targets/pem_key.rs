@@ -1,4 +1,4 @@
 #![no_main]
-//! Fuzz target `pem_key`: see `testbed::fuzzing::pem_key`.
+//! Fuzz target `pem_key`: see `crypto::fuzzing::pem_key`.
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| testbed::fuzzing::pem_key(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| crypto::fuzzing::pem_key(data));

@@ -1,4 +1,4 @@
 #![no_main]
-//! Fuzz target `query`: see `testbed::fuzzing::query`.
+//! Fuzz target `query`: see `services::fuzzing::query`.
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| testbed::fuzzing::query(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| services::fuzzing::query(data));

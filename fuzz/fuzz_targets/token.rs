@@ -1,4 +1,4 @@
 #![no_main]
-//! Fuzz target `token`: see `testbed::fuzzing::token`.
+//! Fuzz target `token`: see `crypto::fuzzing::token`.
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| testbed::fuzzing::token(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| crypto::fuzzing::token(data));

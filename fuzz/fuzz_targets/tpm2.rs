@@ -1,4 +1,4 @@
 #![no_main]
-//! Fuzz target `tpm2`: see `testbed::fuzzing::tpm2`.
+//! Fuzz target `tpm2`: see `crypto::fuzzing::tpm2`.
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| testbed::fuzzing::tpm2(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| crypto::fuzzing::tpm2(data));

@@ -1,4 +1,4 @@
 #![no_main]
-//! Fuzz target `yaml_config`: see `testbed::fuzzing::yaml_config`.
+//! Fuzz target `yaml_config`: see `services::fuzzing::yaml_config`.
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| testbed::fuzzing::yaml_config(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| services::fuzzing::yaml_config(data));

@@ -20,6 +20,7 @@ pub const MAX_BUNDLE: usize = 1 << 20;
 
 /// Why the CLI failed; each variant names the step.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum CliError {
     /// A co-signer URL is not usable.
     #[error("co-signer URL: {0}")]

@@ -17,6 +17,7 @@ use crate::pb::config::{ConfigureRequest, ConfigureResponse, CoreConfiguration, 
 
 /// Why a plugin configuration was refused. Every variant names the key.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ConfigError {
     /// Not HCL.
     #[error(transparent)]

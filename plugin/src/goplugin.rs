@@ -26,6 +26,7 @@ pub const NOT_A_HOST: &str = "This binary is a plugin. These are not meant to be
 
 /// Why the plugin runtime stopped with an error.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ServeError {
     /// The socket could not be created.
     #[error("cannot create the plugin socket {path}: {source}")]

@@ -8,6 +8,8 @@
 pub mod cli;
 pub mod config;
 pub mod devid;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 pub mod goplugin;
 pub mod hcl;
 pub mod hclog;

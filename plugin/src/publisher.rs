@@ -178,6 +178,7 @@ pub struct Publisher {
 
 /// Why SPIRE's bundle could not be rendered for signing.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum RenderError {
     /// SPIRE sent a bundle without X.509 authorities.
     #[error("bundle has no X.509 authorities")]
@@ -261,6 +262,7 @@ impl Publisher {
 
 /// Why a PublishBundle call failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum PublishError {
     /// Configure has not succeeded yet (the slot's own status).
     #[error("{}", .0.message())]

@@ -14,6 +14,8 @@
 //! Data flows one way: bundle -> sign -> publish -> fetch -> verify -> serve.
 
 pub mod devid_ca;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 pub mod metrics;
 pub mod server;
 pub mod signer_http;

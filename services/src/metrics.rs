@@ -34,6 +34,7 @@ pub type Admit = Arc<dyn Fn(std::net::IpAddr) -> bool + Send + Sync>;
 
 /// Why the metrics endpoint could not start.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum MetricsError {
     /// `metrics-addr` could not be bound.
     #[error("metrics-addr {addr}: {source}")]

@@ -10,6 +10,7 @@ use crate::pki;
 use crate::ports::free_port;
 use crate::process::{run_bin, Daemon, Ready};
 use crate::swtpm::Swtpm;
+use crate::wait::{wait_for, wait_until};
 
 /// The CA binary.
 pub const CA: &str = "spire-server-attestor-tpm-devid-ca";
@@ -150,12 +151,10 @@ impl CaSite {
             }))?;
             anyhow::Ok(())
         });
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-        while std::net::TcpStream::connect(addr).is_err() {
+        wait_for("the in-process CA to listen", std::time::Duration::from_secs(20), || {
             ensure!(!thread.is_finished(), "the in-process CA stopped at start");
-            ensure!(std::time::Instant::now() < deadline, "the in-process CA never listened");
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
+            Ok(std::net::TcpStream::connect(addr).is_ok())
+        })?;
         site.in_process = Some((stop, thread));
         Ok(site)
     }
@@ -391,15 +390,10 @@ impl CaSite {
 
     /// Waits until the CRL file lists `serial` (the CA writes it within seconds of a revocation).
     pub fn wait_for_crl_listing(&self, serial: &[u8]) -> anyhow::Result<crypto::devid::crl::Crl> {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        loop {
+        wait_until("the CRL to list the serial", std::time::Duration::from_secs(30), || {
             // The file is replaced by rename: a read sees the old CRL or the new one, never half of one.
             let crl = self.read_crl()?;
-            if crl.revokes(serial) {
-                return Ok(crl);
-            }
-            ensure!(std::time::Instant::now() < deadline, "the CRL still does not list the serial after 30 s");
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
+            Ok(crl.revokes(serial).then_some(crl))
+        })
     }
 }

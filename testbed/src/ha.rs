@@ -16,7 +16,7 @@ use crate::host::{spire_bundle, PluginHost};
 use crate::nginx::Nginx;
 use crate::pki;
 use crate::process::{Daemon, Ready};
-use crate::single::{provision, start_signer_publishing, start_verifier, wait_for, Report, SIGN};
+use crate::single::{provision, start_signer_publishing, start_verifier, wait_for_answer, Report, SIGN};
 use crate::swtpm::Swtpm;
 
 /// The co-signer binary.
@@ -116,7 +116,7 @@ pub fn run(report: Report<'_>) -> anyhow::Result<()> {
     )?;
     let verifier = start_verifier(dir, &vconf, &vsock)?;
     for side in ["a", "b"] {
-        let r = wait_for(&vsock, side, "both keysets", |r| r.status == 200)?;
+        let r = wait_for_answer(&vsock, side, "both keysets", |r| r.status == 200)?;
         ensure!(r.body == ca, "keyset {side} served a different bundle");
     }
     report("  instance=a: 200, instance=b: 200 (the SPIRE HA agent's two sides both bootstrap)");
@@ -180,7 +180,7 @@ pub fn run(report: Report<'_>) -> anyhow::Result<()> {
         .publish_bundle(Some(spire_bundle("example.org", &rotated, 2)?))
         .context("server b (on c) co-signed by a")?;
     for side in ["a", "b"] {
-        wait_for(&vsock, side, "the rotated bundle signed with the backup", |r| {
+        wait_for_answer(&vsock, side, "the rotated bundle signed with the backup", |r| {
             r.status == 200 && r.body.contains(ca2.trim())
         })?;
     }

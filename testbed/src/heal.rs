@@ -14,7 +14,9 @@ use crate::agent;
 use crate::nginx::Nginx;
 use crate::pki;
 use crate::process::run_bin;
-use crate::single::{provision, sign_cli, start_signer_publishing, start_verifier, wait_for, Report, SIGN, VERIFIER};
+use crate::single::{
+    provision, sign_cli, start_signer_publishing, start_verifier, wait_for_answer, Report, SIGN, VERIFIER,
+};
 use crate::swtpm::Swtpm;
 
 /// Where nginx serves keyset updates (one update token per line, oldest first).
@@ -98,7 +100,7 @@ pub fn run(report: Report<'_>) -> anyhow::Result<()> {
     let mut verifier = start_verifier(&node, &vconf, &vsock)?;
     let ca1 = pki::spire_ca(dir, "example.org", "ca1")?;
     sign_cli(&sock("a"), &[], &ca1)?;
-    wait_for(&vsock, "main", "the first bundle", |r| r.status == 200 && r.body.trim() == ca1.trim())?;
+    wait_for_answer(&vsock, "main", "the first bundle", |r| r.status == 200 && r.body.trim() == ca1.trim())?;
     ensure!(trusted_keys(&vconf, "main")?.contains("version 0"), "a fresh node trusts its config's keys");
     report("  agent: 200 with the bundle signed by a; `verifier CONFIG main --keys`: version 0, from keydir");
 
@@ -167,7 +169,7 @@ pub fn run(report: Report<'_>) -> anyhow::Result<()> {
     report("d signs the next bundle; the node accepts it.");
     let ca2 = pki::spire_ca(dir, "example.org", "ca2")?;
     sign_cli(&sock("d"), &[], &ca2)?;
-    wait_for(&vsock, "main", "the bundle signed by d", |r| r.status == 200 && r.body.trim() == ca2.trim())?;
+    wait_for_answer(&vsock, "main", "the bundle signed by d", |r| r.status == 200 && r.body.trim() == ca2.trim())?;
     report("  agent: 200 with the bundle signed by d");
 
     report("The update is planted where the bundle is served, and a bundle token where updates are: both refused.");
@@ -231,7 +233,9 @@ pub fn run(report: Report<'_>) -> anyhow::Result<()> {
     std::fs::remove_file(&state)?;
     let verifier = start_verifier(&node, &vconf, &vsock)?;
     verifier.wait_log("accepted a keyset update", 1)?;
-    wait_for(&vsock, "main", "d's bundle after the restart", |r| r.status == 200 && r.body.trim() == ca2.trim())?;
+    wait_for_answer(&vsock, "main", "d's bundle after the restart", |r| {
+        r.status == 200 && r.body.trim() == ca2.trim()
+    })?;
     ensure!(trusted_keys(&vconf, "main")?.contains("version 2"), "the node did not follow both updates");
     report("  node: keydir (version 0) -> version 1 -> version 2 in one refresh; serving d's bundle");
 
@@ -252,7 +256,7 @@ pub fn run(report: Report<'_>) -> anyhow::Result<()> {
     let cosign_b = format!("http://{http_b}/sign");
     let ca_ha = pki::spire_ca(dir, "example.org", "ca-ha1")?;
     sign_cli(&sock("ha-a"), &[&cosign_b], &ca_ha)?;
-    wait_for(&vsock, "ha", "the HA bundle", |r| r.status == 200 && r.body.trim() == ca_ha.trim())?;
+    wait_for_answer(&vsock, "ha", "the HA bundle", |r| r.status == 200 && r.body.trim() == ca_ha.trim())?;
     report("  agent (instance ha): 200 with the bundle signed by a and co-signed by b");
 
     report("The update `threshold: 2` over {a, b, c} is signed by hand on each server: no key is new.");
@@ -298,7 +302,9 @@ pub fn run(report: Report<'_>) -> anyhow::Result<()> {
     let by_b = signer_unix_sign(&sock("ha-b"), "application/x-pem-file", &ca_ha2)?;
     let by_b_c = signer_unix_sign(&sock("c"), "application/jwt", &by_b)?;
     std::fs::write(www_ha.join(TOKEN_FILE), &by_b_c)?;
-    wait_for(&vsock, "ha", "the bundle signed by b and c", |r| r.status == 200 && r.body.trim() == ca_ha2.trim())?;
+    wait_for_answer(&vsock, "ha", "the bundle signed by b and c", |r| {
+        r.status == 200 && r.body.trim() == ca_ha2.trim()
+    })?;
     report("  agent (instance ha): 200 with the bundle signed by b, then c");
 
     report("A bundle signed by one key alone is refused: the threshold is 2.");

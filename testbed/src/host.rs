@@ -6,7 +6,7 @@ use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, ensure, Context};
 use hyper_util::rt::TokioIo;
@@ -198,17 +198,14 @@ impl PluginHost {
         self.broker = None; // the host ends its side of the broker stream
         let _ = self.runtime.block_on(GrpcControllerClient::new(ch).shutdown(Empty {}));
         let mut child = self.child.take().context("no child")?;
-        let deadline = Instant::now() + Duration::from_secs(2);
-        loop {
-            if let Some(status) = child.try_wait()? {
-                return Ok(status.code().unwrap_or(-1));
-            }
-            if Instant::now() > deadline {
+        match crate::wait::wait_until("the plugin to exit gracefully", Duration::from_secs(2), || Ok(child.try_wait()?))
+        {
+            Ok(status) => Ok(status.code().unwrap_or(-1)),
+            Err(e) => {
                 let _ = child.kill();
                 let _ = child.wait();
-                bail!("plugin failed to exit gracefully within 2 s");
+                Err(e)
             }
-            std::thread::sleep(Duration::from_millis(5));
         }
     }
 

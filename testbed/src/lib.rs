@@ -24,3 +24,4 @@ pub mod single;
 pub mod spire;
 pub mod swtpm;
 pub mod vm;
+pub mod wait;

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context};
 
@@ -65,22 +65,24 @@ impl Nginx {
                 .stderr(log)
                 .spawn()
                 .context("starting nginx")?;
-            let deadline = Instant::now() + Duration::from_secs(10);
-            loop {
+            // Exited (another nginx took the port first: try another) or listening.
+            let up = crate::wait::wait_until(format!("nginx to listen on {port}"), Duration::from_secs(10), || {
                 if let Some(status) = child.try_wait()? {
                     let err = std::fs::read_to_string(prefix.path().join("error.log")).unwrap_or_default();
-                    last_err = Some(format!("nginx exited ({status}): {err}"));
-                    break;
+                    return Ok(Some(Err(format!("nginx exited ({status}): {err}"))));
                 }
-                if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                    return Ok(Nginx { child: Some(child), port, prefix, root: root.to_owned(), https: tls.is_some() });
+                Ok(std::net::TcpStream::connect(("127.0.0.1", port)).is_ok().then_some(Ok(())))
+            });
+            match up {
+                Ok(Ok(())) => {
+                    return Ok(Nginx { child: Some(child), port, prefix, root: root.to_owned(), https: tls.is_some() })
                 }
-                if Instant::now() > deadline {
+                Ok(Err(exited)) => last_err = Some(exited),
+                Err(e) => {
                     let _ = child.kill();
                     let _ = child.wait();
-                    bail!("nginx not listening on {port} after 10 s");
+                    return Err(e);
                 }
-                std::thread::sleep(Duration::from_millis(5));
             }
         }
         bail!("nginx did not start: {}", last_err.unwrap_or_default())

@@ -3,9 +3,11 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context};
+
+use crate::wait::{wait_for, wait_until};
 
 /// Finds one of the workspace's binaries (built by `cargo build --workspace --bins`).
 ///
@@ -87,27 +89,21 @@ impl Daemon {
     }
 
     fn wait_ready(&mut self, ready: &Ready, limit: Duration) -> anyhow::Result<()> {
-        let deadline = Instant::now() + limit;
-        loop {
+        let what = format!("{} to be ready", self.name);
+        let waited = wait_for(what, limit, || {
             if let Some(child) = self.child.as_mut() {
                 if let Some(status) = child.try_wait()? {
                     self.child = None;
-                    bail!("{} exited during start-up ({status}); log:\n{}", self.name, self.log_tail());
+                    bail!("{} exited during start-up ({status})", self.name);
                 }
             }
-            let up = match ready {
+            Ok(match ready {
                 Ready::UnixSocket(p) => std::os::unix::net::UnixStream::connect(p).is_ok(),
                 Ready::Tcp(port) => std::net::TcpStream::connect(("127.0.0.1", *port)).is_ok(),
                 Ready::TcpAddr(addr) => std::net::TcpStream::connect(addr).is_ok(),
-            };
-            if up {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                bail!("{} not ready after {limit:?}; log:\n{}", self.name, self.log_tail());
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
+            })
+        });
+        waited.map_err(|e| anyhow::anyhow!("{e}; log:\n{}", self.log_tail()))
     }
 
     /// The daemon's PID, while it runs.
@@ -130,47 +126,32 @@ impl Daemon {
     /// Waits until the log holds `needle` at least `count` times (20 s at most): the event that proves a thing
     /// happened, instead of a sleep.
     pub fn wait_log(&self, needle: &str, count: usize) -> anyhow::Result<()> {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while self.log().matches(needle).count() < count {
-            if Instant::now() > deadline {
-                bail!("{} did not log {needle:?} {count}x within 20 s; log:\n{}", self.name, self.log_tail());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Ok(())
+        let what = format!("{} to log {needle:?} {count}x", self.name);
+        wait_for(what, Duration::from_secs(20), || Ok(self.log().matches(needle).count() >= count))
+            .map_err(|e| anyhow::anyhow!("{e}; log:\n{}", self.log_tail()))
     }
 
     /// Waits for the daemon to exit by itself (10 s at most): its exit code (`None` for a signal).
     pub fn wait_exit(&mut self) -> anyhow::Result<Option<i32>> {
         let Some(child) = self.child.as_mut() else { bail!("{} is not running", self.name) };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(status) = child.try_wait()? {
-                self.child = None;
-                return Ok(status.code());
-            }
-            if Instant::now() > deadline {
-                bail!("{} still running after 10 s; log:\n{}", self.name, self.log_tail());
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        let what = format!("{} to exit", self.name);
+        let status = wait_until(what, Duration::from_secs(10), || Ok(child.try_wait()?))
+            .map_err(|e| anyhow::anyhow!("{e}; log:\n{}", self.log_tail()))?;
+        self.child = None;
+        Ok(status.code())
     }
 
     /// Sends SIGTERM and waits for exit (5 s, then SIGKILL). Returns whether it exited on SIGTERM cleanly.
     pub fn stop(&mut self) -> anyhow::Result<bool> {
         let Some(mut child) = self.child.take() else { return Ok(false) };
         let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            if let Some(status) = child.try_wait()? {
-                return Ok(status.success());
-            }
-            if Instant::now() > deadline {
+        match wait_until("exit on SIGTERM", Duration::from_secs(5), || Ok(child.try_wait()?)) {
+            Ok(status) => Ok(status.success()),
+            Err(_) => {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Ok(false);
+                Ok(false)
             }
-            std::thread::sleep(Duration::from_millis(5));
         }
     }
 }

@@ -5,18 +5,21 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, ensure, Context};
+use anyhow::{ensure, Context};
 
 use crate::agent;
 use crate::devid::{DevIdLab, LabOptions};
 use crate::nginx::Nginx;
 use crate::process::{Daemon, Ready};
-use crate::single::{provision, start_signer_at, start_signer_publishing, start_verifier, wait_for, Report, SIGN};
+use crate::single::{
+    provision, start_signer_at, start_signer_publishing, start_verifier, wait_for_answer, Report, SIGN,
+};
 use crate::spire::{
     external_plugin, short_dir, verify_svid, AgentOptions, Attestor, Bootstrap, ServerOptions, SpireAgent, SpireServer,
     Svid,
 };
 use crate::swtpm::Swtpm;
+use crate::wait::{wait_for, wait_until};
 
 /// The trust domain of every scenario.
 pub const TRUST_DOMAIN: &str = "example.org";
@@ -43,15 +46,10 @@ pub fn sign_plugin(socket: &Path, cosigners: &[String]) -> anyhow::Result<String
 
 /// Waits until `root`'s published token differs from `previous`; returns it.
 pub fn wait_published(root: &Path, previous: &str) -> anyhow::Result<String> {
-    let deadline = Instant::now() + STEP;
-    loop {
+    wait_until(format!("a new token published in {}", root.display()), STEP, || {
         let now = std::fs::read_to_string(root.join(TOKEN_FILE)).unwrap_or_default();
-        if !now.is_empty() && now != previous {
-            return Ok(now);
-        }
-        ensure!(Instant::now() < deadline, "nothing new published in {} within {STEP:?}", root.display());
-        std::thread::sleep(Duration::from_millis(50));
-    }
+        Ok((!now.is_empty() && now != previous).then_some(now))
+    })
 }
 
 /// A join-token agent bootstrapping through `bootstrap`: healthy, then an SVID for a workload registered under
@@ -86,17 +84,17 @@ pub fn attest_and_fetch(
 
 /// `api fetch x509` until the SVID is `want` and verifies against the server's current bundle.
 pub fn fetch_verified(a: &mut SpireAgent, server: &SpireServer, want: &str) -> anyhow::Result<Svid> {
-    let deadline = Instant::now() + STEP;
-    loop {
+    let mut last = None;
+    let verified = wait_until(format!("an SVID for {want} that verifies"), STEP, || {
         let (id, dir) = a.fetch_x509(STEP)?;
-        let checked = verify_svid(&dir, &server.bundle_pem()?);
-        match checked {
-            Ok(svid) if id == want && svid.id == want => return Ok(svid),
-            Ok(svid) if Instant::now() > deadline => bail!("SVID is {id} (SAN {}), wanted {want}", svid.id),
-            Err(e) if Instant::now() > deadline => return Err(e),
-            _ => std::thread::sleep(Duration::from_millis(500)),
+        match verify_svid(&dir, &server.bundle_pem()?) {
+            Ok(svid) if id == want && svid.id == want => return Ok(Some(svid)),
+            Ok(svid) => last = Some(anyhow::anyhow!("SVID is {id} (SAN {}), wanted {want}", svid.id)),
+            Err(e) => last = Some(e),
         }
-    }
+        Ok(None)
+    });
+    verified.map_err(|e| last.take().map_or(e, |last| last.context(format!("no verified SVID within {STEP:?}"))))
 }
 
 /// A node's verifier in `dir` (config, socket, state, log), refreshing every second, with one keyset per
@@ -123,18 +121,21 @@ fn node_verifier(
 
 /// Waits until the verifier's keyset `main` serves a bundle of `certs` CA certificates.
 fn wait_serving(vsock: &Path, certs: usize, what: &str) -> anyhow::Result<()> {
-    wait_for(vsock, "main", what, |r| r.status == 200 && agent::accept_pem(&r.body).is_ok_and(|n| n == certs))?;
+    wait_for_answer(vsock, "main", what, |r| r.status == 200 && agent::accept_pem(&r.body).is_ok_and(|n| n == certs))?;
     Ok(())
 }
 
 /// `localauthority x509 revoke`, retried while SPIRE still refuses (it may until the taint has propagated).
 fn revoke(server: &SpireServer, authority: &str) -> anyhow::Result<()> {
-    let deadline = Instant::now() + STEP;
-    while let Err(e) = server.local_authority("revoke", Some(authority)) {
-        ensure!(Instant::now() < deadline, "revoke {authority}: {e:#}");
-        std::thread::sleep(Duration::from_millis(500));
-    }
-    Ok(())
+    let mut last = None;
+    wait_for(format!("SPIRE to revoke {authority}"), STEP, || match server.local_authority("revoke", Some(authority)) {
+        Ok(_) => Ok(true),
+        Err(e) => {
+            last = Some(e);
+            Ok(false)
+        }
+    })
+    .map_err(|e| last.take().map_or(e, |last| last.context(format!("revoke {authority}"))))
 }
 
 /// One SPIRE server with its TPMs, signer-unix, nginx, and one node's verifier.

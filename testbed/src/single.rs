@@ -3,9 +3,9 @@
 //! watches is exactly what CI asserts.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{bail, ensure};
+use anyhow::ensure;
 
 use crate::agent;
 use crate::nginx::Nginx;
@@ -109,23 +109,25 @@ pub fn sign_cli(socket: &Path, cosigners: &[&str], bundle: &str) -> anyhow::Resu
 }
 
 /// Polls the verifier as the agent would until `want` holds for the response (20 s at most).
-pub fn wait_for(
+pub fn wait_for_answer(
     socket: &Path,
     instance: &str,
     what: &str,
     want: impl Fn(&agent::AgentResponse) -> bool,
 ) -> anyhow::Result<agent::AgentResponse> {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
+    let mut last = None;
+    let answered = crate::wait::wait_until(what, Duration::from_secs(20), || {
         let resp = agent::get(socket, &agent::bootstrap_path(instance))?;
         if want(&resp) {
-            return Ok(resp);
+            return Ok(Some(resp));
         }
-        if Instant::now() > deadline {
-            bail!("waited 20 s for {what}; last answer {} {:?}", resp.status, resp.body);
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+        last = Some(resp);
+        Ok(None)
+    });
+    answered.map_err(|e| match last.take() {
+        Some(resp) => anyhow::anyhow!("{e}; last answer {} {:?}", resp.status, resp.body),
+        None => e,
+    })
 }
 
 /// Makes a token signed by a key nobody trusts (an RSA key made with openssl), carrying `bundle`.
@@ -225,7 +227,7 @@ pub fn run(report: Report<'_>) -> anyhow::Result<()> {
     let vsock = dir.join("verifier.sock");
     let vconf = write_verifier_config(dir, &vsock, &nginx.url("/spiffetrustbundle.token"))?;
     let mut verifier = start_verifier(dir, &vconf, &vsock)?;
-    let resp = wait_for(&vsock, "main", "the first bundle", |r| r.status == 200)?;
+    let resp = wait_for_answer(&vsock, "main", "the first bundle", |r| r.status == 200)?;
     ensure!(resp.body.trim() == ca1.trim(), "agent got a different bundle: {:?}", resp.body);
     ensure!(agent::accept_pem(&resp.body)? == 1, "agent should see one CA");
     report("  agent: 200, one CA certificate, accepted as SPIRE's agent would (trust_bundle_url + trust_bundle_unix_socket)");
@@ -244,7 +246,7 @@ pub fn run(report: Report<'_>) -> anyhow::Result<()> {
     let ca2 = pki::spire_ca(dir, "example.org", "ca2")?;
     let rotated = format!("{}\n{ca2}", ca1.trim_end());
     let t2 = sign_cli(&primary_socket, &[], &rotated)?;
-    wait_for(&vsock, "main", "the rotated bundle", |r| r.status == 200 && r.body.contains(ca2.trim()))?;
+    wait_for_answer(&vsock, "main", "the rotated bundle", |r| r.status == 200 && r.body.contains(ca2.trim()))?;
     report("  agent now gets 2 CA certificates");
 
     report(
@@ -270,7 +272,7 @@ pub fn run(report: Report<'_>) -> anyhow::Result<()> {
     std::thread::sleep(Duration::from_millis(1100));
     let ca3 = pki::spire_ca(dir, "example.org", "ca3")?;
     sign_cli(&backup_socket, &[], &ca3)?;
-    wait_for(&vsock, "main", "the bundle signed by the backup TPM", |r| {
+    wait_for_answer(&vsock, "main", "the bundle signed by the backup TPM", |r| {
         r.status == 200 && r.body.trim() == ca3.trim()
     })?;
     report("  agent: 200 with the new bundle, verified with the backup key standing in for the primary (6 s token)");
@@ -280,7 +282,7 @@ pub fn run(report: Report<'_>) -> anyhow::Result<()> {
     let resp = agent::get(&vsock, &agent::bootstrap_path("main"))?;
     ensure!(resp.status == 200 && resp.body.trim() == ca3.trim(), "cache not served while nginx is down: {resp:?}");
     report("  nginx down: 200 from the cache");
-    let resp = wait_for(&vsock, "main", "expiry", |r| r.status == 503)?;
+    let resp = wait_for_answer(&vsock, "main", "expiry", |r| r.status == 503)?;
     report(&format!("  after the token's exp: 503 ({})", resp.body.trim()));
     drop(verifier);
     Ok(())

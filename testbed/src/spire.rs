@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, ensure, Context};
 use sha2::Digest;
@@ -48,6 +48,7 @@ pub fn short_dir(prefix: &str) -> anyhow::Result<tempfile::TempDir> {
 }
 
 use crate::ports::free_port;
+use crate::wait::{wait_for, wait_until};
 
 /// Lowercase hex SHA-256 of a file (SPIRE's `plugin_checksum`).
 pub fn sha256_file(path: &Path) -> anyhow::Result<String> {
@@ -121,36 +122,26 @@ impl Proc {
     fn stop(&mut self) -> bool {
         let Some(mut child) = self.child.take() else { return false };
         let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let clean = loop {
-            match child.try_wait() {
-                Ok(Some(_)) => break true,
-                Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
-                _ => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    break false;
-                }
-            }
-        };
+        let clean = wait_until("exit on SIGTERM", Duration::from_secs(10), || Ok(child.try_wait()?)).is_ok();
+        if !clean {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
         self.quiet = clean;
         clean
     }
 
     fn wait_log(&mut self, needle: &str, count: usize, limit: Duration) -> anyhow::Result<()> {
-        let deadline = Instant::now() + limit;
-        loop {
+        let what = format!("{} to log {needle:?} ({count}x)", self.name);
+        wait_for(what, limit, || {
             if self.log().matches(needle).count() >= count {
-                return Ok(());
+                return Ok(true);
             }
             if let Some(status) = self.exited()? {
                 bail!("{} exited ({status}) before logging {needle:?}", self.name);
             }
-            if Instant::now() > deadline {
-                bail!("{} did not log {needle:?} ({count}x) within {limit:?}", self.name);
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+            Ok(false)
+        })
     }
 }
 
@@ -249,17 +240,13 @@ impl SpireServer {
     /// its log.
     pub fn start_refused(opts: &ServerOptions) -> anyhow::Result<String> {
         let mut server = Self::spawn(opts)?;
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(status) = server.proc.exited()? {
-                ensure!(!status.success(), "spire-server exited 0");
-                server.proc.quiet = true;
-                return Ok(server.log());
-            }
+        let status = wait_until("spire-server to refuse its config and exit", Duration::from_secs(60), || {
             ensure!(server.cli(&["healthcheck"]).is_err(), "spire-server became healthy");
-            ensure!(Instant::now() < deadline, "spire-server neither failed nor became healthy");
-            std::thread::sleep(Duration::from_millis(100));
-        }
+            server.proc.exited()
+        })?;
+        ensure!(!status.success(), "spire-server exited 0");
+        server.proc.quiet = true;
+        Ok(server.log())
     }
 
     fn spawn(opts: &ServerOptions) -> anyhow::Result<SpireServer> {
@@ -292,19 +279,12 @@ impl SpireServer {
     }
 
     fn wait_healthy(&mut self, limit: Duration) -> anyhow::Result<()> {
-        let deadline = Instant::now() + limit;
-        loop {
+        wait_for("spire-server to be healthy", limit, || {
             if let Some(status) = self.proc.exited()? {
                 bail!("spire-server exited during start-up ({status})");
             }
-            if self.cli(&["healthcheck"]).is_ok() {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                bail!("spire-server not healthy after {limit:?}");
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+            Ok(self.cli(&["healthcheck"]).is_ok())
+        })
     }
 
     /// `spire-server <args> -socketPath S`: stdout.
@@ -567,44 +547,32 @@ impl SpireAgent {
 
     /// Waits until `healthcheck` answers (the agent attested and serves the Workload API).
     pub fn wait_healthy(&mut self, limit: Duration) -> anyhow::Result<()> {
-        let deadline = Instant::now() + limit;
-        let socket = self.socket.display().to_string();
-        loop {
+        wait_for("spire-agent to be healthy", limit, || {
             if let Some(status) = self.proc()?.exited()? {
                 bail!("spire-agent exited ({status}) before it was healthy");
             }
-            if cli(&self.bin, &["healthcheck", "-socketPath", &socket]).is_ok() {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                bail!("spire-agent not healthy after {limit:?}");
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
+            Ok(self.healthy())
+        })
     }
 
     /// [`SpireAgent::wait_healthy`] under a supervisor: an agent that exits with an error is started again with
     /// `opts` on its `data_dir`, as systemd's `Restart=on-failure` does. Returns how many restarts it took.
     pub fn wait_healthy_supervised(&mut self, opts: &AgentOptions, limit: Duration) -> anyhow::Result<usize> {
-        let deadline = Instant::now() + limit;
         let mut restarts = 0;
-        loop {
+        wait_for("spire-agent to be healthy under its supervisor", limit, || {
             let proc = self.proc()?;
             if let Some(status) = proc.exited()? {
                 ensure!(!status.success(), "spire-agent exited 0");
-                ensure!(Instant::now() < deadline && restarts < 5, "spire-agent keeps exiting ({status})");
+                ensure!(restarts < 5, "spire-agent keeps exiting ({status})");
                 proc.quiet = true; // the next run appends to the same log
                 self.proc = None;
                 restarts += 1;
                 self.restart(opts)?;
-                continue;
+                return Ok(false);
             }
-            if self.healthy() {
-                return Ok(restarts);
-            }
-            ensure!(Instant::now() < deadline, "spire-agent not healthy after {limit:?}");
-            std::thread::sleep(Duration::from_millis(200));
-        }
+            Ok(self.healthy())
+        })?;
+        Ok(restarts)
     }
 
     /// The Workload API socket (it appears once the agent has attested and holds its SVID).
@@ -624,26 +592,27 @@ impl SpireAgent {
         std::fs::create_dir_all(&out_dir)?;
         let socket = self.socket.display().to_string();
         let dir = out_dir.display().to_string();
-        let deadline = Instant::now() + limit;
-        loop {
+        let mut last = None;
+        let fetched = wait_until("an X509-SVID from the Workload API", limit, || {
             match cli(&self.bin, &["api", "fetch", "x509", "-socketPath", &socket, "-timeout", "5s", "-write", &dir]) {
-                Ok(out) => {
-                    let id = out
-                        .lines()
-                        .find_map(|l| l.trim().strip_prefix("SPIFFE ID:"))
-                        .map(|s| s.trim().to_owned())
-                        .with_context(|| format!("no SPIFFE ID in {out:?}"))?;
-                    return Ok((id, out_dir));
-                }
-                Err(e) if Instant::now() > deadline => return Err(e.context(format!("no SVID after {limit:?}"))),
-                Err(_) => {
+                Ok(out) => Ok(Some(out)),
+                Err(e) => {
                     if let Some(status) = self.proc()?.exited()? {
                         bail!("spire-agent exited ({status}) while waiting for an SVID");
                     }
-                    std::thread::sleep(Duration::from_millis(500));
+                    last = Some(e);
+                    Ok(None)
                 }
             }
-        }
+        });
+        let out =
+            fetched.map_err(|e| last.take().map_or(e, |last| last.context(format!("no SVID after {limit:?}"))))?;
+        let id = out
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("SPIFFE ID:"))
+            .map(|s| s.trim().to_owned())
+            .with_context(|| format!("no SPIFFE ID in {out:?}"))?;
+        Ok((id, out_dir))
     }
 
     /// The whole log so far.

@@ -6,7 +6,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context};
 
@@ -32,6 +32,7 @@ pub struct Swtpm {
 }
 
 use crate::ports::free_port_pair;
+use crate::wait::wait_for;
 
 fn answers(port: u16) -> bool {
     let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else { return false };
@@ -145,24 +146,19 @@ impl Swtpm {
             .spawn()
             .context("starting swtpm (make test installs it: apt-get install swtpm swtpm-tools)")?;
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(child) = self.child.as_mut() {
-                if let Some(status) = child.try_wait()? {
-                    self.child = None;
-                    let err = std::fs::read_to_string(dir.join("stderr")).unwrap_or_default();
-                    bail!("swtpm exited ({status}): {err}");
-                }
+        let port = self.port;
+        let up = wait_for(format!("swtpm to answer on port {port}"), Duration::from_secs(10), || {
+            if let Some(status) = self.child.as_mut().map(Child::try_wait).transpose()?.flatten() {
+                self.child = None;
+                let err = std::fs::read_to_string(dir.join("stderr")).unwrap_or_default();
+                bail!("swtpm exited ({status}): {err}");
             }
-            if answers(self.port) {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                self.kill();
-                bail!("swtpm on port {} not answering after 10 s", self.port);
-            }
-            std::thread::sleep(Duration::from_millis(2));
+            Ok(answers(port))
+        });
+        if up.is_err() {
+            self.kill();
         }
+        up
     }
 
     /// Stops the process after an orderly TPM2_Shutdown, as a machine's restart does: without it the TPM counts
@@ -218,14 +214,15 @@ impl Swtpm {
     /// Starts the TPM again on the same state and ports (retrying while the ports are released).
     pub fn restart(&mut self) -> anyhow::Result<()> {
         self.kill();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            match self.spawn() {
-                Ok(()) => return Ok(()),
-                Err(e) if Instant::now() > deadline => return Err(e),
-                Err(_) => std::thread::sleep(Duration::from_millis(20)),
+        let mut last = None;
+        wait_for("swtpm to start again on its ports", Duration::from_secs(10), || match self.spawn() {
+            Ok(()) => Ok(true),
+            Err(e) => {
+                last = Some(e);
+                Ok(false)
             }
-        }
+        })
+        .map_err(|e| last.take().map_or(e, |last| last.context("swtpm did not start again within 10 s")))
     }
 
     /// Restarts the TPM on the same state behind a unix socket (`--server type=unixio`), the way SPIRE's own
@@ -248,26 +245,23 @@ impl Swtpm {
             .spawn()
             .context("starting swtpm")?;
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
+        let what = format!("swtpm to answer on {}", socket.display());
+        let up = wait_for(what, Duration::from_secs(10), || {
             if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
                 self.child = None;
                 bail!("swtpm exited ({status}): {}", std::fs::read_to_string(dir.join("stderr")).unwrap_or_default());
             }
-            if let Ok(mut s) = std::os::unix::net::UnixStream::connect(&socket) {
-                let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
-                let mut head = [0u8; 10];
-                if s.write_all(&GET_RANDOM).is_ok() && s.read_exact(&mut head).is_ok() && head[6..10] == [0, 0, 0, 0] {
-                    self.unixio = Some(socket.clone());
-                    return Ok(socket);
-                }
-            }
-            if Instant::now() > deadline {
-                self.kill();
-                bail!("swtpm on {} not answering after 10 s", socket.display());
-            }
-            std::thread::sleep(Duration::from_millis(5));
+            let Ok(mut s) = std::os::unix::net::UnixStream::connect(&socket) else { return Ok(false) };
+            let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+            let mut head = [0u8; 10];
+            Ok(s.write_all(&GET_RANDOM).is_ok() && s.read_exact(&mut head).is_ok() && head[6..10] == [0, 0, 0, 0])
+        });
+        if let Err(e) = up {
+            self.kill();
+            return Err(e);
         }
+        self.unixio = Some(socket.clone());
+        Ok(socket)
     }
 
     /// Runs a tpm2-tools command against this TPM; returns stdout, or an error with stderr.

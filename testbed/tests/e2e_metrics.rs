@@ -7,12 +7,14 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::time::Duration;
 
 use testbed::agent::{self, http_get};
 use testbed::nginx::Nginx;
 use testbed::process::{Daemon, Ready};
-use testbed::single::{provision, sign_cli, start_signer_publishing, start_verifier, wait_for};
+use testbed::single::{provision, sign_cli, start_signer_publishing, start_verifier, wait_for_answer};
 use testbed::swtpm::Swtpm;
+use testbed::wait::wait_for;
 
 fn free_addr() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], testbed::ports::free_port().unwrap()))
@@ -145,7 +147,7 @@ fn every_daemon_exports_metrics_promtool_accepts_and_counts_what_happened() {
     let bad = agent::tcp_from("127.0.0.1".parse().unwrap(), http_b, &agent::post("/sign", "application/jwt", b"a.b.c"))
         .unwrap();
     assert_eq!(bad.status, 400);
-    wait_for(&vsock, "main", "the bundle", |r| r.status == 200).unwrap();
+    wait_for_answer(&vsock, "main", "the bundle", |r| r.status == 200).unwrap();
     assert_eq!(agent::get(&vsock, &agent::bootstrap_path("nope")).unwrap().status, 404);
     let health = http_get(m_verifier, "/healthz").unwrap();
     assert_eq!((health.status, health.body.trim()), (200, "ok: serving main"));
@@ -245,7 +247,7 @@ fn prometheus_with_the_shipped_rules_fires_the_fetch_alert_once_nginx_stops() {
     let vsock = dir.join("verifier.sock");
     let vconf = verifier_config(dir, &vsock, &nginx, m_verifier);
     let _verifier = start_verifier(dir, &vconf, &vsock).unwrap();
-    wait_for(&vsock, "main", "the bundle", |r| r.status == 200).unwrap();
+    wait_for_answer(&vsock, "main", "the bundle", |r| r.status == 200).unwrap();
 
     let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/prometheus/alerts.yml");
     let web = free_addr();
@@ -276,21 +278,14 @@ fn prometheus_with_the_shipped_rules_fires_the_fetch_alert_once_nginx_stops() {
             .map(|r| r.body.contains("\"keyset\":\"main\""))
             .unwrap_or(false)
     };
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while !scraped() {
-        assert!(std::time::Instant::now() < deadline, "Prometheus never scraped the verifier");
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    }
+    wait_for("Prometheus to scrape the verifier", Duration::from_secs(30), || Ok(scraped())).unwrap();
     let firing = |name: &str| alerts(web).iter().any(|(n, s)| n == name && s == "firing");
     assert!(!firing("SpireTrustBundleFetchFailing"), "fetch alert firing while nginx serves: {:?}", alerts(web));
     assert!(!firing("SpireTrustBundleExpiresSoon"), "{:?}", alerts(web));
 
     nginx.stop();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(40);
-    while !firing("SpireTrustBundleFetchFailing") {
-        assert!(std::time::Instant::now() < deadline, "the fetch alert never fired: {:?}", alerts(web));
-        std::thread::sleep(std::time::Duration::from_millis(250));
-    }
+    wait_for("the fetch alert to fire", Duration::from_secs(40), || Ok(firing("SpireTrustBundleFetchFailing")))
+        .unwrap_or_else(|e| panic!("{e}: {:?}", alerts(web)));
     // The node still serves its cached bundle: only the fetch alert fires, not the expiry one.
     assert!(!firing("SpireTrustBundleExpiresSoon"), "{:?}", alerts(web));
     assert_eq!(agent::get(&vsock, &agent::bootstrap_path("main")).unwrap().status, 200);

@@ -235,11 +235,10 @@ fn logs_carry_no_colour_escapes_and_no_tss_internals() {
     )
     .unwrap();
     let mut daemon = command(&[&config.display().to_string()], &dir.join("daemon.log")).spawn().unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while std::os::unix::net::UnixStream::connect(&socket).is_err() {
-        assert!(std::time::Instant::now() < deadline, "signer-unix did not start");
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
+    testbed::wait::wait_for("signer-unix to listen", std::time::Duration::from_secs(10), || {
+        Ok(std::os::unix::net::UnixStream::connect(&socket).is_ok())
+    })
+    .unwrap();
     let ca = pki::spire_ca(dir, "example.org", "ca").unwrap();
     let signed = sign_cli(&socket, &[], &ca);
     let _ = daemon.kill();

@@ -13,6 +13,7 @@ use testbed::pki;
 use testbed::process::{run_bin, Daemon, Ready};
 use testbed::single::{provision, sign_cli, start_signer, VERIFIER};
 use testbed::swtpm::Swtpm;
+use testbed::wait::{wait_for, wait_until};
 
 struct Fixture {
     tmp: tempfile::TempDir,
@@ -82,11 +83,7 @@ impl Fixture {
 
 /// Waits until `log` holds `needle` at least `count` times (20 s at most).
 fn wait_log(d: &Daemon, needle: &str, count: usize) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while d.log().matches(needle).count() < count {
-        assert!(Instant::now() < deadline, "waited for {count}x {needle:?}; log:\n{}", d.log_tail());
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    d.wait_log(needle, count).unwrap();
 }
 
 fn get(socket: &Path, path: &str) -> agent::AgentResponse {
@@ -140,11 +137,10 @@ fn corrupt_and_truncated_tokens_served_by_nginx_are_never_served() {
     let (v, s) = f.start("v", &f.config("v", &f.main_keyset(&f.token_url(), &[])));
     assert_eq!(get(&s, &bootstrap_path("main")).body, f.ca);
     // While nothing changes, the verifier asks conditionally and nginx answers 304 Not Modified.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !f.nginx.access_log().contains("\" 304 ") {
-        assert!(Instant::now() < deadline, "no conditional GET seen by nginx:\n{}", f.nginx.access_log());
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for("a conditional GET answered 304 by nginx", Duration::from_secs(20), || {
+        Ok(f.nginx.access_log().contains("\" 304 "))
+    })
+    .unwrap_or_else(|e| panic!("{e}:\n{}", f.nginx.access_log()));
     let www = f.dir().join("www/spiffetrustbundle.token");
     let mut flipped = f.good.clone().into_bytes();
     let mid = flipped.len() / 2;
@@ -162,16 +158,11 @@ fn corrupt_and_truncated_tokens_served_by_nginx_are_never_served() {
         // nginx's validators come from size and mtime (1 s resolution): give each version its own mtime.
         let stamp = format!("@{}", 1_600_000_000 + i);
         assert!(std::process::Command::new("touch").args(["-m", "-d", &stamp]).arg(&www).status().unwrap().success());
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
+        rejections = wait_until(format!("{case}: a rejection logged"), Duration::from_secs(20), || {
             let n = v.log().matches("source failed").count() + v.log().matches("token rejected").count();
-            if n > rejections {
-                rejections = n;
-                break;
-            }
-            assert!(Instant::now() < deadline, "{case}: no rejection logged:\n{}", v.log_tail());
-            std::thread::sleep(Duration::from_millis(20));
-        }
+            Ok((n > rejections).then_some(n))
+        })
+        .unwrap_or_else(|e| panic!("{e}:\n{}", v.log_tail()));
         let r = get(&s, &bootstrap_path("main"));
         assert_eq!((r.status, r.body.as_str()), (200, f.ca.as_str()), "{case}: last good bundle not served");
     }
@@ -210,11 +201,7 @@ fn a_damaged_state_file_is_reported_and_ignored() {
         assert_eq!(get(&s, &bootstrap_path("main")).status, 200);
         wait_log(&v, "accepted a new bundle", 1);
         // The state is written off the event loop, after the bundle is served: wait for the file itself.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !state.exists() {
-            assert!(Instant::now() < deadline, "the verifier never persisted its state");
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        wait_for("the verifier to persist its state", Duration::from_secs(10), || Ok(state.exists())).unwrap();
     }
     let full = std::fs::read_to_string(&state).unwrap();
     let forged = full.replace("\"signed_at\":", "\"signed_at\":1").replace("\"signed_at\":1", "\"signed_at\":9");
@@ -400,11 +387,8 @@ fn concurrent_requests_share_one_attempt_when_nothing_is_held() {
     )
     .unwrap();
     // The start-up refresh is in flight once the source has its first connection.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while accepted.load(Ordering::SeqCst) == 0 {
-        assert!(Instant::now() < deadline, "the verifier never contacted its source");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_for("the verifier to contact its source", Duration::from_secs(10), || Ok(accepted.load(Ordering::SeqCst) > 0))
+        .unwrap();
     let agents: Vec<_> = (0..6)
         .map(|_| {
             let socket = socket.clone();

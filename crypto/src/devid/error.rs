@@ -3,6 +3,7 @@
 
 /// A TPM structure that does not parse.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum Tpm2Error {
     /// Input ends early.
     #[error("{what} is truncated")]
@@ -30,6 +31,7 @@ pub enum Tpm2Error {
 
 /// Why an X.509 chain did not verify.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum ChainError {
     /// A certificate is outside its validity period.
     #[error("certificate {subject:?} is not valid now (valid {not_before}..{not_after} unix seconds)")]
@@ -93,6 +95,7 @@ pub enum ChainError {
 
 /// Why certificate bytes are not a certificate.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum CertError {
     /// Not an X.509 certificate.
     #[error("{0}")]

@@ -176,6 +176,7 @@ pub fn payload(chain: &[Vec<u8>], evidence: Evidence) -> AttestationRequest {
 
 /// Why the agent side failed, per step.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum AgentError {
     /// The TPM work failed.
     #[error("{step}: {source}")]

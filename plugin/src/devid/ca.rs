@@ -22,6 +22,7 @@ const ECDSA_WITH_SHA256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.84
 
 /// Why a certificate was not issued.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum CaError {
     /// The CSR is not a PEM certificate request.
     #[error("CSR: not a PEM CERTIFICATE REQUEST: {0}")]

@@ -18,6 +18,7 @@ const ECDSA_WITH_SHA256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.84
 
 /// Why a request could not be built.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum CsrError {
     /// The subject common name is not usable.
     #[error("subject CN {0:?} is not usable")]

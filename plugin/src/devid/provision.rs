@@ -26,6 +26,7 @@ pub struct ProvisionRequest {
 
 /// Why provisioning failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ProvisionError {
     /// The TPM refused or failed.
     #[error(transparent)]

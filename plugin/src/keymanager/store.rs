@@ -15,6 +15,7 @@ pub const FILE: &str = "keys.sqlite";
 
 /// Why the store failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum StoreError {
     /// SQLite failed.
     #[error("{path}: {source}")]

@@ -126,6 +126,7 @@ pub fn ok(content_type: &'static str, body: impl Into<Bytes>) -> Reply {
 
 /// Why a request body could not be read; each maps to one status.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum BodyError {
     /// Larger than the limit.
     #[error("request body larger than {0} bytes")]

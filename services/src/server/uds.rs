@@ -12,6 +12,7 @@ use tokio::net::{UnixListener, UnixStream};
 
 /// Why a unix socket could not be bound.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum BindError {
     /// The path exists and is not a socket; we refuse to remove it.
     #[error("{path}: exists and is not a socket; refusing to replace it")]
@@ -66,6 +67,7 @@ pub async fn bind(path: &Path, mode: u32) -> Result<UnixListener, BindError> {
 
 /// Why a socket passed by systemd (socket activation) cannot be used.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum InheritError {
     /// `LISTEN_FDS` is set but `LISTEN_PID` is absent or names another process.
     #[error("socket activation: LISTEN_FDS is set but LISTEN_PID {0:?} is not this process")]

@@ -33,6 +33,7 @@ use common::signer_client::{SignerClient, SignerClientError};
 
 /// Why signer-http could not start.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum RunError {
     /// The metrics endpoint could not start.
     #[error(transparent)]

@@ -17,6 +17,7 @@ struct Job {
 
 /// Why a signature could not be had.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum QueueError {
     /// Too many requests are already waiting for the TPM.
     #[error("TPM queue full ({0} requests waiting)")]

@@ -16,6 +16,7 @@ use common::fsutil;
 
 /// Why the daemon could not run.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum RunError {
     /// The socket could not be bound.
     #[error(transparent)]

@@ -75,6 +75,7 @@ impl std::fmt::Display for Source {
 
 /// Why a source URL is unusable.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum SourceError {
     /// `file://relative`.
     #[error("file URLs must be absolute (file:///path)")]
@@ -113,6 +114,7 @@ pub struct KeysetConfig {
 
 /// Why a keyset refused a token.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Rejection {
     /// A layer failed the policy.
     #[error(transparent)]

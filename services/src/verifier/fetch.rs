@@ -29,6 +29,7 @@ pub enum Fetched {
 
 /// Why a source failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum FetchError {
     /// Transport failure.
     #[error(transparent)]

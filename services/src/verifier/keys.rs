@@ -18,6 +18,7 @@ use crypto::policy::Policy;
 
 /// Why a stored keyset state cannot be used.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum StateError {
     /// The file exists but cannot be read.
     #[error("cannot read it")]

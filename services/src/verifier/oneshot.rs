@@ -12,6 +12,7 @@ use common::clock::Clock;
 
 /// Why one-shot verification failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum OneShotError {
     /// No such keyset.
     #[error("keyset {0:?} is not in the config")]
@@ -38,6 +39,7 @@ pub enum OneShotError {
 
 /// Why one source gave no valid token.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Failure {
     /// The fetch failed.
     #[error(transparent)]

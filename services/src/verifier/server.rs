@@ -22,6 +22,7 @@ use common::clock::Clock;
 
 /// Why the verifier could not run.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum RunError {
     /// The socket could not be bound.
     #[error(transparent)]

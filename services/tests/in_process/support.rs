@@ -43,12 +43,36 @@ where
     Running { stop: Some(stop) }
 }
 
-pub(crate) async fn wait_for_socket(path: &Path) {
+/// Polls `probe` every 20 ms until it answers `Ok`, and returns that; after 10 s, panics with `what` and the
+/// last `Err` it saw (what the probe found instead). The one way these tests wait for an event.
+pub(crate) async fn eventually<T, F, Fut>(what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
     let deadline = Instant::now() + Duration::from_secs(10);
-    while tokio::net::UnixStream::connect(path).await.is_err() {
-        assert!(Instant::now() < deadline, "{} never accepted", path.display());
-        tokio::time::sleep(Duration::from_millis(5)).await;
+    loop {
+        match probe().await {
+            Ok(value) => return value,
+            Err(seen) => assert!(Instant::now() < deadline, "waited 10 s for {what}: {seen}"),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// `Ok(())` when `condition` holds, else `Err(seen)`: for [`eventually`].
+pub(crate) fn holds(condition: bool, seen: impl FnOnce() -> String) -> Result<(), String> {
+    if condition {
+        Ok(())
+    } else {
+        Err(seen())
+    }
+}
+
+pub(crate) async fn wait_for_socket(path: &Path) {
+    let what = format!("{} to accept", path.display());
+    eventually(&what, || async { holds(tokio::net::UnixStream::connect(path).await.is_ok(), || "refused".into()) })
+        .await;
 }
 
 pub(crate) fn pem(key: &SoftwareKey) -> String {
@@ -145,11 +169,10 @@ pub(crate) async fn signer_http_by(
     );
     let cfg = services::signer_http::SignerHttpConfig::parse(&dir.join("signer-http.conf"), &text).unwrap();
     let running = spawn(move |stop| services::signer_http::run_with(cfg, clock, async move { drop(stop.await) }));
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
-        assert!(Instant::now() < deadline, "signer-http never listened");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    eventually("signer-http to listen", || async {
+        holds(tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok(), || "refused".into())
+    })
+    .await;
     (running, port)
 }
 

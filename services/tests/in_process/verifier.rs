@@ -40,15 +40,15 @@ async fn verifier_serves_only_a_bundle_it_verified() {
     assert_eq!(refused.status, StatusCode::SERVICE_UNAVAILABLE, "a forged token was served");
     // The genuine token: served, and the state the verifier persisted is the genuine one.
     std::fs::write(&token_file, &token).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let served = loop {
+    let served = eventually("the genuine bundle served", || async {
         let r = get("/trustbundle?instance=main").await;
         if r.status == StatusCode::OK {
-            break r;
+            Ok(r)
+        } else {
+            Err(r.status.to_string())
         }
-        assert!(Instant::now() < deadline, "never served the genuine bundle: {:?}", r.status);
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    })
+    .await;
     assert_eq!(served.body, CA.as_bytes());
     let spiffe = get("/trustbundle?instance=main&format=spiffe").await;
     assert_eq!(spiffe.status, StatusCode::OK);
@@ -91,11 +91,11 @@ async fn verifier_with_a_threshold_keyset_serves_two_of_three_and_refuses_one() 
     let status = || async { client.send(Method::GET, &url, &[], Bytes::new()).await.unwrap().status };
     assert_eq!(status().await, StatusCode::SERVICE_UNAVAILABLE, "one signature of a 2-of-3 keyset was served");
     std::fs::write(&token_file, &c_then_a).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while status().await != StatusCode::OK {
-        assert!(Instant::now() < deadline, "2 of 3 (key 2 inside, key 0 outside) never served");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually("2 of 3 (key 2 inside, key 0 outside) served", || async {
+        let got = status().await;
+        holds(got == StatusCode::OK, || got.to_string())
+    })
+    .await;
 }
 
 /// A keyset bound to `trust-domain: example.org`: a bundle signed for it is served; signed for another, or
@@ -201,15 +201,11 @@ async fn the_verifier_counts_each_rejection_by_reason_and_shows_the_backup_in_us
     let until = |what: &'static str, name: String, want: fn(f64) -> bool| {
         let client = client.clone();
         async move {
-            let deadline = Instant::now() + Duration::from_secs(10);
-            loop {
+            eventually(what, || async {
                 let got = scrape(&client, metrics, &name).await;
-                if got.is_some_and(want) {
-                    return;
-                }
-                assert!(Instant::now() < deadline, "{what}: {name} = {got:?}");
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
+                holds(got.is_some_and(want), || format!("{name} = {got:?}"))
+            })
+            .await
         }
     };
     let rejected = |reason: &str| series("rejections_total", &format!(",reason=\"{reason}\""));
@@ -244,15 +240,11 @@ async fn the_rollback_floor_survives_a_restart_after_the_key_that_set_it_was_ret
     let keyset =
         format!("    chain: [a.pem]\n    keys-url: file://{}\nmetrics-addr: \"{metrics}\"\n", keys_file.display());
     let wait = |what: &'static str, client: HttpClient, socket: PathBuf, want: StatusCode| async move {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
+        eventually(what, || async {
             let status = get_bundle(client.clone(), socket.clone()).await.status;
-            if status == want {
-                return;
-            }
-            assert!(Instant::now() < deadline, "{what}: still {status}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+            holds(status == want, || format!("still {status}"))
+        })
+        .await
     };
     // a's bundle is served; then the update to chain [b] arrives and a's bundle is no longer served.
     std::fs::write(dir.path().join("token"), bundle_token(&a, now - 10)).unwrap();
@@ -267,11 +259,10 @@ async fn the_rollback_floor_survives_a_restart_after_the_key_that_set_it_was_ret
         wait("a retired", client, socket, StatusCode::SERVICE_UNAVAILABLE).await;
     }
     // The stopped verifier lets go of its metrics port (the event a restart needs), then it restarts.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpListener::bind(metrics).is_err() {
-        assert!(Instant::now() < deadline, "the stopped verifier kept its metrics port");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually("the stopped verifier to free its metrics port", || async {
+        holds(std::net::TcpListener::bind(metrics).is_ok(), || "still bound".into())
+    })
+    .await;
     // Restarted: b's token older than a's last one is a rollback; b's newer one is served.
     std::fs::write(dir.path().join("token"), bundle_token(&b, now - 100)).unwrap();
     let (_v, socket, client) = verifier(dir.path(), "main", &keyset).await;
@@ -290,11 +281,10 @@ async fn the_rollback_floor_survives_a_restart_after_the_key_that_set_it_was_ret
                 .unwrap_or(0)
         }
     };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while rollbacks().await == 0 {
-        assert!(Instant::now() < deadline, "b's older token was never refused as a rollback");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually("b's older token refused as a rollback", || async {
+        holds(rollbacks().await > 0, || "no rollback counted".into())
+    })
+    .await;
     assert_eq!(get_bundle(client.clone(), socket.clone()).await.status, StatusCode::SERVICE_UNAVAILABLE);
     std::fs::write(dir.path().join("token"), bundle_token(&b, now)).unwrap();
     wait("b's newer bundle", client, socket, StatusCode::OK).await;
@@ -322,16 +312,16 @@ async fn a_keyset_update_missing_at_keys_url_is_taken_from_a_mirror() {
     );
     let (_v, socket, client) = verifier(dir.path(), "main", &keyset).await;
     let url = HttpUrl::unix(&socket, "/trustbundle?instance=main");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
+    let served = eventually("the mirror's update taken", || async {
         let r = client.send(Method::GET, &url, &[], Bytes::new()).await.unwrap();
         if r.status == StatusCode::OK {
-            assert_eq!(r.body, CA.as_bytes());
-            break;
+            Ok(r)
+        } else {
+            Err(r.status.to_string())
         }
-        assert!(Instant::now() < deadline, "the mirror's update was never taken: {}", r.status);
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    })
+    .await;
+    assert_eq!(served.body, CA.as_bytes());
 }
 
 /// An idle keep-alive connection on a unix socket is closed after the 5 s idle limit (ServerLimits'

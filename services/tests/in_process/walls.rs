@@ -7,7 +7,7 @@
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use common::client::{HttpClient, HttpUrl};
@@ -173,15 +173,11 @@ async fn publish_takes_cosigned_tokens_without_a_chain_and_names_the_failing_lay
 
 /// Polls the agent's request until it answers `want` (10 s at most).
 async fn until_status(client: &HttpClient, socket: &Path, want: StatusCode, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
+    eventually(what, || async {
         let got = get_bundle(client.clone(), socket.to_owned()).await.status;
-        if got == want {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{what}: still {got}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        holds(got == want, || format!("still {got}"))
+    })
+    .await
 }
 
 /// Every keys source counts. The old verifier stopped at the first that answered anything: with `keys-url` down
@@ -275,11 +271,10 @@ async fn a_corrupt_keys_state_trusts_nothing_until_it_is_removed() {
     {
         let (_v, socket, client) = verifier(dir.path(), "main", &keyset).await;
         let series = "spire_attestor_tpm_verifier_rejections_total{keyset=\"main\",reason=\"keys_state\"}";
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while scrape(&client, metrics, series).await.unwrap_or(0.0) < 1.0 {
-            assert!(Instant::now() < deadline, "a's token was never refused for the unusable state");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        eventually("a's token refused for the unusable state", || async {
+            holds(scrape(&client, metrics, series).await.unwrap_or(0.0) >= 1.0, || format!("{series} < 1"))
+        })
+        .await;
         assert_eq!(get_bundle(client.clone(), socket.clone()).await.status, StatusCode::SERVICE_UNAVAILABLE);
         let url = HttpUrl::parse(&format!("http://{metrics}/healthz")).unwrap();
         let health = client.send(Method::GET, &url, &[], Bytes::new()).await.unwrap();
@@ -295,11 +290,8 @@ async fn a_corrupt_keys_state_trusts_nothing_until_it_is_removed() {
 
 /// Waits until a stopped daemon lets go of `addr` (the event a restart on the same port needs).
 async fn wait_until_free(addr: std::net::SocketAddr) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpListener::bind(addr).is_err() {
-        assert!(Instant::now() < deadline, "the stopped verifier kept {addr}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let what = format!("the stopped verifier to let go of {addr}");
+    eventually(&what, || async { holds(std::net::TcpListener::bind(addr).is_ok(), || "still bound".into()) }).await;
 }
 
 /// A mirror that serves an older token than the one accepted from `url` is a rollback: refused, counted, and the
@@ -319,11 +311,10 @@ async fn an_older_token_from_a_mirror_is_a_rollback() {
     until_status(&client, &socket, StatusCode::OK, "the newer token").await;
     std::fs::remove_file(dir.path().join("token")).unwrap();
     let series = "spire_attestor_tpm_verifier_rejections_total{keyset=\"main\",reason=\"rollback\"}";
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while scrape(&client, metrics, series).await.unwrap_or(0.0) < 1.0 {
-        assert!(Instant::now() < deadline, "the mirror's older token was never refused as a rollback");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually("the mirror's older token refused as a rollback", || async {
+        holds(scrape(&client, metrics, series).await.unwrap_or(0.0) >= 1.0, || format!("{series} < 1"))
+    })
+    .await;
     let served = get_bundle(client.clone(), socket.clone()).await;
     assert_eq!((served.status, served.body.as_ref()), (StatusCode::OK, CA.as_bytes()));
 }
@@ -421,21 +412,17 @@ async fn signer_http_metrics_answer_its_allowed_peers_only() {
     let (_http, _) =
         signer_http_with(dir.path(), &local_socket, &k, &format!("metrics-addr: \"0.0.0.0:{port}\"\n")).await;
     let target = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    let deadline = Instant::now() + Duration::from_secs(10);
     let read_all = |mut s: tokio::net::TcpStream| async move {
         let _ = s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
         let mut out = Vec::new();
         let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
         out
     };
-    loop {
-        if let Ok(s) = tokio::net::TcpStream::connect(target).await {
-            assert!(read_all(s).await.starts_with(b"HTTP/1.1 200"), "127.0.0.1 (this host) is answered");
-            break;
-        }
-        assert!(Instant::now() < deadline, "metrics never listened");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let s = eventually("metrics to listen", || async {
+        tokio::net::TcpStream::connect(target).await.map_err(|e| e.to_string())
+    })
+    .await;
+    assert!(read_all(s).await.starts_with(b"HTTP/1.1 200"), "127.0.0.1 (this host) is answered");
     let other = read_all(connect_from([127, 0, 0, 2], target).await).await;
     assert!(other.is_empty(), "127.0.0.2 is not in allowed-addrs, yet: {}", String::from_utf8_lossy(&other));
 }

@@ -861,6 +861,7 @@ fn ha_bench(examples: &Path) -> anyhow::Result<()> {
         client.publish(&token).await?;
         anyhow::Ok(())
     })?;
+    // Polled every 10 ms, not through testbed::wait (whose pauses grow to 100 ms): the wait is the figure.
     let deadline = Instant::now() + Duration::from_secs(30);
     while !testbed::agent::get(&vsock, &path)?.body.contains(ca2.trim()) {
         if Instant::now() > deadline {
@@ -998,12 +999,7 @@ fn update_bench() -> anyhow::Result<()> {
 }
 
 fn wait_ok(socket: &Path, path: &str) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        if testbed::agent::get(socket, path).map(|r| r.status == 200).unwrap_or(false) {
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    bail!("verifier never served the bundle")
+    testbed::wait::wait_for("the verifier to serve the bundle", Duration::from_secs(20), || {
+        Ok(testbed::agent::get(socket, path).is_ok_and(|r| r.status == 200))
+    })
 }

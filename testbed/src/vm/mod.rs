@@ -180,12 +180,8 @@ impl Owned {
     fn stop(&mut self, grace: Duration) {
         let Some(mut child) = self.0.take() else { return };
         let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
-        let deadline = Instant::now() + grace;
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(10));
+        if crate::wait::wait_until("exit on SIGTERM", grace, || Ok(child.try_wait()?)).is_ok() {
+            return;
         }
         let _ = child.kill();
         let _ = child.wait();
@@ -250,16 +246,12 @@ pub fn boot_with(init: Init, tpm: &VmTpm, script: &str, files: &[(&str, &[u8])])
             .spawn()
             .context("starting swtpm")?,
     ));
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !ctrl.exists() {
+    crate::wait::wait_for(format!("swtpm to create {}", ctrl.display()), Duration::from_secs(10), || {
         if let Some(status) = swtpm.exited() {
             bail!("swtpm exited ({status}): {}", std::fs::read_to_string(dir.join("swtpm.err")).unwrap_or_default());
         }
-        if Instant::now() > deadline {
-            bail!("swtpm did not create {} within 10 s", ctrl.display());
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
+        Ok(ctrl.exists())
+    })?;
 
     let console = dir.join("console.log");
     let results = dir.join("results.log");
