@@ -5,10 +5,10 @@
 //! configurations that point at all of it.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-use anyhow::{bail, ensure, Context};
+use anyhow::{ensure, Context};
 
+use crate::pki::openssl;
 use crate::process::run_bin;
 use crate::swtpm::Swtpm;
 
@@ -47,15 +47,6 @@ pub struct DevIdLab {
     /// The options it was built with.
     pub options: LabOptions,
     dir: tempfile::TempDir,
-}
-
-/// Runs openssl in `cwd`; fails with its stderr.
-pub fn openssl(args: &[&str], cwd: &Path) -> anyhow::Result<String> {
-    let out = Command::new("openssl").args(args).current_dir(cwd).output().context("running openssl")?;
-    if !out.status.success() {
-        bail!("openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// Creates a DevID CA in `dir`: `root.pem`/`root.key` (RSA-2048) and `int.pem`/`int.key` (P-256, issued by the

@@ -355,7 +355,7 @@ pub fn devid_agent_id(lab: &DevIdLab) -> anyhow::Result<String> {
 }
 
 fn agent_id_of(lab: &DevIdLab, cert: &Path) -> anyhow::Result<String> {
-    let out = crate::devid::openssl(
+    let out = crate::pki::openssl(
         &["x509", "-noout", "-fingerprint", "-sha1", "-in", &cert.display().to_string()],
         lab.dir(),
     )?;
@@ -506,14 +506,11 @@ fn without_ek_selectors((kind, selectors): (String, Vec<String>)) -> anyhow::Res
 fn forgery(lab: &DevIdLab, report: Report<'_>) -> anyhow::Result<()> {
     report("  forgery: a DevID certificate (same CA) for a key in a FILE; residency proven for the TPM's DevID key");
     let (dir, s) = (lab.dir(), |f: &str| lab.path(f).display().to_string());
-    crate::devid::openssl(
+    crate::pki::openssl(
         &["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", "forged.key"],
         dir,
     )?;
-    crate::devid::openssl(
-        &["req", "-new", "-key", "forged.key", "-subj", "/CN=forged-node", "-out", "forged.csr"],
-        dir,
-    )?;
+    crate::pki::openssl(&["req", "-new", "-key", "forged.key", "-subj", "/CN=forged-node", "-out", "forged.csr"], dir)?;
     let (code, _, err) = crate::process::run_bin(
         "spire-server-attestor-tpm-devid",
         &[

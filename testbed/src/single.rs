@@ -137,13 +137,11 @@ pub fn rogue_token(dir: &Path, bundle: &str) -> anyhow::Result<String> {
 
 /// Makes a token carrying `payload`, signed by a key nobody trusts.
 pub fn rogue_token_with(dir: &Path, payload: crypto::token::Payload) -> anyhow::Result<String> {
-    let key = dir.join("rogue.key");
-    if !key.exists() {
-        let out = std::process::Command::new("openssl")
-            .args(["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out"])
-            .arg(&key)
-            .output()?;
-        ensure!(out.status.success(), "openssl genpkey failed");
+    if !dir.join("rogue.key").exists() {
+        crate::pki::openssl(
+            &["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", "rogue.key"],
+            dir,
+        )?;
     }
     let now = common::clock::unix_now();
     let claims = crypto::token::Claims {
@@ -155,12 +153,9 @@ pub fn rogue_token_with(dir: &Path, payload: crypto::token::Payload) -> anyhow::
         trust_domain: None,
     };
     let builder = crypto::token::TokenBuilder::new(crypto::Alg::Rs256, &claims);
-    let input = dir.join("rogue.input");
-    std::fs::write(&input, builder.signing_input())?;
-    let out =
-        std::process::Command::new("openssl").args(["dgst", "-sha256", "-sign"]).arg(&key).arg(&input).output()?;
-    ensure!(out.status.success(), "openssl dgst failed");
-    Ok(builder.finish(&out.stdout)?)
+    std::fs::write(dir.join("rogue.input"), builder.signing_input())?;
+    crate::pki::openssl(&["dgst", "-sha256", "-sign", "rogue.key", "-out", "rogue.sig", "rogue.input"], dir)?;
+    Ok(builder.finish(&std::fs::read(dir.join("rogue.sig"))?)?)
 }
 
 fn write_verifier_config(dir: &Path, socket: &Path, url: &str) -> anyhow::Result<PathBuf> {

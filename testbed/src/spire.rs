@@ -660,27 +660,13 @@ pub struct Svid {
 pub fn verify_svid(svid_dir: &Path, bundle_pem: &str) -> anyhow::Result<Svid> {
     let ca = svid_dir.join("server-bundle.pem");
     std::fs::write(&ca, bundle_pem)?;
-    let svid = svid_dir.join("svid.0.pem");
-    let out = Command::new("openssl")
-        .arg("verify")
-        .arg("-CAfile")
-        .arg(&ca)
-        .arg("-untrusted")
-        .arg(&svid)
-        .arg(&svid)
-        .output()
-        .context("running openssl verify")?;
-    ensure!(
-        out.status.success(),
-        "the SVID does not verify against spire-server bundle show: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let out = Command::new("openssl")
-        .args(["x509", "-noout", "-issuer", "-enddate", "-ext", "subjectAltName", "-in"])
-        .arg(&svid)
-        .output()?;
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (ca, svid) = (ca.display().to_string(), "svid.0.pem");
+    crate::pki::openssl(&["verify", "-CAfile", &ca, "-untrusted", svid, svid], svid_dir)
+        .context("the SVID does not verify against spire-server bundle show")?;
+    let text = crate::pki::openssl(
+        &["x509", "-noout", "-issuer", "-enddate", "-ext", "subjectAltName", "-in", svid],
+        svid_dir,
+    )?;
     let line = |prefix: &str| {
         text.lines().find_map(|l| l.strip_prefix(prefix)).map(|v| v.trim().to_owned()).unwrap_or_default()
     };

@@ -479,7 +479,7 @@ fn chain_building_refuses_non_ca_issuers_path_length_and_unknown_critical_extens
     use crypto::devid::chain::{parse_pem_bundle, verify};
     let tmp = tempfile::tempdir().unwrap();
     let p = tmp.path();
-    let ossl = |args: &[&str]| testbed::devid::openssl(args, p).unwrap();
+    let ossl = |args: &[&str]| testbed::pki::openssl(args, p).unwrap();
     let ext = |name: &str, text: &str| std::fs::write(p.join(name), text).unwrap();
     ossl(&[
         "req",

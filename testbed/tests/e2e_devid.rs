@@ -55,7 +55,7 @@ fn ek_selectors_are_what_the_ek_certificate_says_as_openssl_reads_it() {
     let payload: crypto::devid::wire::AttestationRequest = serde_json::from_slice(&exchange.payload).unwrap();
     std::fs::write(lab.path("ek.der"), &payload.ek_cert).unwrap();
     let text =
-        testbed::devid::openssl(&["x509", "-inform", "DER", "-noout", "-text", "-in", "ek.der"], lab.dir()).unwrap();
+        testbed::pki::openssl(&["x509", "-inform", "DER", "-noout", "-text", "-in", "ek.der"], lab.dir()).unwrap();
     // e.g. `DirName:/2.23.133.2.1=id:00001014/2.23.133.2.2=swtpm/2.23.133.2.3=id:20191023`
     let dir_name =
         text.lines().find_map(|l| l.trim().strip_prefix("DirName:")).expect("no DirName in the EK certificate");

@@ -349,12 +349,12 @@ fn concurrent_requests_share_one_attempt_when_nothing_is_held() {
     use std::sync::Arc;
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("keys")).unwrap();
-    testbed::devid::openssl(
+    testbed::pki::openssl(
         &["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", "k.pem"],
         dir.path(),
     )
     .unwrap();
-    testbed::devid::openssl(&["pkey", "-in", "k.pem", "-pubout", "-out", "keys/primary.pem"], dir.path()).unwrap();
+    testbed::pki::openssl(&["pkey", "-in", "k.pem", "-pubout", "-out", "keys/primary.pem"], dir.path()).unwrap();
     // A source that accepts and never answers, counting connections and holding them open.
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
