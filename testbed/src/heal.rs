@@ -13,7 +13,7 @@ use anyhow::ensure;
 use crate::agent;
 use crate::nginx::Nginx;
 use crate::pki;
-use crate::process::run_bin;
+use crate::process::{run_bin, Daemon};
 use crate::single::{
     provision, sign_cli, start_signer_publishing, start_verifier, wait_for_answer, Report, SIGN, VERIFIER,
 };
@@ -65,8 +65,34 @@ fn path(p: &Path) -> String {
     p.display().to_string()
 }
 
+/// What the scenario's steps share: its directories, the TPMs a, b and c, the two web servers, and the node's
+/// verifier config.
+struct Site {
+    dir: tempfile::TempDir,
+    server: PathBuf,
+    node: PathBuf,
+    www: PathBuf,
+    www_ha: PathBuf,
+    tpm_a: Swtpm,
+    tpm_b: Swtpm,
+    tpm_c: Swtpm,
+    _nginx: (Nginx, Nginx),
+    vsock: PathBuf,
+    vconf: PathBuf,
+}
+
 /// Runs both parts, reporting each step. Fails on the first step that does not hold.
 pub fn run(report: Report<'_>) -> anyhow::Result<()> {
+    let (site, mut verifier, signer_a) = start(report)?;
+    let (v1, _signers) = lose_the_primary(&site, &mut verifier, signer_a, report)?;
+    let ca2 = refuse_what_was_planted(&site, &mut verifier, &v1, report)?;
+    let verifier = renew_and_recover(&site, verifier, &v1, &ca2, report)?;
+    move_ha_to_a_threshold(&site, &verifier, report)
+}
+
+/// The TPMs a, b and c, the node installed with their keys, nginx for each trust domain, signer-unix on a, and
+/// the node's verifier serving a's first bundle.
+fn start(report: Report<'_>) -> anyhow::Result<(Site, Daemon, Daemon)> {
     let tmp = tempfile::tempdir()?;
     let dir = tmp.path();
     let (server, node) = (dir.join("server"), dir.join("node"));
@@ -93,24 +119,42 @@ pub fn run(report: Report<'_>) -> anyhow::Result<()> {
     let nginx = Nginx::start(&www)?;
     let nginx_ha = Nginx::start(&www_ha)?;
     let sock = |name: &str| server.join(format!("{name}.sock"));
-    let mut signer_a =
+    let signer_a =
         start_signer_publishing(&server, "signer-a", &tpm_a, &www, "10m", &sock("a"), &["a.pem"], Some("c.pem"))?;
     let vsock = node.join("verifier.sock");
     let vconf = node_config(&node, &vsock, &nginx, &nginx_ha)?;
-    let mut verifier = start_verifier(&node, &vconf, &vsock)?;
+    let verifier = start_verifier(&node, &vconf, &vsock)?;
     let ca1 = pki::spire_ca(dir, "example.org", "ca1")?;
     sign_cli(&sock("a"), &[], &ca1)?;
     wait_for_answer(&vsock, "main", "the first bundle", |r| r.status == 200 && r.body.trim() == ca1.trim())?;
     ensure!(trusted_keys(&vconf, "main")?.contains("version 0"), "a fresh node trusts its config's keys");
     report("  agent: 200 with the bundle signed by a; `verifier CONFIG main --keys`: version 0, from keydir");
 
+    let site =
+        Site { dir: tmp, server, node, www, www_ha, tpm_a, tpm_b, tpm_c, _nginx: (nginx, nginx_ha), vsock, vconf };
+    Ok((site, verifier, signer_a))
+}
+
+/// The primary TPM a is lost: the backup c stands in, a new TPM d is provisioned, two bad updates are refused,
+/// and the update `chain: [d], backup: c` signed by c and d is followed. Returns that update and the signers
+/// (c, d) that keep running.
+fn lose_the_primary(
+    site: &Site,
+    verifier: &mut Daemon,
+    mut signer_a: Daemon,
+    report: Report<'_>,
+) -> anyhow::Result<(String, (Daemon, Daemon, Swtpm))> {
+    let (dir, server, www) = (site.dir.path(), site.server.as_path(), site.www.as_path());
+    let key = |name: &str| server.join("keys").join(name);
+    let sock = |name: &str| server.join(format!("{name}.sock"));
+    let (tpm_c, vconf) = (&site.tpm_c, &site.vconf);
     report("The primary TPM a is lost. The backup c stands in (signer-unix on c), and a new TPM d is provisioned.");
     ensure!(signer_a.stop()?, "signer-unix a did not stop cleanly");
-    let _signer_c =
+    let signer_c =
         start_signer_publishing(&server, "signer-c", &tpm_c, &www, "10m", &sock("c"), &["a.pem"], Some("c.pem"))?;
     let tpm_d = Swtpm::start()?;
     provision(&tpm_d, "ecc-p256", &key("d.pem"))?;
-    let _signer_d =
+    let signer_d =
         start_signer_publishing(&server, "signer-d", &tpm_d, &www, "10m", &sock("d"), &["d.pem"], Some("c.pem"))?;
     report("  d.pem exists only on the server; the node has never seen it");
 
@@ -144,7 +188,7 @@ pub fn run(report: Report<'_>) -> anyhow::Result<()> {
     let rogue = crate::single::rogue_token_with(dir, crypto::token::Payload::Keyset(doc.text().to_owned()))?;
     std::fs::write(&keys_out, format!("{rogue}\n"))?;
     verifier.wait_log("not signed as the keyset's current policy requires", 1)?;
-    ensure!(trusted_keys(&vconf, "main")?.contains("version 0"), "a refused update changed the trusted keys");
+    ensure!(trusted_keys(vconf, "main")?.contains("version 0"), "a refused update changed the trusted keys");
     report("  node: not signed as the keyset's current policy requires; still version 0");
     std::fs::remove_file(&keys_out)?;
 
@@ -157,7 +201,7 @@ pub fn run(report: Report<'_>) -> anyhow::Result<()> {
     ensure!(code == 0, "sign keys failed ({code}): {stderr}");
     let v1 = std::fs::read_to_string(&keys_out)?;
     verifier.wait_log("accepted a keyset update", 1)?;
-    let keys = trusted_keys(&vconf, "main")?;
+    let keys = trusted_keys(vconf, "main")?;
     ensure!(
         keys.contains("version 1") && keys.contains("chain[0]: d.pem") && keys.contains("retired by version 1: a.pem"),
         "{keys}"
@@ -166,6 +210,15 @@ pub fn run(report: Report<'_>) -> anyhow::Result<()> {
     report("  node, on its next refresh: accepted a keyset update; --keys: version 1, chain[0] d.pem, backup c.pem");
     report("  the bundle it held, signed by the retired a, is no longer served");
 
+    Ok((v1, (signer_c, signer_d, tpm_d)))
+}
+
+/// d signs the next bundle; an update planted where bundles are served (and the reverse) and a bundle signed by
+/// whoever holds the lost TPM a are refused. Returns d's bundle.
+fn refuse_what_was_planted(site: &Site, verifier: &mut Daemon, v1: &str, report: Report<'_>) -> anyhow::Result<String> {
+    let (dir, server, www) = (site.dir.path(), site.server.as_path(), site.www.as_path());
+    let sock = |name: &str| server.join(format!("{name}.sock"));
+    let (vsock, keys_out) = (&site.vsock, site.www.join(KEYS_FILE));
     report("d signs the next bundle; the node accepts it.");
     let ca2 = pki::spire_ca(dir, "example.org", "ca2")?;
     sign_cli(&sock("d"), &[], &ca2)?;
@@ -174,21 +227,21 @@ pub fn run(report: Report<'_>) -> anyhow::Result<()> {
 
     report("The update is planted where the bundle is served, and a bundle token where updates are: both refused.");
     let bundle_token = std::fs::read_to_string(www.join(TOKEN_FILE))?;
-    std::fs::write(www.join(TOKEN_FILE), &v1)?;
+    std::fs::write(www.join(TOKEN_FILE), v1)?;
     verifier.wait_log("a keyset update, not a bundle token", 1)?;
     std::fs::write(&keys_out, &bundle_token)?;
     verifier.wait_log("not a keyset update: layer 0: a bundle token, not a keyset update", 1)?;
     let resp = agent::get(&vsock, &agent::bootstrap_path("main"))?;
     ensure!(resp.status == 200 && resp.body.trim() == ca2.trim(), "a planted update changed what is served: {resp:?}");
     std::fs::write(www.join(TOKEN_FILE), &bundle_token)?;
-    std::fs::write(&keys_out, &v1)?;
+    std::fs::write(&keys_out, v1)?;
     report("  node: \"a keyset update, not a bundle token\" and \"not a keyset update\"; still serving the last good bundle");
 
     report("Whoever holds the lost TPM a signs a bundle and plants it in the web root: refused, a is retired.");
     let stolen = dir.join("stolen");
     std::fs::create_dir_all(&stolen)?;
     let mut thief =
-        start_signer_publishing(&stolen, "signer-stolen-a", &tpm_a, &www, "10m", &sock("stolen"), &[], None)?;
+        start_signer_publishing(&stolen, "signer-stolen-a", &site.tpm_a, &www, "10m", &sock("stolen"), &[], None)?;
     let evil = pki::spire_ca(dir, "example.org", "evil")?;
     sign_cli(&sock("stolen"), &[], &evil)?;
     verifier.wait_log("retired by keyset update version 1", 1)?;
@@ -198,6 +251,25 @@ pub fn run(report: Report<'_>) -> anyhow::Result<()> {
     ensure!(thief.stop()?, "the thief's signer-unix did not stop cleanly");
     sign_cli(&sock("d"), &[], &ca2)?;
 
+    Ok(ca2)
+}
+
+/// d re-signs the keyset (version 2, appended); a replayed version 1 is stale; a corrupt keyset state makes the
+/// node trust nothing until the operator removes it, after which it follows both updates. Returns the verifier
+/// that then runs.
+fn renew_and_recover(
+    site: &Site,
+    mut verifier: Daemon,
+    v1: &str,
+    ca2: &str,
+    report: Report<'_>,
+) -> anyhow::Result<Daemon> {
+    let (server, node) = (site.server.as_path(), site.node.as_path());
+    let key = |name: &str| server.join("keys").join(name);
+    let sock = |name: &str| server.join(format!("{name}.sock"));
+    let (vsock, vconf, keys_out) = (&site.vsock, &site.vconf, site.www.join(KEYS_FILE));
+    let new_chain = ["--keyset", "main", "--chain", &path(&key("d.pem")), "--backup", &path(&key("c.pem"))];
+    let (out, sock_d) = (path(&keys_out), path(&sock("d")));
     report("d re-signs the keyset before it expires (version 2), appended to the published file after version 1.");
     let mut args = vec!["--version", "2"];
     args.extend_from_slice(&new_chain);
@@ -213,9 +285,9 @@ pub fn run(report: Report<'_>) -> anyhow::Result<()> {
     report("  sign keys --out: appended (the file holds versions 1 and 2); version 2 again refused, file unchanged");
     report("The older version 1 is replayed alone.");
     let v2 = both.lines().nth(1).unwrap_or_default().to_owned();
-    std::fs::write(&keys_out, &v1)?;
+    std::fs::write(&keys_out, v1)?;
     verifier.wait_log("stale", 1)?;
-    ensure!(trusted_keys(&vconf, "main")?.contains("version 2"), "the replayed update rolled the keys back");
+    ensure!(trusted_keys(vconf, "main")?.contains("version 2"), "the replayed update rolled the keys back");
     report("  node: version 2 kept; the source is stale (its newest update is older than the version held)");
 
     report("The node restarts with a corrupt keyset state: it trusts no key and says why, rather than keydir again.");
@@ -223,40 +295,47 @@ pub fn run(report: Report<'_>) -> anyhow::Result<()> {
     ensure!(verifier.stop()?, "verifier did not stop cleanly");
     let state = node.join("state/main.keys.json");
     std::fs::write(&state, b"{ not json")?;
-    let mut verifier = start_verifier(&node, &vconf, &vsock)?;
+    let mut verifier = start_verifier(node, vconf, vsock)?;
     verifier.wait_log("unusable keyset state; serving nothing", 1)?;
-    let resp = agent::get(&vsock, &agent::bootstrap_path("main"))?;
+    let resp = agent::get(vsock, &agent::bootstrap_path("main"))?;
     ensure!(resp.status == 503, "a node with a corrupt keys state served: {resp:?}");
     report("  node: 503; its log names the file and says: trusting no key until it is repaired or removed");
     report("The operator removes the file: the node trusts keydir again and follows both updates.");
     ensure!(verifier.stop()?, "verifier did not stop cleanly");
     std::fs::remove_file(&state)?;
-    let verifier = start_verifier(&node, &vconf, &vsock)?;
+    let verifier = start_verifier(node, vconf, vsock)?;
     verifier.wait_log("accepted a keyset update", 1)?;
-    wait_for_answer(&vsock, "main", "d's bundle after the restart", |r| {
-        r.status == 200 && r.body.trim() == ca2.trim()
-    })?;
-    ensure!(trusted_keys(&vconf, "main")?.contains("version 2"), "the node did not follow both updates");
+    wait_for_answer(vsock, "main", "d's bundle after the restart", |r| r.status == 200 && r.body.trim() == ca2.trim())?;
+    ensure!(trusted_keys(vconf, "main")?.contains("version 2"), "the node did not follow both updates");
     report("  node: keydir (version 0) -> version 1 -> version 2 in one refresh; serving d's bundle");
 
-    // Part two: HA.
+    Ok(verifier)
+}
+
+/// Part two: an HA trust domain (a and b co-signing, backup c) moves to `threshold: 2` over {a, b, c}, each
+/// server adding its layer by hand; then any two keys sign a bundle, and one alone does not.
+fn move_ha_to_a_threshold(site: &Site, verifier: &Daemon, report: Report<'_>) -> anyhow::Result<()> {
+    let (dir, server, www_ha) = (site.dir.path(), site.server.as_path(), site.www_ha.as_path());
+    let key = |name: &str| server.join("keys").join(name);
+    let sock = |name: &str| server.join(format!("{name}.sock"));
+    let (vsock, vconf) = (&site.vsock, &site.vconf);
     report("HA: servers a and b sign each bundle (b co-signs through signer-http); nodes verify chain [a, b].");
     let _ha_a = start_signer_publishing(
         &server,
         "signer-ha-a",
-        &tpm_a,
-        &www_ha,
+        &site.tpm_a,
+        www_ha,
         "10m",
         &sock("ha-a"),
         &["a.pem", "b.pem"],
         Some("c.pem"),
     )?;
-    let _ha_b = start_signer_publishing(&server, "signer-ha-b", &tpm_b, &www_ha, "10m", &sock("ha-b"), &[], None)?;
+    let _ha_b = start_signer_publishing(&server, "signer-ha-b", &site.tpm_b, www_ha, "10m", &sock("ha-b"), &[], None)?;
     let (_cosigner_b, http_b) = crate::ha::start_cosigner(&server, "signer-http-b", &sock("ha-b"), "a.pem")?;
     let cosign_b = format!("http://{http_b}/sign");
     let ca_ha = pki::spire_ca(dir, "example.org", "ca-ha1")?;
     sign_cli(&sock("ha-a"), &[&cosign_b], &ca_ha)?;
-    wait_for_answer(&vsock, "ha", "the HA bundle", |r| r.status == 200 && r.body.trim() == ca_ha.trim())?;
+    wait_for_answer(vsock, "ha", "the HA bundle", |r| r.status == 200 && r.body.trim() == ca_ha.trim())?;
     report("  agent (instance ha): 200 with the bundle signed by a and co-signed by b");
 
     report("The update `threshold: 2` over {a, b, c} is signed by hand on each server: no key is new.");
@@ -294,7 +373,7 @@ pub fn run(report: Report<'_>) -> anyhow::Result<()> {
     ensure!(code == 0, "sign keys --complete on a failed ({code}): {stderr}");
     report("  on a: sign keys --complete ha-update.ab --out keys.tokens (checked against a's publish policy)");
     verifier.wait_log("accepted a keyset update", 2)?;
-    ensure!(trusted_keys(&vconf, "ha")?.contains("threshold: 2 of 3"), "the HA keyset did not move");
+    ensure!(trusted_keys(vconf, "ha")?.contains("threshold: 2 of 3"), "the HA keyset did not move");
     report("  node: --keys for ha: version 1, threshold: 2 of 3");
 
     report("Server a is down: b signs and the backup c co-signs, in the other order. Any two of three suffice.");
@@ -302,7 +381,7 @@ pub fn run(report: Report<'_>) -> anyhow::Result<()> {
     let by_b = signer_unix_sign(&sock("ha-b"), "application/x-pem-file", &ca_ha2)?;
     let by_b_c = signer_unix_sign(&sock("c"), "application/jwt", &by_b)?;
     std::fs::write(www_ha.join(TOKEN_FILE), &by_b_c)?;
-    wait_for_answer(&vsock, "ha", "the bundle signed by b and c", |r| {
+    wait_for_answer(vsock, "ha", "the bundle signed by b and c", |r| {
         r.status == 200 && r.body.trim() == ca_ha2.trim()
     })?;
     report("  agent (instance ha): 200 with the bundle signed by b, then c");
@@ -312,9 +391,8 @@ pub fn run(report: Report<'_>) -> anyhow::Result<()> {
     let alone = signer_unix_sign(&sock("ha-b"), "application/x-pem-file", &ca_ha3)?;
     std::fs::write(www_ha.join(TOKEN_FILE), &alone)?;
     verifier.wait_log("2 of the keyset's keys must sign; signed by 1", 1)?;
-    let resp = agent::get(&vsock, &agent::bootstrap_path("ha"))?;
+    let resp = agent::get(vsock, &agent::bootstrap_path("ha"))?;
     ensure!(resp.status == 200 && resp.body.trim() == ca_ha2.trim(), "a one-key bundle was served: {resp:?}");
     report("  node: 2 of the keyset's keys must sign; signed by 1 (b.pem), missing a.pem, c.pem");
-    drop(verifier);
     Ok(())
 }
