@@ -237,7 +237,7 @@ pub fn run(report: Report<'_>) -> anyhow::Result<()> {
     report("  still serving the good bundle; the rejection is in the verifier's log");
 
     report("The CA rotates: the server signs and publishes a bundle with the old and new CA.");
-    std::thread::sleep(Duration::from_millis(1100)); // iat has one-second resolution
+    crate::wait::next_second()?;
     let ca2 = pki::spire_ca(dir, "example.org", "ca2")?;
     let rotated = format!("{}\n{ca2}", ca1.trim_end());
     let t2 = sign_cli(&primary_socket, &[], &rotated)?;
@@ -264,7 +264,7 @@ pub fn run(report: Report<'_>) -> anyhow::Result<()> {
     ensure!(primary_signer.stop()?, "signer-unix did not stop cleanly on SIGTERM");
     primary_tpm.stop()?;
     let (_backup_signer, backup_socket) = start_signer(dir, "signer-backup", &backup_tpm, &webroot, "6s")?;
-    std::thread::sleep(Duration::from_millis(1100));
+    crate::wait::next_second()?;
     let ca3 = pki::spire_ca(dir, "example.org", "ca3")?;
     sign_cli(&backup_socket, &[], &ca3)?;
     wait_for_answer(&vsock, "main", "the bundle signed by the backup TPM", |r| {

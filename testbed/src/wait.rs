@@ -37,6 +37,13 @@ pub fn wait_for(
     wait_until(what, limit, || Ok(condition()?.then_some(())))
 }
 
+/// Waits until the wall clock's whole second has moved on: a token signed after this has a later `iat` than
+/// one signed before it (a token's times are whole seconds, and a verifier takes only newer tokens).
+pub fn next_second() -> anyhow::Result<()> {
+    let then = common::clock::unix_now();
+    wait_for("the next second", Duration::from_secs(2), || Ok(common::clock::unix_now() > then))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
