@@ -151,11 +151,11 @@ fn lose_the_primary(
     report("The primary TPM a is lost. The backup c stands in (signer-unix on c), and a new TPM d is provisioned.");
     ensure!(signer_a.stop()?, "signer-unix a did not stop cleanly");
     let signer_c =
-        start_signer_publishing(&server, "signer-c", &tpm_c, &www, "10m", &sock("c"), &["a.pem"], Some("c.pem"))?;
+        start_signer_publishing(server, "signer-c", tpm_c, www, "10m", &sock("c"), &["a.pem"], Some("c.pem"))?;
     let tpm_d = Swtpm::start()?;
     provision(&tpm_d, "ecc-p256", &key("d.pem"))?;
     let signer_d =
-        start_signer_publishing(&server, "signer-d", &tpm_d, &www, "10m", &sock("d"), &["d.pem"], Some("c.pem"))?;
+        start_signer_publishing(server, "signer-d", &tpm_d, www, "10m", &sock("d"), &["d.pem"], Some("c.pem"))?;
     report("  d.pem exists only on the server; the node has never seen it");
 
     let new_chain = ["--keyset", "main", "--chain", &path(&key("d.pem")), "--backup", &path(&key("c.pem"))];
@@ -222,7 +222,7 @@ fn refuse_what_was_planted(site: &Site, verifier: &mut Daemon, v1: &str, report:
     report("d signs the next bundle; the node accepts it.");
     let ca2 = pki::spire_ca(dir, "example.org", "ca2")?;
     sign_cli(&sock("d"), &[], &ca2)?;
-    wait_for_answer(&vsock, "main", "the bundle signed by d", |r| r.status == 200 && r.body.trim() == ca2.trim())?;
+    wait_for_answer(vsock, "main", "the bundle signed by d", |r| r.status == 200 && r.body.trim() == ca2.trim())?;
     report("  agent: 200 with the bundle signed by d");
 
     report("The update is planted where the bundle is served, and a bundle token where updates are: both refused.");
@@ -231,7 +231,7 @@ fn refuse_what_was_planted(site: &Site, verifier: &mut Daemon, v1: &str, report:
     verifier.wait_log("a keyset update, not a bundle token", 1)?;
     std::fs::write(&keys_out, &bundle_token)?;
     verifier.wait_log("not a keyset update: layer 0: a bundle token, not a keyset update", 1)?;
-    let resp = agent::get(&vsock, &agent::bootstrap_path("main"))?;
+    let resp = agent::get(vsock, &agent::bootstrap_path("main"))?;
     ensure!(resp.status == 200 && resp.body.trim() == ca2.trim(), "a planted update changed what is served: {resp:?}");
     std::fs::write(www.join(TOKEN_FILE), &bundle_token)?;
     std::fs::write(&keys_out, v1)?;
@@ -241,11 +241,11 @@ fn refuse_what_was_planted(site: &Site, verifier: &mut Daemon, v1: &str, report:
     let stolen = dir.join("stolen");
     std::fs::create_dir_all(&stolen)?;
     let mut thief =
-        start_signer_publishing(&stolen, "signer-stolen-a", &site.tpm_a, &www, "10m", &sock("stolen"), &[], None)?;
+        start_signer_publishing(&stolen, "signer-stolen-a", &site.tpm_a, www, "10m", &sock("stolen"), &[], None)?;
     let evil = pki::spire_ca(dir, "example.org", "evil")?;
     sign_cli(&sock("stolen"), &[], &evil)?;
     verifier.wait_log("retired by keyset update version 1", 1)?;
-    let resp = agent::get(&vsock, &agent::bootstrap_path("main"))?;
+    let resp = agent::get(vsock, &agent::bootstrap_path("main"))?;
     ensure!(resp.status == 200 && resp.body.trim() == ca2.trim(), "the stolen key's bundle was served: {resp:?}");
     report("  node: signed by key a.pem, retired by keyset update version 1; still serving d's bundle");
     ensure!(thief.stop()?, "the thief's signer-unix did not stop cleanly");
@@ -321,7 +321,7 @@ fn move_ha_to_a_threshold(site: &Site, verifier: &Daemon, report: Report<'_>) ->
     let (vsock, vconf) = (&site.vsock, &site.vconf);
     report("HA: servers a and b sign each bundle (b co-signs through signer-http); nodes verify chain [a, b].");
     let _ha_a = start_signer_publishing(
-        &server,
+        server,
         "signer-ha-a",
         &site.tpm_a,
         www_ha,
@@ -330,8 +330,8 @@ fn move_ha_to_a_threshold(site: &Site, verifier: &Daemon, report: Report<'_>) ->
         &["a.pem", "b.pem"],
         Some("c.pem"),
     )?;
-    let _ha_b = start_signer_publishing(&server, "signer-ha-b", &site.tpm_b, www_ha, "10m", &sock("ha-b"), &[], None)?;
-    let (_cosigner_b, http_b) = crate::ha::start_cosigner(&server, "signer-http-b", &sock("ha-b"), "a.pem")?;
+    let _ha_b = start_signer_publishing(server, "signer-ha-b", &site.tpm_b, www_ha, "10m", &sock("ha-b"), &[], None)?;
+    let (_cosigner_b, http_b) = crate::ha::start_cosigner(server, "signer-http-b", &sock("ha-b"), "a.pem")?;
     let cosign_b = format!("http://{http_b}/sign");
     let ca_ha = pki::spire_ca(dir, "example.org", "ca-ha1")?;
     sign_cli(&sock("ha-a"), &[&cosign_b], &ca_ha)?;
