@@ -1,5 +1,5 @@
 //! The sign binary's command line: `spire-server-attestor-tpm-sign SOCKET [URL...] < bundle.pem`, and `keys ...`
-//! (a signed keyset update, [`crate::keys`]).
+//! (a signed keyset update, [`crate::keyset_update`]).
 //!
 //! Invariant: the token is published only after every signature in the chain was obtained; any failure
 //! publishes nothing and exits non-zero with the failing step named.
@@ -164,7 +164,7 @@ struct KeysArgs {
 }
 
 fn keys(args: KeysArgs) -> anyhow::Result<()> {
-    use crate::keys::{Begin, NewPolicy, Output};
+    use crate::keyset_update::{Begin, NewPolicy, Output};
     common::logging::init_with(args.log_format);
     let begin = match (args.keyset, args.version, args.add_layer, args.complete) {
         (Some(keyset), Some(version), None, None) => Begin::New {
@@ -185,7 +185,7 @@ fn keys(args: KeysArgs) -> anyhow::Result<()> {
         (None, Some(partial)) => Output::Partial(partial),
         _ => Output::Stdout,
     };
-    let req = crate::keys::KeysRequest {
+    let req = crate::keyset_update::KeysRequest {
         begin,
         socket: args.socket,
         new_key_sockets: args.new_key_sockets,
@@ -194,7 +194,7 @@ fn keys(args: KeysArgs) -> anyhow::Result<()> {
         clock: common::clock::Clock::system(),
     };
     let stdout = matches!(req.output, Output::Stdout);
-    let built = runtime()?.block_on(crate::keys::run(&req))?;
+    let built = runtime()?.block_on(crate::keyset_update::run(&req))?;
     if stdout {
         println!("{}", built.token);
     }

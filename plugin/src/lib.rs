@@ -15,7 +15,7 @@ pub mod hcl;
 pub mod hclog;
 #[cfg(feature = "tpm")]
 pub mod keymanager;
-pub mod keys;
+pub mod keyset_update;
 pub mod pb;
 pub mod publisher;
 pub mod stream;

@@ -214,14 +214,14 @@ impl KeysetConfig {
 
     /// Verifies `token` at `now` under the config's keys: the policy, then the trust-domain binding.
     pub fn verify(&self, token: &str, now: u64) -> Result<crypto::policy::Verified, Rejection> {
-        self.verify_trusted(&super::keys::Trusted::from_config(&self.policy), token, now)
+        self.verify_trusted(&super::trusted::Trusted::from_config(&self.policy), token, now)
     }
 
     /// Verifies `token` at `now` under `trusted` (the config's keys or a keyset update's): the policy, then
     /// the trust-domain binding; a token refused because a retired key signed it says so.
     pub fn verify_trusted(
         &self,
-        trusted: &super::keys::Trusted,
+        trusted: &super::trusted::Trusted,
         token: &str,
         now: u64,
     ) -> Result<crypto::policy::Verified, Rejection> {

@@ -18,8 +18,8 @@ use serde::{Deserialize, Serialize};
 
 use super::config::{KeysetConfig, Rejection, Source};
 use super::fetch::{fetch, fetch_all, FetchError, Fetched, Validators};
-use super::keys::{self, Trusted};
 use super::metrics::VerifierMetrics;
+use super::trusted::{self, Trusted};
 use common::client::HttpClient;
 use common::clock::Clock;
 use common::fsutil;
@@ -267,7 +267,7 @@ impl Keyset {
                 Ok(Fetched::Token(text, validators)) => {
                     let text: Arc<str> = Arc::from(text);
                     common::sync::lock(&self.keys_cache).insert(i, (validators, text.clone()));
-                    if let Some(newest) = text.lines().filter_map(keys::claimed_version).max() {
+                    if let Some(newest) = text.lines().filter_map(trusted::claimed_version).max() {
                         if newest < held.version {
                             self.metrics.keys_updates.with_label_values(&[&self.name, "stale"]).inc();
                             tracing::warn!(keyset = %self.name, %source, newest, version = held.version, "keys source is stale: its newest update is older than the version held (a replay or rollback); trying the others");
@@ -289,7 +289,7 @@ impl Keyset {
             }
         }
         let pairs: Vec<(&str, &str)> = texts.iter().map(|(s, t, _)| (s.as_str(), &**t)).collect();
-        let applied = keys::apply(&self.name, &held, &keys::lines(&pairs), self.clock.now());
+        let applied = trusted::apply(&self.name, &held, &trusted::lines(&pairs), self.clock.now());
         for (source, e) in &applied.refused {
             // A line of a text already seen (a 304) was refused, and said so, when it was new.
             if texts.iter().any(|(s, _, fresh)| s == source && *fresh) {
@@ -314,8 +314,8 @@ impl Keyset {
         let version = trusted.version;
         let keys: Vec<&str> = trusted.policy.keys().map(|k| k.name()).collect();
         let source = match &trusted.origin {
-            keys::Origin::Update { source, .. } => source.clone(),
-            keys::Origin::Config => String::new(),
+            trusted::Origin::Update { source, .. } => source.clone(),
+            trusted::Origin::Config => String::new(),
         };
         tracing::info!(keyset = %self.name, %source, from = held.version, version, keys = %keys.join(","), "accepted a keyset update: trusting its keys");
         *common::sync::write(&self.trusted) = Arc::new(trusted);

@@ -8,14 +8,14 @@
 
 mod config;
 mod fetch;
-mod keys;
 mod keyset;
 mod metrics;
 mod oneshot;
 mod refusal;
 mod server;
+mod trusted;
 
 pub use config::{parse_source, KeysetConfig, Source, VerifierConfig, DEFAULT_SOCKET, DEFAULT_STATE_DIR};
-pub use keys::{Origin, Trusted};
 pub use oneshot::{describe_keys, verify_once, OneShotError};
 pub use server::{run, run_with, RunError, RunOptions, Verifier};
+pub use trusted::{Origin, Trusted};

@@ -5,8 +5,8 @@
 
 use super::config::{parse_source, Source, SourceError, VerifierConfig};
 use super::fetch::{fetch, fetch_all, FetchError, Fetched};
-use super::keys::{self, StateError, Trusted};
 use super::keyset::keys_state_file;
+use super::trusted::{self, StateError, Trusted};
 use common::client::{ClientOptions, HttpClient};
 use common::clock::Clock;
 
@@ -84,7 +84,7 @@ async fn follow_updates(
         }
     }
     let pairs: Vec<(&str, &str)> = texts.iter().map(|(s, t)| (s.as_str(), t.as_str())).collect();
-    let applied = keys::apply(name, &trusted, &keys::lines(&pairs), clock.now());
+    let applied = trusted::apply(name, &trusted, &trusted::lines(&pairs), clock.now());
     for (source, e) in &applied.refused {
         tracing::warn!(keyset = name, %source, reason = %e, "keyset update refused; skipping it");
     }
