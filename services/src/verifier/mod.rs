@@ -6,6 +6,7 @@
 //! while sources are down, until that token's `exp`; the rollback floor and the trusted keys' version survive
 //! restarts, and neither ever goes back.
 
+pub mod cli;
 mod config;
 mod fetch;
 mod keyset;
