@@ -11,10 +11,21 @@ use std::time::{Duration, Instant};
 pub fn wait_until<T>(
     what: impl std::fmt::Display,
     limit: Duration,
+    probe: impl FnMut() -> anyhow::Result<Option<T>>,
+) -> anyhow::Result<T> {
+    wait_paced(what, limit, Duration::from_millis(100), probe)
+}
+
+/// [`wait_until`] whose pauses grow to `longest` instead of 100 ms: for probes that are themselves costly (a
+/// process started per ask, such as SPIRE's CLI), so that waiting does not take the CPU the awaited event needs.
+pub fn wait_paced<T>(
+    what: impl std::fmt::Display,
+    limit: Duration,
+    longest: Duration,
     mut probe: impl FnMut() -> anyhow::Result<Option<T>>,
 ) -> anyhow::Result<T> {
     let deadline = Instant::now() + limit;
-    let mut pause = Duration::from_millis(5);
+    let mut pause = Duration::from_millis(5).min(longest);
     loop {
         if let Some(value) = probe()? {
             return Ok(value);
@@ -24,7 +35,7 @@ pub fn wait_until<T>(
             anyhow::bail!("waited {limit:?} for {what}");
         }
         std::thread::sleep(pause.min(deadline - now));
-        pause = (pause * 2).min(Duration::from_millis(100));
+        pause = (pause * 2).min(longest);
     }
 }
 

@@ -19,7 +19,7 @@ use crate::spire::{
     Svid,
 };
 use crate::swtpm::Swtpm;
-use crate::wait::{wait_for, wait_until};
+use crate::wait::{wait_paced, wait_until};
 
 mod devid;
 pub use devid::{devid, devid_agent_id, our_agent_devid, our_server_devid};
@@ -88,7 +88,7 @@ pub fn attest_and_fetch(
 /// `api fetch x509` until the SVID is `want` and verifies against the server's current bundle.
 pub fn fetch_verified(a: &mut SpireAgent, server: &SpireServer, want: &str) -> anyhow::Result<Svid> {
     let mut last = None;
-    let verified = wait_until(format!("an SVID for {want} that verifies"), STEP, || {
+    let verified = wait_paced(format!("an SVID for {want} that verifies"), STEP, Duration::from_millis(500), || {
         let (id, dir) = a.fetch_x509(STEP)?;
         match verify_svid(&dir, &server.bundle_pem()?) {
             Ok(svid) if id == want && svid.id == want => return Ok(Some(svid)),
@@ -131,11 +131,12 @@ fn wait_serving(vsock: &Path, certs: usize, what: &str) -> anyhow::Result<()> {
 /// `localauthority x509 revoke`, retried while SPIRE still refuses (it may until the taint has propagated).
 fn revoke(server: &SpireServer, authority: &str) -> anyhow::Result<()> {
     let mut last = None;
-    wait_for(format!("SPIRE to revoke {authority}"), STEP, || match server.local_authority("revoke", Some(authority)) {
-        Ok(_) => Ok(true),
+    let what = format!("SPIRE to revoke {authority}");
+    wait_paced(what, STEP, Duration::from_millis(500), || match server.local_authority("revoke", Some(authority)) {
+        Ok(_) => Ok(Some(())),
         Err(e) => {
             last = Some(e);
-            Ok(false)
+            Ok(None)
         }
     })
     .map_err(|e| last.take().map_or(e, |last| last.context(format!("revoke {authority}"))))

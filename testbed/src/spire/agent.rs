@@ -109,11 +109,12 @@ impl SpireAgent {
 
     /// Waits until `healthcheck` answers (the agent attested and serves the Workload API).
     pub fn wait_healthy(&mut self, limit: Duration) -> anyhow::Result<()> {
-        wait_for("spire-agent to be healthy", limit, || {
+        // Each ask is a spire-agent process: paced at 200 ms at most.
+        wait_paced("spire-agent to be healthy", limit, Duration::from_millis(200), || {
             if let Some(status) = self.proc()?.exited()? {
                 bail!("spire-agent exited ({status}) before it was healthy");
             }
-            Ok(self.healthy())
+            Ok(self.healthy().then_some(()))
         })
     }
 
@@ -121,7 +122,7 @@ impl SpireAgent {
     /// `opts` on its `data_dir`, as systemd's `Restart=on-failure` does. Returns how many restarts it took.
     pub fn wait_healthy_supervised(&mut self, opts: &AgentOptions, limit: Duration) -> anyhow::Result<usize> {
         let mut restarts = 0;
-        wait_for("spire-agent to be healthy under its supervisor", limit, || {
+        wait_paced("spire-agent to be healthy under its supervisor", limit, Duration::from_millis(200), || {
             let proc = self.proc()?;
             if let Some(status) = proc.exited()? {
                 ensure!(!status.success(), "spire-agent exited 0");
@@ -130,9 +131,9 @@ impl SpireAgent {
                 self.proc = None;
                 restarts += 1;
                 self.restart(opts)?;
-                return Ok(false);
+                return Ok(None);
             }
-            Ok(self.healthy())
+            Ok(self.healthy().then_some(()))
         })?;
         Ok(restarts)
     }
@@ -155,18 +156,22 @@ impl SpireAgent {
         let socket = self.socket.display().to_string();
         let dir = out_dir.display().to_string();
         let mut last = None;
-        let fetched = wait_until("an X509-SVID from the Workload API", limit, || {
-            match cli(&self.bin, &["api", "fetch", "x509", "-socketPath", &socket, "-timeout", "5s", "-write", &dir]) {
-                Ok(out) => Ok(Some(out)),
-                Err(e) => {
-                    if let Some(status) = self.proc()?.exited()? {
-                        bail!("spire-agent exited ({status}) while waiting for an SVID");
+        let fetched =
+            wait_paced("an X509-SVID from the Workload API", limit, Duration::from_millis(500), || {
+                match cli(
+                    &self.bin,
+                    &["api", "fetch", "x509", "-socketPath", &socket, "-timeout", "5s", "-write", &dir],
+                ) {
+                    Ok(out) => Ok(Some(out)),
+                    Err(e) => {
+                        if let Some(status) = self.proc()?.exited()? {
+                            bail!("spire-agent exited ({status}) while waiting for an SVID");
+                        }
+                        last = Some(e);
+                        Ok(None)
                     }
-                    last = Some(e);
-                    Ok(None)
                 }
-            }
-        });
+            });
         let out =
             fetched.map_err(|e| last.take().map_or(e, |last| last.context(format!("no SVID after {limit:?}"))))?;
         let id = out

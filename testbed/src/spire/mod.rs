@@ -53,7 +53,7 @@ pub fn short_dir(prefix: &str) -> anyhow::Result<tempfile::TempDir> {
 }
 
 use crate::ports::free_port;
-use crate::wait::{wait_for, wait_until};
+use crate::wait::{wait_for, wait_paced, wait_until};
 
 /// Lowercase hex SHA-256 of a file (SPIRE's `plugin_checksum`).
 pub fn sha256_file(path: &Path) -> anyhow::Result<String> {
