@@ -106,28 +106,29 @@ pub enum ClientError {
         reason: String,
     },
     /// Could not connect.
-    #[error("cannot connect to {target}: {source}")]
+    #[error("cannot connect to {target}: {cause}")]
     Connect {
         /// Where.
         target: String,
         /// The I/O error.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// The TLS handshake failed.
-    #[error("TLS with {target} failed: {source}")]
+    #[error("TLS with {target} failed: {cause}")]
     Tls {
         /// Where.
         target: String,
         /// The I/O error carrying the TLS alert.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// The HTTP exchange failed.
-    #[error("HTTP exchange with {target} failed: {source}")]
+    // hyper says the cause of its error (the I/O error under it) only as its source: the whole chain is said here.
+    #[error("HTTP exchange with {target} failed: {}", crate::report::error_chain(.cause))]
     Http {
         /// Where.
         target: String,
         /// hyper's error.
-        source: hyper::Error,
+        cause: hyper::Error,
     },
     /// The whole call took longer than its timeout.
     #[error("{target} did not answer within {timeout:?}")]
@@ -146,16 +147,16 @@ pub enum ClientError {
         max: usize,
     },
     /// The CA file could not be used.
-    #[error("CA file {path}: {source}")]
+    #[error("CA file {path}: {cause}")]
     CaFile {
         /// The file.
         path: PathBuf,
         /// Why.
-        source: CaFileError,
+        cause: CaFileError,
     },
     /// rustls refused its own protocol defaults (a build without a usable crypto provider).
     #[error("TLS configuration: {0}")]
-    TlsConfig(#[source] rustls::Error),
+    TlsConfig(rustls::Error),
 }
 
 /// Why a `ca-file` cannot serve as the trust roots.
@@ -163,17 +164,17 @@ pub enum ClientError {
 #[non_exhaustive]
 pub enum CaFileError {
     /// Not readable.
-    #[error("{0}")]
-    Read(#[source] std::io::Error),
+    #[error(transparent)]
+    Read(std::io::Error),
     /// Not PEM certificates.
     #[error("not PEM certificates: {0}")]
-    Pem(#[source] rustls_pki_types::pem::Error),
+    Pem(rustls_pki_types::pem::Error),
     /// No certificate in it.
     #[error("no certificates")]
     Empty,
     /// A certificate rustls cannot use as a root.
-    #[error("{0}")]
-    Root(#[source] rustls::Error),
+    #[error(transparent)]
+    Root(rustls::Error),
 }
 
 /// A response with its body fully read.
@@ -217,7 +218,7 @@ impl HttpClient {
         let mut roots = rustls::RootCertStore::empty();
         match &opts.ca_file {
             Some(path) => {
-                let ca_err = |source: CaFileError| ClientError::CaFile { path: path.clone(), source };
+                let ca_err = |source: CaFileError| ClientError::CaFile { path: path.clone(), cause: source };
                 let pem = std::fs::read(path).map_err(|e| ca_err(CaFileError::Read(e)))?;
                 let certs = rustls_pki_types::CertificateDer::pem_slice_iter(&pem)
                     .collect::<Result<Vec<_>, _>>()
@@ -274,7 +275,7 @@ impl HttpClient {
         body: Bytes,
     ) -> Result<ClientResponse, ClientError> {
         let target = url.to_string();
-        let connect_err = |source| ClientError::Connect { target: target.clone(), source };
+        let connect_err = |source| ClientError::Connect { target: target.clone(), cause: source };
         match &url.target {
             Target::Unix(path) => {
                 let stream = tokio::net::UnixStream::connect(path).await.map_err(connect_err)?;
@@ -295,7 +296,7 @@ impl HttpClient {
                 let tls = tokio_rustls::TlsConnector::from(self.tls.clone())
                     .connect(name, stream)
                     .await
-                    .map_err(|source| ClientError::Tls { target: target.clone(), source })?;
+                    .map_err(|source| ClientError::Tls { target: target.clone(), cause: source })?;
                 self.over(tls, method, url, headers, body).await
             }
         }
@@ -313,7 +314,7 @@ impl HttpClient {
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let target = url.to_string();
-        let http_err = |source| ClientError::Http { target: target.clone(), source };
+        let http_err = |source| ClientError::Http { target: target.clone(), cause: source };
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io)).await.map_err(http_err)?;
         let driver = tokio::spawn(async move {
             let _ = conn.await;
@@ -346,7 +347,7 @@ impl HttpClient {
         match collected {
             Ok(c) => Ok(ClientResponse { status: parts.status, headers: parts.headers, body: c.to_bytes() }),
             Err(e) => match e.downcast::<hyper::Error>() {
-                Ok(source) => Err(ClientError::Http { target, source: *source }),
+                Ok(source) => Err(ClientError::Http { target, cause: *source }),
                 Err(_) => Err(ClientError::TooLarge { target, max: self.opts.max_body }),
             },
         }

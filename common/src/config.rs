@@ -12,20 +12,20 @@ use serde::de::DeserializeOwned;
 #[non_exhaustive]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("config {path}: cannot read: {source}")]
+    #[error("config {path}: cannot read: {cause}")]
     Read {
         /// The config file.
         path: PathBuf,
         /// The I/O error.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// The YAML did not decode (syntax, unknown key, wrong type, duplicate key).
-    #[error("config {path}: {source}")]
+    #[error("config {path}: {cause}")]
     Parse {
         /// The config file.
         path: PathBuf,
         /// The decoder's error, which names the key and position.
-        source: serde_yaml_ng::Error,
+        cause: serde_yaml_ng::Error,
     },
     /// A value decoded but is not acceptable.
     #[error("config {path}: key `{key}`: {reason}")]
@@ -37,12 +37,31 @@ pub enum ConfigError {
         /// What is wrong with it.
         reason: String,
     },
+    /// A value decoded but the parser of its kind refused it (a TPM handle, a URL, a policy).
+    #[error("config {path}: key `{key}`: {cause}")]
+    Value {
+        /// The config file.
+        path: PathBuf,
+        /// The offending key, dotted for nested keys.
+        key: String,
+        /// The parser's error, kept as it is.
+        cause: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
 
 impl ConfigError {
     /// Builds an [`ConfigError::Invalid`].
     pub fn invalid(path: &Path, key: impl Into<String>, reason: impl Into<String>) -> Self {
         ConfigError::Invalid { path: path.to_owned(), key: key.into(), reason: reason.into() }
+    }
+
+    /// Builds a [`ConfigError::Value`]: `key`'s value, refused by its parser with `cause`.
+    pub fn value(
+        path: &Path,
+        key: impl Into<String>,
+        cause: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        ConfigError::Value { path: path.to_owned(), key: key.into(), cause: cause.into() }
     }
 }
 
@@ -149,7 +168,8 @@ pub trait ConfigFile: Sized {
 
 /// Reads `path`, expands environment variables, and decodes YAML into `T` (which should deny unknown keys).
 pub fn load_yaml<T: DeserializeOwned>(path: &Path) -> Result<T, ConfigError> {
-    let raw = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+    let raw =
+        std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), cause: source })?;
     parse_yaml(path, &raw)
 }
 
@@ -162,7 +182,7 @@ pub fn parse_yaml<T: DeserializeOwned>(path: &Path, raw: &str) -> Result<T, Conf
             format!("environment variable {} is not set (line {})", unset.name, unset.line),
         )
     })?;
-    serde_yaml_ng::from_str(&expanded).map_err(|source| ConfigError::Parse { path: path.to_owned(), source })
+    serde_yaml_ng::from_str(&expanded).map_err(|source| ConfigError::Parse { path: path.to_owned(), cause: source })
 }
 
 /// Any YAML scalar, kept as text, so a value of the wrong form (`duration: 10`) is reported by our own

@@ -1,18 +1,19 @@
 //! One line for an error and its causes, as the binaries print it: each cause once.
 //!
-//! Many errors here say what their source said (`cannot read x: No such file or directory`) and also return it
-//! as their `source()`, so printing the chain naively says the cause twice. Here a cause whose text the line
-//! already holds is not repeated.
+//! The project's errors follow one rule, so that the chain can be printed as it is: an error either says its
+//! cause in its own text, keeping the cause as a typed field (`cause`), or returns it from `source()` and does
+//! not say it; never both. The log lines, gRPC statuses and HTTP answers print an error's own text, so the errors
+//! they print say their cause.
 
 use std::error::Error;
 
-/// `error: cause: its cause ...`, without repeats.
+/// `error: cause: its cause ...`: the error's text, then each `source()` in turn.
 pub fn error_chain(e: &(dyn Error + 'static)) -> String {
     let mut line = e.to_string();
     let mut next = e.source();
     while let Some(cause) = next {
         let text = cause.to_string();
-        if !text.is_empty() && !line.contains(&text) {
+        if !text.is_empty() {
             line.push_str(": ");
             line.push_str(&text);
         }
@@ -21,8 +22,8 @@ pub fn error_chain(e: &(dyn Error + 'static)) -> String {
     line
 }
 
-/// The one conversion of a command's outcome to its exit status: 0; or 1, with `error: ` and the chain (each
-/// cause once) on stderr. Usage errors, exit 2, are clap's.
+/// The one conversion of a command's outcome to its exit status: 0; or 1, with `error: ` and the chain on
+/// stderr. Usage errors, exit 2, are clap's.
 pub fn exit(result: Result<(), impl Into<Box<dyn Error + 'static>>>) -> ! {
     match result {
         Ok(()) => std::process::exit(0),
@@ -37,29 +38,42 @@ pub fn exit(result: Result<(), impl Into<Box<dyn Error + 'static>>>) -> ! {
 mod tests {
     use super::*;
 
+    /// Says its cause, keeps it typed, does not return it from `source()`.
     #[derive(Debug, thiserror::Error)]
-    #[error("config {path}: cannot read: {source}")]
-    struct Repeats {
+    #[error("config {path}: cannot read: {cause}")]
+    struct SaysIt {
         path: &'static str,
-        source: std::io::Error,
+        cause: std::io::Error,
     }
 
+    /// Returns its cause from `source()` and does not say it.
     #[derive(Debug, thiserror::Error)]
     #[error("opening the key")]
     struct Wraps(#[source] std::io::Error);
 
+    fn io() -> std::io::Error {
+        std::io::Error::new(std::io::ErrorKind::NotFound, "No such file or directory (os error 2)")
+    }
+
     #[test]
     fn each_cause_once() {
-        let io = || std::io::Error::new(std::io::ErrorKind::NotFound, "No such file or directory (os error 2)");
         assert_eq!(
-            error_chain(&Repeats { path: "--help", source: io() }),
+            error_chain(&SaysIt { path: "--help", cause: io() }),
             "config --help: cannot read: No such file or directory (os error 2)"
         );
         assert_eq!(error_chain(&Wraps(io())), "opening the key: No such file or directory (os error 2)");
-        let any = anyhow::Error::new(Repeats { path: "a", source: io() }).context("starting");
+        let any = anyhow::Error::new(SaysIt { path: "a", cause: io() }).context("starting");
         assert_eq!(
             error_chain(any.as_ref()),
             "starting: config a: cannot read: No such file or directory (os error 2)"
         );
+    }
+
+    /// This crate's errors that say their cause print it once through the chain.
+    #[test]
+    fn the_crates_errors_say_each_cause_once() {
+        let read = crate::config::ConfigError::Read { path: "c.conf".into(), cause: io() };
+        assert_eq!(error_chain(&read), "config c.conf: cannot read: No such file or directory (os error 2)");
+        assert!(read.source().is_none(), "a cause said in the text is not also the source");
     }
 }

@@ -27,7 +27,7 @@ pub enum CliError {
     Url(ClientError),
     /// Standard input could not be read.
     #[error("reading the bundle from standard input: {0}")]
-    Input(#[source] std::io::Error),
+    Input(std::io::Error),
     /// Standard input holds more than a bundle can be.
     #[error("the bundle on standard input is larger than {MAX_BUNDLE} bytes")]
     TooLarge,

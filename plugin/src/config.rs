@@ -52,22 +52,22 @@ pub enum ConfigError {
         reason: String,
     },
     /// A value that did not parse.
-    #[error("{key}: {source}")]
+    #[error("{key}: {cause}")]
     Value {
         /// The key.
         key: String,
         /// The parser's error.
-        source: Box<dyn std::error::Error + Send + Sync>,
+        cause: Box<dyn std::error::Error + Send + Sync>,
     },
     /// A file a key names could not be read, or is not what it must be.
-    #[error("{key} {}: {source}", path.display())]
+    #[error("{key} {}: {cause}", path.display())]
     File {
         /// The key.
         key: &'static str,
         /// The file.
         path: PathBuf,
         /// Why.
-        source: Box<dyn std::error::Error + Send + Sync>,
+        cause: Box<dyn std::error::Error + Send + Sync>,
     },
 }
 
@@ -79,7 +79,7 @@ impl ConfigError {
 
     /// A file named by `key` that is unusable.
     pub fn file(key: &'static str, path: &Path, source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
-        ConfigError::File { key, path: path.to_owned(), source: source.into() }
+        ConfigError::File { key, path: path.to_owned(), cause: source.into() }
     }
 }
 
@@ -247,7 +247,7 @@ where
     T::Err: std::error::Error + Send + Sync + 'static,
 {
     value
-        .map(|s| s.parse::<T>().map_err(|e| ConfigError::Value { key: key.to_owned(), source: Box::new(e) }))
+        .map(|s| s.parse::<T>().map_err(|e| ConfigError::Value { key: key.to_owned(), cause: Box::new(e) }))
         .transpose()
 }
 

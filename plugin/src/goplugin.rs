@@ -29,19 +29,20 @@ pub const NOT_A_HOST: &str = "This binary is a plugin. These are not meant to be
 #[non_exhaustive]
 pub enum ServeError {
     /// The socket could not be created.
-    #[error("cannot create the plugin socket {path}: {source}")]
+    #[error("cannot create the plugin socket {path}: {cause}")]
     Socket {
         /// Its path.
         path: PathBuf,
         /// The error.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// The handshake line could not be written.
     #[error("cannot write the handshake to stdout: {0}")]
     Stdout(std::io::Error),
     /// The gRPC server failed.
-    #[error("gRPC server: {0}")]
-    Grpc(#[from] tonic::transport::Error),
+    // tonic says the cause of a transport error only as its source: the whole chain is said here.
+    #[error("gRPC server: {}", common::report::error_chain(.0))]
+    Grpc(tonic::transport::Error),
 }
 
 /// True when the host set the magic cookie `<cookie>=<cookie>`.
@@ -143,8 +144,8 @@ pub async fn serve(
     broker: Broker,
 ) -> Result<(), ServeError> {
     let path = socket_path();
-    let listener =
-        tokio::net::UnixListener::bind(&path).map_err(|source| ServeError::Socket { path: path.clone(), source })?;
+    let listener = tokio::net::UnixListener::bind(&path)
+        .map_err(|source| ServeError::Socket { path: path.clone(), cause: source })?;
     let (health, health_svc) = tonic_health::server::health_reporter();
     health.set_service_status("plugin", tonic_health::ServingStatus::Serving).await;
     let (stop_tx, mut stop_rx) = tokio::sync::mpsc::channel(1);
@@ -214,5 +215,11 @@ pub fn serve_plugin(
     if let Err(e) = runtime.block_on(serve(plugin_services, add, Broker::default())) {
         tracing::error!(error = %common::report::error_chain(&e), "plugin stopped");
         std::process::exit(1);
+    }
+}
+
+impl From<tonic::transport::Error> for ServeError {
+    fn from(e: tonic::transport::Error) -> Self {
+        ServeError::Grpc(e)
     }
 }

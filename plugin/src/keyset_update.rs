@@ -113,27 +113,27 @@ pub struct Built {
 #[non_exhaustive]
 pub enum KeysError {
     /// A file could not be read.
-    #[error("reading {path}: {source}")]
+    #[error("reading {path}: {cause}")]
     Read {
         /// The file.
         path: PathBuf,
         /// Why.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// A key file is not a usable public key.
-    #[error("key file {path}: {source}")]
+    #[error("key file {path}: {cause}")]
     Key {
         /// The file.
         path: PathBuf,
         /// Why.
-        source: crypto::KeyError,
+        cause: crypto::KeyError,
     },
     /// The new policy is invalid.
     #[error("the new policy: {0}")]
-    Policy(#[from] crypto::PolicyError),
+    Policy(crypto::PolicyError),
     /// The document could not be built.
     #[error("the keyset document: {0}")]
-    Document(#[from] DocumentError),
+    Document(DocumentError),
     /// The file given to `--add-layer` or `--complete` is not one keyset update.
     #[error("{path} is not a keyset update: {why}")]
     NotAnUpdate {
@@ -146,13 +146,12 @@ pub enum KeysError {
     #[error("client set-up: {0}")]
     Client(common::client::ClientError),
     /// signer-unix's publish policy (the one replaced) could not be had.
-    #[error("reading the policy the update replaces from signer-unix at {socket}: {source}")]
+    #[error("reading the policy the update replaces from signer-unix at {socket}: {cause}")]
     CurrentPolicy {
         /// The socket.
         socket: PathBuf,
         /// Why.
-        #[source]
-        source: Box<dyn std::error::Error + Send + Sync>,
+        cause: Box<dyn std::error::Error + Send + Sync>,
     },
     /// A signer failed.
     #[error("signing at {step}")]
@@ -205,7 +204,7 @@ pub enum KeysError {
 }
 
 fn read_bounded(path: &Path, max: u64) -> Result<Vec<u8>, KeysError> {
-    let read = |source| KeysError::Read { path: path.to_owned(), source };
+    let read = |source| KeysError::Read { path: path.to_owned(), cause: source };
     let mut bytes = Vec::new();
     std::fs::File::open(path).map_err(read)?.take(max).read_to_end(&mut bytes).map_err(read)?;
     Ok(bytes)
@@ -214,7 +213,7 @@ fn read_bounded(path: &Path, max: u64) -> Result<Vec<u8>, KeysError> {
 fn load_key(path: &Path) -> Result<VerifyingKey, KeysError> {
     let text = read_bounded(path, MAX_KEY_FILE)?;
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    VerifyingKey::from_pem(&name, &text).map_err(|source| KeysError::Key { path: path.to_owned(), source })
+    VerifyingKey::from_pem(&name, &text).map_err(|source| KeysError::Key { path: path.to_owned(), cause: source })
 }
 
 fn new_policy(p: &NewPolicy) -> Result<Policy, KeysError> {
@@ -281,7 +280,7 @@ async fn check(req: &KeysRequest, token: &str, document: &Document) -> Result<Up
     let local = SignerClient::new(&req.socket, req.timeout).map_err(KeysError::Client)?;
     let current_policy = |source: Box<dyn std::error::Error + Send + Sync>| KeysError::CurrentPolicy {
         socket: req.socket.clone(),
-        source,
+        cause: source,
     };
     let json = local.policy().await.map_err(|e| current_policy(Box::new(e)))?;
     let current =
@@ -301,7 +300,7 @@ async fn check(req: &KeysRequest, token: &str, document: &Document) -> Result<Up
 pub fn append_update(path: &Path, token: &str, document: &Document) -> Result<(), KeysError> {
     let existing = match read_bounded(path, MAX_UPDATE_FILE) {
         Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
-        Err(KeysError::Read { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(KeysError::Read { cause: source, .. }) if source.kind() == std::io::ErrorKind::NotFound => String::new(),
         Err(e) => return Err(e),
     };
     let mut out = String::with_capacity(existing.len() + token.len() + 1);
@@ -371,4 +370,16 @@ pub async fn run(req: &KeysRequest) -> Result<Built, KeysError> {
         );
     }
     Ok(Built { token, update })
+}
+
+impl From<crypto::PolicyError> for KeysError {
+    fn from(e: crypto::PolicyError) -> Self {
+        KeysError::Policy(e)
+    }
+}
+
+impl From<DocumentError> for KeysError {
+    fn from(e: DocumentError) -> Self {
+        KeysError::Document(e)
+    }
 }

@@ -105,7 +105,7 @@ pub fn parse_config(text: &str) -> Result<(PublisherConfig, Vec<String>), Config
     }
     for (i, url) in raw.urls.iter().enumerate() {
         cfg.urls.push(
-            HttpUrl::parse(url).map_err(|e| ConfigError::Value { key: format!("urls[{i}]"), source: Box::new(e) })?,
+            HttpUrl::parse(url).map_err(|e| ConfigError::Value { key: format!("urls[{i}]"), cause: Box::new(e) })?,
         );
     }
     if let Some(d) = config::parsed::<GoDuration>("frequency", raw.frequency.as_deref())? {
@@ -150,13 +150,14 @@ impl PluginConfig for Configured {
     fn load(hcl: &str, core: Option<&CoreConfiguration>) -> Result<(Self, Vec<String>), ConfigError> {
         let (mut cfg, notes) = parse_config(hcl)?;
         cfg.trust_domain = match core.map(|c| c.trust_domain.as_str()).filter(|t| !t.is_empty()) {
-            Some(td) => Some(
-                td.parse().map_err(|e: crypto::BadTrustDomain| ConfigError::invalid("trust_domain", e.to_string()))?,
-            ),
+            Some(td) => Some(td.parse().map_err(|e: crypto::BadTrustDomain| ConfigError::Value {
+                key: "trust_domain".into(),
+                cause: Box::new(e),
+            })?),
             None => None,
         };
         let client = SignerClient::new(&cfg.socket, cfg.timeout)
-            .map_err(|e| ConfigError::Value { key: "urls".into(), source: Box::new(e) })?;
+            .map_err(|e| ConfigError::Value { key: "urls".into(), cause: Box::new(e) })?;
         Ok((Configured { cfg, client }, notes))
     }
 

@@ -37,20 +37,20 @@ pub type Admit = Arc<dyn Fn(std::net::IpAddr) -> bool + Send + Sync>;
 #[non_exhaustive]
 pub enum MetricsError {
     /// `metrics-addr` could not be bound.
-    #[error("metrics-addr {addr}: {source}")]
+    #[error("metrics-addr {addr}: {cause}")]
     Bind {
         /// The address.
         addr: SocketAddr,
         /// Why.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// A metric could not be registered (a name used twice).
-    #[error("metric {name}: {source}")]
+    #[error("metric {name}: {cause}")]
     Register {
         /// The metric.
         name: String,
         /// Why.
-        source: prometheus::Error,
+        cause: prometheus::Error,
     },
 }
 
@@ -76,7 +76,7 @@ impl Metrics {
         name: &str,
         c: Result<C, prometheus::Error>,
     ) -> Result<C, MetricsError> {
-        let err = |source| MetricsError::Register { name: name.to_owned(), source };
+        let err = |source| MetricsError::Register { name: name.to_owned(), cause: source };
         let c = c.map_err(err)?;
         self.registry.register(Box::new(c.clone())).map_err(err)?;
         Ok(c)
@@ -136,7 +136,7 @@ impl Endpoint {
     /// Binds `addr` (at start-up, so that a taken port is an error the operator sees at once).
     pub async fn bind(addr: SocketAddr) -> Result<Endpoint, MetricsError> {
         let listener =
-            tokio::net::TcpListener::bind(addr).await.map_err(|source| MetricsError::Bind { addr, source })?;
+            tokio::net::TcpListener::bind(addr).await.map_err(|source| MetricsError::Bind { addr, cause: source })?;
         let addr = listener.local_addr().unwrap_or(addr);
         tracing::info!(%addr, "metrics and /healthz listening");
         Ok(Endpoint { listener, addr })

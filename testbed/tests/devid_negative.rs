@@ -405,7 +405,7 @@ fn every_broken_response_is_refused_and_a_wrong_challenge_is_refused_by_the_tpm(
     let (_, pending_other) = plugin::devid::agent::begin(&cfg).unwrap();
     let (challenge, _) = f.verifier.challenge(&payload, now()).unwrap();
     match plugin::devid::agent::answer(&pending_other, &challenge) {
-        Err(plugin::devid::agent::AgentError::Tpm { source: TpmError::CredentialRefused { .. }, .. }) => {}
+        Err(plugin::devid::agent::AgentError::Tpm { cause: TpmError::CredentialRefused { .. }, .. }) => {}
         other => panic!("credential for another AK: {other:?}"),
     }
     let mut c: ChallengeRequest = serde_json::from_slice(&challenge).unwrap();

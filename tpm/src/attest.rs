@@ -612,7 +612,7 @@ fn activate(
                         )
                     ) =>
                 {
-                    OpError::Final(TpmError::CredentialRefused { device: dev.to_string(), source: e })
+                    OpError::Final(TpmError::CredentialRefused { device: dev.to_string(), cause: e })
                 }
                 _ => step_error(dev, "activate the credential", None, e),
             })?;

@@ -31,23 +31,23 @@ pub enum TpmError {
     #[error("no TPM found: neither /dev/tpmrm0 nor /dev/tpm0 exists (set tpm-device)")]
     NoDevice,
     /// The TPM device file could not be opened (another process holds `/dev/tpm0`, or no permission).
-    #[error("cannot open TPM device {device}: {source}{hint}", hint = open_hint(source))]
+    #[error("cannot open TPM device {device}: {cause}{hint}", hint = open_hint(cause))]
     DeviceOpen {
         /// The device path.
         device: String,
         /// Why.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// The TPM could not be reached (connection refused, device gone, TPM restarting).
     #[cfg(feature = "esapi")]
-    #[error("TPM {device} unavailable during {op}: {source}")]
+    #[error("TPM {device} unavailable during {op}: {cause}")]
     Unavailable {
         /// The device.
         device: String,
         /// The operation.
         op: &'static str,
         /// The TSS error.
-        source: tss_esapi::Error,
+        cause: tss_esapi::Error,
     },
     /// The TPM kept answering TPM_RC_RETRY / YIELDED / TESTING.
     #[error("TPM {device} busy during {op} (still asking to retry after {attempts} attempts)")]
@@ -61,14 +61,14 @@ pub enum TpmError {
     },
     /// The TPM refused a command.
     #[cfg(feature = "esapi")]
-    #[error("TPM {device}: {op} failed: {source}")]
+    #[error("TPM {device}: {op} failed: {cause}")]
     Command {
         /// The device.
         device: String,
         /// The operation.
         op: &'static str,
         /// The TSS error.
-        source: tss_esapi::Error,
+        cause: tss_esapi::Error,
     },
     /// Nothing at the handle.
     #[error("no object at persistent handle {handle} on TPM {device}")]
@@ -134,12 +134,12 @@ pub enum TpmError {
     },
     /// ActivateCredential refused the challenge: it was not made for this TPM's EK and this AK.
     #[cfg(feature = "esapi")]
-    #[error("TPM {device} refused to activate the credential (not made for this EK and AK): {source}")]
+    #[error("TPM {device} refused to activate the credential (not made for this EK and AK): {cause}")]
     CredentialRefused {
         /// The device.
         device: String,
         /// The TSS error.
-        source: tss_esapi::Error,
+        cause: tss_esapi::Error,
     },
     /// Software key failure (mock only).
     #[error("software key: {0}")]
@@ -165,7 +165,7 @@ impl TpmError {
             #[cfg(feature = "esapi")]
             TpmError::Unavailable { .. } => true,
             TpmError::Busy { .. } => true,
-            TpmError::DeviceOpen { source, .. } => source.raw_os_error() == Some(16),
+            TpmError::DeviceOpen { cause: source, .. } => source.raw_os_error() == Some(16),
             _ => false,
         }
     }

@@ -101,9 +101,9 @@ pub(crate) fn step_error(
             OpError::Tss(e)
         }
         (Some(Tss2ResponseCodeKind::Lockout), _) => {
-            OpError::Final(TpmError::Command { device: device.to_string(), op: step, source: e })
+            OpError::Final(TpmError::Command { device: device.to_string(), op: step, cause: e })
         }
-        _ if format_one => OpError::Final(TpmError::Command { device: device.to_string(), op: step, source: e }),
+        _ if format_one => OpError::Final(TpmError::Command { device: device.to_string(), op: step, cause: e }),
         _ => OpError::Tss(e),
     }
 }
@@ -202,13 +202,13 @@ impl Tpm {
                 .read(true)
                 .write(true)
                 .open(path)
-                .map_err(|source| TpmError::DeviceOpen { device: self.0.device.to_string(), source })?;
+                .map_err(|source| TpmError::DeviceOpen { device: self.0.device.to_string(), cause: source })?;
         }
         let tcti = self.0.device.tcti()?;
         let ctx = Context::new(tcti).map_err(|source| TpmError::Unavailable {
             device: self.0.device.to_string(),
             op: "connect",
-            source,
+            cause: source,
         })?;
         Ok(Conn { ctx, keys: HashMap::new() })
     }
@@ -250,8 +250,8 @@ impl Tpm {
                 Next::GiveUp => {
                     return Err(match class {
                         Class::Retry => TpmError::Busy { device, op, attempts: attempts.retries + 1 },
-                        Class::Tpm => TpmError::Command { device, op, source: err },
-                        Class::Connection => TpmError::Unavailable { device, op, source: err },
+                        Class::Tpm => TpmError::Command { device, op, cause: err },
+                        Class::Connection => TpmError::Unavailable { device, op, cause: err },
                     })
                 }
             }
@@ -304,11 +304,11 @@ pub(crate) fn resolve(
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum ExportError {
     /// Not a key type SubjectPublicKeyInfo can carry.
-    #[error("{0}")]
-    Convert(#[source] tss_esapi::Error),
+    #[error(transparent)]
+    Convert(tss_esapi::Error),
     /// The DER encoder failed.
-    #[error("{0}")]
-    Encode(#[source] picky_asn1_der::Asn1DerError),
+    #[error(transparent)]
+    Encode(picky_asn1_der::Asn1DerError),
 }
 
 /// SubjectPublicKeyInfo DER of a TPM public area.

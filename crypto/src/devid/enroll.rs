@@ -130,7 +130,7 @@ pub fn begin(req: &EnrollRequest, ek: &EkPolicy, now: u64) -> Result<(EnrollChal
         if bytes.is_empty() {
             return Err(DevIdError::Missing(field));
         }
-        TpmPublic::parse(bytes, field).map_err(|source| DevIdError::Tpm2 { field, source })
+        TpmPublic::parse(bytes, field).map_err(|source| DevIdError::Tpm2 { field, cause: source })
     };
     let ek_pub = parse("EK public area", &req.ek_pub)?;
     let ak = parse("AK public area", &req.ak_pub)?;
@@ -147,7 +147,8 @@ pub fn begin(req: &EnrollRequest, ek: &EkPolicy, now: u64) -> Result<(EnrollChal
     if sym_alg != alg::AES || sym_mode != alg::CFB || ek_pub.name_alg != alg::SHA256 {
         return Err(DevIdError::EkKey("the EK is not an RSA storage key with AES-CFB and SHA-256"));
     }
-    let ak_name = tpm2::name(&req.ak_pub, ak.name_alg).map_err(|source| DevIdError::Tpm2 { field: "AKPub", source })?;
+    let ak_name =
+        tpm2::name(&req.ak_pub, ak.name_alg).map_err(|source| DevIdError::Tpm2 { field: "AKPub", cause: source })?;
     let nonce = random::<32>()?;
     let secret = Zeroizing::new(random::<32>()?);
     let seed = Zeroizing::new(random::<32>()?);

@@ -129,12 +129,12 @@ pub enum DevIdError {
         max: usize,
     },
     /// JSON that does not decode into SPIRE's struct.
-    #[error("unable to unmarshall {what}: {source}")]
+    #[error("unable to unmarshall {what}: {cause}")]
     Json {
         /// Which message.
         what: &'static str,
         /// The decoder's error.
-        source: serde_json::Error,
+        cause: serde_json::Error,
     },
     /// `DevIDCert` is empty.
     #[error("no DevID certificate to attest")]
@@ -154,12 +154,12 @@ pub enum DevIdError {
     #[error("missing {0}")]
     Missing(&'static str),
     /// A TPM structure that does not parse.
-    #[error("unable to decode {field}: {source}")]
+    #[error("unable to decode {field}: {cause}")]
     Tpm2 {
         /// The JSON field.
         field: &'static str,
         /// Why.
-        source: Tpm2Error,
+        cause: Tpm2Error,
     },
     /// The EK certificate does not carry an RSA key.
     #[error("key from certificate is not an RSA key")]

@@ -191,8 +191,8 @@ impl DevIdVerifier {
         if payload.len() > MAX_PAYLOAD {
             return Err(DevIdError::TooLarge { what: "attestation payload", len: payload.len(), max: MAX_PAYLOAD });
         }
-        let req: AttestationRequest =
-            serde_json::from_slice(payload).map_err(|source| DevIdError::Json { what: "attestation data", source })?;
+        let req: AttestationRequest = serde_json::from_slice(payload)
+            .map_err(|source| DevIdError::Json { what: "attestation data", cause: source })?;
         let (leaf, chains) = self.check_devid_chain(&req, now)?;
 
         // Presence, in SPIRE's order (step 6); the EK certificate only where the policy needs one.
@@ -208,7 +208,7 @@ impl DevIdVerifier {
             }
         }
         let tpm2 = |field: &'static str, bytes: &[u8]| {
-            TpmPublic::parse(bytes, field).map_err(|source| DevIdError::Tpm2 { field, source })
+            TpmPublic::parse(bytes, field).map_err(|source| DevIdError::Tpm2 { field, cause: source })
         };
         let devid_pub = tpm2("DevIDPub", &req.devid_pub)?;
         let ak_pub = tpm2("AKPub", &req.ak_pub)?;
@@ -224,7 +224,8 @@ impl DevIdVerifier {
         // Credential for the AK under the EK (step 11).
         let (mut challenge, nonce, secret) = credential_challenge(&req.ak_pub, &ak_pub, &ek_pub)?;
         challenge.pcr_quote = self.quote.as_ref().map(|q| quote::QuoteRequest { selection: q.selection.to_string() });
-        let json = serde_json::to_vec(&challenge).map_err(|source| DevIdError::Json { what: "challenge", source })?;
+        let json =
+            serde_json::to_vec(&challenge).map_err(|source| DevIdError::Json { what: "challenge", cause: source })?;
         let mut selectors = selectors(&leaf, &chains);
         selectors.extend(ek.selectors());
         Ok((json, Challenged { nonce, secret, selectors, leaf, ak_pub, quote: self.quote.clone() }))
@@ -323,7 +324,7 @@ impl Certification<'_> {
             return Err(DevIdError::AkAttributes { attributes: ak_pub.attributes });
         }
         let sig = RsaSignature::parse(self.signature)
-            .map_err(|source| DevIdError::Tpm2 { field: "CertificationSignature", source })?;
+            .map_err(|source| DevIdError::Tpm2 { field: "CertificationSignature", cause: source })?;
         if ak_pub.scheme.scheme != alg::RSASSA || sig.scheme != alg::RSASSA || sig.hash != ak_pub.scheme.hash {
             return Err(DevIdError::CertifyScheme { scheme: sig.scheme, hash: sig.hash });
         }
@@ -337,7 +338,8 @@ impl Certification<'_> {
         let key = ring::signature::RsaPublicKeyComponents { n: strip(modulus), e: strip(&e) };
         key.verify(algorithm, self.info, &sig.signature).map_err(|_| DevIdError::CertifySignature)?;
 
-        let attest = Attest::parse(self.info).map_err(|source| DevIdError::Tpm2 { field: "CertifiedDevID", source })?;
+        let attest =
+            Attest::parse(self.info).map_err(|source| DevIdError::Tpm2 { field: "CertifiedDevID", cause: source })?;
         if attest.magic != tpm2::TPM_GENERATED {
             return Err(DevIdError::AttestMagic(attest.magic));
         }
@@ -357,7 +359,7 @@ impl Certification<'_> {
             }
         }
         let devid_name = tpm2::name(self.devid_pub_raw, self.devid_pub.name_alg)
-            .map_err(|source| DevIdError::Tpm2 { field: "DevIDPub", source })?;
+            .map_err(|source| DevIdError::Tpm2 { field: "DevIDPub", cause: source })?;
         if attest.certified_name != devid_name {
             return Err(DevIdError::CertifyName);
         }
@@ -375,7 +377,7 @@ fn credential_challenge(ak_pub_raw: &[u8], ak_pub: &TpmPublic, ek_pub: &TpmPubli
         return Err(DevIdError::EkPubNotRsa);
     };
     let ak_name =
-        tpm2::name(ak_pub_raw, ak_pub.name_alg).map_err(|source| DevIdError::Tpm2 { field: "AKPub", source })?;
+        tpm2::name(ak_pub_raw, ak_pub.name_alg).map_err(|source| DevIdError::Tpm2 { field: "AKPub", cause: source })?;
     let (sym_alg, sym_bits, sym_mode) = ek_pub.symmetric;
     if sym_alg != alg::AES || sym_mode != alg::CFB {
         return Err(DevIdError::EkKey("EK symmetric algorithm is not AES-CFB"));
@@ -453,7 +455,7 @@ impl Challenged {
             return Err(DevIdError::TooLarge { what: "challenge response", len: response.len(), max: MAX_RESPONSE });
         }
         let resp: ChallengeResponse = serde_json::from_slice(response)
-            .map_err(|source| DevIdError::Json { what: "challenges response", source })?;
+            .map_err(|source| DevIdError::Json { what: "challenges response", cause: source })?;
         if resp.devid.is_empty() {
             return Err(DevIdError::ResponseMissing("DevID signature"));
         }

@@ -116,7 +116,7 @@ pub fn parse_config(text: &str) -> Result<AgentConfig, ConfigError> {
         Some(text) => {
             const KEY: &str = "tpm_device_path";
             let device: TpmDevice =
-                text.parse().map_err(|e| ConfigError::Value { key: KEY.into(), source: Box::new(e) })?;
+                text.parse().map_err(|e| ConfigError::Value { key: KEY.into(), cause: Box::new(e) })?;
             if let TpmDevice::Device(path) = &device {
                 let meta = std::fs::metadata(path).map_err(|e| ConfigError::file(KEY, path, e))?;
                 use std::os::unix::fs::FileTypeExt;
@@ -179,16 +179,16 @@ pub fn payload(chain: &[Vec<u8>], evidence: Evidence) -> AttestationRequest {
 #[non_exhaustive]
 pub enum AgentError {
     /// The TPM work failed.
-    #[error("{step}: {source}")]
+    #[error("{step}: {cause}")]
     Tpm {
         /// The step.
         step: &'static str,
         /// The TPM error.
-        source: tpm::TpmError,
+        cause: tpm::TpmError,
     },
     /// The server's challenge is not the JSON SPIRE sends.
     #[error("bad challenge from server: unable to unmarshall challenge: {0}")]
-    ChallengeJson(#[source] serde_json::Error),
+    ChallengeJson(serde_json::Error),
     /// The server's challenge lacks a part (SPIRE's agent refuses the same, in the same words).
     #[error("bad challenge from server: received empty {0} challenge from server")]
     ChallengeEmpty(&'static str),
@@ -197,25 +197,25 @@ pub enum AgentError {
     Quote(String),
     /// The TPM's ECDSA signature is not the raw r||s it must be.
     #[error("the TPM's DevID signature: {0}")]
-    Signature(#[source] super::signature::NotRawEcdsa),
+    Signature(super::signature::NotRawEcdsa),
     /// Our own message did not encode (payload or response).
-    #[error("cannot encode the {what}: {source}")]
+    #[error("cannot encode the {what}: {cause}")]
     Encode {
         /// Which message.
         what: &'static str,
         /// The encoder's error.
-        source: serde_json::Error,
+        cause: serde_json::Error,
     },
 }
 
 /// The first half: open the TPM and gather the evidence (blocking; TPM commands).
 pub fn begin(cfg: &AgentConfig) -> Result<(Vec<u8>, PendingAttestation), AgentError> {
-    let tpm = Tpm::open(&cfg.device).map_err(|source| AgentError::Tpm { step: "open the TPM", source })?;
+    let tpm = Tpm::open(&cfg.device).map_err(|source| AgentError::Tpm { step: "open the TPM", cause: source })?;
     let (evidence, pending) = tpm
         .devid_evidence(&cfg.devid, &cfg.devid_password, &cfg.hierarchies)
-        .map_err(|source| AgentError::Tpm { step: "gather the attestation evidence", source })?;
+        .map_err(|source| AgentError::Tpm { step: "gather the attestation evidence", cause: source })?;
     let json = serde_json::to_vec(&payload(&cfg.chain, evidence))
-        .map_err(|source| AgentError::Encode { what: "payload", source })?;
+        .map_err(|source| AgentError::Encode { what: "payload", cause: source })?;
     Ok((json, pending))
 }
 
@@ -241,12 +241,12 @@ pub fn answer(pending: &PendingAttestation, challenge: &[u8]) -> Result<Vec<u8>,
             &cred.secret,
             selection.as_ref().map(|s| (s.hash, pcrs.as_slice())),
         )
-        .map_err(|source| AgentError::Tpm { step: "solve the challenge", source })?;
+        .map_err(|source| AgentError::Tpm { step: "solve the challenge", cause: source })?;
     let devid = super::signature::der(pending.key_type(), response.devid_signature).map_err(AgentError::Signature)?;
     let pcr_quote =
         quote.map(|q| crypto::devid::quote::QuoteAnswer { quoted: q.quoted, signature: q.signature, values: q.values });
     let json = ChallengeResponse { devid, cred_activation: response.activated_secret.to_vec(), pcr_quote };
-    serde_json::to_vec(&json).map_err(|source| AgentError::Encode { what: "response", source })
+    serde_json::to_vec(&json).map_err(|source| AgentError::Encode { what: "response", cause: source })
 }
 
 /// The plugin's state.

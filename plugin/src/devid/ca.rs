@@ -26,10 +26,10 @@ const ECDSA_WITH_SHA256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.84
 pub enum CaError {
     /// The CSR is not a PEM certificate request.
     #[error("CSR: not a PEM CERTIFICATE REQUEST: {0}")]
-    CsrPem(#[source] der::Error),
+    CsrPem(der::Error),
     /// The CSR's key is not one a DevID may have.
     #[error("CSR: {0}")]
-    CsrKey(#[source] crypto::KeyError),
+    CsrKey(crypto::KeyError),
     /// The CSR's signature algorithm is not the one of its key.
     #[error("CSR: signature algorithm {oid} does not match the {alg} key")]
     CsrAlgorithm {
@@ -43,7 +43,7 @@ pub enum CaError {
     CsrSignature,
     /// The CA certificate is not a PEM certificate.
     #[error("CA: certificate: {0}")]
-    CaCert(#[source] der::Error),
+    CaCert(der::Error),
     /// The CA key is of no kind this CA signs with.
     #[error("CA: the key is neither a P-256 nor an RSA private key in PEM (PKCS#8 or SEC1)")]
     CaKey,
@@ -52,13 +52,13 @@ pub enum CaError {
     CaMismatch,
     /// A public key could not be encoded.
     #[error("encoding a public key: {0}")]
-    Spki(#[from] spki::Error),
+    Spki(spki::Error),
     /// A structure could not be encoded.
     #[error("encoding: {0}")]
-    Der(#[from] der::Error),
+    Der(der::Error),
     /// Building or signing the certificate failed.
     #[error("issuing: {0}")]
-    Issue(#[from] x509_cert::builder::Error),
+    Issue(x509_cert::builder::Error),
 }
 
 enum CaKey {
@@ -142,4 +142,22 @@ pub fn sign_csr(
     let mut out = cert.to_pem(der::pem::LineEnding::LF)?;
     out.push_str(chain_pem);
     Ok(out)
+}
+
+impl From<spki::Error> for CaError {
+    fn from(e: spki::Error) -> Self {
+        CaError::Spki(e)
+    }
+}
+
+impl From<der::Error> for CaError {
+    fn from(e: der::Error) -> Self {
+        CaError::Der(e)
+    }
+}
+
+impl From<x509_cert::builder::Error> for CaError {
+    fn from(e: x509_cert::builder::Error) -> Self {
+        CaError::Issue(e)
+    }
 }

@@ -41,12 +41,12 @@ type Cause = Box<dyn std::error::Error + Send + Sync>;
 
 /// The step that failed, and why.
 #[derive(Debug, thiserror::Error)]
-#[error("{step}: {source}")]
+#[error("{step}: {cause}")]
 pub struct CheckError {
     /// The step, as printed.
     pub step: &'static str,
     /// Why it failed.
-    source: Cause,
+    cause: Cause,
 }
 
 /// Runs steps in order, printing `ok` or `FAIL` with each one's detail.
@@ -64,7 +64,7 @@ impl Steps<'_> {
             }
             Err(source) => {
                 let _ = writeln!(self.out, "FAIL  {step}: {source}");
-                Err(CheckError { step, source })
+                Err(CheckError { step, cause: source })
             }
         }
     }

@@ -25,13 +25,13 @@ pub enum CsrError {
     Subject(String),
     /// Encoding failed.
     #[error("encoding the request: {0}")]
-    Der(#[from] der::Error),
+    Der(der::Error),
     /// The TPM did not sign.
     #[error("signing the request: {0}")]
-    Sign(#[from] tpm::TpmError),
+    Sign(tpm::TpmError),
     /// The TPM's ECDSA signature is not `r || s` of 32 bytes each.
     #[error("signing the request: {0}")]
-    Signature(#[from] super::signature::NotRawEcdsa),
+    Signature(super::signature::NotRawEcdsa),
 }
 
 /// Builds a PEM CSR for `spki_der` with subject `CN=<cn>`, signed by `sign` (SHA-256 digest in, raw RSA
@@ -65,4 +65,22 @@ pub fn build(
     };
     Ok(der::pem::encode_string("CERTIFICATE REQUEST", der::pem::LineEnding::LF, &req.to_der()?)
         .map_err(der::Error::from)?)
+}
+
+impl From<der::Error> for CsrError {
+    fn from(e: der::Error) -> Self {
+        CsrError::Der(e)
+    }
+}
+
+impl From<tpm::TpmError> for CsrError {
+    fn from(e: tpm::TpmError) -> Self {
+        CsrError::Sign(e)
+    }
+}
+
+impl From<super::signature::NotRawEcdsa> for CsrError {
+    fn from(e: super::signature::NotRawEcdsa) -> Self {
+        CsrError::Signature(e)
+    }
 }

@@ -35,12 +35,12 @@ pub enum ProvisionError {
     #[error(transparent)]
     Csr(#[from] super::csr::CsrError),
     /// A file could not be written.
-    #[error("{path}: {source}")]
+    #[error("{path}: {cause}")]
     Write {
         /// The file.
         path: PathBuf,
         /// The error.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// The output directory already holds a DevID.
     #[error("{0} already exists; refusing to overwrite a DevID (move it away first)")]
@@ -59,13 +59,13 @@ pub fn read_password(path: &Path) -> std::io::Result<Password> {
 fn write(dir: &Path, name: &str, data: &[u8], mode: u32) -> Result<(), ProvisionError> {
     let path = dir.join(name);
     common::fsutil::write_atomic(&path, &format!(".{name}.tmp"), data, mode)
-        .map_err(|source| ProvisionError::Write { path, source })
+        .map_err(|source| ProvisionError::Write { path, cause: source })
 }
 
 /// Creates the DevID and writes its files; returns the blobs.
 pub fn provision(req: &ProvisionRequest) -> Result<DevIdBlobs, ProvisionError> {
     std::fs::create_dir_all(&req.out_dir)
-        .map_err(|source| ProvisionError::Write { path: req.out_dir.clone(), source })?;
+        .map_err(|source| ProvisionError::Write { path: req.out_dir.clone(), cause: source })?;
     for name in ["devid.priv.blob", "devid.pub.blob"] {
         let p = req.out_dir.join(name);
         if p.exists() {

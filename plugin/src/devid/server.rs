@@ -81,7 +81,7 @@ struct Raw {
 pub fn parse_config(text: &str, trust_domain: &str) -> Result<ServerConfig, ConfigError> {
     let trust_domain: crypto::TrustDomain = trust_domain
         .parse()
-        .map_err(|e: crypto::BadTrustDomain| ConfigError::invalid("trust_domain", e.to_string()))?;
+        .map_err(|e: crypto::BadTrustDomain| ConfigError::Value { key: "trust_domain".into(), cause: Box::new(e) })?;
     let raw: Raw = config::decode(text)?;
     let (devid_ca, ek_ca) = (
         config::path("devid_ca_path", raw.devid_ca_path)?,
@@ -117,9 +117,9 @@ pub fn parse_config(text: &str, trust_domain: &str) -> Result<ServerConfig, Conf
     };
     // The inventory itself is read below, and again whenever it changes; an empty one stands in to check the mode.
     let policy = EkPolicy::new(anchors, hashes_path.as_ref().map(|_| Inventory::default()), mode)
-        .map_err(|e| ConfigError::invalid("ek_policy", e.to_string()))?;
+        .map_err(|e| ConfigError::Value { key: "ek_policy".into(), cause: Box::new(e) })?;
     let mut verifier = DevIdVerifier::with_ek_policy(&devid_ca_pem, policy, extra)
-        .map_err(|e| ConfigError::Value { key: "devid_ca_path".into(), source: Box::new(e) })?;
+        .map_err(|e| ConfigError::Value { key: "devid_ca_path".into(), cause: Box::new(e) })?;
     if let Some(quote) = quote_policy(raw.pcr_selection, raw.pcr_policy, raw.require_pcr_policy)? {
         verifier = verifier.with_quote(quote);
     }

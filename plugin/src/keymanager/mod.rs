@@ -186,11 +186,14 @@ pub fn load_state(text: &str, dev: &Path) -> Result<State, ConfigError> {
     let key_password = password("key_password_file", raw.key_password_file)?;
     let device = match raw.tpm_device_path.as_deref().map(str::trim) {
         None | Some("") => crate::devid::agent::autodetect(dev)?,
-        Some(s) => s.parse().map_err(|e: tpm::TpmError| ConfigError::invalid("tpm_device_path", e.to_string()))?,
+        Some(s) => s
+            .parse()
+            .map_err(|e: tpm::TpmError| ConfigError::Value { key: "tpm_device_path".into(), cause: Box::new(e) })?,
     };
     let store = Store::open(&directory).map_err(|e| ConfigError::file("directory", &directory, e))?;
     let stored = store.load().map_err(|e| ConfigError::file("directory", &directory, e))?;
-    let tpm = Tpm::open(&device).map_err(|e| ConfigError::invalid("tpm_device_path", e.to_string()))?;
+    let tpm =
+        Tpm::open(&device).map_err(|e| ConfigError::Value { key: "tpm_device_path".into(), cause: Box::new(e) })?;
     // A key the TPM can no longer load (it was cleared or replaced) is dead: it is dropped, so that SPIRE, seeing
     // no key, makes a new one and attests again instead of failing at every signature.
     let mut keys = BTreeMap::new();

@@ -18,20 +18,20 @@ pub const FILE: &str = "keys.sqlite";
 #[non_exhaustive]
 pub enum StoreError {
     /// SQLite failed.
-    #[error("{path}: {source}")]
+    #[error("{path}: {cause}")]
     Sqlite {
         /// The database.
         path: PathBuf,
         /// Why.
-        source: rusqlite::Error,
+        cause: rusqlite::Error,
     },
     /// The directory or the file could not be made private.
-    #[error("{path}: {source}")]
+    #[error("{path}: {cause}")]
     Io {
         /// The path.
         path: PathBuf,
         /// Why.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// A stored key that does not parse.
     #[error("{path}: key {id:?}: {reason}")]
@@ -85,12 +85,12 @@ impl Store {
     pub fn open(directory: &Path) -> Result<Store, StoreError> {
         let io = |path: &Path| {
             let path = path.to_owned();
-            move |source| StoreError::Io { path, source }
+            move |source| StoreError::Io { path, cause: source }
         };
         std::fs::create_dir_all(directory).map_err(io(directory))?;
         std::fs::set_permissions(directory, std::fs::Permissions::from_mode(0o700)).map_err(io(directory))?;
         let path = directory.join(FILE);
-        let sqlite = |source| StoreError::Sqlite { path: path.clone(), source };
+        let sqlite = |source| StoreError::Sqlite { path: path.clone(), cause: source };
         let conn = Connection::open(&path).map_err(sqlite)?;
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(io(&path))?;
         conn.pragma_update(None, "journal_mode", "WAL").map_err(sqlite)?;
@@ -111,7 +111,7 @@ impl Store {
     }
 
     fn sqlite(&self, source: rusqlite::Error) -> StoreError {
-        StoreError::Sqlite { path: self.path.clone(), source }
+        StoreError::Sqlite { path: self.path.clone(), cause: source }
     }
 
     /// Every key, by ID.

@@ -104,12 +104,14 @@ impl config::ConfigFile for DevIdCaConfig {
         let listen = crate::signer_http::parse_listen(listen_raw)
             .ok_or_else(|| bad("listen-addr", format!("{listen_raw:?} is not ':PORT', 'IP:PORT' or '[IPv6]:PORT'")))?;
         let handle = match raw.tpm_address.as_deref() {
-            None => tpm::PersistentHandle::new(DEFAULT_HANDLE).map_err(|e| bad("tpm-address", e.to_string()))?,
-            Some(s) => s.parse().map_err(|e: tpm::TpmError| bad("tpm-address", e.to_string()))?,
+            None => {
+                tpm::PersistentHandle::new(DEFAULT_HANDLE).map_err(|e| ConfigError::value(path, "tpm-address", e))?
+            }
+            Some(s) => s.parse().map_err(|e: tpm::TpmError| ConfigError::value(path, "tpm-address", e))?,
         };
         let tpm_device = match raw.tpm_device.as_deref().map(str::trim) {
             None | Some("") => None,
-            Some(s) => Some(s.parse().map_err(|e: tpm::TpmError| bad("tpm-device", e.to_string()))?),
+            Some(s) => Some(s.parse().map_err(|e: tpm::TpmError| ConfigError::value(path, "tpm-device", e))?),
         };
         let cfg = DevIdCaConfig {
             log_format: raw.log_format.unwrap_or_default(),

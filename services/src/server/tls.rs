@@ -49,12 +49,12 @@ pub fn acceptor(files: &TlsFiles) -> Result<tokio_rustls::TlsAcceptor, TlsError>
 
 /// No listener could be bound.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot listen on {addr}: {source}")]
+#[error("cannot listen on {addr}: {cause}")]
 pub struct ListenError {
     /// The address.
     pub addr: String,
     /// The error.
-    pub source: std::io::Error,
+    pub cause: std::io::Error,
 }
 
 /// Binds every listen address that can be bound (`:PORT` means IPv6 and IPv4; one family missing is fine).
@@ -76,7 +76,7 @@ pub async fn bind_all(addrs: &[std::net::SocketAddr]) -> Result<Vec<tokio::net::
     }
     if listeners.is_empty() {
         let (addr, source) = last_err.unwrap_or_else(|| ("(none)".into(), std::io::Error::other("no address")));
-        return Err(ListenError { addr, source });
+        return Err(ListenError { addr, cause: source });
     }
     Ok(listeners)
 }

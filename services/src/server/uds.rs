@@ -27,14 +27,14 @@ pub enum BindError {
         path: PathBuf,
     },
     /// An I/O step failed.
-    #[error("{path}: {op}: {source}")]
+    #[error("{path}: {op}: {cause}")]
     Io {
         /// The socket path.
         path: PathBuf,
         /// What we were doing.
         op: &'static str,
         /// The I/O error.
-        source: io::Error,
+        cause: io::Error,
     },
 }
 
@@ -43,7 +43,7 @@ pub enum BindError {
 /// The parent directory is created (mode 0755) when missing, as the upstream systemd units do with
 /// `ExecStartPre=mkdir -p`.
 pub async fn bind(path: &Path, mode: u32) -> Result<UnixListener, BindError> {
-    let io_err = |op| move |source| BindError::Io { path: path.to_owned(), op, source };
+    let io_err = |op| move |source| BindError::Io { path: path.to_owned(), op, cause: source };
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         if !parent.exists() {
             std::fs::create_dir_all(parent).map_err(io_err("create parent directory"))?;
@@ -80,7 +80,7 @@ pub enum InheritError {
     NoDescriptor,
     /// The descriptor is not a listening unix stream socket.
     #[error("socket activation: the passed descriptor: {0}")]
-    Descriptor(#[source] io::Error),
+    Descriptor(io::Error),
     /// The socket is bound somewhere else than the config's `socket`.
     #[error("socket activation: systemd passed a socket at {passed}, but the config's socket is {configured}")]
     OtherPath {

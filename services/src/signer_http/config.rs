@@ -121,9 +121,9 @@ impl config::ConfigFile for SignerHttpConfig {
         let mut allowed = Vec::with_capacity(raw.allowed_addrs.len());
         for (i, entry) in raw.allowed_addrs.iter().enumerate() {
             allowed.push(
-                entry
-                    .parse()
-                    .map_err(|e: super::allow::AllowError| bad(&format!("allowed-addrs[{i}]"), e.to_string()))?,
+                entry.parse().map_err(|e: super::allow::AllowError| {
+                    ConfigError::value(path, format!("allowed-addrs[{i}]"), e)
+                })?,
             );
         }
         let tls = match (raw.tls_cert, raw.tls_key) {

@@ -46,7 +46,7 @@ pub enum RunError {
     Tls(#[from] crate::server::tls::TlsError),
     /// The signer-unix client could not be built.
     #[error("signer-unix client: {0}")]
-    Client(#[from] common::client::ClientError),
+    Client(common::client::ClientError),
 }
 
 struct State {
@@ -325,5 +325,11 @@ impl State {
         })?;
         tracing::info!(%peer, signer = layer.key.name(), bytes = wrapped.len(), "co-signed");
         Ok(server::ok("application/jwt", wrapped.into_string()))
+    }
+}
+
+impl From<common::client::ClientError> for RunError {
+    fn from(e: common::client::ClientError) -> Self {
+        RunError::Client(e)
     }
 }

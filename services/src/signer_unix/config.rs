@@ -122,11 +122,11 @@ impl config::ConfigFile for SignerUnixConfig {
         let d = &DEFAULTS;
         let handle = match raw.tpm_address.as_deref() {
             None => tpm::PersistentHandle::DEFAULT_SIGNING,
-            Some(s) => s.parse().map_err(|e: tpm::TpmError| bad("tpm-address", e.to_string()))?,
+            Some(s) => s.parse().map_err(|e: tpm::TpmError| ConfigError::value(path, "tpm-address", e))?,
         };
         let tpm_device = match raw.tpm_device.as_deref().map(str::trim) {
             None | Some("") => None,
-            Some(s) => Some(s.parse().map_err(|e: tpm::TpmError| bad("tpm-device", e.to_string()))?),
+            Some(s) => Some(s.parse().map_err(|e: tpm::TpmError| ConfigError::value(path, "tpm-device", e))?),
         };
         let issuer = match raw.issuer.filter(|s| !s.is_empty()) {
             Some(i) => i,
@@ -148,7 +148,7 @@ impl config::ConfigFile for SignerUnixConfig {
         let publish_policy = match (raw.threshold, chain.is_empty(), backup) {
             (Some(threshold), true, None) => Some(
                 crypto::policy::Policy::threshold(threshold, load_keys("keys", &raw.keys)?, crypto::Limits::default())
-                    .map_err(|e| bad("threshold", e.to_string()))?,
+                    .map_err(|e| ConfigError::value(path, "threshold", e))?,
             ),
             (Some(_), _, _) => return Err(bad("threshold", "replaces chain and backup: give keys instead".into())),
             (None, _, _) if !raw.keys.is_empty() => {
@@ -158,7 +158,7 @@ impl config::ConfigFile for SignerUnixConfig {
             (None, true, Some(_)) => return Err(bad("chain", "required when backup is set".into())),
             (None, false, backup) => Some(
                 crypto::policy::Policy::new(chain, backup, crypto::Limits::default())
-                    .map_err(|e| bad("chain", e.to_string()))?,
+                    .map_err(|e| ConfigError::value(path, "chain", e))?,
             ),
         };
         let nonempty = |v: Option<String>, default: &str| v.filter(|s| !s.is_empty()).unwrap_or_else(|| default.into());

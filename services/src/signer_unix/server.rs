@@ -26,7 +26,7 @@ pub enum RunError {
     Thread(std::io::Error),
     /// The TPM's public key is not one we can verify with.
     #[error("the TPM key's public key is unusable: {0}")]
-    Key(#[source] crypto::KeyError),
+    Key(crypto::KeyError),
     /// The publish directory is missing.
     #[error("publish directory {0} does not exist")]
     Dir(std::path::PathBuf),
@@ -35,7 +35,7 @@ pub enum RunError {
     NotInChain(String),
     /// The publish policy could not be built.
     #[error("publish policy: {0}")]
-    Policy(#[from] crypto::PolicyError),
+    Policy(crypto::PolicyError),
     /// The metrics endpoint could not start.
     #[error(transparent)]
     Metrics(#[from] crate::metrics::MetricsError),
@@ -384,5 +384,11 @@ impl Signer {
         self.metrics.published_expiry.set(exp as f64);
         tracing::info!(file = %self.cfg.filename, bytes = token.len(), exp, peer_uid = peer.uid, "published");
         Ok(server::text(StatusCode::OK, format!("published {} ({} bytes, exp {exp})", self.cfg.filename, token.len())))
+    }
+}
+
+impl From<crypto::PolicyError> for RunError {
+    fn from(e: crypto::PolicyError) -> Self {
+        RunError::Policy(e)
     }
 }

@@ -148,7 +148,7 @@ fn decode_sources(
     let bad = |key: &str, reason: String| ConfigError::invalid(path, key, reason);
     let mut sources = Vec::new();
     match first.filter(|u| !u.is_empty()) {
-        Some(u) => sources.push(parse_source(&u).map_err(|e| bad(at, e.to_string()))?),
+        Some(u) => sources.push(parse_source(&u).map_err(|e| ConfigError::value(path, at, e))?),
         None if !mirrors.is_empty() => {
             let first_key = at.rsplit('.').next().unwrap_or(at);
             return Err(bad(mirrors_key, format!("needs {first_key} (tried first)")));
@@ -156,7 +156,7 @@ fn decode_sources(
         None => {}
     }
     for (i, m) in mirrors.iter().enumerate() {
-        sources.push(parse_source(m).map_err(|e| bad(&format!("{mirrors_key}[{i}]"), e.to_string()))?);
+        sources.push(parse_source(m).map_err(|e| ConfigError::value(path, format!("{mirrors_key}[{i}]"), e))?);
     }
     Ok(sources)
 }
@@ -191,7 +191,8 @@ impl KeysetConfig {
                     Some(b) if !b.is_empty() => Some(load_key(&at("backup"), b)?),
                     _ => None,
                 };
-                crypto::policy::Policy::new(chain, backup, limits).map_err(|e| bad(&at("chain"), e.to_string()))?
+                crypto::policy::Policy::new(chain, backup, limits)
+                    .map_err(|e| ConfigError::value(path, at("chain"), e))?
             }
             Some(threshold) => {
                 if !ks.chain.is_empty() || ks.backup.is_some() {
@@ -201,11 +202,13 @@ impl KeysetConfig {
                     .map(|(i, k)| load_key(&format!("keyset.{name}.keys[{i}]"), k))
                     .collect::<Result<Vec<_>, _>>()?;
                 crypto::policy::Policy::threshold(threshold, keys, limits)
-                    .map_err(|e| bad(&at("threshold"), e.to_string()))?
+                    .map_err(|e| ConfigError::value(path, at("threshold"), e))?
             }
         };
         let trust_domain = match ks.trust_domain {
-            Some(td) => Some(td.parse().map_err(|e: crypto::BadTrustDomain| bad(&at("trust-domain"), e.to_string()))?),
+            Some(td) => {
+                Some(td.parse().map_err(|e: crypto::BadTrustDomain| ConfigError::value(path, at("trust-domain"), e))?)
+            }
             None => None,
         };
         let keys_sources = decode_sources(path, &at("keys-url"), ks.keys_url, &ks.keys_mirrors, &at("keys-mirrors"))?;

@@ -38,12 +38,12 @@ pub enum FetchError {
     #[error("HTTP status {0}")]
     Status(StatusCode),
     /// The file could not be read.
-    #[error("{path}: {source}")]
+    #[error("{path}: {cause}")]
     File {
         /// The file.
         path: String,
         /// The error.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// Larger than the cap.
     #[error("token larger than {0} bytes")]
@@ -76,9 +76,9 @@ pub async fn fetch(
             };
             let read = tokio::time::timeout(timeout, read).await.map_err(|_| FetchError::File {
                 path: path.display().to_string(),
-                source: std::io::Error::new(std::io::ErrorKind::TimedOut, "read timed out"),
+                cause: std::io::Error::new(std::io::ErrorKind::TimedOut, "read timed out"),
             })?;
-            let bytes = read.map_err(|source| FetchError::File { path: path.display().to_string(), source })?;
+            let bytes = read.map_err(|source| FetchError::File { path: path.display().to_string(), cause: source })?;
             if bytes.len() > max_size {
                 return Err(FetchError::TooLarge(max_size));
             }

@@ -424,7 +424,7 @@ pub fn keys_state_file(state_dir: &Path, name: &str) -> PathBuf {
 fn not_published(source: &Source, e: &FetchError) -> bool {
     match (source, e) {
         (_, FetchError::Status(s)) => *s == http::StatusCode::NOT_FOUND,
-        (Source::File(_), FetchError::File { source, .. }) => source.kind() == std::io::ErrorKind::NotFound,
+        (Source::File(_), FetchError::File { cause: source, .. }) => source.kind() == std::io::ErrorKind::NotFound,
         _ => false,
     }
 }

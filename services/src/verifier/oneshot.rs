@@ -19,7 +19,7 @@ pub enum OneShotError {
     UnknownKeyset(String),
     /// The URL given on the command line is unusable.
     #[error("URL: {0}")]
-    Url(#[from] SourceError),
+    Url(SourceError),
     /// Client set-up failed.
     #[error(transparent)]
     Client(#[from] common::client::ClientError),
@@ -145,6 +145,12 @@ pub async fn verify_once(
         }
     }
     Err(OneShotError::Failed(reasons))
+}
+
+impl From<SourceError> for OneShotError {
+    fn from(e: SourceError) -> Self {
+        OneShotError::Url(e)
+    }
 }
 
 #[cfg(test)]

@@ -37,12 +37,12 @@ pub enum RunError {
     #[error(transparent)]
     Metrics(#[from] crate::metrics::MetricsError),
     /// The state directory could not be created.
-    #[error("state directory {path}: {source}")]
+    #[error("state directory {path}: {cause}")]
     StateDir {
         /// The directory.
         path: std::path::PathBuf,
         /// The error.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// An existing state directory another user could write (the rollback floor lives there).
     #[error("state directory {path} is unsafe: {why}")]
@@ -59,7 +59,7 @@ pub enum RunError {
 /// can replace the rollback floor.
 fn prepare_state_dir(dir: &std::path::Path) -> Result<(), RunError> {
     use std::os::unix::fs::{DirBuilderExt, MetadataExt};
-    let io = |source| RunError::StateDir { path: dir.to_owned(), source };
+    let io = |source| RunError::StateDir { path: dir.to_owned(), cause: source };
     let unsafe_dir = |why: String| RunError::UnsafeStateDir { path: dir.to_owned(), why };
     match std::fs::metadata(dir) {
         Ok(m) => {
@@ -303,7 +303,7 @@ pub async fn run_with(
         Some(l) => tokio::net::UnixListener::from_std(l).map_err(|source| uds::BindError::Io {
             path: cfg.socket.clone(),
             op: "take the passed socket",
-            source,
+            cause: source,
         })?,
         None => uds::bind(&cfg.socket, cfg.socket_mode).await?,
     };
