@@ -170,6 +170,19 @@ fn hex_id() -> String {
     raw.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Creates `state-dir` (0700) when it does not exist.
+fn make_state_dir(dir: &std::path::Path) -> Result<(), RunError> {
+    if !dir.exists() {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| file_error("state-dir", dir)(Box::new(e)))?;
+    }
+    Ok(())
+}
+
 /// Runs the CA with its TPM key `key` until `shutdown` resolves.
 pub async fn run(
     cfg: DevIdCaConfig,
@@ -197,14 +210,7 @@ pub async fn run(
     let anchor = Cert::from_der(&chain[0].to_der().map_err(|e| file_error("ca-cert", &cfg.ca_cert)(Box::new(e)))?)
         .map_err(|e| file_error("ca-cert", &cfg.ca_cert)(Box::new(e)))?;
     let ek = ek_policy(&cfg)?;
-    if !cfg.state_dir.exists() {
-        use std::os::unix::fs::DirBuilderExt;
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&cfg.state_dir)
-            .map_err(|e| file_error("state-dir", &cfg.state_dir)(Box::new(e)))?;
-    }
+    make_state_dir(&cfg.state_dir)?;
     let db = Arc::new(Db::open(&cfg.database())?);
     let metrics = CaMetrics::new()?;
     let tls = crate::server::tls::acceptor(&cfg.tls)?;
