@@ -3,12 +3,13 @@
 //! its input; results are checked for internal consistency where a parser promises some (a bundle that parses
 //! renders in both formats and parses back to the same certificates).
 
-fn text(data: &[u8]) -> Option<&str> {
+/// `data` as UTF-8 text, if it is.
+pub fn text(data: &[u8]) -> Option<&str> {
     std::str::from_utf8(data).ok()
 }
 
 /// A fixed P-256 verifying key, so signature checks run (and fail) on fuzzed tokens.
-const KEY: &str = "-----BEGIN PUBLIC KEY-----
+pub const KEY: &str = "-----BEGIN PUBLIC KEY-----
 MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEv1qzjTSzw8+TUZQq1z7HQXOqkIuA
 YTB0iWwvVno82cQ8T00B/rTqySC3bNYnAaGcRUg/t87yH0zxumMadhUqdA==
 -----END PUBLIC KEY-----

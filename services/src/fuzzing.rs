@@ -1,18 +1,8 @@
 //! Fuzz target bodies for this crate's parsers (feature `fuzzing`): see `crypto::fuzzing`.
 
 use crate::ConfigFile;
+use crypto::fuzzing::{text, KEY};
 use std::path::Path;
-
-fn text(data: &[u8]) -> Option<&str> {
-    std::str::from_utf8(data).ok()
-}
-
-/// A fixed P-256 verifying key, so signature checks run (and fail) on fuzzed tokens.
-const KEY: &str = "-----BEGIN PUBLIC KEY-----
-MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEv1qzjTSzw8+TUZQq1z7HQXOqkIuA
-YTB0iWwvVno82cQ8T00B/rTqySC3bNYnAaGcRUg/t87yH0zxumMadhUqdA==
------END PUBLIC KEY-----
-";
 
 /// The three daemons' YAML configs (key files resolve against a directory that does not exist).
 pub fn yaml_config(data: &[u8]) {
