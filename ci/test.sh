@@ -51,6 +51,15 @@ layering() {
     echo "the tpm crate's mock feature is reachable from a non-dev dependency" >&2
     return 1
   fi
+  if cargo tree --workspace --locked -e normal,build -f '{p} {f}' --prefix none | grep -E '^[a-z]+ v[^ ]* .*\bfuzzing\b'; then
+    echo "a crate's fuzzing feature (the fuzz target bodies) is reachable from a non-dev dependency" >&2
+    return 1
+  fi
+  # Control: the same pattern sees the feature where testbed's tests turn it on.
+  if ! cargo tree --workspace --locked -e normal,dev,build -f '{p} {f}' --prefix none | grep -qE '^[a-z]+ v[^ ]* .*\bfuzzing\b'; then
+    echo "the fuzzing check sees no fuzzing feature even with dev-dependencies: the check itself is broken" >&2
+    return 1
+  fi
   if grep -rlE 'tss_esapi::|use tss_esapi' --include='*.rs' common services plugin crypto testbed; then
     echo "only the tpm crate may use tss-esapi" >&2
     return 1

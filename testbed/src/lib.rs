@@ -8,7 +8,6 @@ pub mod devid;
 pub mod devid_ca;
 pub mod devid_scenario;
 pub mod fleet;
-pub mod fuzzing;
 pub mod ha;
 pub mod heal;
 pub mod host;
