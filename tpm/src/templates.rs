@@ -62,16 +62,22 @@ pub(crate) fn srk_template(key_type: KeyType) -> Result<Public, tss_esapi::Error
     storage_template(key_type, true)
 }
 
-/// An unrestricted signing key: RSA-2048 RSASSA-SHA256 or P-256 ECDSA-SHA256, fixedTPM, fixedParent,
-/// sensitiveDataOrigin, userWithAuth (the signing keys here, and SPIRE's DevID template).
-pub(crate) fn signing_template(key_type: KeyType) -> Result<Public, tss_esapi::Error> {
-    let attrs = ObjectAttributesBuilder::new()
+/// The attributes of an unrestricted, non-exportable signing key: fixedTPM, fixedParent, sensitiveDataOrigin,
+/// userWithAuth, sign.
+pub(crate) fn signing_attributes() -> Result<tss_esapi::attributes::ObjectAttributes, tss_esapi::Error> {
+    ObjectAttributesBuilder::new()
         .with_fixed_tpm(true)
         .with_fixed_parent(true)
         .with_sensitive_data_origin(true)
         .with_user_with_auth(true)
         .with_sign_encrypt(true)
-        .build()?;
+        .build()
+}
+
+/// An unrestricted signing key: RSA-2048 RSASSA-SHA256 or P-256 ECDSA-SHA256, with [`signing_attributes`] (the
+/// signing keys here, and SPIRE's DevID template).
+pub(crate) fn signing_template(key_type: KeyType) -> Result<Public, tss_esapi::Error> {
+    let attrs = signing_attributes()?;
     let sha256 = HashScheme::new(HashingAlgorithm::Sha256);
     let builder =
         PublicBuilder::new().with_name_hashing_algorithm(HashingAlgorithm::Sha256).with_object_attributes(attrs);

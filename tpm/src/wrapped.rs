@@ -9,7 +9,6 @@
 
 use std::convert::TryFrom;
 
-use tss_esapi::attributes::ObjectAttributesBuilder;
 use tss_esapi::constants::response_code::Tss2ResponseCodeKind;
 use tss_esapi::handles::{KeyHandle, ObjectHandle};
 use tss_esapi::interface_types::algorithm::{HashingAlgorithm, PublicAlgorithm};
@@ -126,13 +125,7 @@ impl std::fmt::Debug for SavedKey {
 
 /// The template of an unrestricted, non-exportable signing key of `kind`.
 fn template(kind: WrappedKind) -> Result<Public, tss_esapi::Error> {
-    let attrs = ObjectAttributesBuilder::new()
-        .with_fixed_tpm(true)
-        .with_fixed_parent(true)
-        .with_sensitive_data_origin(true)
-        .with_user_with_auth(true)
-        .with_sign_encrypt(true)
-        .build()?;
+    let attrs = crate::templates::signing_attributes()?;
     let builder =
         PublicBuilder::new().with_name_hashing_algorithm(HashingAlgorithm::Sha256).with_object_attributes(attrs);
     let ecc = |curve, hash| {
