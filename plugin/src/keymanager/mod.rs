@@ -420,18 +420,14 @@ impl State {
         };
         let stopped = || Status::internal("failed to sign data: the signing thread stopped");
         let (reply, answer) = tokio::sync::oneshot::channel();
-        let job = SignJob {
-            id,
-            key: stored.key.clone(),
-            fingerprint: stored.fingerprint.clone(),
-            digest: digest.clone(),
-            scheme,
-            reply,
-        };
+        // A copy of the digest is kept only where the PSS salt is checked after.
+        let checked = pss.map(|_| digest.clone());
+        let job =
+            SignJob { id, key: stored.key.clone(), fingerprint: stored.fingerprint.clone(), digest, scheme, reply };
         self.signer.send(Job::Sign(job)).await.map_err(|_| stopped())?;
         let raw = answer.await.map_err(|_| stopped())??;
-        if let Some(hash) = pss {
-            if !pss_salt_is_digest_length(&stored.key.spki_der, hash, &digest, &raw) {
+        if let (Some(hash), Some(digest)) = (pss, checked.as_deref()) {
+            if !pss_salt_is_digest_length(&stored.key.spki_der, hash, digest, &raw) {
                 return Err(Status::internal(
                     "failed to sign data: this TPM makes PSS signatures whose salt is not the digest's length, which Go's TLS refuses",
                 ));
