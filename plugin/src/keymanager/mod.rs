@@ -18,7 +18,6 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use sha2::Digest as _;
 use tonic::Status;
 use tpm::wrapped::{Hash, Scheme, WrappedKind};
 use tpm::{Password, Tpm};
@@ -357,8 +356,7 @@ impl State {
             .await
             .map_err(|e| Status::internal(format!("failed to generate key: {e}")))?
             .map_err(|e| tpm_status("failed to generate key", e))?;
-        let fingerprint: String = sha2::Sha256::digest(&key.spki_der).iter().map(|b| format!("{b:02x}")).collect();
-        let stored = Stored { key, fingerprint };
+        let stored = Stored::new(key);
         // The store and the keys in memory change together: two GenerateKey for one ID cannot leave them apart.
         let mut keys = common::sync::lock(&self.keys);
         self.store

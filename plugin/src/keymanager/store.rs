@@ -1,5 +1,5 @@
 //! The KeyManager's keys on disk: one SQLite database (`keys.sqlite` in `directory`, 0600) holding, per key ID,
-//! the key's type, its TPM-wrapped blobs and its fingerprint. Nothing in it is usable off the TPM that made it.
+//! the key's type and its TPM-wrapped blobs (its fingerprint is derived from its public key, not stored). Nothing in it is usable off the TPM that made it.
 //! A new key for an ID replaces the old one in one transaction: the old blob is gone, and with it the key (a
 //! TPM-wrapped key exists nowhere else).
 
@@ -45,13 +45,22 @@ pub enum StoreError {
     },
 }
 
-/// A stored key and its fingerprint.
+/// A stored key and its fingerprint ([`Stored::new`] derives it).
 #[derive(Debug, Clone)]
 pub struct Stored {
     /// The key.
     pub key: WrappedKey,
     /// Its fingerprint (lowercase hex SHA-256 of its SubjectPublicKeyInfo).
     pub fingerprint: String,
+}
+
+impl Stored {
+    /// `key`, with its fingerprint.
+    pub fn new(key: WrappedKey) -> Stored {
+        use sha2::Digest;
+        let fingerprint = sha2::Sha256::digest(&key.spki_der).iter().map(|b| format!("{b:02x}")).collect();
+        Stored { key, fingerprint }
+    }
 }
 
 /// The database.
@@ -102,7 +111,6 @@ impl Store {
                 kind INTEGER NOT NULL,
                 public BLOB NOT NULL,
                 private BLOB NOT NULL,
-                fingerprint TEXT NOT NULL,
                 created INTEGER NOT NULL
             );",
         )
@@ -117,28 +125,21 @@ impl Store {
     /// Every key, by ID.
     pub fn load(&self) -> Result<Vec<(String, Stored)>, StoreError> {
         let conn = common::sync::lock(&self.conn);
-        let mut stmt = conn
-            .prepare("SELECT id, kind, public, private, fingerprint FROM keys ORDER BY id")
-            .map_err(|e| self.sqlite(e))?;
+        let mut stmt =
+            conn.prepare("SELECT id, kind, public, private FROM keys ORDER BY id").map_err(|e| self.sqlite(e))?;
         let rows = stmt
             .query_map([], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, i64>(1)?,
-                    r.get::<_, Vec<u8>>(2)?,
-                    r.get::<_, Vec<u8>>(3)?,
-                    r.get(4)?,
-                ))
+                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, Vec<u8>>(2)?, r.get::<_, Vec<u8>>(3)?))
             })
             .map_err(|e| self.sqlite(e))?
-            .collect::<Result<Vec<(String, i64, Vec<u8>, Vec<u8>, String)>, _>>()
+            .collect::<Result<Vec<(String, i64, Vec<u8>, Vec<u8>)>, _>>()
             .map_err(|e| self.sqlite(e))?;
         rows.into_iter()
-            .map(|(id, code, public, private, fingerprint)| {
+            .map(|(id, code, public, private)| {
                 let corrupt = |reason: String| StoreError::Corrupt { path: self.path.clone(), id: id.clone(), reason };
                 let kind = kind_of(code).ok_or_else(|| corrupt(format!("unknown key type {code}")))?;
                 let key = WrappedKey::from_blobs(kind, public, private).map_err(|e| corrupt(e.to_string()))?;
-                Ok((id.clone(), Stored { key, fingerprint }))
+                Ok((id.clone(), Stored::new(key)))
             })
             .collect()
     }
@@ -154,16 +155,9 @@ impl Store {
     pub fn put(&self, id: &str, stored: &Stored, now: u64) -> Result<(), StoreError> {
         let conn = common::sync::lock(&self.conn);
         conn.execute(
-            "INSERT INTO keys (id, kind, public, private, fingerprint, created) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-             ON CONFLICT (id) DO UPDATE SET kind = ?2, public = ?3, private = ?4, fingerprint = ?5, created = ?6",
-            params![
-                id,
-                kind_code(stored.key.kind),
-                stored.key.public,
-                stored.key.private,
-                stored.fingerprint,
-                now as i64
-            ],
+            "INSERT INTO keys (id, kind, public, private, created) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (id) DO UPDATE SET kind = ?2, public = ?3, private = ?4, created = ?5",
+            params![id, kind_code(stored.key.kind), stored.key.public, stored.key.private, now as i64],
         )
         .map_err(|e| self.sqlite(e))?;
         Ok(())
