@@ -12,9 +12,7 @@ use anyhow::{ensure, Context};
 use crate::devid_ca::{agent_hcl, ek_hash_line, held_leaf, CaOptions, CaSite};
 use crate::real_spire::TRUST_DOMAIN;
 use crate::single::Report;
-use crate::spire::{
-    builtin_plugin, external_plugin, AgentOptions, Attestor, Bootstrap, ServerOptions, SpireAgent, SpireServer,
-};
+use crate::spire::{builtin_plugin, external_plugin, Attestor, ServerOptions, SpireAgent, SpireServer};
 use crate::swtpm::Swtpm;
 
 /// How long a SPIRE process may take for one step.
@@ -55,29 +53,19 @@ impl Node {
     }
 }
 
-/// A spire-server with `plugin`, and its bundle in a file for agents to bootstrap from.
-fn server(plugin: String) -> anyhow::Result<(SpireServer, PathBuf)> {
-    let server = SpireServer::start(&ServerOptions::new(TRUST_DOMAIN, vec![plugin]))?;
-    let bundle = server.path("bootstrap.pem");
-    std::fs::write(&bundle, server.bundle_pem()?)?;
-    Ok((server, bundle))
+/// A spire-server with `plugin`.
+fn server(plugin: String) -> anyhow::Result<SpireServer> {
+    SpireServer::start(&ServerOptions::new(TRUST_DOMAIN, vec![plugin]))
 }
 
 /// A fresh spire-agent (its own data_dir: it attests from scratch) with `attestor`.
-fn agent(server: &SpireServer, bundle: &Path, attestor: String) -> anyhow::Result<SpireAgent> {
-    SpireAgent::start(&AgentOptions {
-        trust_domain: TRUST_DOMAIN.into(),
-        server_port: server.port(),
-        bootstrap: Bootstrap::Path(bundle.to_owned()),
-        attestor: Attestor::Plugin(attestor),
-        rebootstrap: None,
-        key_manager: None,
-    })
+fn agent(server: &SpireServer, attestor: String) -> anyhow::Result<SpireAgent> {
+    SpireAgent::start(&server.agent_options(Attestor::Plugin(attestor))?)
 }
 
 /// Attests `node` with `attestor` to `server` and checks what `agent show` lists: tpm_devid, the approved name.
-fn admitted(server: &mut SpireServer, bundle: &Path, node: &Node, attestor: String, seen: usize) -> anyhow::Result<()> {
-    let mut a = agent(server, bundle, attestor)?;
+fn admitted(server: &mut SpireServer, node: &Node, attestor: String, seen: usize) -> anyhow::Result<()> {
+    let mut a = agent(server, attestor)?;
     a.wait_healthy(STEP)?;
     server.wait_log("Agent attestation request completed", seen, STEP)?;
     let (kind, selectors) = server.agent_show(&node.agent_id()?)?;
@@ -121,11 +109,11 @@ pub fn run(report: Report<'_>) -> anyhow::Result<()> {
     let spire_hcl =
         format!("devid_ca_path = \"{}\"\nendorsement_ca_path = \"{}\"", ca.ca_cert.display(), manufacturers.display());
     report("SPIRE's built-in server tpm_devid, devid_ca_path = the CA's chain: n1 with our agent plugin, n2 with SPIRE's own.");
-    let (mut builtin, bundle) = server(builtin_plugin("NodeAttestor", "tpm_devid", &spire_hcl))?;
-    admitted(&mut builtin, &bundle, &n1, n1.our_agent()?, 1)?;
+    let mut builtin = server(builtin_plugin("NodeAttestor", "tpm_devid", &spire_hcl))?;
+    admitted(&mut builtin, &n1, n1.our_agent()?, 1)?;
     report(&format!("  n1 admitted: {} with tpm_devid:subject:cn:n1", n1.agent_id()?));
     let socket = n2.tpm.restart_unixio()?;
-    admitted(&mut builtin, &bundle, &n2, n2.spire_agent(&socket), 2)?;
+    admitted(&mut builtin, &n2, n2.spire_agent(&socket), 2)?;
     report(&format!("  n2 admitted: {} with tpm_devid:subject:cn:n2", n2.agent_id()?));
     ensure!(builtin.stop(), "spire-server did not stop cleanly");
 
@@ -133,12 +121,12 @@ pub fn run(report: Report<'_>) -> anyhow::Result<()> {
     let ours_hcl =
         format!("{}endorsement_hashes_path = \"{}\"\n", ca.server_hcl(&manufacturers, true), ca.inventory.display());
     let plugin = external_plugin("NodeAttestor", "tpm_devid", "spire-server-nodeattestor-tpm-devid", &ours_hcl)?;
-    let (mut ours, bundle) = server(plugin)?;
-    admitted(&mut ours, &bundle, &n2, n2.spire_agent(&socket), 1)?;
+    let mut ours = server(plugin)?;
+    admitted(&mut ours, &n2, n2.spire_agent(&socket), 1)?;
     n2.tpm.restart()?;
-    admitted(&mut ours, &bundle, &n1, n1.our_agent()?, 2)?;
+    admitted(&mut ours, &n1, n1.our_agent()?, 2)?;
     report("  n1 and n2 admitted, with the same agent IDs and subject:cn as under SPIRE's plugin");
-    admitted(&mut ours, &bundle, &n3, n3.our_agent()?, 3)?;
+    admitted(&mut ours, &n3, n3.our_agent()?, 3)?;
     let (_, selectors) = ours.agent_show(&n3.agent_id()?)?;
     ensure!(selectors.contains(&"tpm_devid:ek:name:n3".to_owned()), "n3: {selectors:?}");
     report(&format!(
@@ -161,8 +149,8 @@ pub fn run(report: Report<'_>) -> anyhow::Result<()> {
     ] {
         let hcl = format!("{}{extra}", ca.server_hcl(&manufacturers, true));
         let plugin = external_plugin("NodeAttestor", "tpm_devid", "spire-server-nodeattestor-tpm-devid", &hcl)?;
-        let (mut server, bundle) = server(plugin)?;
-        let mut a = agent(&server, &bundle, n3.our_agent()?)?;
+        let mut server = server(plugin)?;
+        let mut a = agent(&server, n3.our_agent()?)?;
         a.wait_log("Failed to retrieve attestation result", 1, STEP)?;
         server.wait_log(says, 1, STEP)?;
         ensure!(server.agent_ids()?.is_empty(), "n3 admitted with {case}");
@@ -170,9 +158,9 @@ pub fn run(report: Report<'_>) -> anyhow::Result<()> {
         a.stop();
         ensure!(server.stop(), "spire-server did not stop cleanly");
     }
-    let (mut ours, bundle) =
+    let mut ours =
         server(external_plugin("NodeAttestor", "tpm_devid", "spire-server-nodeattestor-tpm-devid", &ours_hcl)?)?;
-    admitted(&mut ours, &bundle, &n1, n1.our_agent()?, 1)?;
+    admitted(&mut ours, &n1, n1.our_agent()?, 1)?;
 
     let serial = held_leaf(&n1.out)?.serial().to_vec();
     let hash = ek_hash_line(&n1.tpm, "n1")?;
@@ -181,7 +169,7 @@ pub fn run(report: Report<'_>) -> anyhow::Result<()> {
     ensure!(code == 0, "revoke: {said}");
     ca.wait_for_crl_listing(&serial)?;
     report(&format!("n1 is stolen: `devid-ca revoke --ek-hash {hash}`; the CRL lists its certificate within seconds."));
-    let mut again = agent(&ours, &bundle, n1.our_agent()?)?;
+    let mut again = agent(&ours, n1.our_agent()?)?;
     again.wait_log("Failed to retrieve attestation result", 1, STEP)?;
     ours.wait_log("is revoked", 1, STEP)?;
     ensure!(!again.healthy(), "the revoked node's agent is healthy");

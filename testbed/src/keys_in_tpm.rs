@@ -9,7 +9,7 @@ use anyhow::{ensure, Context};
 
 use crate::real_spire::{fetch_verified, TRUST_DOMAIN};
 use crate::single::Report;
-use crate::spire::{external_plugin, AgentOptions, Attestor, Bootstrap, ServerOptions, SpireAgent, SpireServer};
+use crate::spire::{external_plugin, AgentOptions, Attestor, ServerOptions, SpireAgent, SpireServer};
 use crate::swtpm::Swtpm;
 
 /// How long a SPIRE process may take for one step.
@@ -81,16 +81,10 @@ pub fn run(report: Report<'_>) -> anyhow::Result<()> {
         stored.len()
     ));
 
-    let bundle = server.path("bootstrap.pem");
-    std::fs::write(&bundle, server.bundle_pem()?)?;
     let token = server.join_token("keys-node")?;
     let opts = AgentOptions {
-        trust_domain: TRUST_DOMAIN.into(),
-        server_port: server.port(),
-        bootstrap: Bootstrap::Path(bundle),
-        attestor: Attestor::JoinToken(token.clone()),
-        rebootstrap: None,
         key_manager: Some(key_manager("spire-agent-keymanager-tpm", &agent_keys, &agent_tpm)?),
+        ..server.agent_options(Attestor::JoinToken(token.clone()))?
     };
     let mut agent = SpireAgent::start(&opts)?;
     agent.wait_healthy(STEP)?;
@@ -149,16 +143,10 @@ fn devid_rotation_and_clear(report: Report<'_>) -> anyhow::Result<()> {
         agent_ttl: Some("1m".into()),
         ..ServerOptions::new(TRUST_DOMAIN, vec![our_server_devid(&lab)?])
     })?;
-    let bundle = server.path("bootstrap.pem");
-    std::fs::write(&bundle, server.bundle_pem()?)?;
     let shared = keys.path().join("shared");
     let mut opts = AgentOptions {
-        trust_domain: TRUST_DOMAIN.into(),
-        server_port: server.port(),
-        bootstrap: Bootstrap::Path(bundle),
-        attestor: Attestor::Plugin(our_agent_devid(&lab)?),
-        rebootstrap: None,
         key_manager: Some(key_manager("spire-agent-keymanager-tpm", &shared, &lab.tpm)?),
+        ..server.agent_options(Attestor::Plugin(our_agent_devid(&lab)?))?
     };
     let mut agent = SpireAgent::start(&opts)?;
     agent.wait_healthy(STEP)?;
@@ -182,13 +170,12 @@ fn devid_rotation_and_clear(report: Report<'_>) -> anyhow::Result<()> {
     // The agent's keys on a TPM of their own (SPIRE's default agent_ttl: no rotation meanwhile), which is then
     // cleared while the agent is down, as a TPM reset by firmware or a replaced board would be.
     let mut server = SpireServer::start(&ServerOptions::new(TRUST_DOMAIN, vec![our_server_devid(&lab)?]))?;
-    let bundle = server.path("bootstrap.pem");
-    std::fs::write(&bundle, server.bundle_pem()?)?;
     let key_tpm = Swtpm::start()?;
     let own = keys.path().join("own");
-    opts.server_port = server.port();
-    opts.bootstrap = Bootstrap::Path(bundle);
-    opts.key_manager = Some(key_manager("spire-agent-keymanager-tpm", &own, &key_tpm)?);
+    opts = AgentOptions {
+        key_manager: Some(key_manager("spire-agent-keymanager-tpm", &own, &key_tpm)?),
+        ..server.agent_options(opts.attestor)?
+    };
     let mut agent = SpireAgent::start(&opts)?;
     agent.wait_healthy(STEP)?;
     let before = agent_svid_spki(agent.dir())?;

@@ -172,7 +172,7 @@ fn keymanager_bench(examples: &Path) -> anyhow::Result<()> {
     use plugin::pb::server_keymanager::{GenerateKeyRequest, SignDataRequest};
     use testbed::keys_in_tpm::key_manager;
     use testbed::real_spire::TRUST_DOMAIN;
-    use testbed::spire::{AgentOptions, Attestor, Bootstrap, ServerOptions, SpireAgent, SpireServer};
+    use testbed::spire::{AgentOptions, Attestor, ServerOptions, SpireAgent, SpireServer};
     println!("\n== KeyManager \"tpm\": signatures and SVIDs against the raw TPM sign rate (target >= 0.8x); the agent's first SVID against `disk`");
     let tmp = tempfile::tempdir()?;
     let raw_tpm = Swtpm::start()?;
@@ -251,8 +251,6 @@ fn keymanager_bench(examples: &Path) -> anyhow::Result<()> {
 
     // The agent's first SVID: KeyManager tpm against disk, alternating, from start to its Workload API socket.
     let server = SpireServer::start(&ServerOptions::new(TRUST_DOMAIN, vec![]))?;
-    let bundle = server.path("bootstrap.pem");
-    std::fs::write(&bundle, server.bundle_pem()?)?;
     let (mut tpm_times, mut disk_times) = (Vec::new(), Vec::new());
     let agent_tpm = Swtpm::start()?;
     for i in 0..10 {
@@ -261,12 +259,8 @@ fn keymanager_bench(examples: &Path) -> anyhow::Result<()> {
             .then(|| key_manager("spire-agent-keymanager-tpm", &tmp.path().join(format!("agent-km-{i}")), &agent_tpm))
             .transpose()?;
         let opts = AgentOptions {
-            trust_domain: TRUST_DOMAIN.into(),
-            server_port: server.port(),
-            bootstrap: Bootstrap::Path(bundle.clone()),
-            attestor: Attestor::JoinToken(server.join_token(&format!("km-bench-{i}"))?),
-            rebootstrap: None,
             key_manager: km,
+            ..server.agent_options(Attestor::JoinToken(server.join_token(&format!("km-bench-{i}"))?))?
         };
         let started = Instant::now();
         let mut a = SpireAgent::start(&opts)?;

@@ -44,16 +44,7 @@ fn spire_agent_devid(lab: &DevIdLab, tpm: &Path) -> String {
 /// `agent_plugin` bootstrapping from `bundle show` in a file. Returns what `agent show` lists for `id`.
 fn devid_attest(server_plugin: String, agent_plugin: String, id: &str) -> anyhow::Result<(String, Vec<String>)> {
     let mut server = SpireServer::start(&ServerOptions::new(TRUST_DOMAIN, vec![server_plugin]))?;
-    let bundle = server.path("bootstrap.pem");
-    std::fs::write(&bundle, server.bundle_pem()?)?;
-    let mut a = SpireAgent::start(&AgentOptions {
-        trust_domain: TRUST_DOMAIN.into(),
-        server_port: server.port(),
-        bootstrap: Bootstrap::Path(bundle),
-        attestor: Attestor::Plugin(agent_plugin),
-        rebootstrap: None,
-        key_manager: None,
-    })?;
+    let mut a = SpireAgent::start(&server.agent_options(Attestor::Plugin(agent_plugin))?)?;
     a.wait_healthy(STEP)?;
     server.wait_log("Agent attestation request completed", 1, STEP)?;
     let shown = server.agent_show(id)?;
@@ -125,16 +116,7 @@ fn boot_state(lab: &mut DevIdLab, id: &str, report: Report<'_>) -> anyhow::Resul
     ensure!(!selectors.iter().any(|s| s.starts_with("tpm_devid:pcr:")), "{selectors:?}");
     report("    SPIRE's agent plugin ignores the quote request and attests, without pcr: selectors");
     let mut server = SpireServer::start(&ServerOptions::new(TRUST_DOMAIN, vec![ours_with(&strict)?]))?;
-    let bundle = server.path("bootstrap.pem");
-    std::fs::write(&bundle, server.bundle_pem()?)?;
-    let mut a = SpireAgent::start(&AgentOptions {
-        trust_domain: TRUST_DOMAIN.into(),
-        server_port: server.port(),
-        bootstrap: Bootstrap::Path(bundle),
-        attestor: Attestor::Plugin(spire_agent_devid(lab, &socket)),
-        rebootstrap: None,
-        key_manager: None,
-    })?;
+    let mut a = SpireAgent::start(&server.agent_options(Attestor::Plugin(spire_agent_devid(lab, &socket)))?)?;
     a.wait_log("Failed to retrieve attestation result", 1, STEP)?;
     server.wait_log("no PCR quote in the challenge response", 1, STEP)?;
     ensure!(server.agent_ids()?.is_empty(), "our server admitted SPIRE's agent under require_pcr_policy");
@@ -197,16 +179,7 @@ fn forgery(lab: &DevIdLab, report: Report<'_>) -> anyhow::Result<()> {
     ensure!(selectors.iter().any(|s| s == "tpm_devid:subject:cn:forged-node"), "{selectors:?}");
     report(&format!("    SPIRE's built-in server tpm_devid ACCEPTS it: {id} (subject:cn:forged-node)"));
     let mut server = SpireServer::start(&ServerOptions::new(TRUST_DOMAIN, vec![our_server_devid(lab)?]))?;
-    let bundle = server.path("bootstrap.pem");
-    std::fs::write(&bundle, server.bundle_pem()?)?;
-    let mut a = SpireAgent::start(&AgentOptions {
-        trust_domain: TRUST_DOMAIN.into(),
-        server_port: server.port(),
-        bootstrap: Bootstrap::Path(bundle),
-        attestor: Attestor::Plugin(forged_agent()?),
-        rebootstrap: None,
-        key_manager: None,
-    })?;
+    let mut a = SpireAgent::start(&server.agent_options(Attestor::Plugin(forged_agent()?))?)?;
     a.wait_log("Failed to retrieve attestation result", 1, STEP)?;
     server.wait_log("DevIDPub is not the key in the DevID certificate", 1, STEP)?;
     ensure!(server.agent_ids()?.is_empty(), "our server admitted the forged agent");

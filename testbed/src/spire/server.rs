@@ -119,6 +119,22 @@ impl SpireServer {
         &self.socket
     }
 
+    /// An agent of this server attesting with `attestor`, bootstrapping from the server's bundle in a file
+    /// (`bootstrap.pem` in the server's directory, written now), without rebootstrap, with SPIRE's `disk`
+    /// KeyManager.
+    pub fn agent_options(&self, attestor: Attestor) -> anyhow::Result<AgentOptions> {
+        let bundle = self.path("bootstrap.pem");
+        std::fs::write(&bundle, self.bundle_pem()?)?;
+        Ok(AgentOptions {
+            trust_domain: self.trust_domain.clone(),
+            server_port: self.port,
+            bootstrap: Bootstrap::Path(bundle),
+            attestor,
+            rebootstrap: None,
+            key_manager: None,
+        })
+    }
+
     /// The server's bind port.
     pub fn port(&self) -> u16 {
         self.port
