@@ -313,8 +313,8 @@ impl RawNode {
     }
 }
 
-/// An HTTPS client of the CA with its own connection, kept alive between requests (a node's, or a load
-/// generator's worker).
+/// An HTTPS client of the CA (a node's, or a load generator's worker): each request on a new TLS connection, as
+/// `enroll` makes them.
 #[derive(Debug)]
 pub struct CaClient {
     client: common::client::HttpClient,

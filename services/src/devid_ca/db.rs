@@ -11,14 +11,18 @@
 //! both spent and unspent, and every certificate a node holds is recorded. Revocations are committed before the
 //! command that asks for them returns (`synchronous = FULL`, WAL).
 //!
+//! Steps 1 and 3 of enrollments arriving together share one transaction and so one fsync (group commit): the
+//! first to get the connection commits every write waiting, each in its own savepoint, so that one refused write
+//! (a spent token) undoes only itself. None of them is answered before that commit is durable.
+//!
 //! Invariants: tokens are stored as SHA-256 hashes; every change is one transaction; every query is bound, never
 //! formatted.
 
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use rusqlite::{params, Connection, DropBehavior, OptionalExtension, TransactionBehavior};
 use sha2::Digest;
 
 /// Why the database refused or failed.
@@ -57,6 +61,17 @@ pub enum DbError {
     /// A concurrent reservation took the serial (16 random bytes: never, in practice).
     #[error("serial {0} is taken")]
     SerialTaken(String),
+    /// The commit this write shared with others failed: none of them took effect.
+    #[error("database: the commit of {writes} writes together failed: {cause}")]
+    SharedCommit {
+        /// How many writes it carried.
+        writes: usize,
+        /// SQLite's error.
+        cause: Arc<rusqlite::Error>,
+    },
+    /// The writer that took this write up panicked before committing it (a bug, reported by its panic).
+    #[error("database: the write was lost with the thread committing it")]
+    Lost,
 }
 
 /// How a node was approved.
@@ -113,24 +128,38 @@ pub struct TokenRecord {
 
 /// A certificate to reserve a serial for.
 #[derive(Debug, Clone)]
-pub struct Reservation<'a> {
+pub struct Reservation {
     /// The serial, hex.
-    pub serial: &'a str,
+    pub serial: String,
     /// The EK's hash.
-    pub ek_hash: &'a str,
+    pub ek_hash: String,
     /// The approved name.
-    pub name: &'a str,
+    pub name: String,
     /// notBefore.
     pub not_before: u64,
     /// notAfter.
     pub not_after: u64,
     /// How the node was approved.
-    pub approval: &'a Approval,
+    pub approval: Approval,
 }
 
-/// The database, one connection behind a lock (every call is short and runs off the event loop).
+/// A write of an enrollment, which may share its commit with others.
 #[derive(Debug)]
-pub struct Db(Mutex<Connection>);
+enum Write {
+    Reserve(Reservation, u64),
+    Issue { serial: String, der: Vec<u8> },
+}
+
+/// Where the committing thread leaves a waiting write's outcome.
+type Slot = Arc<Mutex<Option<Result<(), DbError>>>>;
+
+/// The database: one connection behind a lock (every call is short and runs off the event loop), and the
+/// enrollment writes waiting for the next shared commit.
+#[derive(Debug)]
+pub struct Db {
+    conn: Mutex<Connection>,
+    waiting: Mutex<Vec<(Write, Slot)>>,
+}
 
 fn token_hash(token: &str) -> String {
     sha2::Sha256::digest(token.trim().as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
@@ -180,7 +209,7 @@ impl Db {
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.execute_batch(SCHEMA)?;
-        let db = Db(Mutex::new(conn));
+        let db = Db { conn: Mutex::new(conn), waiting: Mutex::new(Vec::new()) };
         let abandoned = db.abandon_pending()?;
         if abandoned > 0 {
             tracing::warn!(
@@ -192,7 +221,36 @@ impl Db {
     }
 
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
-        common::sync::lock(&self.0)
+        common::sync::lock(&self.conn)
+    }
+
+    /// Queues `write` and returns once a durable commit holds it (or refused it). Whoever gets the connection
+    /// first commits every write queued by then, its own included; the others find their outcome waiting.
+    fn grouped(&self, write: Write) -> Result<(), DbError> {
+        let slot = Slot::default();
+        common::sync::lock(&self.waiting).push((write, slot.clone()));
+        let mut conn = self.conn();
+        if let Some(done) = common::sync::lock(&slot).take() {
+            return done;
+        }
+        let batch = std::mem::take(&mut *common::sync::lock(&self.waiting));
+        let writes = batch.len();
+        match commit_together(&mut conn, &batch) {
+            Ok(outcomes) => {
+                for ((_, s), outcome) in batch.iter().zip(outcomes) {
+                    *common::sync::lock(s) = Some(outcome);
+                }
+            }
+            Err(e) => {
+                let cause = Arc::new(e);
+                for (_, s) in &batch {
+                    *common::sync::lock(s) = Some(Err(DbError::SharedCommit { writes, cause: cause.clone() }));
+                }
+            }
+        }
+        drop(conn);
+        let outcome = common::sync::lock(&slot).take();
+        outcome.unwrap_or(Err(DbError::Lost))
     }
 
     /// Every `pending` reservation becomes `abandoned` and gives its token back; returns how many.
@@ -296,80 +354,13 @@ impl Db {
 
     /// Step 1: in one transaction, checks the EK is not revoked (and a renewed certificate neither), spends the
     /// token if one approved the node, and reserves the serial.
-    pub fn reserve(&self, r: &Reservation<'_>, now: u64) -> Result<(), DbError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let ek_revoked: bool =
-            tx.query_row("SELECT EXISTS (SELECT 1 FROM revocations WHERE ek_hash = ?1)", params![r.ek_hash], |x| {
-                x.get(0)
-            })?;
-        if ek_revoked {
-            return Err(DbError::RevokedEk(r.ek_hash.to_owned()));
-        }
-        let (approval, renewed_from) = match r.approval {
-            Approval::Inventory => ("inventory", None),
-            Approval::Token(token) => {
-                let spent = tx.execute(
-                    "UPDATE tokens SET spent_at = ?1, spent_serial = ?2
-                     WHERE hash = ?3 AND spent_at IS NULL AND expires > ?1",
-                    params![now as i64, r.serial, token_hash(token)],
-                )?;
-                if spent != 1 {
-                    return Err(DbError::SpentToken);
-                }
-                ("token", None)
-            }
-            Approval::Renewal(old) => {
-                let row: Option<(String, bool)> = tx
-                    .query_row(
-                        "SELECT ek_hash, EXISTS (SELECT 1 FROM revocations r WHERE r.serial = c.serial OR r.ek_hash = c.ek_hash)
-                         FROM certificates c WHERE serial = ?1 AND state = 'issued'",
-                        params![old],
-                        |x| Ok((x.get(0)?, x.get(1)?)),
-                    )
-                    .optional()?;
-                match row {
-                    None => return Err(DbError::UnknownSerial(old.clone())),
-                    Some((_, true)) => return Err(DbError::RevokedCertificate(old.clone())),
-                    Some((ek, false)) if ek != r.ek_hash => {
-                        return Err(DbError::OtherEk { serial: old.clone(), ek: r.ek_hash.to_owned() })
-                    }
-                    Some(_) => ("renewal", Some(old.clone())),
-                }
-            }
-        };
-        let inserted = tx.execute(
-            "INSERT OR IGNORE INTO certificates
-                (serial, ek_hash, name, not_before, not_after, state, approval, renewed_from, reserved_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6, ?7, ?8)",
-            params![
-                r.serial,
-                r.ek_hash,
-                r.name,
-                r.not_before as i64,
-                r.not_after as i64,
-                approval,
-                renewed_from,
-                now as i64
-            ],
-        )?;
-        if inserted != 1 {
-            return Err(DbError::SerialTaken(r.serial.to_owned()));
-        }
-        tx.commit()?;
-        Ok(())
+    pub fn reserve(&self, r: Reservation, now: u64) -> Result<(), DbError> {
+        self.grouped(Write::Reserve(r, now))
     }
 
     /// Step 3: the signed certificate of a reserved serial is stored; it is issued.
     pub fn issue(&self, serial: &str, der: &[u8]) -> Result<(), DbError> {
-        let n = self.conn().execute(
-            "UPDATE certificates SET der = ?1, state = 'issued' WHERE serial = ?2 AND state = 'pending'",
-            params![der, serial],
-        )?;
-        match n {
-            1 => Ok(()),
-            _ => Err(DbError::UnknownSerial(serial.to_owned())),
-        }
+        self.grouped(Write::Issue { serial: serial.to_owned(), der: der.to_vec() })
     }
 
     /// A reservation whose signing failed: abandoned, its token unspent again.
@@ -445,6 +436,97 @@ impl Db {
     }
 }
 
+/// Runs every write of `batch` in one transaction, each in its own savepoint: the outcome of each, or the error
+/// that kept the whole transaction from committing.
+fn commit_together(conn: &mut Connection, batch: &[(Write, Slot)]) -> rusqlite::Result<Vec<Result<(), DbError>>> {
+    let mut tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut outcomes = Vec::with_capacity(batch.len());
+    for (write, _) in batch {
+        let mut sp = tx.savepoint()?;
+        let outcome = match write {
+            Write::Reserve(r, now) => reserve_in(&sp, r, *now),
+            Write::Issue { serial, der } => issue_in(&sp, serial, der),
+        };
+        sp.set_drop_behavior(if outcome.is_ok() { DropBehavior::Commit } else { DropBehavior::Rollback });
+        sp.finish()?;
+        outcomes.push(outcome);
+    }
+    tx.commit()?;
+    Ok(outcomes)
+}
+
+/// Step 1 of one enrollment, inside a shared transaction.
+fn reserve_in(tx: &Connection, r: &Reservation, now: u64) -> Result<(), DbError> {
+    let ek_revoked: bool =
+        tx.query_row("SELECT EXISTS (SELECT 1 FROM revocations WHERE ek_hash = ?1)", params![r.ek_hash], |x| x.get(0))?;
+    if ek_revoked {
+        return Err(DbError::RevokedEk(r.ek_hash.clone()));
+    }
+    let (approval, renewed_from) = match &r.approval {
+        Approval::Inventory => ("inventory", None),
+        Approval::Token(token) => {
+            let spent = tx.execute(
+                "UPDATE tokens SET spent_at = ?1, spent_serial = ?2
+                 WHERE hash = ?3 AND spent_at IS NULL AND expires > ?1",
+                params![now as i64, r.serial, token_hash(token)],
+            )?;
+            if spent != 1 {
+                return Err(DbError::SpentToken);
+            }
+            ("token", None)
+        }
+        Approval::Renewal(old) => {
+            let row: Option<(String, bool)> = tx
+                .query_row(
+                    "SELECT ek_hash, EXISTS (SELECT 1 FROM revocations r WHERE r.serial = c.serial OR r.ek_hash = c.ek_hash)
+                     FROM certificates c WHERE serial = ?1 AND state = 'issued'",
+                    params![old],
+                    |x| Ok((x.get(0)?, x.get(1)?)),
+                )
+                .optional()?;
+            match row {
+                None => return Err(DbError::UnknownSerial(old.clone())),
+                Some((_, true)) => return Err(DbError::RevokedCertificate(old.clone())),
+                Some((ek, false)) if ek != r.ek_hash => {
+                    return Err(DbError::OtherEk { serial: old.clone(), ek: r.ek_hash.clone() })
+                }
+                Some(_) => ("renewal", Some(old.clone())),
+            }
+        }
+    };
+    let inserted = tx.execute(
+        "INSERT OR IGNORE INTO certificates
+            (serial, ek_hash, name, not_before, not_after, state, approval, renewed_from, reserved_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6, ?7, ?8)",
+        params![
+            r.serial,
+            r.ek_hash,
+            r.name,
+            r.not_before as i64,
+            r.not_after as i64,
+            approval,
+            renewed_from,
+            now as i64
+        ],
+    )?;
+    if inserted != 1 {
+        return Err(DbError::SerialTaken(r.serial.clone()));
+    }
+    Ok(())
+}
+
+/// Step 3 of one enrollment, inside a shared transaction.
+fn issue_in(tx: &Connection, serial: &str, der: &[u8]) -> Result<(), DbError> {
+    let n = tx.execute(
+        "UPDATE certificates SET der = ?1, state = 'issued' WHERE serial = ?2 AND state = 'pending'",
+        params![der, serial],
+    )?;
+    match n {
+        1 => Ok(()),
+        _ => Err(DbError::UnknownSerial(serial.to_owned())),
+    }
+}
+
 fn record(r: &rusqlite::Row<'_>) -> rusqlite::Result<CertRecord> {
     Ok(CertRecord {
         serial: r.get(0)?,
@@ -464,9 +546,16 @@ mod tests {
     const NOW: u64 = 1_800_000_000;
     const EK: &str = "sha256:aa";
 
-    fn reserve<'a>(db: &Db, serial: &'a str, approval: &'a Approval) -> Result<(), DbError> {
-        let r = Reservation { serial, ek_hash: EK, name: "n1", not_before: NOW, not_after: NOW + 100, approval };
-        db.reserve(&r, NOW)
+    fn reserve(db: &Db, serial: &str, approval: &Approval) -> Result<(), DbError> {
+        let r = Reservation {
+            serial: serial.into(),
+            ek_hash: EK.into(),
+            name: "n1".into(),
+            not_before: NOW,
+            not_after: NOW + 100,
+            approval: approval.clone(),
+        };
+        db.reserve(r, NOW)
     }
 
     #[test]
@@ -491,6 +580,54 @@ mod tests {
         db.issue("03", b"der").unwrap();
         assert_eq!(db.certificate("03").unwrap().unwrap().state, "issued");
         assert!(matches!(reserve(&db, "03", &Approval::Inventory), Err(DbError::SerialTaken(_))), "a serial once");
+    }
+
+    /// Sixteen writes queued while the connection is busy are committed together; the ones a token or a serial
+    /// refuses undo only themselves, and every outcome is what it would have been alone.
+    #[test]
+    fn writes_committed_together_keep_their_own_outcomes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ca.sqlite");
+        let db = Db::open(&path).unwrap();
+        let token = Approval::Token(db.create_token("n1", Duration::from_secs(3600), NOW).unwrap());
+        let outcomes: Vec<(String, Result<(), DbError>)> = std::thread::scope(|s| {
+            let busy = db.conn();
+            let writers: Vec<_> = (0..16)
+                .map(|i| {
+                    let (db, token) = (&db, &token);
+                    s.spawn(move || {
+                        let serial = format!("{i:02x}");
+                        let outcome = match i {
+                            0..=3 => reserve(db, &serial, token),
+                            4 => db.issue("ff", b"never reserved"),
+                            _ => reserve(db, &serial, &Approval::Inventory),
+                        };
+                        (serial, outcome)
+                    })
+                })
+                .collect();
+            while common::sync::lock(&db.waiting).len() < 16 {
+                std::thread::yield_now();
+            }
+            drop(busy);
+            writers.into_iter().map(|w| w.join().unwrap()).collect()
+        });
+        assert!(common::sync::lock(&db.waiting).is_empty());
+        let spent: Vec<&str> = outcomes[..4].iter().filter(|(_, o)| o.is_ok()).map(|(s, _)| s.as_str()).collect();
+        assert_eq!(spent.len(), 1, "a token works once, in one commit too: {outcomes:?}");
+        assert!(outcomes[..4].iter().all(|(_, o)| o.is_ok() || matches!(o, Err(DbError::SpentToken))));
+        assert!(matches!(outcomes[4].1, Err(DbError::UnknownSerial(_))), "{:?}", outcomes[4]);
+        assert!(outcomes[5..].iter().all(|(_, o)| o.is_ok()), "{outcomes:?}");
+        let tokens = db.tokens().unwrap();
+        assert_eq!(tokens[0].spent_serial.as_deref(), Some(spent[0]), "spent by the one reservation it made");
+        drop(db);
+        // What was reported done is durable; what was refused left nothing behind.
+        let db = Db::open(&path).unwrap();
+        let mut recorded: Vec<String> = db.certificates().unwrap().into_iter().map(|c| c.serial).collect();
+        recorded.sort();
+        let mut reported: Vec<String> = outcomes.iter().filter(|(_, o)| o.is_ok()).map(|(s, _)| s.clone()).collect();
+        reported.sort();
+        assert_eq!(recorded, reported);
     }
 
     #[test]

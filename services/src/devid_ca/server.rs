@@ -467,14 +467,14 @@ impl Ca {
         let not_before = now.saturating_sub(CLOCK_SKEW.as_secs());
         let not_after = now + self.cfg.validity.as_secs();
         let reservation = Reservation {
-            serial: &serial_hex,
-            ek_hash: &hash,
-            name: &session.name,
+            serial: serial_hex.clone(),
+            ek_hash: hash.clone(),
+            name: session.name.clone(),
             not_before,
             not_after,
-            approval: &session.approval,
+            approval: session.approval.clone(),
         };
-        self.db.reserve(&reservation, now)?;
+        self.db.reserve(reservation, now)?;
         let started = Instant::now();
         let signed = x509::issue_devid(
             &self.key,
