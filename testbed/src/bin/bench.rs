@@ -238,9 +238,13 @@ fn keymanager_bench(examples: &Path) -> anyhow::Result<()> {
         })?;
         mint_svids(server.socket(), &csr, 32)?;
         let n = 800;
+        let commands = ["spire-server", "spire-server-ke", "swtpm", "bench"];
+        let before = cpu_by_command(&commands)?;
         let started = Instant::now();
         mint_svids(server.socket(), &csr, n)?;
-        Ok(n as f64 / started.elapsed().as_secs_f64())
+        let rate = n as f64 / started.elapsed().as_secs_f64();
+        println!("  CPU ms per SVID ({rate:.0}/s): {}", cpu_spent(&before, &cpu_by_command(&commands)?, n));
+        Ok(rate)
     };
     let svid_tpm_km = key_manager("spire-server-keymanager-tpm", &tmp.path().join("server-km"), &tpm)?;
     let (with_tpm, with_memory) = (mint_rate(Some(svid_tpm_km))?, mint_rate(None)?);
@@ -417,6 +421,52 @@ fn sixteen_at_a_time<T: serde::Serialize + Sync>(
     Ok((elapsed, done.into_iter().map(|(_, text)| text).collect()))
 }
 
+/// What each command ran between two counts, in ms per unit of work, for `n` units.
+fn cpu_spent(
+    before: &std::collections::BTreeMap<String, u64>,
+    after: &std::collections::BTreeMap<String, u64>,
+    n: usize,
+) -> String {
+    let spent: Vec<String> = after
+        .iter()
+        .filter_map(|(command, ns)| {
+            let used = ns.saturating_sub(before.get(command).copied().unwrap_or(0));
+            (used > 0).then(|| format!("{command} {:.3}", used as f64 / n as f64 / 1e6))
+        })
+        .collect();
+    spent.join(", ")
+}
+
+/// Nanoseconds each of `commands` (as `comm` shows them: 15 bytes at most) has run on a CPU, all its processes
+/// and threads (the scheduler's own count).
+fn cpu_by_command(commands: &[&str]) -> anyhow::Result<std::collections::BTreeMap<String, u64>> {
+    let mut by = std::collections::BTreeMap::new();
+    for entry in std::fs::read_dir("/proc")? {
+        let path = entry?.path();
+        let Some(pid) = path.file_name().and_then(|n| n.to_str()).and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(command) = std::fs::read_to_string(path.join("comm")) else { continue };
+        let command = command.trim();
+        if commands.contains(&command) {
+            let ns = if pid == std::process::id() { own_cpu_ns()? } else { cpu_ns(pid).unwrap_or(0) };
+            *by.entry(command.to_owned()).or_insert(0) += ns;
+        }
+    }
+    Ok(by)
+}
+
+/// Nanoseconds this process has run on a CPU, the threads that ended included (which `cpu_ns` misses: the
+/// client threads of a timed phase end with it), from `/proc/self/stat` in its 10 ms ticks.
+fn own_cpu_ns() -> anyhow::Result<u64> {
+    let stat = std::fs::read_to_string("/proc/self/stat")?;
+    // The fields after the command, which is in parentheses and may hold spaces: utime and stime are 14 and 15.
+    let after = stat.rsplit_once(')').context("/proc/self/stat")?.1;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).context("/proc/self/stat field");
+    Ok((ticks(11)? + ticks(12)?) * 10_000_000)
+}
+
 /// Nanoseconds process `pid` has run on a CPU, all its threads (the scheduler's own count).
 fn cpu_ns(pid: u32) -> anyhow::Result<u64> {
     let mut total = 0;
@@ -506,9 +556,13 @@ fn enrollment_bench(examples: &Path) -> anyhow::Result<()> {
     })?;
     let requests: Vec<&EnrollRequest> = prepared.iter().flat_map(|(_, r)| r.iter().map(|(req, _)| req)).collect();
     let pid = ca.pid().context("the CA's PID")?;
+    // The CA's command name as `comm` has it (15 bytes), swtpm and this bench.
+    let commands = ["spire-server-at", "swtpm", "bench"];
+    let all0 = cpu_by_command(&commands)?;
     let cpu0 = cpu_ns(pid)?;
     let (t_begin, challenges) = sixteen_at_a_time(&ca, "/v1/enroll", &requests)?;
     let cpu_begin = cpu_ns(pid)? - cpu0;
+    let all_begin = cpu_by_command(&commands)?;
     let challenges: Vec<EnrollChallenge> =
         challenges.iter().map(|c| serde_json::from_str(c)).collect::<Result<_, _>>()?;
     let answers: Vec<EnrollAnswer> = std::thread::scope(|s| {
@@ -533,9 +587,11 @@ fn enrollment_bench(examples: &Path) -> anyhow::Result<()> {
         anyhow::Ok(all)
     })?;
     let answers: Vec<&EnrollAnswer> = answers.iter().collect();
+    let all1 = cpu_by_command(&commands)?;
     let cpu0 = cpu_ns(pid)?;
     let (t_answer, _) = sixteen_at_a_time(&ca, "/v1/enroll/answer", &answers)?;
     let cpu_answer = cpu_ns(pid)? - cpu0;
+    let all_answer = cpu_by_command(&commands)?;
     let n = answers.len() as f64;
     let rate = n / (t_begin + t_answer).as_secs_f64();
     println!(
@@ -551,6 +607,16 @@ fn enrollment_bench(examples: &Path) -> anyhow::Result<()> {
         (cpu_begin + cpu_answer) as f64 / n / 1e6,
         cpu_begin as f64 / n / 1e6,
         cpu_answer as f64 / n / 1e6
+    );
+    // Every command's CPU over the two timed phases (the begins' and the answers' counts added).
+    let mut over_both = all_answer.clone();
+    for (command, ns) in &mut over_both {
+        *ns = ns.saturating_sub(all1.get(command).copied().unwrap_or(0))
+            + all_begin.get(command).copied().unwrap_or(0).saturating_sub(all0.get(command).copied().unwrap_or(0));
+    }
+    println!(
+        "  CPU ms per enrollment, both timed phases: {}",
+        cpu_spent(&std::collections::BTreeMap::new(), &over_both, answers.len())
     );
     Ok(())
 }
