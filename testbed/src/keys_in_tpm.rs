@@ -131,8 +131,8 @@ pub fn run(report: Report<'_>) -> anyhow::Result<()> {
 }
 
 /// tpm_devid through our plugins with the agent's key in the TPM that holds the DevID; SVID rotation makes new
-/// TPM keys and leaves nothing loaded; a TPM cleared under the agent's keys is named, and the agent, which can
-/// attest again, comes back with a new key.
+/// TPM keys and leaves nothing loaded; a TPM cleared under the agent's keys, while it runs and while it is down, is
+/// named, and the agent, which can attest again, comes back with a new key.
 fn devid_rotation_and_clear(report: Report<'_>) -> anyhow::Result<()> {
     use crate::devid::{DevIdLab, LabOptions};
     use crate::real_spire::{our_agent_devid, our_server_devid};
@@ -167,6 +167,8 @@ fn devid_rotation_and_clear(report: Report<'_>) -> anyhow::Result<()> {
 
     ensure!(server.stop(), "spire-server did not stop cleanly");
 
+    cleared_under_the_running_agent(&lab, &opts.attestor, keys.path(), report)?;
+
     // The agent's keys on a TPM of their own (SPIRE's default agent_ttl: no rotation meanwhile), which is then
     // cleared while the agent is down, as a TPM reset by firmware or a replaced board would be.
     let mut server = SpireServer::start(&ServerOptions::new(TRUST_DOMAIN, vec![our_server_devid(&lab)?]))?;
@@ -189,6 +191,56 @@ fn devid_rotation_and_clear(report: Report<'_>) -> anyhow::Result<()> {
     ensure!(stored_keys(&own)?.iter().any(|(_, k)| *k == after), "the new SVID key is not in the TPM's store");
     report("  the agent's key TPM cleared while it was down: at start the plugin names it (`the TPM cannot load this key any more (it was cleared or replaced ...): dropped`); SPIRE, finding no key, makes a new one in the TPM and attests again with its DevID: back, with a new key");
     agent.stop();
+    ensure!(server.stop(), "spire-server did not stop cleanly");
+    Ok(())
+}
+
+/// The agent's keys on a TPM of their own, cleared under the running agent. The server keeps its CA in `disk`, so
+/// that its restart only drops the agent's connection: the agent must sign a new TLS handshake with its dead key,
+/// and says why it cannot. At its next rotation (agent_ttl 1m), SPIRE makes a new key in the cleared TPM and
+/// attests again with the DevID (in another TPM): back, with no restart of the agent.
+fn cleared_under_the_running_agent(
+    lab: &crate::devid::DevIdLab,
+    attestor: &Attestor,
+    dir: &Path,
+    report: Report<'_>,
+) -> anyhow::Result<()> {
+    let mut server = SpireServer::start(&ServerOptions {
+        agent_ttl: Some("1m".into()),
+        key_manager: Some(crate::spire::builtin_plugin(
+            "KeyManager",
+            "disk",
+            &format!("keys_path = \"{}\"", dir.join("server-keys.json").display()),
+        )),
+        ..ServerOptions::new(TRUST_DOMAIN, vec![crate::real_spire::our_server_devid(lab)?])
+    })?;
+    let key_tpm = Swtpm::start()?;
+    let store = dir.join("live");
+    let opts = AgentOptions {
+        key_manager: Some(key_manager("spire-agent-keymanager-tpm", &store, &key_tpm)?),
+        ..server.agent_options(attestor.clone())?
+    };
+    let mut agent = SpireAgent::start(&opts)?;
+    agent.wait_healthy(STEP)?;
+    let before = agent_svid_spki(agent.dir())?;
+    key_tpm.tpm2("tpm2_clear", &["-c", "p"], dir)?;
+    server.restart()?;
+    agent.wait_log("the TPM was cleared or replaced since the key was made", 1, STEP)?;
+    ensure!(
+        agent.log().contains("tls: failed to sign handshake"),
+        "the agent did not fail on its handshake's signature"
+    );
+    crate::wait::wait_for("the agent's new SVID key after the clear", STEP, || {
+        Ok(agent_svid_spki(agent.dir()).is_ok_and(|k| k != before))
+    })?;
+    agent.wait_healthy(STEP)?;
+    let after = agent_svid_spki(agent.dir())?;
+    ensure!(stored_keys(&store)?.iter().any(|(_, k)| *k == after), "the new SVID key is not in the TPM's store");
+    let leftovers = key_tpm.tpm2("tpm2_getcap", &["handles-transient"], dir)?
+        + &key_tpm.tpm2("tpm2_getcap", &["handles-loaded-session"], dir)?;
+    ensure!(leftovers.trim().is_empty(), "objects or sessions left in the TPM: {leftovers}");
+    report("  the agent's key TPM cleared under the running agent: its next handshake fails, naming the cause (`tls: failed to sign handshake: ... the TPM was cleared or replaced since the key was made`); at its rotation SPIRE makes a new key in the TPM and attests again with its DevID: back, with no restart");
+    ensure!(agent.stop(), "spire-agent did not stop cleanly");
     ensure!(server.stop(), "spire-server did not stop cleanly");
     Ok(())
 }
