@@ -9,7 +9,7 @@ use anyhow::{ensure, Context};
 
 use crate::real_spire::{fetch_verified, TRUST_DOMAIN};
 use crate::single::Report;
-use crate::spire::{external_plugin, AgentOptions, Attestor, ServerOptions, SpireAgent, SpireServer};
+use crate::spire::{AgentOptions, Attestor, ServerOptions, SpireAgent, SpireServer};
 use crate::swtpm::Swtpm;
 
 /// How long a SPIRE process may take for one step.
@@ -17,8 +17,13 @@ const STEP: std::time::Duration = std::time::Duration::from_secs(90);
 
 /// A KeyManager "tpm" block for `bin`, its keys in `dir`, on `tpm`.
 pub fn key_manager(bin: &str, dir: &Path, tpm: &Swtpm) -> anyhow::Result<String> {
+    key_manager_at(&crate::process::bin_path(bin)?, dir, tpm)
+}
+
+/// [`key_manager`] for the plugin executable at `path`.
+pub fn key_manager_at(path: &Path, dir: &Path, tpm: &Swtpm) -> anyhow::Result<String> {
     let data = format!("directory = \"{}\"\ntpm_device_path = \"{}\"", dir.display(), tpm.device());
-    external_plugin("KeyManager", "tpm", bin, &data)
+    crate::spire::external_plugin_at("KeyManager", "tpm", path, &data)
 }
 
 /// The public keys (DER SubjectPublicKeyInfo) a KeyManager holds, by key ID, read from its store.

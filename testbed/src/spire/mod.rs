@@ -64,7 +64,11 @@ pub fn sha256_file(path: &Path) -> anyhow::Result<String> {
 /// An external plugin block for `plugins { ... }`: `plugin_cmd` = one of the workspace's binaries, with its
 /// `plugin_checksum`, and `data` (HCL) as `plugin_data`.
 pub fn external_plugin(kind: &str, name: &str, bin: &str, data: &str) -> anyhow::Result<String> {
-    let path = crate::process::bin_path(bin)?;
+    external_plugin_at(kind, name, &crate::process::bin_path(bin)?, data)
+}
+
+/// [`external_plugin`] for the executable at `path` (a stripped copy, as the packages ship).
+pub fn external_plugin_at(kind: &str, name: &str, path: &Path, data: &str) -> anyhow::Result<String> {
     let path = path.canonicalize()?;
     Ok(format!(
         "  {kind} \"{name}\" {{\n    plugin_cmd = \"{}\"\n    plugin_checksum = \"{}\"\n    plugin_data {{\n{}\n    }}\n  }}\n",
