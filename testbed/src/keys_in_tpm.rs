@@ -239,6 +239,7 @@ fn cleared_under_the_running_agent(
         Ok(agent_svid_spki(agent.dir()).is_ok_and(|k| k != before))
     })?;
     agent.wait_healthy(STEP)?;
+    ensure!(agent.log().contains("Successfully reattested node"), "the new key did not come by re-attestation");
     let after = agent_svid_spki(agent.dir())?;
     ensure!(stored_keys(&store)?.iter().any(|(_, k)| *k == after), "the new SVID key is not in the TPM's store");
     let leftovers = key_tpm.tpm2("tpm2_getcap", &["handles-transient"], dir)?
