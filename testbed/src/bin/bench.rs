@@ -504,16 +504,20 @@ fn enrollment_bench(examples: &Path) -> anyhow::Result<()> {
     }
     let mut ca = CaSite::start(&CaOptions { inventory: Some(inventory), ..CaOptions::default() })?;
 
-    // The CA TPM's raw signature rate, with the CA stopped (one client per swtpm).
-    ca.daemon()?.stop()?;
-    let sign = run(Command::new(examples.join("sign_bench")).args([
-        ca.tpm.device().to_string().as_str(),
-        "0x81008007",
-        "200",
-    ]))?;
-    let raw_ms = figure(&sign, "raw", "raw p50").context("sign_bench printed no raw p50")?;
-    ca.restart()?;
-    println!("CA key (P-256) raw TPM2_Sign p50 {raw_ms:.3} ms: {:.1} signatures/s serially", 1e3 / raw_ms);
+    // The CA TPM's raw signature rate, with the CA stopped (one client per swtpm), before and after the timed
+    // phases: this shared machine's speed drifts, and the CA's rate is compared with the faster of the two.
+    let raw_sign_ms = |ca: &mut CaSite| -> anyhow::Result<f64> {
+        ca.daemon()?.stop()?;
+        let sign = run(Command::new(examples.join("sign_bench")).args([
+            ca.tpm.device().to_string().as_str(),
+            "0x81008007",
+            "200",
+        ]))?;
+        ca.restart()?;
+        figure(&sign, "raw", "raw p50").context("sign_bench printed no raw p50")
+    };
+    let raw_before = raw_sign_ms(&mut ca)?;
+    println!("CA key (P-256) raw TPM2_Sign p50 {raw_before:.3} ms: {:.1} signatures/s serially", 1e3 / raw_before);
 
     // One node: `devid enroll` as an operator runs it (a fresh DevID each time): its wall time, process start to
     // exit, against the time it reports spent in TPM commands (open, DevID create, EK, AK and certify, activation).
@@ -599,13 +603,16 @@ fn enrollment_bench(examples: &Path) -> anyhow::Result<()> {
     let all_answer = cpu_by_command(&commands)?;
     let n = answers.len() as f64;
     let rate = n / (t_begin + t_answer).as_secs_f64();
+    let raw_after = raw_sign_ms(&mut ca)?;
+    let raw_ms = raw_before.min(raw_after);
     println!(
-        "CA: {} enrollments, 16 at a time: begins {} + answers {} = {:.1} enrollments/s; ratio {:.2}x the raw TPM sign rate (target >= 0.8x)",
+        "CA: {} enrollments, 16 at a time: begins {} + answers {} = {:.1} enrollments/s; raw TPM2_Sign p50 again after them {raw_after:.3} ms; ratio {:.2}x the faster raw rate, {:.1}/s (target >= 0.8x)",
         answers.len(),
         ms(t_begin),
         ms(t_answer),
         rate,
-        rate / (1e3 / raw_ms)
+        rate / (1e3 / raw_ms),
+        1e3 / raw_ms
     );
     println!(
         "CA CPU per enrollment: {:.3} ms (begin {:.3} + answer {:.3}, all threads; the TPM's own time is swtpm's, not counted); the 16 clients share the same 2 cores",
