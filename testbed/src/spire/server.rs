@@ -19,6 +19,8 @@ pub struct ServerOptions {
     pub agent_ttl: Option<String>,
     /// `log_level` (the tests' DEBUG; a benchmark's INFO).
     pub log_level: &'static str,
+    /// `ca_key_type` (None: SPIRE's default, ec-p256).
+    pub ca_key_type: Option<&'static str>,
 }
 
 impl ServerOptions {
@@ -32,6 +34,7 @@ impl ServerOptions {
             key_manager: None,
             agent_ttl: None,
             log_level: "DEBUG",
+            ca_key_type: None,
         }
     }
 }
@@ -81,9 +84,12 @@ impl SpireServer {
         for block in &opts.plugins {
             plugins.push_str(block);
         }
-        let agent_ttl = opts.agent_ttl.as_ref().map(|t| format!("  agent_ttl = \"{t}\"\n")).unwrap_or_default();
+        let mut optional = opts.agent_ttl.as_ref().map(|t| format!("  agent_ttl = \"{t}\"\n")).unwrap_or_default();
+        if let Some(key_type) = opts.ca_key_type {
+            optional.push_str(&format!("  ca_key_type = \"{key_type}\"\n"));
+        }
         let conf = format!(
-            "server {{\n  bind_address = \"127.0.0.1\"\n  bind_port = \"{port}\"\n  socket_path = \"{}\"\n  trust_domain = \"{}\"\n  data_dir = \"{}\"\n  log_level = \"{}\"\n  ca_ttl = \"{}\"\n  default_x509_svid_ttl = \"{}\"\n{agent_ttl}  ratelimit {{\n    attestation = false\n  }}\n}}\n\nplugins {{\n{plugins}}}\n",
+            "server {{\n  bind_address = \"127.0.0.1\"\n  bind_port = \"{port}\"\n  socket_path = \"{}\"\n  trust_domain = \"{}\"\n  data_dir = \"{}\"\n  log_level = \"{}\"\n  ca_ttl = \"{}\"\n  default_x509_svid_ttl = \"{}\"\n{optional}  ratelimit {{\n    attestation = false\n  }}\n}}\n\nplugins {{\n{plugins}}}\n",
             socket.display(),
             opts.trust_domain,
             p.join("data").display(),
