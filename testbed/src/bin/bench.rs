@@ -179,12 +179,8 @@ fn keymanager_bench(examples: &Path) -> anyhow::Result<()> {
     provision(&raw_tpm, "ecc-p256", &tmp.path().join("raw.pem"))?;
     // The raw rate is measured before and again after the SVID figures, and each is compared with the faster:
     // this shared machine's speed drifts within a run.
-    let raw_ms = |tpm: &Swtpm, n: &str| -> anyhow::Result<f64> {
-        let sign =
-            run(Command::new(examples.join("sign_bench")).args([tpm.device().to_string().as_str(), "0x81008006", n]))?;
-        figure(&sign, "raw", "raw p50").context("sign_bench printed no raw p50")
-    };
-    let raw_before = raw_ms(&raw_tpm, "200")?;
+    let raw_ms = |tpm: &Swtpm, n: usize| raw_sign_ms(examples, tpm, "0x81008006", n);
+    let raw_before = raw_ms(&raw_tpm, 200)?;
     println!(
         "raw TPM2_Sign, P-256 key loaded once, p50 {raw_before:.3} ms: {:.0} signatures/s serially",
         1e3 / raw_before
@@ -255,7 +251,7 @@ fn keymanager_bench(examples: &Path) -> anyhow::Result<()> {
     };
     let svid_tpm_km = key_manager("spire-server-keymanager-tpm", &tmp.path().join("server-km"), &tpm)?;
     let (with_tpm, with_memory) = (mint_rate(Some(svid_tpm_km), None)?, mint_rate(None, None)?);
-    let raw_after = raw_ms(&raw_tpm, "200")?;
+    let raw_after = raw_ms(&raw_tpm, 200)?;
     let fastest = raw_before.min(raw_after);
     println!(
         "spire-server SVID.MintX509SVID, 16 in flight, 800 SVIDs: {with_tpm:.0}/s with KeyManager tpm; raw p50 again after {raw_after:.3} ms; {:.2}x the faster raw rate, {:.0}/s (target >= 0.8x); {with_memory:.0}/s with memory",
@@ -267,11 +263,11 @@ fn keymanager_bench(examples: &Path) -> anyhow::Result<()> {
     // SVID, against the raw rate of an RSA-2048 key on a swtpm of its own.
     let raw_rsa_tpm = Swtpm::start()?;
     provision(&raw_rsa_tpm, "rsa2048", &tmp.path().join("raw-rsa.pem"))?;
-    let rsa_before = raw_ms(&raw_rsa_tpm, "100")?;
+    let rsa_before = raw_ms(&raw_rsa_tpm, 100)?;
     let rsa_tpm = Swtpm::start()?;
     let rsa_km = key_manager("spire-server-keymanager-tpm", &tmp.path().join("server-km-rsa"), &rsa_tpm)?;
     let with_rsa = mint_rate(Some(rsa_km), Some("rsa-2048"))?;
-    let rsa_fastest = rsa_before.min(raw_ms(&raw_rsa_tpm, "100")?);
+    let rsa_fastest = rsa_before.min(raw_ms(&raw_rsa_tpm, 100)?);
     println!(
         "the same with ca_key_type rsa-2048: {with_rsa:.0}/s with KeyManager tpm; raw RSA-2048 TPM2_Sign p50 before {rsa_before:.3} ms, the faster of before and after {:.0}/s: {:.2}x",
         1e3 / rsa_fastest,
@@ -578,17 +574,13 @@ fn ca_rate(
 
     // The CA TPM's raw signature rate, with the CA stopped (one client per swtpm), before and after the timed
     // phases: this shared machine's speed drifts, and the CA's rate is compared with the faster of the two.
-    let raw_sign_ms = |ca: &mut CaSite| -> anyhow::Result<f64> {
+    let raw_ca_ms = |ca: &mut CaSite| -> anyhow::Result<f64> {
         ca.daemon()?.stop()?;
-        let sign = run(Command::new(examples.join("sign_bench")).args([
-            ca.tpm.device().to_string().as_str(),
-            "0x81008007",
-            "200",
-        ]))?;
+        let ms = raw_sign_ms(examples, &ca.tpm, "0x81008007", 200)?;
         ca.restart()?;
-        figure(&sign, "raw", "raw p50").context("sign_bench printed no raw p50")
+        Ok(ms)
     };
-    let raw_before = raw_sign_ms(&mut ca)?;
+    let raw_before = raw_ca_ms(&mut ca)?;
     println!("CA key ({key_name}) raw TPM2_Sign p50 {raw_before:.3} ms: {:.1} signatures/s serially", 1e3 / raw_before);
 
     // 16 nodes, 20 enrollments each. The nodes' requests are made first; then every begin goes to the CA 16 at a
@@ -649,7 +641,7 @@ fn ca_rate(
     let all_answer = cpu_by_command(&commands)?;
     let n = answers.len() as f64;
     let rate = n / (t_begin + t_answer).as_secs_f64();
-    let raw_after = raw_sign_ms(&mut ca)?;
+    let raw_after = raw_ca_ms(&mut ca)?;
     let raw_ms = raw_before.min(raw_after);
     println!(
         "CA ({key_name}): {} enrollments, 16 at a time: begins {} + answers {} = {:.1} enrollments/s; raw TPM2_Sign p50 again after them {raw_after:.3} ms; ratio {:.2}x the faster raw rate, {:.1}/s (target >= 0.8x)",
@@ -859,9 +851,13 @@ fn median(mut v: Vec<Duration>) -> Duration {
     v[v.len() / 2]
 }
 
-fn raw_sign_ms(examples: &Path, tpm: &Swtpm) -> anyhow::Result<f64> {
-    let out =
-        run(Command::new(examples.join("sign_bench")).args([tpm.device().to_string().as_str(), "0x81008006", "100"]))?;
+/// The raw tss-esapi TPM2_Sign p50 (ms) of the key at `handle` on `tpm`, over `n` signatures (`sign_bench`).
+fn raw_sign_ms(examples: &Path, tpm: &Swtpm, handle: &str, n: usize) -> anyhow::Result<f64> {
+    let out = run(Command::new(examples.join("sign_bench")).args([
+        tpm.device().to_string().as_str(),
+        handle,
+        n.to_string().as_str(),
+    ]))?;
     figure(&out, "raw", "raw p50").context("sign_bench printed no raw p50")
 }
 
@@ -880,7 +876,7 @@ fn ha_bench(examples: &Path) -> anyhow::Result<()> {
     let (a, b) = (Swtpm::start()?, Swtpm::start()?);
     provision(&a, "rsa2048", &dir.join("keys/a.pem"))?;
     provision(&b, "rsa2048", &dir.join("keys/b.pem"))?;
-    let (raw_a, raw_b) = (raw_sign_ms(examples, &a)?, raw_sign_ms(examples, &b)?);
+    let (raw_a, raw_b) = (raw_sign_ms(examples, &a, "0x81008006", 100)?, raw_sign_ms(examples, &b, "0x81008006", 100)?);
     let (sock_a, sock_b) = (dir.join("signer-a.sock"), dir.join("signer-b.sock"));
     let _sa =
         start_signer_publishing(dir, "signer-a", &a, &dir.join("www-a"), "10m", &sock_a, &["a.pem", "b.pem"], None)?;
