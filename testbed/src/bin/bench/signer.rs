@@ -146,6 +146,7 @@ pub(crate) fn spire_bootstrap_bench() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Waits until the verifier on `socket` serves `path` with a 200.
 pub(crate) fn wait_ok(socket: &Path, path: &str) -> anyhow::Result<()> {
     testbed::wait::wait_for("the verifier to serve the bundle", Duration::from_secs(20), || {
         Ok(testbed::agent::get(socket, path).is_ok_and(|r| r.status == 200))
