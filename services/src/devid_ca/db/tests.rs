@@ -1,0 +1,114 @@
+//! The database's guarantees: tokens work once, a crash gives reservations back, writes committed together keep
+//! their own outcomes, revocations hold.
+
+use super::*;
+
+const NOW: u64 = 1_800_000_000;
+const EK: &str = "sha256:aa";
+
+fn reserve(db: &Db, serial: &str, approval: &Approval) -> Result<(), DbError> {
+    let r = Reservation {
+        serial: serial.into(),
+        ek_hash: EK.into(),
+        name: "n1".into(),
+        not_before: NOW,
+        not_after: NOW + 100,
+        approval: approval.clone(),
+    };
+    db.reserve(r, NOW)
+}
+
+#[test]
+fn a_token_works_once_and_a_crash_between_reservation_and_issue_gives_it_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ca.sqlite");
+    let db = Db::open(&path).unwrap();
+    let token = db.create_token("n1", Duration::from_secs(3600), NOW).unwrap();
+    assert_eq!(db.token(&token, NOW).unwrap().name, "n1");
+    assert!(matches!(db.token("nope", NOW), Err(DbError::UnknownToken)));
+    assert!(matches!(db.token(&token, NOW + 3600), Err(DbError::ExpiredToken(_))));
+    let approval = Approval::Token(token.clone());
+    reserve(&db, "01", &approval).unwrap();
+    assert!(matches!(db.token(&token, NOW), Err(DbError::SpentToken)));
+    assert!(matches!(reserve(&db, "02", &approval), Err(DbError::SpentToken)), "a token works once");
+    // The process dies before step 3: the reservation is abandoned and the token usable again.
+    drop(db);
+    let db = Db::open(&path).unwrap();
+    assert_eq!(db.certificate("01").unwrap().unwrap().state, "abandoned");
+    assert_eq!(db.token(&token, NOW).unwrap().name, "n1");
+    reserve(&db, "03", &approval).unwrap();
+    db.issue("03", b"der").unwrap();
+    assert_eq!(db.certificate("03").unwrap().unwrap().state, "issued");
+    assert!(matches!(reserve(&db, "03", &Approval::Inventory), Err(DbError::SerialTaken(_))), "a serial once");
+}
+
+/// Sixteen writes queued while the connection is busy are committed together; the ones a token or a serial
+/// refuses undo only themselves, and every outcome is what it would have been alone.
+#[test]
+fn writes_committed_together_keep_their_own_outcomes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ca.sqlite");
+    let db = Db::open(&path).unwrap();
+    let token = Approval::Token(db.create_token("n1", Duration::from_secs(3600), NOW).unwrap());
+    let outcomes: Vec<(String, Result<(), DbError>)> = std::thread::scope(|s| {
+        let busy = db.conn();
+        let writers: Vec<_> = (0..16)
+            .map(|i| {
+                let (db, token) = (&db, &token);
+                s.spawn(move || {
+                    let serial = format!("{i:02x}");
+                    let outcome = match i {
+                        0..=3 => reserve(db, &serial, token),
+                        4 => db.issue("ff", b"never reserved"),
+                        _ => reserve(db, &serial, &Approval::Inventory),
+                    };
+                    (serial, outcome)
+                })
+            })
+            .collect();
+        while common::sync::lock(&db.waiting).len() < 16 {
+            std::thread::yield_now();
+        }
+        drop(busy);
+        writers.into_iter().map(|w| w.join().unwrap()).collect()
+    });
+    assert!(common::sync::lock(&db.waiting).is_empty());
+    let spent: Vec<&str> = outcomes[..4].iter().filter(|(_, o)| o.is_ok()).map(|(s, _)| s.as_str()).collect();
+    assert_eq!(spent.len(), 1, "a token works once, in one commit too: {outcomes:?}");
+    assert!(outcomes[..4].iter().all(|(_, o)| o.is_ok() || matches!(o, Err(DbError::SpentToken))));
+    assert!(matches!(outcomes[4].1, Err(DbError::UnknownSerial(_))), "{:?}", outcomes[4]);
+    assert!(outcomes[5..].iter().all(|(_, o)| o.is_ok()), "{outcomes:?}");
+    let tokens = db.tokens().unwrap();
+    assert_eq!(tokens[0].spent_serial.as_deref(), Some(spent[0]), "spent by the one reservation it made");
+    drop(db);
+    // What was reported done is durable; what was refused left nothing behind.
+    let db = Db::open(&path).unwrap();
+    let mut recorded: Vec<String> = db.certificates().unwrap().into_iter().map(|c| c.serial).collect();
+    recorded.sort();
+    let mut reported: Vec<String> = outcomes.iter().filter(|(_, o)| o.is_ok()).map(|(s, _)| s.clone()).collect();
+    reported.sort();
+    assert_eq!(recorded, reported);
+}
+
+#[test]
+fn revocations_cover_serials_and_eks_and_block_renewal_and_re_enrollment() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(&dir.path().join("ca.sqlite")).unwrap();
+    reserve(&db, "0a", &Approval::Inventory).unwrap();
+    db.issue("0a", b"x").unwrap();
+    reserve(&db, "0b", &Approval::Renewal("0a".into())).unwrap();
+    db.issue("0b", b"y").unwrap();
+    assert!(matches!(reserve(&db, "0c", &Approval::Renewal("ff".into())), Err(DbError::UnknownSerial(_))));
+    db.revoke_serial("0a", NOW + 1).unwrap();
+    assert!(matches!(db.revoke_serial("ee", NOW), Err(DbError::UnknownSerial(_))));
+    assert!(matches!(reserve(&db, "0d", &Approval::Renewal("0a".into())), Err(DbError::RevokedCertificate(_))));
+    let (revoked, mark) = db.revoked().unwrap();
+    assert_eq!(revoked, [("0a".to_owned(), NOW + 1)]);
+    assert_eq!(db.revoke_ek(EK, NOW + 2).unwrap(), 2);
+    let (revoked, later) = db.revoked().unwrap();
+    assert_eq!(revoked, [("0a".to_owned(), NOW + 1), ("0b".to_owned(), NOW + 2)]);
+    assert!(later > mark, "each revocation moves the mark");
+    assert!(db.ek_revoked(EK).unwrap());
+    assert!(matches!(reserve(&db, "0e", &Approval::Inventory), Err(DbError::RevokedEk(_))));
+    assert_eq!((db.next_crl_number().unwrap(), db.next_crl_number().unwrap()), (1, 2));
+}
