@@ -23,8 +23,8 @@ use tss_esapi::interface_types::algorithm::{AsymmetricAlgorithm, HashingAlgorith
 use tss_esapi::interface_types::resource_handles::{Hierarchy, NvAuth};
 use tss_esapi::interface_types::session_handles::{AuthSession, PolicySession};
 use tss_esapi::structures::{
-    Data, Digest, EncryptedSecret, HashScheme, IdObject, MaxBuffer, Nonce, Private, Public, SignatureScheme,
-    SymmetricDefinition,
+    Attest, Data, Digest, EncryptedSecret, HashScheme, IdObject, MaxBuffer, Nonce, Private, Public, Signature,
+    SignatureScheme, SymmetricDefinition,
 };
 use tss_esapi::traits::Marshall;
 use zeroize::Zeroizing;
@@ -204,6 +204,23 @@ fn load_ak(conn: &mut Conn, device: &str, pending: &PendingAttestation) -> Resul
     Ok(ak)
 }
 
+/// TPM2_Certify of the loaded DevID by the loaded AK (RSASSA-SHA256; both authorized by their passwords, already
+/// set on their handles), `qualifying` as the qualifying data: the attest structure and its signature.
+fn certify_devid(
+    conn: &mut Conn,
+    device: &str,
+    devid: KeyHandle,
+    ak: KeyHandle,
+    qualifying: Data,
+) -> Result<(Attest, Signature), OpError> {
+    let scheme = SignatureScheme::RsaSsa { hash_scheme: HashScheme::new(HashingAlgorithm::Sha256) };
+    conn.ctx
+        .execute_with_sessions((Some(AuthSession::Password), Some(AuthSession::Password), None), |ctx| {
+            ctx.certify(ObjectHandle::from(devid), ak, qualifying, scheme)
+        })
+        .map_err(|e| step_error(device, "certify the DevID with the AK", Some("DevID password"), e))
+}
+
 /// Reads the RSA EK certificate from NV 0x01C00002 with the index's own (empty) auth, in chunks of the TPM's
 /// NV buffer size, and keeps its first DER element (some TPMs pad the NV area).
 fn read_ek_cert(conn: &mut Conn, device: &str) -> Result<Vec<u8>, OpError> {
@@ -277,22 +294,7 @@ impl Tpm {
                     with_transient(conn, ek, |conn| {
                         let (ek_public, _, _) = conn.ctx.read_public(ek)?;
                         let ek_cert = optional_ek_cert(conn, dev)?;
-                        let (attest, signature) = conn
-                            .ctx
-                            .execute_with_sessions(
-                                (Some(AuthSession::Password), Some(AuthSession::Password), None),
-                                |ctx| {
-                                    ctx.certify(
-                                        ObjectHandle::from(devid_handle),
-                                        ak,
-                                        Data::default(),
-                                        SignatureScheme::RsaSsa {
-                                            hash_scheme: HashScheme::new(HashingAlgorithm::Sha256),
-                                        },
-                                    )
-                                },
-                            )
-                            .map_err(|e| step_error(dev, "certify the DevID with the AK", Some("DevID password"), e))?;
+                        let (attest, signature) = certify_devid(conn, dev, devid_handle, ak, Data::default())?;
                         let evidence = Evidence {
                             devid_pub: devid.public.clone(),
                             ek_cert,
@@ -388,20 +390,7 @@ impl PendingAttestation {
                 conn.ctx.tr_set_auth(ObjectHandle::from(devid), self.devid_auth.auth()?)?;
                 let ak = load_ak(conn, dev, self)?;
                 with_transient(conn, ak, |conn| {
-                    let (attest, signature) = conn
-                        .ctx
-                        .execute_with_sessions(
-                            (Some(AuthSession::Password), Some(AuthSession::Password), None),
-                            |ctx| {
-                                ctx.certify(
-                                    ObjectHandle::from(devid),
-                                    ak,
-                                    qualifying.clone(),
-                                    SignatureScheme::RsaSsa { hash_scheme: HashScheme::new(HashingAlgorithm::Sha256) },
-                                )
-                            },
-                        )
-                        .map_err(|e| step_error(dev, "certify the DevID with the AK", Some("DevID password"), e))?;
+                    let (attest, signature) = certify_devid(conn, dev, devid, ak, qualifying.clone())?;
                     Ok((attest.marshall()?, signature.marshall()?))
                 })
             })
