@@ -531,7 +531,8 @@ impl QuoteArgs {
     fn run(&self, conn: &mut Conn, dev: &str, ak: KeyHandle) -> Result<Quote, OpError> {
         use sha2::Digest as _;
         use tss_esapi::structures::AttestInfo;
-        for _ in 0..3 {
+        let started = std::time::Instant::now();
+        for attempt in 1..=3u32 {
             let (attest, signature) = conn
                 .ctx
                 .execute_with_session(Some(AuthSession::Password), |ctx| {
@@ -544,6 +545,8 @@ impl QuoteArgs {
             };
             let digest = sha2::Sha256::digest(values.concat());
             if info.pcr_digest().value() == &digest[..] {
+                let elapsed_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+                tracing::debug!(attempt, elapsed_us, pcrs = self.slots.len(), "PCRs quoted and read");
                 return Ok(Quote { quoted: attest.marshall()?, signature: signature.marshall()?, values });
             }
         }
