@@ -73,8 +73,9 @@ pub(crate) fn devid_bench() -> anyhow::Result<()> {
     chain_bench(&lab, &cfg.chain, now)
 }
 
-/// The boot state's cost: whole attestations with and without a quote of sha256:0-7, alternating, and the
-/// agent's answer (the only step the quote changes) with and without it, against the rawest TPM2_Quote.
+/// The boot state's cost: whole attestations and answers with and without a quote of sha256:0-7 (for reference);
+/// one challenge answered with and without its quote request, in pairs; and the quote as the agent itself times
+/// it; the last two against the rawest TPM2_Quote with its TPM2_PCR_Read.
 pub(crate) fn quote_bench(
     lab: &testbed::devid::DevIdLab,
     cfg: &plugin::devid::agent::AgentConfig,
@@ -109,7 +110,8 @@ pub(crate) fn quote_bench(
 
     // What the quote adds, paired: one attestation's challenge answered again and again, with the quote and without
     // it (the same challenge less its `PCRQuote`), in alternating order. Both answers run the same TPM commands but
-    // the quote's, so the machine's drift and the other commands' spread cancel out of each pair's difference.
+    // the quote's, so the machine's slow drift cancels out of each pair's difference; the other commands' spread
+    // (some 80 ms of them) does not, which is why the agent's own timing of the quote is collected as well.
     let (payload, pending) = plugin::devid::agent::begin(cfg)?;
     let (with_quote, challenged) = quoting.challenge(&payload, now)?;
     let mut without: serde_json::Value = serde_json::from_slice(&with_quote)?;
