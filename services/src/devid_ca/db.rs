@@ -2,9 +2,9 @@
 //! hash, name, validity), its one-time tokens (hashed), its revocations and its CRL number.
 //!
 //! How a certificate is issued, so that a crash at any point (kill -9 included) leaves the database consistent:
-//! 1. one transaction reserves a fresh serial (`pending`, unique) and spends the token, if one approved the node;
+//! 1. one durable commit reserves a fresh serial (`pending`, unique) and spends the token, if one approved the node;
 //! 2. the TPM signs the certificate with that serial;
-//! 3. one transaction stores it (`issued`); only then does the node get it.
+//! 3. one durable commit stores it (`issued`); only then does the node get it.
 //!
 //! A crash between 1 and 3 leaves a `pending` row: at the next start it becomes `abandoned` (its certificate never
 //! left the process) and its token is unspent again, in one transaction. So no serial is used twice, no token is
@@ -15,8 +15,8 @@
 //! first to get the connection commits every write waiting, each in its own savepoint, so that one refused write
 //! (a spent token) undoes only itself. None of them is answered before that commit is durable.
 //!
-//! Invariants: tokens are stored as SHA-256 hashes; every change is one transaction; every query is bound, never
-//! formatted.
+//! Invariants: tokens are stored as SHA-256 hashes; every change is atomic (a transaction of its own, or a
+//! savepoint of a shared one); every query is bound, never formatted.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
