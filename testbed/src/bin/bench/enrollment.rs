@@ -17,10 +17,7 @@ pub(crate) fn enrollment_bench(examples: &Path) -> anyhow::Result<()> {
     const NODES: usize = 16;
     let tpms: Vec<Swtpm> = std::thread::scope(|s| {
         let started: Vec<_> = (0..NODES).map(|_| s.spawn(Swtpm::start)).collect();
-        started
-            .into_iter()
-            .map(|h| h.join().map_err(|_| anyhow::anyhow!("swtpm thread panicked"))?)
-            .collect::<anyhow::Result<_>>()
+        joined(started, "swtpm")
     })?;
     let mut inventory = String::new();
     for (i, tpm) in tpms.iter().enumerate() {
@@ -102,9 +99,7 @@ pub(crate) fn ca_rate(
                 })
             })
             .collect();
-        made.into_iter()
-            .map(|h| h.join().map_err(|_| anyhow::anyhow!("node thread panicked"))?)
-            .collect::<anyhow::Result<_>>()
+        joined(made, "node")
     })?;
     let requests: Vec<&EnrollRequest> = prepared.iter().flat_map(|(_, r)| r.iter().map(|(req, _)| req)).collect();
     let pid = ca.pid().context("the CA's PID")?;
@@ -132,11 +127,7 @@ pub(crate) fn ca_rate(
                 })
             })
             .collect();
-        let mut all = Vec::new();
-        for h in answering {
-            all.extend(h.join().map_err(|_| anyhow::anyhow!("node thread panicked"))??);
-        }
-        anyhow::Ok(all)
+        anyhow::Ok(joined(answering, "node")?.into_iter().flatten().collect())
     })?;
     let answers: Vec<&EnrollAnswer> = answers.iter().collect();
     let all1 = cpu_by_command(&commands)?;
@@ -201,13 +192,14 @@ pub(crate) fn sixteen_at_a_time<T: serde::Serialize + Sync>(
                 })
             })
             .collect();
-        let mut all = Vec::new();
-        for w in workers {
-            all.extend(w.join().map_err(|_| anyhow::anyhow!("client thread panicked"))??);
-        }
-        anyhow::Ok(all)
+        anyhow::Ok(joined(workers, "client")?.into_iter().flatten().collect())
     })?;
     let elapsed = t.elapsed();
     done.sort_by_key(|(i, _)| *i);
     Ok((elapsed, done.into_iter().map(|(_, text)| text).collect()))
+}
+
+/// Every scoped thread's result, in order; a thread that panicked is an error naming `who` it was.
+fn joined<T>(handles: Vec<std::thread::ScopedJoinHandle<'_, anyhow::Result<T>>>, who: &str) -> anyhow::Result<Vec<T>> {
+    handles.into_iter().map(|h| h.join().map_err(|_| anyhow::anyhow!("{who} thread panicked"))?).collect()
 }
