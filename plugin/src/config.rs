@@ -269,6 +269,13 @@ pub trait PluginConfig: Sized + Send + Sync + 'static {
     /// Parses `hcl` and loads what it names (files, clients). Returns the notes `Validate` reports.
     fn load(hcl: &str, core: Option<&CoreConfiguration>) -> Result<(Self, Vec<String>), ConfigError>;
 
+    /// What `Validate` answers: the notes, or why `hcl` would be refused. It must change nothing (SPIRE validates
+    /// a candidate configuration beside the running one), so a plugin whose [`PluginConfig::load`] acts on
+    /// something (creates files, opens a device, edits a store) overrides it with a check that only reads.
+    fn check(hcl: &str, core: Option<&CoreConfiguration>) -> Result<Vec<String>, ConfigError> {
+        Self::load(hcl, core).map(|(_, notes)| notes)
+    }
+
     /// Logs what is now configured (never a secret).
     fn log_configured(&self);
 }
@@ -333,8 +340,12 @@ impl<C: PluginConfig> Config for ConfigService<C> {
 
     async fn validate(&self, req: Request<ValidateRequest>) -> Result<Response<ValidateResponse>, Status> {
         let req = req.into_inner();
-        Ok(Response::new(match load::<C>(req.hcl_configuration, req.core_configuration).await? {
-            Ok((_, notes)) => ValidateResponse { valid: true, notes },
+        let (hcl, core) = (req.hcl_configuration, req.core_configuration);
+        let checked = tokio::task::spawn_blocking(move || C::check(&hcl, core.as_ref()))
+            .await
+            .map_err(|e| Status::internal(format!("configuration task failed: {e}")))?;
+        Ok(Response::new(match checked {
+            Ok(notes) => ValidateResponse { valid: true, notes },
             Err(e) => ValidateResponse { valid: false, notes: vec![e.to_string()] },
         }))
     }

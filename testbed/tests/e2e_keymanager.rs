@@ -10,7 +10,9 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use plugin::pb::server_keymanager::key_manager_client::KeyManagerClient;
 use plugin::pb::server_keymanager::sign_data_request::{PssOptions, SignerOpts};
-use plugin::pb::server_keymanager::{GenerateKeyRequest, GetPublicKeyRequest, PublicKey, SignDataRequest};
+use plugin::pb::server_keymanager::{
+    GenerateKeyRequest, GetPublicKeyRequest, GetPublicKeysRequest, PublicKey, SignDataRequest,
+};
 use sha2::Digest as _;
 use testbed::host::PluginHost;
 use testbed::swtpm::Swtpm;
@@ -405,4 +407,59 @@ fn keys_survive_a_restart_are_replaced_by_id_leave_nothing_private_on_disk_and_a
     assert!(host.stderr_lines().iter().any(|l| l.contains("cleared or replaced")), "{:?}", host.stderr_lines());
     let fresh = agent_generate(&host, "agent-svid-A");
     assert_eq!(fresh.id, "agent-svid-A");
+}
+
+/// The places a key could outlive its use or be lost by mistake: a replaced key's blob is gone from every file in
+/// `directory`; `Validate` touches nothing; a key the configured TPM cannot load (here: `tpm_device_path` names
+/// another TPM) is not offered, and is back once the path is right.
+#[test]
+fn a_replaced_blob_is_gone_validate_changes_nothing_and_a_key_another_tpm_cannot_load_is_kept() {
+    let (tpm, other) = (Swtpm::start().unwrap(), Swtpm::start().unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let km = dir.path().join("km");
+    let host = load(SERVER, &tpm, &km);
+    let blob_of = |id: &str| {
+        let store = plugin::keymanager::store::Store::open(&km).unwrap();
+        let (_, stored) = store.load().unwrap().into_iter().find(|(k, _)| k == id).unwrap();
+        stored.key.private
+    };
+    let found_in_directory = |needle: &[u8]| {
+        std::fs::read_dir(&km).unwrap().any(|e| {
+            let bytes = std::fs::read(e.unwrap().path()).unwrap();
+            bytes.windows(needle.len()).any(|w| w == needle)
+        })
+    };
+    generate(&host, "x509-CA-A", 1).unwrap();
+    let old = blob_of("x509-CA-A");
+    let new = generate(&host, "x509-CA-A", 1).unwrap();
+    let current = blob_of("x509-CA-A");
+    assert_ne!(old, current);
+    assert!(found_in_directory(&current), "the search finds the current blob");
+    assert!(!found_in_directory(&old), "the replaced key's blob is still on disk");
+
+    // Validate with another directory and another TPM: it answers and creates nothing.
+    let elsewhere = dir.path().join("never-made");
+    let hcl = format!("directory = \"{}\"\ntpm_device_path = \"{}\"\n", elsewhere.display(), other.device());
+    let answer = host.validate(&hcl, "example.org").unwrap();
+    assert!(answer.valid, "{:?}", answer.notes);
+    assert!(!elsewhere.exists(), "Validate made the directory");
+    let answer = host.validate("keys_path = \"x\"\n", "example.org").unwrap();
+    assert!(!answer.valid && answer.notes.iter().any(|n| n.contains("keys_path")), "{:?}", answer.notes);
+    host.unload().unwrap();
+
+    // Configured with another TPM by mistake: the key is not offered, and the log says why.
+    let host = load(SERVER, &other, &km);
+    let listed = host.runtime.block_on(client(&host).get_public_keys(GetPublicKeysRequest {})).unwrap();
+    assert!(listed.into_inner().public_keys.is_empty(), "a key another TPM made is offered");
+    assert!(host.stderr_lines().iter().any(|l| l.contains("names another TPM")), "{:?}", host.stderr_lines());
+    host.unload().unwrap();
+    // The path put right: the same key, which signs.
+    let host = load(SERVER, &tpm, &km);
+    let listed = host.runtime.block_on(client(&host).get_public_keys(GetPublicKeysRequest {})).unwrap();
+    let listed: Vec<(String, String)> =
+        listed.into_inner().public_keys.into_iter().map(|k| (k.id, k.fingerprint)).collect();
+    assert_eq!(listed, [("x509-CA-A".to_owned(), new.fingerprint.clone())]);
+    let (_, fingerprint) =
+        sign(&host, "x509-CA-A", &digest(SHA256, b"x"), Some(SignerOpts::HashAlgorithm(SHA256))).unwrap();
+    assert_eq!(fingerprint, new.fingerprint);
 }

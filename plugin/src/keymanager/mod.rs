@@ -9,8 +9,9 @@
 //!
 //! SignData: `data` is the digest. EC keys sign ECDSA with their curve's hash, returned as DER; RSA keys sign
 //! PKCS#1 v1.5, or PSS when SPIRE sends PSS options. The TPM chooses a PSS salt; the plugin accepts requests for a
-//! salt of the digest's length (`-1`, Go's `PSSSaltLengthEqualsHash`, what Go's TLS uses) or `0` (auto), checks
-//! the TPM's signature against that salt before it answers, and refuses any other length by name.
+//! salt of the digest's length (`-1`, Go's `PSSSaltLengthEqualsHash`, what Go's TLS uses, or that length itself),
+//! whose signatures it checks against that salt before it answers, or `0` (auto: any salt verifies), and refuses
+//! any other length by name.
 
 pub mod store;
 
@@ -60,6 +61,9 @@ pub struct State {
     key_password: Password,
     store: Store,
     keys: Mutex<BTreeMap<String, Stored>>,
+    /// Held by GenerateKey from its store write to its swap in `keys`, so that two for one ID cannot leave the
+    /// store and `keys` apart; the write itself runs off the async threads.
+    generating: tokio::sync::Mutex<()>,
     /// The signing thread's queue ([`Signer`]).
     signer: tokio::sync::mpsc::Sender<Job>,
 }
@@ -177,8 +181,17 @@ fn password(key: &'static str, path: Option<PathBuf>) -> Result<Password, Config
     }
 }
 
-/// Parses the configuration, opens the TPM and the store, and reads the keys in it.
-pub fn load_state(text: &str, dev: &Path) -> Result<State, ConfigError> {
+/// A configuration as parsed: what `Validate` checks, and what `Configure` then opens.
+struct Settings {
+    directory: PathBuf,
+    device: tpm::TpmDevice,
+    owner: Password,
+    key_password: Password,
+}
+
+/// Parses the configuration and reads the password files. It changes nothing: no directory is made, no store or
+/// TPM opened.
+fn settings(text: &str, dev: &Path) -> Result<Settings, ConfigError> {
     let raw: Raw = config::decode(text)?;
     let directory = config::path("directory", raw.directory)?.ok_or(ConfigError::Missing("directory"))?;
     let owner = password("owner_hierarchy_password_file", raw.owner_hierarchy_password_file)?;
@@ -189,12 +202,19 @@ pub fn load_state(text: &str, dev: &Path) -> Result<State, ConfigError> {
             .parse()
             .map_err(|e: tpm::TpmError| ConfigError::Value { key: "tpm_device_path".into(), cause: Box::new(e) })?,
     };
+    Ok(Settings { directory, device, owner, key_password })
+}
+
+/// Parses the configuration, opens the TPM and the store, and reads the keys in it.
+pub fn load_state(text: &str, dev: &Path) -> Result<State, ConfigError> {
+    let Settings { directory, device, owner, key_password } = settings(text, dev)?;
     let store = Store::open(&directory).map_err(|e| ConfigError::file("directory", &directory, e))?;
     let stored = store.load().map_err(|e| ConfigError::file("directory", &directory, e))?;
     let tpm =
         Tpm::open(&device).map_err(|e| ConfigError::Value { key: "tpm_device_path".into(), cause: Box::new(e) })?;
-    // A key the TPM can no longer load (it was cleared or replaced) is dead: it is dropped, so that SPIRE, seeing
-    // no key, makes a new one and attests again instead of failing at every signature.
+    // A key this TPM cannot load is not offered: SPIRE, seeing no key, makes a new one (which replaces it in the
+    // store) and attests again, instead of failing at every signature. It is not deleted, because the same error
+    // comes from a `tpm_device_path` that names another TPM: once the path is right again, the key is back.
     let mut keys = BTreeMap::new();
     for (id, s) in stored {
         match tpm.check_wrapped(&s.key, &owner) {
@@ -202,8 +222,7 @@ pub fn load_state(text: &str, dev: &Path) -> Result<State, ConfigError> {
                 keys.insert(id, s);
             }
             Err(tpm::TpmError::ForeignBlob { device }) => {
-                tracing::warn!(key_id = %id, %device, "the TPM cannot load this key any more (it was cleared or replaced since the key was made): dropped");
-                store.delete(&id).map_err(|e| ConfigError::file("directory", &directory, e))?;
+                tracing::warn!(key_id = %id, %device, "this TPM cannot load the key: it was cleared or replaced since the key was made, or tpm_device_path names another TPM; the key is not offered, and stays in the store until a new key replaces it");
             }
             Err(e) => return Err(ConfigError::invalid("tpm_device_path", format!("loading key {id:?}: {e}"))),
         }
@@ -219,12 +238,26 @@ pub fn load_state(text: &str, dev: &Path) -> Result<State, ConfigError> {
         .name("tpm-sign".into())
         .spawn(move || worker.run(queue))
         .map_err(|e| ConfigError::invalid("tpm_device_path", format!("starting the signing thread: {e}")))?;
-    Ok(State { directory, tpm, owner, key_password, store, keys: Mutex::new(keys), signer })
+    Ok(State {
+        directory,
+        tpm,
+        owner,
+        key_password,
+        store,
+        keys: Mutex::new(keys),
+        generating: tokio::sync::Mutex::new(()),
+        signer,
+    })
 }
 
 impl PluginConfig for State {
     fn load(hcl: &str, _core: Option<&CoreConfiguration>) -> Result<(Self, Vec<String>), ConfigError> {
         Ok((load_state(hcl, Path::new("/dev"))?, Vec::new()))
+    }
+
+    /// Parses only: SPIRE validates a candidate configuration while the running one holds the TPM and the store.
+    fn check(hcl: &str, _core: Option<&CoreConfiguration>) -> Result<Vec<String>, ConfigError> {
+        settings(hcl, Path::new("/dev")).map(|_| Vec::new())
     }
 
     fn log_configured(&self) {
@@ -357,17 +390,19 @@ impl State {
             .map_err(|e| Status::internal(format!("failed to generate key: {e}")))?
             .map_err(|e| tpm_status("failed to generate key", e))?;
         let stored = Stored::new(key);
-        // The store and the keys in memory change together: two GenerateKey for one ID cannot leave them apart.
-        let mut keys = common::sync::lock(&self.keys);
-        self.store
-            .put(&id, &stored, common::clock::unix_now())
+        let one = self.generating.lock().await;
+        let (this, put_id, put) = (self.clone(), id.clone(), stored.clone());
+        tokio::task::spawn_blocking(move || this.store.put(&put_id, &put, common::clock::unix_now()))
+            .await
+            .map_err(|e| Status::internal(format!("failed to generate key: {e}")))?
             .map_err(|e| Status::internal(format!("failed to generate key: {e}")))?;
         let public = Self::public(&id, &stored);
-        if let Some(old) = keys.insert(id.clone(), stored) {
+        let old = common::sync::lock(&self.keys).insert(id.clone(), stored);
+        drop(one);
+        if let Some(old) = old {
             // Only tidiness: the old key's saved context can no longer be reached. A full queue keeps it.
             let _ = self.signer.try_send(Job::Forget(old.fingerprint));
         }
-        drop(keys);
         tracing::info!(key_id = %id, kind = %kind, fingerprint = %public.fingerprint, "key generated in the TPM");
         Ok(public)
     }
@@ -413,7 +448,8 @@ impl State {
                         hash.size()
                     )));
                 }
-                (Scheme::RsaPss(hash), Some(hash))
+                // Auto (0) takes whatever salt the TPM chose; the others need the digest's length, checked after.
+                (Scheme::RsaPss(hash), (salt_length != 0).then_some(hash))
             }
         };
         let stopped = || Status::internal("failed to sign data: the signing thread stopped");

@@ -1,13 +1,15 @@
 //! The KeyManager's keys on disk: one SQLite database (`keys.sqlite` in `directory`, 0600) holding, per key ID,
 //! the key's type and its TPM-wrapped blobs (its fingerprint is derived from its public key, not stored). Nothing in it is usable off the TPM that made it.
-//! A new key for an ID replaces the old one in one transaction: the old blob is gone, and with it the key (a
-//! TPM-wrapped key exists nowhere else).
+//! A new key for an ID replaces the old one in one transaction, and the old blob is then gone from every file in
+//! `directory` (SQLite's `secure_delete` zeroes what it frees, and the write-ahead log is emptied after each
+//! change): with it goes the key, for a TPM-wrapped key exists nowhere else. The database file is never opened
+//! through a symbolic link.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use rusqlite::{params, Connection};
+use rusqlite::{params, Connection, OpenFlags};
 use tpm::wrapped::{WrappedKey, WrappedKind};
 
 /// The database's file name in `directory`.
@@ -100,10 +102,17 @@ impl Store {
         std::fs::set_permissions(directory, std::fs::Permissions::from_mode(0o700)).map_err(io(directory))?;
         let path = directory.join(FILE);
         let sqlite = |source| StoreError::Sqlite { path: path.clone(), cause: source };
-        let conn = Connection::open(&path).map_err(sqlite)?;
+        // No symbolic link is followed; the file is made private before anything is written to it, and the
+        // write-ahead log and its index take its mode.
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NOFOLLOW
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(&path, flags).map_err(sqlite)?;
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(io(&path))?;
         conn.pragma_update(None, "journal_mode", "WAL").map_err(sqlite)?;
         conn.pragma_update(None, "synchronous", "FULL").map_err(sqlite)?;
+        conn.pragma_update(None, "secure_delete", "ON").map_err(sqlite)?;
         conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(sqlite)?;
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS keys (
@@ -144,13 +153,6 @@ impl Store {
             .collect()
     }
 
-    /// Forgets the key under `id`.
-    pub fn delete(&self, id: &str) -> Result<(), StoreError> {
-        let conn = common::sync::lock(&self.conn);
-        conn.execute("DELETE FROM keys WHERE id = ?1", params![id]).map_err(|e| self.sqlite(e))?;
-        Ok(())
-    }
-
     /// Stores `stored` under `id`, replacing what was there, durably.
     pub fn put(&self, id: &str, stored: &Stored, now: u64) -> Result<(), StoreError> {
         let conn = common::sync::lock(&self.conn);
@@ -160,6 +162,33 @@ impl Store {
             params![id, kind_code(stored.key.kind), stored.key.public, stored.key.private, now as i64],
         )
         .map_err(|e| self.sqlite(e))?;
+        // The log still holds the page with the replaced blob: copied into the database (where `secure_delete`
+        // zeroed the old cell) and emptied, it holds nothing.
+        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())).map_err(|e| self.sqlite(e))?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// A `keys.sqlite` planted as a link to another file: refused, and the file it names keeps its bytes and mode.
+    #[test]
+    fn a_database_planted_as_a_link_is_refused_and_its_target_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let (km, target) = (dir.path().join("km"), dir.path().join("elsewhere"));
+        std::fs::create_dir(&km).unwrap();
+        std::fs::write(&target, b"not a database").unwrap();
+        std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o644)).unwrap();
+        std::os::unix::fs::symlink(&target, km.join(FILE)).unwrap();
+        let err = Store::open(&km).unwrap_err();
+        assert!(matches!(err, StoreError::Sqlite { .. }), "{err}");
+        assert_eq!(std::fs::read(&target).unwrap(), b"not a database");
+        assert_eq!(std::fs::metadata(&target).unwrap().permissions().mode() & 0o777, 0o644);
+        // Without the link, the same directory opens.
+        std::fs::remove_file(km.join(FILE)).unwrap();
+        Store::open(&km).unwrap();
     }
 }

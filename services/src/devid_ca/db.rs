@@ -22,7 +22,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rusqlite::{params, Connection, DropBehavior, OptionalExtension, TransactionBehavior};
+use rusqlite::{params, Connection, DropBehavior, OpenFlags, OptionalExtension, TransactionBehavior};
 use sha2::Digest;
 
 /// Why the database refused or failed.
@@ -203,7 +203,12 @@ CREATE TABLE IF NOT EXISTS crl (
 impl Db {
     /// Opens (creating it if needed) the database at `path`, and abandons what a crash left pending.
     pub fn open(path: &Path) -> Result<Db, DbError> {
-        let conn = Connection::open(path)?;
+        // Never through a symbolic link.
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NOFOLLOW
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(path, flags)?;
         conn.busy_timeout(Duration::from_secs(5))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
