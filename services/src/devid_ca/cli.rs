@@ -223,8 +223,10 @@ fn revoke(a: RevokeArgs) -> anyhow::Result<()> {
     match (a.serial, a.ek_hash) {
         (Some(serial), _) => {
             let serial = serial.to_ascii_lowercase();
-            db.revoke_serial(&serial, now)?;
-            eprintln!("revoked certificate {serial}; the CA's CRL lists it within seconds");
+            let n = db.revoke_serial(&serial, now)?;
+            eprintln!(
+                "revoked certificate {serial} and its renewal line ({n} certificate(s)); the CA's CRL lists them within seconds"
+            );
         }
         (None, Some(hash)) => {
             let n = db.revoke_ek(&hash.to_string(), now)?;

@@ -50,6 +50,14 @@ pub enum DbError {
     /// The certificate being renewed was revoked.
     #[error("certificate {0} was revoked")]
     RevokedCertificate(String),
+    /// A revocation committed between the reservation and the issue covers the new certificate.
+    #[error("EK {ek} or the renewal line of certificate {serial} was revoked during this enrollment")]
+    RevokedSince {
+        /// The serial reserved.
+        serial: String,
+        /// Its EK.
+        ek: String,
+    },
     /// The certificate being renewed is not one this CA issued to that EK.
     #[error("certificate {serial} was not issued to EK {ek}")]
     OtherEk {
@@ -179,6 +187,7 @@ CREATE TABLE IF NOT EXISTS certificates (
     reserved_at INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS certificates_ek ON certificates (ek_hash);
+CREATE INDEX IF NOT EXISTS certificates_renewed_from ON certificates (renewed_from);
 CREATE TABLE IF NOT EXISTS tokens (
     hash TEXT PRIMARY KEY,
     name TEXT NOT NULL,
@@ -201,7 +210,8 @@ CREATE TABLE IF NOT EXISTS crl (
 ";
 
 impl Db {
-    /// Opens (creating it if needed) the database at `path`, and abandons what a crash left pending.
+    /// Opens (creating it if needed) the database at `path`. The daemon then calls [`Db::recover`]; the command
+    /// line, which may run beside a serving daemon, does not.
     pub fn open(path: &Path) -> Result<Db, DbError> {
         // Never through a symbolic link.
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
@@ -214,15 +224,20 @@ impl Db {
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.execute_batch(SCHEMA)?;
-        let db = Db { conn: Mutex::new(conn), waiting: Mutex::new(Vec::new()) };
-        let abandoned = db.abandon_pending()?;
+        Ok(Db { conn: Mutex::new(conn), waiting: Mutex::new(Vec::new()) })
+    }
+
+    /// At the daemon's start, before it serves: every reservation a crash left pending is abandoned and its token
+    /// given back (its certificate was never delivered). Returns how many.
+    pub fn recover(&self) -> Result<usize, DbError> {
+        let abandoned = self.abandon_pending()?;
         if abandoned > 0 {
             tracing::warn!(
                 abandoned,
                 "certificates reserved but never delivered before a crash: abandoned, their tokens usable again"
             );
         }
-        Ok(db)
+        Ok(abandoned)
     }
 
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
@@ -381,8 +396,11 @@ impl Db {
         Ok(())
     }
 
-    /// Revokes the certificate with `serial` (it must be one this CA reserved).
-    pub fn revoke_serial(&self, serial: &str, now: u64) -> Result<(), DbError> {
+    /// Revokes the certificate with `serial` (it must be one this CA reserved) and the rest of its renewal line:
+    /// the certificates it was renewed from and those renewed from it, pending ones included. They all certify the
+    /// same DevID key, and a node must not renew its way back from an older one. Returns how many certificates
+    /// the revocation covers.
+    pub fn revoke_serial(&self, serial: &str, now: u64) -> Result<usize, DbError> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let known: bool =
@@ -392,9 +410,20 @@ impl Db {
         if !known {
             return Err(DbError::UnknownSerial(serial.to_owned()));
         }
-        tx.execute("INSERT INTO revocations (serial, revoked_at) VALUES (?1, ?2)", params![serial, now as i64])?;
+        let n = tx.execute(
+            "WITH RECURSIVE
+                older(serial, renewed_from) AS (
+                    SELECT serial, renewed_from FROM certificates WHERE serial = ?1
+                    UNION SELECT c.serial, c.renewed_from FROM certificates c JOIN older o ON c.serial = o.renewed_from),
+                newer(serial) AS (
+                    SELECT ?1
+                    UNION SELECT c.serial FROM certificates c JOIN newer n ON c.renewed_from = n.serial)
+             INSERT INTO revocations (serial, revoked_at)
+             SELECT serial, ?2 FROM (SELECT serial FROM older UNION SELECT serial FROM newer)",
+            params![serial, now as i64],
+        )?;
         tx.commit()?;
-        Ok(())
+        Ok(n)
     }
 
     /// Revokes EK `ek_hash`: every certificate issued to it, and any later enrollment. Returns how many issued
@@ -522,6 +551,19 @@ fn reserve_in(tx: &Connection, r: &Reservation, now: u64) -> Result<(), DbError>
 
 /// Step 3 of one enrollment, inside a shared transaction.
 fn issue_in(tx: &Connection, serial: &str, der: &[u8]) -> Result<(), DbError> {
+    // A revocation committed since the reservation (of the EK, or of the renewal line) wins: the certificate is
+    // not delivered. Committed after this, it finds the certificate issued, and the next CRL lists it.
+    let revoked: Option<String> = tx
+        .query_row(
+            "SELECT c.ek_hash FROM certificates c
+             WHERE c.serial = ?1 AND EXISTS (SELECT 1 FROM revocations r WHERE r.serial = c.serial OR r.ek_hash = c.ek_hash)",
+            params![serial],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if let Some(ek) = revoked {
+        return Err(DbError::RevokedSince { serial: serial.to_owned(), ek });
+    }
     let n = tx.execute(
         "UPDATE certificates SET der = ?1, state = 'issued' WHERE serial = ?2 AND state = 'pending'",
         params![der, serial],

@@ -9,4 +9,6 @@ pub mod db;
 mod metrics;
 mod refusal;
 pub mod server;
+mod sessions;
+pub use sessions::PER_EK;
 pub mod x509;

@@ -29,6 +29,8 @@ pub(crate) enum Refusal {
     UnknownSession,
     #[error("too many enrollments in progress; retry")]
     Busy,
+    #[error("{limit} enrollments of this EK are in progress already; finish one, or retry in a minute")]
+    TooManyForEk { limit: usize },
     #[error("the CA failed; see its log")]
     Internal(String),
 }
@@ -62,6 +64,7 @@ impl crate::server::http::Refusal for Refusal {
             | Refusal::Renewal(_)
             | Refusal::UnknownSession => StatusCode::FORBIDDEN,
             Refusal::Busy => StatusCode::SERVICE_UNAVAILABLE,
+            Refusal::TooManyForEk { .. } => StatusCode::TOO_MANY_REQUESTS,
             Refusal::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

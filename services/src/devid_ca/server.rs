@@ -9,7 +9,6 @@
 //! Invariants: no certificate is signed before every proof of its session passed; the name in it is the approved
 //! one; a session answers once and within [`SESSION_TTL`]; the TPM and the database are used off the event loop.
 
-use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::sync::{Arc, Mutex, RwLock};
@@ -26,6 +25,7 @@ use super::config::DevIdCaConfig;
 use super::db::{Approval, Db, Reservation};
 use super::metrics::CaMetrics;
 use super::refusal::Refusal;
+use super::sessions::Sessions;
 use super::x509::{self, CaKey};
 use crate::server::http::{self as server, PeerSlots, Reply, Request, ServerLimits};
 use common::clock::Clock;
@@ -33,10 +33,7 @@ use crypto::devid::chain::{self, Cert};
 use crypto::devid::ek::{EkPolicy, Inventory};
 use crypto::devid::enroll::{self, Begun, EnrollAnswer, EnrollRequest, Enrolled};
 
-/// How long a session waits for its answer.
-pub const SESSION_TTL: Duration = Duration::from_secs(60);
-/// Sessions waiting at once; more are answered 503.
-const MAX_SESSIONS: usize = 1024;
+pub use super::sessions::SESSION_TTL;
 /// Largest request body.
 const MAX_BODY: usize = enroll::MAX_MESSAGE;
 /// How far back a certificate's notBefore is set, for nodes whose clocks lag the CA's.
@@ -131,7 +128,6 @@ struct Session {
     begun: Begun,
     name: String,
     approval: Approval,
-    started: Instant,
 }
 
 /// The CRL written last.
@@ -152,7 +148,7 @@ struct Ca {
     anchor: Cert,
     ek: RwLock<(EkPolicy, Option<SystemTime>)>,
     db: Arc<Db>,
-    sessions: Mutex<HashMap<String, Session>>,
+    sessions: Mutex<Sessions<Session>>,
     crl: RwLock<CrlState>,
     clock: Clock,
     metrics: CaMetrics,
@@ -212,6 +208,7 @@ pub async fn run(
     let ek = ek_policy(&cfg)?;
     make_state_dir(&cfg.state_dir)?;
     let db = Arc::new(Db::open(&cfg.database())?);
+    db.recover()?;
     let metrics = CaMetrics::new()?;
     let tls = crate::server::tls::acceptor(&cfg.tls)?;
     let listeners = crate::server::tls::bind_all(&cfg.listen).await?;
@@ -232,7 +229,7 @@ pub async fn run(
         anchor,
         ek: RwLock::new(ek),
         db,
-        sessions: Mutex::new(HashMap::new()),
+        sessions: Mutex::new(Sessions::default()),
         crl: RwLock::new(CrlState { mark: -1, ..CrlState::default() }),
         clock: clock.clone(),
         metrics: metrics.clone(),
@@ -260,7 +257,8 @@ pub async fn run(
     Ok(())
 }
 
-/// Accepts HTTPS connections until `shutdown`: 256 at once, 16 per peer address.
+/// Accepts HTTPS connections until `shutdown`: 256 at once, 64 per peer address (a fleet behind one NAT address
+/// enrolls together).
 async fn serve(
     ca: Arc<Ca>,
     listeners: Vec<tokio::net::TcpListener>,
@@ -383,15 +381,10 @@ impl Ca {
         .await?;
         let session = hex_id();
         challenge.session = session.clone();
-        let mut sessions = common::sync::lock(&self.sessions);
-        if sessions.len() >= MAX_SESSIONS {
-            sessions.retain(|_, s| s.started.elapsed() < SESSION_TTL);
-            if sessions.len() >= MAX_SESSIONS {
-                return Err(Refusal::Busy);
-            }
-        }
-        tracing::info!(ek = %hash, %name, via = approval_label(&approval), "enrollment challenged");
-        sessions.insert(session, Session { begun, name, approval, started: Instant::now() });
+        let via = approval_label(&approval);
+        let opened = Session { begun, name: name.clone(), approval };
+        common::sync::lock(&self.sessions).open(session, &hash, Instant::now(), opened)?;
+        tracing::info!(ek = %hash, %name, via, "enrollment challenged");
         Ok(json(&challenge))
     }
 
@@ -424,7 +417,9 @@ impl Ca {
             if record.ek_hash != hash {
                 return Err(Refusal::Denied(super::db::DbError::OtherEk { serial, ek: hash }));
             }
-            return Ok((record.name, Approval::Renewal(serial)));
+            // The inventory's name for this EK, if it has one now: an operator renames a node there.
+            let name = begun.ek.name.clone().unwrap_or(record.name);
+            return Ok((name, Approval::Renewal(serial)));
         }
         if let Some(token) = &req.token {
             let info = self.db.token(token, now)?;
@@ -448,10 +443,7 @@ impl Ca {
             Err(e) => return Ok(e.reply()),
         };
         let answer: EnrollAnswer = parse("an enrollment answer", &body)?;
-        let session = common::sync::lock(&self.sessions).remove(&answer.session).ok_or(Refusal::UnknownSession)?;
-        if session.started.elapsed() >= SESSION_TTL {
-            return Err(Refusal::UnknownSession);
-        }
+        let session = common::sync::lock(&self.sessions).take(&answer.session, Instant::now())?;
         session.begun.finish(&answer).map_err(Refusal::Proof)?;
         let enrolled = blocking(move || self.issue(&session)).await?;
         Ok(json(&enrolled))
