@@ -98,7 +98,7 @@ impl Keyset {
         let ks = Keyset {
             name: name.to_owned(),
             cfg,
-            state_file: state_dir.join(format!("{name}.json")),
+            state_file: bundle_state_file(state_dir, name),
             keys_file,
             trusted: RwLock::new(Arc::new(trusted)),
             keys_unusable,
@@ -147,8 +147,11 @@ impl Keyset {
                 self.floor.store(stored.signed_at, Ordering::SeqCst);
                 return;
             }
+            // It verified when it was accepted; a policy changed since (a new chain, a higher threshold, a
+            // trust domain) does not make an older token safe to accept: its signing time stays the floor.
             Err(e) => {
-                tracing::error!(keyset = %self.name, error = %e, "state file's token does not verify; ignoring it");
+                tracing::warn!(keyset = %self.name, reason = %e, signed_at = stored.signed_at, "state file's token does not verify under the policy now; kept only as the rollback floor");
+                self.floor.store(stored.signed_at, Ordering::SeqCst);
                 return;
             }
         }
@@ -415,6 +418,21 @@ impl Keyset {
     }
 }
 
+/// The state file of keyset `name`'s last accepted token, whose signing time is the rollback floor.
+pub fn bundle_state_file(state_dir: &Path, name: &str) -> PathBuf {
+    state_dir.join(format!("{name}.json"))
+}
+
+/// The rollback floor `file` records: the signing time of the last token the daemon accepted; 0 when there is no
+/// file. The file is the daemon's own (written atomically, in a state directory only it may write).
+pub fn stored_floor(file: &Path) -> std::io::Result<u64> {
+    match std::fs::read_to_string(file) {
+        Ok(text) => serde_json::from_str::<Stored>(&text).map(|s| s.signed_at).map_err(std::io::Error::other),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+        Err(e) => Err(e),
+    }
+}
+
 /// The state file of keyset `name`'s trusted keys.
 pub fn keys_state_file(state_dir: &Path, name: &str) -> PathBuf {
     state_dir.join(format!("{name}.keys.json"))
@@ -526,5 +544,59 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(&ks.state_file).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600, "the state (the rollback floor) is the verifier's alone");
+    }
+
+    /// The attack: after a policy change (here chain [a] to [a, b]) the stored token no longer verifies, and the
+    /// restarted verifier forgot its rollback floor: the first replayed older token signed by a and b was
+    /// accepted. The floor now survives.
+    #[tokio::test(flavor = "current_thread")]
+    async fn the_rollback_floor_survives_a_restart_under_a_changed_policy() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("keys")).unwrap();
+        let (a, b) = (
+            tpm::mock::SoftwareKey::generate(tpm::KeyType::EccP256),
+            tpm::mock::SoftwareKey::generate(tpm::KeyType::EccP256),
+        );
+        for (name, key) in [("a", &a), ("b", &b)] {
+            let pem = crypto::pem::encode("PUBLIC KEY", key.public_key().spki_der());
+            std::fs::write(dir.path().join(format!("keys/{name}.pem")), pem).unwrap();
+        }
+        let now = common::clock::unix_now();
+        let claims = crypto::token::Claims {
+            payload: crypto::token::Payload::Bundle(include_str!("../../../crypto/tests/data/ca-ec.pem").into()),
+            iss: String::new(),
+            iat: now - 5,
+            nbf: now - 5,
+            exp: now + 600,
+            trust_domain: None,
+        };
+        let builder = crypto::token::TokenBuilder::new(crypto::Alg::Es256, &claims);
+        let signature = a.sign_digest(&builder.digest()).unwrap();
+        let token = builder.finish(&signature).unwrap();
+        std::fs::write(dir.path().join("token"), token).unwrap();
+        let config = |chain: &str| {
+            let text = format!(
+                "keydir: keys\nsocket: {0}/v.sock\nstate-dir: {0}/state\nkeyset:\n  main:\n    url: file://{0}/token\n    chain: {chain}\n",
+                dir.path().display()
+            );
+            super::super::VerifierConfig::parse(&dir.path().join("v.conf"), &text).unwrap()
+        };
+        let cfg = config("[a.pem]");
+        std::fs::create_dir_all(&cfg.state_dir).unwrap();
+        let metrics = Arc::new(VerifierMetrics::new().unwrap());
+        let client = HttpClient::new(common::client::ClientOptions {
+            timeout: Duration::from_secs(5),
+            max_body: 1 << 20,
+            ca_file: None,
+        })
+        .unwrap();
+        let ks = Keyset::new("main", cfg.keysets["main"].clone(), &cfg.state_dir, metrics.clone(), Clock::system());
+        ks.refresh(&client, 1 << 20, Duration::from_secs(5)).await;
+        assert_eq!(ks.floor(), now - 5, "accepted");
+        drop(ks);
+        let cfg = config("[a.pem, b.pem]");
+        let ks = Keyset::new("main", cfg.keysets["main"].clone(), &cfg.state_dir, metrics, Clock::system());
+        assert!(ks.serving(now).is_none(), "a token the policy now refuses is served");
+        assert_eq!(ks.floor(), now - 5, "the rollback floor was forgotten");
     }
 }

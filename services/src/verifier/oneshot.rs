@@ -1,11 +1,12 @@
 //! One-shot mode: fetch a keyset's token (or one from a given URL), verify it under the keys the node trusts
 //! (a stored keyset update's, else the config's) moved by the keyset updates its keys sources publish, exactly
-//! as the daemon would but in memory, and return the bundle PEM; or print the keys the node holds. Writes no
-//! state; used by operators to check a node by hand, and to feed `trust_bundle_path`.
+//! as the daemon would but in memory, and return the bundle PEM; or print the keys the node holds. A token signed
+//! before the last one the daemon accepted (its state file, read only) is refused as a rollback, as the daemon
+//! refuses it. Writes no state; used by operators to check a node by hand, and to feed `trust_bundle_path`.
 
 use super::config::{parse_source, Source, SourceError, VerifierConfig};
 use super::fetch::{fetch, fetch_all, FetchError, Fetched};
-use super::keyset::keys_state_file;
+use super::keyset::{bundle_state_file, keys_state_file, stored_floor};
 use super::trusted::{self, StateError, Trusted};
 use common::client::{ClientOptions, HttpClient};
 use common::clock::Clock;
@@ -32,6 +33,14 @@ pub enum OneShotError {
         #[source]
         source: StateError,
     },
+    /// The daemon's last accepted token's record exists but cannot be read.
+    #[error("keyset state {file}: {source}")]
+    Floor {
+        /// The state file.
+        file: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
     /// Every source failed; the reasons, one per source.
     #[error("no source gave a valid token:{}", failures(.0))]
     Failed(Vec<(Source, Failure)>),
@@ -50,6 +59,14 @@ pub enum Failure {
     /// A 304 to a request that had no validators.
     #[error("unexpected 304")]
     NotModified,
+    /// Signed before the last token the daemon accepted.
+    #[error("rollback: signed at {signed_at}, before the last token accepted ({floor})")]
+    Rollback {
+        /// The token's signing time.
+        signed_at: u64,
+        /// The floor.
+        floor: u64,
+    },
 }
 
 fn failures(list: &[(Source, Failure)]) -> String {
@@ -118,6 +135,8 @@ pub async fn verify_once(
 ) -> Result<String, OneShotError> {
     let (trusted, _) = trusted(cfg, name)?;
     let ks = &cfg.keysets[name];
+    let state = bundle_state_file(&cfg.state_dir, name);
+    let floor = stored_floor(&state).map_err(|source| OneShotError::Floor { file: state, source })?;
     let sources = match url {
         Some(u) => vec![parse_source(u)?],
         None => ks.sources.clone(),
@@ -132,6 +151,9 @@ pub async fn verify_once(
     for source in &sources {
         match fetch(&client, source, None, cfg.max_token_size, cfg.timeout).await {
             Ok(Fetched::Token(token, _)) => match ks.verify_trusted(&trusted, &token, clock.now()) {
+                Ok(v) if v.signed_at < floor => {
+                    reasons.push((source.clone(), Failure::Rollback { signed_at: v.signed_at, floor }))
+                }
                 Ok(v) => {
                     for l in &v.layers {
                         tracing::info!(layer = l.depth, key = %l.key_name, backup = l.backup, iss = %l.iss, exp = l.exp, "layer verified");
@@ -223,5 +245,53 @@ mod tests {
         // Without the update, b's bundle is refused (the control).
         std::fs::remove_file(d.path().join("keys.tokens")).unwrap();
         assert!(verify_once(&cfg, "main", None, &Clock::system()).await.is_err());
+    }
+
+    /// The attack: whoever controls the token's URL replays an older token, still unexpired and validly signed.
+    /// The daemon refuses it against its rollback floor; the one-shot mode, which feeds `trust_bundle_path`,
+    /// printed it. It now refuses it against the same floor (read from the daemon's state, never written).
+    #[tokio::test]
+    async fn one_shot_refuses_a_token_older_than_the_daemon_accepted() {
+        use crypto::token::{Claims, Payload, TokenBuilder};
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("keys")).unwrap();
+        let a = tpm::mock::SoftwareKey::generate(tpm::KeyType::EccP256);
+        std::fs::write(d.path().join("keys/a.pem"), crypto::pem::encode("PUBLIC KEY", a.public_key().spki_der()))
+            .unwrap();
+        let now = common::clock::unix_now();
+        let bundle = include_str!("../../../crypto/tests/data/ca-ec.pem");
+        let claims = Claims {
+            payload: Payload::Bundle(bundle.into()),
+            iss: String::new(),
+            iat: now - 60,
+            nbf: now - 60,
+            exp: now + 600,
+            trust_domain: None,
+        };
+        let builder = TokenBuilder::new(crypto::Alg::Es256, &claims);
+        let signature = a.sign_digest(&builder.digest()).unwrap();
+        std::fs::write(d.path().join("token"), builder.finish(&signature).unwrap()).unwrap();
+        let text = format!(
+            "state-dir: {0}/state\nkeyset:\n  main:\n    url: file://{0}/token\n    chain: [a.pem]\n",
+            d.path().display()
+        );
+        let cfg = VerifierConfig::parse(&d.path().join("v.conf"), &text).unwrap();
+        std::fs::create_dir_all(&cfg.state_dir).unwrap();
+        let state = bundle_state_file(&cfg.state_dir, "main");
+        for (floor, accepted) in [(now - 61, true), (now - 60, true), (now - 59, false)] {
+            let record = serde_json::json!({ "token": "t", "signed_at": floor, "accepted_at": floor });
+            std::fs::write(&state, record.to_string()).unwrap();
+            let verified = verify_once(&cfg, "main", None, &Clock::system()).await;
+            match accepted {
+                true => assert_eq!(verified.unwrap(), bundle, "floor {floor}"),
+                false => {
+                    let err = verified.unwrap_err().to_string();
+                    assert!(err.contains("rollback"), "floor {floor}: {err}");
+                }
+            }
+        }
+        // A record that cannot be read is an error, not "no floor".
+        std::fs::write(&state, b"{").unwrap();
+        assert!(matches!(verify_once(&cfg, "main", None, &Clock::system()).await, Err(OneShotError::Floor { .. })));
     }
 }
