@@ -97,7 +97,8 @@ pub async fn fetch(
             }
             let resp = client.send(Method::GET, url, &headers, Bytes::new()).await?;
             match resp.status {
-                StatusCode::NOT_MODIFIED if validators.is_some() => Ok(Fetched::NotModified),
+                // Only an answer to a conditional request: a 304 to a plain GET says nothing was fetched.
+                StatusCode::NOT_MODIFIED if !headers.is_empty() => Ok(Fetched::NotModified),
                 StatusCode::OK => {
                     let text = String::from_utf8(resp.body.to_vec()).map_err(|_| FetchError::NotText)?;
                     let v = Validators {
@@ -157,5 +158,41 @@ mod tests {
         assert!(matches!(got, Fetched::Token(t, _) if t == "a.b.c"));
         let got = fetch(&client, &Source::File(exact), None, 4096, Duration::from_secs(5)).await;
         assert!(matches!(got, Ok(Fetched::Token(t, _)) if t.len() == 4096));
+    }
+
+    /// A source that answers 304 to everything. A 304 counts as "not modified" only when the request was
+    /// conditional: the verifier used to take it after a 200 that carried neither an ETag nor a Last-Modified
+    /// (so it sent nothing conditional), and stopped trying the mirrors.
+    #[tokio::test]
+    async fn a_304_to_an_unconditional_request_is_a_failure() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    let mut buf = [0u8; 1024];
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match conn.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let _ = conn.write_all(b"HTTP/1.1 304 Not Modified\r\nConnection: close\r\n\r\n").await;
+                });
+            }
+        });
+        let client = HttpClient::new(ClientOptions::default()).unwrap();
+        let source = crate::verifier::config::parse_source(&format!("http://{addr}/token")).unwrap();
+        let timeout = Duration::from_secs(5);
+        let nothing = Validators::default();
+        let got = fetch(&client, &source, Some(&nothing), 4096, timeout).await;
+        assert!(matches!(got, Err(FetchError::Status(StatusCode::NOT_MODIFIED))), "{got:?}");
+        let got = fetch(&client, &source, None, 4096, timeout).await;
+        assert!(matches!(got, Err(FetchError::Status(StatusCode::NOT_MODIFIED))), "{got:?}");
+        let tagged = Validators { etag: Some(HeaderValue::from_static("\"1\"")), last_modified: None };
+        let got = fetch(&client, &source, Some(&tagged), 4096, timeout).await;
+        assert!(matches!(got, Ok(Fetched::NotModified)), "{got:?}");
     }
 }
