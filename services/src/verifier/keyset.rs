@@ -291,8 +291,26 @@ impl Keyset {
                 }
             }
         }
-        let pairs: Vec<(&str, &str)> = texts.iter().map(|(s, t, _)| (s.as_str(), &**t)).collect();
-        let applied = trusted::apply(&self.name, &held, &trusted::lines(&pairs), self.clock.now());
+        // Verifying is CPU work a keys source chooses the size of (up to MAX_LINES lines, each with the keys its
+        // document introduces): off the event loop, which keeps answering agents meanwhile.
+        let (name, now, work) = (self.name.clone(), self.clock.now(), texts.clone());
+        let trusted_now = held.clone();
+        #[cfg(test)]
+        let gate = self.keys_file.clone();
+        let applied = match tokio::task::spawn_blocking(move || {
+            #[cfg(test)]
+            tests::hold_write(&gate);
+            let pairs: Vec<(&str, &str)> = work.iter().map(|(s, t, _)| (s.as_str(), &**t)).collect();
+            trusted::apply(&name, &trusted_now, &trusted::lines(&pairs), now)
+        })
+        .await
+        {
+            Ok(applied) => applied,
+            Err(e) => {
+                tracing::error!(keyset = %self.name, error = %e, "keyset update task failed; keeping the keys held");
+                return;
+            }
+        };
         for (source, e) in &applied.refused {
             // A line of a text already seen (a 304) was refused, and said so, when it was new.
             if texts.iter().any(|(s, _, fresh)| s == source && *fresh) {
@@ -464,7 +482,8 @@ mod tests {
 
     static GATE: Mutex<Option<Gate>> = Mutex::new(None);
 
-    /// Called by [`Keyset::persist`]'s writer before it writes `file`.
+    /// Called by [`Keyset::persist`]'s writer before it writes `file`, and by the keyset updates' verification
+    /// with the keys state file.
     pub(super) fn hold_write(file: &Path) {
         let gate = {
             let mut slot = common::sync::lock(&GATE);
@@ -598,5 +617,48 @@ mod tests {
         let ks = Keyset::new("main", cfg.keysets["main"].clone(), &cfg.state_dir, metrics, Clock::system());
         assert!(ks.serving(now).is_none(), "a token the policy now refuses is served");
         assert_eq!(ks.floor(), now - 5, "the rollback floor was forgotten");
+    }
+
+    /// Keyset updates are verified off the event loop: a keys source that serves many lines, each introducing
+    /// large keys, used to hold the loop (and every agent's request) for as long as their signatures took to
+    /// check. Here the verification is held for up to 3 s; the loop keeps running meanwhile.
+    #[tokio::test(flavor = "current_thread")]
+    async fn keyset_updates_are_verified_off_the_event_loop() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = tpm::mock::SoftwareKey::generate(tpm::KeyType::EccP256);
+        std::fs::create_dir_all(dir.path().join("keys")).unwrap();
+        std::fs::write(dir.path().join("keys/k.pem"), crypto::pem::encode("PUBLIC KEY", key.public_key().spki_der()))
+            .unwrap();
+        std::fs::write(dir.path().join("keys.tokens"), "x.y.z\n").unwrap();
+        let text = format!(
+            "keydir: keys\nsocket: {0}/v.sock\nstate-dir: {0}/state\nkeyset:\n  main:\n    url: file://{0}/token\n    keys-url: file://{0}/keys.tokens\n    chain: [k.pem]\n",
+            dir.path().display()
+        );
+        let cfg = super::super::VerifierConfig::parse(&dir.path().join("v.conf"), &text).unwrap();
+        std::fs::create_dir_all(&cfg.state_dir).unwrap();
+        let metrics = Arc::new(VerifierMetrics::new().unwrap());
+        let ks = Arc::new(Keyset::new("main", cfg.keysets["main"].clone(), &cfg.state_dir, metrics, Clock::system()));
+        let (started_tx, started) = channel();
+        let (release, release_rx) = channel();
+        *common::sync::lock(&GATE) =
+            Some(Gate { file: ks.keys_file.clone(), started: started_tx, release: release_rx });
+        let client = HttpClient::new(common::client::ClientOptions::default()).unwrap();
+        let refreshing = ks.clone();
+        let refresh =
+            tokio::spawn(async move { refreshing.refresh_keys(&client, 1 << 20, Duration::from_secs(5)).await });
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let verify_started = loop {
+            if let Ok(at) = started.try_recv() {
+                break at;
+            }
+            assert!(Instant::now() < deadline, "the updates were never verified");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        };
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let lag = verify_started.elapsed();
+        let _ = release.send(());
+        refresh.await.unwrap();
+        assert!(lag < Duration::from_secs(2), "the event loop stood still for {lag:?} while updates were verified");
+        assert_eq!(ks.trusted().version, 0, "a garbage line changed nothing");
     }
 }
