@@ -98,6 +98,11 @@ fn every_key_type_and_scheme_swtpm_supports_signs_what_an_independent_verifier_a
     let rows: Vec<(&str, i32, &str, i32, Option<SignerOpts>)> = vec![
         ("x509-CA-A", 1, "ecdsa", SHA256, Some(SignerOpts::HashAlgorithm(SHA256))),
         ("x509-CA-B", 2, "ecdsa", SHA384, Some(SignerOpts::HashAlgorithm(SHA384))),
+        // Any hash with either curve, as Go's signers allow and a TLS 1.2 peer may ask.
+        ("x509-CA-A", 1, "ecdsa", SHA384, Some(SignerOpts::HashAlgorithm(SHA384))),
+        ("x509-CA-A", 1, "ecdsa", SHA512, Some(SignerOpts::HashAlgorithm(SHA512))),
+        ("x509-CA-B", 2, "ecdsa", SHA256, Some(SignerOpts::HashAlgorithm(SHA256))),
+        ("x509-CA-B", 2, "ecdsa", SHA512, Some(SignerOpts::HashAlgorithm(SHA512))),
         ("JWT-Signer-A", 3, "pkcs1", SHA256, Some(SignerOpts::HashAlgorithm(SHA256))),
         ("JWT-Signer-A", 3, "pkcs1", SHA384, Some(SignerOpts::HashAlgorithm(SHA384))),
         ("JWT-Signer-A", 3, "pkcs1", SHA512, Some(SignerOpts::HashAlgorithm(SHA512))),
@@ -263,12 +268,12 @@ fn requests_outside_what_a_key_can_sign_are_refused_with_their_reason() {
             "SHA-256, SHA-384 and SHA-512",
         ),
         (
-            "P-256 with SHA-384",
+            "a SHA-256 digest under SHA-384",
             "ec",
-            digest(SHA384, b"x"),
+            d32.clone(),
             Some(SignerOpts::HashAlgorithm(SHA384)),
             tonic::Code::InvalidArgument,
-            "its curve's hash only",
+            "32-byte digest for a 48-byte hash",
         ),
         (
             "PSS on an EC key",

@@ -2,9 +2,10 @@
 //! TPM under the ECC storage key (TCG H-2, rebuilt from its template whenever needed), never exportable, loaded to
 //! sign and flushed afterwards.
 //!
-//! EC keys carry their curve's ECDSA scheme (P-256 with SHA-256, P-384 with SHA-384: what Go's X.509, TLS 1.3 and
-//! JOSE ask of them). RSA keys carry no scheme, so one key signs PKCS#1 v1.5 and PSS with SHA-256, -384 or -512,
-//! as each request says. A PSS signature's salt is what the TPM chooses (the digest's length on swtpm and on most
+//! Keys carry no scheme, so each request names its own: an EC key signs ECDSA over a SHA-256, -384 or -512 digest
+//! (Go's signers allow any hash with any curve, and TLS 1.2 lets the peer choose; the TPM truncates a digest longer
+//! than the curve's order, as ECDSA does), an RSA key PKCS#1 v1.5 or PSS with any of the three. EC keys made before
+//! this, with their curve's ECDSA scheme fixed in their public area, sign that hash alone. A PSS signature's salt is what the TPM chooses (the digest's length on swtpm and on most
 //! TPMs; some use the largest possible): callers that need a given salt check it.
 
 use std::convert::TryFrom;
@@ -16,8 +17,9 @@ use tss_esapi::interface_types::ecc::EccCurve;
 use tss_esapi::interface_types::key_bits::RsaKeyBits;
 use tss_esapi::interface_types::session_handles::AuthSession;
 use tss_esapi::structures::{
-    Digest, EccPoint, EccScheme, HashScheme, Private, Public, PublicBuilder, PublicEccParametersBuilder, PublicKeyRsa,
-    PublicRsaParametersBuilder, RsaExponent, RsaScheme, Signature, SignatureScheme,
+    Digest, EccPoint, EccScheme, HashScheme, KeyDerivationFunctionScheme, Private, Public, PublicBuilder,
+    PublicEccParametersBuilder, PublicKeyRsa, PublicRsaParametersBuilder, RsaExponent, RsaScheme, Signature,
+    SignatureScheme,
 };
 use tss_esapi::traits::{Marshall, UnMarshall};
 
@@ -30,9 +32,9 @@ use crate::secret::Password;
 /// The key types SPIRE's KeyManager asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum WrappedKind {
-    /// NIST P-256, ECDSA with SHA-256.
+    /// NIST P-256 (ECDSA).
     EcP256,
-    /// NIST P-384, ECDSA with SHA-384.
+    /// NIST P-384 (ECDSA).
     EcP384,
     /// RSA-2048.
     Rsa2048,
@@ -84,7 +86,7 @@ impl Hash {
 /// How to sign a digest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scheme {
-    /// ECDSA (EC keys; the hash must be the curve's).
+    /// ECDSA (EC keys).
     Ecdsa(Hash),
     /// RSASSA-PKCS1-v1_5.
     RsaPkcs1(Hash),
@@ -103,6 +105,8 @@ pub struct WrappedKey {
     pub private: Vec<u8>,
     /// The DER SubjectPublicKeyInfo.
     pub spki_der: Vec<u8>,
+    /// The hash a scheme in its public area fixes (EC keys made by earlier releases), if any.
+    pub fixed_hash: Option<Hash>,
 }
 
 impl std::fmt::Debug for WrappedKey {
@@ -128,16 +132,19 @@ fn template(kind: WrappedKind) -> Result<Public, tss_esapi::Error> {
     let attrs = crate::templates::signing_attributes()?;
     let builder =
         PublicBuilder::new().with_name_hashing_algorithm(HashingAlgorithm::Sha256).with_object_attributes(attrs);
-    let ecc = |curve, hash| {
+    let ecc = |curve| {
         builder
             .clone()
             .with_public_algorithm(PublicAlgorithm::Ecc)
+            // A key whose scheme is TPM_ALG_NULL signs with the scheme each TPM2_Sign names (TPM 2.0 Part 3,
+            // TPM2_Sign), as the RSA keys below do. tss-esapi's builder refuses NULL when told the key signs; that
+            // flag only feeds the builder's checks (the object attributes make it a signing key), so it is unset.
             .with_ecc_parameters(
-                PublicEccParametersBuilder::new_unrestricted_signing_key(
-                    EccScheme::EcDsa(HashScheme::new(hash)),
-                    curve,
-                )
-                .build()?,
+                PublicEccParametersBuilder::new()
+                    .with_ecc_scheme(EccScheme::Null)
+                    .with_curve(curve)
+                    .with_key_derivation_function_scheme(KeyDerivationFunctionScheme::Null)
+                    .build()?,
             )
             .with_ecc_unique_identifier(EccPoint::default())
             .build()
@@ -154,15 +161,15 @@ fn template(kind: WrappedKind) -> Result<Public, tss_esapi::Error> {
             .build()
     };
     match kind {
-        WrappedKind::EcP256 => ecc(EccCurve::NistP256, HashingAlgorithm::Sha256),
-        WrappedKind::EcP384 => ecc(EccCurve::NistP384, HashingAlgorithm::Sha384),
+        WrappedKind::EcP256 => ecc(EccCurve::NistP256),
+        WrappedKind::EcP384 => ecc(EccCurve::NistP384),
         WrappedKind::Rsa2048 => rsa(RsaKeyBits::Rsa2048),
         WrappedKind::Rsa4096 => rsa(RsaKeyBits::Rsa4096),
     }
 }
 
-/// The scheme a key of `kind` may sign with, checked before the TPM sees the request.
-fn check_scheme(kind: WrappedKind, scheme: Scheme, digest: &[u8]) -> Result<SignatureScheme, TpmError> {
+/// The scheme `key` may sign with, checked before the TPM sees the request.
+fn check_scheme(key: &WrappedKey, scheme: Scheme, digest: &[u8]) -> Result<SignatureScheme, TpmError> {
     let bad = |reason: String| TpmError::BadBlob { what: "signing request", reason };
     let hash = match scheme {
         Scheme::Ecdsa(h) | Scheme::RsaPkcs1(h) | Scheme::RsaPss(h) => h,
@@ -171,18 +178,33 @@ fn check_scheme(kind: WrappedKind, scheme: Scheme, digest: &[u8]) -> Result<Sign
         return Err(bad(format!("a {}-byte digest for a {}-byte hash", digest.len(), hash.size())));
     }
     let hash_scheme = HashScheme::new(hash.tss());
-    match (kind, scheme) {
-        (WrappedKind::EcP256, Scheme::Ecdsa(Hash::Sha256)) | (WrappedKind::EcP384, Scheme::Ecdsa(Hash::Sha384)) => {
-            Ok(SignatureScheme::EcDsa { hash_scheme })
-        }
-        (WrappedKind::EcP256 | WrappedKind::EcP384, Scheme::Ecdsa(h)) => {
-            Err(bad(format!("this {kind} key signs with its curve's hash only, not {h:?}")))
-        }
+    match (key.kind, scheme) {
+        (WrappedKind::EcP256 | WrappedKind::EcP384, Scheme::Ecdsa(h)) => match key.fixed_hash {
+            Some(fixed) if fixed != h => Err(bad(format!(
+                "this {} key was made with ECDSA-{fixed:?} fixed in it (by an earlier release); it signs {fixed:?} digests only, not {h:?}",
+                key.kind
+            ))),
+            _ => Ok(SignatureScheme::EcDsa { hash_scheme }),
+        },
         (WrappedKind::Rsa2048 | WrappedKind::Rsa4096, Scheme::RsaPkcs1(_)) => {
             Ok(SignatureScheme::RsaSsa { hash_scheme })
         }
         (WrappedKind::Rsa2048 | WrappedKind::Rsa4096, Scheme::RsaPss(_)) => Ok(SignatureScheme::RsaPss { hash_scheme }),
         (kind, scheme) => Err(bad(format!("a {kind} key cannot sign {scheme:?}"))),
+    }
+}
+
+/// The hash an ECDSA scheme in `public` fixes, if it has one.
+fn fixed_hash(public: &Public) -> Option<Hash> {
+    let Public::Ecc { parameters, .. } = public else { return None };
+    match parameters.ecc_scheme() {
+        EccScheme::EcDsa(h) => match h.hashing_algorithm() {
+            HashingAlgorithm::Sha256 => Some(Hash::Sha256),
+            HashingAlgorithm::Sha384 => Some(Hash::Sha384),
+            HashingAlgorithm::Sha512 => Some(Hash::Sha512),
+            _ => None,
+        },
+        _ => None,
     }
 }
 
@@ -212,7 +234,8 @@ impl WrappedKey {
             return Err(bad("the public area is not of the key's type"));
         }
         let spki_der = spki_der(&parsed).map_err(|_| bad("the public key cannot be exported"))?;
-        Ok(WrappedKey { kind, public, private, spki_der })
+        let fixed_hash = fixed_hash(&parsed);
+        Ok(WrappedKey { kind, public, private, spki_der, fixed_hash })
     }
 }
 
@@ -277,6 +300,7 @@ impl Tpm {
                 })?;
                 Ok(WrappedKey {
                     kind,
+                    fixed_hash: fixed_hash(&created.out_public),
                     public: created.out_public.marshall()?,
                     private: created.out_private.value().to_vec(),
                     spki_der,
@@ -327,11 +351,11 @@ impl Tpm {
         saved: Option<&SavedKey>,
     ) -> Result<(Vec<Vec<u8>>, Option<SavedKey>), TpmError> {
         let tss_scheme = match digests.first() {
-            Some(first) => check_scheme(key.kind, scheme, first)?,
+            Some(first) => check_scheme(key, scheme, first)?,
             None => return Ok((Vec::new(), None)),
         };
         for digest in &digests[1..] {
-            check_scheme(key.kind, scheme, digest)?;
+            check_scheme(key, scheme, digest)?;
         }
         let bad = |reason: &str| TpmError::BadBlob { what: "stored key", reason: reason.into() };
         let public = Public::unmarshall(&key.public).map_err(|_| bad("the public area is not a TPMT_PUBLIC"))?;
@@ -384,5 +408,56 @@ impl Tpm {
             _ => Err(bad("the TPM signed with another scheme than asked")),
         };
         Ok((signatures.into_iter().map(raw).collect::<Result<_, _>>()?, fresh))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn key(kind: WrappedKind, fixed_hash: Option<Hash>) -> WrappedKey {
+        WrappedKey { kind, public: vec![], private: vec![], spki_der: vec![], fixed_hash }
+    }
+
+    /// What each key may sign, decided before the TPM is asked: any of the three hashes with ECDSA on an EC key
+    /// made now, only its fixed hash on one an earlier release made, PKCS#1 v1.5 and PSS on RSA; the digest's
+    /// length must be its hash's.
+    #[test]
+    fn schemes_each_key_may_sign() {
+        let (d32, d48, d64) = ([1u8; 32], [1u8; 48], [1u8; 64]);
+        let ok: Vec<(WrappedKey, Scheme, &[u8])> = vec![
+            (key(WrappedKind::EcP256, None), Scheme::Ecdsa(Hash::Sha256), &d32),
+            (key(WrappedKind::EcP256, None), Scheme::Ecdsa(Hash::Sha384), &d48),
+            (key(WrappedKind::EcP256, None), Scheme::Ecdsa(Hash::Sha512), &d64),
+            (key(WrappedKind::EcP384, None), Scheme::Ecdsa(Hash::Sha256), &d32),
+            (key(WrappedKind::EcP256, Some(Hash::Sha256)), Scheme::Ecdsa(Hash::Sha256), &d32),
+            (key(WrappedKind::Rsa2048, None), Scheme::RsaPkcs1(Hash::Sha512), &d64),
+            (key(WrappedKind::Rsa2048, None), Scheme::RsaPss(Hash::Sha384), &d48),
+        ];
+        for (k, scheme, digest) in ok {
+            check_scheme(&k, scheme, digest).unwrap_or_else(|e| panic!("{:?} {scheme:?}: {e}", k.kind));
+        }
+        let refused: Vec<(WrappedKey, Scheme, &[u8], &str)> = vec![
+            (
+                key(WrappedKind::EcP256, Some(Hash::Sha256)),
+                Scheme::Ecdsa(Hash::Sha384),
+                &d48,
+                "signs Sha256 digests only",
+            ),
+            (
+                key(WrappedKind::EcP384, Some(Hash::Sha384)),
+                Scheme::Ecdsa(Hash::Sha256),
+                &d32,
+                "signs Sha384 digests only",
+            ),
+            (key(WrappedKind::EcP256, None), Scheme::RsaPss(Hash::Sha256), &d32, "cannot sign"),
+            (key(WrappedKind::Rsa2048, None), Scheme::Ecdsa(Hash::Sha256), &d32, "cannot sign"),
+            (key(WrappedKind::EcP256, None), Scheme::Ecdsa(Hash::Sha384), &d32, "a 32-byte digest for a 48-byte hash"),
+        ];
+        for (k, scheme, digest, says) in refused {
+            let e = check_scheme(&k, scheme, digest).unwrap_err().to_string();
+            assert!(e.contains(says), "{:?} {scheme:?}: {says:?} not in {e}", k.kind);
+        }
     }
 }

@@ -7,7 +7,7 @@
 //! `/dev/tpmrmN`, else the one `/dev/tpmN`), `owner_hierarchy_password_file` and `key_password_file` (passwords
 //! read from files; empty by default).
 //!
-//! SignData: `data` is the digest. EC keys sign ECDSA with their curve's hash, returned as DER; RSA keys sign
+//! SignData: `data` is the digest. EC keys sign ECDSA with the hash SPIRE names, returned as DER; RSA keys sign
 //! PKCS#1 v1.5, or PSS when SPIRE sends PSS options. The TPM chooses a PSS salt; the plugin accepts requests for a
 //! salt of the digest's length (`-1`, Go's `PSSSaltLengthEqualsHash`, what Go's TLS uses, or that length itself),
 //! whose signatures it checks against that salt before it answers, or `0` (auto: any salt verifies), and refuses
