@@ -147,11 +147,16 @@ impl Keyset {
                 self.floor.store(stored.signed_at, Ordering::SeqCst);
                 return;
             }
-            // It verified when it was accepted; a policy changed since (a new chain, a higher threshold, a
-            // trust domain) does not make an older token safe to accept: its signing time stays the floor.
-            Err(e) => {
+            // Every layer signed by a key this node trusts or retired, and signed when the record says: the token
+            // verified when it was accepted, and a policy changed since (a longer chain, a higher threshold, a
+            // trust domain) does not make an older token safe to accept. Its signing time stays the floor.
+            Err(e) if self.signed_by_known_keys(&stored.token, stored.accepted_at) == Some(stored.signed_at) => {
                 tracing::warn!(keyset = %self.name, reason = %e, signed_at = stored.signed_at, "state file's token does not verify under the policy now; kept only as the rollback floor");
                 self.floor.store(stored.signed_at, Ordering::SeqCst);
+                return;
+            }
+            Err(e) => {
+                tracing::error!(keyset = %self.name, error = %e, "state file's token does not verify; ignoring it");
                 return;
             }
         }
@@ -187,6 +192,27 @@ impl Keyset {
         }
         let trusted = self.trusted();
         self.cfg.verify_trusted(&trusted, token, now)
+    }
+
+    /// The innermost `iat` of bundle token `token` if each of its layers, at time `at`, is signed by a key the
+    /// policy holds or an update retired, whatever the policy's structure asks: a token this node once accepted,
+    /// not one a damaged state file holds.
+    fn signed_by_known_keys(&self, token: &str, at: u64) -> Option<u64> {
+        let trusted = self.trusted();
+        let keys: Vec<&crypto::keys::VerifyingKey> =
+            trusted.policy.keys().chain(trusted.retired.iter().map(|r| &r.key)).collect();
+        let limits = trusted.policy.limits();
+        let mut current = token.to_owned();
+        for _ in 0..limits.max_depth {
+            let layer =
+                crypto::token::verify_layer_of(crypto::token::Kind::Bundle, &current, &keys, at, limits).ok()?;
+            match layer.claims.payload {
+                crypto::token::Payload::Token(inner) => current = inner,
+                crypto::token::Payload::Bundle(_) => return Some(layer.claims.iat),
+                _ => return None,
+            }
+        }
+        None
     }
 
     /// The policy trusted now.
