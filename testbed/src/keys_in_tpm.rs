@@ -194,7 +194,7 @@ fn devid_rotation_and_clear(report: Report<'_>) -> anyhow::Result<()> {
     let after = agent_svid_spki(agent.dir())?;
     ensure!(after != before, "the agent came back with its dead key");
     ensure!(stored_keys(&own)?.iter().any(|(_, k)| *k == after), "the new SVID key is not in the TPM's store");
-    report("  the agent's key TPM cleared while it was down: at start the plugin names it (`the TPM cannot load this key any more (it was cleared or replaced ...): dropped`); SPIRE, finding no key, makes a new one in the TPM and attests again with its DevID: back, with a new key");
+    report("  the agent's key TPM cleared while it was down: at start the plugin names it (`this TPM cannot load the key: it was cleared or replaced since the key was made, ...; the key is not offered`); SPIRE, finding no key, makes a new one in the TPM and attests again with its DevID: back, with a new key");
     agent.stop();
     ensure!(server.stop(), "spire-server did not stop cleanly");
     Ok(())
