@@ -86,6 +86,16 @@ fn attest(magic: u32, kind: u16, qualified_signer: &[u8], certified: &[u8]) -> V
     a
 }
 
+/// `der` with the outer signatureAlgorithm's parameters set to NULL: still DER, still signed (the signature covers
+/// the TBS only), but not the same bytes, so not the same SHA-1.
+fn outer_algorithm_changed(der: &[u8]) -> Vec<u8> {
+    use der::{Decode, Encode};
+    let mut cert = x509_cert::Certificate::from_der(der).unwrap();
+    assert!(cert.signature_algorithm.parameters.is_none(), "the lab's leaf is ECDSA-signed");
+    cert.signature_algorithm.parameters = Some(der::Any::null());
+    cert.to_der().unwrap()
+}
+
 /// Replaces the AK with the software one (`attributes`, `scheme`) and the attestation with `attest`, signed by it.
 fn forge(p: &AttestationRequest, attributes: u32, scheme: Scheme, attest: Vec<u8>) -> AttestationRequest {
     let signer = rsa::pkcs1v15::SigningKey::<sha2::Sha256>::new(soft_ak());
@@ -170,6 +180,16 @@ fn every_broken_payload_is_refused_by_its_own_check() {
             json(p),
             now() + 400 * 86_400,
             |e| matches!(e, DevIdError::DevIdChain(ChainError::Validity { subject, .. }) if subject.contains("node-1")),
+        ),
+        (
+            "DevID leaf whose outer signature algorithm differs from the signed one (another agent ID)",
+            &f.verifier,
+            json(&AttestationRequest {
+                devid_cert: [vec![outer_algorithm_changed(&p.devid_cert[0])], p.devid_cert[1..].to_vec()].concat(),
+                ..p.clone()
+            }),
+            now(),
+            |e| matches!(e, DevIdError::BadCertificate { what: "DevID certificate", .. }),
         ),
         (
             "DevID chain without its intermediate",
@@ -336,6 +356,18 @@ fn every_broken_payload_is_refused_by_its_own_check() {
                 q
             },
             |e| matches!(e, DevIdError::DevIdPubMismatch),
+        ),
+        (
+            "DevIDPub made outside the TPM (not fixedTPM, fixedParent, sensitiveDataOrigin), certified there",
+            {
+                let mut outside = TpmPublic::parse(&p.devid_pub, "DevIDPub").unwrap();
+                outside.attributes &= !(attr::FIXED_TPM | attr::FIXED_PARENT | attr::SENSITIVE_DATA_ORIGIN);
+                let outside = outside.marshal();
+                let mut q = forge(p, AK_ATTRS, RSASSA, attest(0xFF54_4347, 0x8017, &qs(), &name(&outside)));
+                q.devid_pub = outside;
+                q
+            },
+            |e| matches!(e, DevIdError::DevIdNotResident { .. }),
         ),
         (
             "qualifiedSigner not a name",

@@ -154,6 +154,10 @@ fn refusals_reach_the_host_as_invalid_argument_with_the_reason_and_bad_configs_a
         let err = server.configure(hcl, "example.org").unwrap_err();
         assert!(err.message().contains(want), "{hcl}: {}", err.message());
     }
+    // A quote signed by an unrestricted AK proves nothing: the AK check cannot be turned off while quoting.
+    let unproven = format!("{}\ncheck_ak_attributes = false\npcr_selection = \"sha256:0,7\"\n", lab.server_hcl());
+    let err = server.configure(&unproven, "example.org").unwrap_err();
+    assert!(err.message().contains("must stay true with pcr_selection"), "{}", err.message());
     let missing_td = server.configure(&lab.server_hcl(), "").unwrap_err();
     assert!(missing_td.message().contains("trust domain"), "{}", missing_td.message());
     // The agent still attests with its last good configuration once the server is fixed.

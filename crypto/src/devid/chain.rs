@@ -61,6 +61,11 @@ impl Cert {
         if cert.to_der().map_err(CertError::Der)? != der {
             return Err(CertError::NotDer);
         }
+        // The outer algorithm is outside the signature: letting it differ from the signed one (as Go's x509 does
+        // not) makes one certificate many DER encodings, and so many SHA-1 agent IDs.
+        if cert.signature_algorithm != cert.tbs_certificate.signature {
+            return Err(CertError::AlgorithmMismatch);
+        }
         let tbs = cert.tbs_certificate.to_der().map_err(CertError::Der)?;
         let subject = cert.tbs_certificate.subject.to_string();
         Ok(Cert { der: der.to_vec(), tbs, cert, subject })

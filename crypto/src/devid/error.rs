@@ -103,6 +103,9 @@ pub enum CertError {
     /// A BER encoding, or trailing bytes: SPIRE's Go parser would read something else.
     #[error("not DER (re-encoding differs)")]
     NotDer,
+    /// The signature algorithm outside the signed part differs from the one inside it.
+    #[error("the outer signature algorithm differs from the signed one")]
+    AlgorithmMismatch,
     /// A PEM file that is not UTF-8.
     #[error("not UTF-8 PEM")]
     NotUtf8,
@@ -180,6 +183,12 @@ pub enum DevIdError {
     #[error("the DevID is not a fixedTPM, fixedParent, sensitiveDataOrigin, unrestricted signing key (attributes 0x{attributes:08x})")]
     DevIdAttributes {
         /// TPMA_OBJECT of the DevID.
+        attributes: u32,
+    },
+    /// Stricter than SPIRE: DevIDPub is not a key the TPM made and cannot export.
+    #[error("DevIDPub is not a fixedTPM, fixedParent, sensitiveDataOrigin signing key (attributes 0x{attributes:08x}): a key from outside the TPM proves no residency")]
+    DevIdNotResident {
+        /// TPMA_OBJECT of DevIDPub.
         attributes: u32,
     },
     /// A DevID key type this CA does not certify.

@@ -50,18 +50,31 @@ pub struct ExtraChecks {
     pub ak_attributes: bool,
     /// `qualifiedSigner` in the attestation is a qualified name in the AK's name algorithm.
     pub qualified_signer: bool,
+    /// `DevIDPub` is a fixedTPM, fixedParent, sensitiveDataOrigin signing key: one the TPM made and cannot
+    /// export. Without it, a software key the DevID CA certified, loaded into any genuine TPM from outside
+    /// (TPM2_LoadExternal) and certified there, passes as resident.
+    pub devid_attributes: bool,
 }
 
 impl Default for ExtraChecks {
     fn default() -> Self {
-        ExtraChecks { devid_pub_matches_certificate: true, ak_attributes: true, qualified_signer: true }
+        ExtraChecks {
+            devid_pub_matches_certificate: true,
+            ak_attributes: true,
+            qualified_signer: true,
+            devid_attributes: true,
+        }
     }
 }
 
 impl ExtraChecks {
     /// Exactly SPIRE's checks, nothing more (tests use it to show what SPIRE accepts).
-    pub const SPIRE_ONLY: ExtraChecks =
-        ExtraChecks { devid_pub_matches_certificate: false, ak_attributes: false, qualified_signer: false };
+    pub const SPIRE_ONLY: ExtraChecks = ExtraChecks {
+        devid_pub_matches_certificate: false,
+        ak_attributes: false,
+        qualified_signer: false,
+        devid_attributes: false,
+    };
 }
 
 /// The configured trust: DevID CAs (every certificate an anchor, as in SPIRE) and the EK policy (endorsement CAs,
@@ -211,6 +224,10 @@ impl DevIdVerifier {
             TpmPublic::parse(bytes, field).map_err(|source| DevIdError::Tpm2 { field, cause: source })
         };
         let devid_pub = tpm2("DevIDPub", &req.devid_pub)?;
+        let resident = attr::SIGN | attr::FIXED_TPM | attr::FIXED_PARENT | attr::SENSITIVE_DATA_ORIGIN;
+        if self.extra.devid_attributes && !devid_pub.has(resident) {
+            return Err(DevIdError::DevIdNotResident { attributes: devid_pub.attributes });
+        }
         let ak_pub = tpm2("AKPub", &req.ak_pub)?;
         let ek_pub = tpm2("EKPub", &req.ek_pub)?;
         let ek = self.check_ek(&req.ek_cert, &ek_pub, now)?;

@@ -1,8 +1,8 @@
 //! `spire-server-nodeattestor-tpm-devid`: the server side of SPIRE's `tpm_devid`, as a NodeAttestor plugin.
 //!
-//! Configuration is SPIRE's (`devid_ca_path`, `endorsement_ca_path`) plus three switches for the checks SPIRE
-//! omits, all on by default: `check_devid_pub_matches_cert`, `check_ak_attributes`, `check_qualified_signer` (see
-//! `crypto::devid`); and what SPIRE's plugin does not have ([`super::watched`]): `devid_crl_path`, the DevID CA's
+//! Configuration is SPIRE's (`devid_ca_path`, `endorsement_ca_path`) plus four switches for the checks SPIRE
+//! omits, all on by default: `check_devid_pub_matches_cert`, `check_ak_attributes`, `check_qualified_signer`,
+//! `check_devid_attributes` (see `crypto::devid`); and what SPIRE's plugin does not have ([`super::watched`]): `devid_crl_path`, the DevID CA's
 //! CRL (a revoked DevID is refused before any challenge); `endorsement_hashes_path`, an inventory of EK hashes
 //! (`sha256:<hex> [name]`), which admits an EK without a certificate (a virtual TPM's); and `ek_policy` (`ca`,
 //! `hash`, `ca_or_hash`, `ca_and_hash`; by default whichever of the two files is set, `ca_or_hash` with both).
@@ -69,6 +69,7 @@ struct Raw {
     check_devid_pub_matches_cert: Option<bool>,
     check_ak_attributes: Option<bool>,
     check_qualified_signer: Option<bool>,
+    check_devid_attributes: Option<bool>,
     devid_crl_path: Option<PathBuf>,
     endorsement_hashes_path: Option<PathBuf>,
     ek_policy: Option<String>,
@@ -97,6 +98,9 @@ pub fn parse_config(text: &str, trust_domain: &str) -> Result<ServerConfig, Conf
     if let Some(on) = raw.check_qualified_signer {
         extra.qualified_signer = on;
     }
+    if let Some(on) = raw.check_devid_attributes {
+        extra.devid_attributes = on;
+    }
     let devid_ca = devid_ca.ok_or(ConfigError::Missing("devid_ca_path"))?;
     let hashes_path = config::path("endorsement_hashes_path", raw.endorsement_hashes_path)?;
     if ek_ca.is_none() && hashes_path.is_none() {
@@ -121,6 +125,13 @@ pub fn parse_config(text: &str, trust_domain: &str) -> Result<ServerConfig, Conf
     let mut verifier = DevIdVerifier::with_ek_policy(&devid_ca_pem, policy, extra)
         .map_err(|e| ConfigError::Value { key: "devid_ca_path".into(), cause: Box::new(e) })?;
     if let Some(quote) = quote_policy(raw.pcr_selection, raw.pcr_policy, raw.require_pcr_policy)? {
+        // Only a restricted AK proves a quote: an unrestricted one signs any bytes, TPMS_ATTEST forged included.
+        if !extra.ak_attributes {
+            return Err(ConfigError::invalid(
+                "check_ak_attributes",
+                "must stay true with pcr_selection: a quote proves the PCRs only when the AK is restricted",
+            ));
+        }
         verifier = verifier.with_quote(quote);
     }
     let hashes = match hashes_path {
