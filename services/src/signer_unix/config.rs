@@ -2,7 +2,7 @@
 //!
 //! Upstream keys: `socket`, `tpm-address`, `duration`, `issuer` (default: host name), `dir`, `filename`, `tmpfile`.
 //! Ours: `tpm-device`, `socket-mode`, `allowed-uids`, `allowed-gids`, `keyset-uids` (who may have keyset
-//! updates signed), `max-body`, `queue-depth`, and the publish policy `keydir`, `chain`, `backup` (what nodes
+//! updates signed), `bundle-uids` (who may have bundles signed and tokens published), `max-body`, `queue-depth`, and the publish policy `keydir`, `chain`, `backup` (what nodes
 //! verify; `/publish` refuses anything else).
 
 use std::path::{Path, PathBuf};
@@ -35,6 +35,7 @@ pub struct Raw {
     #[serde(default)]
     allowed_gids: Vec<u32>,
     keyset_uids: Option<Vec<u32>>,
+    bundle_uids: Option<Vec<u32>>,
     max_body: Option<usize>,
     queue_depth: Option<usize>,
     keydir: Option<PathBuf>,
@@ -62,6 +63,11 @@ pub struct SignerUnixConfig {
     /// signs (default: root). A keyset update moves what every node trusts for good, so it takes a person
     /// with root on each signing host, never a service such as signer-http or the sign plugin.
     pub keyset_uids: Vec<u32>,
+    /// `bundle-uids`: the only peers (by uid) for which this signer signs a bundle or publishes a token (default:
+    /// root, as the SPIRE server runs the sign plugin). Every other peer of the socket (signer-http's user) may
+    /// only add layers to tokens: otherwise it could have a bundle of its own signed here, co-signed by the peer
+    /// server's signer-http, and published.
+    pub bundle_uids: Vec<u32>,
     /// The TPM; `None` means autodetect `/dev/tpmrm0` then `/dev/tpm0`.
     pub tpm_device: Option<tpm::TpmDevice>,
     /// The signing key's persistent handle.
@@ -102,6 +108,7 @@ struct Defaults {
     max_body: usize,
     queue_depth: usize,
     keyset_uids: &'static [u32],
+    bundle_uids: &'static [u32],
 }
 
 const DEFAULTS: Defaults = Defaults {
@@ -112,6 +119,7 @@ const DEFAULTS: Defaults = Defaults {
     max_body: 1 << 20,
     queue_depth: 64,
     keyset_uids: &[0],
+    bundle_uids: &[0],
 };
 
 impl config::ConfigFile for SignerUnixConfig {
@@ -174,6 +182,7 @@ impl config::ConfigFile for SignerUnixConfig {
             )?,
             peers: PeerPolicy { uids: raw.allowed_uids, gids: raw.allowed_gids },
             keyset_uids: raw.keyset_uids.unwrap_or_else(|| d.keyset_uids.to_vec()),
+            bundle_uids: raw.bundle_uids.unwrap_or_else(|| d.bundle_uids.to_vec()),
             tpm_device,
             handle,
             duration: config::duration(path, "duration", raw.duration.as_ref())?.unwrap_or(d.duration),

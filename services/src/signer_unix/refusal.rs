@@ -44,6 +44,12 @@ pub(crate) enum Refusal {
         "peer uid {0} may not have keyset updates signed (keyset-uids; root only by default): run `sign keys` as root"
     )]
     KeysetNotAllowed(u32),
+    #[error(
+        "peer uid {0} may not have a bundle signed or a token published (bundle-uids; root only by default): it may only add layers to tokens, as signer-http does"
+    )]
+    BundleNotAllowed(u32),
+    #[error("refusing to publish a token signed at {signed_at}, before the one published ({published})")]
+    Older { signed_at: u64, published: u64 },
     #[error("publish failed; previous token kept; see signer-unix log")]
     Write(std::io::Error),
     #[error("publish task failed; previous token kept")]
@@ -66,7 +72,8 @@ impl crate::server::http::Refusal for Refusal {
     fn status(&self) -> StatusCode {
         match self {
             Refusal::NoEndpoint(_) => StatusCode::NOT_FOUND,
-            Refusal::KeysetNotAllowed(_) => StatusCode::FORBIDDEN,
+            Refusal::KeysetNotAllowed(_) | Refusal::BundleNotAllowed(_) => StatusCode::FORBIDDEN,
+            Refusal::Older { .. } => StatusCode::CONFLICT,
             Refusal::BadTrustDomain(_)
             | Refusal::TrustDomainOnToken
             | Refusal::ForeignCa { .. }
@@ -100,6 +107,17 @@ impl crate::server::http::Refusal for Refusal {
             }
             Refusal::KeysetNotAllowed(_) => {
                 tracing::warn!(peer_uid, "refusing to sign a keyset update for a peer outside keyset-uids")
+            }
+            Refusal::BundleNotAllowed(_) => {
+                tracing::warn!(peer_uid, "refusing to sign a bundle or publish for a peer outside bundle-uids")
+            }
+            Refusal::Older { signed_at, published } => {
+                tracing::warn!(
+                    signed_at,
+                    published,
+                    peer_uid,
+                    "refusing to publish a token older than the one published"
+                )
             }
             Refusal::Write(e) => tracing::error!(error = %e, "publish write failed"),
             other => tracing::debug!(reason = %other, peer_uid, "request refused"),

@@ -99,7 +99,8 @@ struct Signer {
     own_policy: crypto::policy::Policy,
     alg: crypto::Alg,
     limits: ServerLimits,
-    publish_lock: tokio::sync::Mutex<()>,
+    /// Held while publishing; guards the signing time of the token published last.
+    publish_lock: tokio::sync::Mutex<u64>,
     metrics: SignerUnixMetrics,
     /// What `iat`, `exp` and every time check are judged by.
     clock: Clock,
@@ -178,14 +179,15 @@ pub async fn run_with(
         own_policy,
         alg,
         limits,
-        publish_lock: tokio::sync::Mutex::new(()),
+        publish_lock: tokio::sync::Mutex::new(0),
         metrics: metrics.clone(),
         clock: clock.clone(),
     });
     // The token already published, if this signer's key signed it: its expiry until the next publish.
     if let Ok(published) = std::fs::read_to_string(state.cfg.dir.join(&state.cfg.filename)) {
-        if let Ok(exp) = state.publishable(published.trim()) {
+        if let Ok((exp, signed_at)) = state.publishable(published.trim()) {
             metrics.published_expiry.set(exp as f64);
+            *state.publish_lock.lock().await = signed_at;
         }
     }
     let exporter = endpoint.map(|e| {
@@ -275,6 +277,10 @@ impl Signer {
             }
             crypto::token::Payload::Token(token.to_owned())
         } else {
+            // signer-http's user, and any peer outside bundle-uids, only adds layers to tokens.
+            if !self.cfg.bundle_uids.contains(&peer.uid) {
+                return Err(Refusal::BundleNotAllowed(peer.uid));
+            }
             let bundle = crypto::bundle::Bundle::parse(&text).map_err(Refusal::NotABundle)?;
             // A bundle bound to one trust domain that holds another's CA would be refused by every node that
             // checks the binding: refuse it here, before anything is signed or published.
@@ -320,7 +326,7 @@ impl Signer {
     /// Without one (the Go original's config): this signer's layer is the innermost and verifies, and each layer
     /// around it is a well-formed bundle-token layer that has not expired (their signatures need the co-signers'
     /// keys, which only `keydir` + `chain` give).
-    fn publishable(&self, token: &str) -> Result<u64, Refusal> {
+    fn publishable(&self, token: &str) -> Result<(u64, u64), Refusal> {
         let now = self.clock.now();
         let limits = crypto::Limits::default();
         if let Some(policy) = &self.publish_policy {
@@ -332,7 +338,7 @@ impl Signer {
                     crypto::VerifyErrorKind::BadSignature { expected: self.own_key.name().into(), backup_tried: false };
                 return Err(Refusal::NotOurs(crypto::VerifyError { layer: 0, kind }));
             }
-            return Ok(verified.expires_at);
+            return Ok((verified.expires_at, verified.signed_at));
         }
         let mut current = token.to_owned();
         let mut exp = u64::MAX;
@@ -356,7 +362,7 @@ impl Signer {
                 _ => {
                     let own = crypto::token::verify_layer(&current, &[&self.own_key], now, &limits)
                         .map_err(|e| Refusal::NotOurs(at(e.kind)))?;
-                    return Ok(exp.min(own.claims.exp));
+                    return Ok((exp.min(own.claims.exp), own.claims.iat));
                 }
             }
         }
@@ -367,20 +373,29 @@ impl Signer {
     }
 
     async fn publish(&self, req: Request, peer: PeerCred) -> Result<Reply, Refusal> {
+        if !self.cfg.bundle_uids.contains(&peer.uid) {
+            return Err(Refusal::BundleNotAllowed(peer.uid));
+        }
         let (_, text) = match server::read_text(req, &self.limits).await {
             Ok(t) => t,
             Err(reply) => return Ok(reply),
         };
         let token = text.trim();
-        let exp = self.publishable(token)?;
+        let (exp, signed_at) = self.publishable(token)?;
         let dest = self.cfg.dir.join(&self.cfg.filename);
         let prefix = self.cfg.tmpfile.clone();
         let data = token.as_bytes().to_vec();
-        let _guard = self.publish_lock.lock().await;
+        let mut newest = self.publish_lock.lock().await;
+        // Never back in time: a token signed before the one published last (still valid, say from before a CA
+        // was removed) would be served to every node that has not seen the newer one.
+        if signed_at < *newest {
+            return Err(Refusal::Older { signed_at, published: *newest });
+        }
         tokio::task::spawn_blocking(move || fsutil::publish_atomic(&dest, &prefix, &data, 0o644))
             .await
             .map_err(|_| Refusal::Task)?
             .map_err(Refusal::Write)?;
+        *newest = signed_at;
         self.metrics.published_expiry.set(exp as f64);
         tracing::info!(file = %self.cfg.filename, bytes = token.len(), exp, peer_uid = peer.uid, "published");
         Ok(server::text(StatusCode::OK, format!("published {} ({} bytes, exp {exp})", self.cfg.filename, token.len())))

@@ -95,7 +95,14 @@ pub(crate) async fn signer_unix_by(
     let socket = dir.join(format!("{name}.sock"));
     let www = dir.join(format!("www-{name}"));
     std::fs::create_dir_all(&www).unwrap();
-    let text = format!("socket: {}\ndir: {}\nduration: 10m\nissuer: {name}\n{extra}", socket.display(), www.display());
+    // Bundles are signed only for `bundle-uids` (root by default): this test's uid, unless the test says.
+    let uid = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(dir).unwrap());
+    let bundle_uids = if extra.contains("bundle-uids") { String::new() } else { format!("bundle-uids: [{uid}]\n") };
+    let text = format!(
+        "socket: {}\ndir: {}\nduration: 10m\nissuer: {name}\n{bundle_uids}{extra}",
+        socket.display(),
+        www.display()
+    );
     let cfg = services::signer_unix::SignerUnixConfig::parse(&dir.join(format!("{name}.conf")), &text).unwrap();
     let running = spawn(move |stop| services::signer_unix::run_with(cfg, key, clock, async move { drop(stop.await) }));
     wait_for_socket(&socket).await;

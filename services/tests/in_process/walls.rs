@@ -110,6 +110,59 @@ async fn signer_unix_signs_keyset_updates_only_for_keyset_uids() {
     mine.sign_token(&started).await.unwrap();
 }
 
+/// Whoever runs as signer-http on server b (no root needed) had b's signer-unix sign a bundle of their own, had
+/// a's signer-http co-sign it (its outer layer is b's, as a co-sign request's is), and had b's signer-unix publish
+/// it: a two-layer token for any CA. Peers outside `bundle-uids` (root by default) now only add layers to tokens.
+#[tokio::test]
+async fn only_bundle_uids_have_bundles_signed_or_tokens_published() {
+    let dir = tempfile::tempdir().unwrap();
+    let (b, a) = (key(), key());
+    let me = my_uid(dir.path());
+    let outsider = format!("bundle-uids: [{}]\n", me.wrapping_add(4242));
+    let (_b_unix, b_socket) = signer_unix(dir.path(), "b", b.clone(), &outsider).await;
+    let as_signer_http = SignerClient::new(&b_socket, Duration::from_secs(5)).unwrap();
+    let now = common::clock::unix_now();
+    refused(
+        as_signer_http.sign_bundle(CA.as_bytes()).await,
+        StatusCode::FORBIDDEN,
+        &["bundle-uids", &format!("uid {me}")],
+    );
+    let by_b = token_over(&b, Payload::Bundle(CA.into()), now);
+    let cosigned = token_over(&a, Payload::Token(by_b.clone()), now);
+    refused(as_signer_http.publish(&cosigned).await, StatusCode::FORBIDDEN, &["bundle-uids"]);
+    assert!(!dir.path().join("www-b/spiffetrustbundle.token").exists(), "published");
+    // What signer-http is for: a layer on a token.
+    let wrapped = as_signer_http.sign_token(&token_over(&a, Payload::Bundle(CA.into()), now)).await.unwrap();
+    assert_eq!(policy(&[&*a, &*b]).verify(&wrapped, now).unwrap().layers.len(), 2);
+}
+
+/// A socket peer republished an older token, still valid and signed by this signer (say from before a CA was
+/// removed), over the newer one: nodes that had not yet seen the newer one took it. /publish now never goes back
+/// in time, across a restart too; the same token again, or a newer one, still goes out.
+#[tokio::test]
+async fn publish_never_goes_back_in_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = key();
+    let now = common::clock::unix_now();
+    let (older, newer) =
+        (token_over(&k, Payload::Bundle(CA.into()), now - 120), token_over(&k, Payload::Bundle(CA.into()), now - 60));
+    let published = dir.path().join("www-a/spiffetrustbundle.token");
+    {
+        let (_a, socket) = signer_unix(dir.path(), "a", k.clone(), "").await;
+        let client = SignerClient::new(&socket, Duration::from_secs(5)).unwrap();
+        client.publish(&newer).await.unwrap();
+        refused(client.publish(&older).await, StatusCode::CONFLICT, &["before the one published"]);
+        assert_eq!(std::fs::read_to_string(&published).unwrap(), newer);
+        client.publish(&newer).await.unwrap();
+    }
+    let (_a, socket) = signer_unix(dir.path(), "a", k.clone(), "").await;
+    let client = SignerClient::new(&socket, Duration::from_secs(5)).unwrap();
+    refused(client.publish(&older).await, StatusCode::CONFLICT, &["before the one published"]);
+    let latest = client.sign_bundle(CA.as_bytes()).await.unwrap();
+    client.publish(&latest).await.unwrap();
+    assert_eq!(std::fs::read_to_string(&published).unwrap(), latest);
+}
+
 /// The Go original's signer-unix config has no `keydir` and no `chain`. Our signer-unix then refused every
 /// co-signed token (it tried its own key on the co-signer's layer), so an HA pair switched binary by binary
 /// stopped publishing. Now it publishes a token whose innermost layer is its own and whose outer layers are
