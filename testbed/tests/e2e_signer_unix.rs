@@ -331,3 +331,62 @@ fn log_format_json_writes_one_object_per_line_with_the_structured_fields() {
     assert_eq!(code, 2);
     assert!(err.contains("use text or json"), "{err}");
 }
+
+/// The signing key with a password (`provision --key-password-file`, `tpm-key-password-file`): signer-unix signs
+/// with it; started with a wrong password or none, it stops at once and says which password was refused. Without
+/// one, any member of the TPM's group could sign with the key through the device.
+#[test]
+fn a_key_password_is_needed_to_sign_and_a_wrong_one_stops_the_start() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let webroot = dir.join("www");
+    std::fs::create_dir_all(&webroot).unwrap();
+    let tpm = Swtpm::start().unwrap();
+    let (right, wrong) = (dir.join("right"), dir.join("wrong"));
+    std::fs::write(&right, "0123456789abcdef0123456789abcdef\n").unwrap();
+    std::fs::write(&wrong, "fedcba9876543210\n").unwrap();
+    let device = tpm.device().to_string();
+    let pem = dir.join("key.pem").display().to_string();
+    let args = ["provision", "--tpm-device", &device, "--key-type", "ecc-p256", "--out", &pem, "--key-password-file"];
+    let (code, _, err) = run_bin(SIGNER_UNIX, &[&args[..], &[&right.display().to_string()]].concat(), b"").unwrap();
+    assert_eq!(code, 0, "{err}");
+    let config = |name: &str, password: Option<&Path>| {
+        let path = dir.join(format!("{name}.conf"));
+        let socket = dir.join(format!("{name}.sock"));
+        let mut text = format!(
+            "socket: {}\ntpm-device: \"{device}\"\ndir: {}\nissuer: {name}\nsocket-mode: \"0600\"\n",
+            socket.display(),
+            webroot.display()
+        );
+        if let Some(p) = password {
+            text.push_str(&format!("tpm-key-password-file: {}\n", p.display()));
+        }
+        std::fs::write(&path, text).unwrap();
+        (path, socket)
+    };
+    for (name, password) in [("wrong", Some(wrong.as_path())), ("none", None)] {
+        let (path, _) = config(name, password);
+        let (code, _, err) = run_bin(SIGNER_UNIX, &[&path.display().to_string()], b"").unwrap();
+        assert_ne!(code, 0, "{name}: started");
+        assert!(err.contains("signing key's password was refused"), "{name}: {err}");
+    }
+    let (path, socket) = config("right", Some(&right));
+    let log = dir.join("right.log");
+    let _signer = testbed::process::Daemon::spawn(
+        SIGNER_UNIX,
+        &[&path.display().to_string()],
+        &[],
+        &log,
+        testbed::process::Ready::UnixSocket(socket.clone()),
+    )
+    .unwrap();
+    let ca = pki::spire_ca(dir, "example.org", "ca").unwrap();
+    let token = sign_cli(&socket, &[], &ca).unwrap();
+    let key = crypto::keys::VerifyingKey::from_pem("key.pem", &std::fs::read(&pem).unwrap()).unwrap();
+    let policy = crypto::policy::Policy::new(vec![key], None, crypto::Limits::default()).unwrap();
+    assert_eq!(policy.verify(&token, common::clock::unix_now()).unwrap().bundle.to_pem(), ca);
+    // provision finds the key again only with its password.
+    let (code, _, err) = run_bin(SIGNER_UNIX, &[&args[..], &[&wrong.display().to_string()]].concat(), b"").unwrap();
+    assert_ne!(code, 0);
+    assert!(err.contains("password was refused"), "{err}");
+}

@@ -10,6 +10,8 @@ use tpm::provision::{provision, Outcome};
 use tpm::{KeySigner, KeyType, PersistentHandle, Tpm, TpmError};
 
 const H: PersistentHandle = PersistentHandle::DEFAULT_SIGNING;
+/// No key password.
+static NONE: std::sync::LazyLock<tpm::Password> = std::sync::LazyLock::new(tpm::Password::default);
 
 fn verify_independently(public: &tpm::PublicKey, digest: &[u8; 32], sig: &[u8]) {
     match public.key_type() {
@@ -37,7 +39,7 @@ fn digest(msg: &str) -> [u8; 32] {
 fn rsa_and_ecc_keys_sign_and_verify() {
     for key_type in [KeyType::Rsa2048, KeyType::EccP256] {
         let tpm = Swtpm::start().unwrap();
-        let done = provision(&tpm.device(), H, key_type).unwrap();
+        let done = provision(&tpm.device(), H, key_type, &NONE).unwrap();
         assert_eq!(done.outcome, Outcome::Created);
         let key = Tpm::open(&tpm.device()).unwrap().signing_key(H).unwrap();
         assert_eq!(key.key_type(), key_type);
@@ -59,7 +61,7 @@ fn rsa_and_ecc_keys_sign_and_verify() {
 fn exported_pem_is_byte_identical_to_tpm2_readpublic() {
     for key_type in [KeyType::Rsa2048, KeyType::EccP256] {
         let tpm = Swtpm::start().unwrap();
-        let done = provision(&tpm.device(), H, key_type).unwrap();
+        let done = provision(&tpm.device(), H, key_type, &NONE).unwrap();
         let dir = tempfile::tempdir().unwrap();
         tpm.tpm2("tpm2_readpublic", &["-Q", "-c", "0x81008006", "-f", "pem", "-o", "pub.pem"], dir.path()).unwrap();
         let theirs = std::fs::read_to_string(dir.path().join("pub.pem")).unwrap();
@@ -70,16 +72,16 @@ fn exported_pem_is_byte_identical_to_tpm2_readpublic() {
 #[test]
 fn provisioning_is_idempotent_and_never_overwrites() {
     let tpm = Swtpm::start().unwrap();
-    let first = provision(&tpm.device(), H, KeyType::EccP256).unwrap();
-    let second = provision(&tpm.device(), H, KeyType::EccP256).unwrap();
+    let first = provision(&tpm.device(), H, KeyType::EccP256, &NONE).unwrap();
+    let second = provision(&tpm.device(), H, KeyType::EccP256, &NONE).unwrap();
     assert_eq!((first.outcome, second.outcome), (Outcome::Created, Outcome::Existing));
     assert_eq!(first.public, second.public);
     // The other type at the same handle: refused, key kept.
-    let err = provision(&tpm.device(), H, KeyType::Rsa2048).unwrap_err();
+    let err = provision(&tpm.device(), H, KeyType::Rsa2048, &NONE).unwrap_err();
     assert!(matches!(err, TpmError::WrongKey { .. }), "{err}");
     assert_eq!(Tpm::open(&tpm.device()).unwrap().signing_key(H).unwrap().public_key(), &first.public);
     // A second key at another handle reuses the storage key.
-    let other = provision(&tpm.device(), PersistentHandle::new(0x8100_8007).unwrap(), KeyType::Rsa2048).unwrap();
+    let other = provision(&tpm.device(), PersistentHandle::new(0x8100_8007).unwrap(), KeyType::Rsa2048, &NONE).unwrap();
     assert_eq!(other.outcome, Outcome::Created);
     assert_ne!(other.public, first.public);
 }
@@ -94,7 +96,7 @@ fn a_non_signing_object_at_the_handle_is_refused_and_left_untouched() {
     tpm.tpm2("tpm2_evictcontrol", &["-Q", "-C", "o", "-c", "p.ctx", "0x81008006"], p).unwrap();
     tpm.tpm2("tpm2_flushcontext", &["-t"], p).unwrap();
     tpm.tpm2("tpm2_readpublic", &["-Q", "-c", "0x81008006", "-o", "before.pub"], p).unwrap();
-    let err = provision(&tpm.device(), H, KeyType::Rsa2048).unwrap_err();
+    let err = provision(&tpm.device(), H, KeyType::Rsa2048, &NONE).unwrap_err();
     assert!(matches!(err, TpmError::WrongKey { .. }), "{err}");
     assert!(err.to_string().contains("not an unrestricted signing key"), "{err}");
     let err = Tpm::open(&tpm.device()).unwrap().signing_key(H).unwrap_err();
@@ -143,13 +145,13 @@ fn a_key_made_with_the_upstream_tpm2_tools_recipe_signs() {
     let d = digest("upstream recipe");
     verify_independently(key.public_key(), &d, &key.sign_digest(&d).unwrap());
     // provision recognises it and keeps it.
-    assert_eq!(provision(&tpm.device(), H, KeyType::Rsa2048).unwrap().outcome, Outcome::Existing);
+    assert_eq!(provision(&tpm.device(), H, KeyType::Rsa2048, &NONE).unwrap().outcome, Outcome::Existing);
 }
 
 #[test]
 fn a_tpm_restart_is_survived_and_an_outage_is_transient() {
     let mut tpm = Swtpm::start().unwrap();
-    provision(&tpm.device(), H, KeyType::EccP256).unwrap();
+    provision(&tpm.device(), H, KeyType::EccP256, &NONE).unwrap();
     let key = Tpm::open(&tpm.device()).unwrap().signing_key(H).unwrap();
     key.sign_digest(&digest("before")).unwrap();
     tpm.restart().unwrap();
@@ -166,7 +168,7 @@ fn a_tpm_restart_is_survived_and_an_outage_is_transient() {
 #[test]
 fn a_replaced_tpm_with_another_key_is_never_signed_with() {
     let mut tpm = Swtpm::start().unwrap();
-    provision(&tpm.device(), H, KeyType::EccP256).unwrap();
+    provision(&tpm.device(), H, KeyType::EccP256, &NONE).unwrap();
     let key =
         Tpm::open(&tpm.device()).unwrap().signing_key(H).unwrap().with_recheck_interval(std::time::Duration::ZERO);
     key.sign_digest(&digest("x")).unwrap();
@@ -174,7 +176,7 @@ fn a_replaced_tpm_with_another_key_is_never_signed_with() {
     tpm.stop().unwrap();
     std::fs::remove_file(tpm.state_dir().join("tpm2-00.permall")).unwrap();
     tpm.restart().unwrap();
-    provision(&tpm.device(), H, KeyType::EccP256).unwrap();
+    provision(&tpm.device(), H, KeyType::EccP256, &NONE).unwrap();
     let err = key.sign_digest(&digest("y")).unwrap_err();
     assert!(matches!(err, TpmError::KeyChanged { .. }), "{err}");
     assert!(!err.is_transient());
@@ -204,7 +206,7 @@ fn no_tpm_listening_is_transient() {
 /// on a `/dev/tpm0` that admits one opener.
 fn concurrent_signers_share_one_owner_and_every_signature_verifies() {
     let tpm = Swtpm::start().unwrap();
-    provision(&tpm.device(), H, KeyType::EccP256).unwrap();
+    provision(&tpm.device(), H, KeyType::EccP256, &NONE).unwrap();
     let key = Tpm::open(&tpm.device()).unwrap().signing_key(H).unwrap();
     let handles: Vec<_> = (0..20)
         .map(|i| {
@@ -219,4 +221,33 @@ fn concurrent_signers_share_one_owner_and_every_signature_verifies() {
         let (d, sig) = h.join().unwrap();
         verify_independently(key.public_key(), &d, &sig);
     }
+}
+
+/// A key provisioned with a password signs with it alone, and says which password was refused; `provision` again
+/// finds it and checks the password; the key is noDA, so wrong passwords (a daemon restarting with one) never
+/// lock the TPM out: after 40 of them, the right one still signs.
+#[test]
+fn a_key_with_a_password_signs_with_it_alone_and_wrong_ones_never_lock_the_tpm_out() {
+    let tpm = Swtpm::start().unwrap();
+    let (right, wrong) =
+        (tpm::Password::new(b"0123456789abcdef".to_vec()), tpm::Password::new(b"fedcba9876543210".to_vec()));
+    let done = provision(&tpm.device(), H, KeyType::EccP256, &right).unwrap();
+    assert_eq!(done.outcome, Outcome::Created);
+    let open = || Tpm::open(&tpm.device()).unwrap().signing_key(H).unwrap();
+    for (what, key) in [("no password", open()), ("a wrong password", open().with_auth(wrong.clone()))] {
+        for _ in 0..20 {
+            let err = key.sign_digest(&digest("x")).unwrap_err();
+            assert!(matches!(err, TpmError::AuthFailed { .. }), "{what}: {err}");
+            assert!(err.to_string().contains("signing key's password"), "{what}: {err}");
+        }
+    }
+    let key = open().with_auth(right.clone());
+    let sig = key.sign_digest(&digest("x")).unwrap();
+    verify_independently(key.public_key(), &digest("x"), &sig);
+    assert_eq!(provision(&tpm.device(), H, KeyType::EccP256, &right).unwrap().outcome, Outcome::Existing);
+    let err = provision(&tpm.device(), H, KeyType::EccP256, &wrong).unwrap_err();
+    assert!(matches!(err, TpmError::AuthFailed { .. }), "{err}");
+    let err = provision(&tpm.device(), H, KeyType::EccP256, &NONE).unwrap_err();
+    assert!(matches!(err, TpmError::AuthFailed { .. }), "{err}");
+    key.sign_digest(&digest("still")).unwrap();
 }

@@ -74,7 +74,7 @@ impl Tpm {
         let device = self.device().to_string();
         self.with_context("create DevID", |conn| {
             with_srk(conn, &device, key_type, owner, |conn, srk| {
-                let template = signing_template(key_type)?;
+                let template = signing_template(key_type, false)?;
                 let created = conn.ctx.execute_with_session(Some(AuthSession::Password), |ctx| {
                     ctx.create(srk, template, Some(devid.auth()?), None, None, None)
                 })?;

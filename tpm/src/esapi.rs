@@ -31,6 +31,7 @@ use crate::device::TpmDevice;
 use crate::error::TpmError;
 use crate::handle::PersistentHandle;
 use crate::key::{KeyType, PublicKey};
+use crate::secret::Password;
 use crate::templates::{raw_signature, signature_scheme};
 use crate::KeySigner;
 
@@ -270,6 +271,7 @@ impl Tpm {
             public,
             recheck: DEFAULT_RECHECK,
             checked: Arc::new(Mutex::new(Some(Instant::now()))),
+            auth: Password::default(),
         })
     }
 }
@@ -413,6 +415,8 @@ pub struct TpmKey {
     public: PublicKey,
     recheck: Duration,
     checked: Arc<Mutex<Option<Instant>>>,
+    /// The key's password (empty: none).
+    auth: Password,
 }
 
 impl std::fmt::Debug for TpmKey {
@@ -429,6 +433,12 @@ impl TpmKey {
     /// The key's handle.
     pub fn handle(&self) -> PersistentHandle {
         self.handle
+    }
+
+    /// Signs with `auth`, the key's password (`provision` sets it; empty: none).
+    pub fn with_auth(mut self, auth: Password) -> TpmKey {
+        self.auth = auth;
+        self
     }
 
     /// Sets how often the key's identity is re-checked before signing (`Duration::ZERO`: before every sign).
@@ -462,6 +472,7 @@ impl KeySigner for TpmKey {
     fn sign_digest(&self, digest: &[u8; 32]) -> Result<Vec<u8>, TpmError> {
         let handle = self.handle;
         let scheme = signature_scheme(self.public.key_type());
+        let device = self.tpm.0.device.to_string();
         let signature = self.tpm.with_context("sign", |conn| {
             let key = match conn.keys.get(&handle.value()) {
                 Some(k) if !self.due_for_check() => *k,
@@ -481,9 +492,10 @@ impl KeySigner for TpmKey {
             };
             let digest = Digest::try_from(digest.to_vec())?;
             let ticket = null_ticket()?;
-            Ok(conn
-                .ctx
-                .execute_with_session(Some(AuthSession::Password), |ctx| ctx.sign(key, digest, scheme, ticket))?)
+            conn.ctx.tr_set_auth(tss_esapi::handles::ObjectHandle::from(key), self.auth.auth()?)?;
+            conn.ctx
+                .execute_with_session(Some(AuthSession::Password), |ctx| ctx.sign(key, digest, scheme, ticket))
+                .map_err(|e| step_error(&device, "sign", Some("signing key's password"), e))
         })?;
         raw_signature(self.public.key_type(), signature).map_err(|reason| TpmError::BadSignature { handle, reason })
     }

@@ -2,9 +2,9 @@
 //!
 //! On a blank TPM: the storage primary key (SRK) is created at 0x81000001 with the template tpm2-tools'
 //! `tpm2_createprimary -C o -g sha256 -G rsa2048:aes128cfb` uses, a signing key is created under it, loaded and
-//! persisted at the handle. Invariants: an existing signing key of the requested type is kept; nothing at a
-//! handle is ever overwritten; every transient object is flushed on every path (swtpm has no resource
-//! manager and only three object slots).
+//! persisted at the handle, with the password given (empty: none) and noDA. Invariants: an existing signing key
+//! of the requested type is kept, and must take the password given; nothing at a handle is ever overwritten;
+//! every transient object is flushed on every path (swtpm has no resource manager and only three object slots).
 
 use tss_esapi::handles::{KeyHandle, ObjectHandle, PersistentTpmHandle};
 use tss_esapi::interface_types::dynamic_handles::Persistent;
@@ -18,7 +18,9 @@ use crate::esapi::{check_signing_key, resolve, Conn, OpError, Tpm};
 use crate::handle::PersistentHandle;
 use crate::key::{KeyType, PublicKey};
 use crate::objects::with_transient;
+use crate::secret::Password;
 use crate::templates::{signing_template, storage_template};
+use crate::KeySigner;
 
 /// What provisioning did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,14 +86,20 @@ fn ensure_srk(conn: &mut Conn, device: &TpmDevice) -> Result<KeyHandle, OpError>
         .ok_or(OpError::Final(TpmError::HandleNotFound { handle: srk, device: device.to_string() }))
 }
 
-/// Creates (or finds) a `key_type` signing key at `handle` on the TPM at `device`.
-pub fn provision(device: &TpmDevice, handle: PersistentHandle, key_type: KeyType) -> Result<Provisioned, TpmError> {
+/// Creates (or finds) a `key_type` signing key at `handle` on the TPM at `device`, whose password is `auth`
+/// (empty: none). An existing key must sign with `auth`: it is tried once.
+pub fn provision(
+    device: &TpmDevice,
+    handle: PersistentHandle,
+    key_type: KeyType,
+    auth: &Password,
+) -> Result<Provisioned, TpmError> {
     if handle == PersistentHandle::SRK {
         return Err(TpmError::WrongKey { handle, found: "reserved for the storage primary key".into() });
     }
     let tpm = Tpm::open(device)?;
     let dev = device.clone();
-    tpm.with_context("provision", |conn| {
+    let provisioned = tpm.with_context("provision", |conn| {
         if let Some((_, public)) = probe(conn, handle, &dev)? {
             let existing = check_signing_key(handle, &public).map_err(|e| match e {
                 TpmError::WrongKey { found, .. } => OpError::Final(TpmError::WrongKey {
@@ -110,9 +118,9 @@ pub fn provision(device: &TpmDevice, handle: PersistentHandle, key_type: KeyType
         }
         let srk = ensure_srk(conn, &dev)?;
         tracing::info!(tpm = %dev, %handle, %key_type, "creating the signing key");
-        let template = signing_template(key_type)?;
+        let template = signing_template(key_type, true)?;
         let created = conn.ctx.execute_with_session(Some(AuthSession::Password), |ctx| {
-            ctx.create(srk, template, None, None, None, None)
+            ctx.create(srk, template, Some(auth.auth()?), None, None, None)
         })?;
         let loaded = conn.ctx.execute_with_session(Some(AuthSession::Password), |ctx| {
             ctx.load(srk, created.out_private.clone(), created.out_public.clone())
@@ -127,5 +135,10 @@ pub fn provision(device: &TpmDevice, handle: PersistentHandle, key_type: KeyType
             .ok_or(OpError::Final(TpmError::HandleNotFound { handle, device: dev.to_string() }))?;
         let public = check_signing_key(handle, &public).map_err(OpError::Final)?;
         Ok(Provisioned { outcome: Outcome::Created, public })
-    })
+    })?;
+    if provisioned.outcome == Outcome::Existing {
+        // The key the daemon will sign with must take the password it will be given.
+        tpm.signing_key(handle)?.with_auth(auth.clone()).sign_digest(&[0u8; 32])?;
+    }
+    Ok(provisioned)
 }

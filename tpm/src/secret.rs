@@ -13,6 +13,16 @@ impl Password {
         Password(Zeroizing::new(bytes))
     }
 
+    /// Its length in bytes.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether it is empty (no password).
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     #[cfg(feature = "esapi")]
     pub(crate) fn auth(&self) -> Result<tss_esapi::structures::Auth, tss_esapi::Error> {
         tss_esapi::structures::Auth::try_from(self.0.to_vec())

@@ -65,7 +65,13 @@ pub(crate) fn srk_template(key_type: KeyType) -> Result<Public, tss_esapi::Error
 /// The attributes of an unrestricted, non-exportable signing key: fixedTPM, fixedParent, sensitiveDataOrigin,
 /// userWithAuth, sign.
 pub(crate) fn signing_attributes() -> Result<tss_esapi::attributes::ObjectAttributes, tss_esapi::Error> {
+    attributes(false)
+}
+
+/// [`signing_attributes`], with noDA when `no_da`.
+fn attributes(no_da: bool) -> Result<tss_esapi::attributes::ObjectAttributes, tss_esapi::Error> {
     ObjectAttributesBuilder::new()
+        .with_no_da(no_da)
         .with_fixed_tpm(true)
         .with_fixed_parent(true)
         .with_sensitive_data_origin(true)
@@ -74,10 +80,12 @@ pub(crate) fn signing_attributes() -> Result<tss_esapi::attributes::ObjectAttrib
         .build()
 }
 
-/// An unrestricted signing key: RSA-2048 RSASSA-SHA256 or P-256 ECDSA-SHA256, with [`signing_attributes`] (the
-/// signing keys here, and SPIRE's DevID template).
-pub(crate) fn signing_template(key_type: KeyType) -> Result<Public, tss_esapi::Error> {
-    let attrs = signing_attributes()?;
+/// An unrestricted signing key: RSA-2048 RSASSA-SHA256 or P-256 ECDSA-SHA256, with [`signing_attributes`] (SPIRE's
+/// DevID template), and noDA when `no_da` (the daemons' persistent keys: their password is a random secret of 16
+/// bytes or more, out of reach of guessing, and a daemon restarting with a wrong one must not lock every other
+/// key of the TPM out).
+pub(crate) fn signing_template(key_type: KeyType, no_da: bool) -> Result<Public, tss_esapi::Error> {
+    let attrs = attributes(no_da)?;
     let sha256 = HashScheme::new(HashingAlgorithm::Sha256);
     let builder =
         PublicBuilder::new().with_name_hashing_algorithm(HashingAlgorithm::Sha256).with_object_attributes(attrs);

@@ -147,7 +147,7 @@ fn serve(path: PathBuf, format: Option<LogFormat>) -> anyhow::Result<()> {
     runtime.block_on(async {
         let shutdown = shutdown_signal();
         tokio::pin!(shutdown);
-        let Some(key) = crate::server::tpm_key::wait_for_key(&device, cfg.handle, &mut shutdown)
+        let Some(key) = crate::server::tpm_key::wait_for_key(&device, cfg.handle, &cfg.key_password, &mut shutdown)
             .await
             .with_context(|| format!("opening the CA key {} on TPM {device}", cfg.handle))?
         else {
@@ -161,10 +161,10 @@ fn serve(path: PathBuf, format: Option<LogFormat>) -> anyhow::Result<()> {
 fn provision(a: ProvisionArgs) -> anyhow::Result<()> {
     let cfg = DevIdCaConfig::load(&a.config)?;
     let device = device(cfg.tpm_device.clone())?;
-    let done = tpm::provision::provision(&device, cfg.handle, a.key_type)
+    let done = tpm::provision::provision(&device, cfg.handle, a.key_type, &cfg.key_password)
         .with_context(|| format!("provisioning the CA key at {} on {device}", cfg.handle))?;
     eprintln!("{:?}: {} CA key at {} on {device}", done.outcome, a.key_type, cfg.handle);
-    let key = tpm::Tpm::open(&device)?.signing_key(cfg.handle)?;
+    let key = tpm::Tpm::open(&device)?.signing_key(cfg.handle)?.with_auth(cfg.key_password.clone());
     let key = CaKey::new(Arc::new(key));
     let subject = a.subject_cn.as_deref().unwrap_or("spire-server-attestor-tpm DevID CA");
     if let Some(out) = &a.csr {

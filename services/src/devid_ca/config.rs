@@ -4,7 +4,7 @@
 //! CA key; default `0x81008007`), `ca-cert` (the CA's chain, its own certificate first), `endorsement-ca` (TPM
 //! manufacturer roots), `inventory` (approved EK hashes with their names), `state-dir` (the database), `validity`
 //! (of the certificates it issues; default `2160h`), `crl` (where it writes its CRL), `crl-lifetime` (its
-//! nextUpdate; default `168h`), `metrics-addr`, `log-format`.
+//! nextUpdate; default `168h`), `metrics-addr`, `log-format`, `tpm-key-password-file` (the CA key's password).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -33,6 +33,7 @@ pub struct Raw {
     crl: Option<PathBuf>,
     crl_lifetime: Option<config::Scalar>,
     metrics_addr: Option<String>,
+    tpm_key_password_file: Option<PathBuf>,
 }
 
 /// A validated enrollment CA configuration.
@@ -48,6 +49,9 @@ pub struct DevIdCaConfig {
     pub tpm_device: Option<tpm::TpmDevice>,
     /// The CA key's persistent handle.
     pub handle: tpm::PersistentHandle,
+    /// `tpm-key-password-file`: the CA key's password, set by `provision` (none by default; without one, any
+    /// member of the TPM's group can sign with the CA key through the device).
+    pub key_password: tpm::Password,
     /// The CA's certificate chain (PEM), its own first.
     pub ca_cert: PathBuf,
     /// TPM manufacturers' CAs (PEM), if any.
@@ -118,6 +122,11 @@ impl config::ConfigFile for DevIdCaConfig {
             listen,
             tls: TlsFiles { cert: file("tls-cert", raw.tls_cert)?, key: file("tls-key", raw.tls_key)? },
             tpm_device,
+            key_password: crate::server::key_password::read(
+                path,
+                "tpm-key-password-file",
+                raw.tpm_key_password_file.as_deref(),
+            )?,
             handle,
             ca_cert: file("ca-cert", raw.ca_cert)?,
             endorsement_ca: optional(raw.endorsement_ca),

@@ -2,6 +2,7 @@
 //! limits (connections per peer, header and idle timeouts, bounded bodies) and graceful shutdown.
 
 pub mod http;
+pub mod key_password;
 pub mod tls;
 #[cfg(feature = "tpm")]
 pub mod tpm_key;

@@ -14,18 +14,24 @@ use tpm::{PersistentHandle, TpmDevice, TpmError, TpmKey};
 const FIRST_WAIT: Duration = Duration::from_millis(250);
 const LONGEST_WAIT: Duration = Duration::from_secs(5);
 
-/// Opens the key at `handle` on `device`; `None` when `shutdown` came first.
+/// Opens the key at `handle` on `device`, to sign with password `auth`, and signs once, so that a key that does
+/// not take it (or a TPM that cannot sign) stops the start-up with its reason; `None` when `shutdown` came first.
 pub async fn wait_for_key(
     device: &TpmDevice,
     handle: PersistentHandle,
+    auth: &tpm::Password,
     shutdown: impl Future<Output = ()>,
 ) -> Result<Option<TpmKey>, TpmError> {
     tokio::pin!(shutdown);
     let mut wait = FIRST_WAIT;
     loop {
-        let (d, h) = (device.clone(), handle);
-        let opened = match tokio::task::spawn_blocking(move || tpm::Tpm::open(&d).and_then(|t| t.signing_key(h))).await
-        {
+        let (d, h, a) = (device.clone(), handle, auth.clone());
+        let open = move || -> Result<TpmKey, TpmError> {
+            let key = tpm::Tpm::open(&d)?.signing_key(h)?.with_auth(a);
+            tpm::KeySigner::sign_digest(&key, &[0u8; 32])?;
+            Ok(key)
+        };
+        let opened = match tokio::task::spawn_blocking(open).await {
             Ok(opened) => opened,
             // A panic in the TPM code is a bug: let it surface. Cancelled only when the runtime shuts down.
             Err(join) => match join.try_into_panic() {

@@ -1,7 +1,7 @@
 //! signer-unix's command line: `CONFIG` runs the daemon; `provision [--tpm-device DEV] [--handle H]
 //! [--key-type T] [--out FILE]` creates (or finds) the signing key and prints its public key.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::server::http::shutdown_signal;
@@ -49,6 +49,11 @@ struct ProvisionArgs {
     /// Write the public key here instead of standard output.
     #[arg(long, value_name = "FILE")]
     out: Option<PathBuf>,
+    /// The key's password (16 to 32 random bytes, e.g. `openssl rand -hex 16`): the file the config's
+    /// `tpm-key-password-file` names. Without it the key has none, and any member of the TPM's group can sign
+    /// with it. An existing key must take it.
+    #[arg(long, value_name = "FILE")]
+    key_password_file: Option<PathBuf>,
 }
 
 /// Runs what the command line asks: the daemon, or `provision`.
@@ -83,7 +88,7 @@ fn serve(path: PathBuf, log_format: Option<LogFormat>) -> anyhow::Result<()> {
     runtime.block_on(async {
         let shutdown = shutdown_signal();
         tokio::pin!(shutdown);
-        let Some(key) = signer_unix::wait_for_key(&device, cfg.handle, &mut shutdown)
+        let Some(key) = signer_unix::wait_for_key(&device, cfg.handle, &cfg.key_password, &mut shutdown)
             .await
             .with_context(|| format!("opening signing key {} on TPM {device}", cfg.handle))?
         else {
@@ -96,7 +101,12 @@ fn serve(path: PathBuf, log_format: Option<LogFormat>) -> anyhow::Result<()> {
 
 fn provision(a: ProvisionArgs) -> anyhow::Result<()> {
     let (device, handle, key_type) = (device(a.tpm_device)?, a.handle, a.key_type);
-    let done = tpm::provision::provision(&device, handle, key_type)
+    let auth = crate::server::key_password::read(
+        Path::new("the command line"),
+        "--key-password-file",
+        a.key_password_file.as_deref(),
+    )?;
+    let done = tpm::provision::provision(&device, handle, key_type, &auth)
         .with_context(|| format!("provisioning {key_type} key at {handle} on {device}"))?;
     let pem = crypto::pem::encode("PUBLIC KEY", done.public.spki_der());
     let what = format!("{:?}: {key_type} signing key at {handle} on {device}", done.outcome);

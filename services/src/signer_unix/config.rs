@@ -2,7 +2,7 @@
 //!
 //! Upstream keys: `socket`, `tpm-address`, `duration`, `issuer` (default: host name), `dir`, `filename`, `tmpfile`.
 //! Ours: `tpm-device`, `socket-mode`, `allowed-uids`, `allowed-gids`, `keyset-uids` (who may have keyset
-//! updates signed), `bundle-uids` (who may have bundles signed and tokens published), `max-body`, `queue-depth`, and the publish policy `keydir`, `chain`, `backup` (what nodes
+//! updates signed), `bundle-uids` (who may have bundles signed and tokens published), `tpm-key-password-file`, `max-body`, `queue-depth`, and the publish policy `keydir`, `chain`, `backup` (what nodes
 //! verify; `/publish` refuses anything else).
 
 use std::path::{Path, PathBuf};
@@ -36,6 +36,7 @@ pub struct Raw {
     allowed_gids: Vec<u32>,
     keyset_uids: Option<Vec<u32>>,
     bundle_uids: Option<Vec<u32>>,
+    tpm_key_password_file: Option<PathBuf>,
     max_body: Option<usize>,
     queue_depth: Option<usize>,
     keydir: Option<PathBuf>,
@@ -68,6 +69,9 @@ pub struct SignerUnixConfig {
     /// only add layers to tokens: otherwise it could have a bundle of its own signed here, co-signed by the peer
     /// server's signer-http, and published.
     pub bundle_uids: Vec<u32>,
+    /// `tpm-key-password-file`: the signing key's password, as `provision --key-password-file` set it (none by
+    /// default). Without one, any member of the TPM's group can sign with the key through the device.
+    pub key_password: tpm::Password,
     /// The TPM; `None` means autodetect `/dev/tpmrm0` then `/dev/tpm0`.
     pub tpm_device: Option<tpm::TpmDevice>,
     /// The signing key's persistent handle.
@@ -183,6 +187,11 @@ impl config::ConfigFile for SignerUnixConfig {
             peers: PeerPolicy { uids: raw.allowed_uids, gids: raw.allowed_gids },
             keyset_uids: raw.keyset_uids.unwrap_or_else(|| d.keyset_uids.to_vec()),
             bundle_uids: raw.bundle_uids.unwrap_or_else(|| d.bundle_uids.to_vec()),
+            key_password: crate::server::key_password::read(
+                path,
+                "tpm-key-password-file",
+                raw.tpm_key_password_file.as_deref(),
+            )?,
             tpm_device,
             handle,
             duration: config::duration(path, "duration", raw.duration.as_ref())?.unwrap_or(d.duration),
