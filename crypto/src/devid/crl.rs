@@ -176,13 +176,12 @@ impl Crl {
         self.revoked.is_empty()
     }
 
-    /// True when `self` may replace `current`: another issuer, or the same issuer with a CRL number at least
-    /// as high (RFC 5280 §5.2.3: numbers only grow). An older CRL put back in the file would undo revocations.
+    /// True when `self` may replace `current`: the same issuer with a CRL number at least as high (RFC 5280
+    /// §5.2.3: numbers only grow). An older CRL put back in the file would undo revocations; another CA's CRL
+    /// would drop this one's revocations (and its nextUpdate), and put back in turn, roll its number back. The
+    /// file holds one CA's CRL; another CA's is taken only by a new configuration.
     pub fn may_replace(&self, current: &Crl) -> bool {
-        if self.issuer != current.issuer {
-            return true;
-        }
-        (self.number.len(), &self.number) >= (current.number.len(), &current.number)
+        self.issuer == current.issuer && (self.number.len(), &self.number) >= (current.number.len(), &current.number)
     }
 
     /// Refuses `leaf` if this CRL speaks for its issuer and revokes it, or is past its nextUpdate at `now`.

@@ -112,7 +112,7 @@ impl<T> Watched<T> {
                         *current = (stamp, Arc::new(value));
                     }
                     Ok(_) => {
-                        tracing::warn!(key = self.key, path = %self.path.display(), "older than the version in use (CRL number): not taken; keeping the last good version");
+                        tracing::warn!(key = self.key, path = %self.path.display(), "another CA's, or older than the version in use (CRL number): not taken; keeping the last good version");
                         current.0 = stamp;
                     }
                     Err(e) => {

@@ -415,6 +415,13 @@ mod tests {
             Crl::parse(&pem(&crl(&key, &ca_cert, &[], 300, 1_800_000_300, 1_800_604_900).unwrap()), anchors).unwrap();
         let older = Crl::parse(&pem(&good), anchors).unwrap();
         assert!(newer.may_replace(&older) && newer.may_replace(&newer) && !older.may_replace(&newer));
+        // Another CA of devid_ca_path, whatever its number: it would drop this CA's revocations, and put back
+        // after, roll the number back.
+        let both = [anchor.clone(), Cert::from_der(&other.to_der().unwrap()).unwrap()];
+        let theirs =
+            Crl::parse(&pem(&crl(&impostor, &other, &[], 900, 1_800_000_300, 1_800_604_900).unwrap()), &both).unwrap();
+        let ours = Crl::parse(&pem(&good), &both).unwrap();
+        assert!(!theirs.may_replace(&ours) && !ours.may_replace(&theirs), "a CRL of another CA replaced this one's");
     }
 
     #[test]
