@@ -36,6 +36,8 @@ pub(crate) enum Refusal {
     UnusableSignature(crypto::TokenError),
     #[error("signed token failed self-check; see signer-unix log")]
     SelfCheck(crypto::VerifyError),
+    #[error("the token would be {len} bytes, more than the {max} a verifier takes: send a smaller bundle")]
+    TokenTooLarge { len: usize, max: usize },
     #[error("refusing to publish: not a valid token carrying this signer's signature: {0}")]
     NotOurs(crypto::VerifyError),
     #[error("refusing to publish: {error}; checked against the publish policy ({policy})")]
@@ -74,6 +76,7 @@ impl crate::server::http::Refusal for Refusal {
             Refusal::NoEndpoint(_) => StatusCode::NOT_FOUND,
             Refusal::KeysetNotAllowed(_) | Refusal::BundleNotAllowed(_) => StatusCode::FORBIDDEN,
             Refusal::Older { .. } => StatusCode::CONFLICT,
+            Refusal::TokenTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Refusal::BadTrustDomain(_)
             | Refusal::TrustDomainOnToken
             | Refusal::ForeignCa { .. }

@@ -195,3 +195,22 @@ async fn signer_unix_signs_keyset_documents_and_updates_and_refuses_what_is_not_
     }
     assert!(!dir.path().join("www-a/spiffetrustbundle.token").exists(), "nothing was published");
 }
+
+/// A bundle near `max-body` signs into a token past what verifiers take (1 MiB): it is refused as too large
+/// (413), no longer as a failed self-check, which sent operators looking for a wrong key in the TPM.
+#[tokio::test]
+async fn a_bundle_whose_token_would_be_too_large_is_refused_as_such() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = Arc::new(SoftwareKey::generate(KeyType::EccP256));
+    let (_signer, socket) = signer_unix(dir.path(), "a", key, "max-body: 2097152\n").await;
+    let client = SignerClient::new(&socket, Duration::from_secs(5)).unwrap();
+    // 700 RSA CA certificates (the bundle parser takes up to 1,000): 857 KB of PEM, a token of about 1.15 MB.
+    let big = include_str!("../../../crypto/tests/data/ca-rsa.pem").repeat(700);
+    match client.sign_bundle(big.as_bytes()).await {
+        Err(SignerClientError::Status { status, reason, .. }) => {
+            assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{reason}");
+            assert!(reason.contains("more than the 1048576"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
