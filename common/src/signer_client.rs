@@ -152,11 +152,17 @@ impl SignerClient {
         Ok(reply)
     }
 
-    /// Has signer-unix publish `token` for the web server.
-    pub async fn publish(&self, token: &str) -> Result<(), SignerClientError> {
+    /// Publishes `token`: `Ok(true)` once it is written; `Ok(false)` when signer-unix keeps a token signed after
+    /// it (409: this one is superseded, e.g. by a concurrent publish; a token older than the one published is
+    /// never written).
+    pub async fn publish(&self, token: &str) -> Result<bool, SignerClientError> {
         let url = HttpUrl::unix(&self.socket, "/publish");
         let headers = [(header::CONTENT_TYPE, HeaderValue::from_static("application/jwt"))];
         let resp = self.http.send(Method::POST, &url, &headers, Bytes::copy_from_slice(token.as_bytes())).await?;
+        if resp.status == StatusCode::CONFLICT {
+            tracing::info!(reason = %reason(&resp.body), "not published: a token signed later is published already");
+            return Ok(false);
+        }
         if resp.status != StatusCode::OK {
             return Err(SignerClientError::Status {
                 peer: url.to_string(),
@@ -164,7 +170,7 @@ impl SignerClient {
                 reason: reason(&resp.body),
             });
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Signs `bundle` locally, then has each co-signer in `cosigners` add its signature, in order.
