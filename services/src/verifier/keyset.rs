@@ -525,36 +525,62 @@ mod tests {
         }
     }
 
+    /// A new P-256 software key, its public key written to `dir/keys/NAME.pem`.
+    fn key_in_keydir(dir: &Path, name: &str) -> tpm::mock::SoftwareKey {
+        let key = tpm::mock::SoftwareKey::generate(tpm::KeyType::EccP256);
+        std::fs::create_dir_all(dir.join("keys")).unwrap();
+        let pem = crypto::pem::encode("PUBLIC KEY", key.public_key().spki_der());
+        std::fs::write(dir.join(format!("keys/{name}.pem")), pem).unwrap();
+        key
+    }
+
+    /// A bundle token over the test CA, signed by `key` at `iat`, valid for 10 minutes from then.
+    fn bundle_token(key: &tpm::mock::SoftwareKey, iat: u64) -> String {
+        let claims = crypto::token::Claims {
+            payload: crypto::token::Payload::Bundle(include_str!("../../../crypto/tests/data/ca-ec.pem").into()),
+            iss: String::new(),
+            iat,
+            nbf: iat,
+            exp: iat + 600,
+            trust_domain: None,
+        };
+        let builder = crypto::token::TokenBuilder::new(crypto::Alg::Es256, &claims);
+        let signature = key.sign_digest(&builder.digest()).unwrap();
+        builder.finish(&signature).unwrap()
+    }
+
+    /// Keyset `main` reading `dir/token` (plus the `keys` lines), under `chain`, its state directory made.
+    fn config(dir: &Path, keys: &str, chain: &str) -> super::super::VerifierConfig {
+        let text = format!(
+            "keydir: keys\nsocket: {0}/v.sock\nstate-dir: {0}/state\nkeyset:\n  main:\n    url: file://{0}/token\n{keys}    chain: {chain}\n",
+            dir.display()
+        );
+        let cfg = super::super::VerifierConfig::parse(&dir.join("v.conf"), &text).unwrap();
+        std::fs::create_dir_all(&cfg.state_dir).unwrap();
+        cfg
+    }
+
+    /// When the held call reported that it started (waited for on the event loop, 10 s at most).
+    async fn started_at(started: &Receiver<Instant>, what: &str) -> Instant {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(at) = started.try_recv() {
+                return at;
+            }
+            assert!(Instant::now() < deadline, "{what} never started");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
     /// While the state (two fsyncs) is being written, the event loop that answers agents keeps running and the
     /// new bundle is already served. The old verifier wrote it on the loop: the loop stood still for the whole
     /// write (here the 3 s the held write waits).
     #[tokio::test(flavor = "current_thread")]
     async fn the_state_is_written_off_the_event_loop() {
         let dir = tempfile::tempdir().unwrap();
-        let key = tpm::mock::SoftwareKey::generate(tpm::KeyType::EccP256);
-        std::fs::create_dir_all(dir.path().join("keys")).unwrap();
-        let pem = crypto::pem::encode("PUBLIC KEY", key.public_key().spki_der());
-        std::fs::write(dir.path().join("keys/k.pem"), pem).unwrap();
-        let now = common::clock::unix_now();
-        let bundle = include_str!("../../../crypto/tests/data/ca-ec.pem");
-        let claims = crypto::token::Claims {
-            payload: crypto::token::Payload::Bundle(bundle.into()),
-            iss: String::new(),
-            iat: now,
-            nbf: now,
-            exp: now + 600,
-            trust_domain: None,
-        };
-        let builder = crypto::token::TokenBuilder::new(crypto::Alg::Es256, &claims);
-        let signature = key.sign_digest(&builder.digest()).unwrap();
-        let token = builder.finish(&signature).unwrap();
-        std::fs::write(dir.path().join("token"), token).unwrap();
-        let text = format!(
-            "keydir: keys\nsocket: {0}/v.sock\nstate-dir: {0}/state\nkeyset:\n  main:\n    url: file://{0}/token\n    chain: [k.pem]\n",
-            dir.path().display()
-        );
-        let cfg = super::super::VerifierConfig::parse(&dir.path().join("v.conf"), &text).unwrap();
-        std::fs::create_dir_all(&cfg.state_dir).unwrap();
+        let key = key_in_keydir(dir.path(), "k");
+        std::fs::write(dir.path().join("token"), bundle_token(&key, common::clock::unix_now())).unwrap();
+        let cfg = config(dir.path(), "", "[k.pem]");
         let metrics = Arc::new(VerifierMetrics::new().unwrap());
         let ks = Arc::new(Keyset::new("main", cfg.keysets["main"].clone(), &cfg.state_dir, metrics, Clock::system()));
         let (started_tx, started) = channel();
@@ -570,14 +596,7 @@ mod tests {
         .unwrap();
         let refreshing = ks.clone();
         let refresh = tokio::spawn(async move { refreshing.refresh(&client, 1 << 20, Duration::from_secs(5)).await });
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let write_started = loop {
-            if let Ok(at) = started.try_recv() {
-                break at;
-            }
-            assert!(Instant::now() < deadline, "the state was never written");
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        };
+        let write_started = started_at(&started, "the state's write").await;
         // The loop runs a timer while the write is held.
         tokio::time::sleep(Duration::from_millis(10)).await;
         let lag = write_started.elapsed();
@@ -597,37 +616,10 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn the_rollback_floor_survives_a_restart_under_a_changed_policy() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(dir.path().join("keys")).unwrap();
-        let (a, b) = (
-            tpm::mock::SoftwareKey::generate(tpm::KeyType::EccP256),
-            tpm::mock::SoftwareKey::generate(tpm::KeyType::EccP256),
-        );
-        for (name, key) in [("a", &a), ("b", &b)] {
-            let pem = crypto::pem::encode("PUBLIC KEY", key.public_key().spki_der());
-            std::fs::write(dir.path().join(format!("keys/{name}.pem")), pem).unwrap();
-        }
+        let (a, _b) = (key_in_keydir(dir.path(), "a"), key_in_keydir(dir.path(), "b"));
         let now = common::clock::unix_now();
-        let claims = crypto::token::Claims {
-            payload: crypto::token::Payload::Bundle(include_str!("../../../crypto/tests/data/ca-ec.pem").into()),
-            iss: String::new(),
-            iat: now - 5,
-            nbf: now - 5,
-            exp: now + 600,
-            trust_domain: None,
-        };
-        let builder = crypto::token::TokenBuilder::new(crypto::Alg::Es256, &claims);
-        let signature = a.sign_digest(&builder.digest()).unwrap();
-        let token = builder.finish(&signature).unwrap();
-        std::fs::write(dir.path().join("token"), token).unwrap();
-        let config = |chain: &str| {
-            let text = format!(
-                "keydir: keys\nsocket: {0}/v.sock\nstate-dir: {0}/state\nkeyset:\n  main:\n    url: file://{0}/token\n    chain: {chain}\n",
-                dir.path().display()
-            );
-            super::super::VerifierConfig::parse(&dir.path().join("v.conf"), &text).unwrap()
-        };
-        let cfg = config("[a.pem]");
-        std::fs::create_dir_all(&cfg.state_dir).unwrap();
+        std::fs::write(dir.path().join("token"), bundle_token(&a, now - 5)).unwrap();
+        let cfg = config(dir.path(), "", "[a.pem]");
         let metrics = Arc::new(VerifierMetrics::new().unwrap());
         let client = HttpClient::new(common::client::ClientOptions {
             timeout: Duration::from_secs(5),
@@ -639,7 +631,7 @@ mod tests {
         ks.refresh(&client, 1 << 20, Duration::from_secs(5)).await;
         assert_eq!(ks.floor(), now - 5, "accepted");
         drop(ks);
-        let cfg = config("[a.pem, b.pem]");
+        let cfg = config(dir.path(), "", "[a.pem, b.pem]");
         let ks = Keyset::new("main", cfg.keysets["main"].clone(), &cfg.state_dir, metrics, Clock::system());
         assert!(ks.serving(now).is_none(), "a token the policy now refuses is served");
         assert_eq!(ks.floor(), now - 5, "the rollback floor was forgotten");
@@ -651,17 +643,10 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn keyset_updates_are_verified_off_the_event_loop() {
         let dir = tempfile::tempdir().unwrap();
-        let key = tpm::mock::SoftwareKey::generate(tpm::KeyType::EccP256);
-        std::fs::create_dir_all(dir.path().join("keys")).unwrap();
-        std::fs::write(dir.path().join("keys/k.pem"), crypto::pem::encode("PUBLIC KEY", key.public_key().spki_der()))
-            .unwrap();
+        key_in_keydir(dir.path(), "k");
         std::fs::write(dir.path().join("keys.tokens"), "x.y.z\n").unwrap();
-        let text = format!(
-            "keydir: keys\nsocket: {0}/v.sock\nstate-dir: {0}/state\nkeyset:\n  main:\n    url: file://{0}/token\n    keys-url: file://{0}/keys.tokens\n    chain: [k.pem]\n",
-            dir.path().display()
-        );
-        let cfg = super::super::VerifierConfig::parse(&dir.path().join("v.conf"), &text).unwrap();
-        std::fs::create_dir_all(&cfg.state_dir).unwrap();
+        let keys_url = format!("    keys-url: file://{}/keys.tokens\n", dir.path().display());
+        let cfg = config(dir.path(), &keys_url, "[k.pem]");
         let metrics = Arc::new(VerifierMetrics::new().unwrap());
         let ks = Arc::new(Keyset::new("main", cfg.keysets["main"].clone(), &cfg.state_dir, metrics, Clock::system()));
         let (started_tx, started) = channel();
@@ -672,14 +657,7 @@ mod tests {
         let refreshing = ks.clone();
         let refresh =
             tokio::spawn(async move { refreshing.refresh_keys(&client, 1 << 20, Duration::from_secs(5)).await });
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let verify_started = loop {
-            if let Ok(at) = started.try_recv() {
-                break at;
-            }
-            assert!(Instant::now() < deadline, "the updates were never verified");
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        };
+        let verify_started = started_at(&started, "the updates' verification").await;
         tokio::time::sleep(Duration::from_millis(10)).await;
         let lag = verify_started.elapsed();
         let _ = release.send(());
