@@ -37,6 +37,9 @@ use crate::objects::{with_srk, with_transient};
 use crate::secret::{random_password, Password};
 use crate::templates::{ak_template, raw_signature};
 
+mod quote;
+use quote::QuoteArgs;
+
 /// NV index of the RSA-2048 EK certificate (TCG EK Credential Profile 2.0, §2.2.1.4; SPIRE reads only this one).
 pub const EK_CERT_NV_INDEX: u32 = 0x01C0_0002;
 
@@ -254,6 +257,12 @@ fn optional_ek_cert(conn: &mut Conn, device: &str) -> Result<Option<Vec<u8>>, Op
     }
 }
 
+/// The loaded EK's TPMT_PUBLIC, and its certificate when NV holds one.
+fn read_ek(conn: &mut Conn, device: &str, ek: KeyHandle) -> Result<(Vec<u8>, Option<Vec<u8>>), OpError> {
+    let (public, _, _) = conn.ctx.read_public(ek)?;
+    Ok((public.marshall()?, optional_ek_cert(conn, device)?))
+}
+
 /// The first complete DER element of `bytes` (tag, definite length, contents).
 pub(crate) fn first_der_element(bytes: &[u8]) -> Option<&[u8]> {
     if bytes.len() < 2 || bytes[0] != 0x30 {
@@ -282,7 +291,7 @@ impl Tpm {
     ) -> Result<(Evidence, PendingAttestation), TpmError> {
         let device = self.device().to_string();
         let dev = device.as_str();
-        let (evidence, ak_private, ak_public, ak_auth) = self.with_context("DevID attestation", |conn| {
+        let (evidence, ak) = self.with_context("DevID attestation", |conn| {
             let devid_handle = load_devid(conn, dev, devid, &hierarchies.owner)?;
             with_transient(conn, devid_handle, |conn| {
                 conn.ctx.tr_set_auth(ObjectHandle::from(devid_handle), devid_auth.auth()?)?;
@@ -292,23 +301,35 @@ impl Tpm {
                     conn.ctx.tr_set_auth(ObjectHandle::from(ak), ak_auth.auth()?)?;
                     let ek = create_ek(conn, dev, &hierarchies.endorsement)?;
                     with_transient(conn, ek, |conn| {
-                        let (ek_public, _, _) = conn.ctx.read_public(ek)?;
-                        let ek_cert = optional_ek_cert(conn, dev)?;
+                        let (ek_pub, ek_cert) = read_ek(conn, dev, ek)?;
                         let (attest, signature) = certify_devid(conn, dev, devid_handle, ak, Data::default())?;
                         let evidence = Evidence {
                             devid_pub: devid.public.clone(),
                             ek_cert,
-                            ek_pub: ek_public.marshall()?,
+                            ek_pub,
                             ak_pub: ak_public.marshall()?,
                             certified_devid: attest.marshall()?,
                             certification_signature: signature.marshall()?,
                         };
-                        Ok((evidence, ak_private.clone(), ak_public.clone(), ak_auth.clone()))
+                        Ok((evidence, (ak_private.clone(), ak_public.clone(), ak_auth.clone())))
                     })
                 })
             })
         })?;
-        let pending = PendingAttestation {
+        Ok((evidence, self.pending(devid, devid_auth, hierarchies, ak)))
+    }
+}
+
+impl Tpm {
+    /// What an exchange keeps between its halves: the DevID's blobs and passwords and the AK as its wrapped blob.
+    fn pending(
+        &self,
+        devid: &DevIdBlobs,
+        devid_auth: &Password,
+        hierarchies: &Hierarchies,
+        (ak_private, ak_public, ak_auth): (Vec<u8>, Public, Password),
+    ) -> PendingAttestation {
+        PendingAttestation {
             tpm: self.clone(),
             devid: devid.clone(),
             devid_auth: devid_auth.clone(),
@@ -316,12 +337,9 @@ impl Tpm {
             ak_private,
             ak_public,
             ak_auth,
-        };
-        Ok((evidence, pending))
+        }
     }
-}
 
-impl Tpm {
     /// The EK's TPMT_PUBLIC (TCG default RSA template), for its hash (`devid ek-hash`).
     pub fn ek_public(&self, hierarchies: &Hierarchies) -> Result<Vec<u8>, TpmError> {
         let device = self.device().to_string();
@@ -346,33 +364,19 @@ impl Tpm {
     ) -> Result<(EnrollEvidence, PendingAttestation), TpmError> {
         let device = self.device().to_string();
         let dev = device.as_str();
-        let (evidence, ak_private, ak_public, ak_auth) = self.with_context("DevID enrollment", |conn| {
+        let (evidence, ak) = self.with_context("DevID enrollment", |conn| {
             let devid_handle = load_devid(conn, dev, devid, &hierarchies.owner)?;
             with_transient(conn, devid_handle, |_| Ok(()))?;
             let (ak_private, ak_public, ak_auth, _) = create_ak(conn, dev, &hierarchies.owner, false)?;
             let ek = create_ek(conn, dev, &hierarchies.endorsement)?;
             with_transient(conn, ek, |conn| {
-                let (ek_public, _, _) = conn.ctx.read_public(ek)?;
-                let ek_cert = optional_ek_cert(conn, dev)?;
-                let evidence = EnrollEvidence {
-                    ek_pub: ek_public.marshall()?,
-                    ek_cert,
-                    ak_pub: ak_public.marshall()?,
-                    devid_pub: devid.public.clone(),
-                };
-                Ok((evidence, ak_private.clone(), ak_public.clone(), ak_auth.clone()))
+                let (ek_pub, ek_cert) = read_ek(conn, dev, ek)?;
+                let evidence =
+                    EnrollEvidence { ek_pub, ek_cert, ak_pub: ak_public.marshall()?, devid_pub: devid.public.clone() };
+                Ok((evidence, (ak_private.clone(), ak_public.clone(), ak_auth.clone())))
             })
         })?;
-        let pending = PendingAttestation {
-            tpm: self.clone(),
-            devid: devid.clone(),
-            devid_auth: devid_auth.clone(),
-            hierarchies: hierarchies.clone(),
-            ak_private,
-            ak_public,
-            ak_auth,
-        };
-        Ok((evidence, pending))
+        Ok((evidence, self.pending(devid, devid_auth, hierarchies, ak)))
     }
 }
 
@@ -469,91 +473,6 @@ impl PendingAttestation {
             })
         })?;
         Ok((Response { devid_signature, activated_secret: activated }, quoted))
-    }
-}
-
-/// A TPM2_Quote to make: the PCRs (one bank) and the qualifying data.
-struct QuoteArgs {
-    hash: HashingAlgorithm,
-    slots: Vec<tss_esapi::structures::PcrSlot>,
-    selection: tss_esapi::structures::PcrSelectionList,
-    qualifying: Data,
-}
-
-impl QuoteArgs {
-    /// The PCRs `pcrs` of bank `bank` (TPM_ALG_ID: SHA-1, -256, -384 or -512), qualified by `nonce`.
-    fn new(nonce: &[u8], bank: u16, pcrs: &[u8]) -> Result<QuoteArgs, TpmError> {
-        use tss_esapi::structures::{PcrSelectionListBuilder, PcrSlot};
-        let bad = |what: &'static str, reason: String| TpmError::BadBlob { what, reason };
-        let hash = match bank {
-            0x0004 => HashingAlgorithm::Sha1,
-            0x000B => HashingAlgorithm::Sha256,
-            0x000C => HashingAlgorithm::Sha384,
-            0x000D => HashingAlgorithm::Sha512,
-            other => return Err(bad("PCR bank", format!("0x{other:04x} is not a hash this agent reads"))),
-        };
-        let slots = pcrs
-            .iter()
-            .map(|&i| {
-                let bit = 1u32.checked_shl(u32::from(i)).unwrap_or(0);
-                PcrSlot::try_from(bit).map_err(|_| bad("PCR index", format!("{i} is not a PCR")))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let selection = PcrSelectionListBuilder::new()
-            .with_selection(hash, &slots)
-            .build()
-            .map_err(|e| bad("PCR selection", e.to_string()))?;
-        let qualifying =
-            Data::try_from(nonce.to_vec()).map_err(|_| bad("quote nonce", format!("{} bytes", nonce.len())))?;
-        Ok(QuoteArgs { hash, slots, selection, qualifying })
-    }
-
-    /// The selected PCRs' values, in the order of `slots`.
-    fn read(&self, conn: &mut Conn, dev: &str) -> Result<Vec<Vec<u8>>, OpError> {
-        let data = conn
-            .ctx
-            .execute_without_session(|ctx| tss_esapi::abstraction::pcr::read_all(ctx, self.selection.clone()))
-            .map_err(|e| step_error(dev, "read the PCRs", None, e))?;
-        let missing = |reason: String| OpError::Final(TpmError::BadBlob { what: "PCR read", reason });
-        let bank = data.pcr_bank(self.hash).ok_or_else(|| missing("no value for the bank".into()))?;
-        self.slots
-            .iter()
-            .map(|s| {
-                bank.get_digest(*s).map(|d| d.value().to_vec()).ok_or_else(|| missing(format!("no value for {s:?}")))
-            })
-            .collect()
-    }
-
-    /// Quotes with the loaded AK `ak` (RSASSA-SHA256, so the quote's digest is SHA-256), then reads the values.
-    /// A PCR extended between the two (PCRs only ever change by extension) shows as a digest that is not the
-    /// values' hash, and the quote is made again, up to three times: one TPM2_Quote and one TPM2_PCR_Read when
-    /// nothing moves.
-    fn run(&self, conn: &mut Conn, dev: &str, ak: KeyHandle) -> Result<Quote, OpError> {
-        use sha2::Digest as _;
-        use tss_esapi::structures::AttestInfo;
-        let started = std::time::Instant::now();
-        for attempt in 1..=3u32 {
-            let (attest, signature) = conn
-                .ctx
-                .execute_with_session(Some(AuthSession::Password), |ctx| {
-                    ctx.quote(ak, self.qualifying.clone(), SignatureScheme::Null, self.selection.clone())
-                })
-                .map_err(|e| step_error(dev, "quote the PCRs with the AK", None, e))?;
-            let values = self.read(conn, dev)?;
-            let AttestInfo::Quote { info } = attest.attested() else {
-                return Err(OpError::Final(TpmError::BadBlob { what: "PCR quote", reason: "not a quote".into() }));
-            };
-            let digest = sha2::Sha256::digest(values.concat());
-            if info.pcr_digest().value() == &digest[..] {
-                let elapsed_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-                tracing::debug!(attempt, elapsed_us, pcrs = self.slots.len(), "PCRs quoted and read");
-                return Ok(Quote { quoted: attest.marshall()?, signature: signature.marshall()?, values });
-            }
-        }
-        Err(OpError::Final(TpmError::BadBlob {
-            what: "PCR quote",
-            reason: "the PCRs kept changing while they were quoted".into(),
-        }))
     }
 }
 
