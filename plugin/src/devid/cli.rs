@@ -65,6 +65,13 @@ struct EnrollArgs {
     /// Renew the certificate held when it has less than this left (Go duration); otherwise it is kept.
     #[arg(long, value_name = "DURATION")]
     renew_before: Option<common::duration::GoDuration>,
+    #[command(flatten)]
+    passwords: ExchangePasswords,
+}
+
+/// The passwords a whole exchange needs: the DevID's, and the owner's (its SRK) and endorsement's (the EK).
+#[derive(Args, Debug)]
+struct ExchangePasswords {
     /// The DevID key's password, read from a file.
     #[arg(long, value_name = "F")]
     devid_password_file: Option<PathBuf>,
@@ -74,6 +81,19 @@ struct EnrollArgs {
     /// The endorsement hierarchy's password, read from a file.
     #[arg(long, value_name = "F")]
     endorsement_password_file: Option<PathBuf>,
+}
+
+impl ExchangePasswords {
+    /// The DevID's password and the hierarchies', each read from its file (empty when not given).
+    fn read(&self) -> anyhow::Result<(Password, tpm::attest::Hierarchies)> {
+        Ok((
+            password("--devid-password-file", self.devid_password_file.as_deref())?,
+            tpm::attest::Hierarchies {
+                owner: password("--owner-password-file", self.owner_password_file.as_deref())?,
+                endorsement: password("--endorsement-password-file", self.endorsement_password_file.as_deref())?,
+            },
+        ))
+    }
 }
 
 #[derive(Args, Debug)]
@@ -147,15 +167,8 @@ struct CheckArgs {
     /// The agent's devid_pub_path.
     #[arg(long, value_name = "F")]
     devid_pub: PathBuf,
-    /// The DevID key's password, read from a file.
-    #[arg(long, value_name = "F")]
-    devid_password_file: Option<PathBuf>,
-    /// The owner hierarchy's password, read from a file.
-    #[arg(long, value_name = "F")]
-    owner_password_file: Option<PathBuf>,
-    /// The endorsement hierarchy's password, read from a file.
-    #[arg(long, value_name = "F")]
-    endorsement_password_file: Option<PathBuf>,
+    #[command(flatten)]
+    passwords: ExchangePasswords,
     /// The server's devid_ca_path.
     #[arg(long, value_name = "F")]
     devid_ca: PathBuf,
@@ -192,11 +205,16 @@ fn password(flag: &str, file: Option<&Path>) -> anyhow::Result<Password> {
     }
 }
 
-fn provision_cmd(a: ProvisionArgs) -> anyhow::Result<()> {
-    let device = match a.tpm_device {
+/// The TPM named, else /dev/tpmrm0, then /dev/tpm0.
+fn device_or_autodetect(named: Option<TpmDevice>) -> anyhow::Result<TpmDevice> {
+    Ok(match named {
         Some(d) => d,
         None => TpmDevice::autodetect()?,
-    };
+    })
+}
+
+fn provision_cmd(a: ProvisionArgs) -> anyhow::Result<()> {
+    let device = device_or_autodetect(a.tpm_device)?;
     let subject_cn = match a.subject_cn {
         Some(c) => c,
         None => common::config::hostname().context("--subject-cn not given and no host name")?,
@@ -239,6 +257,7 @@ fn sign_csr_cmd(a: SignCsrArgs) -> anyhow::Result<()> {
 fn check_cmd(a: CheckArgs) -> anyhow::Result<()> {
     use crate::devid::check::{run as check, CheckRequest};
     let server_hcl = server_hcl(&a);
+    let (devid_password, hierarchies) = a.passwords.read()?;
     let device = match a.tpm_device {
         Some(d) => d,
         None => crate::devid::agent::autodetect(Path::new("/dev"))?,
@@ -248,11 +267,8 @@ fn check_cmd(a: CheckArgs) -> anyhow::Result<()> {
         devid_cert: a.devid_cert,
         devid_priv: a.devid_priv,
         devid_pub: a.devid_pub,
-        devid_password: password("--devid-password-file", a.devid_password_file.as_deref())?,
-        hierarchies: tpm::attest::Hierarchies {
-            owner: password("--owner-password-file", a.owner_password_file.as_deref())?,
-            endorsement: password("--endorsement-password-file", a.endorsement_password_file.as_deref())?,
-        },
+        devid_password,
+        hierarchies,
         server_hcl,
         trust_domain: a.trust_domain,
         clock: common::clock::Clock::system(),
@@ -288,16 +304,14 @@ fn server_hcl(a: &CheckArgs) -> String {
 
 fn enroll_cmd(a: EnrollArgs) -> anyhow::Result<()> {
     use crate::devid::enroll::{enroll, EnrollRequestArgs, Outcome};
-    let device = match a.tpm_device {
-        Some(d) => d,
-        None => TpmDevice::autodetect()?,
-    };
+    let device = device_or_autodetect(a.tpm_device)?;
     let token = match &a.token_file {
         Some(f) => {
             Some(std::fs::read_to_string(f).with_context(|| format!("--token-file {}", f.display()))?.trim().to_owned())
         }
         None => None,
     };
+    let (devid_password, hierarchies) = a.passwords.read()?;
     let req = EnrollRequestArgs {
         url: a.url,
         ca_cert: a.ca_cert,
@@ -306,11 +320,8 @@ fn enroll_cmd(a: EnrollArgs) -> anyhow::Result<()> {
         out_dir: a.out_dir,
         device,
         key_type: a.key_type,
-        devid_password: password("--devid-password-file", a.devid_password_file.as_deref())?,
-        hierarchies: tpm::attest::Hierarchies {
-            owner: password("--owner-password-file", a.owner_password_file.as_deref())?,
-            endorsement: password("--endorsement-password-file", a.endorsement_password_file.as_deref())?,
-        },
+        devid_password,
+        hierarchies,
         renew_before: a.renew_before.map(|d| d.0),
         timeout: std::time::Duration::from_secs(30),
         now: common::clock::unix_now(),
@@ -338,10 +349,7 @@ fn enroll_cmd(a: EnrollArgs) -> anyhow::Result<()> {
 }
 
 fn ek_hash_cmd(a: EkHashArgs) -> anyhow::Result<()> {
-    let device = match a.tpm_device {
-        Some(d) => d,
-        None => TpmDevice::autodetect()?,
-    };
+    let device = device_or_autodetect(a.tpm_device)?;
     let name = match a.name {
         Some(n) => n,
         None => common::config::hostname().context("--name not given and no host name")?,
