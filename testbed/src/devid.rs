@@ -75,45 +75,13 @@ pub fn make_devid_ca(dir: &Path, name: &str) -> anyhow::Result<()> {
         ],
         dir,
     )?;
-    let int_subj = format!("/CN={name}-intermediate");
-    openssl(
-        &[
-            "req",
-            "-new",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            "int.key",
-            "-out",
-            "int.csr",
-            "-subj",
-            &int_subj,
-        ],
+    crate::pki::p256_csr(dir, "int", &format!("/CN={name}-intermediate"))?;
+    crate::pki::issue(
         dir,
-    )?;
-    std::fs::write(dir.join("int.ext"), "basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\n")?;
-    openssl(
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "int.csr",
-            "-CA",
-            "root.pem",
-            "-CAkey",
-            "root.key",
-            "-CAcreateserial",
-            "-days",
-            "30",
-            "-extfile",
-            "int.ext",
-            "-out",
-            "int.pem",
-        ],
-        dir,
+        "int",
+        "root",
+        30,
+        "basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\n",
     )?;
     Ok(())
 }

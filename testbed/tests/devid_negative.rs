@@ -511,71 +511,19 @@ fn chain_building_refuses_non_ca_issuers_path_length_and_unknown_critical_extens
     use crypto::devid::chain::{parse_pem_bundle, verify};
     let tmp = tempfile::tempdir().unwrap();
     let p = tmp.path();
-    let ossl = |args: &[&str]| testbed::pki::openssl(args, p).unwrap();
-    let ext = |name: &str, text: &str| std::fs::write(p.join(name), text).unwrap();
-    ossl(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-keyout",
-        "root.key",
-        "-out",
-        "root.pem",
-        "-subj",
-        "/CN=root",
-        "-days",
-        "3",
-        "-addext",
-        "basicConstraints=critical,CA:TRUE,pathlen:0",
-        "-addext",
-        "keyUsage=critical,keyCertSign",
-    ]);
-    let issue = |name: &str, ca: &str, extfile: &str, extbody: &str| {
-        ext(extfile, extbody);
-        ossl(&[
-            "req",
-            "-new",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            &format!("{name}.key"),
-            "-out",
-            &format!("{name}.csr"),
-            "-subj",
-            &format!("/CN={name}"),
-        ]);
-        ossl(&[
-            "x509",
-            "-req",
-            "-in",
-            &format!("{name}.csr"),
-            "-CA",
-            &format!("{ca}.pem"),
-            "-CAkey",
-            &format!("{ca}.key"),
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-extfile",
-            extfile,
-            "-out",
-            &format!("{name}.pem"),
-        ]);
+    let root_extensions = ["basicConstraints=critical,CA:TRUE,pathlen:0", "keyUsage=critical,keyCertSign"];
+    testbed::pki::p256_self_signed(p, "root", "/CN=root", 3, &root_extensions).unwrap();
+    let issue = |name: &str, ca: &str, extfile: &str| {
+        testbed::pki::p256_csr(p, name, &format!("/CN={name}")).unwrap();
+        testbed::pki::issue(p, name, ca, 2, extfile).unwrap();
     };
-    issue("int", "root", "ca.ext", "basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign\n");
-    issue("notca", "root", "notca.ext", "basicConstraints=critical,CA:FALSE\n");
-    issue("leaf", "root", "leaf.ext", "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n");
-    issue("under-int", "int", "leaf.ext", "basicConstraints=critical,CA:FALSE\n");
-    issue("under-notca", "notca", "leaf.ext", "basicConstraints=critical,CA:FALSE\n");
-    issue("odd", "root", "odd.ext", "1.2.3.4.5=critical,ASN1:NULL\n");
-    issue("san", "root", "san.ext", "subjectAltName=critical,dirName:dir_sect\n[dir_sect]\nCN=tpm\n");
+    issue("int", "root", "basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign\n");
+    issue("notca", "root", "basicConstraints=critical,CA:FALSE\n");
+    issue("leaf", "root", "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n");
+    issue("under-int", "int", "basicConstraints=critical,CA:FALSE\n");
+    issue("under-notca", "notca", "basicConstraints=critical,CA:FALSE\n");
+    issue("odd", "root", "1.2.3.4.5=critical,ASN1:NULL\n");
+    issue("san", "root", "subjectAltName=critical,dirName:dir_sect\n[dir_sect]\nCN=tpm\n");
     let one = |f: &str| parse_pem_bundle(&std::fs::read(p.join(f)).unwrap()).unwrap().remove(0);
     let root = vec![one("root.pem")];
     let now = common::clock::unix_now();
