@@ -1,5 +1,6 @@
 //! `tpm_devid` end to end: our agent NodeAttestor and our server NodeAttestor, each loaded over go-plugin by a
-//! SPIRE-like host, relayed message by message on a swtpm with a real EK certificate chain.
+//! SPIRE-like host, relayed message by message on a swtpm with a real EK certificate chain, and on a virtual TPM
+//! without an EK certificate that the server admits by its EK's hash.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -337,4 +338,84 @@ fn hex_to_b64(hex: &str) -> String {
     use base64::Engine;
     let bytes: Vec<u8> = (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap()).collect();
     base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// A virtual TPM without an EK certificate, through our agent and server plugins (relayed by the SPIRE-like
+/// host): refused without `endorsement_hashes_path`, accepted with its hash listed (with `ek:hash` and `ek:name`),
+/// refused when the listed hash is another EK's, and admitted again as soon as the inventory file lists it, with
+/// no reload of the plugin. Each `ek_policy` that cannot be met by what is configured refuses to configure.
+#[test]
+fn a_virtual_tpm_attests_by_its_ek_hash_under_each_ek_policy() {
+    use testbed::devid_ca::{agent_hcl, ek_hash_line, CaOptions, CaSite};
+    use testbed::swtpm::Swtpm;
+    let (v, other) = (Swtpm::start().unwrap(), Swtpm::start().unwrap());
+    let v_line = ek_hash_line(&v, "node-v").unwrap();
+    let ca = CaSite::start(&CaOptions { inventory: Some(format!("{v_line}\n")), ..CaOptions::default() }).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("v");
+    let (code, err) = ca.enroll(&v, &out, &[]).unwrap();
+    assert_eq!(code, 0, "{err}");
+    let manufacturers = dir.path().join("manufacturers.pem");
+    std::fs::write(&manufacturers, std::fs::read(&ca.tls_ca).unwrap()).unwrap();
+    let hashes = dir.path().join("ek-hashes");
+    let agent = PluginHost::launch(AGENT, "NodeAttestor").unwrap();
+    agent.init().unwrap();
+    agent.configure(&agent_hcl(&v, &out), "example.org").unwrap();
+    let server_with = |extra: &str| {
+        let server = PluginHost::launch(SERVER, "NodeAttestor").unwrap();
+        server.init().unwrap();
+        let hcl = format!("devid_ca_path = \"{}\"\n{extra}", ca.ca_cert.display());
+        server.configure(&hcl, "example.org").map(|_| server)
+    };
+    let hashes_key = format!("endorsement_hashes_path = \"{}\"\n", hashes.display());
+    let ca_key = format!("endorsement_ca_path = \"{}\"\n", manufacturers.display());
+
+    // SPIRE's trust (endorsement CAs only): no EK certificate, no attestation.
+    let spires = server_with(&ca_key).unwrap();
+    let refused = relay(&agent, &spires).unwrap_err().to_string();
+    assert!(refused.contains("missing endorsement certificate"), "{refused}");
+
+    // Listed: admitted, with the EK's hash and the inventory's name; ca_or_hash (both files) too.
+    std::fs::write(&hashes, format!("{}\n", v_line.replace("node-v", "vm-17"))).unwrap();
+    let hash = v_line.split(' ').next().unwrap().trim_start_matches("sha256:").to_owned();
+    for extra in [hashes_key.clone(), format!("{hashes_key}{ca_key}"), format!("{hashes_key}ek_policy = \"hash\"\n")] {
+        let server = server_with(&extra).unwrap();
+        let admitted = relay(&agent, &server).unwrap_or_else(|e| panic!("{extra}: {e}"));
+        let s = &admitted.attributes.selector_values;
+        assert!(s.contains(&format!("ek:hash:{hash}")) && s.contains(&"ek:name:vm-17".to_owned()), "{extra}: {s:?}");
+        assert!(s.contains(&"subject:cn:node-v".to_owned()) && !s.iter().any(|x| x.starts_with("ek:model")), "{s:?}");
+    }
+    // ca_and_hash needs a certificate as well.
+    let both = server_with(&format!("{hashes_key}{ca_key}ek_policy = \"ca_and_hash\"\n")).unwrap();
+    let refused = relay(&agent, &both).unwrap_err().to_string();
+    assert!(refused.contains("missing endorsement certificate"), "{refused}");
+
+    // Another EK's hash listed: refused, naming this EK's hash; then the file lists it, and the same plugin
+    // (no new Configure) admits it at the next attestation.
+    let server = server_with(&hashes_key).unwrap();
+    std::fs::write(&hashes, format!("{}\n", ek_hash_line(&other, "other").unwrap())).unwrap();
+    let refused = relay(&agent, &server).unwrap_err().to_string();
+    assert!(refused.contains(&format!("EK sha256:{hash} is not in the inventory")), "{refused}");
+    std::fs::write(&hashes, format!("{v_line}\n")).unwrap();
+    let admitted = relay(&agent, &server).unwrap();
+    assert!(admitted.attributes.selector_values.contains(&"ek:name:node-v".to_owned()));
+    // A broken edit keeps the last good inventory.
+    std::fs::write(&hashes, "sha256:not-hex broken\n").unwrap();
+    relay(&agent, &server).unwrap();
+
+    // Configurations that cannot work are refused, naming the key.
+    for (extra, says) in [
+        (String::new(), "endorsement_ca_path is required"),
+        (format!("{ca_key}ek_policy = \"hash\"\n"), "ek_policy"),
+        (format!("{hashes_key}ek_policy = \"ca\"\n"), "ek_policy"),
+        (format!("{hashes_key}ek_policy = \"ca_and_hash\"\n"), "ek_policy"),
+        (format!("{hashes_key}ek_policy = \"either\"\n"), "ek_policy"),
+        (
+            format!("endorsement_hashes_path = \"{}\"\n", dir.path().join("missing").display()),
+            "endorsement_hashes_path",
+        ),
+    ] {
+        let err = server_with(&extra).err().unwrap_or_else(|| panic!("{extra}: configured")).to_string();
+        assert!(err.contains(says), "{extra}: {says:?} not in {err}");
+    }
 }
