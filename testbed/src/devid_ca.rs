@@ -32,6 +32,8 @@ pub struct CaOptions {
     pub crl_lifetime: Option<&'static str>,
     /// A `metrics-addr`.
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// The CA key's password (`tpm-key-password-file`, mode 0600), set by `provision`.
+    pub key_password: Option<&'static str>,
 }
 
 /// A running enrollment CA.
@@ -105,6 +107,12 @@ impl CaSite {
         }
         if let Some(m) = options.metrics_addr {
             config.push_str(&format!("metrics-addr: \"{m}\"\n"));
+        }
+        if let Some(password) = options.key_password {
+            let file = d.join("ca-key.pw");
+            std::fs::write(&file, password)?;
+            std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+            config.push_str(&format!("tpm-key-password-file: {}\n", file.display()));
         }
         let config_path = d.join("devid-ca.conf");
         std::fs::write(&config_path, config)?;

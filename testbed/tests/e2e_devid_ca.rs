@@ -5,7 +5,7 @@
 // Test code: a failed step should stop the test with its message.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use testbed::devid_ca::{ek_hash_line, CaOptions, CaSite, DEVID};
+use testbed::devid_ca::{ek_hash_line, CaOptions, CaSite, CA, DEVID};
 use testbed::process::run_bin;
 use testbed::swtpm::Swtpm;
 
@@ -35,14 +35,18 @@ fn check(ca: &CaSite, node: &Swtpm, out: &std::path::Path, ek_ca: &std::path::Pa
     (code, format!("{out}{err}"))
 }
 
+/// Nodes enroll with and without passwords of their own, from a CA whose key has one (`tpm-key-password-file`): it
+/// signs every certificate and CRL with it; the key cannot sign without it, and the CA started with a wrong password
+/// or none stops at once, saying which password was refused.
 #[test]
 fn nodes_with_a_token_or_in_the_inventory_enroll_rsa_and_ecc_with_and_without_passwords() {
     let (a, b) = (Swtpm::start_with_ek().unwrap(), Swtpm::start_with_ek().unwrap());
     let line = ek_hash_line(&a, "node-a").unwrap();
     assert!(line.starts_with("sha256:") && line.ends_with(" node-a"), "{line}");
-    let ca = CaSite::start(&CaOptions {
+    let mut ca = CaSite::start(&CaOptions {
         endorsement_cas: vec![a.ek_ca().unwrap().to_owned(), b.ek_ca().unwrap().to_owned()],
         inventory: Some(format!("{line}\n")),
+        key_password: Some("0123456789abcdef0123456789abcdef\n"),
         ..CaOptions::default()
     })
     .unwrap();
@@ -102,6 +106,25 @@ fn nodes_with_a_token_or_in_the_inventory_enroll_rsa_and_ecc_with_and_without_pa
     let listed = ca.list().unwrap();
     assert_eq!(listed.len(), 2, "{listed:?}");
     assert!(listed.iter().all(|row| row[1] == "issued"), "{listed:?}");
+
+    // The CA key without its password: the TPM refuses to sign, and the CA does not start.
+    ca.daemon().unwrap().stop().unwrap();
+    let key = tpm::Tpm::open(&ca.tpm.device()).unwrap().signing_key("0x81008007".parse().unwrap()).unwrap();
+    let refused = tpm::KeySigner::sign_digest(&key, &[0u8; 32]).unwrap_err().to_string();
+    assert!(refused.contains("password was refused"), "{refused}");
+    let config = std::fs::read_to_string(&ca.config).unwrap();
+    let without: String =
+        config.lines().filter(|l| !l.starts_with("tpm-key-password-file:")).map(|l| format!("{l}\n")).collect();
+    std::fs::write(dir.path().join("wrong"), "fedcba9876543210\n").unwrap();
+    let wrong = format!("{without}tpm-key-password-file: {}\n", dir.path().join("wrong").display());
+    for (case, text) in [("wrong", wrong), ("none", without)] {
+        std::fs::write(&ca.config, text).unwrap();
+        let (code, _, err) = run_bin(CA, &[&ca.config.display().to_string()], b"").unwrap();
+        assert_ne!(code, 0, "{case}: started");
+        assert!(err.contains("password was refused"), "{case}: {err}");
+    }
+    std::fs::write(&ca.config, config).unwrap();
+    ca.restart().unwrap();
 }
 
 /// Every refusal, each with its reason, against the CA running in-process on a manual clock (its key in swtpm;
