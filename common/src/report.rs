@@ -22,6 +22,21 @@ pub fn error_chain(e: &(dyn Error + 'static)) -> String {
     line
 }
 
+/// The first line of a peer's answer (a refusal's reason), trimmed, at most `max` characters, each control
+/// character in it escaped: the text reaches an operator's terminal and logs, where a peer's terminal escape
+/// must not act.
+pub fn peer_line(text: &str, max: usize) -> String {
+    let mut line = String::new();
+    for c in text.lines().next().unwrap_or("").trim().chars().take(max) {
+        if c.is_control() {
+            line.extend(c.escape_default());
+        } else {
+            line.push(c);
+        }
+    }
+    line
+}
+
 /// The one conversion of a command's outcome to its exit status: 0; or 1, with `error: ` and the chain on
 /// stderr. Usage errors, exit 2, are clap's.
 pub fn exit(result: Result<(), impl Into<Box<dyn Error + 'static>>>) -> ! {
@@ -36,6 +51,22 @@ pub fn exit(result: Result<(), impl Into<Box<dyn Error + 'static>>>) -> ! {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_peers_line_is_one_bounded_line_with_its_control_characters_escaped() {
+        let rows = [
+            ("token already used\nsecond line", "token already used"),
+            ("\u{1b}[2J\u{1b}]0;owned\u{7}gone", "\\u{1b}[2J\\u{1b}]0;owned\\u{7}gone"),
+            ("tab\there\u{0}x", "tab\\there\\u{0}x"),
+            ("crlf\r\nnext", "crlf"),
+            ("  padded  \n", "padded"),
+            ("", ""),
+        ];
+        for (text, shown) in rows {
+            assert_eq!(super::peer_line(text, 300), shown, "{text:?}");
+        }
+        assert_eq!(super::peer_line(&"é".repeat(400), 300).chars().count(), 300);
+    }
+
     use super::*;
 
     /// Says its cause, keeps it typed, does not return it from `source()`.

@@ -53,9 +53,7 @@ pub struct SignerClient {
 }
 
 fn reason(body: &[u8]) -> String {
-    let text = String::from_utf8_lossy(body);
-    let line = text.lines().next().unwrap_or("").trim();
-    let mut line: String = line.chars().take(200).collect();
+    let mut line = crate::report::peer_line(&String::from_utf8_lossy(body), 200);
     if line.is_empty() {
         line = "(no reason given)".into();
     }

@@ -147,8 +147,7 @@ async fn post<T: serde::de::DeserializeOwned>(
     let headers = [(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"))];
     let resp = client.send(http::Method::POST, url, &headers, Bytes::from(body)).await?;
     if resp.status != http::StatusCode::OK {
-        let text = String::from_utf8_lossy(&resp.body);
-        let reason: String = text.lines().next().unwrap_or("").chars().take(300).collect();
+        let reason = common::report::peer_line(&String::from_utf8_lossy(&resp.body), 300);
         return Err(EnrollError::Refused(format!("{}: {reason}", resp.status)));
     }
     serde_json::from_slice(&resp.body).map_err(|e| EnrollError::Protocol(e.to_string()))
