@@ -82,6 +82,20 @@ pub fn devid_payload(data: &[u8], devid_ca: &[u8], ek_ca: &[u8], now: u64) {
     }
 }
 
+/// The enrollment CA's network input: its second message's JSON, and its first message through every check of
+/// exchange 1 (the EK, its certificate against `ek_ca`, the AK and the DevID, then the credential made for them) at
+/// `now`. The seed is a genuine request built from the recorded payload, whose EK chains to `ek_ca`, so that
+/// mutations of it reach the AK's and the DevID's checks and the credential.
+pub fn enroll_request(data: &[u8], ek_ca: &[u8], now: u64) {
+    use crate::devid::enroll::{begin, EnrollAnswer, EnrollRequest};
+    let _ = serde_json::from_slice::<EnrollAnswer>(data);
+    let Ok(request) = serde_json::from_slice::<EnrollRequest>(data) else { return };
+    let anchors = crate::devid::chain::parse_pem_bundle(ek_ca).unwrap_or_default();
+    if let Ok(policy) = crate::devid::ek::EkPolicy::new(anchors, None, None) {
+        let _ = begin(&request, &policy, now);
+    }
+}
+
 /// TPM 2.0 structures from the agent: TPMT_PUBLIC, TPMS_ATTEST, TPMT_SIGNATURE.
 pub fn tpm2(data: &[u8]) {
     if let Ok(p) = crate::devid::tpm2::TpmPublic::parse(data, "fuzz") {

@@ -10,7 +10,7 @@ use std::path::Path;
 type Target = fn(&[u8]);
 
 /// Every target: its name (the corpus directory under `fuzz/corpus/`) and its body.
-const TARGETS: [(&str, Target); 12] = [
+const TARGETS: [(&str, Target); 13] = [
     ("token", crypto::fuzzing::token),
     ("keyset", crypto::fuzzing::keyset),
     ("bundle", crypto::fuzzing::bundle),
@@ -19,19 +19,51 @@ const TARGETS: [(&str, Target); 12] = [
     ("go_duration", common::fuzzing::go_duration),
     ("yaml_config", services::fuzzing::yaml_config),
     ("devid_payload", devid_payload),
+    ("enroll_request", enroll_request),
     ("tpm2", crypto::fuzzing::tpm2),
     ("query", services::fuzzing::query),
     ("env_expand", common::fuzzing::env_expand),
     ("http_request", services::fuzzing::http_request),
 ];
 
+/// The recorded genuine payload's EK anchors.
+const RECORDED_EK_CA: &[u8] = include_bytes!("data/devid-recorded/endorsement-ca.pem");
+
+/// When the payload was recorded (its certificates are valid then).
+fn recorded_at() -> u64 {
+    include_str!("data/devid-recorded/recorded-at").trim().parse().unwrap_or(1_800_000_000)
+}
+
 /// `crypto::fuzzing::devid_payload` against the recorded genuine payload's anchors, at its time (the same data
 /// `fuzz/fuzz_targets/devid_payload.rs` includes).
 fn devid_payload(data: &[u8]) {
     const DEVID_CA: &[u8] = include_bytes!("data/devid-recorded/devid-ca.pem");
-    const EK_CA: &[u8] = include_bytes!("data/devid-recorded/endorsement-ca.pem");
-    const RECORDED_AT: &str = include_str!("data/devid-recorded/recorded-at");
-    crypto::fuzzing::devid_payload(data, DEVID_CA, EK_CA, RECORDED_AT.trim().parse().unwrap_or(1_800_000_000));
+    crypto::fuzzing::devid_payload(data, DEVID_CA, RECORDED_EK_CA, recorded_at());
+}
+
+/// `crypto::fuzzing::enroll_request` against the recorded payload's EK anchors, at its time (the same data
+/// `fuzz/fuzz_targets/enroll_request.rs` includes).
+fn enroll_request(data: &[u8]) {
+    crypto::fuzzing::enroll_request(data, RECORDED_EK_CA, recorded_at());
+}
+
+/// The enroll_request seed is deep: the genuine request passes every check of exchange 1 (so its mutations reach
+/// them all), and the same request with a software-made DevID, or at a time its EK certificate is not valid, does
+/// not.
+#[test]
+fn the_enroll_request_seed_passes_exchange_one_and_its_mutations_are_refused() {
+    use crypto::devid::enroll::{begin, EnrollRequest};
+    let seed = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/enroll_request/seed-genuine-request.json");
+    let request: EnrollRequest = serde_json::from_slice(&std::fs::read(seed).unwrap()).unwrap();
+    let anchors = crypto::devid::chain::parse_pem_bundle(RECORDED_EK_CA).unwrap();
+    let policy = crypto::devid::ek::EkPolicy::new(anchors, None, None).unwrap();
+    let (challenge, _) = begin(&request, &policy, recorded_at()).unwrap();
+    assert_eq!(challenge.nonce.len(), 32);
+    // TPMT_PUBLIC: type (2), nameAlg (2), then objectAttributes (4); sensitiveDataOrigin is bit 5.
+    let mut software = request.clone();
+    software.devid_pub[7] &= !0x20;
+    assert!(begin(&software, &policy, recorded_at()).is_err(), "a DevID the TPM did not make began");
+    assert!(begin(&request, &policy, 0).is_err(), "an EK certificate not yet valid began");
 }
 
 #[test]
