@@ -96,6 +96,21 @@ pub fn enroll_request(data: &[u8], ek_ca: &[u8], now: u64) {
     }
 }
 
+/// A CRL as `devid_crl_path` reads it (fetched by the operator's tooling, often over plain HTTP, so its bytes are
+/// parsed before anything about them is verified), against `anchors` (PEM: the DevID CAs that signed the seeds);
+/// one that verifies must be able to replace itself (the same issuer and number), and is asked about `leaf` (PEM)
+/// at `now`.
+pub fn crl(data: &[u8], anchors: &[u8], leaf: &[u8], now: u64) {
+    use crate::devid::chain::parse_pem_bundle;
+    let anchors = parse_pem_bundle(anchors).unwrap_or_default();
+    if let Ok(crl) = crate::devid::crl::Crl::parse(data, &anchors) {
+        assert!(crl.may_replace(&crl), "a verified CRL may not replace itself");
+        if let Some(leaf) = parse_pem_bundle(leaf).ok().and_then(|mut l| l.pop()) {
+            let _ = crl.check(&leaf, now);
+        }
+    }
+}
+
 /// TPM 2.0 structures from the agent: TPMT_PUBLIC, TPMS_ATTEST, TPMT_SIGNATURE.
 pub fn tpm2(data: &[u8]) {
     if let Ok(p) = crate::devid::tpm2::TpmPublic::parse(data, "fuzz") {

@@ -10,7 +10,7 @@ use std::path::Path;
 type Target = fn(&[u8]);
 
 /// Every target: its name (the corpus directory under `fuzz/corpus/`) and its body.
-const TARGETS: [(&str, Target); 13] = [
+const TARGETS: [(&str, Target); 14] = [
     ("token", crypto::fuzzing::token),
     ("keyset", crypto::fuzzing::keyset),
     ("bundle", crypto::fuzzing::bundle),
@@ -20,6 +20,7 @@ const TARGETS: [(&str, Target); 13] = [
     ("yaml_config", services::fuzzing::yaml_config),
     ("devid_payload", devid_payload),
     ("enroll_request", enroll_request),
+    ("crl", crl),
     ("tpm2", crypto::fuzzing::tpm2),
     ("query", services::fuzzing::query),
     ("env_expand", common::fuzzing::env_expand),
@@ -64,6 +65,50 @@ fn the_enroll_request_seed_passes_exchange_one_and_its_mutations_are_refused() {
     software.devid_pub[7] &= !0x20;
     assert!(begin(&software, &policy, recorded_at()).is_err(), "a DevID the TPM did not make began");
     assert!(begin(&request, &policy, 0).is_err(), "an EK certificate not yet valid began");
+}
+
+/// The two enrollment CAs (P-256, RSA-2048) whose CRLs seed the crl target, and the certificate the P-256 one
+/// revokes (the same data `fuzz/fuzz_targets/crl.rs` includes).
+const CRL_ANCHORS: [&[u8]; 2] =
+    [include_bytes!("data/devid-crl/ca-ec.pem"), include_bytes!("data/devid-crl/ca-rsa.pem")];
+const CRL_LEAF: &[u8] = include_bytes!("data/devid-crl/revoked-ec.pem");
+
+/// When the CRLs were made.
+fn crl_made_at() -> u64 {
+    include_str!("data/devid-crl/recorded-at").trim().parse().unwrap_or(1_800_000_000)
+}
+
+/// `crypto::fuzzing::crl` against the CAs that made the seeds.
+fn crl(data: &[u8]) {
+    crypto::fuzzing::crl(data, &CRL_ANCHORS.concat(), CRL_LEAF, crl_made_at());
+}
+
+/// The crl seeds are deep: each CRL (PEM and DER, P-256 and RSA-2048) verifies against its CA, and the P-256 one
+/// revokes the certificate beside it; with one bit of its signature or of its list changed, or against the other
+/// CA alone, it does not verify.
+#[test]
+fn the_crl_seeds_verify_and_revoke_and_their_mutations_do_not() {
+    use crypto::devid::chain::parse_pem_bundle;
+    use crypto::devid::crl::Crl;
+    let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/crl");
+    let anchors = parse_pem_bundle(&CRL_ANCHORS.concat()).unwrap();
+    let leaf = parse_pem_bundle(CRL_LEAF).unwrap().remove(0);
+    for seed in ["seed-ec.pem.crl", "seed-ec.der.crl", "seed-rsa.pem.crl"] {
+        let bytes = std::fs::read(corpus.join(seed)).unwrap();
+        let crl = Crl::parse(&bytes, &anchors).unwrap_or_else(|e| panic!("{seed}: {e}"));
+        assert_eq!(crl.len(), 1, "{seed}");
+        let revoked = crl.check(&leaf, crl_made_at());
+        assert_eq!(revoked.is_err(), seed.starts_with("seed-ec"), "{seed}: {revoked:?}");
+    }
+    let der = std::fs::read(corpus.join("seed-ec.der.crl")).unwrap();
+    let (last, list) = (der.len() - 1, der.len() / 2);
+    for (case, at) in [("the signature", last), ("the list", list)] {
+        let mut bad = der.clone();
+        bad[at] ^= 1;
+        assert!(Crl::parse(&bad, &anchors).is_err(), "{case} changed, and the CRL verified");
+    }
+    let rsa_alone = parse_pem_bundle(CRL_ANCHORS[1]).unwrap();
+    assert!(Crl::parse(&der, &rsa_alone).is_err(), "the P-256 CA's CRL verified against the RSA CA alone");
 }
 
 #[test]
