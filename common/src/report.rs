@@ -22,13 +22,13 @@ pub fn error_chain(e: &(dyn Error + 'static)) -> String {
     line
 }
 
-/// The first line of a peer's answer (a refusal's reason), trimmed, at most `max` characters, each control
-/// character in it escaped: the text reaches an operator's terminal and logs, where a peer's terminal escape
-/// must not act.
+/// The first line of a peer's answer (a refusal's reason), trimmed, at most `max` characters, each control and
+/// bidirectional-override character in it escaped: the text reaches an operator's terminal and logs, where a
+/// peer's terminal escape must not act and a reordering must not disguise what it says.
 pub fn peer_line(text: &str, max: usize) -> String {
     let mut line = String::new();
     for c in text.lines().next().unwrap_or("").trim().chars().take(max) {
-        if c.is_control() {
+        if c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}') {
             line.extend(c.escape_default());
         } else {
             line.push(c);
@@ -51,6 +51,8 @@ pub fn exit(result: Result<(), impl Into<Box<dyn Error + 'static>>>) -> ! {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn a_peers_line_is_one_bounded_line_with_its_control_characters_escaped() {
         let rows = [
@@ -59,15 +61,14 @@ mod tests {
             ("tab\there\u{0}x", "tab\\there\\u{0}x"),
             ("crlf\r\nnext", "crlf"),
             ("  padded  \n", "padded"),
+            ("ok \u{202e}txt.exe\u{2066}", "ok \\u{202e}txt.exe\\u{2066}"),
             ("", ""),
         ];
         for (text, shown) in rows {
-            assert_eq!(super::peer_line(text, 300), shown, "{text:?}");
+            assert_eq!(peer_line(text, 300), shown, "{text:?}");
         }
-        assert_eq!(super::peer_line(&"é".repeat(400), 300).chars().count(), 300);
+        assert_eq!(peer_line(&"é".repeat(400), 300).chars().count(), 300);
     }
-
-    use super::*;
 
     /// Says its cause, keeps it typed, does not return it from `source()`.
     #[derive(Debug, thiserror::Error)]
