@@ -1,5 +1,6 @@
-//! Test PKI made with the openssl CLI: a SPIRE-like CA certificate with a SPIFFE URI SAN, as SPIRE puts in
-//! its bundles.
+//! Test PKI made with the openssl CLI: the one openssl runner, three recipes (a P-256 self-signed CA, a P-256
+//! CSR, an issue by a CA), a SPIRE-like CA certificate with a SPIFFE URI SAN as SPIRE puts in its bundles, and a
+//! web CA with a server certificate for 127.0.0.1.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
