@@ -38,6 +38,12 @@ fn published(f: &Fixture) -> Option<String> {
     std::fs::read_to_string(f.webroot.join("spiffetrustbundle.token")).ok()
 }
 
+/// signer-unix started on `config`, ready once `socket` accepts; its log in `log`.
+fn signer_unix(config: &Path, socket: &Path, log: &Path) -> testbed::process::Daemon {
+    let ready = testbed::process::Ready::UnixSocket(socket.to_owned());
+    testbed::process::Daemon::spawn(SIGNER_UNIX, &[&config.display().to_string()], &[], log, ready).unwrap()
+}
+
 #[test]
 fn sign_cli_publishes_a_token_our_verifier_and_jsonwebtoken_accept() {
     for key_type in ["rsa2048", "ecc-p256"] {
@@ -163,14 +169,7 @@ fn peers_outside_the_allow_list_are_refused() {
         ),
     )
     .unwrap();
-    let _d = testbed::process::Daemon::spawn(
-        SIGNER_UNIX,
-        &[&config.display().to_string()],
-        &[],
-        &tmp.path().join("log"),
-        testbed::process::Ready::UnixSocket(socket.clone()),
-    )
-    .unwrap();
+    let _d = signer_unix(&config, &socket, &tmp.path().join("log"));
     let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&socket).unwrap().permissions()) & 0o777;
     assert_eq!(mode, 0o660, "default socket mode");
     let ca = pki::spire_ca(tmp.path(), "example.org", "ca").unwrap();
@@ -307,14 +306,7 @@ fn log_format_json_writes_one_object_per_line_with_the_structured_fields() {
     )
     .unwrap();
     let log = dir.join("daemon.log");
-    let mut daemon = testbed::process::Daemon::spawn(
-        SIGNER_UNIX,
-        &[&config.display().to_string()],
-        &[],
-        &log,
-        testbed::process::Ready::UnixSocket(socket.clone()),
-    )
-    .unwrap();
+    let mut daemon = signer_unix(&config, &socket, &log);
     sign_cli(&socket, &[], &pki::spire_ca(dir, "example.org", "ca").unwrap()).unwrap();
     daemon.wait_log("\"message\":\"signed\"", 1).unwrap();
     assert!(daemon.stop().unwrap(), "signer-unix did not stop cleanly");
@@ -372,14 +364,7 @@ fn a_key_password_is_needed_to_sign_and_a_wrong_one_stops_the_start() {
     }
     let (path, socket) = config("right", Some(&right));
     let log = dir.join("right.log");
-    let _signer = testbed::process::Daemon::spawn(
-        SIGNER_UNIX,
-        &[&path.display().to_string()],
-        &[],
-        &log,
-        testbed::process::Ready::UnixSocket(socket.clone()),
-    )
-    .unwrap();
+    let _signer = signer_unix(&path, &socket, &log);
     let ca = pki::spire_ca(dir, "example.org", "ca").unwrap();
     let token = sign_cli(&socket, &[], &ca).unwrap();
     let key = crypto::keys::VerifyingKey::from_pem("key.pem", &std::fs::read(&pem).unwrap()).unwrap();
