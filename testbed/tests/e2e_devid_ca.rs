@@ -37,7 +37,8 @@ fn check(ca: &CaSite, node: &Swtpm, out: &std::path::Path, ek_ca: &std::path::Pa
 
 /// Nodes enroll with and without passwords of their own, from a CA whose key has one (`tpm-key-password-file`): it
 /// signs every certificate and CRL with it; the key cannot sign without it, and the CA started with a wrong password
-/// or none stops at once, saying which password was refused.
+/// or none stops at once, saying which password was refused. `provision` again keeps the key and its certificate,
+/// refuses another key's certificate at ca-cert, and writes a CSR for this key.
 #[test]
 fn nodes_with_a_token_or_in_the_inventory_enroll_rsa_and_ecc_with_and_without_passwords() {
     let (a, b) = (Swtpm::start_with_ek().unwrap(), Swtpm::start_with_ek().unwrap());
@@ -112,6 +113,24 @@ fn nodes_with_a_token_or_in_the_inventory_enroll_rsa_and_ecc_with_and_without_pa
     let key = tpm::Tpm::open(&ca.tpm.device()).unwrap().signing_key("0x81008007".parse().unwrap()).unwrap();
     let refused = tpm::KeySigner::sign_digest(&key, &[0u8; 32]).unwrap_err().to_string();
     assert!(refused.contains("password was refused"), "{refused}");
+    // provision again, with the password: the key and its certificate are kept; a certificate of another key at
+    // ca-cert is refused and left as it was; --csr asks an offline root for this key's certificate.
+    let cert = std::fs::read_to_string(&ca.ca_cert).unwrap();
+    let (code, _, err) = ca.admin(&["provision", "--self-signed", "--subject-cn", "Again"]).unwrap();
+    assert!(code == 0 && err.contains("already this CA key's certificate: kept"), "{err}");
+    let other = testbed::pki::spire_ca(dir.path(), "example.org", "other").unwrap();
+    std::fs::write(&ca.ca_cert, &other).unwrap();
+    let (code, _, err) = ca.admin(&["provision", "--self-signed", "--subject-cn", "Again"]).unwrap();
+    assert!(code != 0 && err.contains("is not this TPM key's certificate"), "{err}");
+    assert_eq!(std::fs::read_to_string(&ca.ca_cert).unwrap(), other);
+    std::fs::write(&ca.ca_cert, &cert).unwrap();
+    let csr = dir.path().join("ca.csr").display().to_string();
+    let (code, _, err) = ca.admin(&["provision", "--csr", &csr, "--subject-cn", "Fleet DevID CA"]).unwrap();
+    assert_eq!(code, 0, "{err}");
+    let ossl = |args: &[&str]| testbed::pki::openssl(args, dir.path()).unwrap();
+    let asked = ossl(&["req", "-in", &csr, "-verify", "-noout", "-pubkey", "-subject"]);
+    let held = ossl(&["x509", "-in", &ca.ca_cert.display().to_string(), "-noout", "-pubkey"]);
+    assert!(asked.contains(held.trim()) && asked.contains("subject=CN = Fleet DevID CA"), "{asked}");
     let config = std::fs::read_to_string(&ca.config).unwrap();
     let without: String =
         config.lines().filter(|l| !l.starts_with("tpm-key-password-file:")).map(|l| format!("{l}\n")).collect();
