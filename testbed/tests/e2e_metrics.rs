@@ -329,3 +329,27 @@ fn the_enrollment_ca_counts_enrollments_times_its_tpm_and_exposes_the_crls_age()
     assert!((0.0..300.0).contains(&age), "age {age}");
     assert_eq!(http_get(m, "/healthz").unwrap().status, 200);
 }
+
+/// The CRL's age, which the shipped alert watches, stays under half its lifetime with no revocation: the CA
+/// (in-process, its key in swtpm, on a manual clock) re-signs its CRL, with a higher number, once half of the
+/// lifetime has passed.
+#[test]
+fn the_enrollment_ca_re_signs_its_crl_at_half_its_lifetime_without_a_revocation() {
+    use crypto::devid::{chain::parse_pem_bundle, crl::Crl};
+    use testbed::devid_ca::{CaOptions, CaSite};
+    let start = common::clock::unix_now();
+    let clock = common::clock::Clock::manual(start);
+    let options = CaOptions { inventory: Some(String::new()), crl_lifetime: Some("10m"), ..CaOptions::default() };
+    let ca = CaSite::start_in_process(&options, clock.clone()).unwrap();
+    let anchors = parse_pem_bundle(&std::fs::read(&ca.ca_cert).unwrap()).unwrap();
+    let crl = || Crl::parse(&std::fs::read(&ca.crl).unwrap(), &anchors).unwrap();
+    // The in-process CA signs its first CRL as it starts, by the manual clock.
+    wait_for("the first CRL", Duration::from_secs(10), || Ok(crl().this_update() == start)).unwrap();
+    let first = crl();
+    assert_eq!(first.next_update(), start + 600);
+    clock.advance(301);
+    wait_for("the CRL re-signed", Duration::from_secs(10), || Ok(crl().this_update() == start + 301)).unwrap();
+    let second = crl();
+    assert_eq!(second.next_update(), start + 301 + 600);
+    assert!(second.may_replace(&first) && !first.may_replace(&second), "the re-signed CRL's number did not grow");
+}
